@@ -1,0 +1,127 @@
+//! `mcpd demo` and `mcpd demo-api`: the bundled demo API, and the flows played through
+//! the real pipeline against it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::config::Vars;
+use crate::demo_api;
+use crate::engine::{CallResult, Engine};
+
+/// One scripted call of the demo.
+struct Flow {
+    title: &'static str,
+    tool: &'static str,
+    args: Value,
+}
+
+fn flows() -> Vec<Flow> {
+    vec![
+        Flow {
+            title: "golden: export August's orders; emails and cards come back masked",
+            tool: "orders.export",
+            args: json!({"from": "2025-08-01", "to": "2025-08-31"}),
+        },
+        Flow {
+            title: "golden: roll checkout_v2 out to 10 percent in staging",
+            tool: "flag.set",
+            args: json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
+        },
+        Flow {
+            title: "bad input: a percent over 100 is refused before any request is sent",
+            tool: "flag.set",
+            args: json!({"env": "staging", "name": "checkout_v2", "percent": 150}),
+        },
+    ]
+}
+
+/// Starts the demo API on a free loopback port and plays the flows.
+pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let (addr, state) = demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let url = format!("http://{addr}");
+    let vars = Vars::from_env().with("DEMO_API_URL", &url);
+    let catalog = super::load_catalog(dir, &vars)?;
+    println!(
+        "mcpd demo: demo API on {url}; {} tools from {}",
+        catalog.tools.len(),
+        dir.join(crate::config::TOOLS_DIR).display()
+    );
+    let engine = Engine::new(catalog);
+    let mut unexpected = 0;
+    for (i, flow) in flows().iter().enumerate() {
+        let before = state_requests(&state);
+        println!("\n[{}] {}", i + 1, flow.title);
+        println!("    call  {} {}", flow.tool, flow.args);
+        let Value::Object(args) = flow.args.clone() else { continue };
+        let result = engine.call(flow.tool, Some(args)).await?;
+        print_result(&result, state_requests(&state) - before);
+        let expect_ok = !flow.title.starts_with("bad input");
+        if result.outcome.is_ok() != expect_ok {
+            unexpected += 1;
+        }
+    }
+    println!();
+    if unexpected == 0 {
+        println!("demo finished: every flow behaved as expected");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("demo finished: {unexpected} flow(s) did not behave as expected");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn state_requests(state: &demo_api::DemoState) -> usize {
+    state.requests_seen()
+}
+
+fn print_result(r: &CallResult, upstream_requests: usize) {
+    let ms = r.elapsed.as_secs_f64() * 1000.0;
+    let status = r.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    match &r.outcome {
+        Ok(v) => {
+            println!(
+                "    ok    HTTP {status}, {} values masked, {upstream_requests} upstream request(s), {ms:.1} ms",
+                r.masked
+            );
+            println!("    result {}", preview(v));
+        }
+        Err(f) => {
+            println!("    error ({}) {upstream_requests} upstream request(s), {ms:.1} ms", f.kind());
+            println!("    reason {}", f.message());
+        }
+    }
+}
+
+/// The result with long lists cut to their first two items.
+fn preview(v: &Value) -> String {
+    match v {
+        Value::Object(o) => {
+            let parts: Vec<String> = o
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::Array(items) if items.len() > 2 => format!(
+                        "\"{k}\": [{}, {}, ... {} more]",
+                        items.first().map(Value::to_string).unwrap_or_default(),
+                        items.get(1).map(Value::to_string).unwrap_or_default(),
+                        items.len() - 2
+                    ),
+                    other => format!("\"{k}\": {other}"),
+                })
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Runs the demo API alone until interrupted.
+pub async fn run_api(port: u16) -> anyhow::Result<ExitCode> {
+    let (addr, _state) = demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+    println!("http://{addr}");
+    tracing::info!(%addr, "demo API listening");
+    tokio::signal::ctrl_c().await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,107 @@
+//! The command line: one file per subcommand, this one parses and dispatches.
+//!
+//! Owns the process edge: argument parsing, logging to stderr (stdout belongs to the
+//! stdio protocol), the tokio runtime, exit codes, and rendering an error once.
+
+mod call;
+mod demo;
+mod serve;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::catalog::Catalog;
+use crate::config::{self, Vars};
+
+/// mcpd: internal HTTP APIs as governed MCP tools, described in YAML.
+#[derive(Debug, Parser)]
+#[command(name = "mcpd", version, about)]
+pub struct Cli {
+    /// The config directory: mcpd.yaml, policies.yaml and tools.d/.
+    #[arg(long, short = 'c', global = true, env = "MCPD_CONFIG", default_value = ".")]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over stdio (for Claude Desktop, VS Code, Cursor, Continue).
+    Serve,
+    /// Check tools.d, policies.yaml and mcpd.yaml; print every problem as file:line:col.
+    Validate {
+        /// The config directory to check (default: --config).
+        dir: Option<PathBuf>,
+    },
+    /// Make one call through the full pipeline and print the MCP result as JSON.
+    Call {
+        /// The tool id (`orders.export`) or wire name (`orders_export`).
+        tool: String,
+        /// The arguments, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+    },
+    /// Start the bundled demo API and play the demo flows through mcpd.
+    Demo,
+    /// Run the bundled demo orders/flags API on its own.
+    DemoApi {
+        /// Port on 127.0.0.1 (0 picks a free one; the URL is printed on stdout).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+/// Runs the command line and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve::run(&cli.config).await,
+            Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
+            Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
+            Command::Demo => demo::run(&cli.config).await,
+            Command::DemoApi { port } => demo::run_api(port).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr, always: stdout carries MCP messages (serve) or results (call).
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Serve | Command::DemoApi { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// Loads and compiles a config directory, or fails with every diagnostic.
+pub(crate) fn load_catalog(dir: &Path, vars: &Vars) -> anyhow::Result<Catalog> {
+    let loaded = config::load_dir(dir).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
+    Catalog::compile(&loaded, vars).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))
+}

@@ -1,0 +1,35 @@
+//! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::catalog::Catalog;
+use crate::config::{self, Vars};
+
+/// Checks a config directory; exit 0 when clean, 1 with diagnostics.
+pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let result = config::load_dir(dir).and_then(|loaded| {
+        let catalog = Catalog::compile(&loaded, &Vars::from_env())?;
+        Ok((loaded, catalog))
+    });
+    match result {
+        Ok((loaded, catalog)) => {
+            println!(
+                "ok: {} tools in {} files, {} upstreams, policy {}",
+                catalog.tools.len(),
+                loaded.tools.len(),
+                catalog.upstreams.iter().count(),
+                loaded.policy.0.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(diags) => {
+            for d in &diags.0 {
+                println!("{d}");
+            }
+            let n = diags.0.len();
+            eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The file model: what the user wrote in `mcpd.yaml`, `tools.d/` and `policies.yaml`.
+//!
+//! This module reads and parses files and reports every problem as a [`Diagnostic`]
+//! with its line and column. It never compiles templates or talks to the network: that
+//! is the catalog's job, so the call path never parses.
+
+pub mod policy;
+pub mod server;
+pub mod tool;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+use crate::diag::{Diagnostic, Diagnostics, Pos};
+
+pub use policy::PolicySpec;
+pub use server::ServerSpec;
+pub use tool::ToolSpec;
+
+/// The name of the server file in a config directory.
+pub const SERVER_FILE: &str = "mcpd.yaml";
+/// The name of the policy file in a config directory.
+pub const POLICY_FILE: &str = "policies.yaml";
+/// The directory of tool files in a config directory.
+pub const TOOLS_DIR: &str = "tools.d";
+
+/// A value with the place it was written, so later checks can point at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    /// The value as written.
+    pub value: T,
+    /// Where it was written (line and column, 1-based; 0 when unknown).
+    pub pos: Pos,
+}
+
+impl<T> Located<T> {
+    /// A value with no known position (built in code, not read from a file).
+    pub fn unplaced(value: T) -> Self {
+        Self {
+            value,
+            pos: Pos::default(),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        Ok(Self {
+            value: spanned.value,
+            pos: Pos::new(spanned.referenced.line(), spanned.referenced.column()),
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Located<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// One tool file, parsed.
+#[derive(Debug, Clone)]
+pub struct ToolFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The tools it declares (a file may hold several YAML documents).
+    pub tools: Vec<ToolSpec>,
+}
+
+/// Everything read from one config directory.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The config directory.
+    pub root: PathBuf,
+    /// `mcpd.yaml`, with its path.
+    pub server: (PathBuf, ServerSpec),
+    /// `policies.yaml`, with its path.
+    pub policy: (PathBuf, PolicySpec),
+    /// Every tool file in `tools.d`, sorted by name.
+    pub tools: Vec<ToolFile>,
+}
+
+/// Where environment variables come from while loading: the process environment, with
+/// overrides on top (the demo and the tests point upstreams at a local API this way,
+/// without touching the process environment).
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    overrides: Vec<(String, String)>,
+}
+
+impl Vars {
+    /// The process environment, no overrides.
+    pub fn from_env() -> Self {
+        Self::default()
+    }
+
+    /// Adds an override that wins over the process environment.
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.overrides.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Looks a variable up.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.overrides
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in `input`.
+///
+/// # Errors
+/// Names the first variable that is unset and has no default, or an unclosed `${`.
+pub fn expand_env(input: &str, vars: &Vars) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(start) = rest.find("${") {
+        out.push_str(rest.get(..start).unwrap_or_default());
+        let after = rest.get(start + 2..).unwrap_or_default();
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed '${{' in '{input}'"));
+        };
+        let inner = after.get(..end).unwrap_or_default();
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (vars.get(name), default) {
+            (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable '{name}' is not set (write '${{{name}:-default}}' to give a default)"
+                ));
+            }
+            (Some(v), None) => out.push_str(&v),
+        }
+        rest = after.get(end + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses one YAML document into `T`, turning a parse error into a diagnostic.
+fn parse_one<T: for<'de> Deserialize<'de>>(path: &Path, src: &str) -> Result<T, Diagnostic> {
+    serde_saphyr::from_str::<T>(src).map_err(|e| yaml_diagnostic(path, &e))
+}
+
+/// Parses a file of one or more YAML documents into `T`s.
+fn parse_many<T: for<'de> Deserialize<'de>>(path: &Path, src: &str) -> Result<Vec<T>, Diagnostic> {
+    serde_saphyr::from_multiple::<T>(src).map_err(|e| yaml_diagnostic(path, &e))
+}
+
+fn yaml_diagnostic(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
+    let pos = e
+        .location()
+        .map(|l| Pos::new(l.line(), l.column()))
+        .unwrap_or_default();
+    let message = e.without_snippet().to_string();
+    // The parser appends its own "at line X column Y"; the position is already in front.
+    let message = match message.rfind(" at line ") {
+        Some(i) => message.get(..i).unwrap_or(&message).to_owned(),
+        None => message,
+    };
+    Diagnostic::new(path, pos, message)
+}
+
+fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            diags.push(Diagnostic::new(
+                path,
+                Pos::default(),
+                format!("cannot read file: {e}"),
+            ));
+            None
+        }
+    }
+}
+
+/// True for files in `tools.d` that are tool files: `*.yaml` / `*.yml`, not hidden and
+/// not an editor's temporary or backup file.
+pub fn is_tool_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+    yaml && !name.starts_with('.') && !name.starts_with('#') && !name.ends_with('~')
+}
+
+/// Parses one tool file.
+///
+/// # Errors
+/// The file's diagnostic when it cannot be read or parsed.
+pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let Some(src) = read(path, &mut diags) else {
+        return Err(diags);
+    };
+    match parse_many::<ToolSpec>(path, &src) {
+        Ok(tools) if tools.is_empty() => {
+            diags.push(Diagnostic::new(path, Pos::new(1, 1), "file declares no tool"));
+            Err(diags)
+        }
+        Ok(tools) => Ok(ToolFile {
+            path: path.to_path_buf(),
+            tools,
+        }),
+        Err(d) => {
+            diags.push(d);
+            Err(diags)
+        }
+    }
+}
+
+/// Reads a whole config directory: `mcpd.yaml`, `policies.yaml` and every tool file.
+///
+/// # Errors
+/// Every problem found, in file order; nothing is returned unless all files parse.
+pub fn load_dir(root: &Path) -> Result<Loaded, Diagnostics> {
+    let mut diags = Diagnostics::default();
+
+    let server_path = root.join(SERVER_FILE);
+    let server = if server_path.exists() {
+        read(&server_path, &mut diags).and_then(|src| match parse_one::<ServerSpec>(&server_path, &src) {
+            Ok(s) => Some(s),
+            Err(d) => {
+                diags.push(d);
+                None
+            }
+        })
+    } else {
+        diags.push(Diagnostic::new(
+            &server_path,
+            Pos::default(),
+            format!("no {SERVER_FILE} in '{}': it declares the upstream APIs tools call", root.display()),
+        ));
+        None
+    };
+
+    let policy_path = root.join(POLICY_FILE);
+    let policy = if policy_path.exists() {
+        read(&policy_path, &mut diags).and_then(|src| match parse_one::<PolicySpec>(&policy_path, &src) {
+            Ok(p) => Some(p),
+            Err(d) => {
+                diags.push(d);
+                None
+            }
+        })
+    } else {
+        diags.push(Diagnostic::new(
+            &policy_path,
+            Pos::default(),
+            format!("no {POLICY_FILE} in '{}': create one (at least 'default: allow' and an 'egress' list)", root.display()),
+        ));
+        None
+    };
+
+    let tools_dir = root.join(TOOLS_DIR);
+    let mut tools = Vec::new();
+    match tool_paths(&tools_dir) {
+        Ok(paths) => {
+            for path in paths {
+                match load_tool_file(&path) {
+                    Ok(f) => tools.push(f),
+                    Err(d) => diags.extend(d),
+                }
+            }
+        }
+        Err(e) => diags.push(Diagnostic::new(
+            &tools_dir,
+            Pos::default(),
+            format!("cannot list tool files: {e}"),
+        )),
+    }
+
+    match (server, policy) {
+        (Some(server), Some(policy)) if diags.is_empty() => Ok(Loaded {
+            root: root.to_path_buf(),
+            server: (server_path, server),
+            policy: (policy_path, policy),
+            tools,
+        }),
+        _ => Err(diags),
+    }
+}
+
+/// The tool files of a `tools.d` directory, sorted by name.
+///
+/// # Errors
+/// When the directory cannot be read.
+pub fn tool_paths(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() && is_tool_file(&path) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_set_variables_and_defaults() {
+        let vars = Vars::default().with("MCPD_T_HOST", "10.0.0.1");
+        assert_eq!(
+            expand_env("http://${MCPD_T_HOST}:${MCPD_T_PORT:-8080}/x", &vars),
+            Ok("http://10.0.0.1:8080/x".to_owned())
+        );
+    }
+
+    #[test]
+    fn unset_variable_without_default_is_an_error_naming_it() {
+        let err = expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default()).unwrap_err();
+        assert!(err.contains("'MCPD_T_SURELY_UNSET'"), "{err}");
+    }
+
+    #[test]
+    fn editor_temp_files_are_not_tool_files() {
+        assert!(is_tool_file(Path::new("tools.d/a.yaml")));
+        assert!(is_tool_file(Path::new("tools.d/a.yml")));
+        for p in [".a.yaml.swp", "a.yaml~", ".#a.yaml", "a.yaml.tmp", "#a.yaml#"] {
+            assert!(!is_tool_file(Path::new(p)), "{p}");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! `mcpd.yaml`: the server's own settings, starting with the upstream APIs tools call.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::Located;
+
+/// The server file.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// Named upstream APIs. Tools refer to them by name in `request.upstream`.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+}
+
+/// One upstream API.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// Base URL, `http` or `https`. `${VAR}` and `${VAR:-default}` are expanded from
+    /// the environment when the file is loaded.
+    pub url: Located<String>,
+    /// The same API's base URL per data region (e.g. `eu`), for region routing.
+    #[serde(default)]
+    pub regions: BTreeMap<String, Located<String>>,
+    /// Default time allowed for a request, e.g. `10s` (default `10s`).
+    #[serde(default)]
+    pub timeout: Option<Located<String>>,
+    /// Time allowed to open a connection, e.g. `2s` (default `2s`).
+    #[serde(default)]
+    pub connect_timeout: Option<Located<String>>,
+}

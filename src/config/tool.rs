@@ -1,0 +1,135 @@
+//! The tool file: one MCP tool mapped onto one HTTP request.
+//!
+//! Field comments here are the user's documentation (and the editor's hover text, via
+//! `mcpd schema`). Template strings are kept with their position so the catalog can point
+//! at the exact line of a bad template.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::Located;
+
+/// One tool: its MCP face (name, description, schemas) and the HTTP call behind it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// The tool id, `[A-Za-z0-9_.-]{1,64}`, e.g. `orders.export`. On the wire dots become
+    /// underscores (`orders_export`), because several hosts reject dots; calls accept both.
+    pub name: Located<String>,
+    /// A short human-readable title shown by hosts.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// What the tool does, written for the model: when to use it and what comes back.
+    pub description: String,
+    /// MCP hints for hosts. They are hints only; policy is enforced by mcpd.
+    #[serde(default)]
+    pub annotations: AnnotationsSpec,
+    /// JSON Schema (2020-12) of the arguments; must be `type: object`. Every call is
+    /// validated against it before anything else happens.
+    pub input: Located<serde_json::Value>,
+    /// Optional JSON Schema of the result (after `response.select`); results that do not
+    /// match are tool errors.
+    #[serde(default)]
+    pub output: Option<Located<serde_json::Value>>,
+    /// The HTTP request a call becomes.
+    pub request: RequestSpec,
+    /// How the HTTP response becomes the tool result.
+    #[serde(default)]
+    pub response: ResponseSpec,
+}
+
+/// MCP tool annotations (hints to hosts).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AnnotationsSpec {
+    /// The tool does not change anything.
+    #[serde(default)]
+    pub read_only_hint: Option<bool>,
+    /// The tool may destroy or overwrite data.
+    #[serde(default)]
+    pub destructive_hint: Option<bool>,
+    /// Calling it twice with the same arguments has no further effect.
+    #[serde(default)]
+    pub idempotent_hint: Option<bool>,
+    /// The tool reaches outside the organisation.
+    #[serde(default)]
+    pub open_world_hint: Option<bool>,
+}
+
+/// HTTP methods a tool may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// PATCH
+    Patch,
+    /// DELETE
+    Delete,
+}
+
+impl Method {
+    /// The method as reqwest knows it.
+    pub fn to_http(self) -> reqwest::Method {
+        match self {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        }
+    }
+}
+
+/// The HTTP request of a call. Strings are minijinja templates over `args` (the validated
+/// arguments) and `secret` (environment variables: `{{ secret.ORDERS_TOKEN }}`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    /// The name of an upstream declared in `mcpd.yaml`.
+    pub upstream: Located<String>,
+    /// The HTTP method.
+    pub method: Method,
+    /// Path below the upstream's base URL, starting with `/`. Values inserted by
+    /// `{{ ... }}` are URL-encoded as one path segment each.
+    pub path: Located<String>,
+    /// Query parameters; each value is a template. A value that renders empty is left out.
+    #[serde(default)]
+    pub query: BTreeMap<String, Located<String>>,
+    /// Request headers; each value is a template. Use `secret.*` for credentials.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Located<String>>,
+    /// JSON body. Strings are templates; a string that is exactly `{{ expr }}` keeps the
+    /// value's JSON type (a number stays a number).
+    #[serde(default)]
+    pub body: Option<Located<serde_json::Value>>,
+    /// Time allowed for the whole request, e.g. `5s`, `800ms` (default: the upstream's).
+    #[serde(default)]
+    pub timeout: Option<Located<String>>,
+}
+
+/// How the upstream's response becomes the tool result.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    /// JSONPath selecting the part of the JSON body to return (default: the whole body).
+    /// A path that can match several nodes (`$.orders[*]`) returns them as a list.
+    #[serde(default)]
+    pub select: Option<Located<String>>,
+    /// JSONPaths (relative to the selected value) whose values are always masked:
+    /// emails keep their first letter and domain (`j***@example.com`), anything else
+    /// becomes `***`.
+    #[serde(default)]
+    pub mask: Vec<Located<String>>,
+    /// Messages for upstream error statuses, keyed by status (`"404"`) or class (`"4xx"`,
+    /// `"5xx"`). Templates over `args`, `status` and `body` (the parsed error body).
+    /// Unlisted error statuses get a generic message with the status and a short excerpt.
+    #[serde(default)]
+    pub errors: BTreeMap<String, Located<String>>,
+}

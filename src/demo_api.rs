@@ -1,0 +1,286 @@
+//! The demo upstream: a small orders and flags HTTP API that ships with mcpd.
+//!
+//! It behaves like a real internal service so the demo, the tests and the benchmark
+//! exercise mcpd end to end: orders with customer emails and card numbers in two data
+//! regions (`/orders` is the US store, `/eu/orders` the EU store), filtered by date;
+//! flags that store a percent per environment. `/_requests` lets tests see exactly what
+//! reached the upstream. It is demo code: in memory, no auth.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// How many requests `/_requests` remembers.
+const REQUEST_LOG: usize = 10_000;
+
+/// One order, as the API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Order {
+    /// Order id, e.g. `ord-1001`.
+    pub id: String,
+    /// Order date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Data region: `us` or `eu`.
+    pub region: String,
+    /// Customer name.
+    pub customer: String,
+    /// Customer email (PII).
+    pub email: String,
+    /// Payment card number (PCI data; Luhn-valid test numbers).
+    pub card: String,
+    /// Amount in cents.
+    pub amount_cents: u64,
+}
+
+/// A request as the demo API saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Headers of interest (idempotency-key, traceparent, ...); `authorization` only as
+    /// `present`.
+    pub headers: HashMap<String, String>,
+}
+
+/// The API's in-memory state.
+#[derive(Debug, Default)]
+pub struct DemoState {
+    orders: Vec<Order>,
+    flags: Mutex<HashMap<(String, String), u8>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl DemoState {
+    /// A fresh state with the seed orders and no flags.
+    pub fn new() -> Self {
+        Self {
+            orders: seed_orders(),
+            ..Self::default()
+        }
+    }
+
+    /// How many API requests (not `/_` ones) have arrived so far.
+    pub fn requests_seen(&self) -> usize {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// The router, for embedding or serving.
+pub fn router(state: Arc<DemoState>) -> Router {
+    Router::new()
+        .route("/orders", get(us_orders))
+        .route("/eu/orders", get(eu_orders))
+        .route("/flags/{env}/{name}", get(get_flag).put(put_flag))
+        .route("/_requests", get(requests).delete(clear_requests))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+/// Binds `addr` (port 0 picks a free one) and serves in the background.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn spawn(addr: SocketAddr) -> std::io::Result<(SocketAddr, Arc<DemoState>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let state = Arc::new(DemoState::new());
+    let app = router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "demo API stopped");
+        }
+    });
+    Ok((local, state))
+}
+
+async fn record(State(state): State<Arc<DemoState>>, req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    if !uri.path().starts_with("/_") {
+        let mut headers = HashMap::new();
+        for name in ["idempotency-key", "traceparent", "tracestate", "content-type"] {
+            if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+                headers.insert(name.to_owned(), v.to_owned());
+            }
+        }
+        if req.headers().contains_key("authorization") {
+            headers.insert("authorization".to_owned(), "present".to_owned());
+        }
+        let seen = Seen {
+            method: req.method().to_string(),
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or_default().to_owned(),
+            headers,
+        };
+        let mut log = state.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.len() >= REQUEST_LOG {
+            log.remove(0);
+        }
+        log.push(seen);
+    }
+    next.run(req).await
+}
+
+async fn requests(State(state): State<Arc<DemoState>>) -> Json<Vec<Seen>> {
+    Json(state.seen.lock().unwrap_or_else(PoisonError::into_inner).clone())
+}
+
+async fn clear_requests(State(state): State<Arc<DemoState>>) -> StatusCode {
+    state.seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+async fn us_orders(State(s): State<Arc<DemoState>>, Query(r): Query<Range>) -> Response {
+    orders_in(&s, "us", r)
+}
+
+async fn eu_orders(State(s): State<Arc<DemoState>>, Query(r): Query<Range>) -> Response {
+    orders_in(&s, "eu", r)
+}
+
+fn orders_in(state: &DemoState, region: &str, r: Range) -> Response {
+    let (Some(from), Some(to)) = (r.from, r.to) else {
+        return error(StatusCode::BAD_REQUEST, "query parameters 'from' and 'to' are required (YYYY-MM-DD)");
+    };
+    for d in [&from, &to] {
+        if !is_date(d) {
+            return error(StatusCode::BAD_REQUEST, format!("'{d}' is not a date (YYYY-MM-DD)"));
+        }
+    }
+    if from > to {
+        return error(StatusCode::BAD_REQUEST, format!("'from' ({from}) is after 'to' ({to})"));
+    }
+    let orders: Vec<&Order> = state
+        .orders
+        .iter()
+        .filter(|o| o.region == region && o.date >= from && o.date <= to)
+        .collect();
+    Json(json!({ "region": region, "count": orders.len(), "orders": orders })).into_response()
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+const ENVS: &[&str] = &["staging", "prod"];
+
+async fn get_flag(State(s): State<Arc<DemoState>>, Path((env, name)): Path<(String, String)>) -> Response {
+    if !ENVS.contains(&env.as_str()) {
+        return error(StatusCode::NOT_FOUND, format!("unknown environment '{env}' (staging, prod)"));
+    }
+    let flags = s.flags.lock().unwrap_or_else(PoisonError::into_inner);
+    match flags.get(&(env.clone(), name.clone())) {
+        Some(p) => Json(json!({ "env": env, "name": name, "percent": p })).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no flag '{name}' in {env}")),
+    }
+}
+
+async fn put_flag(State(s): State<Arc<DemoState>>, Path((env, name)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
+    if !ENVS.contains(&env.as_str()) {
+        return error(StatusCode::NOT_FOUND, format!("unknown environment '{env}' (staging, prod)"));
+    }
+    let Some(percent) = body.get("percent").and_then(Value::as_u64).filter(|p| *p <= 100) else {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "'percent' must be an integer from 0 to 100");
+    };
+    let percent = u8::try_from(percent).unwrap_or(100);
+    let mut flags = s.flags.lock().unwrap_or_else(PoisonError::into_inner);
+    let previous = flags.insert((env.clone(), name.clone()), percent);
+    Json(json!({ "env": env, "name": name, "percent": percent, "previous": previous })).into_response()
+}
+
+/// The seed orders: 30 in the US store, 20 in the EU store, across August and
+/// September 2025, each with an email and a Luhn-valid test card number.
+fn seed_orders() -> Vec<Order> {
+    const FIRST: &[&str] = &["ana", "ben", "chloe", "dev", "elif", "farid", "greta", "hugo", "ines", "jonas"];
+    const LAST: &[&str] = &["silva", "okafor", "martin", "patel", "yilmaz", "haddad", "berg", "laurent", "costa", "weber"];
+    (0u64..50)
+        .map(|i| {
+            let region = if i % 5 < 3 { "us" } else { "eu" };
+            let first = FIRST.get((i % 10) as usize).copied().unwrap_or("ana");
+            let last = LAST.get(((i / 10 + i * 3) % 10) as usize).copied().unwrap_or("silva");
+            let day = i % 30 + 1;
+            let month = if i < 30 { 8 } else { 9 };
+            let domain = if region == "eu" { "example.eu" } else { "example.com" };
+            Order {
+                id: format!("ord-{}", 1001 + i),
+                date: format!("2025-{month:02}-{day:02}"),
+                region: region.to_owned(),
+                customer: format!("{first} {last}"),
+                email: format!("{first}.{last}{i}@{domain}"),
+                card: luhn_complete(&format!("411111111111{:03}", 100 + i)),
+                amount_cents: 1_000 + (i * 7_919) % 90_000,
+            }
+        })
+        .collect()
+}
+
+/// Appends the Luhn check digit to `digits`.
+fn luhn_complete(digits: &str) -> String {
+    let sum: u32 = digits
+        .chars()
+        .rev()
+        .filter_map(|c| c.to_digit(10))
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 0 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+        .sum();
+    format!("{digits}{}", (10 - sum % 10) % 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn luhn_valid(n: &str) -> bool {
+        let sum: u32 = n
+            .chars()
+            .rev()
+            .filter_map(|c| c.to_digit(10))
+            .enumerate()
+            .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+            .sum();
+        sum % 10 == 0
+    }
+
+    #[test]
+    fn seed_cards_pass_luhn() {
+        let orders = seed_orders();
+        assert_eq!(orders.len(), 50);
+        assert!(orders.iter().all(|o| luhn_valid(&o.card) && o.card.len() == 16));
+    }
+
+    #[test]
+    fn both_regions_have_orders_in_august() {
+        let orders = seed_orders();
+        for region in ["us", "eu"] {
+            assert!(orders.iter().any(|o| o.region == region && o.date.starts_with("2025-08")));
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The engine: one tool call, from lookup to answer, in the order of DESIGN.md.
+//!
+//! `Engine::call` reads top to bottom as the pipeline. Each step lives in its own
+//! module; this one only sequences them and turns every failure into a tool error the
+//! model can act on. It holds the current catalog as an atomically swapped snapshot:
+//! a call finishes on the snapshot it started with.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+
+use crate::catalog::{BodyTpl, Catalog, Tool};
+use crate::config::policy::DefaultEffect;
+use crate::template::TemplateSet;
+use crate::upstream::Prepared;
+
+/// A call to a tool nobody declared: a protocol error, not a tool error.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown tool '{0}'")]
+pub struct UnknownTool(pub String);
+
+/// Why a call produced no result. Each kind's message says what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The arguments do not match the input schema.
+    InvalidArguments(String),
+    /// Policy refused the call; the upstream saw nothing.
+    Denied(String),
+    /// The request could not be built (template, missing secret, egress).
+    Request(String),
+    /// The upstream could not be reached or timed out.
+    Unreachable(String),
+    /// The upstream answered with an error status.
+    UpstreamStatus(u16, String),
+    /// The reply could not be mapped to a result.
+    Response(String),
+}
+
+impl Failure {
+    /// A short kind name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidArguments(_) => "invalid_arguments",
+            Self::Denied(_) => "denied",
+            Self::Request(_) => "request",
+            Self::Unreachable(_) => "unreachable",
+            Self::UpstreamStatus(..) => "upstream_status",
+            Self::Response(_) => "response",
+        }
+    }
+
+    /// The message the model reads.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidArguments(m) => format!("invalid arguments: {m}"),
+            Self::Denied(m) => format!("denied by policy: {m}"),
+            Self::Request(m) | Self::Unreachable(m) | Self::Response(m) | Self::UpstreamStatus(_, m) => m.clone(),
+        }
+    }
+}
+
+/// The result of one call.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    /// The tool's id.
+    pub tool: String,
+    /// The structured result (always an object), or why there is none.
+    pub outcome: Result<Value, Failure>,
+    /// Values masked in the result.
+    pub masked: usize,
+    /// The upstream's HTTP status, when a request was sent.
+    pub status: Option<u16>,
+    /// Time spent in mcpd and the upstream.
+    pub elapsed: Duration,
+}
+
+/// Runs calls against the current catalog.
+#[derive(Debug)]
+pub struct Engine {
+    catalog: ArcSwap<Catalog>,
+}
+
+impl Engine {
+    /// An engine serving `catalog`.
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog: ArcSwap::from_pointee(catalog),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Replaces the snapshot; calls in flight keep the one they started with.
+    pub fn swap(&self, catalog: Catalog) {
+        self.catalog.store(Arc::new(catalog));
+    }
+
+    /// One call through the whole pipeline.
+    ///
+    /// # Errors
+    /// Only for a tool that does not exist; every other failure is in the result.
+    pub async fn call(&self, name: &str, args: Option<Map<String, Value>>) -> Result<CallResult, UnknownTool> {
+        let started = Instant::now();
+        // 1. look up the tool in the current snapshot
+        let catalog = self.catalog.load_full();
+        let tool = catalog.get(name).cloned().ok_or_else(|| UnknownTool(name.to_owned()))?;
+        let args = Value::Object(args.unwrap_or_default());
+        let mut result = CallResult {
+            tool: tool.id.clone(),
+            outcome: Err(Failure::Denied(String::new())),
+            masked: 0,
+            status: None,
+            elapsed: Duration::ZERO,
+        };
+        result.outcome = run(&catalog, &tool, &args, &mut result).await;
+        result.elapsed = started.elapsed();
+        log_call(&result);
+        Ok(result)
+    }
+}
+
+/// Steps 2 to 10; fills `result.status` and `result.masked` on the way.
+async fn run(catalog: &Catalog, tool: &Tool, args: &Value, result: &mut CallResult) -> Result<Value, Failure> {
+    // 2. identify the actor: comes with the identity issue; calls are anonymous here.
+    // 3. validate the arguments before anything else sees them
+    validate_args(tool, args)?;
+    // 4. policy
+    if catalog.default_effect == DefaultEffect::Deny {
+        return Err(Failure::Denied(
+            "no rule allows this call and policies.yaml says 'default: deny'".to_owned(),
+        ));
+    }
+    // 7. render the request and check egress on the final URL
+    let secrets = read_secrets(tool)?;
+    let prepared = render(&catalog.templates, tool, args, &secrets)?;
+    catalog.egress.check(&prepared.url).map_err(Failure::Denied)?;
+    // 8. send
+    let reply = tool
+        .request
+        .upstream
+        .send(prepared)
+        .await
+        .map_err(|e| Failure::Unreachable(scrub(e.to_string(), &secrets)))?;
+    result.status = Some(reply.status);
+    // 9. map the response
+    if !(200..300).contains(&reply.status) {
+        let msg = tool
+            .response
+            .error_message(&catalog.templates, &tool.request.upstream.name, reply.status, &reply.body, args);
+        return Err(Failure::UpstreamStatus(reply.status, scrub(msg, &secrets)));
+    }
+    let mapped = tool.response.map_success(&reply.body).map_err(Failure::Response)?;
+    result.masked = mapped.masked;
+    if let Some(out) = &tool.output {
+        let errors: Vec<String> = out
+            .iter_errors(&mapped.structured)
+            .take(3)
+            .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
+            .collect();
+        if !errors.is_empty() {
+            return Err(Failure::Response(format!(
+                "the upstream's reply does not match the tool's output schema: {}",
+                errors.join("; ")
+            )));
+        }
+    }
+    // 10. answer
+    Ok(mapped.structured)
+}
+
+fn validate_args(tool: &Tool, args: &Value) -> Result<(), Failure> {
+    let errors: Vec<String> = tool
+        .input
+        .iter_errors(args)
+        .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::InvalidArguments(errors.join("; ")))
+    }
+}
+
+fn pointer_or_root(p: &str) -> String {
+    if p.is_empty() { "(arguments)".to_owned() } else { format!("'{p}'") }
+}
+
+/// The values of the environment variables the tool reads as `secret.NAME`.
+fn read_secrets(tool: &Tool) -> Result<Vec<(String, String)>, Failure> {
+    tool.secrets
+        .iter()
+        .map(|name| {
+            std::env::var(name).map(|v| (name.clone(), v)).map_err(|_| {
+                Failure::Request(format!(
+                    "mcpd is missing secret '{name}': set environment variable {name} for the mcpd process"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Replaces every secret value in `text`, so no error or log carries one.
+fn scrub(mut text: String, secrets: &[(String, String)]) -> String {
+    for (name, value) in secrets {
+        if !value.is_empty() && text.contains(value.as_str()) {
+            text = text.replace(value.as_str(), &format!("[secret {name}]"));
+        }
+    }
+    text
+}
+
+fn render(templates: &TemplateSet, tool: &Tool, args: &Value, secrets: &[(String, String)]) -> Result<Prepared, Failure> {
+    let plan = &tool.request;
+    let secret_map: Map<String, Value> = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let ctx = minijinja::context! {
+        args => crate::template::to_value(args),
+        secret => crate::template::to_value(&secret_map),
+    };
+    let fail = |field: &str, e: crate::template::RenderError| {
+        Failure::Request(scrub(format!("tool '{}': {field}: {e}", tool.id), secrets))
+    };
+    // 7a. pick the upstream base (region routing lands with policy)
+    let path = templates.render_text(&plan.path, &ctx).map_err(|e| fail("request.path", e))?;
+    let base = plan.upstream.base.as_str().trim_end_matches('/');
+    let mut url = reqwest::Url::parse(&format!("{base}{path}"))
+        .map_err(|e| Failure::Request(format!("tool '{}': rendered URL is invalid: {e}", tool.id)))?;
+    if url.host_str() != plan.upstream.base.host_str() {
+        return Err(Failure::Request(format!("tool '{}': rendered path changed the host", tool.id)));
+    }
+    if !plan.query.is_empty() {
+        let mut pairs = Vec::with_capacity(plan.query.len());
+        for (k, t) in &plan.query {
+            let v = templates
+                .render_text(t, &ctx)
+                .map_err(|e| fail(&format!("request.query.{k}"), e))?;
+            if !v.is_empty() {
+                pairs.push((k, v));
+            }
+        }
+        url.query_pairs_mut().extend_pairs(pairs);
+    }
+    let mut headers = Vec::with_capacity(plan.headers.len());
+    for (k, t) in &plan.headers {
+        let v = templates
+            .render_text(t, &ctx)
+            .map_err(|e| fail(&format!("request.headers.{k}"), e))?;
+        headers.push((k.clone(), v));
+    }
+    let body = match &plan.body {
+        Some(b) => Some(render_body(templates, b, &ctx).map_err(|e| fail("request.body", e))?),
+        None => None,
+    };
+    Ok(Prepared {
+        method: plan.method.clone(),
+        url,
+        headers,
+        body,
+        timeout: plan.timeout,
+    })
+}
+
+fn render_body(templates: &TemplateSet, body: &BodyTpl, ctx: &minijinja::Value) -> Result<Value, crate::template::RenderError> {
+    Ok(match body {
+        BodyTpl::Literal(v) => v.clone(),
+        BodyTpl::Tpl(t) => templates.render_value(t, ctx)?,
+        BodyTpl::Object(fields) => {
+            let mut m = Map::with_capacity(fields.len());
+            for (k, v) in fields {
+                m.insert(k.clone(), render_body(templates, v, ctx)?);
+            }
+            Value::Object(m)
+        }
+        BodyTpl::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_body(templates, v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn log_call(r: &CallResult) {
+    let micros = u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX);
+    match &r.outcome {
+        Ok(_) => tracing::info!(
+            tool = %r.tool,
+            status = r.status,
+            masked = r.masked,
+            latency_us = micros,
+            "call completed"
+        ),
+        Err(f) => tracing::info!(
+            tool = %r.tool,
+            status = r.status,
+            error = f.kind(),
+            latency_us = micros,
+            "call failed"
+        ),
+    }
+}

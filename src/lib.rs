@@ -1,0 +1,25 @@
+//! mcpd: a declarative MCP server.
+//!
+//! Platform teams describe internal HTTP APIs as tools in YAML (`tools.d/`); mcpd serves
+//! them to agents over MCP and puts governance in the path of every call. The modules
+//! mirror the call path of `docs/ARCHITECTURE.md`:
+//!
+//! - [`config`]: the file model (what the user wrote), loading and diagnostics;
+//! - [`catalog`]: the compiled, immutable snapshot the call path reads;
+//! - [`engine`]: the pipeline, one call from lookup to answer;
+//! - [`template`], [`upstream`], [`response`], [`redact`]: the steps it calls;
+//! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
+//! - [`demo_api`]: the orders and flags API that ships with the project;
+//! - [`cli`]: one file per subcommand.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod demo_api;
+pub mod diag;
+pub mod engine;
+pub mod mcp;
+pub mod redact;
+pub mod response;
+pub mod template;
+pub mod upstream;

@@ -1,0 +1,87 @@
+//! The MCP face: an rmcp `ServerHandler` that serves the engine's catalog over stdio.
+//!
+//! Owns protocol mapping only: tools/list from the current snapshot, tools/call into
+//! `Engine::call`, results as `content` + `structuredContent`, tool failures as
+//! `isError` results, unknown tools as JSON-RPC errors. It writes nothing but protocol
+//! to stdout (logs go to stderr, see `cli`).
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+
+use crate::engine::{CallResult, Engine};
+
+/// What the server tells hosts about itself.
+const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools. Every call \
+is checked against policy; a refused call comes back as an error whose text says why and \
+what would be allowed.";
+
+/// The rmcp handler.
+#[derive(Debug, Clone)]
+pub struct McpServer {
+    engine: Arc<Engine>,
+}
+
+impl McpServer {
+    /// A handler over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// Serves MCP over this process's stdin and stdout until the client goes away.
+    ///
+    /// # Errors
+    /// When the transport fails before the session starts.
+    pub async fn serve_stdio(self) -> anyhow::Result<()> {
+        let running = self.serve(rmcp::transport::io::stdio_pipes()).await?;
+        running.waiting().await?;
+        Ok(())
+    }
+}
+
+/// Turns an engine result into an MCP tool result.
+pub fn to_mcp_result(r: CallResult) -> CallToolResult {
+    match r.outcome {
+        Ok(structured) => CallToolResult::structured(structured),
+        Err(f) => CallToolResult::error(vec![ContentBlock::text(f.message())]),
+    }
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new("mcpd", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.engine.catalog().listing()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        match self.engine.call(&request.name, request.arguments).await {
+            Ok(result) => Ok(to_mcp_result(result).into()),
+            Err(unknown) => Err(ErrorData::invalid_params(
+                format!("{unknown}: tools/list names the tools this server has"),
+                None,
+            )),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Response mapping: an HTTP reply becomes a tool result or a tool error.
+//!
+//! Owns status-to-error mapping, the JSONPath selection, per-tool masks and the rule
+//! that `structuredContent` is always an object. It never sends requests.
+
+use jsonpath_rust::parser::model::JpQuery;
+use jsonpath_rust::query::js_path_process;
+use jsonpath_rust::query::queryable::Queryable;
+use serde_json::Value;
+
+use crate::redact;
+use crate::template::{TemplateSet, Tpl};
+
+/// Which error statuses a message applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// One status, e.g. 404.
+    Exact(u16),
+    /// A class, e.g. 4 for `4xx`.
+    Class(u16),
+}
+
+impl StatusMatch {
+    /// Parses `"404"` or `"4xx"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        if let Some(class) = s.strip_suffix("xx") {
+            let c: u16 = class.parse().ok()?;
+            return (3..=5).contains(&c).then_some(Self::Class(c));
+        }
+        let code: u16 = s.parse().ok()?;
+        (300..=599).contains(&code).then_some(Self::Exact(code))
+    }
+
+    fn matches(self, status: u16) -> bool {
+        match self {
+            Self::Exact(c) => c == status,
+            Self::Class(c) => status / 100 == c,
+        }
+    }
+}
+
+/// A compiled JSONPath with its source, for messages.
+#[derive(Debug, Clone)]
+pub struct Path {
+    /// As written.
+    pub source: String,
+    query: JpQuery,
+    many: bool,
+}
+
+impl Path {
+    /// Compiles a JSONPath.
+    ///
+    /// # Errors
+    /// The parser's message.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let query = jsonpath_rust::parser::parse_json_path(source).map_err(|e| e.to_string())?;
+        // A path that can match several nodes returns a list; a definite one its value.
+        let many = ["*", "..", "?", ":", ","].iter().any(|t| source.contains(t));
+        Ok(Self {
+            source: source.to_owned(),
+            query,
+            many,
+        })
+    }
+
+    /// The key a non-object selection is wrapped under in `structuredContent`: the path's
+    /// last name (`$.orders` → `orders`), else `result`.
+    pub fn wrap_key(&self) -> String {
+        let last = self
+            .source
+            .rsplit(['.', '['])
+            .next()
+            .unwrap_or_default()
+            .trim_matches(|c: char| c == ']' || c == '\'' || c == '"');
+        if !last.is_empty() && last.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+            last.to_owned()
+        } else {
+            "result".to_owned()
+        }
+    }
+}
+
+/// How one tool maps replies.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseMap {
+    /// `response.select`.
+    pub select: Option<Path>,
+    /// `response.mask`.
+    pub masks: Vec<Path>,
+    /// `response.errors`, most specific first.
+    pub errors: Vec<(StatusMatch, Tpl)>,
+}
+
+/// A successful mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// The object sent as `structuredContent`.
+    pub structured: Value,
+    /// How many values masks replaced.
+    pub masked: usize,
+}
+
+impl ResponseMap {
+    /// Maps a 2xx body.
+    ///
+    /// # Errors
+    /// A body that is not JSON where a selection needs JSON.
+    pub fn map_success(&self, body: &[u8]) -> Result<Mapped, String> {
+        let parsed: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) if self.select.is_none() && self.masks.is_empty() => {
+                Value::String(String::from_utf8_lossy(body).into_owned())
+            }
+            Err(e) => return Err(format!("upstream answered with a body that is not JSON ({e})")),
+        };
+        let mut selected = match &self.select {
+            None => parsed,
+            Some(path) => select(path, &parsed)?,
+        };
+        let mut masked = 0;
+        for m in &self.masks {
+            masked += apply_mask(m, &mut selected);
+        }
+        let structured = match selected {
+            Value::Object(_) => selected,
+            other => {
+                let key = self.select.as_ref().map_or_else(|| "result".to_owned(), Path::wrap_key);
+                Value::Object(serde_json::Map::from_iter([(key, other)]))
+            }
+        };
+        Ok(Mapped { structured, masked })
+    }
+
+    /// The message for an error status.
+    pub fn error_message(&self, templates: &TemplateSet, upstream: &str, status: u16, body: &[u8], args: &Value) -> String {
+        let parsed: Value = serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        let custom = self
+            .errors
+            .iter()
+            .find(|(m, _)| m.matches(status))
+            .map(|(_, tpl)| {
+                let ctx = minijinja::context! {
+                    args => crate::template::to_value(args),
+                    status => status,
+                    body => crate::template::to_value(&parsed),
+                };
+                templates.render_text(tpl, &ctx)
+            });
+        match custom {
+            Some(Ok(msg)) => msg,
+            other => {
+                let detail = excerpt(&parsed);
+                let mut msg = format!("upstream '{upstream}' answered HTTP {status}");
+                if (300..400).contains(&status) {
+                    msg.push_str(" (a redirect; mcpd does not follow redirects)");
+                }
+                if !detail.is_empty() {
+                    msg.push_str(": ");
+                    msg.push_str(&detail);
+                }
+                if let Some(Err(e)) = other {
+                    tracing::warn!(status, error = %e, "error message template failed");
+                }
+                msg
+            }
+        }
+    }
+}
+
+fn select(path: &Path, value: &Value) -> Result<Value, String> {
+    let found = js_path_process(&path.query, value).map_err(|e| format!("select '{}': {e}", path.source))?;
+    if path.many {
+        Ok(Value::Array(found.into_iter().map(|r| r.val.clone()).collect()))
+    } else {
+        Ok(found.into_iter().next().map_or(Value::Null, |r| r.val.clone()))
+    }
+}
+
+fn apply_mask(path: &Path, value: &mut Value) -> usize {
+    let paths: Vec<String> = match js_path_process(&path.query, &*value) {
+        Ok(found) => found.into_iter().map(|r| r.path).collect(),
+        Err(_) => return 0,
+    };
+    paths
+        .into_iter()
+        .filter(|p| value.reference_mut(p.as_str()).is_some_and(redact::mask_value))
+        .count()
+}
+
+/// A short, single-line excerpt of an error body: its `error`/`message` field if any.
+fn excerpt(body: &Value) -> String {
+    const MAX: usize = 200;
+    let text = match body {
+        Value::Object(o) => ["error", "message", "detail"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| body.to_string()),
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > MAX {
+        format!("{}…", line.chars().take(MAX).collect::<String>())
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(select: Option<&str>, masks: &[&str]) -> ResponseMap {
+        ResponseMap {
+            select: select.map(|s| Path::compile(s).unwrap()),
+            masks: masks.iter().map(|m| Path::compile(m).unwrap()).collect(),
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn selected_list_is_wrapped_under_its_name_and_masked() {
+        let body = json!({"orders": [{"id": 1, "email": "ann@example.com"}, {"id": 2, "email": "bob@example.org"}]});
+        let m = map(Some("$.orders"), &["$[*].email"])
+            .map_success(body.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(m.masked, 2);
+        assert_eq!(
+            m.structured,
+            json!({"orders": [{"id": 1, "email": "a***@example.com"}, {"id": 2, "email": "b***@example.org"}]})
+        );
+    }
+
+    #[test]
+    fn object_body_is_structured_content_as_is() {
+        let m = map(None, &[]).map_success(br#"{"percent": 10}"#).unwrap();
+        assert_eq!(m.structured, json!({"percent": 10}));
+    }
+
+    #[test]
+    fn status_classes_parse() {
+        assert_eq!(StatusMatch::parse("404"), Some(StatusMatch::Exact(404)));
+        assert_eq!(StatusMatch::parse("5xx"), Some(StatusMatch::Class(5)));
+        assert_eq!(StatusMatch::parse("200"), None);
+        assert_eq!(StatusMatch::parse("nope"), None);
+    }
+
+    #[test]
+    fn generic_error_names_upstream_status_and_error_field() {
+        let msg = map(None, &[]).error_message(
+            &TemplateSet::new(),
+            "flags",
+            422,
+            br#"{"error": "percent must be 0-100"}"#,
+            &json!({}),
+        );
+        assert_eq!(msg, "upstream 'flags' answered HTTP 422: percent must be 0-100");
+    }
+}
