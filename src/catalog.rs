@@ -136,24 +136,27 @@ impl Catalog {
                 let tool = c.compile(spec, &upstreams, have_upstreams);
                 let ToolCompiler { diags: d, .. } = c;
                 diags.extend(d);
-                let Some(tool) = tool else { continue };
-                for key in [tool.id.clone(), tool.wire.clone()] {
+                let id = spec.name.value.clone();
+                let wire = wire_name(&id);
+                let keys = if wire == id { vec![id.clone()] } else { vec![id.clone(), wire] };
+                for key in keys {
                     if let Some((other, pos, other_id)) = seen.get(&key) {
                         diags.push(Diagnostic::new(
                             &file.path,
                             spec.name.pos,
                             format!(
-                                "tool '{}': name '{key}' is already used by tool '{other_id}' at {}:{}:{}",
-                                tool.id,
+                                "tool '{id}': name '{key}' is already used by tool '{other_id}' at {}:{}:{}",
                                 other.display(),
                                 pos.line,
                                 pos.col
                             ),
                         ));
+                        // One report per tool: its wire name collides for the same reason.
+                        break;
                     }
+                    seen.insert(key, (file.path.clone(), spec.name.pos, id.clone()));
                 }
-                seen.insert(tool.id.clone(), (file.path.clone(), spec.name.pos, tool.id.clone()));
-                seen.insert(tool.wire.clone(), (file.path.clone(), spec.name.pos, tool.id.clone()));
+                let Some(tool) = tool else { continue };
                 tools.push(Arc::new(tool));
             }
         }

@@ -88,7 +88,7 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr, always: stdout carries MCP messages (serve) or results (call).
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::Serve | Command::DemoApi { .. } => "info",
+        Command::Serve | Command::DemoApi { .. } => "info,rmcp=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
@@ -102,6 +102,23 @@ fn init_logging(command: &Command) {
 
 /// Loads and compiles a config directory, or fails with every diagnostic.
 pub(crate) fn load_catalog(dir: &Path, vars: &Vars) -> anyhow::Result<Catalog> {
-    let loaded = config::load_dir(dir).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
-    Catalog::compile(&loaded, vars).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))
+    check(dir, vars).map(|(_, c)| c).map_err(|d| {
+        anyhow::anyhow!("invalid configuration in '{}' (run 'mcpd validate'):\n{d}", dir.display())
+    })
+}
+
+/// Loads and compiles, collecting the problems of both steps.
+pub(crate) fn check(dir: &Path, vars: &Vars) -> Result<(config::Loaded, Catalog), crate::diag::Diagnostics> {
+    let (loaded, mut diags) = config::load_dir(dir);
+    let compiled = Catalog::compile(&loaded, vars);
+    match compiled {
+        Ok(catalog) if diags.is_empty() => Ok((loaded, catalog)),
+        Ok(_) => Err(diags),
+        Err(more) => {
+            diags.extend(more);
+            diags.sort();
+            diags.0.dedup();
+            Err(diags)
+        }
+    }
 }

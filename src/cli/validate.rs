@@ -3,16 +3,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::catalog::Catalog;
-use crate::config::{self, Vars};
+use crate::config::Vars;
 
 /// Checks a config directory; exit 0 when clean, 1 with diagnostics.
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
-    let result = config::load_dir(dir).and_then(|loaded| {
-        let catalog = Catalog::compile(&loaded, &Vars::from_env())?;
-        Ok((loaded, catalog))
-    });
-    match result {
+    match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
             println!(
                 "ok: {} tools in {} files, {} upstreams, policy {}",

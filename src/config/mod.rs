@@ -232,46 +232,24 @@ pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
 
 /// Reads a whole config directory: `mcpd.yaml`, `policies.yaml` and every tool file.
 ///
-/// # Errors
-/// Every problem found, in file order; nothing is returned unless all files parse.
-pub fn load_dir(root: &Path) -> Result<Loaded, Diagnostics> {
+/// Returns what parsed (a missing or broken `mcpd.yaml` / `policies.yaml` reads as the
+/// secure default: no upstreams, deny everything) and every problem found, so callers
+/// can go on to report compile problems in the files that did parse.
+pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
     let mut diags = Diagnostics::default();
 
     let server_path = root.join(SERVER_FILE);
-    let server = if server_path.exists() {
-        read(&server_path, &mut diags).and_then(|src| match parse_one::<ServerSpec>(&server_path, &src) {
-            Ok(s) => Some(s),
-            Err(d) => {
-                diags.push(d);
-                None
-            }
-        })
-    } else {
-        diags.push(Diagnostic::new(
-            &server_path,
-            Pos::default(),
-            format!("no {SERVER_FILE} in '{}': it declares the upstream APIs tools call", root.display()),
-        ));
-        None
-    };
-
+    let server = load_required::<ServerSpec>(
+        &server_path,
+        "it declares the upstream APIs tools call",
+        &mut diags,
+    );
     let policy_path = root.join(POLICY_FILE);
-    let policy = if policy_path.exists() {
-        read(&policy_path, &mut diags).and_then(|src| match parse_one::<PolicySpec>(&policy_path, &src) {
-            Ok(p) => Some(p),
-            Err(d) => {
-                diags.push(d);
-                None
-            }
-        })
-    } else {
-        diags.push(Diagnostic::new(
-            &policy_path,
-            Pos::default(),
-            format!("no {POLICY_FILE} in '{}': create one (at least 'default: allow' and an 'egress' list)", root.display()),
-        ));
-        None
-    };
+    let policy = load_required::<PolicySpec>(
+        &policy_path,
+        "create one with at least 'default: allow' and an 'egress' list",
+        &mut diags,
+    );
 
     let tools_dir = root.join(TOOLS_DIR);
     let mut tools = Vec::new();
@@ -290,16 +268,23 @@ pub fn load_dir(root: &Path) -> Result<Loaded, Diagnostics> {
             format!("cannot list tool files: {e}"),
         )),
     }
+    let loaded = Loaded {
+        root: root.to_path_buf(),
+        server: (server_path, server.unwrap_or_default()),
+        policy: (policy_path, policy.unwrap_or_default()),
+        tools,
+    };
+    (loaded, diags)
+}
 
-    match (server, policy) {
-        (Some(server), Some(policy)) if diags.is_empty() => Ok(Loaded {
-            root: root.to_path_buf(),
-            server: (server_path, server),
-            policy: (policy_path, policy),
-            tools,
-        }),
-        _ => Err(diags),
+fn load_required<T: for<'de> Deserialize<'de>>(path: &Path, why: &str, diags: &mut Diagnostics) -> Option<T> {
+    if !path.exists() {
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        diags.push(Diagnostic::new(path, Pos::default(), format!("{name} is missing: {why}")));
+        return None;
     }
+    let src = read(path, diags)?;
+    parse_one::<T>(path, &src).map_err(|d| diags.push(d)).ok()
 }
 
 /// The tool files of a `tools.d` directory, sorted by name.

@@ -1,0 +1,37 @@
+//! The golden flow through a client we did not write: the official Python MCP SDK
+//! (`mcp` from PyPI) drives `mcpd serve` over stdio (tests/clients/golden_stdio.py).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::util::{DemoApi, bin, repo};
+
+/// The Python with the `mcp` SDK: $MCPD_TEST_PYTHON, else the venv scripts/test makes.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("MCPD_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join("target/pyenv/bin/python");
+    assert!(
+        venv.exists(),
+        "the Python MCP SDK is not set up: run scripts/test (it creates target/pyenv), \
+         or set MCPD_TEST_PYTHON to a python that has `pip install -r tests/clients/requirements.txt`"
+    );
+    venv
+}
+
+#[test]
+fn golden_flow_with_the_official_python_sdk() {
+    let api = DemoApi::start();
+    let out = Command::new(python())
+        .arg(repo().join("tests/clients/golden_stdio.py"))
+        .env("MCPD_BIN", bin())
+        .env("MCPD_CONFIG", repo())
+        .env("DEMO_API_URL", &api.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "golden client failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("golden stdio: all checks passed"), "{stdout}");
+}

@@ -1,0 +1,258 @@
+//! Helpers shared by the integration tests: temp config dirs, the demo API as a child
+//! process, and a raw JSON-RPC client over the binary's stdio.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The mcpd binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcpd")
+}
+
+/// The repository root (holds the shipped mcpd.yaml, policies.yaml, tools.d).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A copy of the shipped config in a temp dir, to edit per test.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// The shipped config, copied.
+    pub fn shipped() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["mcpd.yaml", "policies.yaml"] {
+            std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("tools.d")).unwrap();
+        for entry in std::fs::read_dir(repo().join("tools.d")).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, dir.path().join("tools.d").join(p.file_name().unwrap())).unwrap();
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes (or overwrites) a file relative to the config dir.
+    pub fn write(&self, rel: &str, content: &str) -> &Self {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    /// Reads a file relative to the config dir.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    /// Replaces `from` with `to` in a file, asserting `from` is there.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        self.write(rel, &text.replacen(from, to, 1))
+    }
+}
+
+/// `mcpd validate DIR`: (exit code, stdout, stderr).
+pub fn validate(dir: &Path) -> (i32, String, String) {
+    let out = Command::new(bin()).arg("validate").arg(dir).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The demo API, run as `mcpd demo-api --port 0`; killed on drop.
+pub struct DemoApi {
+    child: Child,
+    pub url: String,
+}
+
+impl DemoApi {
+    pub fn start() -> Self {
+        let mut child = Command::new(bin())
+            .args(["demo-api", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "demo-api printed {url:?}");
+        Self { child, url }
+    }
+
+    /// GET a path of the demo API as JSON.
+    pub fn get(&self, path: &str) -> Value {
+        http_get_json(&format!("{}{path}", self.url))
+    }
+
+    /// The requests the API has seen (not counting `/_` ones).
+    pub fn requests(&self) -> Vec<Value> {
+        self.get("/_requests").as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for DemoApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP GET returning JSON (tests must not depend on mcpd's client).
+pub fn http_get_json(url: &str) -> Value {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {url}: {e}: {buf}"))
+}
+
+/// `mcpd serve` as a child process, spoken to in raw JSON-RPC lines.
+pub struct StdioClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    next_id: u64,
+    /// Every stdout line received so far, in order.
+    pub seen: Vec<String>,
+}
+
+
+impl StdioClient {
+    /// Starts `mcpd serve --config DIR` with extra environment and initializes.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr_pipe = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut c = Self {
+            child,
+            stdin,
+            lines,
+            stderr,
+            next_id: 1,
+            seen: Vec::new(),
+        };
+        let init = c.request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "mcpd-tests", "version": "0"}}),
+        );
+        assert!(init.get("result").is_some(), "initialize failed: {init}");
+        c.notify("notifications/initialized", json!({}));
+        c
+    }
+
+    pub fn notify(&mut self, method: &str, params: Value) {
+        let msg = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        writeln!(self.stdin, "{msg}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Sends a request and waits for the response with its id.
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        writeln!(self.stdin, "{msg}").unwrap();
+        self.stdin.flush().unwrap();
+        self.wait_for(|v| v.get("id") == Some(&json!(id)))
+    }
+
+    /// Waits for a stdout message matching `pred`.
+    pub fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no matching message; stderr:\n{}", self.stderr()));
+            self.seen.push(line.clone());
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// tools/call; returns the `result` object (panics on a JSON-RPC error).
+    pub fn call(&mut self, name: &str, args: Value) -> Value {
+        let resp = self.request("tools/call", json!({"name": name, "arguments": args}));
+        resp.get("result").cloned().unwrap_or_else(|| panic!("tools/call {name} failed: {resp}"))
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StdioClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of a tool result's first content block.
+pub fn text(result: &Value) -> String {
+    result["content"][0]["text"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Whether a tool result is an error.
+pub fn is_error(result: &Value) -> bool {
+    result["isError"] == json!(true)
+}

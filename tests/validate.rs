@@ -1,0 +1,129 @@
+//! `mcpd validate`: the shipped files pass; broken files are reported with file, line
+//! and column, every problem at once, and a non-zero exit.
+
+use crate::util::{ConfigDir, repo, validate};
+
+#[test]
+fn shipped_config_is_valid() {
+    let (code, out, err) = validate(&repo());
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("ok: 2 tools"), "{out}");
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let cfg = ConfigDir::shipped();
+    cfg.write("tools.d/broken.yaml", "name: x\n  bad: [\n");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("tools.d/broken.yaml:2:6: "), "{out}");
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_position() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/flag.set.yaml", "  method: PUT\n", "  method: PUT\n  metod: PUT\n");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("tools.d/flag.set.yaml:32:3: unknown field `metod`"), "{out}");
+}
+
+#[test]
+fn template_reading_an_undeclared_argument_is_an_error() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/orders.export.yaml", "{{ args.from }}", "{{ args.form }}");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("orders.export.yaml:28:11: tool 'orders.export': request.query.from: unknown variable 'args.form'"),
+        "{out}"
+    );
+    assert!(out.contains("it declares: from, to"), "{out}");
+}
+
+#[test]
+fn template_syntax_error_is_reported() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/flag.set.yaml", "\"{{ args.percent }}\"", "\"{{ args.percent \"");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("flag.set.yaml:") && out.contains("request.body.percent: template error"), "{out}");
+}
+
+#[test]
+fn duplicate_tool_names_across_files_are_reported_with_both_places() {
+    let cfg = ConfigDir::shipped();
+    let copy = cfg.read("tools.d/orders.export.yaml");
+    cfg.write("tools.d/zz-copy.yaml", &copy);
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("name 'orders.export' is already used by tool 'orders.export' at"), "{out}");
+    assert!(out.contains("tools.d/orders.export.yaml:1:7"), "{out}");
+}
+
+#[test]
+fn wire_name_collision_is_a_duplicate() {
+    let cfg = ConfigDir::shipped();
+    let copy = cfg.read("tools.d/orders.export.yaml").replace("name: orders.export", "name: orders_export");
+    cfg.write("tools.d/zz-copy.yaml", &copy);
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("name 'orders_export' is already used"), "{out}");
+}
+
+#[test]
+fn unknown_upstream_is_reported() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/flag.set.yaml", "upstream: flags", "upstream: flagz");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("request.upstream: unknown upstream 'flagz'"), "{out}");
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/flag.set.yaml", "upstream: flags", "upstream: flagz");
+    cfg.edit("tools.d/orders.export.yaml", "{{ args.to }}", "{{ args.too }}");
+    cfg.write("tools.d/broken.yaml", "name: [\n");
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(err.contains("3 problems found"), "{err}");
+}
+
+#[test]
+fn invalid_input_schema_is_reported() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/flag.set.yaml", "type: integer", "type: integr");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("tool 'flag.set': input: invalid JSON Schema"), "{out}");
+}
+
+#[test]
+fn upstream_host_missing_from_egress_is_reported() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit("policies.yaml", "  - 127.0.0.1\n", "");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("egress to host '127.0.0.1' is not allowed"), "{out}");
+}
+
+#[test]
+fn missing_policy_file_is_reported() {
+    let cfg = ConfigDir::shipped();
+    std::fs::remove_file(cfg.path().join("policies.yaml")).unwrap();
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("policies.yaml is missing"), "{out}");
+}
+
+#[test]
+fn editor_temp_files_in_tools_d_are_ignored() {
+    let cfg = ConfigDir::shipped();
+    cfg.write("tools.d/.flag.set.yaml.swp", "garbage: [");
+    cfg.write("tools.d/flag.set.yaml~", "garbage: [");
+    let (code, out, _) = validate(cfg.path());
+    assert_eq!(code, 0, "{out}");
+}
