@@ -114,8 +114,16 @@ impl Catalog {
         for up in upstreams.iter() {
             for url in std::iter::once(&up.base).chain(up.regions.values()) {
                 if let Err(e) = egress.check(url) {
-                    let pos = server.upstreams.get(&up.name).map(|u| u.url.pos).unwrap_or_default();
-                    diags.push(Diagnostic::new(server_path, pos, format!("upstream '{}': {e}", up.name)));
+                    let pos = server
+                        .upstreams
+                        .get(&up.name)
+                        .map(|u| u.url.pos)
+                        .unwrap_or_default();
+                    diags.push(Diagnostic::new(
+                        server_path,
+                        pos,
+                        format!("upstream '{}': {e}", up.name),
+                    ));
                 }
             }
         }
@@ -138,7 +146,11 @@ impl Catalog {
                 diags.extend(d);
                 let id = spec.name.value.clone();
                 let wire = wire_name(&id);
-                let keys = if wire == id { vec![id.clone()] } else { vec![id.clone(), wire] };
+                let keys = if wire == id {
+                    vec![id.clone()]
+                } else {
+                    vec![id.clone(), wire]
+                };
                 for key in keys {
                     if let Some((other, pos, other_id)) = seen.get(&key) {
                         diags.push(Diagnostic::new(
@@ -214,11 +226,19 @@ impl ToolCompiler<'_> {
         self.diags.push(Diagnostic::new(self.file, pos, msg));
     }
 
-    fn compile(&mut self, spec: &ToolSpec, upstreams: &Upstreams, check_upstream: bool) -> Option<Tool> {
+    fn compile(
+        &mut self,
+        spec: &ToolSpec,
+        upstreams: &Upstreams,
+        check_upstream: bool,
+    ) -> Option<Tool> {
         self.check_name(&spec.name);
         let input_schema = self.check_input_schema(&spec.input);
         let input = self.validator(&spec.input, "input", true);
-        let output = spec.output.as_ref().and_then(|o| self.validator(o, "output", false));
+        let output = spec
+            .output
+            .as_ref()
+            .and_then(|o| self.validator(o, "output", false));
         let args: BTreeSet<String> = input_schema
             .get("properties")
             .and_then(Value::as_object)
@@ -252,23 +272,40 @@ impl ToolCompiler<'_> {
             self.err(
                 name.pos,
                 "name",
-                format!("must be 1 to {MAX_NAME} of A-Z a-z 0-9 _ . - (got '{}')", name.value),
+                format!(
+                    "must be 1 to {MAX_NAME} of A-Z a-z 0-9 _ . - (got '{}')",
+                    name.value
+                ),
             );
         }
     }
 
     fn check_input_schema(&mut self, input: &Located<Value>) -> serde_json::Map<String, Value> {
         match &input.value {
-            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("object") => o.clone(),
+            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("object") => {
+                o.clone()
+            }
             _ => {
-                self.err(input.pos, "input", "the input schema must be an object schema ('type: object')");
+                self.err(
+                    input.pos,
+                    "input",
+                    "the input schema must be an object schema ('type: object')",
+                );
                 serde_json::Map::new()
             }
         }
     }
 
-    fn validator(&mut self, schema: &Located<Value>, field: &str, _input: bool) -> Option<jsonschema::Validator> {
-        match jsonschema::options().should_validate_formats(true).build(&schema.value) {
+    fn validator(
+        &mut self,
+        schema: &Located<Value>,
+        field: &str,
+        _input: bool,
+    ) -> Option<jsonschema::Validator> {
+        match jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema.value)
+        {
             Ok(v) => Some(v),
             Err(e) => {
                 self.err(schema.pos, field, format!("invalid JSON Schema: {e}"));
@@ -277,8 +314,16 @@ impl ToolCompiler<'_> {
         }
     }
 
-    fn listing(&self, spec: &ToolSpec, input_schema: serde_json::Map<String, Value>) -> rmcp::model::Tool {
-        let mut tool = rmcp::model::Tool::new(wire_name(self.id), spec.description.clone(), Arc::new(input_schema));
+    fn listing(
+        &self,
+        spec: &ToolSpec,
+        input_schema: serde_json::Map<String, Value>,
+    ) -> rmcp::model::Tool {
+        let mut tool = rmcp::model::Tool::new(
+            wire_name(self.id),
+            spec.description.clone(),
+            Arc::new(input_schema),
+        );
         if let Some(title) = &spec.title {
             tool = tool.with_title(title.clone());
         }
@@ -303,12 +348,15 @@ impl ToolCompiler<'_> {
                     .select
                     .as_ref()
                     .and_then(|s| JsonPath::compile(&s.value).ok())
-                    .map_or_else(|| "result".to_owned(), |p| p.wrap_key());
+                    .map_or_else(|| "result".to_owned(), |p| crate::response::wrap_key(&p));
                 serde_json::Map::from_iter([
                     ("type".to_owned(), Value::from("object")),
                     (
                         "properties".to_owned(),
-                        Value::Object(serde_json::Map::from_iter([(key.clone(), Value::Object(out.clone()))])),
+                        Value::Object(serde_json::Map::from_iter([(
+                            key.clone(),
+                            Value::Object(out.clone()),
+                        )])),
                     ),
                     ("required".to_owned(), Value::Array(vec![Value::from(key)])),
                 ])
@@ -319,7 +367,14 @@ impl ToolCompiler<'_> {
     }
 
     /// Compiles a template and checks the variables it reads.
-    fn template(&mut self, field: &str, src: &Located<String>, slot: Slot, args: &BTreeSet<String>, roots: &[&str]) -> Option<Tpl> {
+    fn template(
+        &mut self,
+        field: &str,
+        src: &Located<String>,
+        slot: Slot,
+        args: &BTreeSet<String>,
+        roots: &[&str],
+    ) -> Option<Tpl> {
         let name = format!("{}/{field}", self.id);
         match self.templates.add(&name, &src.value, slot) {
             Ok((tpl, vars)) => {
@@ -339,7 +394,12 @@ impl ToolCompiler<'_> {
         }
     }
 
-    fn check_var(&mut self, var: &str, args: &BTreeSet<String>, roots: &[&str]) -> Result<(), String> {
+    fn check_var(
+        &mut self,
+        var: &str,
+        args: &BTreeSet<String>,
+        roots: &[&str],
+    ) -> Result<(), String> {
         let mut parts = var.split('.');
         let root = parts.next().unwrap_or_default();
         let field = parts.next();
@@ -356,7 +416,9 @@ impl ToolCompiler<'_> {
                     "unknown variable '{var}': the input schema declares no argument '{f}' (it declares: {declared})"
                 ))
             }
-            ("secret", None) => Err("name the secret: 'secret.NAME' reads environment variable NAME".to_owned()),
+            ("secret", None) => {
+                Err("name the secret: 'secret.NAME' reads environment variable NAME".to_owned())
+            }
             ("secret", Some(name)) => {
                 self.secrets.insert(name.to_owned());
                 Ok(())
@@ -365,7 +427,13 @@ impl ToolCompiler<'_> {
         }
     }
 
-    fn request(&mut self, spec: &RequestSpec, args: &BTreeSet<String>, upstreams: &Upstreams, check: bool) -> Option<RequestPlan> {
+    fn request(
+        &mut self,
+        spec: &RequestSpec,
+        args: &BTreeSet<String>,
+        upstreams: &Upstreams,
+        check: bool,
+    ) -> Option<RequestPlan> {
         const ROOTS: &[&str] = &["args", "secret"];
         let upstream = match upstreams.get(&spec.upstream.value) {
             Some(u) => Some(u.clone()),
@@ -374,7 +442,10 @@ impl ToolCompiler<'_> {
                     self.err(
                         spec.upstream.pos,
                         "request.upstream",
-                        format!("unknown upstream '{}' (declare it under 'upstreams' in mcpd.yaml)", spec.upstream.value),
+                        format!(
+                            "unknown upstream '{}' (declare it under 'upstreams' in mcpd.yaml)",
+                            spec.upstream.value
+                        ),
                     );
                 }
                 None
@@ -386,16 +457,24 @@ impl ToolCompiler<'_> {
         let path = self.template("request.path", &spec.path, Slot::Path, args, ROOTS);
         let mut query = Vec::new();
         for (k, v) in &spec.query {
-            if let Some(t) = self.template(&format!("request.query.{k}"), v, Slot::Text, args, ROOTS) {
+            if let Some(t) =
+                self.template(&format!("request.query.{k}"), v, Slot::Text, args, ROOTS)
+            {
                 query.push((k.clone(), t));
             }
         }
         let mut headers = Vec::new();
         for (k, v) in &spec.headers {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                self.err(v.pos, &format!("request.headers.{k}"), "not a valid header name");
+                self.err(
+                    v.pos,
+                    &format!("request.headers.{k}"),
+                    "not a valid header name",
+                );
             }
-            if let Some(t) = self.template(&format!("request.headers.{k}"), v, Slot::Text, args, ROOTS) {
+            if let Some(t) =
+                self.template(&format!("request.headers.{k}"), v, Slot::Text, args, ROOTS)
+            {
                 headers.push((k.clone(), t));
             }
         }
@@ -403,13 +482,16 @@ impl ToolCompiler<'_> {
             let pos = b.pos;
             self.body(&b.value, "request.body", pos, args, ROOTS)
         });
-        let timeout = spec.timeout.as_ref().and_then(|t| match parse_duration(&t.value) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.err(t.pos, "request.timeout", e);
-                None
-            }
-        });
+        let timeout = spec
+            .timeout
+            .as_ref()
+            .and_then(|t| match parse_duration(&t.value) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.err(t.pos, "request.timeout", e);
+                    None
+                }
+            });
         let upstream = upstream?;
         Some(RequestPlan {
             method: spec.method.to_http(),
@@ -422,10 +504,20 @@ impl ToolCompiler<'_> {
         })
     }
 
-    fn body(&mut self, v: &Value, field: &str, pos: Pos, args: &BTreeSet<String>, roots: &[&str]) -> BodyTpl {
+    fn body(
+        &mut self,
+        v: &Value,
+        field: &str,
+        pos: Pos,
+        args: &BTreeSet<String>,
+        roots: &[&str],
+    ) -> BodyTpl {
         match v {
             Value::String(s) => {
-                let located = Located { value: s.clone(), pos };
+                let located = Located {
+                    value: s.clone(),
+                    pos,
+                };
                 match self.template(field, &located, Slot::Value, args, roots) {
                     Some(Tpl::Literal(s)) => BodyTpl::Literal(Value::String(s)),
                     Some(t) => BodyTpl::Tpl(t),
@@ -434,7 +526,12 @@ impl ToolCompiler<'_> {
             }
             Value::Object(o) => BodyTpl::Object(
                 o.iter()
-                    .map(|(k, v)| (k.clone(), self.body(v, &format!("{field}.{k}"), pos, args, roots)))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            self.body(v, &format!("{field}.{k}"), pos, args, roots),
+                        )
+                    })
                     .collect(),
             ),
             Value::Array(a) => BodyTpl::Array(
@@ -448,28 +545,44 @@ impl ToolCompiler<'_> {
     }
 
     fn response(&mut self, spec: &ResponseSpec, args: &BTreeSet<String>) -> ResponseMap {
-        let select = spec.select.as_ref().and_then(|s| match JsonPath::compile(&s.value) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                self.err(s.pos, "response.select", format!("invalid JSONPath '{}': {e}", s.value));
-                None
-            }
-        });
+        let select = spec
+            .select
+            .as_ref()
+            .and_then(|s| match JsonPath::compile(&s.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.err(
+                        s.pos,
+                        "response.select",
+                        format!("invalid JSONPath '{}': {e}", s.value),
+                    );
+                    None
+                }
+            });
         let mut masks = Vec::new();
         for m in &spec.mask {
             match JsonPath::compile(&m.value) {
                 Ok(p) => masks.push(p),
-                Err(e) => self.err(m.pos, "response.mask", format!("invalid JSONPath '{}': {e}", m.value)),
+                Err(e) => self.err(
+                    m.pos,
+                    "response.mask",
+                    format!("invalid JSONPath '{}': {e}", m.value),
+                ),
             }
         }
         let mut errors: BTreeMap<(u8, u16), Tpl> = BTreeMap::new();
         for (k, v) in &spec.errors {
             let field = format!("response.errors.{k}");
             let Some(m) = StatusMatch::parse(k) else {
-                self.err(v.pos, &field, "key must be an error status ('404') or class ('4xx', '5xx')");
+                self.err(
+                    v.pos,
+                    &field,
+                    "key must be an error status ('404') or class ('4xx', '5xx')",
+                );
                 continue;
             };
-            if let Some(t) = self.template(&field, v, Slot::Text, args, &["args", "status", "body"]) {
+            if let Some(t) = self.template(&field, v, Slot::Text, args, &["args", "status", "body"])
+            {
                 // Exact statuses are tried before classes.
                 let order = match m {
                     StatusMatch::Exact(c) => (0, c),
@@ -481,10 +594,18 @@ impl ToolCompiler<'_> {
         let errors = errors
             .into_iter()
             .map(|((kind, code), t)| {
-                let m = if kind == 0 { StatusMatch::Exact(code) } else { StatusMatch::Class(code) };
+                let m = if kind == 0 {
+                    StatusMatch::Exact(code)
+                } else {
+                    StatusMatch::Class(code)
+                };
                 (m, t)
             })
             .collect();
-        ResponseMap { select, masks, errors }
+        ResponseMap {
+            select,
+            masks,
+            errors,
+        }
     }
 }

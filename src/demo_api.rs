@@ -74,7 +74,10 @@ impl DemoState {
 
     /// How many API requests (not `/_` ones) have arrived so far.
     pub fn requests_seen(&self) -> usize {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -111,7 +114,12 @@ async fn record(State(state): State<Arc<DemoState>>, req: Request, next: Next) -
     let uri = req.uri();
     if !uri.path().starts_with("/_") {
         let mut headers = HashMap::new();
-        for name in ["idempotency-key", "traceparent", "tracestate", "content-type"] {
+        for name in [
+            "idempotency-key",
+            "traceparent",
+            "tracestate",
+            "content-type",
+        ] {
             if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
                 headers.insert(name.to_owned(), v.to_owned());
             }
@@ -135,11 +143,21 @@ async fn record(State(state): State<Arc<DemoState>>, req: Request, next: Next) -
 }
 
 async fn requests(State(state): State<Arc<DemoState>>) -> Json<Vec<Seen>> {
-    Json(state.seen.lock().unwrap_or_else(PoisonError::into_inner).clone())
+    Json(
+        state
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+    )
 }
 
 async fn clear_requests(State(state): State<Arc<DemoState>>) -> StatusCode {
-    state.seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    state
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
     StatusCode::NO_CONTENT
 }
 
@@ -163,15 +181,24 @@ async fn eu_orders(State(s): State<Arc<DemoState>>, Query(r): Query<Range>) -> R
 
 fn orders_in(state: &DemoState, region: &str, r: Range) -> Response {
     let (Some(from), Some(to)) = (r.from, r.to) else {
-        return error(StatusCode::BAD_REQUEST, "query parameters 'from' and 'to' are required (YYYY-MM-DD)");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameters 'from' and 'to' are required (YYYY-MM-DD)",
+        );
     };
     for d in [&from, &to] {
         if !is_date(d) {
-            return error(StatusCode::BAD_REQUEST, format!("'{d}' is not a date (YYYY-MM-DD)"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("'{d}' is not a date (YYYY-MM-DD)"),
+            );
         }
     }
     if from > to {
-        return error(StatusCode::BAD_REQUEST, format!("'from' ({from}) is after 'to' ({to})"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("'from' ({from}) is after 'to' ({to})"),
+        );
     }
     let orders: Vec<&Order> = state
         .orders
@@ -192,9 +219,15 @@ fn is_date(s: &str) -> bool {
 
 const ENVS: &[&str] = &["staging", "prod"];
 
-async fn get_flag(State(s): State<Arc<DemoState>>, Path((env, name)): Path<(String, String)>) -> Response {
+async fn get_flag(
+    State(s): State<Arc<DemoState>>,
+    Path((env, name)): Path<(String, String)>,
+) -> Response {
     if !ENVS.contains(&env.as_str()) {
-        return error(StatusCode::NOT_FOUND, format!("unknown environment '{env}' (staging, prod)"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown environment '{env}' (staging, prod)"),
+        );
     }
     let flags = s.flags.lock().unwrap_or_else(PoisonError::into_inner);
     match flags.get(&(env.clone(), name.clone())) {
@@ -203,32 +236,59 @@ async fn get_flag(State(s): State<Arc<DemoState>>, Path((env, name)): Path<(Stri
     }
 }
 
-async fn put_flag(State(s): State<Arc<DemoState>>, Path((env, name)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
+async fn put_flag(
+    State(s): State<Arc<DemoState>>,
+    Path((env, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
     if !ENVS.contains(&env.as_str()) {
-        return error(StatusCode::NOT_FOUND, format!("unknown environment '{env}' (staging, prod)"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown environment '{env}' (staging, prod)"),
+        );
     }
-    let Some(percent) = body.get("percent").and_then(Value::as_u64).filter(|p| *p <= 100) else {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "'percent' must be an integer from 0 to 100");
+    let Some(percent) = body
+        .get("percent")
+        .and_then(Value::as_u64)
+        .filter(|p| *p <= 100)
+    else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "'percent' must be an integer from 0 to 100",
+        );
     };
     let percent = u8::try_from(percent).unwrap_or(100);
     let mut flags = s.flags.lock().unwrap_or_else(PoisonError::into_inner);
     let previous = flags.insert((env.clone(), name.clone()), percent);
-    Json(json!({ "env": env, "name": name, "percent": percent, "previous": previous })).into_response()
+    Json(json!({ "env": env, "name": name, "percent": percent, "previous": previous }))
+        .into_response()
 }
 
 /// The seed orders: 30 in the US store, 20 in the EU store, across August and
 /// September 2025, each with an email and a Luhn-valid test card number.
 fn seed_orders() -> Vec<Order> {
-    const FIRST: &[&str] = &["ana", "ben", "chloe", "dev", "elif", "farid", "greta", "hugo", "ines", "jonas"];
-    const LAST: &[&str] = &["silva", "okafor", "martin", "patel", "yilmaz", "haddad", "berg", "laurent", "costa", "weber"];
+    const FIRST: &[&str] = &[
+        "ana", "ben", "chloe", "dev", "elif", "farid", "greta", "hugo", "ines", "jonas",
+    ];
+    const LAST: &[&str] = &[
+        "silva", "okafor", "martin", "patel", "yilmaz", "haddad", "berg", "laurent", "costa",
+        "weber",
+    ];
     (0u64..50)
         .map(|i| {
             let region = if i % 5 < 3 { "us" } else { "eu" };
             let first = FIRST.get((i % 10) as usize).copied().unwrap_or("ana");
-            let last = LAST.get(((i / 10 + i * 3) % 10) as usize).copied().unwrap_or("silva");
+            let last = LAST
+                .get(((i / 10 + i * 3) % 10) as usize)
+                .copied()
+                .unwrap_or("silva");
             let day = i % 30 + 1;
             let month = if i < 30 { 8 } else { 9 };
-            let domain = if region == "eu" { "example.eu" } else { "example.com" };
+            let domain = if region == "eu" {
+                "example.eu"
+            } else {
+                "example.com"
+            };
             Order {
                 id: format!("ord-{}", 1001 + i),
                 date: format!("2025-{month:02}-{day:02}"),
@@ -249,7 +309,14 @@ fn luhn_complete(digits: &str) -> String {
         .rev()
         .filter_map(|c| c.to_digit(10))
         .enumerate()
-        .map(|(i, d)| if i % 2 == 0 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
         .sum();
     format!("{digits}{}", (10 - sum % 10) % 10)
 }
@@ -264,23 +331,38 @@ mod tests {
             .rev()
             .filter_map(|c| c.to_digit(10))
             .enumerate()
-            .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+            .map(|(i, d)| {
+                if i % 2 == 1 {
+                    let x = d * 2;
+                    if x > 9 { x - 9 } else { x }
+                } else {
+                    d
+                }
+            })
             .sum();
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     }
 
     #[test]
     fn seed_cards_pass_luhn() {
         let orders = seed_orders();
         assert_eq!(orders.len(), 50);
-        assert!(orders.iter().all(|o| luhn_valid(&o.card) && o.card.len() == 16));
+        assert!(
+            orders
+                .iter()
+                .all(|o| luhn_valid(&o.card) && o.card.len() == 16)
+        );
     }
 
     #[test]
     fn both_regions_have_orders_in_august() {
         let orders = seed_orders();
         for region in ["us", "eu"] {
-            assert!(orders.iter().any(|o| o.region == region && o.date.starts_with("2025-08")));
+            assert!(
+                orders
+                    .iter()
+                    .any(|o| o.region == region && o.date.starts_with("2025-08"))
+            );
         }
     }
 }

@@ -83,8 +83,9 @@ impl Diagnostics {
 
     /// Sorts by file, then position, so output is stable.
     pub fn sort(&mut self) {
-        self.0
-            .sort_by(|a, b| (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col)));
+        self.0.sort_by(|a, b| {
+            (&a.file, a.pos.line, a.pos.col).cmp(&(&b.file, b.pos.line, b.pos.col))
+        });
     }
 }
 

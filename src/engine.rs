@@ -56,7 +56,10 @@ impl Failure {
         match self {
             Self::InvalidArguments(m) => format!("invalid arguments: {m}"),
             Self::Denied(m) => format!("denied by policy: {m}"),
-            Self::Request(m) | Self::Unreachable(m) | Self::Response(m) | Self::UpstreamStatus(_, m) => m.clone(),
+            Self::Request(m)
+            | Self::Unreachable(m)
+            | Self::Response(m)
+            | Self::UpstreamStatus(_, m) => m.clone(),
         }
     }
 }
@@ -104,11 +107,18 @@ impl Engine {
     ///
     /// # Errors
     /// Only for a tool that does not exist; every other failure is in the result.
-    pub async fn call(&self, name: &str, args: Option<Map<String, Value>>) -> Result<CallResult, UnknownTool> {
+    pub async fn call(
+        &self,
+        name: &str,
+        args: Option<Map<String, Value>>,
+    ) -> Result<CallResult, UnknownTool> {
         let started = Instant::now();
         // 1. look up the tool in the current snapshot
         let catalog = self.catalog.load_full();
-        let tool = catalog.get(name).cloned().ok_or_else(|| UnknownTool(name.to_owned()))?;
+        let tool = catalog
+            .get(name)
+            .cloned()
+            .ok_or_else(|| UnknownTool(name.to_owned()))?;
         let args = Value::Object(args.unwrap_or_default());
         let mut result = CallResult {
             tool: tool.id.clone(),
@@ -125,7 +135,12 @@ impl Engine {
 }
 
 /// Steps 2 to 10; fills `result.status` and `result.masked` on the way.
-async fn run(catalog: &Catalog, tool: &Tool, args: &Value, result: &mut CallResult) -> Result<Value, Failure> {
+async fn run(
+    catalog: &Catalog,
+    tool: &Tool,
+    args: &Value,
+    result: &mut CallResult,
+) -> Result<Value, Failure> {
     // 2. identify the actor: comes with the identity issue; calls are anonymous here.
     // 3. validate the arguments before anything else sees them
     validate_args(tool, args)?;
@@ -138,7 +153,10 @@ async fn run(catalog: &Catalog, tool: &Tool, args: &Value, result: &mut CallResu
     // 7. render the request and check egress on the final URL
     let secrets = read_secrets(tool)?;
     let prepared = render(&catalog.templates, tool, args, &secrets)?;
-    catalog.egress.check(&prepared.url).map_err(Failure::Denied)?;
+    catalog
+        .egress
+        .check(&prepared.url)
+        .map_err(Failure::Denied)?;
     // 8. send
     let reply = tool
         .request
@@ -149,12 +167,19 @@ async fn run(catalog: &Catalog, tool: &Tool, args: &Value, result: &mut CallResu
     result.status = Some(reply.status);
     // 9. map the response
     if !(200..300).contains(&reply.status) {
-        let msg = tool
-            .response
-            .error_message(&catalog.templates, &tool.request.upstream.name, reply.status, &reply.body, args);
+        let msg = tool.response.error_message(
+            &catalog.templates,
+            &tool.request.upstream.name,
+            reply.status,
+            &reply.body,
+            args,
+        );
         return Err(Failure::UpstreamStatus(reply.status, scrub(msg, &secrets)));
     }
-    let mapped = tool.response.map_success(&reply.body).map_err(Failure::Response)?;
+    let mapped = tool
+        .response
+        .map_success(&reply.body)
+        .map_err(Failure::Response)?;
     result.masked = mapped.masked;
     if let Some(out) = &tool.output {
         let errors: Vec<String> = out
@@ -187,7 +212,11 @@ fn validate_args(tool: &Tool, args: &Value) -> Result<(), Failure> {
 }
 
 fn pointer_or_root(p: &str) -> String {
-    if p.is_empty() { "(arguments)".to_owned() } else { format!("'{p}'") }
+    if p.is_empty() {
+        "(arguments)".to_owned()
+    } else {
+        format!("'{p}'")
+    }
 }
 
 /// The values of the environment variables the tool reads as `secret.NAME`.
@@ -214,7 +243,12 @@ fn scrub(mut text: String, secrets: &[(String, String)]) -> String {
     text
 }
 
-fn render(templates: &TemplateSet, tool: &Tool, args: &Value, secrets: &[(String, String)]) -> Result<Prepared, Failure> {
+fn render(
+    templates: &TemplateSet,
+    tool: &Tool,
+    args: &Value,
+    secrets: &[(String, String)],
+) -> Result<Prepared, Failure> {
     let plan = &tool.request;
     let secret_map: Map<String, Value> = secrets
         .iter()
@@ -228,12 +262,18 @@ fn render(templates: &TemplateSet, tool: &Tool, args: &Value, secrets: &[(String
         Failure::Request(scrub(format!("tool '{}': {field}: {e}", tool.id), secrets))
     };
     // 7a. pick the upstream base (region routing lands with policy)
-    let path = templates.render_text(&plan.path, &ctx).map_err(|e| fail("request.path", e))?;
+    let path = templates
+        .render_text(&plan.path, &ctx)
+        .map_err(|e| fail("request.path", e))?;
     let base = plan.upstream.base.as_str().trim_end_matches('/');
-    let mut url = reqwest::Url::parse(&format!("{base}{path}"))
-        .map_err(|e| Failure::Request(format!("tool '{}': rendered URL is invalid: {e}", tool.id)))?;
+    let mut url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| {
+        Failure::Request(format!("tool '{}': rendered URL is invalid: {e}", tool.id))
+    })?;
     if url.host_str() != plan.upstream.base.host_str() {
-        return Err(Failure::Request(format!("tool '{}': rendered path changed the host", tool.id)));
+        return Err(Failure::Request(format!(
+            "tool '{}': rendered path changed the host",
+            tool.id
+        )));
     }
     if !plan.query.is_empty() {
         let mut pairs = Vec::with_capacity(plan.query.len());
@@ -267,7 +307,11 @@ fn render(templates: &TemplateSet, tool: &Tool, args: &Value, secrets: &[(String
     })
 }
 
-fn render_body(templates: &TemplateSet, body: &BodyTpl, ctx: &minijinja::Value) -> Result<Value, crate::template::RenderError> {
+fn render_body(
+    templates: &TemplateSet,
+    body: &BodyTpl,
+    ctx: &minijinja::Value,
+) -> Result<Value, crate::template::RenderError> {
     Ok(match body {
         BodyTpl::Literal(v) => v.clone(),
         BodyTpl::Tpl(t) => templates.render_value(t, ctx)?,

@@ -7,7 +7,7 @@
 //! - [`config`]: the file model (what the user wrote), loading and diagnostics;
 //! - [`catalog`]: the compiled, immutable snapshot the call path reads;
 //! - [`engine`]: the pipeline, one call from lookup to answer;
-//! - [`template`], [`upstream`], [`response`], [`redact`]: the steps it calls;
+//! - [`template`], [`upstream`], [`response`], [`jsonpath`], [`redact`]: the steps it calls;
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
 //! - [`demo_api`]: the orders and flags API that ships with the project;
 //! - [`cli`]: one file per subcommand.
@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo_api;
 pub mod diag;
 pub mod engine;
+pub mod jsonpath;
 pub mod mcp;
 pub mod redact;
 pub mod response;

@@ -68,7 +68,9 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.engine.catalog().listing()))
+        Ok(ListToolsResult::with_all_items(
+            self.engine.catalog().listing(),
+        ))
     }
 
     async fn call_tool(

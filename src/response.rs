@@ -3,9 +3,6 @@
 //! Owns status-to-error mapping, the JSONPath selection, per-tool masks and the rule
 //! that `structuredContent` is always an object. It never sends requests.
 
-use jsonpath_rust::parser::model::JpQuery;
-use jsonpath_rust::query::js_path_process;
-use jsonpath_rust::query::queryable::Queryable;
 use serde_json::Value;
 
 use crate::redact;
@@ -40,47 +37,7 @@ impl StatusMatch {
     }
 }
 
-/// A compiled JSONPath with its source, for messages.
-#[derive(Debug, Clone)]
-pub struct Path {
-    /// As written.
-    pub source: String,
-    query: JpQuery,
-    many: bool,
-}
-
-impl Path {
-    /// Compiles a JSONPath.
-    ///
-    /// # Errors
-    /// The parser's message.
-    pub fn compile(source: &str) -> Result<Self, String> {
-        let query = jsonpath_rust::parser::parse_json_path(source).map_err(|e| e.to_string())?;
-        // A path that can match several nodes returns a list; a definite one its value.
-        let many = ["*", "..", "?", ":", ","].iter().any(|t| source.contains(t));
-        Ok(Self {
-            source: source.to_owned(),
-            query,
-            many,
-        })
-    }
-
-    /// The key a non-object selection is wrapped under in `structuredContent`: the path's
-    /// last name (`$.orders` → `orders`), else `result`.
-    pub fn wrap_key(&self) -> String {
-        let last = self
-            .source
-            .rsplit(['.', '['])
-            .next()
-            .unwrap_or_default()
-            .trim_matches(|c: char| c == ']' || c == '\'' || c == '"');
-        if !last.is_empty() && last.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
-            last.to_owned()
-        } else {
-            "result".to_owned()
-        }
-    }
-}
+pub use crate::jsonpath::JsonPath as Path;
 
 /// How one tool maps replies.
 #[derive(Debug, Clone, Default)]
@@ -113,7 +70,11 @@ impl ResponseMap {
             Err(_) if self.select.is_none() && self.masks.is_empty() => {
                 Value::String(String::from_utf8_lossy(body).into_owned())
             }
-            Err(e) => return Err(format!("upstream answered with a body that is not JSON ({e})")),
+            Err(e) => {
+                return Err(format!(
+                    "upstream answered with a body that is not JSON ({e})"
+                ));
+            }
         };
         let mut selected = match &self.select {
             None => parsed,
@@ -126,7 +87,10 @@ impl ResponseMap {
         let structured = match selected {
             Value::Object(_) => selected,
             other => {
-                let key = self.select.as_ref().map_or_else(|| "result".to_owned(), Path::wrap_key);
+                let key = self
+                    .select
+                    .as_ref()
+                    .map_or_else(|| "result".to_owned(), wrap_key);
                 Value::Object(serde_json::Map::from_iter([(key, other)]))
             }
         };
@@ -134,7 +98,14 @@ impl ResponseMap {
     }
 
     /// The message for an error status.
-    pub fn error_message(&self, templates: &TemplateSet, upstream: &str, status: u16, body: &[u8], args: &Value) -> String {
+    pub fn error_message(
+        &self,
+        templates: &TemplateSet,
+        upstream: &str,
+        status: u16,
+        body: &[u8],
+        args: &Value,
+    ) -> String {
         let parsed: Value = serde_json::from_slice(body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
         let custom = self
@@ -171,23 +142,22 @@ impl ResponseMap {
 }
 
 fn select(path: &Path, value: &Value) -> Result<Value, String> {
-    let found = js_path_process(&path.query, value).map_err(|e| format!("select '{}': {e}", path.source))?;
-    if path.many {
-        Ok(Value::Array(found.into_iter().map(|r| r.val.clone()).collect()))
+    let found = path.select(value);
+    if path.is_multi() {
+        Ok(Value::Array(found.into_iter().cloned().collect()))
     } else {
-        Ok(found.into_iter().next().map_or(Value::Null, |r| r.val.clone()))
+        Ok(found.into_iter().next().cloned().unwrap_or(Value::Null))
     }
 }
 
 fn apply_mask(path: &Path, value: &mut Value) -> usize {
-    let paths: Vec<String> = match js_path_process(&path.query, &*value) {
-        Ok(found) => found.into_iter().map(|r| r.path).collect(),
-        Err(_) => return 0,
-    };
-    paths
-        .into_iter()
-        .filter(|p| value.reference_mut(p.as_str()).is_some_and(redact::mask_value))
-        .count()
+    path.update(value, &mut redact::mask_value)
+}
+
+/// The key a non-object selection is wrapped under in `structuredContent`: the path's
+/// last name (`$.orders` → `orders`), else `result`.
+pub fn wrap_key(path: &Path) -> String {
+    path.last_name().unwrap_or("result").to_owned()
 }
 
 /// A short, single-line excerpt of an error body: its `error`/`message` field if any.
@@ -259,6 +229,9 @@ mod tests {
             br#"{"error": "percent must be 0-100"}"#,
             &json!({}),
         );
-        assert_eq!(msg, "upstream 'flags' answered HTTP 422: percent must be 0-100");
+        assert_eq!(
+            msg,
+            "upstream 'flags' answered HTTP 422: percent must be 0-100"
+        );
     }
 }

@@ -27,7 +27,16 @@ const PATH_SUFFIX: &str = "#path";
 const FUEL: u64 = 100_000;
 
 /// Globals minijinja provides; they are not variables a template must be given.
-const BUILTIN_GLOBALS: &[&str] = &["range", "dict", "namespace", "debug", "loop", "true", "false", "none"];
+const BUILTIN_GLOBALS: &[&str] = &[
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "loop",
+    "true",
+    "false",
+    "none",
+];
 
 /// Where a template is used, which decides how its output is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +104,9 @@ impl TemplateSet {
                         "a path segment may not be '.' or '..'",
                     ));
                 }
-                write!(out, "{}", utf8_percent_encode(&text, SEGMENT))
-                    .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+                write!(out, "{}", utf8_percent_encode(&text, SEGMENT)).map_err(|e| {
+                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+                })
             } else {
                 minijinja::escape_formatter(out, state, value)
             }
@@ -110,7 +120,12 @@ impl TemplateSet {
     ///
     /// # Errors
     /// minijinja's syntax error, as text.
-    pub fn add(&mut self, name: &str, source: &str, slot: Slot) -> Result<(Tpl, BTreeSet<String>), String> {
+    pub fn add(
+        &mut self,
+        name: &str,
+        source: &str,
+        slot: Slot,
+    ) -> Result<(Tpl, BTreeSet<String>), String> {
         if !source.contains("{{") && !source.contains("{%") {
             return Ok((Tpl::Literal(source.to_owned()), BTreeSet::new()));
         }
@@ -125,7 +140,11 @@ impl TemplateSet {
                 source.to_owned(),
                 Tpl::Text(format!("{name}{PATH_SUFFIX}")),
             ),
-            _ => (name.to_owned(), source.to_owned(), Tpl::Text(name.to_owned())),
+            _ => (
+                name.to_owned(),
+                source.to_owned(),
+                Tpl::Text(name.to_owned()),
+            ),
         };
         self.env
             .add_template_owned(stored_name.clone(), stored_source)
@@ -160,11 +179,16 @@ impl TemplateSet {
     ///
     /// # Errors
     /// As [`Self::render_text`], or a value that has no JSON form.
-    pub fn render_value(&self, tpl: &Tpl, ctx: &minijinja::Value) -> Result<serde_json::Value, RenderError> {
+    pub fn render_value(
+        &self,
+        tpl: &Tpl,
+        ctx: &minijinja::Value,
+    ) -> Result<serde_json::Value, RenderError> {
         match tpl {
             Tpl::Typed(_) => {
                 let json = self.render_text(tpl, ctx)?;
-                serde_json::from_str(&json).map_err(|e| RenderError(format!("value has no JSON form: {e}")))
+                serde_json::from_str(&json)
+                    .map_err(|e| RenderError(format!("value has no JSON form: {e}")))
             }
             _ => self.render_text(tpl, ctx).map(serde_json::Value::String),
         }
@@ -186,7 +210,9 @@ fn single_expression(source: &str) -> Option<&str> {
 
 /// A minijinja error as one line, without the template name (ours are internal).
 fn describe(e: &minijinja::Error) -> String {
-    let mut msg = e.detail().map_or_else(|| e.kind().to_string(), str::to_owned);
+    let mut msg = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_owned);
     if let Some(line) = e.line().filter(|l| *l > 1) {
         msg.push_str(&format!(" (template line {line})"));
     }
@@ -210,7 +236,9 @@ mod tests {
         let mut set = TemplateSet::new();
         let (tpl, vars) = set.add("t", "{{ args.percent }}", Slot::Value).unwrap();
         assert_eq!(vars, BTreeSet::from(["args.percent".to_owned()]));
-        let v = set.render_value(&tpl, &ctx(json!({"args": {"percent": 10}}))).unwrap();
+        let v = set
+            .render_value(&tpl, &ctx(json!({"args": {"percent": 10}})))
+            .unwrap();
         assert_eq!(v, json!(10));
     }
 
@@ -218,7 +246,9 @@ mod tests {
     fn mixed_text_renders_to_string() {
         let mut set = TemplateSet::new();
         let (tpl, _) = set.add("t", "p{{ args.percent }}", Slot::Value).unwrap();
-        let v = set.render_value(&tpl, &ctx(json!({"args": {"percent": 10}}))).unwrap();
+        let v = set
+            .render_value(&tpl, &ctx(json!({"args": {"percent": 10}})))
+            .unwrap();
         assert_eq!(v, json!("p10"));
     }
 
@@ -226,7 +256,9 @@ mod tests {
     fn undefined_variable_is_an_error_not_empty() {
         let mut set = TemplateSet::new();
         let (tpl, _) = set.add("t", "x={{ args.form }}", Slot::Text).unwrap();
-        let err = set.render_text(&tpl, &ctx(json!({"args": {"from": "a"}}))).unwrap_err();
+        let err = set
+            .render_text(&tpl, &ctx(json!({"args": {"from": "a"}})))
+            .unwrap_err();
         assert!(err.to_string().contains("undefined"), "{err}");
     }
 
@@ -244,7 +276,10 @@ mod tests {
     fn dot_segments_are_refused_in_paths() {
         let mut set = TemplateSet::new();
         let (tpl, _) = set.add("t", "/flags/{{ args.name }}", Slot::Path).unwrap();
-        assert!(set.render_text(&tpl, &ctx(json!({"args": {"name": ".."}}))).is_err());
+        assert!(
+            set.render_text(&tpl, &ctx(json!({"args": {"name": ".."}})))
+                .is_err()
+        );
     }
 
     #[test]

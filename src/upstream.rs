@@ -168,7 +168,12 @@ impl Upstreams {
                 }
             }
             let timeout = duration_or(path, up.timeout.as_ref(), DEFAULT_TIMEOUT, &mut diags);
-            let connect = duration_or(path, up.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT, &mut diags);
+            let connect = duration_or(
+                path,
+                up.connect_timeout.as_ref(),
+                DEFAULT_CONNECT_TIMEOUT,
+                &mut diags,
+            );
             let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(connect)
@@ -197,7 +202,11 @@ impl Upstreams {
                 (None, _) => {}
             }
         }
-        if diags.is_empty() { Ok(Self(out)) } else { Err(diags) }
+        if diags.is_empty() {
+            Ok(Self(out))
+        } else {
+            Err(diags)
+        }
     }
 
     /// The upstream called `name`.
@@ -211,11 +220,21 @@ impl Upstreams {
     }
 }
 
-fn parse_base(path: &Path, name: &str, url: &Located<String>, vars: &Vars, diags: &mut Diagnostics) -> Option<Url> {
+fn parse_base(
+    path: &Path,
+    name: &str,
+    url: &Located<String>,
+    vars: &Vars,
+    diags: &mut Diagnostics,
+) -> Option<Url> {
     let expanded = match expand_env(&url.value, vars) {
         Ok(s) => s,
         Err(e) => {
-            diags.push(Diagnostic::new(path, url.pos, format!("upstream '{name}': {e}")));
+            diags.push(Diagnostic::new(
+                path,
+                url.pos,
+                format!("upstream '{name}': {e}"),
+            ));
             return None;
         }
     };
@@ -225,7 +244,10 @@ fn parse_base(path: &Path, name: &str, url: &Located<String>, vars: &Vars, diags
             diags.push(Diagnostic::new(
                 path,
                 url.pos,
-                format!("upstream '{name}': url must be http(s) with a host, got scheme '{}'", u.scheme()),
+                format!(
+                    "upstream '{name}': url must be http(s) with a host, got scheme '{}'",
+                    u.scheme()
+                ),
             ));
             None
         }
@@ -240,7 +262,12 @@ fn parse_base(path: &Path, name: &str, url: &Located<String>, vars: &Vars, diags
     }
 }
 
-fn duration_or(path: &Path, value: Option<&Located<String>>, default: Duration, diags: &mut Diagnostics) -> Duration {
+fn duration_or(
+    path: &Path,
+    value: Option<&Located<String>>,
+    default: Duration,
+    diags: &mut Diagnostics,
+) -> Duration {
     match value {
         None => default,
         Some(v) => parse_duration(&v.value).unwrap_or_else(|e| {
@@ -258,16 +285,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{s}': expected a number and a unit, e.g. 500ms, 5s, 2m"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration '{s}': expected a number and a unit, e.g. 500ms, 5s, 2m")
+    })?;
     match unit.trim() {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" | "min" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
         "d" => Ok(Duration::from_secs(n * 86_400)),
-        other => Err(format!("invalid duration '{s}': unknown unit '{other}' (use ms, s, m, h or d)")),
+        other => Err(format!(
+            "invalid duration '{s}': unknown unit '{other}' (use ms, s, m, h or d)"
+        )),
     }
 }
 
@@ -291,7 +320,11 @@ impl Egress {
                 Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
                     Ok(port) => (h.to_owned(), Some(port)),
                     Err(_) => {
-                        diags.push(Diagnostic::new(path, e.pos, format!("egress entry '{}': port must be a number", e.value)));
+                        diags.push(Diagnostic::new(
+                            path,
+                            e.pos,
+                            format!("egress entry '{}': port must be a number", e.value),
+                        ));
                         continue;
                     }
                 },
@@ -301,13 +334,20 @@ impl Egress {
                 diags.push(Diagnostic::new(
                     path,
                     e.pos,
-                    format!("egress entry '{}': write a host or host:port, not a URL", e.value),
+                    format!(
+                        "egress entry '{}': write a host or host:port, not a URL",
+                        e.value
+                    ),
                 ));
                 continue;
             }
             allowed.push((host, port));
         }
-        if diags.is_empty() { Ok(Self { allowed }) } else { Err(diags) }
+        if diags.is_empty() {
+            Ok(Self { allowed })
+        } else {
+            Err(diags)
+        }
     }
 
     /// Whether a request to `url` may leave.
@@ -351,10 +391,21 @@ mod tests {
             Located::unplaced("127.0.0.1:8080".to_owned()),
         ];
         let eg = Egress::build(Path::new("p.yaml"), &entries).unwrap();
-        assert!(eg.check(&Url::parse("https://orders.internal/x").unwrap()).is_ok());
-        assert!(eg.check(&Url::parse("http://127.0.0.1:8080/x").unwrap()).is_ok());
-        assert!(eg.check(&Url::parse("http://127.0.0.1:9090/x").unwrap()).is_err());
-        let err = eg.check(&Url::parse("https://evil.example/x").unwrap()).unwrap_err();
+        assert!(
+            eg.check(&Url::parse("https://orders.internal/x").unwrap())
+                .is_ok()
+        );
+        assert!(
+            eg.check(&Url::parse("http://127.0.0.1:8080/x").unwrap())
+                .is_ok()
+        );
+        assert!(
+            eg.check(&Url::parse("http://127.0.0.1:9090/x").unwrap())
+                .is_err()
+        );
+        let err = eg
+            .check(&Url::parse("https://evil.example/x").unwrap())
+            .unwrap_err();
         assert!(err.contains("'evil.example'"), "{err}");
     }
 

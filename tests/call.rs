@@ -23,7 +23,11 @@ fn call(api: &DemoApi, tool: &str, args: &str) -> (i32, Value) {
 fn call_prints_the_mcp_result() {
     let api = DemoApi::start();
     let truth = api.get("/orders?from=2025-08-01&to=2025-08-03");
-    let (code, v) = call(&api, "orders.export", r#"{"from":"2025-08-01","to":"2025-08-03"}"#);
+    let (code, v) = call(
+        &api,
+        "orders.export",
+        r#"{"from":"2025-08-01","to":"2025-08-03"}"#,
+    );
     assert_eq!(code, 0, "{v}");
     let n = v["structuredContent"]["orders"].as_array().unwrap().len();
     assert_eq!(n as u64, truth["count"].as_u64().unwrap());

@@ -32,6 +32,12 @@ fn golden_flow_with_the_official_python_sdk() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "golden client failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("golden stdio: all checks passed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "golden client failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("golden stdio: all checks passed"),
+        "{stdout}"
+    );
 }

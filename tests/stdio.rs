@@ -20,7 +20,10 @@ fn tools_list_shows_wire_names_and_schemas() {
     assert_eq!(names, ["flag_set", "orders_export"]);
     for t in tools {
         let name = t["name"].as_str().unwrap();
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
         assert_eq!(t["inputSchema"]["type"], "object");
     }
     let orders = tools.iter().find(|t| t["name"] == "orders_export").unwrap();
@@ -33,16 +36,31 @@ fn orders_export_masks_every_email_and_card() {
     let api = DemoApi::start();
     let truth = api.get("/orders?from=2025-08-01&to=2025-08-31");
     let mut c = serve_shipped(&api);
-    let result = c.call("orders_export", json!({"from": "2025-08-01", "to": "2025-08-31"}));
+    let result = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31"}),
+    );
     assert!(!is_error(&result), "{result}");
     let orders = result["structuredContent"]["orders"].as_array().unwrap();
     assert_eq!(orders.len() as u64, truth["count"].as_u64().unwrap());
     let dump = result.to_string();
     for o in truth["orders"].as_array().unwrap() {
-        assert!(!dump.contains(o["email"].as_str().unwrap()), "raw email leaked: {}", o["email"]);
-        assert!(!dump.contains(o["card"].as_str().unwrap()), "raw card leaked: {}", o["card"]);
+        assert!(
+            !dump.contains(o["email"].as_str().unwrap()),
+            "raw email leaked: {}",
+            o["email"]
+        );
+        assert!(
+            !dump.contains(o["card"].as_str().unwrap()),
+            "raw card leaked: {}",
+            o["card"]
+        );
     }
-    assert!(orders.iter().all(|o| o["email"].as_str().unwrap().contains("***@")));
+    assert!(
+        orders
+            .iter()
+            .all(|o| o["email"].as_str().unwrap().contains("***@"))
+    );
     // content carries the same result as text, for hosts that ignore structuredContent
     let text_json: Value = serde_json::from_str(&text(&result)).unwrap();
     assert_eq!(text_json, result["structuredContent"]);
@@ -52,7 +70,10 @@ fn orders_export_masks_every_email_and_card() {
 fn dotted_id_is_accepted_in_tools_call() {
     let api = DemoApi::start();
     let mut c = serve_shipped(&api);
-    let result = c.call("flag.set", json!({"env": "staging", "name": "checkout_v2", "percent": 10}));
+    let result = c.call(
+        "flag.set",
+        json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
+    );
     assert!(!is_error(&result), "{result}");
     assert_eq!(api.get("/flags/staging/checkout_v2")["percent"], 10);
 }
@@ -61,7 +82,10 @@ fn dotted_id_is_accepted_in_tools_call() {
 fn flag_set_sends_percent_as_a_json_number() {
     let api = DemoApi::start();
     let mut c = serve_shipped(&api);
-    let result = c.call("flag_set", json!({"env": "prod", "name": "checkout_v2", "percent": 5}));
+    let result = c.call(
+        "flag_set",
+        json!({"env": "prod", "name": "checkout_v2", "percent": 5}),
+    );
     assert!(!is_error(&result), "{result}");
     assert_eq!(result["structuredContent"]["percent"], json!(5));
     let seen = api.requests();
@@ -74,9 +98,17 @@ fn flag_set_sends_percent_as_a_json_number() {
 fn unknown_tool_is_a_json_rpc_error() {
     let api = DemoApi::start();
     let mut c = serve_shipped(&api);
-    let resp = c.request("tools/call", json!({"name": "no_such_tool", "arguments": {}}));
+    let resp = c.request(
+        "tools/call",
+        json!({"name": "no_such_tool", "arguments": {}}),
+    );
     assert_eq!(resp["error"]["code"], -32602, "{resp}");
-    assert!(resp["error"]["message"].as_str().unwrap().contains("no_such_tool"));
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_tool")
+    );
 }
 
 #[test]
@@ -84,20 +116,45 @@ fn bad_arguments_are_a_tool_error_naming_the_field_and_nothing_is_sent() {
     let api = DemoApi::start();
     let mut c = serve_shipped(&api);
     for (args, needle) in [
-        (json!({"env": "staging", "name": "x", "percent": 150}), "'/percent'"),
-        (json!({"env": "staging", "name": "x", "percent": "50"}), "'/percent'"),
+        (
+            json!({"env": "staging", "name": "x", "percent": 150}),
+            "'/percent'",
+        ),
+        (
+            json!({"env": "staging", "name": "x", "percent": "50"}),
+            "'/percent'",
+        ),
         (json!({"env": "qa", "name": "x", "percent": 5}), "'/env'"),
-        (json!({"env": "staging", "name": "x", "percent": 5, "extra": 1}), "extra"),
-        (json!({"env": "staging", "name": "../admin", "percent": 5}), "'/name'"),
+        (
+            json!({"env": "staging", "name": "x", "percent": 5, "extra": 1}),
+            "extra",
+        ),
+        (
+            json!({"env": "staging", "name": "../admin", "percent": 5}),
+            "'/name'",
+        ),
     ] {
         let result = c.call("flag_set", args.clone());
         assert!(is_error(&result), "{args} -> {result}");
         let msg = text(&result);
-        assert!(msg.starts_with("invalid arguments:") && msg.contains(needle), "{args} -> {msg}");
+        assert!(
+            msg.starts_with("invalid arguments:") && msg.contains(needle),
+            "{args} -> {msg}"
+        );
     }
-    let result = c.call("orders_export", json!({"from": "2025-08-01", "to": "August"}));
-    assert!(is_error(&result) && text(&result).contains("'/to'"), "{result}");
-    assert!(api.requests().is_empty(), "upstream saw {:?}", api.requests());
+    let result = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "August"}),
+    );
+    assert!(
+        is_error(&result) && text(&result).contains("'/to'"),
+        "{result}"
+    );
+    assert!(
+        api.requests().is_empty(),
+        "upstream saw {:?}",
+        api.requests()
+    );
 }
 
 #[test]
@@ -105,7 +162,10 @@ fn upstream_error_status_is_a_readable_tool_error() {
     let api = DemoApi::start();
     let mut c = serve_shipped(&api);
     // Valid for the schema, refused by the service: 'from' after 'to'.
-    let result = c.call("orders_export", json!({"from": "2025-09-01", "to": "2025-08-01"}));
+    let result = c.call(
+        "orders_export",
+        json!({"from": "2025-09-01", "to": "2025-08-01"}),
+    );
     assert!(is_error(&result), "{result}");
     assert_eq!(
         text(&result),
@@ -121,9 +181,15 @@ fn unreachable_upstream_is_a_tool_error_not_a_crash() {
     };
     let url = format!("http://127.0.0.1:{port}");
     let mut c = StdioClient::start(&repo(), &[("DEMO_API_URL", &url)]);
-    let result = c.call("orders_export", json!({"from": "2025-08-01", "to": "2025-08-31"}));
+    let result = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31"}),
+    );
     assert!(is_error(&result), "{result}");
-    assert!(text(&result).contains("upstream 'orders' could not be reached"), "{result}");
+    assert!(
+        text(&result).contains("upstream 'orders' could not be reached"),
+        "{result}"
+    );
     // the server is still alive and answering
     let list = c.request("tools/list", json!({}));
     assert!(list.get("result").is_some());
@@ -135,11 +201,21 @@ fn slow_upstream_times_out_as_a_tool_error() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
     let cfg = ConfigDir::shipped();
-    cfg.edit("tools.d/orders.export.yaml", "timeout: 5s", "timeout: 300ms");
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "timeout: 5s",
+        "timeout: 300ms",
+    );
     let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &url)]);
-    let result = c.call("orders_export", json!({"from": "2025-08-01", "to": "2025-08-31"}));
+    let result = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31"}),
+    );
     assert!(is_error(&result), "{result}");
-    assert_eq!(text(&result), "upstream 'orders' did not answer within 300ms");
+    assert_eq!(
+        text(&result),
+        "upstream 'orders' did not answer within 300ms"
+    );
 }
 
 #[test]
@@ -152,16 +228,34 @@ fn missing_secret_is_named_and_its_value_never_appears() {
         "  headers:\n    Authorization: \"Bearer {{ secret.MCPD_TEST_ORDERS_TOKEN }}\"\n  timeout: 5s",
     );
     let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
-    let result = c.call("orders_export", json!({"from": "2025-08-01", "to": "2025-08-31"}));
+    let result = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31"}),
+    );
     assert!(is_error(&result));
-    assert!(text(&result).contains("missing secret 'MCPD_TEST_ORDERS_TOKEN'"), "{result}");
+    assert!(
+        text(&result).contains("missing secret 'MCPD_TEST_ORDERS_TOKEN'"),
+        "{result}"
+    );
     drop(c);
 
     let token = "tok-5ecr3t-value";
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url), ("MCPD_TEST_ORDERS_TOKEN", token)]);
-    let result = c.call("orders_export", json!({"from": "2025-08-01", "to": "2025-08-31"}));
+    let mut c = StdioClient::start(
+        cfg.path(),
+        &[
+            ("DEMO_API_URL", &api.url),
+            ("MCPD_TEST_ORDERS_TOKEN", token),
+        ],
+    );
+    let result = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31"}),
+    );
     assert!(!is_error(&result), "{result}");
-    assert_eq!(api.requests().last().unwrap()["headers"]["authorization"], "present");
+    assert_eq!(
+        api.requests().last().unwrap()["headers"]["authorization"],
+        "present"
+    );
     let all_output = format!("{}{}", c.seen.join("\n"), c.stderr());
     assert!(!all_output.contains(token), "secret leaked");
 }
@@ -172,7 +266,10 @@ fn default_deny_refuses_and_the_upstream_sees_nothing() {
     let cfg = ConfigDir::shipped();
     cfg.edit("policies.yaml", "default: allow", "default: deny");
     let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
-    let result = c.call("flag_set", json!({"env": "staging", "name": "checkout_v2", "percent": 10}));
+    let result = c.call(
+        "flag_set",
+        json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
+    );
     assert!(is_error(&result));
     assert!(text(&result).starts_with("denied by policy:"), "{result}");
     assert!(api.requests().is_empty());
@@ -183,8 +280,14 @@ fn stdout_carries_only_json_rpc_messages() {
     let api = DemoApi::start();
     let mut c = serve_shipped(&api);
     c.request("tools/list", json!({}));
-    c.call("orders_export", json!({"from": "2025-08-01", "to": "2025-08-31"}));
-    c.call("flag_set", json!({"env": "staging", "name": "x", "percent": 500}));
+    c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31"}),
+    );
+    c.call(
+        "flag_set",
+        json!({"env": "staging", "name": "x", "percent": 500}),
+    );
     c.request("tools/call", json!({"name": "nope"}));
     assert!(c.seen.len() >= 5);
     for line in &c.seen {

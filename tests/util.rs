@@ -71,7 +71,11 @@ impl ConfigDir {
 
 /// `mcpd validate DIR`: (exit code, stdout, stderr).
 pub fn validate(dir: &Path) -> (i32, String, String) {
-    let out = Command::new(bin()).arg("validate").arg(dir).output().unwrap();
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg(dir)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -94,9 +98,14 @@ impl DemoApi {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let url = line.trim().to_owned();
-        assert!(url.starts_with("http://127.0.0.1:"), "demo-api printed {url:?}");
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "demo-api printed {url:?}"
+        );
         Self { child, url }
     }
 
@@ -107,7 +116,10 @@ impl DemoApi {
 
     /// The requests the API has seen (not counting `/_` ones).
     pub fn requests(&self) -> Vec<Value> {
-        self.get("/_requests").as_array().cloned().unwrap_or_default()
+        self.get("/_requests")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -124,10 +136,17 @@ pub fn http_get_json(url: &str) -> Value {
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut s = std::net::TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = String::new();
     std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {url}: {e}: {buf}"))
 }
 
@@ -141,7 +160,6 @@ pub struct StdioClient {
     /// Every stdout line received so far, in order.
     pub seen: Vec<String>,
 }
-
 
 impl StdioClient {
     /// Starts `mcpd serve --config DIR` with extra environment and initializes.
@@ -222,7 +240,8 @@ impl StdioClient {
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no matching message; stderr:\n{}", self.stderr()));
             self.seen.push(line.clone());
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
             if pred(&v) {
                 return v;
             }
@@ -232,7 +251,9 @@ impl StdioClient {
     /// tools/call; returns the `result` object (panics on a JSON-RPC error).
     pub fn call(&mut self, name: &str, args: Value) -> Value {
         let resp = self.request("tools/call", json!({"name": name, "arguments": args}));
-        resp.get("result").cloned().unwrap_or_else(|| panic!("tools/call {name} failed: {resp}"))
+        resp.get("result")
+            .cloned()
+            .unwrap_or_else(|| panic!("tools/call {name} failed: {resp}"))
     }
 
     pub fn stderr(&self) -> String {
@@ -249,7 +270,10 @@ impl Drop for StdioClient {
 
 /// The text of a tool result's first content block.
 pub fn text(result: &Value) -> String {
-    result["content"][0]["text"].as_str().unwrap_or_default().to_owned()
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Whether a tool result is an error.

@@ -22,16 +22,27 @@ fn yaml_syntax_error_has_line_and_column() {
 #[test]
 fn unknown_key_is_rejected_with_its_position() {
     let cfg = ConfigDir::shipped();
-    cfg.edit("tools.d/flag.set.yaml", "  method: PUT\n", "  method: PUT\n  metod: PUT\n");
+    cfg.edit(
+        "tools.d/flag.set.yaml",
+        "  method: PUT\n",
+        "  method: PUT\n  metod: PUT\n",
+    );
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
-    assert!(out.contains("tools.d/flag.set.yaml:32:3: unknown field `metod`"), "{out}");
+    assert!(
+        out.contains("tools.d/flag.set.yaml:32:3: unknown field `metod`"),
+        "{out}"
+    );
 }
 
 #[test]
 fn template_reading_an_undeclared_argument_is_an_error() {
     let cfg = ConfigDir::shipped();
-    cfg.edit("tools.d/orders.export.yaml", "{{ args.from }}", "{{ args.form }}");
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "{{ args.from }}",
+        "{{ args.form }}",
+    );
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
     assert!(
@@ -44,10 +55,17 @@ fn template_reading_an_undeclared_argument_is_an_error() {
 #[test]
 fn template_syntax_error_is_reported() {
     let cfg = ConfigDir::shipped();
-    cfg.edit("tools.d/flag.set.yaml", "\"{{ args.percent }}\"", "\"{{ args.percent \"");
+    cfg.edit(
+        "tools.d/flag.set.yaml",
+        "\"{{ args.percent }}\"",
+        "\"{{ args.percent \"",
+    );
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
-    assert!(out.contains("flag.set.yaml:") && out.contains("request.body.percent: template error"), "{out}");
+    assert!(
+        out.contains("flag.set.yaml:") && out.contains("request.body.percent: template error"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -57,34 +75,57 @@ fn duplicate_tool_names_across_files_are_reported_with_both_places() {
     cfg.write("tools.d/zz-copy.yaml", &copy);
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
-    assert!(out.contains("name 'orders.export' is already used by tool 'orders.export' at"), "{out}");
+    assert!(
+        out.contains("name 'orders.export' is already used by tool 'orders.export' at"),
+        "{out}"
+    );
     assert!(out.contains("tools.d/orders.export.yaml:1:7"), "{out}");
 }
 
 #[test]
 fn wire_name_collision_is_a_duplicate() {
     let cfg = ConfigDir::shipped();
-    let copy = cfg.read("tools.d/orders.export.yaml").replace("name: orders.export", "name: orders_export");
+    let copy = cfg
+        .read("tools.d/orders.export.yaml")
+        .replace("name: orders.export", "name: orders_export");
     cfg.write("tools.d/zz-copy.yaml", &copy);
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
-    assert!(out.contains("name 'orders_export' is already used"), "{out}");
+    assert!(
+        out.contains("name 'orders_export' is already used"),
+        "{out}"
+    );
 }
 
 #[test]
 fn unknown_upstream_is_reported() {
     let cfg = ConfigDir::shipped();
-    cfg.edit("tools.d/flag.set.yaml", "upstream: flags", "upstream: flagz");
+    cfg.edit(
+        "tools.d/flag.set.yaml",
+        "upstream: flags",
+        "upstream: flagz",
+    );
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
-    assert!(out.contains("request.upstream: unknown upstream 'flagz'"), "{out}");
+    assert!(
+        out.contains("request.upstream: unknown upstream 'flagz'"),
+        "{out}"
+    );
 }
 
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
     let cfg = ConfigDir::shipped();
-    cfg.edit("tools.d/flag.set.yaml", "upstream: flags", "upstream: flagz");
-    cfg.edit("tools.d/orders.export.yaml", "{{ args.to }}", "{{ args.too }}");
+    cfg.edit(
+        "tools.d/flag.set.yaml",
+        "upstream: flags",
+        "upstream: flagz",
+    );
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "{{ args.to }}",
+        "{{ args.too }}",
+    );
     cfg.write("tools.d/broken.yaml", "name: [\n");
     let (code, out, err) = validate(cfg.path());
     assert_eq!(code, 1);
@@ -98,7 +139,10 @@ fn invalid_input_schema_is_reported() {
     cfg.edit("tools.d/flag.set.yaml", "type: integer", "type: integr");
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
-    assert!(out.contains("tool 'flag.set': input: invalid JSON Schema"), "{out}");
+    assert!(
+        out.contains("tool 'flag.set': input: invalid JSON Schema"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -107,7 +151,10 @@ fn upstream_host_missing_from_egress_is_reported() {
     cfg.edit("policies.yaml", "  - 127.0.0.1\n", "");
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
-    assert!(out.contains("egress to host '127.0.0.1' is not allowed"), "{out}");
+    assert!(
+        out.contains("egress to host '127.0.0.1' is not allowed"),
+        "{out}"
+    );
 }
 
 #[test]

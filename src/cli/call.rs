@@ -20,5 +20,9 @@ pub async fn run(dir: &Path, tool: &str, args: &str) -> anyhow::Result<ExitCode>
     let mcp = to_mcp_result(result);
     let failed = mcp.is_error == Some(true);
     println!("{}", serde_json::to_string_pretty(&mcp)?);
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

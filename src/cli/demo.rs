@@ -55,7 +55,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         let before = state_requests(&state);
         println!("\n[{}] {}", i + 1, flow.title);
         println!("    call  {} {}", flow.tool, flow.args);
-        let Value::Object(args) = flow.args.clone() else { continue };
+        let Value::Object(args) = flow.args.clone() else {
+            continue;
+        };
         let result = engine.call(flow.tool, Some(args)).await?;
         print_result(&result, state_requests(&state) - before);
         let expect_ok = !flow.title.starts_with("bad input");
@@ -89,7 +91,10 @@ fn print_result(r: &CallResult, upstream_requests: usize) {
             println!("    result {}", preview(v));
         }
         Err(f) => {
-            println!("    error ({}) {upstream_requests} upstream request(s), {ms:.1} ms", f.kind());
+            println!(
+                "    error ({}) {upstream_requests} upstream request(s), {ms:.1} ms",
+                f.kind()
+            );
             println!("    reason {}", f.message());
         }
     }

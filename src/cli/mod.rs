@@ -21,7 +21,13 @@ use crate::config::{self, Vars};
 #[command(name = "mcpd", version, about)]
 pub struct Cli {
     /// The config directory: mcpd.yaml, policies.yaml and tools.d/.
-    #[arg(long, short = 'c', global = true, env = "MCPD_CONFIG", default_value = ".")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "MCPD_CONFIG",
+        default_value = "."
+    )]
     pub config: PathBuf,
     /// What to do.
     #[command(subcommand)]
@@ -60,7 +66,10 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.command);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,12 +112,18 @@ fn init_logging(command: &Command) {
 /// Loads and compiles a config directory, or fails with every diagnostic.
 pub(crate) fn load_catalog(dir: &Path, vars: &Vars) -> anyhow::Result<Catalog> {
     check(dir, vars).map(|(_, c)| c).map_err(|d| {
-        anyhow::anyhow!("invalid configuration in '{}' (run 'mcpd validate'):\n{d}", dir.display())
+        anyhow::anyhow!(
+            "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
+            dir.display()
+        )
     })
 }
 
 /// Loads and compiles, collecting the problems of both steps.
-pub(crate) fn check(dir: &Path, vars: &Vars) -> Result<(config::Loaded, Catalog), crate::diag::Diagnostics> {
+pub(crate) fn check(
+    dir: &Path,
+    vars: &Vars,
+) -> Result<(config::Loaded, Catalog), crate::diag::Diagnostics> {
     let (loaded, mut diags) = config::load_dir(dir);
     let compiled = Catalog::compile(&loaded, vars);
     match compiled {

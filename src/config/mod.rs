@@ -216,7 +216,11 @@ pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
     };
     match parse_many::<ToolSpec>(path, &src) {
         Ok(tools) if tools.is_empty() => {
-            diags.push(Diagnostic::new(path, Pos::new(1, 1), "file declares no tool"));
+            diags.push(Diagnostic::new(
+                path,
+                Pos::new(1, 1),
+                "file declares no tool",
+            ));
             Err(diags)
         }
         Ok(tools) => Ok(ToolFile {
@@ -277,10 +281,21 @@ pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
     (loaded, diags)
 }
 
-fn load_required<T: for<'de> Deserialize<'de>>(path: &Path, why: &str, diags: &mut Diagnostics) -> Option<T> {
+fn load_required<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    why: &str,
+    diags: &mut Diagnostics,
+) -> Option<T> {
     if !path.exists() {
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-        diags.push(Diagnostic::new(path, Pos::default(), format!("{name} is missing: {why}")));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        diags.push(Diagnostic::new(
+            path,
+            Pos::default(),
+            format!("{name} is missing: {why}"),
+        ));
         return None;
     }
     let src = read(path, diags)?;
@@ -326,7 +341,13 @@ mod tests {
     fn editor_temp_files_are_not_tool_files() {
         assert!(is_tool_file(Path::new("tools.d/a.yaml")));
         assert!(is_tool_file(Path::new("tools.d/a.yml")));
-        for p in [".a.yaml.swp", "a.yaml~", ".#a.yaml", "a.yaml.tmp", "#a.yaml#"] {
+        for p in [
+            ".a.yaml.swp",
+            "a.yaml~",
+            ".#a.yaml",
+            "a.yaml.tmp",
+            "#a.yaml#",
+        ] {
             assert!(!is_tool_file(Path::new(p)), "{p}");
         }
     }
