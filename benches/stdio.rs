@@ -1,4 +1,5 @@
 //! Benchmark: what mcpd adds to a call, over stdio, against the same requests sent
+
 //! straight to the upstream in the same run.
 //!
 //! Starts the bundled demo API in-process, then for 1 and 16 calls in flight:
@@ -7,6 +8,14 @@
 //! the added latency at p50 and the throughput ratio, and mcpd's peak RSS.
 //!
 //! `cargo bench --bench stdio` (BENCH_N sets N, default 2000).
+
+// A benchmark is a test harness: a failed expect is its failure report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -59,7 +68,14 @@ async fn direct(url: &str, n: usize, inflight: usize) -> Figures {
             let mut lat = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
                 let t = Instant::now();
-                let body = client.get(&target).send().await.expect("send").bytes().await.expect("body");
+                let body = client
+                    .get(&target)
+                    .send()
+                    .await
+                    .expect("send")
+                    .bytes()
+                    .await
+                    .expect("body");
                 assert!(!body.is_empty());
                 lat.push(t.elapsed());
             }
@@ -105,10 +121,11 @@ impl Mcpd {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let v: Value = serde_json::from_str(&line).expect("json line");
-                if let Some(id) = v.get("id").and_then(Value::as_u64) {
-                    if let Some(tx) = p.lock().await.remove(&id) {
-                        let _ = tx.send(v);
-                    }
+                let Some(id) = v.get("id").and_then(Value::as_u64) else {
+                    continue;
+                };
+                if let Some(tx) = p.lock().await.remove(&id) {
+                    let _ = tx.send(v);
                 }
             }
         });
@@ -123,7 +140,8 @@ impl Mcpd {
             json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}),
         )
         .await;
-        m.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        m.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
         m
     }
 
@@ -136,7 +154,9 @@ impl Mcpd {
     }
 
     async fn request(&self, method: &str, params: Value) -> Value {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().await.insert(id, tx);
         self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
@@ -168,7 +188,10 @@ async fn through_mcpd(m: &Arc<Mcpd>, n: usize, inflight: usize) -> Figures {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
                 let t = Instant::now();
                 let r = m
-                    .request("tools/call", json!({"name": "orders_export", "arguments": {"from": FROM, "to": TO}}))
+                    .request(
+                        "tools/call",
+                        json!({"name": "orders_export", "arguments": {"from": FROM, "to": TO}}),
+                    )
                     .await;
                 assert_eq!(r["result"]["isError"], json!(false), "{r}");
                 lat.push(t.elapsed());
@@ -221,7 +244,10 @@ fn row(label: &str, inflight: usize, f: Figures) {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let (addr, _state) = mcpd::demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .expect("demo API");
@@ -234,7 +260,10 @@ async fn main() {
     let engine = Arc::new(mcpd::engine::Engine::new(catalog));
 
     println!("mcpd stdio benchmark: orders_export ({FROM}..{TO}), N={n} calls per row");
-    println!("{:<22} {:>9} {:>11} {:>10} {:>10}", "path", "in flight", "calls/s", "p50 us", "p99 us");
+    println!(
+        "{:<22} {:>9} {:>11} {:>10} {:>10}",
+        "path", "in flight", "calls/s", "p50 us", "p99 us"
+    );
     let mut summary = Vec::new();
     for inflight in [1usize, 16] {
         // Warm both paths (connections, allocator) before measuring.
@@ -266,5 +295,8 @@ async fn main() {
             m.calls_per_s / d.calls_per_s
         );
     }
-    println!("mcpd peak RSS: {:.1} MB", mcpd.peak_rss_kb() as f64 / 1024.0);
+    println!(
+        "mcpd peak RSS: {:.1} MB",
+        mcpd.peak_rss_kb() as f64 / 1024.0
+    );
 }

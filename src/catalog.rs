@@ -100,13 +100,26 @@ impl Catalog {
     /// # Errors
     /// Every problem in every file.
     pub fn compile(loaded: &Loaded, vars: &Vars) -> Result<Self, Diagnostics> {
+        Self::compile_with(loaded, vars, None)
+    }
+
+    /// Compiles, reusing the unchanged upstream clients of `previous` (hot reload).
+    ///
+    /// # Errors
+    /// Every problem in every file.
+    pub fn compile_with(
+        loaded: &Loaded,
+        vars: &Vars,
+        previous: Option<&Catalog>,
+    ) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
         let (server_path, server) = &loaded.server;
         let (policy_path, policy) = &loaded.policy;
-        let upstreams = Upstreams::build(server_path, server, vars).unwrap_or_else(|d| {
-            diags.extend(d);
-            Upstreams::default()
-        });
+        let upstreams = Upstreams::build(server_path, server, vars, previous.map(|c| &c.upstreams))
+            .unwrap_or_else(|d| {
+                diags.extend(d);
+                Upstreams::default()
+            });
         let egress = Egress::build(policy_path, &policy.egress).unwrap_or_else(|d| {
             diags.extend(d);
             Egress::default()

@@ -88,6 +88,7 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/eu/orders", get(eu_orders))
         .route("/flags/{env}/{name}", get(get_flag).put(put_flag))
         .route("/_requests", get(requests).delete(clear_requests))
+        .route("/slow", get(slow))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
@@ -159,6 +160,18 @@ async fn clear_requests(State(state): State<Arc<DemoState>>) -> StatusCode {
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
     StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct Sleep {
+    ms: Option<u64>,
+}
+
+/// Answers after `ms` milliseconds (at most 10 s): a slow upstream for tests.
+async fn slow(Query(q): Query<Sleep>) -> Json<Value> {
+    let ms = q.ms.unwrap_or(100).min(10_000);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Json(json!({ "slept_ms": ms }))
 }
 
 #[derive(Debug, Deserialize)]

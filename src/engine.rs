@@ -83,6 +83,8 @@ pub struct CallResult {
 #[derive(Debug)]
 pub struct Engine {
     catalog: ArcSwap<Catalog>,
+    /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Engine {
@@ -90,7 +92,13 @@ impl Engine {
     pub fn new(catalog: Catalog) -> Self {
         Self {
             catalog: ArcSwap::from_pointee(catalog),
+            generation: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Watches catalog swaps: the value changes after each one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The current snapshot.
@@ -101,6 +109,8 @@ impl Engine {
     /// Replaces the snapshot; calls in flight keep the one they started with.
     pub fn swap(&self, catalog: Catalog) {
         self.catalog.store(Arc::new(catalog));
+        // Watchers are woken after the store, so a list they fetch sees the new tools.
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// One call through the whole pipeline.

@@ -8,6 +8,7 @@
 //! - [`catalog`]: the compiled, immutable snapshot the call path reads;
 //! - [`engine`]: the pipeline, one call from lookup to answer;
 //! - [`template`], [`upstream`], [`response`], [`jsonpath`], [`redact`]: the steps it calls;
+//! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
 //! - [`demo_api`]: the orders and flags API that ships with the project;
 //! - [`cli`]: one file per subcommand.
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod jsonpath;
 pub mod mcp;
 pub mod redact;
+pub mod reload;
 pub mod response;
 pub mod template;
 pub mod upstream;

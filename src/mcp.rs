@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 
 use crate::engine::{CallResult, Engine};
@@ -71,6 +71,42 @@ impl ServerHandler for McpServer {
         Ok(ListToolsResult::with_all_items(
             self.engine.catalog().listing(),
         ))
+    }
+
+    /// Sessions that began with `initialize` (protocol up to 2025-11-25) get
+    /// `notifications/tools/list_changed` after every catalog swap.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let mut swaps = self.engine.subscribe();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            while swaps.changed().await.is_ok() {
+                if peer.notify_tool_list_changed().await.is_err() {
+                    break; // the client went away
+                }
+            }
+        });
+    }
+
+    /// Sessions on 2026-07-28 ask for notifications with `subscriptions/listen`.
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut swaps = self.engine.subscribe();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                changed = swaps.changed() => {
+                    if changed.is_err() || context.sink().notify_tool_list_changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     async fn call_tool(

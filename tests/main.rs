@@ -1,11 +1,17 @@
 //! mcpd's integration tests: the real binary, over stdio and the command line.
 
 // The no-panic lints guard shipped code; a test's failed unwrap is its assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod util;
 
 mod call;
 mod python_client;
+mod reload;
 mod stdio;
 mod validate;

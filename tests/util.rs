@@ -164,8 +164,14 @@ pub struct StdioClient {
 impl StdioClient {
     /// Starts `mcpd serve --config DIR` with extra environment and initializes.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, env, &[])
+    }
+
+    /// As `start`, with extra arguments to `serve`.
+    pub fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
+            .args(args)
             .arg("--config")
             .arg(dir)
             .stdin(Stdio::piped())
@@ -222,12 +228,67 @@ impl StdioClient {
 
     /// Sends a request and waits for the response with its id.
     pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send_request(method, params);
+        self.wait_for_id(id)
+    }
+
+    /// Sends a request without waiting; returns its id.
+    pub fn send_request(&mut self, method: &str, params: Value) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         writeln!(self.stdin, "{msg}").unwrap();
         self.stdin.flush().unwrap();
-        self.wait_for(|v| v.get("id") == Some(&json!(id)))
+        id
+    }
+
+    /// Waits for the response to request `id` (it may already have arrived).
+    pub fn wait_for_id(&mut self, id: u64) -> Value {
+        let key = json!(id);
+        if let Some(line) = self.seen.iter().find(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v.get("id") == Some(&key) && v.get("method").is_none())
+        }) {
+            return serde_json::from_str(line).unwrap();
+        }
+        self.wait_for(|v| v.get("id") == Some(&key) && v.get("method").is_none())
+    }
+
+    /// Waits for `notifications/tools/list_changed`.
+    pub fn wait_list_changed(&mut self) {
+        self.wait_for(|v| v["method"] == "notifications/tools/list_changed");
+    }
+
+    /// The wire names in tools/list.
+    pub fn tool_names(&mut self) -> Vec<String> {
+        let resp = self.request("tools/list", json!({}));
+        resp["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let s = self.stderr();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "stderr never contained {needle:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for a stdout message matching `pred`.

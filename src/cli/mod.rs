@@ -38,7 +38,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve MCP over stdio (for Claude Desktop, VS Code, Cursor, Continue).
-    Serve,
+    Serve {
+        /// Do not watch the config directory (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
+    },
     /// Check tools.d, policies.yaml and mcpd.yaml; print every problem as file:line:col.
     Validate {
         /// The config directory to check (default: --config).
@@ -78,7 +82,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve::run(&cli.config).await,
+            Command::Serve { no_watch } => serve::run(&cli.config, !no_watch).await,
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
@@ -97,7 +101,7 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr, always: stdout carries MCP messages (serve) or results (call).
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::Serve | Command::DemoApi { .. } => "info,rmcp=warn",
+        Command::Serve { .. } | Command::DemoApi { .. } => "info,rmcp=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")

@@ -77,6 +77,8 @@ pub struct ToolFile {
     pub path: PathBuf,
     /// The tools it declares (a file may hold several YAML documents).
     pub tools: Vec<ToolSpec>,
+    /// A hash of the file's text: equal fingerprints mean an unchanged file.
+    pub fingerprint: u64,
 }
 
 /// Everything read from one config directory.
@@ -90,6 +92,8 @@ pub struct Loaded {
     pub policy: (PathBuf, PolicySpec),
     /// Every tool file in `tools.d`, sorted by name.
     pub tools: Vec<ToolFile>,
+    /// Fingerprints of the text of `mcpd.yaml` and `policies.yaml` (0 when unread).
+    pub fingerprints: (u64, u64),
 }
 
 /// Where environment variables come from while loading: the process environment, with
@@ -195,6 +199,13 @@ fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {
     }
 }
 
+fn fingerprint(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 /// True for files in `tools.d` that are tool files: `*.yaml` / `*.yml`, not hidden and
 /// not an editor's temporary or backup file.
 pub fn is_tool_file(path: &Path) -> bool {
@@ -226,6 +237,7 @@ pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
         Ok(tools) => Ok(ToolFile {
             path: path.to_path_buf(),
             tools,
+            fingerprint: fingerprint(&src),
         }),
         Err(d) => {
             diags.push(d);
@@ -243,13 +255,13 @@ pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
     let mut diags = Diagnostics::default();
 
     let server_path = root.join(SERVER_FILE);
-    let server = load_required::<ServerSpec>(
+    let (server, server_fp) = load_required::<ServerSpec>(
         &server_path,
         "it declares the upstream APIs tools call",
         &mut diags,
     );
     let policy_path = root.join(POLICY_FILE);
-    let policy = load_required::<PolicySpec>(
+    let (policy, policy_fp) = load_required::<PolicySpec>(
         &policy_path,
         "create one with at least 'default: allow' and an 'egress' list",
         &mut diags,
@@ -277,6 +289,7 @@ pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
         server: (server_path, server.unwrap_or_default()),
         policy: (policy_path, policy.unwrap_or_default()),
         tools,
+        fingerprints: (server_fp, policy_fp),
     };
     (loaded, diags)
 }
@@ -285,7 +298,7 @@ fn load_required<T: for<'de> Deserialize<'de>>(
     path: &Path,
     why: &str,
     diags: &mut Diagnostics,
-) -> Option<T> {
+) -> (Option<T>, u64) {
     if !path.exists() {
         let name = path
             .file_name()
@@ -296,10 +309,13 @@ fn load_required<T: for<'de> Deserialize<'de>>(
             Pos::default(),
             format!("{name} is missing: {why}"),
         ));
-        return None;
+        return (None, 0);
     }
-    let src = read(path, diags)?;
-    parse_one::<T>(path, &src).map_err(|d| diags.push(d)).ok()
+    let Some(src) = read(path, diags) else {
+        return (None, 0);
+    };
+    let parsed = parse_one::<T>(path, &src).map_err(|d| diags.push(d)).ok();
+    (parsed, fingerprint(&src))
 }
 
 /// The tool files of a `tools.d` directory, sorted by name.
