@@ -17,39 +17,18 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{Mutex, oneshot};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::{Figures, Mcpd, figures};
+use serde_json::json;
 
 const FROM: &str = "2025-08-01";
 const TO: &str = "2025-08-31";
-
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    calls_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn figures(mut lat: Vec<Duration>, wall: Duration) -> Figures {
-    lat.sort();
-    let pct = |p: f64| {
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    Figures {
-        calls_per_s: lat.len() as f64 / wall.as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-    }
-}
 
 /// N requests straight to the demo API, `inflight` at a time.
 async fn direct(url: &str, n: usize, inflight: usize) -> Figures {
@@ -87,94 +66,6 @@ async fn direct(url: &str, n: usize, inflight: usize) -> Figures {
         lat.extend(t.await.expect("task"));
     }
     figures(lat, started.elapsed())
-}
-
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
-
-/// `mcpd serve` over stdio, driven with raw JSON-RPC.
-struct Mcpd {
-    child: Child,
-    stdin: Arc<Mutex<ChildStdin>>,
-    pending: Pending,
-    next_id: std::sync::atomic::AtomicU64,
-}
-
-impl Mcpd {
-    async fn start(api_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcpd"))
-            .arg("serve")
-            .arg("--config")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .env("DEMO_API_URL", api_url)
-            .env("MCPD_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn mcpd");
-        let stdin = Arc::new(Mutex::new(child.stdin.take().expect("stdin")));
-        let stdout = child.stdout.take().expect("stdout");
-        let pending: Pending = Arc::default();
-        let p = pending.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let v: Value = serde_json::from_str(&line).expect("json line");
-                let Some(id) = v.get("id").and_then(Value::as_u64) else {
-                    continue;
-                };
-                if let Some(tx) = p.lock().await.remove(&id) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        let m = Self {
-            child,
-            stdin,
-            pending,
-            next_id: 1.into(),
-        };
-        m.request(
-            "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}),
-        )
-        .await;
-        m.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await;
-        m
-    }
-
-    async fn send(&self, msg: Value) {
-        let mut line = msg.to_string();
-        line.push('\n');
-        let mut w = self.stdin.lock().await;
-        w.write_all(line.as_bytes()).await.expect("write");
-        w.flush().await.expect("flush");
-    }
-
-    async fn request(&self, method: &str, params: Value) -> Value {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().await.insert(id, tx);
-        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .await;
-        rx.await.expect("response")
-    }
-
-    fn peak_rss_kb(&self) -> u64 {
-        let Some(pid) = self.child.id() else { return 0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0)
-    }
 }
 
 async fn through_mcpd(m: &Arc<Mcpd>, n: usize, inflight: usize) -> Figures {
@@ -252,7 +143,7 @@ async fn main() {
         .await
         .expect("demo API");
     let url = format!("http://{addr}");
-    let mcpd = Arc::new(Mcpd::start(&url).await);
+    let mcpd = Arc::new(Mcpd::start(&url, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await);
     let vars = mcpd::config::Vars::from_env().with("DEMO_API_URL", &url);
     let (loaded, diags) = mcpd::config::load_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(diags.is_empty(), "{diags}");

@@ -162,7 +162,7 @@ async fn run(
     }
     // 7. render the request and check egress on the final URL
     let secrets = read_secrets(tool)?;
-    let prepared = render(&catalog.templates, tool, args, &secrets)?;
+    let prepared = render(&tool.templates, tool, args, &secrets)?;
     catalog
         .egress
         .check(&prepared.url)
@@ -178,7 +178,7 @@ async fn run(
     // 9. map the response
     if !(200..300).contains(&reply.status) {
         let msg = tool.response.error_message(
-            &catalog.templates,
+            &tool.templates,
             &tool.request.upstream.name,
             reply.status,
             &reply.body,

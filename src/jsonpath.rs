@@ -156,13 +156,22 @@ fn update_steps(v: &mut Value, steps: &[Step], f: &mut dyn FnMut(&mut Value) -> 
     }
 }
 
-fn descend_mut(v: &mut Value, key: &str, rest: &[Step], f: &mut dyn FnMut(&mut Value) -> bool) -> usize {
+fn descend_mut(
+    v: &mut Value,
+    key: &str,
+    rest: &[Step],
+    f: &mut dyn FnMut(&mut Value) -> bool,
+) -> usize {
     match v {
         Value::Object(o) => o
             .iter_mut()
             .map(|(k, c)| {
                 // Update the match first, then look inside what is left of it.
-                let here = if k == key { update_steps(c, rest, f) } else { 0 };
+                let here = if k == key {
+                    update_steps(c, rest, f)
+                } else {
+                    0
+                };
                 here + descend_mut(c, key, rest, f)
             })
             .sum(),
@@ -268,10 +277,23 @@ mod tests {
     #[test]
     fn simple_paths_select_like_jsonpath_rust() {
         let d = doc();
-        for p in ["$.orders", "$['orders']", "$.orders[0]", "$.orders[-1].id", "$.orders[*].email", "$..email", "$.*", "$.orders[*]"] {
+        for p in [
+            "$.orders",
+            "$['orders']",
+            "$.orders[0]",
+            "$.orders[-1].id",
+            "$.orders[*].email",
+            "$..email",
+            "$.*",
+            "$.orders[*]",
+        ] {
             let ours = JsonPath::compile(p).unwrap();
             assert!(ours.simple.is_some(), "{p} should be simple");
-            let theirs: Vec<&Value> = js_path_process(&ours.query, &d).unwrap().into_iter().map(|r| r.val).collect();
+            let theirs: Vec<&Value> = js_path_process(&ours.query, &d)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.val)
+                .collect();
             let mut a = ours.select(&d);
             let mut b = theirs;
             a.sort_by_key(|v| v.to_string());
@@ -297,17 +319,22 @@ mod tests {
     #[test]
     fn update_reaches_every_match() {
         let mut d = doc();
-        let n = JsonPath::compile("$..email").unwrap().update(&mut d, &mut |v| {
-            *v = json!("***");
-            true
-        });
+        let n = JsonPath::compile("$..email")
+            .unwrap()
+            .update(&mut d, &mut |v| {
+                *v = json!("***");
+                true
+            });
         assert_eq!(n, 3);
         assert!(!d.to_string().contains("@x.io"));
     }
 
     #[test]
     fn pointer_conversion_escapes() {
-        assert_eq!(to_pointer("$['a/b'][0]['c~d']").as_deref(), Some("/a~1b/0/c~0d"));
+        assert_eq!(
+            to_pointer("$['a/b'][0]['c~d']").as_deref(),
+            Some("/a~1b/0/c~0d")
+        );
     }
 
     #[test]

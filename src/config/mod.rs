@@ -221,10 +221,30 @@ pub fn is_tool_file(path: &Path) -> bool {
 /// # Errors
 /// The file's diagnostic when it cannot be read or parsed.
 pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
+    load_tool_file_with(path, None)
+}
+
+/// As [`load_tool_file`], but a file whose text is unchanged since `previous` was read
+/// is not parsed again: its earlier result is reused.
+///
+/// # Errors
+/// The file's diagnostic when it cannot be read or parsed.
+pub fn load_tool_file_with(
+    path: &Path,
+    previous: Option<&Loaded>,
+) -> Result<ToolFile, Diagnostics> {
     let mut diags = Diagnostics::default();
     let Some(src) = read(path, &mut diags) else {
         return Err(diags);
     };
+    let fp = fingerprint(&src);
+    if let Some(old) = previous.and_then(|p| {
+        p.tools
+            .iter()
+            .find(|f| f.path == path && f.fingerprint == fp)
+    }) {
+        return Ok(old.clone());
+    }
     match parse_many::<ToolSpec>(path, &src) {
         Ok(tools) if tools.is_empty() => {
             diags.push(Diagnostic::new(
@@ -237,7 +257,7 @@ pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
         Ok(tools) => Ok(ToolFile {
             path: path.to_path_buf(),
             tools,
-            fingerprint: fingerprint(&src),
+            fingerprint: fp,
         }),
         Err(d) => {
             diags.push(d);
@@ -252,6 +272,11 @@ pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
 /// secure default: no upstreams, deny everything) and every problem found, so callers
 /// can go on to report compile problems in the files that did parse.
 pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
+    load_dir_with(root, None)
+}
+
+/// As [`load_dir`], reusing the parse of every tool file unchanged since `previous`.
+pub fn load_dir_with(root: &Path, previous: Option<&Loaded>) -> (Loaded, Diagnostics) {
     let mut diags = Diagnostics::default();
 
     let server_path = root.join(SERVER_FILE);
@@ -272,7 +297,7 @@ pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
     match tool_paths(&tools_dir) {
         Ok(paths) => {
             for path in paths {
-                match load_tool_file(&path) {
+                match load_tool_file_with(&path, previous) {
                     Ok(f) => tools.push(f),
                     Err(d) => diags.extend(d),
                 }

@@ -1,0 +1,150 @@
+//! Shared by the benchmarks: latency figures and a raw JSON-RPC driver for `mcpd serve`
+//! over stdio (no SDK on the client side, so the client costs as little as possible).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub calls_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+pub fn figures(mut lat: Vec<Duration>, wall: Duration) -> Figures {
+    lat.sort();
+    let pct = |p: f64| {
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    Figures {
+        calls_per_s: lat.len() as f64 / wall.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+/// `mcpd serve` over stdio, driven with raw JSON-RPC.
+pub struct Mcpd {
+    child: Child,
+    stdin: Arc<Mutex<ChildStdin>>,
+    pending: Pending,
+    next_id: std::sync::atomic::AtomicU64,
+    notes: Mutex<mpsc::UnboundedReceiver<Value>>,
+}
+
+impl Mcpd {
+    /// Starts `mcpd serve --config DIR` against the demo API at `api_url`.
+    pub async fn start(api_url: &str, config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcpd"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env("DEMO_API_URL", api_url)
+            .env("MCPD_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mcpd");
+        let stdin = Arc::new(Mutex::new(child.stdin.take().expect("stdin")));
+        let stdout = child.stdout.take().expect("stdout");
+        let pending: Pending = Arc::default();
+        let p = pending.clone();
+        let (notes_tx, notes) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).expect("json line");
+                let Some(id) = v.get("id").and_then(Value::as_u64) else {
+                    let _ = notes_tx.send(v);
+                    continue;
+                };
+                if let Some(tx) = p.lock().await.remove(&id) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let m = Self {
+            child,
+            stdin,
+            pending,
+            next_id: 1.into(),
+            notes: Mutex::new(notes),
+        };
+        m.request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}),
+        )
+        .await;
+        m.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        m
+    }
+
+    pub async fn send(&self, msg: Value) {
+        let mut line = msg.to_string();
+        line.push('\n');
+        let mut w = self.stdin.lock().await;
+        w.write_all(line.as_bytes()).await.expect("write");
+        w.flush().await.expect("flush");
+    }
+
+    pub async fn request(&self, method: &str, params: Value) -> Value {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().await.insert(id, tx);
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        rx.await.expect("response")
+    }
+
+    /// Waits for the next notification with `method`, skipping others.
+    pub async fn notification(&self, method: &str, timeout: Duration) -> Option<Value> {
+        let mut notes = self.notes.lock().await;
+        tokio::time::timeout(timeout, async {
+            while let Some(v) = notes.recv().await {
+                if v["method"] == method {
+                    return Some(v);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Drops notifications received so far.
+    pub async fn clear_notifications(&self) {
+        let mut notes = self.notes.lock().await;
+        while notes.try_recv().is_ok() {}
+    }
+
+    pub fn peak_rss_kb(&self) -> u64 {
+        let Some(pid) = self.child.id() else { return 0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
