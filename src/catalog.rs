@@ -16,6 +16,7 @@ use crate::config::policy::DefaultEffect;
 use crate::config::tool::{RequestSpec, ResponseSpec};
 use crate::config::{Loaded, Located, ToolFile, ToolSpec, Vars};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::limits::{Cap, Rate};
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::template::{Slot, TemplateSet, Tpl};
 use crate::upstream::{Egress, Upstream, Upstreams, parse_duration};
@@ -55,6 +56,27 @@ pub struct RequestPlan {
     pub timeout: Duration,
 }
 
+/// A tool's limits.
+#[derive(Debug, Default)]
+pub struct ToolLimits {
+    /// Calls per actor per window.
+    pub rate: Option<Rate>,
+    /// Calls in flight at once.
+    pub cap: Option<Cap>,
+}
+
+/// A tool's idempotency: the key template and how long results replay.
+#[derive(Debug)]
+pub struct IdemPlan {
+    /// Key template over `args`.
+    pub key: Tpl,
+    /// How long a completed result is replayed.
+    pub ttl: Duration,
+}
+
+/// Default time a completed idempotent call is replayed.
+const DEFAULT_IDEM_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// One compiled tool.
 #[derive(Debug)]
 pub struct Tool {
@@ -76,6 +98,12 @@ pub struct Tool {
     pub response: ResponseMap,
     /// Environment variables its templates read as `secret.NAME`.
     pub secrets: Vec<String>,
+    /// Its rate limit and concurrency cap.
+    pub limits: ToolLimits,
+    /// How its calls are made idempotent, for writes.
+    pub idempotency: Option<IdemPlan>,
+    /// Cost units one call spends.
+    pub cost: f64,
     /// Its compiled templates.
     pub templates: TemplateSet,
     /// The fingerprint of the file it was compiled from.
@@ -283,6 +311,24 @@ impl ToolCompiler<'_> {
             .unwrap_or_default();
         let request = self.request(&spec.request, &args, upstreams, check_upstream);
         let response = self.response(&spec.response, &args);
+        let limits = self.limits(spec);
+        let idempotency = spec.idempotency.as_ref().and_then(|i| {
+            let key = self.template("idempotency.key", &i.key, Slot::Text, &args, &["args"]);
+            let ttl = match &i.ttl {
+                None => Some(DEFAULT_IDEM_TTL),
+                Some(t) => parse_duration(&t.value)
+                    .map_err(|e| self.err(t.pos, "idempotency.ttl", e))
+                    .ok(),
+            };
+            Some(IdemPlan {
+                key: key?,
+                ttl: ttl?,
+            })
+        });
+        let cost = spec.cost.unwrap_or(0.0);
+        if !cost.is_finite() || cost < 0.0 {
+            self.err(spec.name.pos, "cost", "must be a number of at least 0");
+        }
         let listing = self.listing(spec, input_schema);
         if !self.diags.is_empty() {
             return None;
@@ -297,9 +343,29 @@ impl ToolCompiler<'_> {
             request: request?,
             response,
             secrets: self.secrets.iter().cloned().collect(),
+            limits,
+            idempotency,
+            cost,
             templates: std::mem::take(&mut self.templates),
             fingerprint,
         })
+    }
+
+    fn limits(&mut self, spec: &ToolSpec) -> ToolLimits {
+        let rate = spec.limits.rate.as_ref().and_then(|r| {
+            Rate::parse(&r.value)
+                .map_err(|e| self.err(r.pos, "limits.rate", e))
+                .ok()
+        });
+        let cap = spec.limits.concurrency.as_ref().and_then(|c| {
+            if c.value == 0 {
+                self.err(c.pos, "limits.concurrency", "must be at least 1");
+                None
+            } else {
+                Some(Cap::new(c.value))
+            }
+        });
+        ToolLimits { rate, cap }
     }
 
     fn check_name(&mut self, name: &Located<String>) {
@@ -665,8 +731,14 @@ mod tests {
         let second = Catalog::compile_with(&edited, &vars, Some(&first)).unwrap();
         let id0 = &edited.tools[0].tools[0].name.value;
         let id1 = &edited.tools[1].tools[0].name.value;
-        assert!(!Arc::ptr_eq(first.get(id0).unwrap(), second.get(id0).unwrap()));
-        assert!(Arc::ptr_eq(first.get(id1).unwrap(), second.get(id1).unwrap()));
+        assert!(!Arc::ptr_eq(
+            first.get(id0).unwrap(),
+            second.get(id0).unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            first.get(id1).unwrap(),
+            second.get(id1).unwrap()
+        ));
         // the upstream clients (and their connection pools) were kept too
         let up = |c: &Catalog| c.upstreams.get("orders").unwrap().clone();
         assert!(Arc::ptr_eq(&up(&first), &up(&second)));

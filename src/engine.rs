@@ -36,6 +36,8 @@ pub enum Failure {
     UpstreamStatus(u16, String),
     /// The reply could not be mapped to a result.
     Response(String),
+    /// A rate limit, concurrency cap or budget refused the call; says when to retry.
+    Limited(String),
 }
 
 impl Failure {
@@ -48,6 +50,7 @@ impl Failure {
             Self::Unreachable(_) => "unreachable",
             Self::UpstreamStatus(..) => "upstream_status",
             Self::Response(_) => "response",
+            Self::Limited(_) => "limited",
         }
     }
 
@@ -59,6 +62,7 @@ impl Failure {
             Self::Request(m)
             | Self::Unreachable(m)
             | Self::Response(m)
+            | Self::Limited(m)
             | Self::UpstreamStatus(_, m) => m.clone(),
         }
     }
@@ -160,6 +164,16 @@ async fn run(
             "no rule allows this call and policies.yaml says 'default: deny'".to_owned(),
         ));
     }
+    // 5. limits: the concurrency permit is held until the call returns
+    let _permit = match &tool.limits.cap {
+        Some(cap) => Some(cap.try_acquire().ok_or_else(|| {
+            Failure::Limited(format!(
+                "tool '{}' already has {} calls in flight (its concurrency cap); retry when one finishes",
+                tool.id, cap.max
+            ))
+        })?),
+        None => None,
+    };
     // 7. render the request and check egress on the final URL
     let secrets = read_secrets(tool)?;
     let prepared = render(&tool.templates, tool, args, &secrets)?;

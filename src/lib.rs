@@ -20,6 +20,7 @@ pub mod demo_api;
 pub mod diag;
 pub mod engine;
 pub mod jsonpath;
+pub mod limits;
 pub mod mcp;
 pub mod redact;
 pub mod reload;

@@ -11,6 +11,7 @@
 mod util;
 
 mod call;
+mod limits;
 mod python_client;
 mod reload;
 mod stdio;

@@ -38,6 +38,39 @@ pub struct ToolSpec {
     /// How the HTTP response becomes the tool result.
     #[serde(default)]
     pub response: ResponseSpec,
+    /// Rate limit and concurrency cap.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// Makes a write safe to retry: one key, one upstream write.
+    #[serde(default)]
+    pub idempotency: Option<IdempotencySpec>,
+    /// Cost units one call spends from budgets (e.g. dollars), default 0.
+    #[serde(default)]
+    pub cost: Option<f64>,
+}
+
+/// Limits on calls to one tool.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Calls allowed per actor in a window: `60/min`, `10/s`, `1000/hour`, `5000/day`.
+    #[serde(default)]
+    pub rate: Option<Located<String>>,
+    /// Calls in flight at once for this tool, across all actors.
+    #[serde(default)]
+    pub concurrency: Option<Located<u32>>,
+}
+
+/// Idempotency for a write tool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySpec {
+    /// Template of the key, over `args`: calls with the same key are one write. A client
+    /// may send its own key in `_meta["dev.mcpd/idempotencyKey"]`, which wins.
+    pub key: Located<String>,
+    /// How long a completed call's result is replayed, e.g. `24h` (default `24h`).
+    #[serde(default)]
+    pub ttl: Option<Located<String>>,
 }
 
 /// MCP tool annotations (hints to hosts).
