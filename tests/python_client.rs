@@ -1,10 +1,10 @@
-//! The golden flow through a client we did not write: the official Python MCP SDK
-//! (`mcp` from PyPI) drives `mcpd serve` over stdio (tests/clients/golden_stdio.py).
+//! Flows through a client we did not write: the official Python MCP SDK (`mcp` from
+//! PyPI) drives `mcpd serve` over stdio (scripts in tests/clients/).
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::util::{DemoApi, bin, repo};
+use crate::util::{ConfigDir, DemoApi, bin, repo};
 
 /// The Python with the `mcp` SDK: $MCPD_TEST_PYTHON, else the venv scripts/test makes.
 fn python() -> PathBuf {
