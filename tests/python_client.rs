@@ -20,24 +20,41 @@ fn python() -> PathBuf {
     venv
 }
 
-#[test]
-fn golden_flow_with_the_official_python_sdk() {
-    let api = DemoApi::start();
+/// Runs a client script against `config`; returns its stdout, failing with its output.
+fn run_client(script: &str, config: &std::path::Path, api: &DemoApi) -> String {
     let out = Command::new(python())
-        .arg(repo().join("tests/clients/golden_stdio.py"))
+        .arg(repo().join("tests/clients").join(script))
         .env("MCPD_BIN", bin())
-        .env("MCPD_CONFIG", repo())
+        .env("MCPD_CONFIG", config)
         .env("DEMO_API_URL", &api.url)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "golden client failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
+    stdout
+}
+
+#[test]
+fn golden_flow_with_the_official_python_sdk() {
+    let api = DemoApi::start();
+    let stdout = run_client("golden_stdio.py", &repo(), &api);
     assert!(
         stdout.contains("golden stdio: all checks passed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn python_sdk_sees_list_changed_and_the_new_tool() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let stdout = run_client("reload_stdio.py", cfg.path(), &api);
+    assert!(
+        stdout.contains("reload stdio: all checks passed"),
         "{stdout}"
     );
 }
