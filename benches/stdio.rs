@@ -110,7 +110,11 @@ async fn through_engine(engine: &Arc<mcpd::engine::Engine>, n: usize, inflight: 
                 let args = json!({"from": FROM, "to": TO});
                 let t = Instant::now();
                 let r = engine
-                    .call("orders_export", args.as_object().cloned())
+                    .call(
+                        "orders_export",
+                        args.as_object().cloned(),
+                        &mcpd::engine::CallContext::default(),
+                    )
                     .await
                     .expect("known tool");
                 assert!(r.outcome.is_ok());

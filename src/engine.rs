@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
+use tracing::Instrument;
+
+use crate::audit::{AuditLog, Entry as AuditEntry};
 use crate::catalog::{BodyTpl, Catalog, Tool};
 use crate::config::policy::DefaultEffect;
 use crate::template::TemplateSet;
+use crate::trace::TraceContext;
 use crate::upstream::Prepared;
 
 /// A call to a tool nobody declared: a protocol error, not a tool error.
@@ -81,12 +85,24 @@ pub struct CallResult {
     pub status: Option<u16>,
     /// Time spent in mcpd and the upstream.
     pub elapsed: Duration,
+    /// The W3C trace id the call ran in.
+    pub trace_id: String,
+}
+
+/// What the caller sent beside the arguments (from the request's `_meta`).
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// W3C `traceparent` of the caller's span.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate`.
+    pub tracestate: Option<String>,
 }
 
 /// Runs calls against the current catalog.
 #[derive(Debug)]
 pub struct Engine {
     catalog: ArcSwap<Catalog>,
+    audit: Option<AuditLog>,
     /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -96,8 +112,21 @@ impl Engine {
     pub fn new(catalog: Catalog) -> Self {
         Self {
             catalog: ArcSwap::from_pointee(catalog),
+            audit: None,
             generation: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Records every call in `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log, if one is open.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
     }
 
     /// Watches catalog swaps: the value changes after each one.
@@ -125,6 +154,7 @@ impl Engine {
         &self,
         name: &str,
         args: Option<Map<String, Value>>,
+        ctx: &CallContext,
     ) -> Result<CallResult, UnknownTool> {
         let started = Instant::now();
         // 1. look up the tool in the current snapshot
@@ -134,16 +164,39 @@ impl Engine {
             .cloned()
             .ok_or_else(|| UnknownTool(name.to_owned()))?;
         let args = Value::Object(args.unwrap_or_default());
+        let trace =
+            TraceContext::continue_or_start(ctx.traceparent.as_deref(), ctx.tracestate.as_deref());
         let mut result = CallResult {
             tool: tool.id.clone(),
             outcome: Err(Failure::Denied(String::new())),
             masked: 0,
             status: None,
             elapsed: Duration::ZERO,
+            trace_id: trace.trace_id.clone(),
         };
-        result.outcome = run(&catalog, &tool, &args, &mut result).await;
+        let span = tracing::info_span!(
+            "tool.call",
+            tool = %tool.id,
+            trace_id = %trace.trace_id,
+            actor = "anonymous",
+            decision = tracing::field::Empty,
+            pii.count = tracing::field::Empty,
+            http.status = tracing::field::Empty,
+        );
+        result.outcome = run(&catalog, &tool, &args, &trace, &mut result)
+            .instrument(span.clone())
+            .await;
         result.elapsed = started.elapsed();
-        log_call(&result);
+        span.record("decision", decision(&result.outcome));
+        span.record("pii.count", result.masked);
+        if let Some(s) = result.status {
+            span.record("http.status", s);
+        }
+        span.in_scope(|| log_call(&result));
+        // 11. record
+        if let Some(audit) = &self.audit {
+            audit.record(audit_entry(&result, &args)).await;
+        }
         Ok(result)
     }
 }
@@ -153,6 +206,7 @@ async fn run(
     catalog: &Catalog,
     tool: &Tool,
     args: &Value,
+    trace: &TraceContext,
     result: &mut CallResult,
 ) -> Result<Value, Failure> {
     // 2. identify the actor: comes with the identity issue; calls are anonymous here.
@@ -176,7 +230,15 @@ async fn run(
     };
     // 7. render the request and check egress on the final URL
     let secrets = read_secrets(tool)?;
-    let prepared = render(&tool.templates, tool, args, &secrets)?;
+    let mut prepared = render(&tool.templates, tool, args, &secrets)?;
+    prepared
+        .headers
+        .push(("traceparent".to_owned(), trace.child_traceparent()));
+    if let Some(state) = &trace.tracestate {
+        prepared
+            .headers
+            .push(("tracestate".to_owned(), state.clone()));
+    }
     catalog
         .egress
         .check(&prepared.url)
@@ -353,6 +415,51 @@ fn render_body(
                 .collect::<Result<_, _>>()?,
         ),
     })
+}
+
+/// The decision a result stands for, as the audit log and spans name it.
+fn decision(outcome: &Result<Value, Failure>) -> &'static str {
+    match outcome {
+        Ok(_) => "allowed",
+        Err(Failure::Denied(_)) => "denied",
+        Err(Failure::Limited(_)) => "limited",
+        Err(Failure::InvalidArguments(_)) => "invalid",
+        Err(_) => "error",
+    }
+}
+
+fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
+    AuditEntry {
+        actor: "anonymous".to_owned(),
+        tool: r.tool.clone(),
+        args: redact_for_record(args),
+        decision: decision(&r.outcome).to_owned(),
+        reason: r
+            .outcome
+            .as_ref()
+            .err()
+            .map(|f| crate::redact::mask_emails_in_text(&f.message()).0),
+        status: r.status,
+        trace_id: r.trace_id.clone(),
+        pii_count: r.masked,
+        ..AuditEntry::default()
+    }
+}
+
+/// Arguments as they may be recorded: email addresses masked.
+fn redact_for_record(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.contains('@') => {
+            Value::String(crate::redact::mask_emails_in_text(s).0)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(redact_for_record).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), redact_for_record(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 fn log_call(r: &CallResult) {

@@ -10,9 +10,11 @@
 //! - [`template`], [`upstream`], [`response`], [`jsonpath`], [`redact`]: the steps it calls;
 //! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
+//! - [`audit`]: the signed, hash-chained audit log and its verification;
 //! - [`demo_api`]: the orders and flags API that ships with the project;
 //! - [`cli`]: one file per subcommand.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -26,4 +28,5 @@ pub mod redact;
 pub mod reload;
 pub mod response;
 pub mod template;
+pub mod trace;
 pub mod upstream;

@@ -14,7 +14,7 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 
-use crate::engine::{CallResult, Engine};
+use crate::engine::{CallContext, CallResult, Engine};
 
 /// What the server tells hosts about itself.
 const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools. Every call \
@@ -112,9 +112,27 @@ impl ServerHandler for McpServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        match self.engine.call(&request.name, request.arguments).await {
+        // rmcp moves the request's `_meta` into the context; read both to be safe.
+        let metas = [Some(&context.meta), request.meta.as_ref()];
+        let ctx = CallContext {
+            traceparent: metas
+                .iter()
+                .flatten()
+                .find_map(|m| m.get_traceparent())
+                .map(str::to_owned),
+            tracestate: metas
+                .iter()
+                .flatten()
+                .find_map(|m| m.get_tracestate())
+                .map(str::to_owned),
+        };
+        match self
+            .engine
+            .call(&request.name, request.arguments, &ctx)
+            .await
+        {
             Ok(result) => Ok(to_mcp_result(result).into()),
             Err(unknown) => Err(ErrorData::invalid_params(
                 format!("{unknown}: tools/list names the tools this server has"),

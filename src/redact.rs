@@ -38,6 +38,40 @@ pub fn mask_str(s: &str) -> String {
     }
 }
 
+/// Masks every email address inside free text (error messages, reasons), leaving the
+/// rest as is. Returns the text and how many addresses were masked.
+pub fn mask_emails_in_text(text: &str) -> (String, usize) {
+    if !text.contains('@') {
+        return (text.to_owned(), 0);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut count = 0;
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let before = rest.get(..at).unwrap_or_default();
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || "._%+-".contains(c)))
+            .map_or(0, |i| i + 1);
+        let after = rest.get(at + 1..).unwrap_or_default();
+        let end = after
+            .find(|c: char| !(c.is_alphanumeric() || ".-".contains(c)))
+            .unwrap_or(after.len());
+        let domain = after.get(..end).unwrap_or_default().trim_end_matches('.');
+        let local = before.get(start..).unwrap_or_default();
+        out.push_str(before.get(..start).unwrap_or_default());
+        if local.is_empty() || !domain.contains('.') {
+            out.push('@');
+            rest = after;
+            continue;
+        }
+        out.push_str(&mask_str(&format!("{local}@{domain}")));
+        count += 1;
+        rest = after.get(domain.len()..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    (out, count)
+}
+
 /// The local part and domain of a string that is one email address.
 fn email_parts(s: &str) -> Option<(&str, &str)> {
     let (local, domain) = s.trim().split_once('@')?;
@@ -66,6 +100,23 @@ mod tests {
         let mut v = json!(4111111111111111u64);
         assert!(mask_value(&mut v));
         assert_eq!(v, json!("***"));
+    }
+
+    #[test]
+    fn emails_inside_text_are_masked_and_counted() {
+        let (t, n) = mask_emails_in_text(
+            "'/name': \"ann@example.com\" does not match; cc bob.x@corp.example.org.",
+        );
+        assert_eq!(
+            t,
+            "'/name': \"a***@example.com\" does not match; cc b***@corp.example.org."
+        );
+        assert_eq!(n, 2);
+        assert_eq!(
+            mask_emails_in_text("no at sign"),
+            ("no at sign".to_owned(), 0)
+        );
+        assert_eq!(mask_emails_in_text("@handle and a@b").1, 0);
     }
 
     #[test]

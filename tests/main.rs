@@ -10,6 +10,7 @@
 
 mod util;
 
+mod audit;
 mod call;
 mod limits;
 mod python_client;

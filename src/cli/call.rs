@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Vars;
-use crate::engine::Engine;
+use crate::engine::{CallContext, Engine};
 use crate::mcp::to_mcp_result;
 
 /// Prints the MCP result as JSON; exit 0 on success, 1 on a tool error.
@@ -15,8 +15,22 @@ pub async fn run(dir: &Path, tool: &str, args: &str) -> anyhow::Result<ExitCode>
     let serde_json::Value::Object(args) = args else {
         anyhow::bail!("--args must be a JSON object, e.g. '{{\"from\": \"2025-08-01\"}}'");
     };
-    let engine = Engine::new(super::load_catalog(dir, &Vars::from_env())?);
-    let result = engine.call(tool, Some(args)).await?;
+    let (loaded, catalog) = super::check(dir, &Vars::from_env()).map_err(|d| {
+        anyhow::anyhow!(
+            "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
+            dir.display()
+        )
+    })?;
+    let mut engine = Engine::new(catalog);
+    if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
+        engine = engine.with_audit(audit);
+    }
+    let result = engine
+        .call(tool, Some(args), &CallContext::default())
+        .await?;
+    if let Some(audit) = engine.audit() {
+        audit.flush();
+    }
     let mcp = to_mcp_result(result);
     let failed = mcp.is_error == Some(true);
     println!("{}", serde_json::to_string_pretty(&mcp)?);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::config::Vars;
 use crate::demo_api;
-use crate::engine::{CallResult, Engine};
+use crate::engine::{CallContext, CallResult, Engine};
 
 /// One scripted call of the demo.
 struct Flow {
@@ -58,7 +58,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         let Value::Object(args) = flow.args.clone() else {
             continue;
         };
-        let result = engine.call(flow.tool, Some(args)).await?;
+        let result = engine
+            .call(flow.tool, Some(args), &CallContext::default())
+            .await?;
         print_result(&result, state_requests(&state) - before);
         let expect_ok = !flow.title.starts_with("bad input");
         if result.outcome.is_ok() != expect_ok {

@@ -3,6 +3,7 @@
 //! Owns the process edge: argument parsing, logging to stderr (stdout belongs to the
 //! stdio protocol), the tokio runtime, exit codes, and rendering an error once.
 
+mod audit;
 mod call;
 mod demo;
 mod serve;
@@ -58,11 +59,30 @@ pub enum Command {
     },
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
+    /// Check the audit log: signatures, sequence and hash chain.
+    Audit {
+        /// What to do with the log.
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Run the bundled demo orders/flags API on its own.
     DemoApi {
         /// Port on 127.0.0.1 (0 picks a free one; the URL is printed on stdout).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+    },
+}
+
+/// `mcpd audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Verify a log: prints OK with the record count, or the first broken record.
+    Verify {
+        /// The log file.
+        file: PathBuf,
+        /// The environment variable holding the signing key.
+        #[arg(long, default_value = "MCPD_AUDIT_KEY")]
+        key_env: String,
     },
 }
 
@@ -86,6 +106,9 @@ pub fn main() -> ExitCode {
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
+            Command::Audit {
+                action: AuditAction::Verify { file, key_env },
+            } => audit::verify(&file, &key_env),
             Command::DemoApi { port } => demo::run_api(port).await,
         }
     });
@@ -111,6 +134,22 @@ fn init_logging(command: &Command) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+}
+
+/// Opens the audit log `mcpd.yaml` asks for, if any.
+pub(crate) fn open_audit(
+    dir: &Path,
+    server: &crate::config::ServerSpec,
+) -> anyhow::Result<Option<crate::audit::AuditLog>> {
+    let Some(spec) = &server.audit else {
+        return Ok(None);
+    };
+    let key = std::env::var(&spec.key_env)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| crate::audit::AuditError::NoKey(spec.key_env.clone()))?;
+    let path = dir.join(&spec.path);
+    Ok(Some(crate::audit::AuditLog::open(&path, key.into_bytes())?))
 }
 
 /// Loads and compiles a config directory, or fails with every diagnostic.

@@ -19,9 +19,16 @@ pub async fn run(dir: &Path, watch: bool) -> anyhow::Result<ExitCode> {
         )
     })?;
     tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, "serving MCP over stdio");
-    let engine = Arc::new(Engine::new(catalog));
+    let mut engine = Engine::new(catalog);
+    if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
+        engine = engine.with_audit(audit);
+    }
+    let engine = Arc::new(engine);
     let reloader = Arc::new(Reloader::new(dir, vars, engine.clone(), loaded));
     let _watcher = reload::spawn(reloader, watch)?;
-    McpServer::new(engine).serve_stdio().await?;
+    McpServer::new(engine.clone()).serve_stdio().await?;
+    if let Some(audit) = engine.audit() {
+        audit.flush();
+    }
     Ok(ExitCode::SUCCESS)
 }

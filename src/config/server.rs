@@ -14,6 +14,25 @@ pub struct ServerSpec {
     /// Named upstream APIs. Tools refer to them by name in `request.upstream`.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSpec>,
+    /// The signed, hash-chained audit log (one record per call). Read at start: a
+    /// change takes effect on restart.
+    #[serde(default)]
+    pub audit: Option<AuditSpec>,
+}
+
+/// Where the audit log goes and how it is signed.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSpec {
+    /// The log file (JSON lines), relative to the config directory.
+    pub path: String,
+    /// The environment variable holding the HMAC signing key (default `MCPD_AUDIT_KEY`).
+    #[serde(default = "default_audit_key_env")]
+    pub key_env: String,
+}
+
+fn default_audit_key_env() -> String {
+    "MCPD_AUDIT_KEY".to_owned()
 }
 
 /// One upstream API.

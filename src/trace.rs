@@ -1,0 +1,105 @@
+//! W3C Trace Context: continue the caller's trace and hand it on to the upstream.
+//!
+//! Owns parsing `traceparent` from a request's `_meta` and minting the header mcpd sends
+//! upstream (same trace id, a new span id). It never reads or writes a tracing backend.
+
+/// The trace a call belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The caller's span (16 hex digits), if the caller sent one.
+    pub parent_span: Option<String>,
+    /// Trace flags (2 hex digits); `01` = sampled.
+    pub flags: String,
+    /// `tracestate`, passed on as is.
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// Continues `traceparent` when it is valid, or starts a new sampled trace.
+    pub fn continue_or_start(traceparent: Option<&str>, tracestate: Option<&str>) -> Self {
+        let parsed = traceparent.and_then(parse);
+        match parsed {
+            Some((trace_id, span, flags)) => Self {
+                trace_id,
+                parent_span: Some(span),
+                flags,
+                tracestate: tracestate.map(str::to_owned),
+            },
+            None => Self {
+                trace_id: random_hex(16),
+                parent_span: None,
+                flags: "01".to_owned(),
+                tracestate: None,
+            },
+        }
+    }
+
+    /// A `traceparent` for an outgoing request: same trace, a fresh span id.
+    pub fn child_traceparent(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, random_hex(8), self.flags)
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, lowercase hex, ids not all zero.
+fn parse(tp: &str) -> Option<(String, String, String)> {
+    let mut parts = tp.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = version == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && span.bytes().any(|b| b != b'0');
+    ok.then(|| (trace.to_owned(), span.to_owned(), flags.to_owned()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes * 2);
+    while out.len() < bytes * 2 {
+        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    out.truncate(bytes * 2);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn valid_traceparent_is_continued_with_a_new_span() {
+        let t = TraceContext::continue_or_start(Some(TP), Some("k=v"));
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let child = t.child_traceparent();
+        assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(child.ends_with("-01"));
+        assert!(!child.contains("00f067aa0ba902b7"));
+        assert_eq!(t.tracestate.as_deref(), Some("k=v"));
+    }
+
+    #[test]
+    fn invalid_traceparent_starts_a_new_trace() {
+        for bad in [
+            "",
+            "garbage",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            let t = TraceContext::continue_or_start(Some(bad), None);
+            assert_eq!(t.trace_id.len(), 32, "{bad}");
+            assert!(t.parent_span.is_none(), "{bad}");
+        }
+    }
+}

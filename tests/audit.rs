@@ -1,0 +1,171 @@
+//! The audit log and trace stitching through the real binary: every call leaves one
+//! signed record (arguments redacted), `mcpd audit verify` passes on the clean log and
+//! names the first edited, deleted or reordered record; a caller's `traceparent` in
+//! `_meta` continues into the upstream request and the record.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error};
+
+const KEY: &str = "audit-key-for-tests-0123456789abcdef";
+const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn with_audit() -> ConfigDir {
+    let cfg = ConfigDir::shipped();
+    let server = cfg.read("mcpd.yaml");
+    cfg.write(
+        "mcpd.yaml",
+        &format!("{server}audit:\n  path: state/audit.jsonl\n"),
+    );
+    cfg
+}
+
+fn verify(cfg: &ConfigDir) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(["audit", "verify"])
+        .arg(cfg.path().join("state/audit.jsonl"))
+        .env("MCPD_AUDIT_KEY", KEY)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Three calls (allowed, invalid, allowed with a traceparent), then mcpd exits.
+fn three_calls(cfg: &ConfigDir, api: &DemoApi) -> String {
+    let mut c = StdioClient::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_AUDIT_KEY", KEY)],
+    );
+    let r = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-02"}),
+    );
+    assert!(!is_error(&r));
+    let r = c.call(
+        "flag_set",
+        json!({"env": "staging", "name": "ann@example.com", "percent": 5}),
+    );
+    assert!(is_error(&r));
+    let resp = c.request(
+        "tools/call",
+        json!({"name": "flag_set", "arguments": {"env": "staging", "name": "checkout_v2", "percent": 10}, "_meta": {"traceparent": TP}}),
+    );
+    assert!(!is_error(&resp["result"]), "{resp}");
+    let stderr = c.stderr();
+    drop(c);
+    stderr
+}
+
+fn records(cfg: &ConfigDir) -> Vec<String> {
+    cfg.read("state/audit.jsonl")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_call_is_recorded_and_the_log_verifies() {
+    let api = DemoApi::start();
+    let cfg = with_audit();
+    let stderr = three_calls(&cfg, &api);
+    let lines = records(&cfg);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let recs: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs[0]["tool"], "orders.export");
+    assert_eq!(recs[0]["decision"], "allowed");
+    assert_eq!(recs[1]["decision"], "invalid");
+    assert_eq!(recs[2]["status"], 200);
+    // arguments are redacted before they are recorded or logged
+    let all = format!("{}{stderr}", lines.join("\n"));
+    assert!(
+        !all.contains("ann@example.com"),
+        "raw email recorded or logged"
+    );
+    let (code, out) = verify(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK: 3 records"), "{out}");
+}
+
+#[test]
+fn caller_traceparent_reaches_the_upstream_and_the_record() {
+    let api = DemoApi::start();
+    let cfg = with_audit();
+    three_calls(&cfg, &api);
+    let seen = api.requests();
+    let put = seen.iter().find(|r| r["method"] == "PUT").unwrap();
+    let tp = put["headers"]["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "the upstream gets a new span id: {tp}"
+    );
+    // a call without a traceparent still carries one, on a trace of its own
+    let get = seen.iter().find(|r| r["method"] == "GET").unwrap();
+    assert!(
+        !get["headers"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .contains("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let last: Value = serde_json::from_str(records(&cfg).last().unwrap()).unwrap();
+    assert_eq!(last["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+#[test]
+fn verify_names_an_edited_a_deleted_and_a_reordered_record() {
+    let api = DemoApi::start();
+    let cfg = with_audit();
+    three_calls(&cfg, &api);
+    let clean = records(&cfg);
+    let write = |lines: &[String]| {
+        cfg.write(
+            "state/audit.jsonl",
+            &lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+    };
+
+    let mut edited = clean.clone();
+    edited[1] = edited[1].replace("\"invalid\"", "\"allowed\"");
+    write(&edited);
+    let (code, out) = verify(&cfg);
+    assert_eq!(code, 1);
+    assert!(out.contains("line 2: signature does not match"), "{out}");
+
+    let mut deleted = clean.clone();
+    deleted.remove(0);
+    write(&deleted);
+    let (code, out) = verify(&cfg);
+    assert_eq!(code, 1);
+    assert!(out.contains("line 1: seq 2 where 1 was expected"), "{out}");
+
+    let mut reordered = clean.clone();
+    reordered.swap(1, 2);
+    write(&reordered);
+    let (code, out) = verify(&cfg);
+    assert_eq!(code, 1);
+    assert!(out.contains("line 2:"), "{out}");
+}
+
+#[test]
+fn audit_without_a_key_refuses_to_start() {
+    let cfg = with_audit();
+    let out = Command::new(bin())
+        .args(["call", "orders.export", "--args", "{}", "--config"])
+        .arg(cfg.path())
+        .env_remove("MCPD_AUDIT_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MCPD_AUDIT_KEY"));
+}
