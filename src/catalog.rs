@@ -16,7 +16,7 @@ use crate::config::policy::DefaultEffect;
 use crate::config::tool::{RequestSpec, ResponseSpec};
 use crate::config::{Loaded, Located, ToolFile, ToolSpec, Vars};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
-use crate::limits::{Cap, Rate};
+use crate::limits::{Cap, Rate, Slo};
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::template::{Slot, TemplateSet, Tpl};
 use crate::upstream::{Egress, Upstream, Upstreams, parse_duration};
@@ -104,6 +104,8 @@ pub struct Tool {
     pub idempotency: Option<IdemPlan>,
     /// Cost units one call spends.
     pub cost: f64,
+    /// Its latency objective, with the recent latencies it is judged on.
+    pub slo: Option<Slo>,
     /// Its compiled templates.
     pub templates: TemplateSet,
     /// The fingerprint of the file it was compiled from.
@@ -325,6 +327,12 @@ impl ToolCompiler<'_> {
                 ttl: ttl?,
             })
         });
+        let slo = spec.slo.as_ref().and_then(|s| {
+            parse_duration(&s.p95.value)
+                .map_err(|e| self.err(s.p95.pos, "slo.p95", e))
+                .ok()
+                .map(Slo::new)
+        });
         let cost = spec.cost.unwrap_or(0.0);
         if !cost.is_finite() || cost < 0.0 {
             self.err(spec.name.pos, "cost", "must be a number of at least 0");
@@ -346,6 +354,7 @@ impl ToolCompiler<'_> {
             limits,
             idempotency,
             cost,
+            slo,
             templates: std::mem::take(&mut self.templates),
             fingerprint,
         })

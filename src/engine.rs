@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::audit::{AuditLog, Entry as AuditEntry};
 use crate::catalog::{BodyTpl, Catalog, Tool};
 use crate::config::policy::DefaultEffect;
+use crate::metrics::Metrics;
 use crate::template::TemplateSet;
 use crate::trace::TraceContext;
 use crate::upstream::Prepared;
@@ -103,6 +104,7 @@ pub struct CallContext {
 pub struct Engine {
     catalog: ArcSwap<Catalog>,
     audit: Option<AuditLog>,
+    metrics: Arc<Metrics>,
     /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -113,6 +115,7 @@ impl Engine {
         Self {
             catalog: ArcSwap::from_pointee(catalog),
             audit: None,
+            metrics: Arc::new(Metrics::new()),
             generation: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -122,6 +125,11 @@ impl Engine {
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// The metrics every call updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The audit log, if one is open.
@@ -193,6 +201,15 @@ impl Engine {
             span.record("http.status", s);
         }
         span.in_scope(|| log_call(&result));
+        self.metrics.call(
+            &tool.id,
+            decision(&result.outcome),
+            result.elapsed.as_secs_f64(),
+            result.masked,
+        );
+        if let Some(slo) = &tool.slo {
+            slo.observe(&tool.id, result.elapsed);
+        }
         // 11. record
         if let Some(audit) = &self.audit {
             audit.record(audit_entry(&result, &args)).await;
@@ -462,9 +479,31 @@ fn redact_for_record(v: &Value) -> Value {
     }
 }
 
+/// The share of successful calls that get a log line (`MCPD_LOG_SAMPLE`, 0 to 1, default
+/// 1); failures and denials are always logged.
+fn sampled() -> bool {
+    static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let rate = *RATE.get_or_init(|| {
+        std::env::var("MCPD_LOG_SAMPLE")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(1.0, |r| r.clamp(0.0, 1.0))
+    });
+    rate >= 1.0
+        || f64::from(
+            uuid::Uuid::new_v4()
+                .as_bytes()
+                .first()
+                .copied()
+                .unwrap_or(0),
+        ) / 256.0
+            < rate
+}
+
 fn log_call(r: &CallResult) {
     let micros = u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX);
     match &r.outcome {
+        Ok(_) if !sampled() => {}
         Ok(_) => tracing::info!(
             tool = %r.tool,
             status = r.status,

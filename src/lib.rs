@@ -24,6 +24,7 @@ pub mod engine;
 pub mod jsonpath;
 pub mod limits;
 pub mod mcp;
+pub mod metrics;
 pub mod redact;
 pub mod reload;
 pub mod response;

@@ -91,6 +91,7 @@ impl Reloader {
             report.unchanged = true;
             report.elapsed = started.elapsed();
             log(&report);
+            self.engine.metrics().reload("unchanged");
             return report;
         }
         let current = self.engine.catalog();
@@ -117,6 +118,9 @@ impl Reloader {
         report.kept.dedup();
         report.elapsed = started.elapsed();
         log(&report);
+        self.engine
+            .metrics()
+            .reload(if report.applied { "applied" } else { "failed" });
         report
     }
 

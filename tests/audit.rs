@@ -169,3 +169,78 @@ fn audit_without_a_key_refuses_to_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MCPD_AUDIT_KEY"));
 }
+
+#[test]
+fn metrics_endpoint_counts_calls_by_tool_and_decision() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let mut c = StdioClient::start_with(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url)],
+        &["--metrics", "127.0.0.1:0"],
+    );
+    c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-02"}),
+    );
+    c.call(
+        "flag_set",
+        json!({"env": "staging", "name": "x", "percent": 500}),
+    );
+    let stderr = c.wait_stderr("metrics on /metrics");
+    let addr = stderr
+        .lines()
+        .find(|l| l.contains("metrics on /metrics"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_owned())
+        .unwrap();
+    let text = crate::util::http_get_text(&format!("http://{addr}/metrics"));
+    assert!(
+        text.contains("mcpd_calls_total{tool=\"orders.export\",decision=\"allowed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcpd_calls_total{tool=\"flag.set\",decision=\"invalid\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcpd_call_duration_seconds_bucket{le="),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcpd_pii_redactions_total{tool=\"orders.export\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_logs_carry_the_call_fields_and_no_raw_pii() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let mut c = StdioClient::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_LOG_FORMAT", "json")],
+    );
+    c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-02"}),
+    );
+    c.call(
+        "flag_set",
+        json!({"env": "staging", "name": "ann@example.com", "percent": 5}),
+    );
+    let stderr = c.wait_stderr("call failed");
+    let calls: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"] == "call completed" || v["fields"]["message"] == "call failed"
+        })
+        .collect();
+    assert_eq!(calls.len(), 2, "{stderr}");
+    assert_eq!(calls[0]["span"]["tool"], "orders.export");
+    assert_eq!(calls[0]["span"]["decision"], "allowed");
+    assert_eq!(calls[0]["span"]["trace_id"].as_str().unwrap().len(), 32);
+    assert_eq!(calls[1]["span"]["decision"], "invalid");
+    assert!(!stderr.contains("ann@example.com"));
+}

@@ -150,6 +150,24 @@ pub fn http_get_json(url: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {url}: {e}: {buf}"))
 }
 
+/// A minimal blocking HTTP GET returning the body as text.
+pub fn http_get_text(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
 /// `mcpd serve` as a child process, spoken to in raw JSON-RPC lines.
 pub struct StdioClient {
     child: Child,

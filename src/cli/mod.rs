@@ -43,6 +43,9 @@ pub enum Command {
         /// Do not watch the config directory (SIGHUP still reloads).
         #[arg(long)]
         no_watch: bool,
+        /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Check tools.d, policies.yaml and mcpd.yaml; print every problem as file:line:col.
     Validate {
@@ -102,7 +105,9 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve { no_watch } => serve::run(&cli.config, !no_watch).await,
+            Command::Serve { no_watch, metrics } => {
+                serve::run(&cli.config, !no_watch, metrics).await
+            }
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
@@ -129,11 +134,20 @@ fn init_logging(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    // MCPD_LOG_FORMAT=json: one JSON object per line, with the call's span fields.
+    if std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 /// Opens the audit log `mcpd.yaml` asks for, if any.

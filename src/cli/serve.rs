@@ -10,7 +10,11 @@ use crate::mcp::McpServer;
 use crate::reload::{self, Reloader};
 
 /// Serves until the client closes stdin.
-pub async fn run(dir: &Path, watch: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    dir: &Path,
+    watch: bool,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env();
     let (loaded, catalog) = super::check(dir, &vars).map_err(|d| {
         anyhow::anyhow!(
@@ -24,6 +28,9 @@ pub async fn run(dir: &Path, watch: bool) -> anyhow::Result<ExitCode> {
         engine = engine.with_audit(audit);
     }
     let engine = Arc::new(engine);
+    if let Some(addr) = metrics {
+        crate::metrics::serve(addr, engine.metrics().clone()).await?;
+    }
     let reloader = Arc::new(Reloader::new(dir, vars, engine.clone(), loaded));
     let _watcher = reload::spawn(reloader, watch)?;
     McpServer::new(engine.clone()).serve_stdio().await?;

@@ -47,6 +47,17 @@ pub struct ToolSpec {
     /// Cost units one call spends from budgets (e.g. dollars), default 0.
     #[serde(default)]
     pub cost: Option<f64>,
+    /// Latency objective; a breach is logged as a warning (at most once a minute).
+    #[serde(default)]
+    pub slo: Option<SloSpec>,
+}
+
+/// A latency objective for one tool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SloSpec {
+    /// The 95th percentile of call latency must stay under this, e.g. `800ms`.
+    pub p95: Located<String>,
 }
 
 /// Limits on calls to one tool.

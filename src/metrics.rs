@@ -1,0 +1,197 @@
+//! Metrics: counters and histograms in Prometheus text, served on an optional listener.
+//!
+//! Owns metric names and labels. Label values are tool ids, decisions and kinds, never
+//! arguments, actors' data or anything else a caller controls beyond the tool name.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    tool: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabel {
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric mcpd keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<ToolLabel, Histogram, fn() -> Histogram>,
+    redactions: Family<ToolLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mcpd");
+        let calls = Family::<CallLabels, Counter>::default();
+        let latency = Family::<ToolLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let redactions = Family::<ToolLabel, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "calls",
+            "Tool calls by tool and decision (allowed, denied, limited, invalid, error)",
+            calls.clone(),
+        );
+        registry.register(
+            "call_duration_seconds",
+            "Time from tools/call to answer, by tool",
+            latency.clone(),
+        );
+        registry.register(
+            "pii_redactions",
+            "Values masked or redacted in results, by tool",
+            redactions.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Config reloads by result (applied, unchanged, failed)",
+            reloads.clone(),
+        );
+        Self {
+            registry,
+            calls,
+            latency,
+            redactions,
+            reloads,
+        }
+    }
+
+    /// Counts one call.
+    pub fn call(&self, tool: &str, decision: &str, seconds: f64, redacted: usize) {
+        self.calls
+            .get_or_create(&CallLabels {
+                tool: tool.to_owned(),
+                decision: decision.to_owned(),
+            })
+            .inc();
+        let label = ToolLabel {
+            tool: tool.to_owned(),
+        };
+        self.latency.get_or_create(&label).observe(seconds);
+        if redacted > 0 {
+            self.redactions
+                .get_or_create(&label)
+                .inc_by(u64::try_from(redacted).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Counts one reload.
+    pub fn reload(&self, result: &str) {
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` in the background.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(metrics);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    });
+    tracing::info!(addr = %local, "metrics on /metrics");
+    Ok(local)
+}
+
+async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_and_latency_appear_in_the_exposition() {
+        let m = Metrics::new();
+        m.call("orders.export", "allowed", 0.004, 3);
+        m.call("orders.export", "denied", 0.0001, 0);
+        m.reload("applied");
+        let text = m.render();
+        assert!(
+            text.contains("mcpd_calls_total{tool=\"orders.export\",decision=\"allowed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcpd_calls_total{tool=\"orders.export\",decision=\"denied\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcpd_call_duration_seconds_count{tool=\"orders.export\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcpd_pii_redactions_total{tool=\"orders.export\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcpd_reloads_total{result=\"applied\"} 1"),
+            "{text}"
+        );
+    }
+}
