@@ -173,6 +173,60 @@ async fn main() {
         row("through mcpd (stdio)", inflight, m);
         summary.push((inflight, d, m));
     }
+    // Observability on: JSON call logs at info (written to a file) and the signed audit log.
+    let observed_dir = tempfile::tempdir().expect("temp dir");
+    for f in ["mcpd.yaml", "policies.yaml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f),
+            observed_dir.path().join(f),
+        )
+        .expect("copy");
+    }
+    let tools = observed_dir.path().join("tools.d");
+    std::fs::create_dir(&tools).expect("tools.d");
+    for f in ["orders.export.yaml", "flag.set.yaml"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tools.d")
+                .join(f),
+            tools.join(f),
+        )
+        .expect("copy");
+    }
+    let server = std::fs::read_to_string(observed_dir.path().join("mcpd.yaml")).expect("read");
+    std::fs::write(
+        observed_dir.path().join("mcpd.yaml"),
+        format!("{server}audit:\n  path: audit.jsonl\n"),
+    )
+    .expect("write");
+    let observed = Arc::new(
+        Mcpd::start_with(
+            &url,
+            observed_dir.path(),
+            &[
+                ("MCPD_AUDIT_KEY", "bench-key-0123456789abcdef0123456789"),
+                ("MCPD_LOG", "info,rmcp=warn"),
+                ("MCPD_LOG_FORMAT", "json"),
+            ],
+            Some(&observed_dir.path().join("mcpd.log")),
+        )
+        .await,
+    );
+    println!();
+    println!("tracing + audit: JSON call logs at info and the signed audit log, vs both off");
+    for inflight in [1usize, 16] {
+        through_mcpd(&observed, n / 10, inflight).await;
+        let off = through_mcpd(&mcpd, n, inflight).await;
+        let on = through_mcpd(&observed, n, inflight).await;
+        row("mcpd, observability off", inflight, off);
+        row("mcpd, observability on", inflight, on);
+        println!(
+            "in flight {inflight:>2}: observability costs {:.1} us at p50; throughput {:.2}x",
+            on.p50_us - off.p50_us,
+            on.calls_per_s / off.calls_per_s
+        );
+    }
+
     let t = Instant::now();
     let mut lat = Vec::new();
     for _ in 0..n {

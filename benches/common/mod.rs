@@ -48,15 +48,30 @@ pub struct Mcpd {
 impl Mcpd {
     /// Starts `mcpd serve --config DIR` against the demo API at `api_url`.
     pub async fn start(api_url: &str, config: &Path) -> Self {
+        Self::start_with(api_url, config, &[], None).await
+    }
+
+    /// As `start`, with extra environment variables and mcpd's stderr sent to a file.
+    pub async fn start_with(
+        api_url: &str,
+        config: &Path,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcpd"))
             .arg("serve")
             .arg("--config")
             .arg(config)
             .env("DEMO_API_URL", api_url)
             .env("MCPD_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn mcpd");
