@@ -137,7 +137,7 @@ fn row(label: &str, inflight: usize, f: Figures) {
     );
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let n: usize = std::env::var("BENCH_N")
         .ok()
@@ -213,7 +213,7 @@ async fn main() {
         .await,
     );
     println!();
-    println!("tracing + audit: JSON call logs at info and the signed audit log, vs both off");
+    println!("observability: JSON call logs at info and the signed audit log, on vs off");
     for inflight in [1usize, 16] {
         through_mcpd(&observed, n / 10, inflight).await;
         let off = through_mcpd(&mcpd, n, inflight).await;

@@ -10,8 +10,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
@@ -83,17 +83,17 @@ pub struct Broken {
     pub what: String,
 }
 
-enum Msg {
-    Record(Box<Entry>, tokio::sync::oneshot::Sender<()>),
-    Flush(mpsc::SyncSender<()>),
-}
-
-/// An open audit log; records are appended and synced by a writer thread.
+/// An open audit log. Records are appended under a lock by the calling thread (no hop
+/// to another thread per call); a background thread syncs the file to disk every few
+/// milliseconds when something was written (group commit).
 #[derive(Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Msg>,
+    state: Arc<Mutex<Writer>>,
     path: PathBuf,
 }
+
+/// How often written records are synced to disk.
+const SYNC_EVERY: Duration = Duration::from_millis(5);
 
 impl AuditLog {
     /// Opens (or creates) the log and continues its chain.
@@ -119,86 +119,74 @@ impl AuditLog {
             tracing::warn!(path = %path.display(), "audit log ends in a torn record; appending after it");
             file.write_all(b"\n").map_err(io)?;
         }
-        let (tx, rx) = mpsc::channel();
-        let writer = Writer {
+        let sync_handle = file.try_clone().map_err(io)?;
+        let state = Arc::new(Mutex::new(Writer {
             file,
             key,
             seq,
             prev,
-            path: path.to_path_buf(),
-        };
+            dirty: false,
+        }));
+        let weak = Arc::downgrade(&state);
+        let sync_path = path.to_path_buf();
         std::thread::Builder::new()
-            .name("mcpd-audit".into())
-            .spawn(move || writer.run(&rx))
+            .name("mcpd-audit-sync".into())
+            .spawn(move || sync_loop(&weak, &sync_handle, &sync_path))
             .map_err(io)?;
         Ok(Self {
-            tx,
+            state,
             path: path.to_path_buf(),
         })
     }
 
-    /// Appends one record and returns once it is written to the file (so it survives
-    /// mcpd being killed); the sync to disk follows within milliseconds, shared by every
-    /// record written meanwhile (group commit).
-    pub async fn record(&self, entry: Entry) {
-        let (done, written) = tokio::sync::oneshot::channel();
-        if self.tx.send(Msg::Record(Box::new(entry), done)).is_err() {
-            tracing::error!(path = %self.path.display(), "audit writer stopped; record lost");
-            return;
+    /// Appends one record; it is in the file (it survives mcpd being killed) when this
+    /// returns, and on disk within a few milliseconds.
+    pub fn record(&self, entry: &Entry) {
+        let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = w.append(entry) {
+            tracing::error!(path = %self.path.display(), error = %e, "audit write failed");
         }
-        let _ = written.await;
     }
 
-    /// Waits until every queued record is on disk.
+    /// Syncs every record written so far to disk.
     pub fn flush(&self) {
-        let (done, wait) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        let w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = w.file.sync_data() {
+            tracing::error!(path = %self.path.display(), error = %e, "audit log sync failed");
         }
     }
 }
 
+fn sync_loop(state: &std::sync::Weak<Mutex<Writer>>, file: &File, path: &Path) {
+    // Ends when the log is dropped.
+    while let Some(state) = state.upgrade() {
+        let dirty = std::mem::take(&mut state.lock().unwrap_or_else(PoisonError::into_inner).dirty);
+        drop(state);
+        // Sync outside the lock: appends go on while the disk catches up.
+        if dirty && let Err(e) = file.sync_data() {
+            tracing::error!(path = %path.display(), error = %e, "audit log sync failed");
+        }
+        std::thread::sleep(SYNC_EVERY);
+    }
+}
+
+#[derive(Debug)]
 struct Writer {
     file: File,
     key: Vec<u8>,
     seq: u64,
     prev: String,
-    path: PathBuf,
+    dirty: bool,
 }
 
 impl Writer {
-    fn run(mut self, rx: &mpsc::Receiver<Msg>) {
-        while let Ok(first) = rx.recv() {
-            // Group commit: write everything queued, then one sync for all of it.
-            let mut waiters = Vec::new();
-            let mut next = Some(first);
-            while let Some(msg) = next {
-                match msg {
-                    Msg::Record(e, done) => {
-                        self.append(&e);
-                        let _ = done.send(());
-                    }
-                    Msg::Flush(w) => waiters.push(w),
-                }
-                next = rx.try_recv().ok();
-            }
-            if let Err(e) = self.file.sync_data() {
-                tracing::error!(path = %self.path.display(), error = %e, "audit log sync failed");
-            }
-            for w in waiters {
-                let _ = w.send(());
-            }
-        }
-    }
-
-    fn append(&mut self, e: &Entry) {
+    fn append(&mut self, e: &Entry) -> std::io::Result<()> {
+        let line = sign_line(&self.key, self.seq + 1, &self.prev, e);
+        self.file.write_all(format!("{line}\n").as_bytes())?;
         self.seq += 1;
-        let line = sign_line(&self.key, self.seq, &self.prev, e);
-        if let Err(err) = self.file.write_all(format!("{line}\n").as_bytes()) {
-            tracing::error!(path = %self.path.display(), error = %err, "audit write failed");
-            return;
-        }
         self.prev = sha256_hex(line.as_bytes());
+        self.dirty = true;
+        Ok(())
     }
 }
 
@@ -344,16 +332,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path, KEY.to_vec()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
         for i in 0..n {
-            rt.block_on(log.record(Entry {
+            log.record(&Entry {
                 actor: "agent:test".into(),
                 tool: format!("tool{i}"),
                 decision: "allowed".into(),
                 ..Entry::default()
-            }));
+            });
         }
         log.flush();
         (dir, path)
@@ -438,13 +423,10 @@ mod tests {
     fn reopening_continues_the_chain() {
         let (_d, path) = write_log(2);
         let log = AuditLog::open(&path, KEY.to_vec()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(log.record(Entry {
+        log.record(&Entry {
             tool: "after-restart".into(),
             ..Entry::default()
-        }));
+        });
         log.flush();
         assert_eq!(verify(&path, KEY), Ok(3));
     }

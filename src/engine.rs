@@ -212,7 +212,7 @@ impl Engine {
         }
         // 11. record
         if let Some(audit) = &self.audit {
-            audit.record(audit_entry(&result, &args)).await;
+            audit.record(&audit_entry(&result, &args));
         }
         Ok(result)
     }
