@@ -7,6 +7,7 @@
 //! - [`config`]: the file model (what the user wrote), loading and diagnostics;
 //! - [`catalog`]: the compiled, immutable snapshot the call path reads;
 //! - [`engine`]: the pipeline, one call from lookup to answer;
+//! - [`policy`]: the rules of policies.yaml, compiled once, evaluated per call;
 //! - [`template`], [`upstream`], [`response`], [`jsonpath`], [`redact`]: the steps it calls;
 //! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
@@ -25,6 +26,7 @@ pub mod jsonpath;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
+pub mod policy;
 pub mod redact;
 pub mod reload;
 pub mod response;

@@ -1,9 +1,15 @@
-//! Masking: turns sensitive values into shapes a model can still reason about.
+//! Masking and redaction: sensitive values turned into shapes a model can still use.
 //!
-//! Owns the masked forms (`j***@example.com`, `***`). It decides nothing about *what*
-//! is sensitive: tool files name fields (`response.mask`), policy adds detectors.
+//! Owns the masked forms (`j***@example.com`, `************1111`, `[REDACTED]`) and the
+//! detectors that find emails, payment card numbers (Luhn-checked, so order ids stay)
+//! and secrets (bearer tokens, JWTs, API keys, private keys) inside any string. It
+//! decides nothing about *where* to look: tool files name fields (`response.mask`),
+//! policy rules choose detectors for results, and logs and audit always get all three.
+//! Strings with nothing to find are not copied: a cheap pre-scan comes first.
 
 use serde_json::Value;
+
+use crate::config::policy::{Detector, EmailStyle, PanStyle, RedactionSpec};
 
 /// The replacement for a value that has no safe partial form.
 pub const MASK: &str = "***";
@@ -84,6 +90,349 @@ fn email_parts(s: &str) -> Option<(&str, &str)> {
     ok.then_some((local, domain))
 }
 
+/// Which detectors to run, and how to replace what they find.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    email: bool,
+    pan: bool,
+    secret: bool,
+    style: RedactionSpec,
+}
+
+/// Key prefixes of well-known API tokens; the token runs on in `[A-Za-z0-9_-]`.
+const KEY_PREFIXES: &[&str] = &[
+    "sk-",
+    "sk_live_",
+    "rk_live_",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "github_pat_",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "glpat-",
+];
+
+impl Redactor {
+    /// A redactor running `detectors` with `style`.
+    pub fn new(detectors: impl IntoIterator<Item = Detector>, style: &RedactionSpec) -> Self {
+        let mut r = Self {
+            style: style.clone(),
+            ..Self::default()
+        };
+        for d in detectors {
+            match d {
+                Detector::Email => r.email = true,
+                Detector::Pan => r.pan = true,
+                Detector::Secret => r.secret = true,
+            }
+        }
+        r
+    }
+
+    /// All three detectors, default style: for logs, traces and the audit log.
+    pub fn all() -> Self {
+        Self::new(
+            [Detector::Email, Detector::Pan, Detector::Secret],
+            &RedactionSpec::default(),
+        )
+    }
+
+    /// Whether any detector is on.
+    pub fn is_active(&self) -> bool {
+        self.email || self.pan || self.secret
+    }
+
+    /// Redacts every string (and card-number-shaped integer) in `v`; returns how many
+    /// values were replaced.
+    pub fn redact_value(&self, v: &mut Value) -> usize {
+        if !self.is_active() {
+            return 0;
+        }
+        match v {
+            Value::String(s) => match self.redact_str(s) {
+                Some((out, n)) => {
+                    *s = out;
+                    n
+                }
+                None => 0,
+            },
+            Value::Number(n) if self.pan => {
+                let digits = n.to_string();
+                if (13..=19).contains(&digits.len())
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                    && luhn(&digits)
+                {
+                    *v = Value::String(self.mask_pan(&digits));
+                    1
+                } else {
+                    0
+                }
+            }
+            Value::Array(a) => a.iter_mut().map(|x| self.redact_value(x)).sum(),
+            Value::Object(o) => o.values_mut().map(|x| self.redact_value(x)).sum(),
+            _ => 0,
+        }
+    }
+
+    /// Redacts free text (messages, reasons); returns the text and the count.
+    pub fn redact_text(&self, s: &str) -> (String, usize) {
+        self.redact_str(s).unwrap_or_else(|| (s.to_owned(), 0))
+    }
+
+    /// `None` when nothing was found (and nothing copied).
+    fn redact_str(&self, s: &str) -> Option<(String, usize)> {
+        let bytes = s.as_bytes();
+        let maybe_email = self.email && bytes.contains(&b'@');
+        let maybe_pan = self.pan && bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 13;
+        let maybe_secret = self.secret && may_hold_secret(s);
+        if !(maybe_email || maybe_pan || maybe_secret) {
+            return None;
+        }
+        let mut text = s.to_owned();
+        let mut count = 0;
+        if maybe_secret {
+            let (t, n) = redact_secrets(&text, &self.style.secret);
+            text = t;
+            count += n;
+        }
+        if maybe_pan {
+            let (t, n) = self.redact_pans(&text);
+            text = t;
+            count += n;
+        }
+        if maybe_email {
+            let (t, n) = match self.style.email {
+                EmailStyle::Partial => mask_emails_in_text(&text),
+                EmailStyle::Full => replace_emails(&text),
+            };
+            text = t;
+            count += n;
+        }
+        (count > 0).then_some((text, count))
+    }
+
+    fn mask_pan(&self, digits: &str) -> String {
+        match self.style.pan {
+            PanStyle::Full => MASK.to_owned(),
+            PanStyle::Last4 => {
+                let keep = digits
+                    .get(digits.len().saturating_sub(4)..)
+                    .unwrap_or_default();
+                format!("{}{keep}", "*".repeat(digits.len().saturating_sub(4)))
+            }
+        }
+    }
+
+    /// Card numbers: 13 to 19 digits, optionally grouped by single spaces or dashes,
+    /// not glued to letters or other digits, passing the Luhn check.
+    fn redact_pans(&self, s: &str) -> (String, usize) {
+        let chars: Vec<(usize, char)> = s.char_indices().collect();
+        let mut out = String::with_capacity(s.len());
+        let mut count = 0;
+        let mut i = 0;
+        let mut copied = 0;
+        while i < chars.len() {
+            let Some(&(start, c)) = chars.get(i) else {
+                break;
+            };
+            let glued = i > 0 && chars.get(i - 1).is_some_and(|(_, p)| p.is_alphanumeric());
+            if !c.is_ascii_digit() || glued {
+                i += 1;
+                continue;
+            }
+            // Extend over digits and single separators between digits.
+            let mut j = i;
+            let mut digits = String::new();
+            let mut end = start;
+            while let Some(&(at, ch)) = chars.get(j) {
+                if ch.is_ascii_digit() {
+                    digits.push(ch);
+                    end = at + 1;
+                    j += 1;
+                } else if (ch == ' ' || ch == '-')
+                    && chars.get(j + 1).is_some_and(|(_, n)| n.is_ascii_digit())
+                    && digits.len() < 19
+                {
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            let glued_after = chars.get(j).is_some_and(|(_, n)| n.is_alphanumeric());
+            if (13..=19).contains(&digits.len()) && !glued_after && luhn(&digits) {
+                out.push_str(s.get(copied..start).unwrap_or_default());
+                out.push_str(&self.mask_pan(&digits));
+                copied = end;
+                count += 1;
+            }
+            i = j.max(i + 1);
+        }
+        out.push_str(s.get(copied..).unwrap_or_default());
+        (out, count)
+    }
+}
+
+/// The Luhn check over a string of ASCII digits.
+pub fn luhn(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .map(|b| u32::from(b - b'0'))
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+fn may_hold_secret(s: &str) -> bool {
+    s.contains("earer ")
+        || s.contains("eyJ")
+        || s.contains("-----BEGIN")
+        || s.contains("AKIA")
+        || KEY_PREFIXES.iter().any(|p| s.contains(p))
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/' | '=')
+}
+
+/// Replaces private key blocks, bearer tokens, JWTs and prefixed API keys.
+fn redact_secrets(s: &str, replacement: &str) -> (String, usize) {
+    let mut text = s.to_owned();
+    let mut count = 0;
+    // PEM private keys, whole block.
+    while let Some(start) = text.find("-----BEGIN") {
+        let Some(header_end) = text
+            .get(start + 10..)
+            .and_then(|r| r.find("-----"))
+            .map(|e| start + 10 + e + 5)
+        else {
+            break;
+        };
+        let header = text.get(start..header_end).unwrap_or_default();
+        if !header.contains("PRIVATE KEY") {
+            break;
+        }
+        let end = text
+            .get(header_end..)
+            .and_then(|r| r.find("-----END"))
+            .and_then(|e| {
+                text.get(header_end + e + 8..)
+                    .and_then(|r| r.find("-----"))
+                    .map(|f| header_end + e + 8 + f + 5)
+            })
+            .unwrap_or(text.len());
+        text.replace_range(start..end, replacement);
+        count += 1;
+    }
+    // Bearer tokens: keep the scheme, drop the credential.
+    for scheme in ["Bearer ", "bearer "] {
+        let mut from = 0;
+        while let Some(at) = text
+            .get(from..)
+            .and_then(|r| r.find(scheme))
+            .map(|i| i + from)
+        {
+            let tok_start = at + scheme.len();
+            let tok_len = text.get(tok_start..).map_or(0, |r| {
+                r.find(|c: char| !is_token_char(c)).unwrap_or(r.len())
+            });
+            if tok_len >= 8 && text.get(tok_start..tok_start + tok_len) != Some(replacement) {
+                text.replace_range(tok_start..tok_start + tok_len, replacement);
+                count += 1;
+            }
+            from = tok_start + replacement.len().min(text.len() - tok_start);
+        }
+    }
+    // JWTs: eyJ<b64url>.<b64url>.<b64url>
+    let mut from = 0;
+    while let Some(at) = text
+        .get(from..)
+        .and_then(|r| r.find("eyJ"))
+        .map(|i| i + from)
+    {
+        let len = text.get(at..).map_or(0, |r| {
+            r.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+                .unwrap_or(r.len())
+        });
+        let candidate = text.get(at..at + len).unwrap_or_default();
+        if candidate.split('.').filter(|p| !p.is_empty()).count() >= 2
+            && candidate.matches('.').count() == 2
+            && len >= 20
+        {
+            text.replace_range(at..at + len, replacement);
+            count += 1;
+            from = at + replacement.len();
+        } else {
+            from = at + 3;
+        }
+    }
+    // Prefixed API keys and AWS access key ids.
+    for prefix in KEY_PREFIXES.iter().chain(std::iter::once(&"AKIA")) {
+        let mut from = 0;
+        while let Some(at) = text
+            .get(from..)
+            .and_then(|r| r.find(prefix))
+            .map(|i| i + from)
+        {
+            let glued = text
+                .get(..at)
+                .and_then(|b| b.chars().next_back())
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+            let body = at + prefix.len();
+            let len = text.get(body..).map_or(0, |r| {
+                r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .unwrap_or(r.len())
+            });
+            let long_enough = if *prefix == "AKIA" {
+                len == 16
+            } else {
+                len >= 16
+            };
+            if !glued && long_enough {
+                text.replace_range(at..body + len, replacement);
+                count += 1;
+                from = at + replacement.len();
+            } else {
+                from = body;
+            }
+        }
+    }
+    (text, count)
+}
+
+/// Replaces whole email addresses with `***`.
+fn replace_emails(s: &str) -> (String, usize) {
+    let (masked, n) = mask_emails_in_text(s);
+    if n == 0 {
+        return (masked, 0);
+    }
+    // Partial masks look like x***@domain: widen each to ***.
+    let mut out = String::with_capacity(masked.len());
+    for word in masked.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+        if word.contains("***@") {
+            let trail: String = word
+                .chars()
+                .rev()
+                .take_while(|c| c.is_whitespace() || *c == '"' || *c == '\'')
+                .collect();
+            out.push_str(MASK);
+            out.extend(trail.chars().rev());
+        } else {
+            out.push_str(word);
+        }
+    }
+    (out, n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +466,89 @@ mod tests {
             ("no at sign".to_owned(), 0)
         );
         assert_eq!(mask_emails_in_text("@handle and a@b").1, 0);
+    }
+
+    fn all() -> Redactor {
+        Redactor::all()
+    }
+
+    #[test]
+    fn luhn_valid_cards_keep_their_last_four() {
+        for card in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+        ] {
+            let (t, n) = all().redact_text(&format!("card {card} on file"));
+            assert_eq!(
+                (t.as_str(), n),
+                ("card ************1111 on file", 1),
+                "{card}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_failing_luhn_are_left_alone() {
+        let (t, n) = all().redact_text("order 4111111111111112 and id 1234567890123");
+        assert_eq!(n, 0);
+        assert_eq!(t, "order 4111111111111112 and id 1234567890123");
+        let mut v = json!({"id": 4111111111111112u64, "card": 4111111111111111u64});
+        assert_eq!(all().redact_value(&mut v), 1);
+        assert_eq!(
+            v,
+            json!({"id": 4111111111111112u64, "card": "************1111"})
+        );
+    }
+
+    #[test]
+    fn secrets_are_replaced() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        let cases = [
+            (
+                format!("Authorization: Bearer abcdef123456789"),
+                "Authorization: Bearer [REDACTED]",
+            ),
+            (format!("token={jwt};"), "token=[REDACTED];"),
+            (
+                "key sk-live1234567890abcdefXYZ here".to_owned(),
+                "key [REDACTED] here",
+            ),
+            ("aws AKIAIOSFODNN7EXAMPLE".to_owned(), "aws [REDACTED]"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----".to_owned(),
+                "[REDACTED]",
+            ),
+        ];
+        for (input, want) in cases {
+            let (t, n) = all().redact_text(&input);
+            assert_eq!(t, want, "{input}");
+            assert_eq!(n, 1, "{input}");
+        }
+    }
+
+    #[test]
+    fn emails_in_values_are_masked_per_style() {
+        let mut v = json!({"who": "Contact ann@example.com now", "n": 3});
+        assert_eq!(all().redact_value(&mut v), 1);
+        assert_eq!(v["who"], "Contact a***@example.com now");
+        let full = Redactor::new(
+            [Detector::Email],
+            &RedactionSpec {
+                email: EmailStyle::Full,
+                ..RedactionSpec::default()
+            },
+        );
+        let (t, _) = full.redact_text("mail ann@example.com.");
+        assert_eq!(t, "mail ***");
+    }
+
+    #[test]
+    fn nothing_to_find_changes_nothing() {
+        let mut v = json!({"a": "plain text", "b": [1, 2, 3], "c": "2025-08-01"});
+        let before = v.clone();
+        assert_eq!(all().redact_value(&mut v), 0);
+        assert_eq!(v, before);
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! `policies.yaml`: what every call must pass before it reaches an upstream.
+//!
+//! The file model only; rules are compiled and evaluated in `crate::policy`.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -15,6 +17,13 @@ pub struct PolicySpec {
     /// checked on the final URL after templates are rendered. Empty means no egress.
     #[serde(default)]
     pub egress: Vec<Located<String>>,
+    /// How redaction detectors replace what they find.
+    #[serde(default)]
+    pub redaction: RedactionSpec,
+    /// Rules, evaluated for every call. Deny wins over allow; shadow rules are only
+    /// recorded.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
 }
 
 /// The decision for calls no rule decides.
@@ -33,8 +42,150 @@ impl Default for PolicySpec {
         Self {
             default: DefaultEffect::Deny,
             egress: Vec::new(),
+            redaction: RedactionSpec::default(),
+            rules: Vec::new(),
         }
     }
+}
+
+/// One rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// A unique id, named in denials, traces and the audit log.
+    pub id: Located<String>,
+    /// Tool ids or globs (`orders.*`) the rule applies to; empty means every tool.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// A condition (minijinja expression) over `tool`, `args`, `actor` (subject, scopes,
+    /// purpose, region), `elevation` (ticket, granted_by, expires; none without a grant)
+    /// and `env`. No condition means the rule always matches its tools.
+    #[serde(default)]
+    pub when: Option<Located<String>>,
+    /// What the rule does when it matches.
+    pub effect: Effect,
+    /// `enforce` (default) or `shadow`: evaluated and recorded, never enforced.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Why: shown to the model on a denial. Required for `deny` and `require`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// For `redact`: the detectors to apply to results (`email`, `pan`, `secret`).
+    #[serde(default)]
+    pub detectors: Vec<Detector>,
+    /// For `route`: the data region calls must be served from (an upstream region).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// For `require`: what the call must carry.
+    #[serde(default)]
+    pub require: Option<RequireSpec>,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Let the call through (overrides `default: deny`).
+    Allow,
+    /// Refuse the call with the rule's reason.
+    Deny,
+    /// Redact results with the rule's detectors.
+    Redact,
+    /// Serve the call from the rule's region.
+    Route,
+    /// Refuse the call unless it carries what `require` names.
+    Require,
+}
+
+/// Enforced or only measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The rule decides.
+    #[default]
+    Enforce,
+    /// The rule is evaluated and recorded with what it would have done.
+    Shadow,
+}
+
+/// A kind of sensitive value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Detector {
+    /// Email addresses.
+    Email,
+    /// Payment card numbers (13 to 19 digits passing the Luhn check).
+    Pan,
+    /// Bearer tokens, JWTs, API keys, private keys.
+    Secret,
+}
+
+/// What a `require` rule asks of a call.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequireSpec {
+    /// An elevation grant with a non-empty ticket.
+    #[serde(default)]
+    pub ticket: bool,
+    /// One of these purposes on the actor.
+    #[serde(default)]
+    pub purpose: Vec<String>,
+    /// This scope on the actor.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// How detectors replace what they find.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionSpec {
+    /// `partial` keeps the first letter and the domain (`j***@example.com`); `full`
+    /// replaces the whole address.
+    #[serde(default)]
+    pub email: EmailStyle,
+    /// `last4` keeps the last four digits (`************1111`); `full` hides all.
+    #[serde(default)]
+    pub pan: PanStyle,
+    /// What a secret is replaced with.
+    #[serde(default = "default_secret_replacement")]
+    pub secret: String,
+}
+
+impl Default for RedactionSpec {
+    /// Redaction keeps only what a model needs to tell values apart.
+    fn default() -> Self {
+        Self {
+            email: EmailStyle::Partial,
+            pan: PanStyle::Last4,
+            secret: default_secret_replacement(),
+        }
+    }
+}
+
+fn default_secret_replacement() -> String {
+    "[REDACTED]".to_owned()
+}
+
+/// Email replacement style.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailStyle {
+    /// `j***@example.com`
+    #[default]
+    Partial,
+    /// `***`
+    Full,
+}
+
+/// Card number replacement style.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PanStyle {
+    /// `************1111`
+    #[default]
+    Last4,
+    /// `***`
+    Full,
 }
 
 #[cfg(test)]
@@ -46,5 +197,14 @@ mod tests {
         let p = PolicySpec::default();
         assert_eq!(p.default, DefaultEffect::Deny);
         assert!(p.egress.is_empty());
+        assert!(p.rules.is_empty());
+    }
+
+    #[test]
+    fn default_redaction_keeps_only_what_tells_values_apart() {
+        let r = RedactionSpec::default();
+        assert_eq!(r.email, EmailStyle::Partial);
+        assert_eq!(r.pan, PanStyle::Last4);
+        assert_eq!(r.secret, "[REDACTED]");
     }
 }
