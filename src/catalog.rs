@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::policy::DefaultEffect;
 use crate::config::tool::{RequestSpec, ResponseSpec};
 use crate::config::{Loaded, Located, ToolFile, ToolSpec, Vars};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::limits::{Cap, Rate, Slo};
+use crate::policy::Policy;
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::template::{Slot, TemplateSet, Tpl};
 use crate::upstream::{Egress, Upstream, Upstreams, parse_duration};
@@ -123,7 +123,11 @@ pub struct Catalog {
     /// Hosts requests may go to.
     pub egress: Egress,
     /// The decision for calls no rule decides.
-    pub default_effect: DefaultEffect,
+    pub policy: Policy,
+    /// The actor of calls without a token (`default_actor`, else anonymous).
+    pub actor: Value,
+    /// What conditions see as `env`.
+    pub env: Value,
 }
 
 impl Catalog {
@@ -152,6 +156,15 @@ impl Catalog {
                 diags.extend(d);
                 Upstreams::default()
             });
+        let compiled_policy = Policy::compile(policy_path, policy)
+            .map_err(|d| diags.extend(d))
+            .ok();
+        let actor = match &server.default_actor {
+            Some(a) => serde_json::to_value(a).unwrap_or(Value::Null),
+            None => {
+                serde_json::json!({ "subject": "anonymous", "scopes": [], "purpose": null, "region": null })
+            }
+        };
         let egress = Egress::build(policy_path, &policy.egress).unwrap_or_else(|d| {
             diags.extend(d);
             Egress::default()
@@ -221,10 +234,10 @@ impl Catalog {
                 tools.push(tool);
             }
         }
-        if !diags.is_empty() {
+        let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();
             return Err(diags);
-        }
+        };
         let by_name = tools
             .iter()
             .enumerate()
@@ -235,7 +248,9 @@ impl Catalog {
             by_name,
             upstreams,
             egress,
-            default_effect: policy.default,
+            policy: compiled_policy,
+            actor,
+            env: serde_json::json!({ "name": vars.get("MCPD_ENV").unwrap_or_else(|| "default".to_owned()) }),
         })
     }
 

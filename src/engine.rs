@@ -15,8 +15,9 @@ use tracing::Instrument;
 
 use crate::audit::{AuditLog, Entry as AuditEntry};
 use crate::catalog::{BodyTpl, Catalog, Tool};
-use crate::config::policy::DefaultEffect;
 use crate::metrics::Metrics;
+use crate::policy::Facts;
+use crate::redact::Redactor;
 use crate::template::TemplateSet;
 use crate::trace::TraceContext;
 use crate::upstream::Prepared;
@@ -88,6 +89,14 @@ pub struct CallResult {
     pub elapsed: Duration,
     /// The W3C trace id the call ran in.
     pub trace_id: String,
+    /// Who made the call (the actor's subject).
+    pub actor: String,
+    /// Enforced rules that matched.
+    pub rules: Vec<String>,
+    /// Shadow rules that matched, as `id:effect`.
+    pub shadow: Vec<String>,
+    /// The region the call was routed to.
+    pub region: Option<String>,
 }
 
 /// What the caller sent beside the arguments (from the request's `_meta`).
@@ -181,12 +190,23 @@ impl Engine {
             status: None,
             elapsed: Duration::ZERO,
             trace_id: trace.trace_id.clone(),
+            actor: catalog
+                .actor
+                .get("subject")
+                .and_then(Value::as_str)
+                .unwrap_or("anonymous")
+                .to_owned(),
+            rules: Vec::new(),
+            shadow: Vec::new(),
+            region: None,
         };
         let span = tracing::info_span!(
             "tool.call",
             tool = %tool.id,
             trace_id = %trace.trace_id,
-            actor = "anonymous",
+            actor = %result.actor,
+            rules = tracing::field::Empty,
+            shadow = tracing::field::Empty,
             decision = tracing::field::Empty,
             pii.count = tracing::field::Empty,
             http.status = tracing::field::Empty,
@@ -197,6 +217,12 @@ impl Engine {
         result.elapsed = started.elapsed();
         span.record("decision", decision(&result.outcome));
         span.record("pii.count", result.masked);
+        if !result.rules.is_empty() {
+            span.record("rules", result.rules.join(","));
+        }
+        if !result.shadow.is_empty() {
+            span.record("shadow", result.shadow.join(","));
+        }
         if let Some(s) = result.status {
             span.record("http.status", s);
         }
@@ -226,15 +252,35 @@ async fn run(
     trace: &TraceContext,
     result: &mut CallResult,
 ) -> Result<Value, Failure> {
-    // 2. identify the actor: comes with the identity issue; calls are anonymous here.
+    // 2. identify the actor: tokens come with the identity issue; until then every call
+    //    runs as the configured default actor (or anonymous).
+    let actor = &catalog.actor;
     // 3. validate the arguments before anything else sees them
     validate_args(tool, args)?;
-    // 4. policy
-    if catalog.default_effect == DefaultEffect::Deny {
-        return Err(Failure::Denied(
-            "no rule allows this call and policies.yaml says 'default: deny'".to_owned(),
-        ));
+    // 4. policy: enforced rules decide, shadow rules are only recorded
+    let decision = catalog.policy.evaluate(&Facts {
+        tool: &tool.id,
+        args,
+        actor,
+        elevation: None,
+        env: &catalog.env,
+    });
+    result.rules.clone_from(&decision.matched);
+    result.shadow.clone_from(&decision.shadow);
+    if let Some((rule, reason)) = &decision.denial {
+        return Err(Failure::Denied(format!("{reason} [rule {rule}]")));
     }
+    // 7a. region routing: a region the upstream cannot serve is refused, never sent elsewhere
+    let base = match &decision.route {
+        None => &tool.request.upstream.base,
+        Some(region) => tool.request.upstream.base_for(Some(region)).ok_or_else(|| {
+            Failure::Denied(format!(
+                "this call's data must stay in region '{region}', and upstream '{}' has no '{region}' endpoint",
+                tool.request.upstream.name
+            ))
+        })?,
+    };
+    result.region.clone_from(&decision.route);
     // 5. limits: the concurrency permit is held until the call returns
     let _permit = match &tool.limits.cap {
         Some(cap) => Some(cap.try_acquire().ok_or_else(|| {
@@ -247,7 +293,7 @@ async fn run(
     };
     // 7. render the request and check egress on the final URL
     let secrets = read_secrets(tool)?;
-    let mut prepared = render(&tool.templates, tool, args, &secrets)?;
+    let mut prepared = render(&tool.templates, tool, base, args, &secrets)?;
     prepared
         .headers
         .push(("traceparent".to_owned(), trace.child_traceparent()));
@@ -277,16 +323,28 @@ async fn run(
             &reply.body,
             args,
         );
+        // Error bodies are results too: the call's detectors apply to them.
+        let (msg, _) = Redactor::new(
+            decision.detectors.iter().copied(),
+            &catalog.policy.redaction,
+        )
+        .redact_text(&msg);
         return Err(Failure::UpstreamStatus(reply.status, scrub(msg, &secrets)));
     }
     let mapped = tool
         .response
         .map_success(&reply.body)
         .map_err(Failure::Response)?;
-    result.masked = mapped.masked;
+    let mut structured = mapped.structured;
+    let redacted = Redactor::new(
+        decision.detectors.iter().copied(),
+        &catalog.policy.redaction,
+    )
+    .redact_value(&mut structured);
+    result.masked = mapped.masked + redacted;
     if let Some(out) = &tool.output {
         let errors: Vec<String> = out
-            .iter_errors(&mapped.structured)
+            .iter_errors(&structured)
             .take(3)
             .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
             .collect();
@@ -298,7 +356,7 @@ async fn run(
         }
     }
     // 10. answer
-    Ok(mapped.structured)
+    Ok(structured)
 }
 
 fn validate_args(tool: &Tool, args: &Value) -> Result<(), Failure> {
@@ -349,6 +407,7 @@ fn scrub(mut text: String, secrets: &[(String, String)]) -> String {
 fn render(
     templates: &TemplateSet,
     tool: &Tool,
+    base_url: &reqwest::Url,
     args: &Value,
     secrets: &[(String, String)],
 ) -> Result<Prepared, Failure> {
@@ -364,15 +423,15 @@ fn render(
     let fail = |field: &str, e: crate::template::RenderError| {
         Failure::Request(scrub(format!("tool '{}': {field}: {e}", tool.id), secrets))
     };
-    // 7a. pick the upstream base (region routing lands with policy)
+    // the base is the upstream's, or its region variant when policy routed the call
     let path = templates
         .render_text(&plan.path, &ctx)
         .map_err(|e| fail("request.path", e))?;
-    let base = plan.upstream.base.as_str().trim_end_matches('/');
+    let base = base_url.as_str().trim_end_matches('/');
     let mut url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| {
         Failure::Request(format!("tool '{}': rendered URL is invalid: {e}", tool.id))
     })?;
-    if url.host_str() != plan.upstream.base.host_str() {
+    if url.host_str() != base_url.host_str() {
         return Err(Failure::Request(format!(
             "tool '{}': rendered path changed the host",
             tool.id
@@ -447,15 +506,17 @@ fn decision(outcome: &Result<Value, Failure>) -> &'static str {
 
 fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
     AuditEntry {
-        actor: "anonymous".to_owned(),
+        actor: r.actor.clone(),
         tool: r.tool.clone(),
         args: redact_for_record(args),
+        rules: r.rules.clone(),
+        shadow: r.shadow.clone(),
         decision: decision(&r.outcome).to_owned(),
         reason: r
             .outcome
             .as_ref()
             .err()
-            .map(|f| crate::redact::mask_emails_in_text(&f.message()).0),
+            .map(|f| Redactor::all().redact_text(&f.message()).0),
         status: r.status,
         trace_id: r.trace_id.clone(),
         pii_count: r.masked,
@@ -463,20 +524,11 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
     }
 }
 
-/// Arguments as they may be recorded: email addresses masked.
+/// Arguments as they may be recorded: every detector applied.
 fn redact_for_record(v: &Value) -> Value {
-    match v {
-        Value::String(s) if s.contains('@') => {
-            Value::String(crate::redact::mask_emails_in_text(s).0)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(redact_for_record).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), redact_for_record(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
+    let mut copy = v.clone();
+    Redactor::all().redact_value(&mut copy);
+    copy
 }
 
 /// The share of successful calls that get a log line (`MCPD_LOG_SAMPLE`, 0 to 1, default

@@ -16,6 +16,7 @@ struct Flow {
     title: &'static str,
     tool: &'static str,
     args: Value,
+    expect_ok: bool,
 }
 
 fn flows() -> Vec<Flow> {
@@ -24,16 +25,31 @@ fn flows() -> Vec<Flow> {
             title: "golden: export August's orders; emails and cards come back masked",
             tool: "orders.export",
             args: json!({"from": "2025-08-01", "to": "2025-08-31"}),
+            expect_ok: true,
         },
         Flow {
             title: "golden: roll checkout_v2 out to 10 percent in staging",
             tool: "flag.set",
             args: json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
+            expect_ok: true,
+        },
+        Flow {
+            title: "adversarial: set checkout_v2 to 50 percent in prod without a ticket",
+            tool: "flag.set",
+            args: json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
+            expect_ok: false,
+        },
+        Flow {
+            title: "shadow: a 5-month export passes, and the shadow rule records it would deny",
+            tool: "orders.export",
+            args: json!({"from": "2025-05-01", "to": "2025-09-30"}),
+            expect_ok: true,
         },
         Flow {
             title: "bad input: a percent over 100 is refused before any request is sent",
             tool: "flag.set",
             args: json!({"env": "staging", "name": "checkout_v2", "percent": 150}),
+            expect_ok: false,
         },
     ]
 }
@@ -62,8 +78,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             .call(flow.tool, Some(args), &CallContext::default())
             .await?;
         print_result(&result, state_requests(&state) - before);
-        let expect_ok = !flow.title.starts_with("bad input");
-        if result.outcome.is_ok() != expect_ok {
+        if result.outcome.is_ok() != flow.expect_ok {
             unexpected += 1;
         }
     }
@@ -83,6 +98,17 @@ fn state_requests(state: &demo_api::DemoState) -> usize {
 
 fn print_result(r: &CallResult, upstream_requests: usize) {
     let ms = r.elapsed.as_secs_f64() * 1000.0;
+    if !r.rules.is_empty() || !r.shadow.is_empty() {
+        println!(
+            "    rules {}{}",
+            r.rules.join(", "),
+            if r.shadow.is_empty() {
+                String::new()
+            } else {
+                format!("; shadow: {}", r.shadow.join(", "))
+            }
+        );
+    }
     let status = r.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
     match &r.outcome {
         Ok(v) => {

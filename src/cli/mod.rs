@@ -6,6 +6,7 @@
 mod audit;
 mod call;
 mod demo;
+mod explain;
 mod serve;
 mod validate;
 
@@ -60,6 +61,17 @@ pub enum Command {
         #[arg(long, default_value = "{}")]
         args: String,
     },
+    /// Show which rules a call would meet and the decision, without calling upstream.
+    Explain {
+        /// The tool id or wire name.
+        tool: String,
+        /// The arguments, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// Who the call is made as.
+        #[command(flatten)]
+        actor: explain::AsActor,
+    },
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
     /// Check the audit log: signatures, sequence and hash chain.
@@ -111,6 +123,9 @@ pub fn main() -> ExitCode {
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
+            Command::Explain { tool, args, actor } => {
+                explain::run(&cli.config, &tool, &args, &actor)
+            }
             Command::Audit {
                 action: AuditAction::Verify { file, key_env },
             } => audit::verify(&file, &key_env),

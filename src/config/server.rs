@@ -18,6 +18,28 @@ pub struct ServerSpec {
     /// change takes effect on restart.
     #[serde(default)]
     pub audit: Option<AuditSpec>,
+    /// The actor of calls that carry no token, for local use only (a developer's own
+    /// machine). It is explicit here and shows in every trace and audit record; without
+    /// it, such calls run as `anonymous` with no scopes, purpose or region.
+    #[serde(default)]
+    pub default_actor: Option<ActorSpec>,
+}
+
+/// An actor: who makes calls, for what, from where.
+#[derive(Debug, Clone, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSpec {
+    /// Who, e.g. `agent:copilot` or `user:ana`.
+    pub subject: String,
+    /// Tools (and `tool:env`) the actor may call.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Why it calls, e.g. `support`.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// The data region it works in, e.g. `eu`.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// Where the audit log goes and how it is signed.

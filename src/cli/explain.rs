@@ -1,0 +1,114 @@
+//! `mcpd explain`: which rules a call meets and the decision, without calling upstream.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::config::Vars;
+use crate::config::policy::Mode;
+use crate::policy::{Facts, effect_name};
+
+/// Who the explained call is made as (defaults: the configured actor).
+#[derive(Debug, Default, clap::Args)]
+pub struct AsActor {
+    /// The actor's subject, e.g. agent:copilot.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// The actor's data region, e.g. eu.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The actor's purpose, e.g. support.
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// A scope the actor holds (repeat for several).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Explain as if the actor held an elevation with this ticket.
+    #[arg(long)]
+    pub ticket: Option<String>,
+}
+
+/// Prints every rule's outcome and the decision; exit 0 when allowed, 1 when denied.
+pub fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::Result<ExitCode> {
+    let args: Value = serde_json::from_str(args).context("--args is not valid JSON")?;
+    let catalog = super::load_catalog(dir, &Vars::from_env())?;
+    let tool = catalog
+        .get(tool)
+        .with_context(|| format!("unknown tool '{tool}' (mcpd validate lists the tools)"))?
+        .clone();
+    let mut actor = catalog.actor.clone();
+    if let Value::Object(a) = &mut actor {
+        for (k, v) in [
+            ("subject", &who.subject),
+            ("region", &who.region),
+            ("purpose", &who.purpose),
+        ] {
+            if let Some(v) = v {
+                a.insert(k.to_owned(), json!(v));
+            }
+        }
+        if !who.scopes.is_empty() {
+            a.insert("scopes".to_owned(), json!(who.scopes));
+        }
+    }
+    let elevation = who
+        .ticket
+        .as_ref()
+        .map(|t| json!({ "ticket": t, "granted_by": "explain" }));
+    println!("tool      {} (wire name {})", tool.id, tool.wire);
+    println!("actor     {actor}");
+    let invalid: Vec<String> = tool
+        .input
+        .iter_errors(&args)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if !invalid.is_empty() {
+        println!("arguments INVALID: {}", invalid.join("; "));
+        println!("decision  refused before policy: the arguments do not match the input schema");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("arguments valid");
+    let d = catalog.policy.evaluate(&Facts {
+        tool: &tool.id,
+        args: &args,
+        actor: &actor,
+        elevation: elevation.as_ref(),
+        env: &catalog.env,
+    });
+    println!("rules");
+    for o in &d.outcomes {
+        let mode = if o.mode == Mode::Shadow {
+            "shadow "
+        } else {
+            "enforce"
+        };
+        let state = match (&o.error, o.applies, o.matched) {
+            (Some(e), _, _) => format!("ERROR ({e})"),
+            (None, false, _) => "not for this tool".to_owned(),
+            (None, true, true) => "MATCHED".to_owned(),
+            (None, true, false) => "condition false".to_owned(),
+        };
+        println!("  {:<28} {mode} {:<8} {state}", o.id, effect_name(o.effect));
+    }
+    if let Some(r) = &d.route {
+        println!("route     region '{r}'");
+    }
+    if !d.detectors.is_empty() {
+        println!("redact    {:?}", d.detectors);
+    }
+    if !d.shadow.is_empty() {
+        println!("shadow    would have: {}", d.shadow.join(", "));
+    }
+    match &d.denial {
+        None => {
+            println!("decision  ALLOW (no upstream request was made)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((rule, reason)) => {
+            println!("decision  DENY by {rule}: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
