@@ -506,7 +506,7 @@ mod tests {
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
         let cases = [
             (
-                format!("Authorization: Bearer abcdef123456789"),
+                "Authorization: Bearer abcdef123456789".to_owned(),
                 "Authorization: Bearer [REDACTED]",
             ),
             (format!("token={jwt};"), "token=[REDACTED];"),
