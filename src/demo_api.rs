@@ -39,6 +39,8 @@ pub struct Order {
     pub card: String,
     /// Amount in cents.
     pub amount_cents: u64,
+    /// An invoice reference: 16 digits that fail the Luhn check, so not a card number.
+    pub invoice_ref: String,
 }
 
 /// A request as the demo API saw it.
@@ -310,9 +312,21 @@ fn seed_orders() -> Vec<Order> {
                 email: format!("{first}.{last}{i}@{domain}"),
                 card: luhn_complete(&format!("411111111111{:03}", 100 + i)),
                 amount_cents: 1_000 + (i * 7_919) % 90_000,
+                invoice_ref: not_luhn(&format!("700000000000{:03}", 100 + i)),
             }
         })
         .collect()
+}
+
+/// Appends a digit that makes `digits` fail the Luhn check.
+fn not_luhn(digits: &str) -> String {
+    let valid = luhn_complete(digits);
+    let check = valid
+        .chars()
+        .last()
+        .and_then(|c| c.to_digit(10))
+        .unwrap_or(0);
+    format!("{digits}{}", (check + 1) % 10)
 }
 
 /// Appends the Luhn check digit to `digits`.

@@ -13,6 +13,7 @@ mod util;
 mod audit;
 mod call;
 mod limits;
+mod policy;
 mod python_client;
 mod reload;
 mod stdio;
