@@ -6,7 +6,9 @@
 //! environment; evaluating one renders a precompiled template, no parsing per call.
 //! It never sends requests and never sees secrets.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
@@ -52,6 +54,7 @@ struct Rule {
 pub struct Policy {
     default: DefaultEffect,
     rules: Vec<Rule>,
+    by_tool: RwLock<HashMap<String, Arc<[usize]>>>,
     env: Environment<'static>,
     /// How detectors replace what they find.
     pub redaction: RedactionSpec,
@@ -207,6 +210,7 @@ impl Policy {
             Ok(Self {
                 default: spec.default,
                 rules,
+                by_tool: RwLock::default(),
                 env,
                 redaction: spec.redaction.clone(),
             })
@@ -215,8 +219,49 @@ impl Policy {
         }
     }
 
-    /// Evaluates every rule for one call.
+    /// Evaluates the rules that apply to the call's tool.
     pub fn evaluate(&self, facts: &Facts<'_>) -> Decision {
+        self.decide(facts, false)
+    }
+
+    /// Evaluates like [`Self::evaluate`] and also reports every rule, applicable or not.
+    pub fn explain(&self, facts: &Facts<'_>) -> Decision {
+        self.decide(facts, true)
+    }
+
+    /// The indexes of the rules whose `tools` cover `tool`, computed once per tool.
+    fn applicable(&self, tool: &str) -> Arc<[usize]> {
+        if let Some(hit) = self
+            .by_tool
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tool)
+        {
+            return hit.clone();
+        }
+        let list: Arc<[usize]> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.tools.is_empty() || r.tools.iter().any(|g| glob(g, tool)))
+            .map(|(i, _)| i)
+            .collect();
+        self.by_tool
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tool.to_owned(), list.clone());
+        list
+    }
+
+    /// Where rule `id` stands in the file (for listing rules in order).
+    pub fn position(&self, id: &str) -> usize {
+        self.rules
+            .iter()
+            .position(|r| r.id == id)
+            .unwrap_or(usize::MAX)
+    }
+
+    fn decide(&self, facts: &Facts<'_>, explain: bool) -> Decision {
         let ctx = minijinja::context! {
             tool => facts.tool,
             args => to_value(facts.args),
@@ -231,24 +276,39 @@ impl Policy {
             detectors: Vec::new(),
             matched: Vec::new(),
             shadow: Vec::new(),
-            outcomes: Vec::with_capacity(self.rules.len()),
+            outcomes: Vec::new(),
         };
         let mut allowed_by_rule = false;
-        for rule in &self.rules {
-            let applies = rule.tools.is_empty() || rule.tools.iter().any(|g| glob(g, facts.tool));
-            let (matched, error) = if applies {
-                self.condition(rule, &ctx)
-            } else {
-                (false, None)
-            };
-            d.outcomes.push(RuleOutcome {
-                id: rule.id.clone(),
-                mode: rule.mode,
-                effect: rule.effect,
-                applies,
-                matched,
-                error: error.clone(),
-            });
+        let applicable = self.applicable(facts.tool);
+        if explain {
+            for (_, rule) in self
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !applicable.contains(i))
+            {
+                d.outcomes.push(RuleOutcome {
+                    id: rule.id.clone(),
+                    mode: rule.mode,
+                    effect: rule.effect,
+                    applies: false,
+                    matched: false,
+                    error: None,
+                });
+            }
+        }
+        for rule in applicable.iter().filter_map(|i| self.rules.get(*i)) {
+            let (matched, error) = self.condition(rule, &ctx);
+            if explain {
+                d.outcomes.push(RuleOutcome {
+                    id: rule.id.clone(),
+                    mode: rule.mode,
+                    effect: rule.effect,
+                    applies: true,
+                    matched,
+                    error: error.clone(),
+                });
+            }
             // A condition that cannot be evaluated fails closed for effects that protect.
             let fail_closed = error.is_some()
                 && matches!(rule.effect, Effect::Deny | Effect::Require | Effect::Route);

@@ -158,7 +158,8 @@ impl Redactor {
                 }
                 None => 0,
             },
-            Value::Number(n) if self.pan => {
+            // Only integers of 13+ digits can be card numbers; skip the rest cheaply.
+            Value::Number(n) if self.pan && n.as_u64().is_some_and(|x| x >= 1_000_000_000_000) => {
                 let digits = n.to_string();
                 if (13..=19).contains(&digits.len())
                     && digits.bytes().all(|b| b.is_ascii_digit())
@@ -185,7 +186,9 @@ impl Redactor {
     fn redact_str(&self, s: &str) -> Option<(String, usize)> {
         let bytes = s.as_bytes();
         let maybe_email = self.email && bytes.contains(&b'@');
-        let maybe_pan = self.pan && bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 13;
+        let maybe_pan = self.pan
+            && bytes.len() >= 13
+            && bytes.iter().filter(|b| b.is_ascii_digit()).count() >= 13;
         let maybe_secret = self.secret && may_hold_secret(s);
         if !(maybe_email || maybe_pan || maybe_secret) {
             return None;
@@ -228,31 +231,32 @@ impl Redactor {
     /// Card numbers: 13 to 19 digits, optionally grouped by single spaces or dashes,
     /// not glued to letters or other digits, passing the Luhn check.
     fn redact_pans(&self, s: &str) -> (String, usize) {
-        let chars: Vec<(usize, char)> = s.char_indices().collect();
+        // Digits and separators are ASCII, so byte offsets are char boundaries here.
+        let b = s.as_bytes();
+        let alnum = |i: usize| {
+            b.get(i)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c >= 0x80)
+        };
         let mut out = String::with_capacity(s.len());
         let mut count = 0;
-        let mut i = 0;
         let mut copied = 0;
-        while i < chars.len() {
-            let Some(&(start, c)) = chars.get(i) else {
-                break;
-            };
-            let glued = i > 0 && chars.get(i - 1).is_some_and(|(_, p)| p.is_alphanumeric());
-            if !c.is_ascii_digit() || glued {
+        let mut i = 0;
+        while i < b.len() {
+            let starts = b.get(i).is_some_and(u8::is_ascii_digit) && (i == 0 || !alnum(i - 1));
+            if !starts {
                 i += 1;
                 continue;
             }
-            // Extend over digits and single separators between digits.
             let mut j = i;
             let mut digits = String::new();
-            let mut end = start;
-            while let Some(&(at, ch)) = chars.get(j) {
-                if ch.is_ascii_digit() {
-                    digits.push(ch);
-                    end = at + 1;
+            let mut end = i;
+            while let Some(&c) = b.get(j) {
+                if c.is_ascii_digit() {
+                    digits.push(char::from(c));
+                    end = j + 1;
                     j += 1;
-                } else if (ch == ' ' || ch == '-')
-                    && chars.get(j + 1).is_some_and(|(_, n)| n.is_ascii_digit())
+                } else if (c == b' ' || c == b'-')
+                    && b.get(j + 1).is_some_and(u8::is_ascii_digit)
                     && digits.len() < 19
                 {
                     j += 1;
@@ -260,14 +264,13 @@ impl Redactor {
                     break;
                 }
             }
-            let glued_after = chars.get(j).is_some_and(|(_, n)| n.is_alphanumeric());
-            if (13..=19).contains(&digits.len()) && !glued_after && luhn(&digits) {
-                out.push_str(s.get(copied..start).unwrap_or_default());
+            if (13..=19).contains(&digits.len()) && !alnum(end) && luhn(&digits) {
+                out.push_str(s.get(copied..i).unwrap_or_default());
                 out.push_str(&self.mask_pan(&digits));
                 copied = end;
                 count += 1;
             }
-            i = j.max(i + 1);
+            i = end.max(i + 1);
         }
         out.push_str(s.get(copied..).unwrap_or_default());
         (out, count)
@@ -292,12 +295,23 @@ pub fn luhn(digits: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
+/// Every prefix a secret detector starts from; the pre-scan looks for these only.
+const SECRET_STARTS: &[&str] = &["Bearer ", "bearer ", "eyJ", "-----BEGIN", "AKIA"];
+
+/// One pass over the bytes: could `s` hold a secret?
 fn may_hold_secret(s: &str) -> bool {
-    s.contains("earer ")
-        || s.contains("eyJ")
-        || s.contains("-----BEGIN")
-        || s.contains("AKIA")
-        || KEY_PREFIXES.iter().any(|p| s.contains(p))
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, c)| {
+        matches!(
+            c,
+            b'B' | b'b' | b'e' | b'-' | b'A' | b's' | b'r' | b'g' | b'x'
+        ) && b.get(i..).is_some_and(|rest| {
+            SECRET_STARTS
+                .iter()
+                .chain(KEY_PREFIXES)
+                .any(|p| rest.starts_with(p.as_bytes()))
+        })
+    })
 }
 
 fn is_token_char(c: char) -> bool {

@@ -70,7 +70,7 @@ pub fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::Result<
         return Ok(ExitCode::FAILURE);
     }
     println!("arguments valid");
-    let d = catalog.policy.evaluate(&Facts {
+    let d = catalog.policy.explain(&Facts {
         tool: &tool.id,
         args: &args,
         actor: &actor,
@@ -78,7 +78,10 @@ pub fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::Result<
         env: &catalog.env,
     });
     println!("rules");
-    for o in &d.outcomes {
+    let mut outcomes = d.outcomes.clone();
+    // In file order, as the user wrote them.
+    outcomes.sort_by_key(|o| catalog.policy.position(&o.id));
+    for o in &outcomes {
         let mode = if o.mode == Mode::Shadow {
             "shadow "
         } else {
