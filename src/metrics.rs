@@ -195,3 +195,43 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod dashboard_tests {
+    use super::*;
+
+    /// The shipped Grafana dashboard must only query metrics mcpd exports.
+    #[test]
+    fn shipped_dashboard_queries_only_exported_metrics() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/grafana/mcpd-dashboard.json");
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let m = Metrics::new();
+        m.call("t", "allowed", 0.001, 1);
+        m.reload("applied");
+        let exposition = m.render();
+        let exported: Vec<&str> = exposition
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let mut queried = 0;
+        for panel in dash["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+                    if word.starts_with("mcpd_") {
+                        queried += 1;
+                        let family = word.trim_end_matches("_total").trim_end_matches("_bucket");
+                        assert!(
+                            exported.contains(&family),
+                            "dashboard queries {word}, not exported ({exported:?})"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(queried >= 6);
+    }
+}
