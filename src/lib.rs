@@ -12,6 +12,7 @@
 //! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
 //! - [`audit`]: the signed, hash-chained audit log and its verification;
+//! - [`store`]: state that outlives a call (idempotency, counters, grants), behind one trait;
 //! - [`demo_api`]: the orders and flags API that ships with the project;
 //! - [`cli`]: one file per subcommand.
 
@@ -30,6 +31,7 @@ pub mod policy;
 pub mod redact;
 pub mod reload;
 pub mod response;
+pub mod store;
 pub mod template;
 pub mod trace;
 pub mod upstream;

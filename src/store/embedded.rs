@@ -1,0 +1,452 @@
+//! The embedded store: one local redb file, nothing to install.
+//!
+//! Writes go to one thread (`mcpd-store-writer`) that owns all write transactions. It
+//! takes every write queued at the moment, applies them in order in one transaction
+//! and commits it with immediate durability (redb syncs before `commit` returns); only
+//! then does it answer each caller. Concurrent writes so share one disk sync (group
+//! commit) instead of queueing for one sync each, and each write stays atomic because
+//! writes are applied one at a time. A write that fails for a reason of its own (a key
+//! of another kind) changes nothing and fails alone; a storage failure fails the batch.
+//!
+//! Reads run on tokio's blocking pool in their own read transaction (redb's readers do
+//! not wait for the writer) and see every write that was answered before they began.
+//!
+//! Expiry is in Unix milliseconds, so it stays right across a restart. Reads hide
+//! expired entries at once. An index table, (expiry, key), lets a sweep find them
+//! without a scan: the writer sweeps every minute, and [`Store::sweep`] sweeps now.
+//!
+//! A write whose caller is cancelled after it was queued is still applied, as a command
+//! already sent to a server would be. This module must not be opened twice on one file:
+//! redb locks the file, and a second open fails with [`StoreError::Locked`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redb::{
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, Table,
+    TableDefinition,
+};
+use tokio::sync::oneshot;
+
+use super::record::{self, Change, Op, Record, Reply};
+use super::{Admission, Clock, Counter, Idem, Store, StoreError, check_key, millis, system_clock};
+
+/// Every entry: key → encoded [`Record`].
+pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+/// The expiry index: (expiry in Unix ms, key) for every entry.
+pub(super) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+
+/// How often the writer removes expired entries.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// The most writes committed together; bounds the latency one batch adds to the next.
+const MAX_BATCH: usize = 256;
+/// redb's page cache. Its default (1 GiB) suits a database, not a sidecar's state.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// The store in one redb file. See the module documentation.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    db: Arc<Database>,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<thread::JoinHandle<()>>,
+    clock: Clock,
+}
+
+/// A write for the writer thread, and where to send its answer.
+struct Job {
+    task: Task,
+    reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+enum Task {
+    Write { key: String, op: Op },
+    Sweep,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the state file at `path`, creating it (and its directory) if missing.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_clock(path, system_clock())
+    }
+
+    /// Opens on the given clock (Unix ms), for tests that move time.
+    pub(crate) fn open_with_clock(path: &Path, clock: Clock) -> Result<Self, StoreError> {
+        let open_error = |e: redb::Error| StoreError::Open {
+            path: path.to_owned(),
+            source: Arc::new(e),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(e.into()))?;
+        }
+        let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                    path: path.to_owned(),
+                },
+                e => open_error(e.into()),
+            })?;
+        create_tables(&db).map_err(open_error)?;
+        let db = Arc::new(db);
+        let (jobs, queue) = mpsc::channel();
+        let writer = thread::Builder::new()
+            .name("mcpd-store-writer".into())
+            .spawn({
+                let db = Arc::clone(&db);
+                let clock = Arc::clone(&clock);
+                move || writer_loop(&db, &queue, &clock)
+            })
+            .map_err(|e| open_error(e.into()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            db,
+            jobs: Some(jobs),
+            writer: Some(writer),
+            clock,
+        })
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a write and waits until it is committed.
+    async fn submit(&self, task: Task) -> Result<Reply, StoreError> {
+        let stopped = || StoreError::Stopped("the writer thread is gone".into());
+        let (reply, answer) = oneshot::channel();
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(Job { task, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn write(&self, key: &str, op: Op) -> Result<Reply, StoreError> {
+        check_key(key)?;
+        let key = key.to_owned();
+        self.submit(Task::Write { key, op }).await
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool, with the current time.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>, u64) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        let now = (self.clock)();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(StoreError::storage)?;
+            let entries = txn.open_table(ENTRIES).map_err(StoreError::storage)?;
+            f(&entries, now)
+        })
+        .await
+        .map_err(|e| StoreError::Stopped(format!("a read task failed: {e}")))?
+    }
+
+    async fn read_record(&self, key: &str) -> Result<(Option<Record>, u64), StoreError> {
+        check_key(key)?;
+        let key = key.to_owned();
+        self.read(move |entries, now| {
+            let found = entries.get(key.as_str()).map_err(StoreError::storage)?;
+            let record = match found {
+                None => None,
+                Some(bytes) => Some(
+                    Record::decode(bytes.value())
+                        .ok_or(StoreError::Corrupt { key: key.clone() })?,
+                ),
+            };
+            Ok((record, now))
+        })
+        .await
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer once the writes already queued are committed;
+        // waiting for it releases the file, so that the next open (a restart, a reload
+        // onto the same path) does not find it locked.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "state store writer panicked");
+        }
+    }
+}
+
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(ENTRIES)?;
+    txn.open_table(EXPIRY)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn writer_loop(db: &Database, queue: &mpsc::Receiver<Job>, clock: &Clock) {
+    let mut next_sweep = Instant::now() + SWEEP_EVERY;
+    loop {
+        let wait = next_sweep.saturating_duration_since(Instant::now());
+        match queue.recv_timeout(wait) {
+            Ok(first) => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                run_batch(db, batch, clock());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // Checked after every batch too: a busy store never waits long enough to time out.
+        if Instant::now() >= next_sweep {
+            match commit(db, vec![Task::Sweep], clock()) {
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "state store sweep failed"),
+            }
+            next_sweep = Instant::now() + SWEEP_EVERY;
+        }
+    }
+}
+
+/// Commits a batch, then answers each caller.
+fn run_batch(db: &Database, batch: Vec<Job>, now: u64) {
+    let (tasks, replies): (Vec<Task>, Vec<_>) =
+        batch.into_iter().map(|job| (job.task, job.reply)).unzip();
+    // A send fails only when the caller stopped waiting; its write is kept regardless.
+    match commit(db, tasks, now) {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let e = StoreError::storage(e);
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Applies the tasks in order in one write transaction and commits it durably. The
+/// outer error (storage) fails them all; an inner one belongs to its task alone.
+#[allow(clippy::type_complexity)]
+fn commit(
+    db: &Database,
+    tasks: Vec<Task>,
+    now: u64,
+) -> Result<Vec<Result<Reply, StoreError>>, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut results = Vec::with_capacity(tasks.len());
+    {
+        let mut tables = Tables {
+            entries: txn.open_table(ENTRIES)?,
+            expiry: txn.open_table(EXPIRY)?,
+        };
+        for task in tasks {
+            results.push(match task {
+                Task::Write { key, op } => tables.write(&key, op, now)?,
+                Task::Sweep => Ok(Reply::Swept(tables.sweep(now)?)),
+            });
+        }
+    }
+    txn.commit()?;
+    Ok(results)
+}
+
+/// The tables open in one write transaction.
+struct Tables<'txn> {
+    entries: Table<'txn, &'static str, &'static [u8]>,
+    expiry: Table<'txn, (u64, &'static str), ()>,
+}
+
+impl Tables<'_> {
+    /// Applies one write, keeping the expiry index in step with the entry.
+    fn write(
+        &mut self,
+        key: &str,
+        op: Op,
+        now: u64,
+    ) -> Result<Result<Reply, StoreError>, redb::Error> {
+        let overwrites = matches!(op, Op::Put { .. } | Op::Delete);
+        let current = match self.entries.get(key)? {
+            None => None,
+            Some(bytes) => match Record::decode(bytes.value()) {
+                Some(record) => Some(record),
+                // An unreadable record may still be replaced or removed: that is the way
+                // out. Its index entry is left for the sweep, which checks the entry.
+                None if overwrites => None,
+                None => {
+                    return Ok(Err(StoreError::Corrupt {
+                        key: key.to_owned(),
+                    }));
+                }
+            },
+        };
+        let old_expiry = current.as_ref().map(|r| r.expires_ms);
+        let (change, reply) = match record::apply(key, op, current, now) {
+            Ok(done) => done,
+            Err(e) => return Ok(Err(e)),
+        };
+        match change {
+            Change::Keep => {}
+            Change::Write(record) => {
+                if old_expiry != Some(record.expires_ms) {
+                    if let Some(old) = old_expiry {
+                        self.expiry.remove((old, key))?;
+                    }
+                    self.expiry.insert((record.expires_ms, key), ())?;
+                }
+                self.entries.insert(key, record.encode().as_slice())?;
+            }
+            Change::Remove => {
+                if let Some(old) = old_expiry {
+                    self.expiry.remove((old, key))?;
+                }
+                self.entries.remove(key)?;
+            }
+        }
+        Ok(Ok(reply))
+    }
+
+    /// Removes every entry whose expiry has passed; returns how many.
+    fn sweep(&mut self, now: u64) -> Result<usize, redb::Error> {
+        // Every (expiry, key) with expiry <= now: "" is the least key at `now + 1`.
+        let due = self
+            .expiry
+            .range::<(u64, &str)>(..(now.saturating_add(1), ""))?
+            .map(|item| {
+                item.map(|(k, _)| {
+                    let (expiry, key) = k.value();
+                    (expiry, key.to_owned())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut removed = 0;
+        for (expiry, key) in due {
+            self.expiry.remove((expiry, key.as_str()))?;
+            // The index is kept in step with the entries, but the entry decides.
+            let dead = match self.entries.get(key.as_str())? {
+                None => false,
+                Some(bytes) => Record::decode(bytes.value()).is_none_or(|r| !r.live(now)),
+            };
+            if dead {
+                self.entries.remove(key.as_str())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError> {
+        let ttl_ms = millis("the in-flight ttl", in_flight_ttl)?;
+        self.write(key, Op::IdemBegin { ttl_ms }).await?.idem()
+    }
+
+    async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let ttl_ms = millis("the ttl", ttl)?;
+        let result = result.to_vec();
+        self.write(key, Op::IdemFinish { result, ttl_ms })
+            .await?
+            .unit()
+    }
+
+    async fn idem_abandon(&self, key: &str) -> Result<bool, StoreError> {
+        self.write(key, Op::IdemAbandon).await?.flag()
+    }
+
+    async fn incr(&self, key: &str, by: u64, window: Duration) -> Result<Counter, StoreError> {
+        let window_ms = millis("the window", window)?;
+        self.write(key, Op::Incr { by, window_ms }).await?.counter()
+    }
+
+    async fn incr_within(
+        &self,
+        key: &str,
+        by: u64,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Admission, StoreError> {
+        let window_ms = millis("the window", window)?;
+        let op = Op::IncrWithin {
+            by,
+            limit,
+            window_ms,
+        };
+        self.write(key, op).await?.admission()
+    }
+
+    async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {
+        let (current, now) = self.read_record(key).await?;
+        record::read_counter(key, current, now)
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let ttl_ms = millis("the ttl", ttl)?;
+        let value = value.to_vec();
+        self.write(key, Op::Put { value, ttl_ms }).await?.unit()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (current, now) = self.read_record(key).await?;
+        record::read_value(key, current, now)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.write(key, Op::Delete).await?.flag()
+    }
+
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.read(move |entries, now| {
+            let mut found = Vec::new();
+            for item in entries
+                .range::<&str>(prefix.as_str()..)
+                .map_err(StoreError::storage)?
+            {
+                let (key, bytes) = item.map_err(StoreError::storage)?;
+                let key = key.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                // Unreadable records are skipped here: a scan serves many keys, and the
+                // key's own reads report the damage.
+                if let Some(Record {
+                    expires_ms,
+                    body: record::Body::Value(value),
+                }) = Record::decode(bytes.value())
+                    && expires_ms > now
+                {
+                    found.push((key.to_owned(), value));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        self.submit(Task::Sweep).await?.swept()
+    }
+}

@@ -1,0 +1,249 @@
+//! The state store: everything that must outlive a call, behind one trait.
+//!
+//! Idempotency records, rate and budget counters and elevation grants live here. The
+//! engine holds an `Arc<dyn Store>` and never knows which backend it has: the embedded
+//! file ([`embedded`], the default, nothing to install), an in-process map ([`memory`],
+//! for one-shot commands and tests), and later Redis for several replicas. This module
+//! owns the trait, its value types, its errors and [`open`]; it must not know what the
+//! records mean to the engine (a key is opaque bytes of text, a value opaque bytes).
+//!
+//! Every operation is atomic on its key, and every write is durable before its future
+//! completes. The trait asks for nothing Redis cannot do atomically in one round trip:
+//! `SET NX PX` ([`Store::idem_begin`]), `INCRBY` with `PEXPIRE NX` ([`Store::incr`]), a
+//! short Lua script ([`Store::incr_within`], [`Store::idem_abandon`]), `SET PX`, `GET`,
+//! `DEL`, `SCAN MATCH`.
+//!
+//! Keys start with a namespace naming their owner: [`ns::IDEM`], [`ns::RATE`],
+//! [`ns::BUDGET`], [`ns::GRANT`]. Every entry has an expiry; an expired entry is
+//! invisible at once and its space is reclaimed by [`Store::sweep`], which each backend
+//! also runs on its own (see its module).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub mod embedded;
+pub mod memory;
+mod record;
+
+#[cfg(test)]
+mod tests;
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+/// Key namespaces: the prefix of every key says which part of mcpd owns it.
+pub mod ns {
+    /// Idempotency records: `idem:<tool>:<actor>:<idempotency key>`.
+    pub const IDEM: &str = "idem:";
+    /// Rate counters: `rate:<tool>:<actor>`.
+    pub const RATE: &str = "rate:";
+    /// Budget counters: `budget:<budget name>:<actor>`.
+    pub const BUDGET: &str = "budget:";
+    /// Elevation grants: `grant:<actor>:<grant id>`.
+    pub const GRANT: &str = "grant:";
+}
+
+/// What [`Store::idem_begin`] found under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idem {
+    /// No live record: this caller now holds the key and must send the request, then
+    /// call [`Store::idem_finish`] (or [`Store::idem_abandon`] if it never sends it).
+    Started,
+    /// Another call holds the key and has not finished: refuse, the caller may retry.
+    InFlight,
+    /// A call with this key completed: replay its stored result.
+    Done(Vec<u8>),
+}
+
+/// A fixed-window counter after an increment, or as it stood when one was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    /// The total counted in the current window.
+    pub total: u64,
+    /// When the window ends and the counter starts again from zero.
+    pub resets_in: Duration,
+}
+
+/// The outcome of [`Store::incr_within`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted: the new total is within the limit.
+    Admitted(Counter),
+    /// Not counted: the total would have passed the limit. The counter is unchanged; its
+    /// `resets_in` says when to retry (zero when nothing is counted yet, which happens
+    /// only when one increment alone is over the limit).
+    Refused(Counter),
+}
+
+/// The state store. Object safe: the engine holds an `Arc<dyn Store>`.
+///
+/// Every key is non-empty and every duration at least one millisecond; anything else is
+/// [`StoreError::InvalidArgument`]. Writes are durable when their future completes. No
+/// read returns an expired entry.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Claims an idempotency key, atomically: of concurrent callers on a free key exactly
+    /// one gets [`Idem::Started`]. The claim lapses after `in_flight_ttl`, so a holder
+    /// that died does not block the key for ever; choose it longer than the call can take
+    /// (the tool's timeout plus a margin), or a slow call and its retry both run.
+    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError>;
+
+    /// Stores a completed call's result under its key for `ttl`; later
+    /// [`Store::idem_begin`] calls get [`Idem::Done`] with these bytes.
+    async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// Releases a key claimed by [`Store::idem_begin`] whose request was never sent, so
+    /// a retry can start at once. A completed record is kept. Returns whether a claim
+    /// was released.
+    async fn idem_abandon(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Adds `by` to a fixed-window counter and returns it. The window opens at the first
+    /// increment and lasts `window`; later increments do not extend it, and after it the
+    /// count starts again from zero.
+    async fn incr(&self, key: &str, by: u64, window: Duration) -> Result<Counter, StoreError>;
+
+    /// Adds `by` to a fixed-window counter (as [`Store::incr`]) only if the total stays
+    /// at or below `limit`; otherwise changes nothing. Atomic: concurrent callers never
+    /// push the total past the limit.
+    async fn incr_within(
+        &self,
+        key: &str,
+        by: u64,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Admission, StoreError>;
+
+    /// The counter's total in its current window; zero when there is none.
+    async fn get_counter(&self, key: &str) -> Result<u64, StoreError>;
+
+    /// Stores a value for `ttl`, replacing whatever the key held.
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// The value stored by [`Store::put`], unless it expired or was deleted.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes the key, whatever it holds. Returns whether a live entry was removed.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Every live value (entries written by [`Store::put`]) whose key starts with
+    /// `prefix`, in key order. Meant for small sets, such as one actor's grants.
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Removes expired entries now and returns how many.
+    async fn sweep(&self) -> Result<usize, StoreError>;
+}
+
+/// Opens the store a spec names: `file:PATH` or a bare path (the embedded store in that
+/// file), `memory:` (in-process, gone when mcpd exits), `redis://…` (not yet).
+pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let spec = spec.trim();
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        return Err(StoreError::RedisUnavailable);
+    }
+    if spec == "memory:" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    let path = spec.strip_prefix("file:").unwrap_or(spec);
+    if path.is_empty() || (path.contains("://") && !spec.starts_with("file:")) {
+        return Err(StoreError::BadSpec(spec.to_owned()));
+    }
+    Ok(Arc::new(EmbeddedStore::open(Path::new(path))?))
+}
+
+/// Why the state store failed. Each message says what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another handle in this one) has the state file open.
+    #[error(
+        "state file '{}' is in use by another process: the embedded store allows one mcpd per file; give each instance its own state file, or share state between replicas with the redis backend",
+        .path.display()
+    )]
+    Locked {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// The state file could not be opened or created.
+    #[error("cannot open state file '{}': {source}", .path.display())]
+    Open {
+        /// The state file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Arc<redb::Error>,
+    },
+    /// Reading or writing the state file failed.
+    #[error("state store i/o failed: {0}; check the disk that holds the state file")]
+    Storage(#[source] Arc<redb::Error>),
+    /// A key holds a different kind of entry than the operation expects.
+    #[error(
+        "state key '{key}' holds {found}, not {wanted}: keys of different kinds must not share a name"
+    )]
+    WrongKind {
+        /// The key.
+        key: String,
+        /// What it holds.
+        found: &'static str,
+        /// What the operation needs.
+        wanted: &'static str,
+    },
+    /// A stored record could not be decoded.
+    #[error(
+        "state key '{key}' holds a record this mcpd cannot read (damaged, or written by a newer version); delete the key or move the state file aside"
+    )]
+    Corrupt {
+        /// The key.
+        key: String,
+    },
+    /// A caller passed an empty key or a duration under one millisecond.
+    #[error("invalid state store call: {0}")]
+    InvalidArgument(String),
+    /// The spec names the Redis backend.
+    #[error("the redis backend is not available yet: use a state file ('file:PATH')")]
+    RedisUnavailable,
+    /// The spec is neither a path nor a known scheme.
+    #[error("unknown state store '{0}': use 'file:PATH', a path, or 'memory:'")]
+    BadSpec(String),
+    /// The store's writer or a blocking task stopped (a bug or a panic in the database).
+    #[error("the state store stopped ({0}); see the log, then restart mcpd")]
+    Stopped(String),
+}
+
+impl StoreError {
+    fn storage(e: impl Into<redb::Error>) -> Self {
+        Self::Storage(Arc::new(e.into()))
+    }
+}
+
+/// Milliseconds since the Unix epoch: expiries are stored in wall-clock time so they stay
+/// right across a restart.
+pub(crate) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock, in Unix milliseconds.
+pub(crate) fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
+/// Checks what every backend requires of a key.
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidArgument("the key is empty".into()));
+    }
+    Ok(())
+}
+
+/// A duration as whole milliseconds, at least one.
+fn millis(what: &str, d: Duration) -> Result<u64, StoreError> {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Err(StoreError::InvalidArgument(format!(
+            "{what} must be at least 1 ms, got {d:?}"
+        )));
+    }
+    Ok(ms)
+}

@@ -1,0 +1,418 @@
+//! What a stored entry is, how it is encoded, and what each write does to it.
+//!
+//! `apply` is the meaning of every write operation as a pure function of the entry
+//! found and the time: both backends call it inside their own atomic section, so they
+//! cannot disagree. This module must not do I/O or read the clock.
+
+use std::time::Duration;
+
+use super::{Admission, Counter, Idem, StoreError};
+
+/// One stored entry: what it holds and when it expires (Unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Expiry, Unix milliseconds; the entry is dead from this instant on.
+    pub(crate) expires_ms: u64,
+    /// What the entry holds.
+    pub(crate) body: Body,
+}
+
+/// The kinds of entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// An idempotency key claimed by a call that has not finished.
+    InFlight,
+    /// An idempotency key whose call finished, with its result.
+    Done(Vec<u8>),
+    /// A fixed-window counter.
+    Counter(u64),
+    /// A value stored by `put`.
+    Value(Vec<u8>),
+}
+
+const TAG_IN_FLIGHT: u8 = 1;
+const TAG_DONE: u8 = 2;
+const TAG_COUNTER: u8 = 3;
+const TAG_VALUE: u8 = 4;
+
+impl Body {
+    /// The kind, as error messages name it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::InFlight | Self::Done(_) => "an idempotency record",
+            Self::Counter(_) => "a counter",
+            Self::Value(_) => "a value",
+        }
+    }
+}
+
+impl Record {
+    /// Whether the entry is still alive at `now`.
+    pub(crate) fn live(&self, now: u64) -> bool {
+        self.expires_ms > now
+    }
+
+    /// Time left until the entry expires.
+    fn remaining(&self, now: u64) -> Duration {
+        Duration::from_millis(self.expires_ms.saturating_sub(now))
+    }
+
+    /// `[tag][expiry, u64 little-endian][payload]`. A new kind takes a new tag, so an
+    /// older mcpd reports it as unreadable rather than misreading it.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let (tag, payload): (u8, &[u8]) = match &self.body {
+            Body::InFlight => (TAG_IN_FLIGHT, &[]),
+            Body::Done(b) => (TAG_DONE, b),
+            Body::Counter(_) => (TAG_COUNTER, &[]),
+            Body::Value(b) => (TAG_VALUE, b),
+        };
+        let mut out = Vec::with_capacity(1 + 8 + payload.len().max(8));
+        out.push(tag);
+        out.extend_from_slice(&self.expires_ms.to_le_bytes());
+        if let Body::Counter(n) = self.body {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The inverse of [`Record::encode`]; `None` for bytes it never produces.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&tag, rest) = bytes.split_first()?;
+        let (expiry, payload) = rest.split_first_chunk::<8>()?;
+        let body = match tag {
+            TAG_IN_FLIGHT if payload.is_empty() => Body::InFlight,
+            TAG_DONE => Body::Done(payload.to_vec()),
+            TAG_COUNTER => Body::Counter(u64::from_le_bytes(*<&[u8; 8]>::try_from(payload).ok()?)),
+            TAG_VALUE => Body::Value(payload.to_vec()),
+            _ => return None,
+        };
+        Some(Self {
+            expires_ms: u64::from_le_bytes(*expiry),
+            body,
+        })
+    }
+}
+
+/// A write operation on one key. Durations are already checked and in milliseconds.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    IdemBegin { ttl_ms: u64 },
+    IdemFinish { result: Vec<u8>, ttl_ms: u64 },
+    IdemAbandon,
+    Incr { by: u64, window_ms: u64 },
+    IncrWithin { by: u64, limit: u64, window_ms: u64 },
+    Put { value: Vec<u8>, ttl_ms: u64 },
+    Delete,
+}
+
+/// What a write does to the stored entry.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Leave it as it is.
+    Keep,
+    /// Store this record in its place.
+    Write(Record),
+    /// Remove it (expired or not).
+    Remove,
+}
+
+/// What a write answers; each public method unwraps the one it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Idem(Idem),
+    Counter(Counter),
+    Admission(Admission),
+    Flag(bool),
+    Unit,
+    Swept(usize),
+}
+
+impl Reply {
+    fn mismatch(self) -> StoreError {
+        StoreError::Stopped(format!("internal: unexpected store reply {self:?}"))
+    }
+    pub(crate) fn idem(self) -> Result<Idem, StoreError> {
+        match self {
+            Self::Idem(i) => Ok(i),
+            other => Err(other.mismatch()),
+        }
+    }
+    pub(crate) fn counter(self) -> Result<Counter, StoreError> {
+        match self {
+            Self::Counter(c) => Ok(c),
+            other => Err(other.mismatch()),
+        }
+    }
+    pub(crate) fn admission(self) -> Result<Admission, StoreError> {
+        match self {
+            Self::Admission(a) => Ok(a),
+            other => Err(other.mismatch()),
+        }
+    }
+    pub(crate) fn flag(self) -> Result<bool, StoreError> {
+        match self {
+            Self::Flag(f) => Ok(f),
+            other => Err(other.mismatch()),
+        }
+    }
+    pub(crate) fn unit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Unit => Ok(()),
+            other => Err(other.mismatch()),
+        }
+    }
+    pub(crate) fn swept(self) -> Result<usize, StoreError> {
+        match self {
+            Self::Swept(n) => Ok(n),
+            other => Err(other.mismatch()),
+        }
+    }
+}
+
+fn wrong(key: &str, found: &Body, wanted: &'static str) -> StoreError {
+    StoreError::WrongKind {
+        key: key.to_owned(),
+        found: found.kind(),
+        wanted,
+    }
+}
+
+/// The meaning of `op` on `key`, whose stored entry is `current` (expired or not), at
+/// `now` (Unix ms). Fails, changing nothing, when the key holds another kind of entry.
+pub(crate) fn apply(
+    key: &str,
+    op: Op,
+    current: Option<Record>,
+    now: u64,
+) -> Result<(Change, Reply), StoreError> {
+    let live = current.filter(|r| r.live(now));
+    let at = |ms: u64| now.saturating_add(ms);
+    Ok(match op {
+        Op::IdemBegin { ttl_ms } => match live {
+            None => (
+                Change::Write(Record {
+                    expires_ms: at(ttl_ms),
+                    body: Body::InFlight,
+                }),
+                Reply::Idem(Idem::Started),
+            ),
+            Some(Record {
+                body: Body::InFlight,
+                ..
+            }) => (Change::Keep, Reply::Idem(Idem::InFlight)),
+            Some(Record {
+                body: Body::Done(result),
+                ..
+            }) => (Change::Keep, Reply::Idem(Idem::Done(result))),
+            Some(other) => return Err(wrong(key, &other.body, "an idempotency record")),
+        },
+        Op::IdemFinish { result, ttl_ms } => match live {
+            Some(Record {
+                body: body @ (Body::Counter(_) | Body::Value(_)),
+                ..
+            }) => return Err(wrong(key, &body, "an idempotency record")),
+            _ => (
+                Change::Write(Record {
+                    expires_ms: at(ttl_ms),
+                    body: Body::Done(result),
+                }),
+                Reply::Unit,
+            ),
+        },
+        Op::IdemAbandon => match live {
+            Some(Record {
+                body: Body::InFlight,
+                ..
+            }) => (Change::Remove, Reply::Flag(true)),
+            None
+            | Some(Record {
+                body: Body::Done(_),
+                ..
+            }) => (Change::Keep, Reply::Flag(false)),
+            Some(other) => return Err(wrong(key, &other.body, "an idempotency record")),
+        },
+        Op::Incr { by, window_ms } => {
+            let (total, expires_ms) = counted(key, live, now, window_ms)?;
+            let total = total.saturating_add(by);
+            counter_write(total, expires_ms, now, Reply::Counter)
+        }
+        Op::IncrWithin {
+            by,
+            limit,
+            window_ms,
+        } => {
+            let existed = live.is_some();
+            let (total, expires_ms) = counted(key, live, now, window_ms)?;
+            match total.checked_add(by).filter(|t| *t <= limit) {
+                Some(total) => counter_write(total, expires_ms, now, |c| {
+                    Reply::Admission(Admission::Admitted(c))
+                }),
+                None => {
+                    let resets_in = if existed {
+                        Duration::from_millis(expires_ms.saturating_sub(now))
+                    } else {
+                        Duration::ZERO
+                    };
+                    (
+                        Change::Keep,
+                        Reply::Admission(Admission::Refused(Counter { total, resets_in })),
+                    )
+                }
+            }
+        }
+        Op::Put { value, ttl_ms } => (
+            Change::Write(Record {
+                expires_ms: at(ttl_ms),
+                body: Body::Value(value),
+            }),
+            Reply::Unit,
+        ),
+        // An expired entry is removed too, but reported as absent.
+        Op::Delete => (Change::Remove, Reply::Flag(live.is_some())),
+    })
+}
+
+/// A live counter's total and expiry, or a fresh window's.
+fn counted(
+    key: &str,
+    live: Option<Record>,
+    now: u64,
+    window_ms: u64,
+) -> Result<(u64, u64), StoreError> {
+    match live {
+        None => Ok((0, now.saturating_add(window_ms))),
+        Some(Record {
+            body: Body::Counter(n),
+            expires_ms,
+        }) => Ok((n, expires_ms)),
+        Some(other) => Err(wrong(key, &other.body, "a counter")),
+    }
+}
+
+fn counter_write(
+    total: u64,
+    expires_ms: u64,
+    now: u64,
+    reply: impl FnOnce(Counter) -> Reply,
+) -> (Change, Reply) {
+    let record = Record {
+        expires_ms,
+        body: Body::Counter(total),
+    };
+    let counter = Counter {
+        total,
+        resets_in: record.remaining(now),
+    };
+    (Change::Write(record), reply(counter))
+}
+
+/// A live counter's total, for reads.
+pub(crate) fn read_counter(
+    key: &str,
+    current: Option<Record>,
+    now: u64,
+) -> Result<u64, StoreError> {
+    match current.filter(|r| r.live(now)) {
+        None => Ok(0),
+        Some(Record {
+            body: Body::Counter(n),
+            ..
+        }) => Ok(n),
+        Some(other) => Err(wrong(key, &other.body, "a counter")),
+    }
+}
+
+/// A live value, for reads.
+pub(crate) fn read_value(
+    key: &str,
+    current: Option<Record>,
+    now: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match current.filter(|r| r.live(now)) {
+        None => Ok(None),
+        Some(Record {
+            body: Body::Value(v),
+            ..
+        }) => Ok(Some(v)),
+        Some(other) => Err(wrong(key, &other.body, "a value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_record_survives_encoding() {
+        for body in [
+            Body::InFlight,
+            Body::Done(b"{\"ok\":true}".to_vec()),
+            Body::Counter(u64::MAX - 3),
+            Body::Value(vec![]),
+            Body::Value(vec![0, 1, 2]),
+        ] {
+            let r = Record {
+                expires_ms: 1_700_000_000_123,
+                body,
+            };
+            assert_eq!(Record::decode(&r.encode()), Some(r));
+        }
+    }
+
+    #[test]
+    fn unknown_or_truncated_bytes_do_not_decode() {
+        assert_eq!(Record::decode(&[]), None);
+        assert_eq!(Record::decode(&[TAG_VALUE, 1, 2]), None);
+        assert_eq!(Record::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(
+            Record::decode(&[TAG_COUNTER, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_counter_is_not_an_idempotency_record() {
+        let current = Some(Record {
+            expires_ms: 10,
+            body: Body::Counter(1),
+        });
+        let err = apply("k", Op::IdemBegin { ttl_ms: 5 }, current, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "state key 'k' holds a counter, not an idempotency record: keys of different kinds must not share a name"
+        );
+    }
+
+    #[test]
+    fn an_expired_entry_of_another_kind_is_simply_replaced() {
+        let current = Some(Record {
+            expires_ms: 10,
+            body: Body::Value(vec![1]),
+        });
+        let (change, reply) = apply(
+            "k",
+            Op::Incr {
+                by: 2,
+                window_ms: 5,
+            },
+            current,
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            change,
+            Change::Write(Record {
+                expires_ms: 15,
+                body: Body::Counter(2)
+            })
+        );
+        assert_eq!(
+            reply,
+            Reply::Counter(Counter {
+                total: 2,
+                resets_in: Duration::from_millis(5)
+            })
+        );
+    }
+}
