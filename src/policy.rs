@@ -1,12 +1,33 @@
 //! Policy: the rules of `policies.yaml`, compiled once per reload, evaluated per call.
 //!
-//! Owns rule matching (tool globs, conditions), the combination of effects (deny wins
-//! over allow, shadow rules only recorded) and fail-closed handling of conditions that
-//! cannot be evaluated. Conditions are minijinja expressions compiled into one
-//! environment; evaluating one renders a precompiled template, no parsing per call.
-//! It never sends requests and never sees secrets.
+//! Owns rule checking (every problem, with its position), matching (tool globs,
+//! conditions), the combination of effects (deny wins over allow, shadow rules only
+//! recorded) and fail-closed handling of conditions that cannot be evaluated. It never
+//! sends requests, never sees secrets and never parses on the call path.
+//!
+//! Conditions are minijinja expressions, each compiled once into one shared environment
+//! as the template `{% if EXPR %}1{% endif %}` named after its rule; evaluating one
+//! renders that precompiled template. (A `minijinja::Expression` borrows its
+//! environment; storing templates by name lets the policy own its conditions without a
+//! self-referential struct or a leaked environment.) The context is built once per
+//! decision, and not at all when no applicable rule has a condition.
+//!
+//! Values in conditions, chosen and tested here:
+//! - A missing field is *undefined* (minijinja's chainable undefined): `elevation` without
+//!   a grant, `actor.region` of an actor with none, an argument the caller left out. It
+//!   is false, `not` makes it true, it equals nothing but undefined, and it orders below
+//!   every value (`args.x > 10` is false, `args.x < 10` true). Misspelled roots and fields
+//!   of `actor`, `elevation` and `env` are compile errors; misspelled arguments are
+//!   caught by [`Policy::check_tools`] against the tools' input schemas.
+//! - Values of different kinds compare by kind, never by conversion: a string orders
+//!   above every number, so `"50" > 10` and `"5" > 10` are both true and `"50" == 50` is
+//!   false. Input schemas are checked before policy, so an argument declared as a number
+//!   is one; a rule on a string argument should compare strings, or convert with `| int`.
+//! - A condition that fails (a bad date in `days_between`, a type error, out of fuel)
+//!   fails closed: deny, require and route rules deny with their reason and the error,
+//!   redact rules redact, allow rules do not allow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -14,38 +35,43 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::config::PolicySpec;
-use crate::config::policy::{DefaultEffect, Detector, Effect, Mode, RedactionSpec, RequireSpec};
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::config::policy::{DefaultEffect, Effect, Mode, RedactionSpec, RequireSpec};
+use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::redact::DetectorSet;
 use crate::template::to_value;
 
-/// Roots a condition may read.
-const ROOTS: &[&str] = &[
-    "tool",
-    "args",
-    "actor",
-    "elevation",
-    "env",
-    "days_between",
-    "true",
-    "false",
-    "none",
-    "range",
-    "dict",
+/// Fuel per condition: bounds a runaway expression (a long `range` pipeline, say).
+const FUEL: u64 = 20_000;
+
+/// What a condition may read, and the fields of the roots whose shape is fixed.
+const ROOTS: &[(&str, &[&str])] = &[
+    ("tool", &[]),
+    ("args", &[]),
+    ("actor", &["subject", "scopes", "purpose", "region"]),
+    ("elevation", &["ticket", "granted_by", "expires"]),
+    ("env", &["name"]),
+    ("days_between", &[]),
+    ("range", &[]),
+    ("dict", &[]),
 ];
 
-/// Fuel per condition: bounds a runaway expression.
-const FUEL: u64 = 20_000;
+/// Map methods, callable on any root (`args.get('limit', 100)`): not fields.
+const MAP_METHODS: &[&str] = &["get", "items", "keys", "values"];
 
 /// One compiled rule.
 #[derive(Debug)]
 struct Rule {
     id: String,
-    tools: Vec<String>,
+    tools: Vec<(String, Pos)>,
+    /// The name of the condition's template in the environment.
     when: Option<String>,
+    when_pos: Pos,
+    /// Argument names the condition reads (`args.NAME`), for [`Policy::check_tools`].
+    reads: Vec<String>,
     effect: Effect,
     mode: Mode,
     reason: String,
-    detectors: Vec<Detector>,
+    detectors: DetectorSet,
     region: Option<String>,
     require: Option<RequireSpec>,
 }
@@ -54,6 +80,8 @@ struct Rule {
 pub struct Policy {
     default: DefaultEffect,
     rules: Vec<Rule>,
+    /// The rules whose `tools` cover a tool, computed on first use per tool. Tools reach
+    /// policy only after catalog lookup, so this holds at most one entry per tool.
     by_tool: RwLock<HashMap<String, Arc<[usize]>>>,
     env: Environment<'static>,
     /// How detectors replace what they find.
@@ -78,7 +106,8 @@ pub struct Facts<'a> {
     pub args: &'a Value,
     /// The actor: subject, scopes, purpose, region.
     pub actor: &'a Value,
-    /// The elevation grant, if the actor holds one for this call.
+    /// The elevation grant (ticket, granted_by, expires), if the actor holds a valid one
+    /// for this call; checking its expiry is the caller's job.
     pub elevation: Option<&'a Value>,
     /// The deployment (`env.name` from `MCPD_ENV`).
     pub env: &'a Value,
@@ -95,36 +124,52 @@ pub struct RuleOutcome {
     pub effect: Effect,
     /// Whether its `tools` cover the call's tool.
     pub applies: bool,
-    /// Whether its condition held (false when it does not apply).
+    /// Whether its condition held (false when it does not apply or failed).
     pub matched: bool,
+    /// Whether it denies the call (enforced) or would have (shadow): a matching deny, an
+    /// unmet require, or a protective rule whose condition failed.
+    pub would_deny: bool,
     /// Why its condition could not be evaluated, if it could not.
     pub error: Option<String>,
 }
 
-/// The outcome of evaluating every rule for one call.
+/// The outcome of evaluating the rules for one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// Whether the call may go on.
     pub allowed: bool,
-    /// The denying rule and its reason, when denied.
+    /// The denying rule (or `default`) and its reason, when denied.
     pub denial: Option<(String, String)>,
+    /// The first enforced `require` rule left unmet, and what was missing.
+    pub require_unmet: Option<(String, String)>,
     /// The region the call must be served from.
     pub route: Option<String>,
-    /// Detectors to run on the result.
-    pub detectors: Vec<Detector>,
-    /// Ids of the enforced rules that matched.
+    /// Detectors to run on the result: the union of the enforced redact rules that fired.
+    pub detectors: DetectorSet,
+    /// Ids of the enforced rules that fired (matched, or failed closed), in file order.
     pub matched: Vec<String>,
-    /// Shadow rules that matched, as `id:effect` (what they would have done).
+    /// Shadow rules that would have acted, as `id:effect`.
     pub shadow: Vec<String>,
-    /// Every rule, matched or not, for `mcpd explain`.
+    /// Whether `default:` decided: no enforced allow or deny rule fired.
+    pub default_used: bool,
+    /// Every rule, in file order, applicable or not: filled by [`Policy::explain`] only.
     pub outcomes: Vec<RuleOutcome>,
 }
 
+/// A tool as [`Policy::check_tools`] sees it.
+#[derive(Debug, Clone)]
+pub struct ToolArgs<'a> {
+    /// The tool id.
+    pub id: &'a str,
+    /// The arguments its input schema declares (`properties`).
+    pub args: Vec<&'a str>,
+}
+
 impl Policy {
-    /// Compiles the rules of `policies.yaml`.
+    /// Checks and compiles the rules of `policies.yaml`.
     ///
     /// # Errors
-    /// Every problem, with the position of the rule or condition.
+    /// Every problem, each with the position of its rule, tool pattern or condition.
     pub fn compile(path: &Path, spec: &PolicySpec) -> Result<Self, Diagnostics> {
         let mut diags = Diagnostics::default();
         let mut env = Environment::new();
@@ -132,101 +177,139 @@ impl Policy {
         env.set_fuel(Some(FUEL));
         env.add_function("days_between", days_between);
         let mut rules = Vec::new();
-        let mut seen: Vec<(String, crate::diag::Pos)> = Vec::new();
+        let mut seen: HashMap<&str, Pos> = HashMap::new();
         for r in &spec.rules {
-            let id = r.id.value.clone();
-            let err = |diags: &mut Diagnostics, pos, msg: String| {
-                diags.push(Diagnostic::new(path, pos, format!("rule '{id}': {msg}")))
+            let id = r.id.value.as_str();
+            let mut err = |pos: Pos, msg: String| {
+                diags.push(Diagnostic::new(path, pos, format!("rule '{id}': {msg}")));
             };
-            if let Some((_, pos)) = seen.iter().find(|(s, _)| *s == id) {
-                err(
-                    &mut diags,
-                    r.id.pos,
-                    format!("id is already used by the rule at line {}", pos.line),
-                );
+            if id.trim().is_empty() {
+                err(r.id.pos, "the id is empty: name the rule".to_owned());
             }
-            seen.push((id.clone(), r.id.pos));
-            let needs_reason = matches!(r.effect, Effect::Deny | Effect::Require);
-            if needs_reason && r.reason.as_deref().is_none_or(|s| s.trim().is_empty()) {
-                err(
-                    &mut diags,
+            match seen.get(id) {
+                Some(first) => err(
                     r.id.pos,
-                    "a deny or require rule needs a 'reason' the model can act on".to_owned(),
-                );
+                    format!(
+                        "id is already used by the rule at line {}, column {}",
+                        first.line, first.col
+                    ),
+                ),
+                None => {
+                    seen.insert(id, r.id.pos);
+                }
             }
-            if r.effect == Effect::Route && r.region.is_none() {
-                err(
-                    &mut diags,
-                    r.id.pos,
-                    "a route rule needs a 'region'".to_owned(),
-                );
+            for (pos, msg) in r.problems() {
+                err(pos, msg);
             }
-            if r.effect == Effect::Redact && r.detectors.is_empty() {
-                err(
-                    &mut diags,
-                    r.id.pos,
-                    "a redact rule needs 'detectors' (email, pan, secret)".to_owned(),
-                );
-            }
-            if r.effect == Effect::Require && r.require.is_none() {
-                err(
-                    &mut diags,
-                    r.id.pos,
-                    "a require rule needs 'require' (ticket, purpose or scope)".to_owned(),
-                );
-            }
+            let mut reads = Vec::new();
             let when = r.when.as_ref().and_then(|w| {
                 let name = format!("rule:{id}");
                 let source = format!("{{% if {} %}}1{{% endif %}}", w.value);
                 if let Err(e) = env.add_template_owned(name.clone(), source) {
-                    err(&mut diags, w.pos, format!("invalid condition '{}': {}", w.value, e.detail().unwrap_or("syntax error")));
+                    let msg = format!("invalid condition '{}': {}", w.value, describe(&e));
+                    err(w.pos, msg);
                     return None;
                 }
-                let vars = env.get_template(&name).map(|t| t.undeclared_variables(false)).unwrap_or_default();
-                let unknown: Vec<String> = vars.into_iter().filter(|v| !ROOTS.contains(&v.as_str())).collect();
-                if !unknown.is_empty() {
-                    err(
-                        &mut diags,
-                        w.pos,
-                        format!("condition reads unknown variable(s) {} (conditions can read tool, args, actor, elevation, env)", unknown.join(", ")),
-                    );
-                    return None;
+                let vars = env
+                    .get_template(&name)
+                    .map(|t| t.undeclared_variables(true))
+                    .unwrap_or_default();
+                let problems;
+                (reads, problems) = variables(&vars);
+                for msg in &problems {
+                    err(w.pos, msg.clone());
                 }
-                Some(name)
+                problems.is_empty().then_some(name)
             });
             rules.push(Rule {
-                id: id.clone(),
-                tools: r.tools.clone(),
+                id: id.to_owned(),
+                tools: r.tools.iter().map(|t| (t.value.clone(), t.pos)).collect(),
                 when,
+                when_pos: r.when.as_ref().map_or(r.id.pos, |w| w.pos),
+                reads,
                 effect: r.effect,
                 mode: r.mode,
                 reason: r.reason.clone().unwrap_or_default(),
-                detectors: r.detectors.clone(),
+                detectors: r.detectors.iter().copied().collect(),
                 region: r.region.clone(),
                 require: r.require.clone(),
             });
         }
-        if diags.is_empty() {
-            Ok(Self {
-                default: spec.default,
-                rules,
-                by_tool: RwLock::default(),
-                env,
-                redaction: spec.redaction.clone(),
-            })
-        } else {
-            Err(diags)
+        if !diags.is_empty() {
+            return Err(diags);
         }
+        Ok(Self {
+            default: spec.default,
+            rules,
+            by_tool: RwLock::default(),
+            env,
+            redaction: spec.redaction.clone(),
+        })
     }
 
-    /// Evaluates the rules that apply to the call's tool.
+    /// Decides one call: the rules that apply to its tool, in file order.
     pub fn evaluate(&self, facts: &Facts<'_>) -> Decision {
         self.decide(facts, false)
     }
 
-    /// Evaluates like [`Self::evaluate`] and also reports every rule, applicable or not.
+    /// Decides like [`Self::evaluate`] and also reports every rule, applicable or not,
+    /// in file order (`mcpd explain`).
     pub fn explain(&self, facts: &Facts<'_>) -> Decision {
         self.decide(facts, true)
+    }
+
+    /// Where rule `id` stands in the file (for listing rules in order).
+    pub fn position(&self, id: &str) -> usize {
+        self.rules
+            .iter()
+            .position(|r| r.id == id)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Cross-checks the rules against the catalog's tools. Reported: a tool id named
+    /// exactly in a rule's `tools` that no tool has, and an argument a condition reads
+    /// (`args.NAME`) that no tool the rule covers declares. Either is a typo that would
+    /// make the rule silently never match.
+    pub fn check_tools(&self, path: &Path, tools: &[ToolArgs<'_>]) -> Diagnostics {
+        let mut diags = Diagnostics::default();
+        for rule in &self.rules {
+            let mut err = |pos: Pos, msg: String| {
+                let msg = format!("rule '{}': {msg}", rule.id);
+                diags.push(Diagnostic::new(path, pos, msg));
+            };
+            for (name, pos) in rule.tools.iter().filter(|(t, _)| !t.contains('*')) {
+                if !tools.iter().any(|t| t.id == name) {
+                    err(*pos, format!("tools: no tool is named '{name}'"));
+                }
+            }
+            let covered: Vec<&ToolArgs<'_>> = tools.iter().filter(|t| rule.covers(t.id)).collect();
+            if covered.is_empty() {
+                continue;
+            }
+            for arg in &rule.reads {
+                if covered.iter().any(|t| t.args.contains(&arg.as_str())) {
+                    continue;
+                }
+                let mut declared: Vec<&str> = covered
+                    .iter()
+                    .flat_map(|t| t.args.iter().copied())
+                    .collect();
+                declared.sort_unstable();
+                declared.dedup();
+                let declared = if declared.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    declared.join(", ")
+                };
+                err(
+                    rule.when_pos,
+                    format!(
+                        "condition reads 'args.{arg}', which no tool it covers declares (they declare: {declared})"
+                    ),
+                );
+            }
+        }
+        diags
     }
 
     /// The indexes of the rules whose `tools` cover `tool`, computed once per tool.
@@ -243,7 +326,7 @@ impl Policy {
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.tools.is_empty() || r.tools.iter().any(|g| glob(g, tool)))
+            .filter(|(_, r)| r.covers(tool))
             .map(|(i, _)| i)
             .collect();
         self.by_tool
@@ -253,66 +336,55 @@ impl Policy {
         list
     }
 
-    /// Where rule `id` stands in the file (for listing rules in order).
-    pub fn position(&self, id: &str) -> usize {
-        self.rules
-            .iter()
-            .position(|r| r.id == id)
-            .unwrap_or(usize::MAX)
-    }
-
     fn decide(&self, facts: &Facts<'_>, explain: bool) -> Decision {
-        let ctx = minijinja::context! {
-            tool => facts.tool,
-            args => to_value(facts.args),
-            actor => to_value(facts.actor),
-            elevation => facts.elevation.map(to_value).unwrap_or(minijinja::Value::UNDEFINED),
-            env => to_value(facts.env),
-        };
         let mut d = Decision {
             allowed: false,
             denial: None,
+            require_unmet: None,
             route: None,
-            detectors: Vec::new(),
+            detectors: DetectorSet::NONE,
             matched: Vec::new(),
             shadow: Vec::new(),
+            default_used: false,
             outcomes: Vec::new(),
         };
-        let mut allowed_by_rule = false;
         let applicable = self.applicable(facts.tool);
+        let ctx = applicable
+            .iter()
+            .filter_map(|i| self.rules.get(*i))
+            .any(|r| r.when.is_some())
+            .then(|| {
+                minijinja::context! {
+                    tool => facts.tool,
+                    args => to_value(facts.args),
+                    actor => to_value(facts.actor),
+                    elevation => facts.elevation.map_or(minijinja::Value::UNDEFINED, to_value),
+                    env => to_value(facts.env),
+                }
+            });
+        let (mut allowed_by_rule, mut denied_by_rule) = (false, false);
         if explain {
-            for (_, rule) in self
+            // Every rule gets a line, in file order; applicable ones are filled in below.
+            d.outcomes = self
                 .rules
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| !applicable.contains(i))
-            {
-                d.outcomes.push(RuleOutcome {
-                    id: rule.id.clone(),
-                    mode: rule.mode,
-                    effect: rule.effect,
-                    applies: false,
-                    matched: false,
-                    error: None,
-                });
-            }
+                .map(|r| r.outcome(false, false, false, None))
+                .collect();
         }
-        for rule in applicable.iter().filter_map(|i| self.rules.get(*i)) {
-            let (matched, error) = self.condition(rule, &ctx);
-            if explain {
-                d.outcomes.push(RuleOutcome {
-                    id: rule.id.clone(),
-                    mode: rule.mode,
-                    effect: rule.effect,
-                    applies: true,
-                    matched,
-                    error: error.clone(),
-                });
+        for &i in applicable.iter() {
+            let Some(rule) = self.rules.get(i) else {
+                continue;
+            };
+            let (matched, error) = match (&rule.when, &ctx) {
+                (Some(name), Some(ctx)) => self.condition(name, ctx),
+                _ => (true, None),
+            };
+            let act = rule.act(matched, error.as_deref(), facts);
+            let denies = act.deny.is_some();
+            if let Some(o) = d.outcomes.get_mut(i) {
+                *o = rule.outcome(true, matched, denies, error);
             }
-            // A condition that cannot be evaluated fails closed for effects that protect.
-            let fail_closed = error.is_some()
-                && matches!(rule.effect, Effect::Deny | Effect::Require | Effect::Route);
-            if !(matched || fail_closed) {
+            if !act.fires {
                 continue;
             }
             if rule.mode == Mode::Shadow {
@@ -321,45 +393,26 @@ impl Policy {
                 continue;
             }
             d.matched.push(rule.id.clone());
-            if let Some(e) = error {
-                deny(
-                    &mut d,
-                    &rule.id,
-                    format!(
-                        "rule '{}' could not be evaluated ({e}); refusing to be safe",
-                        rule.id
-                    ),
-                );
-                continue;
+            if let Some(reason) = act.deny {
+                denied_by_rule = true;
+                // The first enforced denial is the one reported; deny always wins.
+                d.denial.get_or_insert_with(|| (rule.id.clone(), reason));
+            }
+            if let Some(missing) = act.unmet {
+                d.require_unmet
+                    .get_or_insert_with(|| (rule.id.clone(), missing));
             }
             match rule.effect {
                 Effect::Allow => allowed_by_rule = true,
-                Effect::Deny => deny(&mut d, &rule.id, rule.reason.clone()),
-                Effect::Redact => d.detectors.extend(rule.detectors.iter().copied()),
-                Effect::Route => match (d.route.clone(), &rule.region) {
-                    (Some(have), Some(want)) if have != *want => deny(
-                        &mut d,
-                        &rule.id,
-                        format!(
-                            "rules route this call to both '{have}' and '{want}'; refusing rather than guessing"
-                        ),
-                    ),
-                    (_, region) => d.route.clone_from(region),
-                },
-                Effect::Require => {
-                    if let Some(missing) = rule.require.as_ref().and_then(|r| unmet(r, facts)) {
-                        deny(
-                            &mut d,
-                            &rule.id,
-                            format!("{} (missing: {missing})", rule.reason),
-                        );
-                    }
+                Effect::Redact => d.detectors.extend(rule.detectors),
+                Effect::Route if !denies => {
+                    denied_by_rule |= route(&mut d, rule);
                 }
+                Effect::Deny | Effect::Require | Effect::Route => {}
             }
         }
-        d.detectors.sort();
-        d.detectors.dedup();
-        d.allowed = d.denial.is_none() && (self.default == DefaultEffect::Allow || allowed_by_rule);
+        d.default_used = !denied_by_rule && !allowed_by_rule;
+        d.allowed = !denied_by_rule && (allowed_by_rule || self.default == DefaultEffect::Allow);
         if !d.allowed && d.denial.is_none() {
             d.denial = Some((
                 "default".to_owned(),
@@ -369,28 +422,137 @@ impl Policy {
         d
     }
 
-    fn condition(&self, rule: &Rule, ctx: &minijinja::Value) -> (bool, Option<String>) {
-        let Some(name) = &rule.when else {
-            return (true, None);
-        };
+    /// Whether the condition held, or why it could not be evaluated.
+    fn condition(&self, name: &str, ctx: &minijinja::Value) -> (bool, Option<String>) {
         match self.env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(out) => (out == "1", None),
-            Err(e) => (
-                false,
-                Some(
-                    e.detail()
-                        .map_or_else(|| e.kind().to_string(), str::to_owned),
-                ),
-            ),
+            Err(e) => (false, Some(describe(&e))),
         }
     }
 }
 
-fn deny(d: &mut Decision, id: &str, reason: String) {
-    // The first enforced denial is the one reported; deny always wins.
-    if d.denial.is_none() {
-        d.denial = Some((id.to_owned(), reason));
+/// Applies a route rule; true when it conflicts with an earlier route (a denial).
+fn route(d: &mut Decision, rule: &Rule) -> bool {
+    match (&d.route, &rule.region) {
+        (Some(have), Some(want)) if have != want => {
+            let reason = format!(
+                "rules route this call to both '{have}' and '{want}'; refusing rather than guessing"
+            );
+            d.denial.get_or_insert_with(|| (rule.id.clone(), reason));
+            true
+        }
+        (_, region) => {
+            d.route.clone_from(region);
+            false
+        }
     }
+}
+
+/// What one rule does to a call, given how its condition came out.
+struct Act {
+    /// Whether the rule takes effect (for shadow rules: would take effect).
+    fires: bool,
+    /// The denial reason, when it denies.
+    deny: Option<String>,
+    /// What a `require` rule found missing.
+    unmet: Option<String>,
+}
+
+impl Rule {
+    fn covers(&self, tool: &str) -> bool {
+        self.tools.is_empty() || self.tools.iter().any(|(g, _)| glob(g, tool))
+    }
+
+    fn act(&self, matched: bool, error: Option<&str>, facts: &Facts<'_>) -> Act {
+        // A failed condition fires every rule that protects; it never fires an allow.
+        let fires = matched || (error.is_some() && self.effect != Effect::Allow);
+        let mut act = Act {
+            fires,
+            deny: None,
+            unmet: None,
+        };
+        if !fires {
+            return act;
+        }
+        if let Some(e) = error.filter(|_| self.effect != Effect::Redact) {
+            let why = format!(
+                "rule '{}' could not be evaluated ({e}); refusing to be safe",
+                self.id
+            );
+            act.deny = Some(if self.reason.is_empty() {
+                why
+            } else {
+                format!("{} ({why})", self.reason)
+            });
+            return act;
+        }
+        match self.effect {
+            Effect::Deny => act.deny = Some(self.reason.clone()),
+            Effect::Require => {
+                act.unmet = self.require.as_ref().and_then(|r| unmet(r, facts));
+                act.deny = act
+                    .unmet
+                    .as_ref()
+                    .map(|missing| format!("{} (missing: {missing})", self.reason));
+                // A met requirement does nothing: nothing to enforce or to record.
+                act.fires = act.deny.is_some();
+            }
+            Effect::Allow | Effect::Redact | Effect::Route => {}
+        }
+        act
+    }
+
+    fn outcome(
+        &self,
+        applies: bool,
+        matched: bool,
+        would_deny: bool,
+        error: Option<String>,
+    ) -> RuleOutcome {
+        RuleOutcome {
+            id: self.id.clone(),
+            mode: self.mode,
+            effect: self.effect,
+            applies,
+            matched,
+            would_deny,
+            error,
+        }
+    }
+}
+
+/// Sorts a condition's variables (dotted paths) into the arguments it reads and its
+/// problems: unknown roots, unknown fields of `actor`, `elevation` and `env`.
+fn variables(vars: &HashSet<String>) -> (Vec<String>, Vec<String>) {
+    let (mut args, mut roots, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+    for v in vars {
+        let mut segments = v.split('.');
+        let root = segments.next().unwrap_or_default();
+        let field = segments.next().filter(|f| !MAP_METHODS.contains(f));
+        match (ROOTS.iter().find(|(r, _)| *r == root), field) {
+            (None, _) => roots.push(root),
+            (Some(("args", _)), Some(f)) => args.push(f.to_owned()),
+            (Some((r, fields)), Some(f)) if !fields.is_empty() && !fields.contains(&f) => {
+                problems.push(format!(
+                    "condition reads unknown field '{r}.{f}' ({r} has: {})",
+                    fields.join(", ")
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !roots.is_empty() {
+        roots.sort_unstable();
+        roots.dedup();
+        problems.push(format!(
+            "condition reads unknown variable(s) {} (conditions can read tool, args, actor, elevation, env and call days_between)",
+            roots.join(", ")
+        ));
+    }
+    problems.sort_unstable();
+    args.sort_unstable();
+    args.dedup();
+    (args, problems)
 }
 
 /// What a `require` rule finds missing, if anything.
@@ -456,7 +618,14 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// Days from `a` to `b` (`YYYY-MM-DD`), for conditions like `days_between(args.from, args.to) > 31`.
+/// A minijinja error as one line: its detail, without the internal template name.
+fn describe(e: &minijinja::Error) -> String {
+    e.detail()
+        .map_or_else(|| e.kind().to_string(), str::to_owned)
+}
+
+/// Days from `a` to `b` (`YYYY-MM-DD`), for conditions like
+/// `days_between(args.from, args.to) > 31`.
 fn days_between(a: String, b: String) -> Result<i64, minijinja::Error> {
     let day = |s: &str| {
         civil_day(s).ok_or_else(|| {
@@ -469,13 +638,22 @@ fn days_between(a: String, b: String) -> Result<i64, minijinja::Error> {
     Ok(day(&b)? - day(&a)?)
 }
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian); `None` for
+/// anything else, including days the month does not have.
 fn civil_day(s: &str) -> Option<i64> {
     let mut parts = s.trim().splitn(3, '-');
     let y: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next()?.parse().ok()?;
     let d: i64 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let last = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if !(1..=last).contains(&d) {
         return None;
     }
     let y = if m <= 2 { y - 1 } else { y };

@@ -1,11 +1,14 @@
 //! `policies.yaml`: what every call must pass before it reaches an upstream.
 //!
-//! The file model only; rules are compiled and evaluated in `crate::policy`.
+//! The file model only (strict, documented, with positions) and the checks a rule can
+//! get without compiling anything; it must not compile or evaluate conditions: rules
+//! are compiled and evaluated in `crate::policy`.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Located;
+use crate::diag::Pos;
 
 /// The policy file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -54,12 +57,17 @@ impl Default for PolicySpec {
 pub struct RuleSpec {
     /// A unique id, named in denials, traces and the audit log.
     pub id: Located<String>,
-    /// Tool ids or globs (`orders.*`) the rule applies to; empty means every tool.
+    /// Tool ids or globs (`orders.*`, `*.set`) the rule applies to; empty means every
+    /// tool.
     #[serde(default)]
-    pub tools: Vec<String>,
+    pub tools: Vec<Located<String>>,
     /// A condition (minijinja expression) over `tool`, `args`, `actor` (subject, scopes,
-    /// purpose, region), `elevation` (ticket, granted_by, expires; none without a grant)
-    /// and `env`. No condition means the rule always matches its tools.
+    /// purpose, region), `elevation` (ticket, granted_by, expires; undefined without a
+    /// grant) and `env` (name), plus `days_between(from, to)` for `YYYY-MM-DD` dates.
+    /// A missing field reads as undefined, which is false and orders below every value:
+    /// `args.percent > 10` is false when `percent` is absent. A string orders above every
+    /// number (`"50" > 10` and `"5" > 10` are true): compare like with like. No
+    /// condition means the rule always matches its tools.
     #[serde(default)]
     pub when: Option<Located<String>>,
     /// What the rule does when it matches.
@@ -79,6 +87,58 @@ pub struct RuleSpec {
     /// For `require`: what the call must carry.
     #[serde(default)]
     pub require: Option<RequireSpec>,
+}
+
+impl RuleSpec {
+    /// What is wrong with the rule's fields for its effect (a deny without a reason, a
+    /// region on a rule that does not route, ...) and with its tool patterns, each at its
+    /// position. Fields that an effect ignores are errors: a `detectors` list on a deny
+    /// rule reads as protection it does not give. Conditions are checked when compiled.
+    pub fn problems(&self) -> Vec<(Pos, String)> {
+        let mut out = Vec::new();
+        let mut at_id = |msg: &str| out.push((self.id.pos, msg.to_owned()));
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|s| s.trim().is_empty());
+        let needs_reason = matches!(self.effect, Effect::Deny | Effect::Require);
+        if needs_reason && blank(&self.reason) {
+            at_id("a deny or require rule needs a 'reason' the model can act on");
+        }
+        match (self.effect, blank(&self.region)) {
+            (Effect::Route, true) => at_id("a route rule needs a 'region'"),
+            (Effect::Route, false) | (_, true) => {}
+            (_, false) => at_id("'region' only applies to route rules"),
+        }
+        match (self.effect, self.detectors.is_empty()) {
+            (Effect::Redact, true) => at_id("a redact rule needs 'detectors' (email, pan, secret)"),
+            (Effect::Redact, false) | (_, true) => {}
+            (_, false) => at_id("'detectors' only applies to redact rules"),
+        }
+        match (self.effect, &self.require) {
+            (Effect::Require, None) => {
+                at_id("a require rule needs 'require' (ticket, purpose or scope)");
+            }
+            (Effect::Require, Some(r)) if !r.ticket && r.purpose.is_empty() && blank(&r.scope) => {
+                at_id("'require' asks for nothing: set ticket, purpose or scope");
+            }
+            (Effect::Require, Some(_)) | (_, None) => {}
+            (_, Some(_)) => at_id("'require' only applies to require rules"),
+        }
+        for t in &self.tools {
+            let ok = !t.value.is_empty()
+                && t.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*'));
+            if !ok {
+                out.push((
+                    t.pos,
+                    format!(
+                        "tools: '{}' is not a tool id or glob (letters, digits, '_', '.', '-', '*')",
+                        t.value
+                    ),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// What a matching rule does.
@@ -127,7 +187,7 @@ pub struct RequireSpec {
     /// An elevation grant with a non-empty ticket.
     #[serde(default)]
     pub ticket: bool,
-    /// One of these purposes on the actor.
+    /// One of these purposes on the actor (empty: any purpose).
     #[serde(default)]
     pub purpose: Vec<String>,
     /// This scope on the actor.
@@ -146,7 +206,7 @@ pub struct RedactionSpec {
     /// `last4` keeps the last four digits (`************1111`); `full` hides all.
     #[serde(default)]
     pub pan: PanStyle,
-    /// What a secret is replaced with.
+    /// What a secret (bearer token, JWT, API key, private key) is replaced with.
     #[serde(default = "default_secret_replacement")]
     pub secret: String,
 }

@@ -1,0 +1,319 @@
+use super::*;
+use serde_json::json;
+
+fn all(s: &str) -> (String, usize) {
+    Redactor::all().redact_text(s)
+}
+
+fn style(email: EmailStyle, pan: PanStyle) -> RedactionSpec {
+    RedactionSpec {
+        email,
+        pan,
+        ..RedactionSpec::default()
+    }
+}
+
+#[test]
+fn emails_keep_first_letter_and_domain() {
+    assert_eq!(mask_str("jane.doe@example.com"), "j***@example.com");
+}
+
+#[test]
+fn non_emails_are_fully_masked() {
+    assert_eq!(mask_str("4111111111111111"), "***");
+    let mut v = json!(4111111111111111u64);
+    assert!(mask_value(&mut v));
+    assert_eq!(v, json!("***"));
+}
+
+#[test]
+fn null_stays_null() {
+    let mut v = Value::Null;
+    assert!(!mask_value(&mut v));
+    assert_eq!(v, Value::Null);
+}
+
+#[test]
+fn emails_inside_text_are_masked_and_counted() {
+    let (t, n) = mask_emails_in_text(
+        "'/name': \"ann@example.com\" does not match; cc bob.x@corp.example.org.",
+    );
+    assert_eq!(
+        t,
+        "'/name': \"a***@example.com\" does not match; cc b***@corp.example.org."
+    );
+    assert_eq!(n, 2);
+    assert_eq!(
+        mask_emails_in_text("no at sign"),
+        ("no at sign".to_owned(), 0)
+    );
+    assert_eq!(mask_emails_in_text("@handle and a@b").1, 0);
+}
+
+#[test]
+fn things_that_are_not_emails_are_left_alone() {
+    for s in [
+        "user@localhost is local",
+        "ping x@10.0.0.1 now",
+        "@ann said hi",
+        "a @ b.com",
+        "meet me @ 5pm.ok",
+        "ann@.com",
+    ] {
+        assert_eq!(all(s), (s.to_owned(), 0), "{s}");
+    }
+}
+
+#[test]
+fn full_email_style_keeps_the_punctuation_around_the_address() {
+    let full = style(EmailStyle::Full, PanStyle::Last4);
+    let (t, n) = redact_text(
+        "write to ann@example.com, or \"bob@example.com\".",
+        Detector::Email.into(),
+        &full,
+    );
+    assert_eq!(t, "write to ***, or \"***\".");
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn luhn_valid_cards_keep_their_last_four() {
+    for card in [
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+    ] {
+        let (t, n) = all(&format!("card {card} on file"));
+        assert_eq!(
+            (t.as_str(), n),
+            ("card ************1111 on file", 1),
+            "{card}"
+        );
+    }
+}
+
+#[test]
+fn amex_and_nineteen_digit_groupings_are_cards_too() {
+    assert_eq!(
+        all("amex 3782 822463 10005."),
+        ("amex ***********0005.".to_owned(), 1)
+    );
+    assert_eq!(
+        all("card 6011-0009-9013-9424-009"),
+        ("card ***************4009".to_owned(), 1)
+    );
+}
+
+#[test]
+fn numbers_failing_luhn_are_left_alone() {
+    let (t, n) = all("order 4111111111111112 and id 1234567890123");
+    assert_eq!(n, 0);
+    assert_eq!(t, "order 4111111111111112 and id 1234567890123");
+    let mut v = json!({"id": 4111111111111112u64, "card": 4111111111111111u64});
+    assert_eq!(Redactor::all().redact_value(&mut v), 1);
+    assert_eq!(
+        v,
+        json!({"id": 4111111111111112u64, "card": "************1111"})
+    );
+}
+
+#[test]
+fn a_card_followed_by_more_numbers_is_still_masked() {
+    assert_eq!(
+        all("card 4111 1111 1111 1111 2025 exp"),
+        ("card ************1111 2025 exp".to_owned(), 1)
+    );
+    assert_eq!(
+        all("qty 2 4111-1111-1111-1111"),
+        ("qty 2 ************1111".to_owned(), 1)
+    );
+}
+
+/// Regression: the first detector joined `2025-08-01 2025-08-31` into the 16 digits
+/// `2025080120250831`, which pass the Luhn check, and masked an export's date range.
+#[test]
+fn dates_times_and_long_ids_are_not_cards() {
+    for s in [
+        "from 2025-08-01 2025-08-31 ok",
+        "2025-08-01T10:00:00Z 2025-08-31T10:00:00Z",
+        "call 0800 123 4567 or 0800 765 4321",
+        "ref 41111111111111110000",
+        "sku A4111111111111111",
+        "id 4111111111111111x",
+        "uuid 550e8400-e29b-41d4-a716-446655440000",
+    ] {
+        assert_eq!(all(s), (s.to_owned(), 0), "{s}");
+    }
+}
+
+#[test]
+fn full_pan_style_hides_every_digit() {
+    let (t, _) = redact_text(
+        "4111 1111 1111 1111",
+        Detector::Pan.into(),
+        &style(EmailStyle::Partial, PanStyle::Full),
+    );
+    assert_eq!(t, "***");
+}
+
+#[test]
+fn secrets_are_replaced() {
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+    let cases = [
+        (
+            "Authorization: Bearer abcdef123456789".to_owned(),
+            "Authorization: Bearer [REDACTED]",
+        ),
+        (
+            "authorization: bearer abcdef123456789".to_owned(),
+            "authorization: bearer [REDACTED]",
+        ),
+        (format!("token={jwt};"), "token=[REDACTED];"),
+        (format!("the token is {jwt}."), "the token is [REDACTED]."),
+        (
+            "key sk-live1234567890abcdefXYZ here".to_owned(),
+            "key [REDACTED] here",
+        ),
+        (
+            "gh ghp_16C7e42F292c6912E7710c838347Ae178B4a ok".to_owned(),
+            "gh [REDACTED] ok",
+        ),
+        (
+            "slack xoxb-1234567890-abcdefghij".to_owned(),
+            "slack [REDACTED]",
+        ),
+        ("aws AKIAIOSFODNN7EXAMPLE".to_owned(), "aws [REDACTED]"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----".to_owned(),
+            "[REDACTED]",
+        ),
+        (
+            "key: -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg (cut off".to_owned(),
+            "key: [REDACTED]",
+        ),
+    ];
+    for (input, want) in cases {
+        let (t, n) = all(&input);
+        assert_eq!(t, want, "{input}");
+        assert_eq!(n, 1, "{input}");
+    }
+}
+
+/// Regression: the first detector stopped at a certificate and let the key after it out.
+#[test]
+fn a_private_key_after_a_certificate_is_still_found() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nMIIEow\n-----END PRIVATE KEY-----\ntail";
+    assert_eq!(
+        all(pem),
+        (
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n[REDACTED]\ntail"
+                .to_owned(),
+            1
+        )
+    );
+}
+
+#[test]
+fn secret_lookalikes_in_prose_are_left_alone() {
+    for s in [
+        "the bearer instrument is payable",
+        "Bearer short",
+        "a task-1234567890abcdefghij id",
+        "desk_live_1234567890abcdefghij",
+        "AKIA is a prefix; AKIAIOSFODNN7EXAMPLE1 is too long",
+        "eyJ.not.a.token",
+    ] {
+        assert_eq!(all(s), (s.to_owned(), 0), "{s}");
+    }
+}
+
+/// Regression: the first detector lost its place after a non-ASCII character.
+#[test]
+fn text_after_non_ascii_is_still_scanned() {
+    assert_eq!(
+        all("Bearer abc é Bearer longtoken1234 — écrire à zoë@exemple.fr"),
+        (
+            "Bearer abc é Bearer [REDACTED] — écrire à z***@exemple.fr".to_owned(),
+            2
+        )
+    );
+}
+
+#[test]
+fn emails_in_values_are_masked_per_style() {
+    let mut v = json!({"who": "Contact ann@example.com now", "n": 3});
+    assert_eq!(Redactor::all().redact_value(&mut v), 1);
+    assert_eq!(v["who"], "Contact a***@example.com now");
+    let full = Redactor::new([Detector::Email], &style(EmailStyle::Full, PanStyle::Last4));
+    let (t, _) = full.redact_text("mail ann@example.com.");
+    assert_eq!(t, "mail ***.");
+}
+
+#[test]
+fn only_the_chosen_detectors_run() {
+    let text = "ann@example.com 4111111111111111 Bearer abcdef123456789";
+    let (t, n) = redact_text(text, Detector::Pan.into(), &RedactionSpec::default());
+    assert_eq!(
+        (t.as_str(), n),
+        ("ann@example.com ************1111 Bearer abcdef123456789", 1)
+    );
+    assert_eq!(
+        redact_text(text, DetectorSet::NONE, &RedactionSpec::default()),
+        (text.to_owned(), 0)
+    );
+}
+
+#[test]
+fn values_count_every_replacement_and_keys_stay() {
+    let mut v = json!({
+        "ann@example.com": ["bob@example.com and eve@example.com", 4111111111111111u64],
+        "nested": {"token": "Bearer abcdef123456789", "n": 12, "ok": true, "none": null}
+    });
+    assert_eq!(Redactor::all().redact_value(&mut v), 4);
+    assert_eq!(
+        v,
+        json!({
+            "ann@example.com": ["b***@example.com and e***@example.com", "************1111"],
+            "nested": {"token": "Bearer [REDACTED]", "n": 12, "ok": true, "none": null}
+        })
+    );
+}
+
+#[test]
+fn nothing_to_find_changes_nothing() {
+    let mut v =
+        json!({"a": "plain text", "b": [1, 2, 3], "c": "2025-08-01", "d": 1234567890123u64});
+    let before = v.clone();
+    assert_eq!(Redactor::all().redact_value(&mut v), 0);
+    assert_eq!(v, before);
+    assert_eq!(all("plain text"), ("plain text".to_owned(), 0));
+}
+
+#[test]
+fn redacting_twice_finds_nothing_new() {
+    let text = "ann@example.com 4111 1111 1111 1111 Bearer abcdef123456789 AKIAIOSFODNN7EXAMPLE";
+    let (once, n) = all(text);
+    assert_eq!(n, 4);
+    assert_eq!(all(&once), (once.clone(), 0));
+}
+
+#[test]
+fn detector_sets_list_in_order_without_duplicates() {
+    let set: DetectorSet = [Detector::Secret, Detector::Email, Detector::Secret]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        set.into_iter().collect::<Vec<_>>(),
+        vec![Detector::Email, Detector::Secret]
+    );
+    assert_eq!(format!("{set:?}"), "[Email, Secret]");
+    assert!(DetectorSet::NONE.is_empty());
+    assert_eq!(DetectorSet::ALL.iter().count(), 3);
+}
+
+#[test]
+fn luhn_checks_digit_strings_only() {
+    assert!(luhn("4111111111111111"));
+    assert!(!luhn("4111111111111112"));
+    assert!(!luhn("4111-1111-1111-1111"));
+}
