@@ -106,6 +106,12 @@ pub struct CallContext {
     pub traceparent: Option<String>,
     /// W3C `tracestate`.
     pub tracestate: Option<String>,
+    /// Idempotency key the client supplied in `_meta` (`dev.mcpd/idempotencyKey`);
+    /// it takes precedence over the tool's key template.
+    pub idempotency_key: Option<String>,
+    /// The verified caller (`subject`, `scopes`, `purpose`, `region`, ...); `None` runs
+    /// as the configured default actor.
+    pub actor: Option<Value>,
 }
 
 /// Runs calls against the current catalog.
@@ -190,8 +196,10 @@ impl Engine {
             status: None,
             elapsed: Duration::ZERO,
             trace_id: trace.trace_id.clone(),
-            actor: catalog
+            actor: ctx
                 .actor
+                .as_ref()
+                .unwrap_or(&catalog.actor)
                 .get("subject")
                 .and_then(Value::as_str)
                 .unwrap_or("anonymous")
@@ -211,7 +219,8 @@ impl Engine {
             pii.count = tracing::field::Empty,
             http.status = tracing::field::Empty,
         );
-        result.outcome = run(&catalog, &tool, &args, &trace, &mut result)
+        let actor = ctx.actor.as_ref().unwrap_or(&catalog.actor);
+        result.outcome = run(&catalog, &tool, &args, actor, &trace, &mut result)
             .instrument(span.clone())
             .await;
         result.elapsed = started.elapsed();
@@ -249,12 +258,11 @@ async fn run(
     catalog: &Catalog,
     tool: &Tool,
     args: &Value,
+    actor: &Value,
     trace: &TraceContext,
     result: &mut CallResult,
 ) -> Result<Value, Failure> {
-    // 2. identify the actor: tokens come with the identity issue; until then every call
-    //    runs as the configured default actor (or anonymous).
-    let actor = &catalog.actor;
+    // 2. the actor was identified by the transport (token) or is the default actor
     // 3. validate the arguments before anything else sees them
     validate_args(tool, args)?;
     // 4. policy: enforced rules decide, shadow rules are only recorded

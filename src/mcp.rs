@@ -17,6 +17,9 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use crate::engine::{CallContext, CallResult, Engine};
 
 /// What the server tells hosts about itself.
+/// The `_meta` key a client sets to supply its own idempotency key for a write.
+pub const IDEMPOTENCY_META: &str = "dev.mcpd/idempotencyKey";
+
 const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools. Every call \
 is checked against policy; a refused call comes back as an error whose text says why and \
 what would be allowed.";
@@ -127,6 +130,12 @@ impl ServerHandler for McpServer {
                 .flatten()
                 .find_map(|m| m.get_tracestate())
                 .map(str::to_owned),
+            idempotency_key: metas
+                .iter()
+                .flatten()
+                .find_map(|m| m.get(IDEMPOTENCY_META).and_then(|v| v.as_str()))
+                .map(str::to_owned),
+            actor: None,
         };
         match self
             .engine
