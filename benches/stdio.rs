@@ -152,7 +152,10 @@ async fn main() {
     let (loaded, diags) = mcpd::config::load_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(diags.is_empty(), "{diags}");
     let catalog = mcpd::catalog::Catalog::compile(&loaded, &vars).expect("shipped config compiles");
-    let engine = Arc::new(mcpd::engine::Engine::new(catalog));
+    let engine = Arc::new(mcpd::engine::Engine::new(
+        catalog,
+        Arc::new(mcpd::store::MemoryStore::new()),
+    ));
 
     println!("mcpd stdio benchmark: orders_export ({FROM}..{TO}), N={n} calls per row");
     println!(

@@ -13,6 +13,8 @@
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
 //! - [`audit`]: the signed, hash-chained audit log and its verification;
 //! - [`store`]: state that outlives a call (idempotency, counters, grants), behind one trait;
+//! - [`idempotency`], [`spend`]: what the call path keeps in the store (one write per
+//!   key; stop rules, rate limits and budgets);
 //! - [`demo_api`]: the orders and flags API that ships with the project;
 //! - [`cli`]: one file per subcommand.
 
@@ -23,6 +25,7 @@ pub mod config;
 pub mod demo_api;
 pub mod diag;
 pub mod engine;
+pub mod idempotency;
 pub mod jsonpath;
 pub mod limits;
 pub mod mcp;
@@ -31,6 +34,7 @@ pub mod policy;
 pub mod redact;
 pub mod reload;
 pub mod response;
+pub mod spend;
 pub mod store;
 pub mod template;
 pub mod trace;

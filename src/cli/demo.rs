@@ -34,6 +34,12 @@ fn flows() -> Vec<Flow> {
             expect_ok: true,
         },
         Flow {
+            title: "safe retry: the same write again replays the first result; the flags service sees nothing",
+            tool: "flag.set",
+            args: json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
+            expect_ok: true,
+        },
+        Flow {
             title: "adversarial: set checkout_v2 to 50 percent in prod without a ticket",
             tool: "flag.set",
             args: json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
@@ -65,7 +71,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         catalog.tools.len(),
         dir.join(crate::config::TOOLS_DIR).display()
     );
-    let engine = Engine::new(catalog);
+    // The demo starts from nothing each run: its state is in memory.
+    let engine = Engine::new(
+        catalog,
+        std::sync::Arc::new(crate::store::MemoryStore::new()),
+    );
     let mut unexpected = 0;
     for (i, flow) in flows().iter().enumerate() {
         let before = state_requests(&state);
@@ -109,7 +119,12 @@ fn print_result(r: &CallResult, upstream_requests: usize) {
             }
         );
     }
-    let status = r.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    let mut status = r.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    if r.replayed {
+        status.push_str(" (replayed: idempotency key ");
+        status.push_str(r.idempotency_key.as_deref().unwrap_or_default());
+        status.push(')');
+    }
     match &r.outcome {
         Ok(v) => {
             println!(

@@ -4,6 +4,7 @@
 //! stdio protocol), the tokio runtime, exit codes, and rendering an error once.
 
 mod audit;
+mod budget;
 mod call;
 mod demo;
 mod explain;
@@ -72,6 +73,12 @@ pub enum Command {
         #[command(flatten)]
         actor: explain::AsActor,
     },
+    /// Show what each budget in policies.yaml has left (calls, cost units, reset time).
+    Budget {
+        /// The actor whose budgets to show (default: the configured default actor).
+        #[arg(long, value_name = "SUBJECT")]
+        actor: Option<String>,
+    },
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
     /// Check the audit log: signatures, sequence and hash chain.
@@ -123,6 +130,7 @@ pub fn main() -> ExitCode {
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
+            Command::Budget { actor } => budget::run(&cli.config, actor.as_deref()).await,
             Command::Explain { tool, args, actor } => {
                 explain::run(&cli.config, &tool, &args, &actor)
             }
@@ -179,6 +187,33 @@ pub(crate) fn open_audit(
         .ok_or_else(|| crate::audit::AuditError::NoKey(spec.key_env.clone()))?;
     let path = dir.join(&spec.path);
     Ok(Some(crate::audit::AuditLog::open(&path, key.into_bytes())?))
+}
+
+/// Where state lives when `mcpd.yaml` does not say: a file under the config directory.
+pub const DEFAULT_STATE: &str = ".mcpd/state.redb";
+
+/// Opens the state store `mcpd.yaml` names (relative paths are under `dir`).
+pub(crate) async fn open_store(
+    dir: &Path,
+    server: &crate::config::ServerSpec,
+) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
+    let spec = server.state.as_deref().unwrap_or(DEFAULT_STATE).trim();
+    let spec = if spec == "memory:" || spec.contains("://") {
+        spec.to_owned()
+    } else {
+        let path = Path::new(spec.strip_prefix("file:").unwrap_or(spec));
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the state directory '{}': {e}",
+                    parent.display()
+                )
+            })?;
+        }
+        format!("file:{}", path.display())
+    };
+    Ok(crate::store::connect(&spec).await?)
 }
 
 /// Loads and compiles a config directory, or fails with every diagnostic.

@@ -23,6 +23,12 @@ pub struct ServerSpec {
     /// it, such calls run as `anonymous` with no scopes, purpose or region.
     #[serde(default)]
     pub default_actor: Option<ActorSpec>,
+    /// Where state that outlives a call is kept (idempotency records, rate and budget
+    /// counters, elevation grants): a file path relative to the config directory
+    /// (default `.mcpd/state.redb`), `memory:` (lost on exit), or `redis://...` for
+    /// several replicas. Read at start.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// An actor: who makes calls, for what, from where.

@@ -26,12 +26,14 @@ use std::time::{Duration, SystemTime};
 pub mod embedded;
 pub mod memory;
 mod record;
+pub mod shared;
 
 #[cfg(test)]
 mod tests;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use shared::FileStore;
 
 /// Key namespaces: the prefix of every key says which part of mcpd owns it.
 pub mod ns {
@@ -150,6 +152,23 @@ pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
         return Err(StoreError::BadSpec(spec.to_owned()));
     }
     Ok(Arc::new(EmbeddedStore::open(Path::new(path))?))
+}
+
+/// Opens the store a spec names, for a running mcpd: as [`open`], except that a state
+/// file is shared with the other mcpd processes on this machine ([`FileStore`]).
+///
+/// # Errors
+/// As [`open`]; a locked file whose owner does not answer.
+pub async fn connect(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let spec = spec.trim();
+    if spec == "memory:" || (spec.contains("://") && !spec.starts_with("file:")) {
+        return open(spec);
+    }
+    let path = spec.strip_prefix("file:").unwrap_or(spec);
+    if path.is_empty() {
+        return Err(StoreError::BadSpec(spec.to_owned()));
+    }
+    Ok(Arc::new(FileStore::open(Path::new(path)).await?))
 }
 
 /// Why the state store failed. Each message says what to do.
