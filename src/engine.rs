@@ -239,6 +239,8 @@ impl Engine {
             decision = tracing::field::Empty,
             pii.count = tracing::field::Empty,
             http.status = tracing::field::Empty,
+            idempotency.key = tracing::field::Empty,
+            budget.remaining = tracing::field::Empty,
         );
         let actor = ctx.actor.as_ref().unwrap_or(&catalog.actor);
         let subject = result.actor.clone();
@@ -250,6 +252,7 @@ impl Engine {
             subject: &subject,
             trace: &trace,
             store: self.store.as_ref(),
+            metrics: &self.metrics,
             client_key: ctx.idempotency_key.as_deref(),
         };
         result.outcome = run(&call, &mut result).instrument(span.clone()).await;
@@ -264,6 +267,9 @@ impl Engine {
         }
         if let Some(s) = result.status {
             span.record("http.status", s);
+        }
+        if let Some(k) = &result.idempotency_key {
+            span.record("idempotency.key", k.as_str());
         }
         span.in_scope(|| log_call(&result));
         self.metrics.call(
@@ -292,6 +298,7 @@ struct Call<'a> {
     subject: &'a str,
     trace: &'a TraceContext,
     store: &'a dyn Store,
+    metrics: &'a Metrics,
     client_key: Option<&'a str>,
 }
 
@@ -345,8 +352,12 @@ async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
                         result.idempotency_key.as_deref().unwrap_or_default()
                     )));
                 }
-                Begin::Replay(stored) => return replay(stored, result),
+                Begin::Replay(stored) => {
+                    c.metrics.replay(&tool.id);
+                    return replay(stored, result);
+                }
                 Begin::InFlight(key) => {
+                    c.metrics.refusal(&tool.id, "in_flight");
                     return Err(Failure::Limited(format!(
                         "a call with idempotency key '{key}' is still in flight; retry in a few seconds to get its result (it is never sent twice)"
                     )));
@@ -428,14 +439,29 @@ async fn send_and_map(
 ) -> Result<Value, Failure> {
     let (catalog, tool, args) = (c.catalog, c.tool, c.args);
     // 5b. stop rules, rate limits and budgets, counted in the state store
-    catalog
+    let left = catalog
         .spend
         .admit(c.store, tool, c.subject, args)
         .await
-        .map_err(|r| refusal(r, tool, c.subject))?;
+        .map_err(|r| refusal(r, c))?;
+    for l in &left {
+        c.metrics.budget_left(&l.budget, l.unit, &l.scope, l.left);
+    }
+    if let Some(least) = left.iter().min_by(|a, b| a.left.total_cmp(&b.left)) {
+        tracing::Span::current().record(
+            "budget.remaining",
+            format!(
+                "{}:{}={}",
+                least.budget,
+                least.unit,
+                crate::spend::amount(least.left)
+            ),
+        );
+    }
     // 5c. the concurrency permit is held until the call returns
     let _permit = match &tool.limits.cap {
         Some(cap) => Some(cap.try_acquire().ok_or_else(|| {
+            c.metrics.refusal(&tool.id, "cap");
             Failure::Limited(format!(
                 "tool '{}' already has {} calls in flight (its concurrency cap); retry when one finishes",
                 tool.id, cap.max
@@ -573,12 +599,20 @@ async fn charge_reply(c: &Call<'_>, path: &crate::jsonpath::JsonPath, body: &[u8
 }
 
 /// A refusal from the spend checks, as the model reads it; stop rules raise an alert.
-fn refusal(r: Refusal, tool: &Tool, actor: &str) -> Failure {
+fn refusal(r: Refusal, c: &Call<'_>) -> Failure {
+    let (tool, actor) = (&c.tool.id, c.subject);
     match r {
-        Refusal::Rate(m) => Failure::Limited(m),
-        Refusal::Budget(m) => Failure::Denied(m),
+        Refusal::Rate(m) => {
+            c.metrics.refusal(tool, "rate");
+            Failure::Limited(m)
+        }
+        Refusal::Budget(m) => {
+            c.metrics.refusal(tool, "budget");
+            Failure::Denied(m)
+        }
         Refusal::Stop { rule, message } => {
-            tracing::error!(alert = "runaway_loop", stop_rule = rule, actor, tool = %tool.id, "stop rule fired: calls refused");
+            c.metrics.refusal(tool, "stop");
+            tracing::error!(alert = "runaway_loop", stop_rule = rule, actor, tool = %tool, "stop rule fired: calls refused");
             Failure::Denied(message)
         }
         Refusal::State(m) => Failure::State(m),

@@ -8,7 +8,6 @@
 //! use a window that opens at the first call.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,6 +69,19 @@ impl From<StoreError> for Refusal {
             "mcpd's state store failed, so the call was not sent: {e}"
         ))
     }
+}
+
+/// What a budget has left after a call was counted (for metrics and spans).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Left {
+    /// The budget's id.
+    pub budget: String,
+    /// `calls` or `cost`.
+    pub unit: &'static str,
+    /// Whose counter: the actor, the tool, `tool:actor`, or `*`.
+    pub scope: String,
+    /// What is left in this window.
+    pub left: f64,
 }
 
 /// What a budget has left, for `mcpd budget`.
@@ -184,7 +196,7 @@ impl Spend {
         tool: &Tool,
         actor: &str,
         args: &Value,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Vec<Left>, Refusal> {
         // Stop rules first: a looping agent is stopped before it burns rate or budget.
         if let Some(rate) = &self.max_calls {
             let key = format!("{}*stop:{actor}", ns::RATE);
@@ -259,7 +271,7 @@ impl Spend {
         store: &dyn Store,
         tool: &Tool,
         actor: &str,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Vec<Left>, Refusal> {
         let now = now_ms();
         let cost = micros(tool.cost.per_call);
         let applying: Vec<&Budget> = self.applying(&tool.id).collect();
@@ -281,16 +293,34 @@ impl Spend {
             }
         }
         // Then charge atomically: a race at the margin is still refused, never overspent.
+        let mut left = Vec::new();
         for b in &applying {
             if let Some(limit) = b.calls {
                 let (key, ttl) = b.key(&tool.id, actor, "calls", now);
-                if let Admission::Refused(c) = store.incr_within(&key, 1, limit, ttl).await? {
-                    return Err(b.spent("calls", c.total as f64, limit as f64, ttl));
+                match store.incr_within(&key, 1, limit, ttl).await? {
+                    Admission::Refused(c) => {
+                        return Err(b.spent("calls", c.total as f64, limit as f64, ttl));
+                    }
+                    Admission::Admitted(c) => left.push(Left {
+                        budget: b.id.clone(),
+                        unit: "calls",
+                        scope: b.scope(&tool.id, actor),
+                        left: limit.saturating_sub(c.total) as f64,
+                    }),
                 }
             }
             if let (Some(limit), true) = (b.cost, cost > 0) {
                 let (key, ttl) = b.key(&tool.id, actor, "cost", now);
-                if let Admission::Refused(c) = store.incr_within(&key, cost, limit, ttl).await? {
+                let admitted = store.incr_within(&key, cost, limit, ttl).await?;
+                if let Admission::Admitted(c) = admitted {
+                    left.push(Left {
+                        budget: b.id.clone(),
+                        unit: "cost",
+                        scope: b.scope(&tool.id, actor),
+                        left: limit.saturating_sub(c.total) as f64 / MICROS,
+                    });
+                }
+                if let Admission::Refused(c) = admitted {
                     return Err(b.spent(
                         "cost",
                         c.total as f64 / MICROS,
@@ -300,7 +330,7 @@ impl Spend {
                 }
             }
         }
-        Ok(())
+        Ok(left)
     }
 
     fn applying<'a>(&'a self, tool: &'a str) -> impl Iterator<Item = &'a Budget> + 'a {
@@ -380,14 +410,23 @@ impl Budget {
         };
         let index = now_ms / len;
         let left = Duration::from_millis(len - now_ms % len);
-        let mut key = format!("{}{}:{what}:{index}:", ns::BUDGET, self.id);
-        let _ = match self.per {
-            BudgetScope::Actor => write!(key, "{actor}"),
-            BudgetScope::Tool => write!(key, "{tool}"),
-            BudgetScope::ActorTool => write!(key, "{tool}:{actor}"),
-            BudgetScope::Global => write!(key, "*"),
-        };
+        let key = format!(
+            "{}{}:{what}:{index}:{}",
+            ns::BUDGET,
+            self.id,
+            self.scope(tool, actor)
+        );
         (key, left + WINDOW_SLACK)
+    }
+
+    /// Whose counter a call of `tool` by `actor` spends from.
+    fn scope(&self, tool: &str, actor: &str) -> String {
+        match self.per {
+            BudgetScope::Actor => actor.to_owned(),
+            BudgetScope::Tool => tool.to_owned(),
+            BudgetScope::ActorTool => format!("{tool}:{actor}"),
+            BudgetScope::Global => "*".to_owned(),
+        }
     }
 
     fn spent(&self, what: &str, used: f64, limit: f64, ttl: Duration) -> Refusal {
