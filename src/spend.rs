@@ -20,7 +20,7 @@ use crate::config::policy::{BudgetScope, BudgetWindow, PolicySpec};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::limits::Rate;
 use crate::policy::glob;
-use crate::store::{Admission, Counter, Store, StoreError, ns};
+use crate::store::{Counter, Incr, Store, StoreError, ns};
 
 /// Cost units are counted in millionths, so the store's integer counters can hold them.
 const MICROS: f64 = 1_000_000.0;
@@ -185,11 +185,12 @@ impl Spend {
     }
 
     /// Counts one call of `tool` by `actor` against every stop rule, rate limit and
-    /// budget that applies, or refuses it. Checks that refuse come before any budget is
-    /// charged, so a refused call spends nothing from budgets.
+    /// budget that applies, in one all-or-none store write, or refuses it with the first
+    /// limit it would pass (stop rules first, then rates, then budgets). A refused call
+    /// counts against nothing.
     ///
     /// # Errors
-    /// The first limit the call would pass.
+    /// The limit the call would pass, or a failing store.
     pub async fn admit(
         &self,
         store: &dyn Store,
@@ -197,49 +198,93 @@ impl Spend {
         actor: &str,
         args: &Value,
     ) -> Result<Vec<Left>, Refusal> {
+        let mut checks: Vec<(Check<'_>, Incr)> = Vec::new();
+        let rate_check = |check: Check<'static>, key: String, rate: &Rate| {
+            (
+                check,
+                Incr {
+                    key,
+                    by: 1,
+                    limit: Some(rate.limit),
+                    window: rate.window,
+                },
+            )
+        };
         // Stop rules first: a looping agent is stopped before it burns rate or budget.
         if let Some(rate) = &self.max_calls {
-            let key = format!("{}*stop:{actor}", ns::RATE);
-            if let Admission::Refused(c) =
-                store.incr_within(&key, 1, rate.limit, rate.window).await?
-            {
-                return Err(Refusal::Stop {
-                    rule: "max_calls",
-                    message: format!(
-                        "stop rule max_calls: '{actor}' made {} calls in {} (limit {rate}); this looks like a runaway loop, so further calls are refused for {}. Stop and report to the user instead of retrying",
-                        c.total,
-                        window_name(rate.window),
-                        human(c.resets_in)
-                    ),
-                });
-            }
+            checks.push(rate_check(
+                Check::MaxCalls(*rate),
+                format!("{}*stop:{actor}", ns::RATE),
+                rate,
+            ));
         }
         if let Some(rate) = &self.repeats {
             let key = format!("{}*repeat:{actor}:{}:{}", ns::RATE, tool.id, digest(args));
-            if let Admission::Refused(c) =
-                store.incr_within(&key, 1, rate.limit, rate.window).await?
-            {
-                return Err(Refusal::Stop {
-                    rule: "repeats",
-                    message: format!(
-                        "stop rule repeats: '{actor}' called {} with the same arguments {} times in {} (limit {rate}); repeating will not change the answer. Change the arguments or stop; identical calls are refused for {}",
-                        tool.id,
-                        c.total,
-                        window_name(rate.window),
-                        human(c.resets_in)
-                    ),
-                });
-            }
+            checks.push(rate_check(Check::Repeats(*rate), key, rate));
         }
         if let Some(rate) = &tool.limits.rate {
-            let key = format!("{}{}:{actor}", ns::RATE, tool.id);
-            check_rate(store, &key, rate, &format!("'{actor}' on {}", tool.id)).await?;
+            checks.push(rate_check(
+                Check::Rate(*rate, false),
+                format!("{}{}:{actor}", ns::RATE, tool.id),
+                rate,
+            ));
         }
         if let Some(rate) = &tool.limits.total_rate {
-            let key = format!("{}{}:*", ns::RATE, tool.id);
-            check_rate(store, &key, rate, &format!("all callers of {}", tool.id)).await?;
+            checks.push(rate_check(
+                Check::Rate(*rate, true),
+                format!("{}{}:*", ns::RATE, tool.id),
+                rate,
+            ));
         }
-        self.charge_budgets(store, tool, actor).await
+        let now = now_ms();
+        let cost = micros(tool.cost.per_call);
+        for b in self.applying(&tool.id) {
+            if let Some(limit) = b.calls {
+                let (key, window) = b.key(&tool.id, actor, "calls", now);
+                checks.push((
+                    Check::Calls(b, limit, window),
+                    Incr {
+                        key,
+                        by: 1,
+                        limit: Some(limit),
+                        window,
+                    },
+                ));
+            }
+            if let Some(limit) = b.cost {
+                let (key, window) = b.key(&tool.id, actor, "cost", now);
+                // A call whose cost comes only from its reply is refused once nothing is left.
+                let limit_now = if cost == 0 {
+                    limit.saturating_sub(1)
+                } else {
+                    limit
+                };
+                checks.push((
+                    Check::Cost(b, limit, window),
+                    Incr {
+                        key,
+                        by: cost,
+                        limit: Some(limit_now),
+                        window,
+                    },
+                ));
+            }
+        }
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let incs: Vec<Incr> = checks.iter().map(|(_, i)| i.clone()).collect();
+        match store.incr_all(&incs).await? {
+            Err((i, counter)) => Err(match checks.get(i) {
+                Some((check, _)) => check.refusal(actor, &tool.id, counter),
+                None => Refusal::State("the state store refused an unknown counter".into()),
+            }),
+            Ok(counters) => Ok(checks
+                .iter()
+                .zip(counters)
+                .filter_map(|((check, _), c)| check.left(&tool.id, actor, c))
+                .collect()),
+        }
     }
 
     /// Adds the cost a reply reported (`cost.from_response`) to the budgets.
@@ -264,73 +309,6 @@ impl Spend {
             }
         }
         Ok(())
-    }
-
-    async fn charge_budgets(
-        &self,
-        store: &dyn Store,
-        tool: &Tool,
-        actor: &str,
-    ) -> Result<Vec<Left>, Refusal> {
-        let now = now_ms();
-        let cost = micros(tool.cost.per_call);
-        let applying: Vec<&Budget> = self.applying(&tool.id).collect();
-        // Look first, so a budget refusing does not leave the others charged.
-        for b in &applying {
-            if let Some(limit) = b.calls {
-                let (key, ttl) = b.key(&tool.id, actor, "calls", now);
-                let used = store.get_counter(&key).await?;
-                if used >= limit {
-                    return Err(b.spent("calls", used as f64, limit as f64, ttl));
-                }
-            }
-            if let Some(limit) = b.cost {
-                let (key, ttl) = b.key(&tool.id, actor, "cost", now);
-                let used = store.get_counter(&key).await?;
-                if used >= limit || used.saturating_add(cost) > limit {
-                    return Err(b.spent("cost", used as f64 / MICROS, limit as f64 / MICROS, ttl));
-                }
-            }
-        }
-        // Then charge atomically: a race at the margin is still refused, never overspent.
-        let mut left = Vec::new();
-        for b in &applying {
-            if let Some(limit) = b.calls {
-                let (key, ttl) = b.key(&tool.id, actor, "calls", now);
-                match store.incr_within(&key, 1, limit, ttl).await? {
-                    Admission::Refused(c) => {
-                        return Err(b.spent("calls", c.total as f64, limit as f64, ttl));
-                    }
-                    Admission::Admitted(c) => left.push(Left {
-                        budget: b.id.clone(),
-                        unit: "calls",
-                        scope: b.scope(&tool.id, actor),
-                        left: limit.saturating_sub(c.total) as f64,
-                    }),
-                }
-            }
-            if let (Some(limit), true) = (b.cost, cost > 0) {
-                let (key, ttl) = b.key(&tool.id, actor, "cost", now);
-                let admitted = store.incr_within(&key, cost, limit, ttl).await?;
-                if let Admission::Admitted(c) = admitted {
-                    left.push(Left {
-                        budget: b.id.clone(),
-                        unit: "cost",
-                        scope: b.scope(&tool.id, actor),
-                        left: limit.saturating_sub(c.total) as f64 / MICROS,
-                    });
-                }
-                if let Admission::Refused(c) = admitted {
-                    return Err(b.spent(
-                        "cost",
-                        c.total as f64 / MICROS,
-                        limit as f64 / MICROS,
-                        ttl,
-                    ));
-                }
-            }
-        }
-        Ok(left)
     }
 
     fn applying<'a>(&'a self, tool: &'a str) -> impl Iterator<Item = &'a Budget> + 'a {
@@ -398,6 +376,76 @@ impl Spend {
     }
 }
 
+/// One limit a call is counted against, to explain a refusal.
+enum Check<'a> {
+    MaxCalls(Rate),
+    Repeats(Rate),
+    /// A tool's rate; `true` for the total over all actors.
+    Rate(Rate, bool),
+    Calls(&'a Budget, u64, Duration),
+    Cost(&'a Budget, u64, Duration),
+}
+
+impl Check<'_> {
+    fn refusal(&self, actor: &str, tool: &str, c: Counter) -> Refusal {
+        match self {
+            Self::MaxCalls(rate) => Refusal::Stop {
+                rule: "max_calls",
+                message: format!(
+                    "stop rule max_calls: '{actor}' made {} calls in {} (limit {rate}); this looks like a runaway loop, so further calls are refused for {}. Stop and report to the user instead of retrying",
+                    c.total,
+                    window_name(rate.window),
+                    human(c.resets_in)
+                ),
+            },
+            Self::Repeats(rate) => Refusal::Stop {
+                rule: "repeats",
+                message: format!(
+                    "stop rule repeats: '{actor}' called {tool} with the same arguments {} times in {} (limit {rate}); repeating will not change the answer. Change the arguments or stop; identical calls are refused for {}",
+                    c.total,
+                    window_name(rate.window),
+                    human(c.resets_in)
+                ),
+            },
+            Self::Rate(rate, total) => {
+                let who = if *total {
+                    format!("all callers of {tool}")
+                } else {
+                    format!("'{actor}' on {tool}")
+                };
+                Refusal::Rate(format!(
+                    "rate limit {rate} reached for {who}; retry in {} (retry_after_ms={})",
+                    human(c.resets_in),
+                    c.resets_in.as_millis()
+                ))
+            }
+            Self::Calls(b, limit, window) => {
+                b.spent("calls", c.total as f64, *limit as f64, *window)
+            }
+            Self::Cost(b, limit, window) => b.spent(
+                "cost",
+                c.total as f64 / MICROS,
+                *limit as f64 / MICROS,
+                *window,
+            ),
+        }
+    }
+
+    fn left(&self, tool: &str, actor: &str, c: Counter) -> Option<Left> {
+        let (b, unit, left) = match self {
+            Self::Calls(b, limit, _) => (b, "calls", limit.saturating_sub(c.total) as f64),
+            Self::Cost(b, limit, _) => (b, "cost", limit.saturating_sub(c.total) as f64 / MICROS),
+            _ => return None,
+        };
+        Some(Left {
+            budget: b.id.clone(),
+            unit,
+            scope: b.scope(tool, actor),
+            left,
+        })
+    }
+}
+
 /// Counters outlive their window by this much, so a call at the boundary still finds it.
 const WINDOW_SLACK: Duration = Duration::from_secs(60);
 
@@ -441,17 +489,6 @@ impl Budget {
             amount(limit),
             human(ttl.saturating_sub(WINDOW_SLACK))
         ))
-    }
-}
-
-async fn check_rate(store: &dyn Store, key: &str, rate: &Rate, who: &str) -> Result<(), Refusal> {
-    match store.incr_within(key, 1, rate.limit, rate.window).await? {
-        Admission::Admitted(_) => Ok(()),
-        Admission::Refused(Counter { resets_in, .. }) => Err(Refusal::Rate(format!(
-            "rate limit {rate} reached for {who}; retry in {} (retry_after_ms={})",
-            human(resets_in),
-            resets_in.as_millis()
-        ))),
     }
 }
 

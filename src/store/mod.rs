@@ -79,6 +79,24 @@ pub enum Admission {
     Refused(Counter),
 }
 
+/// One counter of [`Store::incr_all`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Incr {
+    /// The counter's key.
+    pub key: String,
+    /// What to add.
+    pub by: u64,
+    /// The most the total may reach, if any.
+    pub limit: Option<u64>,
+    /// The window a new counter opens (as [`Store::incr`]).
+    pub window: Duration,
+}
+
+/// The outcome of [`Store::incr_all`]: every counter after the increment, or the index
+/// of the first one that would pass its limit and that counter as it stands (nothing was
+/// counted).
+pub type AllOrNone = Result<Vec<Counter>, (usize, Counter)>;
+
 /// The state store. Object safe: the engine holds an `Arc<dyn Store>`.
 ///
 /// Every key is non-empty and every duration at least one millisecond; anything else is
@@ -116,6 +134,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         limit: u64,
         window: Duration,
     ) -> Result<Admission, StoreError>;
+
+    /// Adds to several fixed-window counters at once, all or none: when any would pass
+    /// its limit, none changes. Atomic across the keys, and one durable write: a call
+    /// counted against stop rules, rates and budgets costs one round trip, and a refusal
+    /// by one leaves the others uncharged.
+    async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError>;
 
     /// The counter's total in its current window; zero when there is none.
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError>;

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{Admission, Counter, EmbeddedStore, Idem, Store, StoreError};
+use super::{Admission, AllOrNone, Counter, EmbeddedStore, Idem, Incr, Store, StoreError};
 
 /// A store on a state file, owned by this process or forwarded to the one that owns it.
 #[derive(Debug)]
@@ -68,6 +68,9 @@ enum Req {
         limit: u64,
         window_ms: u64,
     },
+    IncrAll {
+        incs: Vec<Incr>,
+    },
     GetCounter {
         key: String,
     },
@@ -95,9 +98,21 @@ enum Resp {
     Started,
     InFlight,
     Done(String),
-    Counter { total: u64, resets_in_ms: u64 },
-    Refused { total: u64, resets_in_ms: u64 },
+    Counter {
+        total: u64,
+        resets_in_ms: u64,
+    },
+    Refused {
+        total: u64,
+        resets_in_ms: u64,
+    },
     Number(u64),
+    Counters(Vec<(u64, u64)>),
+    RefusedAt {
+        index: usize,
+        total: u64,
+        resets_in_ms: u64,
+    },
     Value(Option<String>),
     Bool(bool),
     Entries(Vec<(String, String)>),
@@ -301,6 +316,14 @@ async fn serve_one(s: &dyn Store, req: Req) -> Result<Resp, StoreError> {
                 resets_in_ms: millis(c.resets_in),
             },
         },
+        Req::IncrAll { incs } => match s.incr_all(&incs).await? {
+            Ok(cs) => Resp::Counters(cs.iter().map(|c| (c.total, millis(c.resets_in))).collect()),
+            Err((index, c)) => Resp::RefusedAt {
+                index,
+                total: c.total,
+                resets_in_ms: millis(c.resets_in),
+            },
+        },
         Req::GetCounter { key } => Resp::Number(s.get_counter(&key).await?),
         Req::Put { key, value, ttl_ms } => {
             s.put(&key, &unhex(&value)?, ms(ttl_ms)).await?;
@@ -444,6 +467,36 @@ impl Store for FileStore {
                 resets_in: Duration::from_millis(resets_in_ms),
             })),
             other => to_counter(other).map(Admission::Admitted),
+        }
+    }
+
+    async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
+        if let Some(s) = self.owner() {
+            return s.incr_all(incs).await;
+        }
+        let req = Req::IncrAll {
+            incs: incs.to_vec(),
+        };
+        match self.call(req).await? {
+            Resp::Counters(cs) => Ok(Ok(cs
+                .into_iter()
+                .map(|(total, ms)| Counter {
+                    total,
+                    resets_in: Duration::from_millis(ms),
+                })
+                .collect())),
+            Resp::RefusedAt {
+                index,
+                total,
+                resets_in_ms,
+            } => Ok(Err((
+                index,
+                Counter {
+                    total,
+                    resets_in: Duration::from_millis(resets_in_ms),
+                },
+            ))),
+            other => Err(unexpected(&other)),
         }
     }
 
