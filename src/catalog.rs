@@ -140,12 +140,17 @@ pub struct Catalog {
     pub egress: Egress,
     /// The decision for calls no rule decides.
     pub policy: Policy,
-    /// The actor of calls without a token (`default_actor`, else anonymous).
+    /// The actor of calls without a token (`default_actor`), or null: such calls are
+    /// refused.
     pub actor: Value,
     /// What conditions see as `env`.
     pub env: Value,
     /// Budgets and stop rules.
     pub spend: crate::spend::Spend,
+    /// Token verification and issuing, when `identity:` is configured.
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Rules for elevation grants.
+    pub elevation: crate::elevation::Rules,
 }
 
 impl Catalog {
@@ -181,11 +186,30 @@ impl Catalog {
             .map_err(|d| diags.extend(d))
             .unwrap_or_default();
         let actor = match &server.default_actor {
-            Some(a) => serde_json::to_value(a).unwrap_or(Value::Null),
-            None => {
-                serde_json::json!({ "subject": "anonymous", "scopes": [], "purpose": null, "region": null })
+            Some(a) => {
+                let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("source".into(), "default_actor".into());
+                }
+                v
+            }
+            None => Value::Null,
+        };
+        let identity = match &server.identity {
+            None => None,
+            Some(spec) => {
+                let dir = server_path
+                    .parent()
+                    .unwrap_or_else(|| std::path::Path::new("."));
+                crate::identity::Identity::compile(spec, vars, dir)
+                    .map(Arc::new)
+                    .map_err(|e| diags.push(Diagnostic::new(server_path, Pos::default(), e)))
+                    .ok()
             }
         };
+        let elevation = crate::elevation::Rules::compile(&server.elevation)
+            .map_err(|(pos, e)| diags.push(Diagnostic::new(server_path, pos, e)))
+            .unwrap_or_default();
         let egress = Egress::build(policy_path, &policy.egress).unwrap_or_else(|d| {
             diags.extend(d);
             Egress::default()
@@ -273,6 +297,8 @@ impl Catalog {
             actor,
             env: serde_json::json!({ "name": vars.get("MCPD_ENV").unwrap_or_else(|| "default".to_owned()) }),
             spend,
+            identity,
+            elevation,
         })
     }
 

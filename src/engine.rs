@@ -50,6 +50,9 @@ pub enum Failure {
     Limited(String),
     /// The state store failed; nothing was sent.
     State(String),
+    /// No valid identity: no token (and no default actor), or a token that does not
+    /// verify.
+    Unauthenticated(String),
 }
 
 impl Failure {
@@ -64,6 +67,7 @@ impl Failure {
             Self::Response(_) => "response",
             Self::Limited(_) => "limited",
             Self::State(_) => "state",
+            Self::Unauthenticated(_) => "unauthenticated",
         }
     }
 
@@ -72,6 +76,7 @@ impl Failure {
         match self {
             Self::InvalidArguments(m) => format!("invalid arguments: {m}"),
             Self::Denied(m) => format!("denied by policy: {m}"),
+            Self::Unauthenticated(m) => format!("unauthenticated: {m}"),
             Self::Request(m)
             | Self::Unreachable(m)
             | Self::Response(m)
@@ -109,6 +114,8 @@ pub struct CallResult {
     pub idempotency_key: Option<String>,
     /// The result is a stored one: the upstream was not called again.
     pub replayed: bool,
+    /// The ticket of the elevation grant the call ran under.
+    pub ticket: Option<String>,
 }
 
 /// What the caller sent beside the arguments (from the request's `_meta`).
@@ -215,25 +222,41 @@ impl Engine {
             status: None,
             elapsed: Duration::ZERO,
             trace_id: trace.trace_id.clone(),
-            actor: ctx
-                .actor
-                .as_ref()
-                .unwrap_or(&catalog.actor)
-                .get("subject")
-                .and_then(Value::as_str)
-                .unwrap_or("anonymous")
-                .to_owned(),
+            actor: String::new(),
             rules: Vec::new(),
             shadow: Vec::new(),
             region: None,
             idempotency_key: None,
             replayed: false,
+            ticket: None,
         };
+        // 2. identify the actor: verified by the transport, the stdio token, or the
+        //    configured default actor; never anonymous.
+        let actor = resolve_actor(&catalog, ctx);
+        let actor_source = match &actor {
+            Ok(a) => {
+                result.actor = a
+                    .get("subject")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_owned();
+                a.get("source")
+                    .and_then(Value::as_str)
+                    .unwrap_or("transport")
+            }
+            Err(_) => {
+                result.actor = "unauthenticated".to_owned();
+                "none"
+            }
+        }
+        .to_owned();
         let span = tracing::info_span!(
             "tool.call",
             tool = %tool.id,
             trace_id = %trace.trace_id,
             actor = %result.actor,
+            actor.source = %actor_source,
+            ticket = tracing::field::Empty,
             rules = tracing::field::Empty,
             shadow = tracing::field::Empty,
             decision = tracing::field::Empty,
@@ -242,20 +265,27 @@ impl Engine {
             idempotency.key = tracing::field::Empty,
             budget.remaining = tracing::field::Empty,
         );
-        let actor = ctx.actor.as_ref().unwrap_or(&catalog.actor);
         let subject = result.actor.clone();
-        let call = Call {
-            catalog: &catalog,
-            tool: &tool,
-            args: &args,
-            actor,
-            subject: &subject,
-            trace: &trace,
-            store: self.store.as_ref(),
-            metrics: &self.metrics,
-            client_key: ctx.idempotency_key.as_deref(),
+        result.outcome = match &actor {
+            Err(f) => Err(f.clone()),
+            Ok(actor) => {
+                let call = Call {
+                    catalog: &catalog,
+                    tool: &tool,
+                    args: &args,
+                    actor,
+                    subject: &subject,
+                    trace: &trace,
+                    store: self.store.as_ref(),
+                    metrics: &self.metrics,
+                    client_key: ctx.idempotency_key.as_deref(),
+                };
+                run(&call, &mut result).instrument(span.clone()).await
+            }
         };
-        result.outcome = run(&call, &mut result).instrument(span.clone()).await;
+        if let Some(t) = &result.ticket {
+            span.record("ticket", t.as_str());
+        }
         result.elapsed = started.elapsed();
         span.record("decision", decision(&result.outcome));
         span.record("pii.count", result.masked);
@@ -305,17 +335,29 @@ struct Call<'a> {
 /// Steps 2 to 10; fills `result.status` and `result.masked` on the way.
 async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
     let (catalog, tool, args) = (c.catalog, c.tool, c.args);
-    // 2. the actor was identified by the transport (token) or is the default actor
     // 3. validate the arguments before anything else sees them
     validate_args(tool, args)?;
-    // 4. policy: enforced rules decide, shadow rules are only recorded
+    // 3b. scopes: a tool (or environment) outside the actor's scopes goes no further
+    crate::identity::check_scope(c.actor, &tool.id, args).map_err(Failure::Denied)?;
+    // 4. policy: enforced rules decide, shadow rules are only recorded; the caller's
+    //    elevation grant is looked up only for tools whose rules read it
+    let grant = match &catalog.identity {
+        Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
+            crate::elevation::find(c.store, identity, c.subject, &tool.id, args)
+                .await
+                .map_err(|e| Failure::State(format!("cannot read elevation grants: {e}")))?
+        }
+        _ => None,
+    };
+    let elevation = grant.as_ref().map(crate::elevation::Grant::facts);
     let decision = catalog.policy.evaluate(&Facts {
         tool: &tool.id,
         args,
         actor: c.actor,
-        elevation: None,
+        elevation: elevation.as_ref(),
         env: &catalog.env,
     });
+    result.ticket = grant.map(|g| g.ticket);
     result.rules.clone_from(&decision.matched);
     result.shadow.clone_from(&decision.shadow);
     if let Some((rule, reason)) = &decision.denial {
@@ -390,6 +432,28 @@ async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
 }
 
 /// The key for this call: the client's (from `_meta`) or the tool's template.
+/// Who is calling: the transport's verified actor, the stdio caller's token, or the
+/// configured default actor; otherwise the call is refused.
+fn resolve_actor(catalog: &Catalog, ctx: &CallContext) -> Result<Value, Failure> {
+    if let Some(a) = &ctx.actor {
+        return Ok(a.clone());
+    }
+    if let Some(identity) = &catalog.identity {
+        match identity.stdio_actor() {
+            Ok(Some(actor)) => return Ok(actor),
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Unauthenticated(e.to_string())),
+        }
+    }
+    if !catalog.actor.is_null() {
+        return Ok(catalog.actor.clone());
+    }
+    Err(Failure::Unauthenticated(match &catalog.identity {
+        Some(identity) => crate::identity::TokenError::Missing(identity.token_source()).to_string(),
+        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (README: Identity)".to_owned(),
+    }))
+}
+
 fn idempotency_key(c: &Call<'_>) -> Result<Option<String>, Failure> {
     let key = match (c.client_key, &c.tool.idempotency) {
         (Some(k), _) => k.to_owned(),
@@ -760,6 +824,7 @@ fn decision(outcome: &Result<Value, Failure>) -> &'static str {
         Err(Failure::Denied(_)) => "denied",
         Err(Failure::Limited(_)) => "limited",
         Err(Failure::State(_)) => "error",
+        Err(Failure::Unauthenticated(_)) => "denied",
         Err(Failure::InvalidArguments(_)) => "invalid",
         Err(_) => "error",
     }
@@ -781,7 +846,9 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
         status: r.status,
         trace_id: r.trace_id.clone(),
         pii_count: r.masked,
-        ..AuditEntry::default()
+        idempotency_key: r.idempotency_key.clone(),
+        ticket: r.ticket.clone(),
+        replayed: r.replayed,
     }
 }
 

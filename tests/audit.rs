@@ -222,7 +222,7 @@ fn metrics_endpoint_counts_calls_by_tool_and_decision() {
     );
     assert!(
         text.contains(
-            "mcpd_budget_remaining{budget=\"prod-flag-writes\",unit=\"calls\",scope=\"anonymous\"} 199"
+            "mcpd_budget_remaining{budget=\"prod-flag-writes\",unit=\"calls\",scope=\"user:local-dev\"} 199"
         ),
         "{text}"
     );

@@ -12,6 +12,7 @@ mod util;
 
 mod audit;
 mod call;
+mod identity;
 mod limits;
 mod policy;
 mod python_client;
