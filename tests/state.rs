@@ -316,3 +316,27 @@ fn processes_on_one_state_file_share_it_and_take_over_when_the_owner_dies() {
     assert!(!is_error(&b.call("flag_set", staging(31))));
     assert_eq!(seen(&api, "PUT", "/flags/").len(), 2);
 }
+
+#[test]
+fn a_reload_keeps_the_rate_counted_so_far() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 2/min");
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let args = |d: &str| json!({"from": format!("2025-08-{d}"), "to": "2025-08-31"});
+    assert!(!is_error(&c.call("orders_export", args("01"))));
+    assert!(!is_error(&c.call("orders_export", args("02"))));
+    // The tool file changes (a new description): the tool is recompiled, its counter stays.
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "title: Export orders",
+        "title: Export orders (v2)",
+    );
+    c.wait_list_changed();
+    let over = c.call("orders_export", args("03"));
+    assert!(
+        text(&over).contains("rate limit 2/min reached"),
+        "{}",
+        text(&over)
+    );
+}
