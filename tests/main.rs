@@ -14,6 +14,7 @@ mod audit;
 mod call;
 mod identity;
 mod limits;
+mod otlp;
 mod policy;
 mod python_client;
 mod reload;
