@@ -12,6 +12,7 @@ mod util;
 
 mod audit;
 mod call;
+mod http;
 mod identity;
 mod limits;
 mod otlp;
