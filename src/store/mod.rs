@@ -3,7 +3,7 @@
 //! Idempotency records, rate and budget counters and elevation grants live here. The
 //! engine holds an `Arc<dyn Store>` and never knows which backend it has: the embedded
 //! file ([`embedded`], the default, nothing to install), an in-process map ([`memory`],
-//! for one-shot commands and tests), and later Redis for several replicas. This module
+//! for one-shot commands and tests), and Redis for several replicas ([`redis`]). This module
 //! owns the trait, its value types, its errors and [`open`]; it must not know what the
 //! records mean to the engine (a key is opaque bytes of text, a value opaque bytes).
 //!
@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 pub mod embedded;
 pub mod memory;
 mod record;
+pub mod redis;
 pub mod shared;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ mod tests;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use shared::FileStore;
 
 /// Key namespaces: the prefix of every key says which part of mcpd owns it.
@@ -161,11 +163,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn sweep(&self) -> Result<usize, StoreError>;
 }
 
+/// Whether a spec names the Redis backend.
+fn is_redis(spec: &str) -> bool {
+    ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|s| spec.starts_with(s))
+}
+
 /// Opens the store a spec names: `file:PATH` or a bare path (the embedded store in that
-/// file), `memory:` (in-process, gone when mcpd exits), `redis://…` (not yet).
+/// file), `memory:` (in-process, gone when mcpd exits). `redis://…` needs a connection:
+/// see [`connect`].
 pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
     let spec = spec.trim();
-    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+    if is_redis(spec) {
         return Err(StoreError::RedisUnavailable);
     }
     if spec == "memory:" {
@@ -185,6 +195,9 @@ pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// As [`open`]; a locked file whose owner does not answer.
 pub async fn connect(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
     let spec = spec.trim();
+    if is_redis(spec) {
+        return Ok(Arc::new(RedisStore::connect(spec).await?));
+    }
     if spec == "memory:" || (spec.contains("://") && !spec.starts_with("file:")) {
         return open(spec);
     }
@@ -242,11 +255,23 @@ pub enum StoreError {
     /// A caller passed an empty key or a duration under one millisecond.
     #[error("invalid state store call: {0}")]
     InvalidArgument(String),
-    /// The spec names the Redis backend.
-    #[error("the redis backend is not available yet: use a state file ('file:PATH')")]
+    /// The spec names the Redis backend where no connection can be made (`open`).
+    #[error("the redis backend needs a connection: open it with store::connect")]
     RedisUnavailable,
+    /// The Redis server failed or could not be reached.
+    #[error(
+        "redis at {url} failed: {error}; check that the server is up and reachable from this host"
+    )]
+    Redis {
+        /// The server, without credentials.
+        url: String,
+        /// What went wrong.
+        error: String,
+    },
     /// The spec is neither a path nor a known scheme.
-    #[error("unknown state store '{0}': use 'file:PATH', a path, or 'memory:'")]
+    #[error(
+        "unknown state store '{0}': use 'file:PATH', a path, 'memory:' or 'redis://HOST:PORT/DB'"
+    )]
     BadSpec(String),
     /// The store's writer or a blocking task stopped (a bug or a panic in the database).
     #[error("the state store stopped ({0}); see the log, then restart mcpd")]

@@ -1,7 +1,8 @@
 //! The store's behaviour, as every backend must show it, then what only the file adds.
 //!
 //! Each behaviour is an async function over a [`Harness`]; `conformance!` runs every one
-//! against each backend (the Redis backend joins the list when it comes). Time is a
+//! against each backend (Redis on a redis-server each test starts, skipped with a
+//! loud message when redis-server is not installed). Time is a
 //! manual clock, so expiry is tested without sleeping.
 
 use std::collections::BTreeSet;
@@ -18,6 +19,69 @@ struct Harness {
     store: Arc<dyn Store>,
     now: Arc<AtomicU64>,
     dir: Option<tempfile::TempDir>,
+    _redis: Option<RedisServer>,
+}
+
+/// A redis-server of the test's own, on a Unix socket in a temporary directory; killed
+/// on drop.
+pub(crate) struct RedisServer {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    pub(crate) url: String,
+}
+
+impl RedisServer {
+    /// Starts one, or `None` (after saying so loudly) when redis-server is not installed.
+    pub(crate) fn start() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "SKIPPED: redis-server is not installed, the redis backend is untested \
+                     (apt-get install redis-server; .ci/run does)"
+                );
+                return None;
+            }
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < end,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let url = format!("redis+unix://{}", socket.display());
+        Some(Self {
+            child,
+            _dir: dir,
+            url,
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn manual_clock() -> (Clock, Arc<AtomicU64>) {
@@ -35,6 +99,7 @@ impl Harness {
             store: Arc::new(store),
             now,
             dir: Some(dir),
+            _redis: None,
         }
     }
 
@@ -44,7 +109,23 @@ impl Harness {
             store: Arc::new(MemoryStore::with_clock(clock)),
             now,
             dir: None,
+            _redis: None,
         }
+    }
+
+    /// A Redis store on a redis-server of its own, or `None` without redis-server.
+    async fn redis() -> Option<Self> {
+        let server = RedisServer::start()?;
+        let (clock, now) = manual_clock();
+        let store = RedisStore::connect_with(&server.url, "t:", clock)
+            .await
+            .unwrap();
+        Some(Self {
+            store: Arc::new(store),
+            now,
+            dir: None,
+            _redis: Some(server),
+        })
     }
 
     fn advance(&self, by: Duration) {
@@ -85,6 +166,16 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name(&super::Harness::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(h) = super::Harness::redis().await {
+                        super::$name(&h).await;
+                    }
                 }
             )*
         }
