@@ -26,10 +26,13 @@ use std::time::{Duration, SystemTime};
 pub mod embedded;
 pub mod memory;
 mod record;
+pub mod redis;
 pub mod shared;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_redis;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
@@ -161,8 +164,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn sweep(&self) -> Result<usize, StoreError>;
 }
 
-/// Opens the store a spec names: `file:PATH` or a bare path (the embedded store in that
-/// file), `memory:` (in-process, gone when mcpd exits), `redis://…` (not yet).
+/// Opens a local store a spec names: `file:PATH` or a bare path (the embedded store in
+/// that file), `memory:` (in-process, gone when mcpd exits). `redis://…` goes through
+/// [`connect`].
 pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
     let spec = spec.trim();
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
@@ -179,12 +183,16 @@ pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// Opens the store a spec names, for a running mcpd: as [`open`], except that a state
-/// file is shared with the other mcpd processes on this machine ([`FileStore`]).
+/// file is shared with the other mcpd processes on this machine ([`FileStore`]), and
+/// `redis://[user:password@]host:port[/db]` connects to Redis ([`redis::RedisStore`]).
 ///
 /// # Errors
 /// As [`open`]; a locked file whose owner does not answer.
 pub async fn connect(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
     let spec = spec.trim();
+    if spec.starts_with("redis://") {
+        return Ok(Arc::new(redis::RedisStore::connect(spec).await?));
+    }
     if spec == "memory:" || (spec.contains("://") && !spec.starts_with("file:")) {
         return open(spec);
     }
@@ -242,8 +250,8 @@ pub enum StoreError {
     /// A caller passed an empty key or a duration under one millisecond.
     #[error("invalid state store call: {0}")]
     InvalidArgument(String),
-    /// The spec names the Redis backend.
-    #[error("the redis backend is not available yet: use a state file ('file:PATH')")]
+    /// The spec names the Redis backend where only local stores can be opened.
+    #[error("the redis backend is opened with store::connect (it needs the async runtime)")]
     RedisUnavailable,
     /// The spec is neither a path nor a known scheme.
     #[error("unknown state store '{0}': use 'file:PATH', a path, or 'memory:'")]

@@ -1,0 +1,433 @@
+//! The Redis backend: state shared by several mcpd replicas.
+//!
+//! Every operation is one round trip and atomic on the server: a plain command where one
+//! suffices (`SET PX`, `GET`, `DEL`), a short Lua script where a read decides a write
+//! (claiming an idempotency key, counting within a limit, all-or-none increments).
+//! Expiry is Redis's own (`PX`, `PEXPIRE`), so `sweep` has nothing to do. Entries carry
+//! their kind: idempotency records are `I` (in flight) or `D` + result, values are
+//! `V` + bytes, counters are Redis integers; using a key as another kind is
+//! [`StoreError::WrongKind`]. Durability is the server's (`appendonly yes` with
+//! `appendfsync always` for the embedded store's guarantee).
+//!
+//! `incr_all` touches several keys in one script: on Redis Cluster they must share a hash
+//! slot; mcpd targets a single primary (with replicas for failover).
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands as _, Script};
+
+use super::{Admission, AllOrNone, Counter, Idem, Incr, Store, StoreError, check_key, millis};
+
+/// A store on one Redis server (or primary).
+pub struct RedisStore {
+    conn: ConnectionManager,
+    url: String,
+    begin: Script,
+    finish: Script,
+    abandon: Script,
+    incr: Script,
+    within: Script,
+    all: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &redacted(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!(
+            "{}://***@{}",
+            url.get(..s).unwrap_or_default(),
+            url.get(at + 1..).unwrap_or_default()
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+const BEGIN: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'I', 'PX', ARGV[1])
+  return {0, ''}
+end
+local t = string.sub(v, 1, 1)
+if t == 'I' then return {1, ''} end
+if t == 'D' then return {2, string.sub(v, 2)} end
+return redis.error_reply('WRONGKIND ' .. KEYS[1])
+";
+
+const FINISH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local t = string.sub(v, 1, 1)
+  if t ~= 'I' and t ~= 'D' then return redis.error_reply('WRONGKIND ' .. KEYS[1]) end
+end
+redis.call('SET', KEYS[1], 'D' .. ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+const ABANDON: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local t = string.sub(v, 1, 1)
+if t == 'I' then redis.call('DEL', KEYS[1]) return 1 end
+if t == 'D' then return 0 end
+return redis.error_reply('WRONGKIND ' .. KEYS[1])
+";
+
+// A counter: INCRBY, and the window opens with the first increment.
+const INCR: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. KEYS[1]) end
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if not v then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {n, redis.call('PTTL', KEYS[1])}
+";
+
+const WITHIN: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. KEYS[1]) end
+local cur = tonumber(v) or 0
+local by, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if cur + by > limit then
+  local ttl = 0
+  if v then ttl = redis.call('PTTL', KEYS[1]) end
+  return {0, cur, ttl}
+end
+local n = redis.call('INCRBY', KEYS[1], by)
+if not v then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return {1, n, redis.call('PTTL', KEYS[1])}
+";
+
+// ARGV holds (by, limit or -1, window) per key. Every limit is checked first.
+const ALL: &str = r"
+local cur = {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. KEYS[i]) end
+  cur[i] = v
+end
+for i = 1, #KEYS do
+  local by, limit = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1])
+  local n = tonumber(cur[i]) or 0
+  if limit >= 0 and n + by > limit then
+    local ttl = 0
+    if cur[i] then ttl = redis.call('PTTL', KEYS[i]) end
+    return {0, i - 1, n, ttl}
+  end
+end
+local out = {1}
+for i = 1, #KEYS do
+  local n = redis.call('INCRBY', KEYS[i], ARGV[3*i-2])
+  if not cur[i] then redis.call('PEXPIRE', KEYS[i], ARGV[3*i]) end
+  table.insert(out, n)
+  table.insert(out, redis.call('PTTL', KEYS[i]))
+end
+return out
+";
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`).
+    ///
+    /// # Errors
+    /// A bad URL or an unreachable server.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let shown = redacted(url);
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::BadSpec(format!("{shown}: {e}")))?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .map_err(|_| {
+                StoreError::Stopped(format!("redis at {shown} did not answer within 5 s"))
+            })?
+            .map_err(|e| StoreError::Stopped(format!("cannot reach redis at {shown}: {e}")))?;
+        Ok(Self {
+            conn,
+            url: url.to_owned(),
+            begin: Script::new(BEGIN),
+            finish: Script::new(FINISH),
+            abandon: Script::new(ABANDON),
+            incr: Script::new(INCR),
+            within: Script::new(WITHIN),
+            all: Script::new(ALL),
+        })
+    }
+
+    fn error(&self, e: &redis::RedisError) -> StoreError {
+        if e.code() == Some("WRONGKIND") {
+            return StoreError::WrongKind {
+                key: e.detail().unwrap_or_default().trim().to_owned(),
+                found: "another kind of entry",
+                wanted: "this kind",
+            };
+        }
+        StoreError::Stopped(format!("redis at {}: {e}", redacted(&self.url)))
+    }
+}
+
+fn ms_dur(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError> {
+        check_key(key)?;
+        let ttl = millis("the in-flight ttl", in_flight_ttl)?;
+        let mut c = self.conn.clone();
+        let (state, result): (i64, Vec<u8>) = self
+            .begin
+            .key(key)
+            .arg(ttl)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(match state {
+            0 => Idem::Started,
+            1 => Idem::InFlight,
+            _ => Idem::Done(result),
+        })
+    }
+
+    async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        check_key(key)?;
+        let ttl = millis("the ttl", ttl)?;
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .finish
+            .key(key)
+            .arg(result)
+            .arg(ttl)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    async fn idem_abandon(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let mut c = self.conn.clone();
+        let n: i64 = self
+            .abandon
+            .key(key)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(n == 1)
+    }
+
+    async fn incr(&self, key: &str, by: u64, window: Duration) -> Result<Counter, StoreError> {
+        check_key(key)?;
+        let window = millis("the window", window)?;
+        let mut c = self.conn.clone();
+        let (n, ttl): (i64, i64) = self
+            .incr
+            .key(key)
+            .arg(by)
+            .arg(window)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(Counter {
+            total: count(n),
+            resets_in: ms_dur(ttl),
+        })
+    }
+
+    async fn incr_within(
+        &self,
+        key: &str,
+        by: u64,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Admission, StoreError> {
+        check_key(key)?;
+        let window = millis("the window", window)?;
+        let mut c = self.conn.clone();
+        let (ok, n, ttl): (i64, i64, i64) = self
+            .within
+            .key(key)
+            .arg(by)
+            .arg(limit)
+            .arg(window)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let counter = Counter {
+            total: count(n),
+            resets_in: ms_dur(ttl),
+        };
+        Ok(if ok == 1 {
+            Admission::Admitted(counter)
+        } else {
+            Admission::Refused(counter)
+        })
+    }
+
+    async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
+        if incs.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let mut inv = self.all.prepare_invoke();
+        for inc in incs {
+            check_key(&inc.key)?;
+            let window = millis("the window", inc.window)?;
+            inv.key(&inc.key);
+            inv.arg(inc.by)
+                .arg(
+                    inc.limit
+                        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+                )
+                .arg(window);
+        }
+        let mut c = self.conn.clone();
+        let out: Vec<i64> = inv.invoke_async(&mut c).await.map_err(|e| self.error(&e))?;
+        match out.as_slice() {
+            [1, rest @ ..] => Ok(Ok(rest
+                .chunks(2)
+                .map(|p| Counter {
+                    total: count(p.first().copied().unwrap_or(0)),
+                    resets_in: ms_dur(p.get(1).copied().unwrap_or(0)),
+                })
+                .collect())),
+            [0, index, total, ttl] => Ok(Err((
+                usize::try_from(*index).unwrap_or(0),
+                Counter {
+                    total: count(*total),
+                    resets_in: ms_dur(*ttl),
+                },
+            ))),
+            other => Err(StoreError::Stopped(format!(
+                "unexpected answer from redis: {other:?}"
+            ))),
+        }
+    }
+
+    async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {
+        check_key(key)?;
+        let mut c = self.conn.clone();
+        let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.error(&e))?;
+        match v {
+            None => Ok(0),
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::WrongKind {
+                    key: key.to_owned(),
+                    found: "another kind of entry",
+                    wanted: "a counter",
+                }),
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        check_key(key)?;
+        let ttl = millis("the ttl", ttl)?;
+        let mut tagged = Vec::with_capacity(value.len() + 1);
+        tagged.push(b'V');
+        tagged.extend_from_slice(value);
+        let mut c = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(tagged)
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_key(key)?;
+        let mut c = self.conn.clone();
+        let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.error(&e))?;
+        match v {
+            None => Ok(None),
+            Some(bytes) => match bytes.split_first() {
+                Some((b'V', rest)) => Ok(Some(rest.to_vec())),
+                _ => Err(StoreError::WrongKind {
+                    key: key.to_owned(),
+                    found: "another kind of entry",
+                    wanted: "a value",
+                }),
+            },
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let mut c = self.conn.clone();
+        let n: i64 = c.del(key).await.map_err(|e| self.error(&e))?;
+        Ok(n > 0)
+    }
+
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let pattern = format!("{}*", escape_glob(prefix));
+        let mut c = self.conn.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.error(&e))?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e))?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| match v?.split_first() {
+                Some((b'V', rest)) => Some((k, rest.to_vec())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        // Redis expires keys itself.
+        Ok(0)
+    }
+}
+
+/// Escapes Redis glob characters so a prefix matches literally.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
