@@ -16,5 +16,6 @@ mod limits;
 mod policy;
 mod python_client;
 mod reload;
+mod schema;
 mod stdio;
 mod validate;

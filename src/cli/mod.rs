@@ -7,6 +7,7 @@ mod audit;
 mod call;
 mod demo;
 mod explain;
+mod schema;
 mod serve;
 mod validate;
 
@@ -80,6 +81,14 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Print the JSON Schema (draft-07) of tool files, policies.yaml or mcpd.yaml, for editors.
+    Schema {
+        /// Which file's schema to print (all three with --out).
+        kind: Option<schema::Kind>,
+        /// Write the schema files into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Run the bundled demo orders/flags API on its own.
     DemoApi {
         /// Port on 127.0.0.1 (0 picks a free one; the URL is printed on stdout).
@@ -130,6 +139,7 @@ pub fn main() -> ExitCode {
                 action: AuditAction::Verify { file, key_env },
             } => audit::verify(&file, &key_env),
             Command::DemoApi { port } => demo::run_api(port).await,
+            Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
         }
     });
     match outcome {
