@@ -14,6 +14,7 @@
 //! - [`audit`]: the signed, hash-chained audit log and its verification;
 //! - [`store`]: state that outlives a call (idempotency, counters, grants), behind one trait;
 //! - [`demo_api`]: the orders and flags API that ships with the project;
+//! - [`testrun`]: `mcpd test`, the declared golden and adversarial cases;
 //! - [`cli`]: one file per subcommand.
 
 pub mod audit;
@@ -33,5 +34,6 @@ pub mod reload;
 pub mod response;
 pub mod store;
 pub mod template;
+pub mod testrun;
 pub mod trace;
 pub mod upstream;

@@ -18,4 +18,5 @@ mod python_client;
 mod reload;
 mod schema;
 mod stdio;
+mod testrun;
 mod validate;

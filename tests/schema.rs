@@ -7,10 +7,11 @@ use serde_json::Value;
 
 use crate::util::{bin, repo};
 
-const KINDS: [(&str, &str); 3] = [
+const KINDS: [(&str, &str); 4] = [
     ("tool", "tool.schema.json"),
     ("policies", "policies.schema.json"),
     ("server", "mcpd.schema.json"),
+    ("tests", "tests.schema.json"),
 ];
 
 fn schema(file: &str) -> jsonschema::Validator {
@@ -59,6 +60,14 @@ fn shipped_files_validate_and_name_their_schema() {
     let mut files = vec![];
     for entry in std::fs::read_dir(repo().join("tools.d")).unwrap() {
         files.push((entry.unwrap().path(), &tool, "../schemas/tool.schema.json"));
+    }
+    let tests = schema("tests.schema.json");
+    for entry in std::fs::read_dir(repo().join("tests.d")).unwrap() {
+        files.push((
+            entry.unwrap().path(),
+            &tests,
+            "../schemas/tests.schema.json",
+        ));
     }
     let policies = schema("policies.schema.json");
     let server = schema("mcpd.schema.json");

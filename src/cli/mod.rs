@@ -9,6 +9,7 @@ mod demo;
 mod explain;
 mod schema;
 mod serve;
+mod test;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,17 @@ pub enum Command {
         /// Who the call is made as.
         #[command(flatten)]
         actor: explain::AsActor,
+    },
+    /// Run the test cases in tests.d/ (golden and adversarial flows) through the pipeline.
+    Test {
+        /// The config directory (default: --config); cases come from its tests.d/.
+        dir: Option<PathBuf>,
+        /// A case file or directory to run instead of DIR/tests.d/.
+        #[arg(long, value_name = "PATH")]
+        cases: Option<PathBuf>,
+        /// Also write a JUnit XML report to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
@@ -140,6 +152,10 @@ pub fn main() -> ExitCode {
             } => audit::verify(&file, &key_env),
             Command::DemoApi { port } => demo::run_api(port).await,
             Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
+            Command::Test { dir, cases, junit } => {
+                let dir = dir.as_deref().unwrap_or(&cli.config);
+                test::run(dir, cases.as_deref(), junit.as_deref()).await
+            }
         }
     });
     match outcome {

@@ -23,11 +23,13 @@ pub enum Kind {
     Policies,
     /// `mcpd.yaml`.
     Server,
+    /// A test case file in `tests.d/`.
+    Tests,
 }
 
 impl Kind {
     /// Every kind, in the order they are written.
-    pub const ALL: [Kind; 3] = [Kind::Tool, Kind::Policies, Kind::Server];
+    pub const ALL: [Kind; 4] = [Kind::Tool, Kind::Policies, Kind::Server, Kind::Tests];
 
     /// The file name under `schemas/`.
     pub fn file_name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Tool => "tool.schema.json",
             Kind::Policies => "policies.schema.json",
             Kind::Server => "mcpd.schema.json",
+            Kind::Tests => "tests.schema.json",
         }
     }
 }
@@ -48,6 +51,10 @@ pub fn render(kind: Kind) -> anyhow::Result<String> {
         Kind::Tool => (generate::<ToolSpec>(), "mcpd tool file (tools.d/*.yaml)"),
         Kind::Policies => (generate::<PolicySpec>(), "mcpd policies.yaml"),
         Kind::Server => (generate::<ServerSpec>(), "mcpd server file (mcpd.yaml)"),
+        Kind::Tests => (
+            generate::<crate::testrun::CaseFile>(),
+            "mcpd test cases (tests.d/*.yaml)",
+        ),
     };
     let mut value = schema.to_value();
     if let Some(obj) = value.as_object_mut() {
@@ -72,7 +79,7 @@ pub fn run(kind: Option<Kind>, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     match (kind, out) {
         (Some(kind), None) => print!("{}", render(kind)?),
         (None, None) => anyhow::bail!(
-            "name the file kind to print (mcpd schema tool | policies | server), or write all three with --out DIR"
+            "name the file kind to print (mcpd schema tool | policies | server | tests), or write them all with --out DIR"
         ),
         (kind, Some(dir)) => {
             std::fs::create_dir_all(dir)
