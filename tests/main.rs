@@ -12,6 +12,7 @@ mod util;
 
 mod audit;
 mod call;
+mod host_config;
 mod limits;
 mod policy;
 mod python_client;

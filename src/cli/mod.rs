@@ -7,6 +7,7 @@ mod audit;
 mod call;
 mod demo;
 mod explain;
+mod host_config;
 mod schema;
 mod serve;
 mod test;
@@ -85,6 +86,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
     },
+    /// Print (or --write) an MCP host's config entry for mcpd, with this machine's paths.
+    HostConfig(host_config::Options),
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
     /// Check the audit log: signatures, sequence and hash chain.
@@ -151,6 +154,7 @@ pub fn main() -> ExitCode {
                 action: AuditAction::Verify { file, key_env },
             } => audit::verify(&file, &key_env),
             Command::DemoApi { port } => demo::run_api(port).await,
+            Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
             Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
             Command::Test { dir, cases, junit } => {
                 let dir = dir.as_deref().unwrap_or(&cli.config);
