@@ -14,6 +14,7 @@
 //! - [`audit`]: the signed, hash-chained audit log and its verification;
 //! - [`store`]: state that outlives a call (idempotency, counters, grants), behind one trait;
 //! - [`demo_api`]: the orders and flags API that ships with the project;
+//! - [`openapi`]: `mcpd import openapi`, operations of an OpenAPI 3 spec as tool files;
 //! - [`testrun`]: `mcpd test`, the declared golden and adversarial cases;
 //! - [`cli`]: one file per subcommand.
 
@@ -28,6 +29,7 @@ pub mod jsonpath;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod redact;
 pub mod reload;

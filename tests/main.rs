@@ -13,6 +13,7 @@ mod util;
 mod audit;
 mod call;
 mod host_config;
+mod import;
 mod limits;
 mod policy;
 mod python_client;

@@ -8,6 +8,7 @@ mod call;
 mod demo;
 mod explain;
 mod host_config;
+mod import;
 mod schema;
 mod serve;
 mod test;
@@ -88,6 +89,12 @@ pub enum Command {
     },
     /// Print (or --write) an MCP host's config entry for mcpd, with this machine's paths.
     HostConfig(host_config::Options),
+    /// Generate tool files from an API description (OpenAPI 3).
+    Import {
+        /// What to import from.
+        #[command(subcommand)]
+        source: import::Source,
+    },
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
     /// Check the audit log: signatures, sequence and hash chain.
@@ -154,6 +161,7 @@ pub fn main() -> ExitCode {
                 action: AuditAction::Verify { file, key_env },
             } => audit::verify(&file, &key_env),
             Command::DemoApi { port } => demo::run_api(port).await,
+            Command::Import { source } => import::run(&cli.config, &source),
             Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
             Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
             Command::Test { dir, cases, junit } => {

@@ -18,8 +18,9 @@ pub struct CaseFile {
     /// Where the tools' upstream requests go while these cases run: `recorded` (the
     /// default: each case's `recorded` responses, served by a stub mcpd starts) or `demo`
     /// (the bundled demo API, started fresh for this file). Either way every upstream in
-    /// `mcpd.yaml` is pointed at it (a region's URL becomes `<url>/<region>`) and
-    /// `127.0.0.1` is added to the egress allow-list, so no real backend is reached.
+    /// `mcpd.yaml`, and each of its region URLs, is pointed at it, keeping the URL's path
+    /// (`https://api.internal/v1` becomes `http://127.0.0.1:PORT/v1`), and `127.0.0.1` is
+    /// added to the egress allow-list, so no real backend is reached.
     #[serde(default)]
     pub upstream: UpstreamMode,
     /// The cases, run in order.
@@ -128,6 +129,10 @@ pub struct Expect {
     /// Exactly how many requests the upstream received.
     #[serde(default)]
     pub upstream_requests: Option<usize>,
+    /// With `upstream: recorded`: the requests the upstream must have received, in
+    /// order, each as `METHOD /path?query` (e.g. `GET /v1/pets?limit=2`).
+    #[serde(default)]
+    pub requests: Option<Vec<String>>,
     /// Shadow rules (ids) that must have matched: recorded, not enforced.
     #[serde(default)]
     pub shadow: Vec<String>,

@@ -9,12 +9,14 @@ use crate::jsonpath::JsonPath;
 use crate::redact::{DetectorSet, redact_value};
 
 /// What the upstream saw during the call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Seen {
     /// Requests it received.
     pub requests: usize,
     /// Requests that found no recorded response.
     pub unanswered: usize,
+    /// The requests as `METHOD target`, when the upstream is the stub.
+    pub targets: Option<Vec<String>>,
 }
 
 /// Problems in the case itself, found before it runs.
@@ -23,6 +25,12 @@ pub fn well_formed(case: &Case, mode: UpstreamMode) -> Result<(), Vec<String>> {
     if mode == UpstreamMode::Demo && !case.recorded.is_empty() {
         problems.push(
             "'recorded' responses are only served with 'upstream: recorded'; remove them or change the file's upstream"
+                .to_owned(),
+        );
+    }
+    if mode == UpstreamMode::Demo && case.expect.requests.is_some() {
+        problems.push(
+            "'expect.requests' can only be checked with 'upstream: recorded'; use upstream_requests for a count"
                 .to_owned(),
         );
     }
@@ -63,6 +71,42 @@ pub fn well_formed(case: &Case, mode: UpstreamMode) -> Result<(), Vec<String>> {
 
 /// Every expectation that does not hold for `result`.
 pub fn judge(expect: &Expect, result: &CallResult, seen: &Seen) -> Vec<String> {
+    let mut problems = judge_call(expect, result);
+    if seen.unanswered > 0 {
+        problems.push(format!(
+            "the upstream got {} request(s) more than the case recorded responses for",
+            seen.unanswered
+        ));
+    }
+    if let Some(want) = expect.upstream_called
+        && want != (seen.requests > 0)
+    {
+        problems.push(format!(
+            "expected the upstream {}called, it received {} request(s)",
+            if want { "to be " } else { "not to be " },
+            seen.requests
+        ));
+    }
+    if let Some(want) = expect.upstream_requests
+        && want != seen.requests
+    {
+        problems.push(format!(
+            "expected {want} upstream request(s), it received {}",
+            seen.requests
+        ));
+    }
+    if let (Some(want), Some(got)) = (&expect.requests, &seen.targets)
+        && want != got
+    {
+        problems.push(format!(
+            "expected the upstream to receive {want:?}, it received {got:?}"
+        ));
+    }
+    problems
+}
+
+/// The expectations about the call's result, decision and rules.
+fn judge_call(expect: &Expect, result: &CallResult) -> Vec<String> {
     let mut problems = Vec::new();
     let got = match &result.outcome {
         Ok(_) => Decision::Allow,
@@ -114,29 +158,6 @@ pub fn judge(expect: &Expect, result: &CallResult, seen: &Seen) -> Vec<String> {
                 found.join(", ")
             ));
         }
-    }
-    if seen.unanswered > 0 {
-        problems.push(format!(
-            "the upstream got {} request(s) more than the case recorded responses for",
-            seen.unanswered
-        ));
-    }
-    if let Some(want) = expect.upstream_called
-        && want != (seen.requests > 0)
-    {
-        problems.push(format!(
-            "expected the upstream {}called, it received {} request(s)",
-            if want { "to be " } else { "not to be " },
-            seen.requests
-        ));
-    }
-    if let Some(want) = expect.upstream_requests
-        && want != seen.requests
-    {
-        problems.push(format!(
-            "expected {want} upstream request(s), it received {}",
-            seen.requests
-        ));
     }
     let shadow_ids: Vec<&str> = result
         .shadow

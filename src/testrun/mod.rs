@@ -163,7 +163,8 @@ async fn run_file(
             (stub.url.clone(), Upstream::Stub(stub))
         }
     };
-    let catalog = Catalog::compile(&pointed_at(loaded, &url), &Vars::from_env())
+    let vars = Vars::from_env();
+    let catalog = Catalog::compile(&pointed_at(loaded, &url, &vars), &vars)
         .map_err(|d| RunError::Config(dir.to_path_buf(), d))?;
     let engine = Engine::new(catalog);
     let mut reports = Vec::new();
@@ -180,14 +181,23 @@ async fn run_file(
     Ok(reports)
 }
 
-/// The loaded config with every upstream (and region) pointed at `url`, and loopback
+/// The loaded config with every upstream (and region) pointed at `url`, keeping each
+/// base URL's path (`https://api.internal/v1` becomes `<url>/v1`), and loopback
 /// allowed by egress: the cases never reach a real backend.
-fn pointed_at(loaded: &config::Loaded, url: &str) -> config::Loaded {
+fn pointed_at(loaded: &config::Loaded, url: &str, vars: &Vars) -> config::Loaded {
+    let moved = |original: &str| {
+        let path = config::expand_env(original, vars)
+            .ok()
+            .and_then(|u| reqwest::Url::parse(&u).ok())
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Located::unplaced(format!("{url}{path}"))
+    };
     let mut loaded = loaded.clone();
     for up in loaded.server.1.upstreams.values_mut() {
-        up.url = Located::unplaced(url.to_owned());
-        for (region, u) in &mut up.regions {
-            *u = Located::unplaced(format!("{url}/{region}"));
+        up.url = moved(&up.url.value);
+        for u in up.regions.values_mut() {
+            *u = moved(&u.value);
         }
     }
     loaded
@@ -243,6 +253,15 @@ async fn run_case(
         unanswered: match upstream {
             Upstream::Stub(stub) => stub.unanswered(),
             Upstream::Demo(_) => 0,
+        },
+        targets: match upstream {
+            Upstream::Stub(stub) => Some(
+                stub.requests()
+                    .into_iter()
+                    .map(|r| format!("{} {}", r.method, r.target))
+                    .collect(),
+            ),
+            Upstream::Demo(_) => None,
         },
     };
     let problems = check::judge(&case.expect, &result, &seen);
