@@ -171,3 +171,23 @@ fn no_case_files_is_an_error_that_says_what_to_add() {
     assert_eq!(code, 2);
     assert!(err.contains("tests.d"), "{err}");
 }
+
+#[test]
+fn github_actions_example_runs_validate_and_test() {
+    let text = std::fs::read_to_string(repo().join("examples/github-actions.yml")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let runs: Vec<&str> = doc["jobs"]["check"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect();
+    assert!(runs.contains(&"mcpd validate ."), "{runs:?}");
+    assert!(
+        runs.contains(&"mcpd test . --junit mcpd-test.xml"),
+        "{runs:?}"
+    );
+    let template =
+        std::fs::read_to_string(repo().join(".github/pull_request_template.md")).unwrap();
+    assert!(template.contains("**golden** case") && template.contains("**adversarial** case"));
+}
