@@ -24,7 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{Figures, Mcpd, figures};
+use common::{Figures, Mcpd, Safety, bench_config, drive, engine_for, figures};
 use serde_json::json;
 
 const FROM: &str = "2025-08-01";
@@ -38,96 +38,59 @@ async fn direct(url: &str, n: usize, inflight: usize) -> Figures {
         .build()
         .expect("client");
     let target = format!("{url}/orders?from={FROM}&to={TO}");
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..inflight {
-        let (client, target, next) = (client.clone(), target.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                let t = Instant::now();
-                let body = client
-                    .get(&target)
-                    .send()
-                    .await
-                    .expect("send")
-                    .bytes()
-                    .await
-                    .expect("body");
-                assert!(!body.is_empty());
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    for t in tasks {
-        lat.extend(t.await.expect("task"));
-    }
-    figures(lat, started.elapsed())
+    drive(n, inflight, move |_| {
+        let (client, target) = (client.clone(), target.clone());
+        async move {
+            let body = client
+                .get(&target)
+                .send()
+                .await
+                .expect("send")
+                .bytes()
+                .await
+                .expect("body");
+            assert!(!body.is_empty());
+        }
+    })
+    .await
 }
 
 async fn through_mcpd(m: &Arc<Mcpd>, n: usize, inflight: usize) -> Figures {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..inflight {
-        let (m, next) = (m.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                let t = Instant::now();
-                let r = m
-                    .request(
-                        "tools/call",
-                        json!({"name": "orders_export", "arguments": {"from": FROM, "to": TO}}),
-                    )
-                    .await;
-                assert_eq!(r["result"]["isError"], json!(false), "{r}");
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    for t in tasks {
-        lat.extend(t.await.expect("task"));
-    }
-    figures(lat, started.elapsed())
+    let m = m.clone();
+    drive(n, inflight, move |_| {
+        let m = m.clone();
+        async move {
+            let r = m
+                .request(
+                    "tools/call",
+                    json!({"name": "orders_export", "arguments": {"from": FROM, "to": TO}}),
+                )
+                .await;
+            assert_eq!(r["result"]["isError"], json!(false), "{r}");
+        }
+    })
+    .await
 }
 
 /// The same calls through the engine in-process: the pipeline without the transport.
 async fn through_engine(engine: &Arc<mcpd::engine::Engine>, n: usize, inflight: usize) -> Figures {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..inflight {
-        let (engine, next) = (engine.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                let args = json!({"from": FROM, "to": TO});
-                let t = Instant::now();
-                let r = engine
-                    .call(
-                        "orders_export",
-                        args.as_object().cloned(),
-                        &mcpd::engine::CallContext::default(),
-                    )
-                    .await
-                    .expect("known tool");
-                assert!(r.outcome.is_ok());
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::with_capacity(n);
-    for t in tasks {
-        lat.extend(t.await.expect("task"));
-    }
-    figures(lat, started.elapsed())
+    let engine = engine.clone();
+    drive(n, inflight, move |_| {
+        let engine = engine.clone();
+        async move {
+            let args = json!({"from": FROM, "to": TO});
+            let r = engine
+                .call(
+                    "orders_export",
+                    args.as_object().cloned(),
+                    &mcpd::engine::CallContext::default(),
+                )
+                .await
+                .expect("known tool");
+            assert!(r.outcome.is_ok());
+        }
+    })
+    .await
 }
 
 fn row(label: &str, inflight: usize, f: Figures) {
@@ -147,12 +110,12 @@ async fn main() {
         .await
         .expect("demo API");
     let url = format!("http://{addr}");
-    let mcpd = Arc::new(Mcpd::start(&url, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await);
-    let vars = mcpd::config::Vars::from_env().with("DEMO_API_URL", &url);
-    let (loaded, diags) = mcpd::config::load_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
-    assert!(diags.is_empty(), "{diags}");
-    let catalog = mcpd::catalog::Catalog::compile(&loaded, &vars).expect("shipped config compiles");
-    let engine = Arc::new(mcpd::engine::Engine::new(catalog));
+    // The shipped config without its limits (they would refuse a load test) and with
+    // state in memory: this measures the pipeline and the transport. benches/safety.rs
+    // measures what idempotency, limits and budgets add.
+    let plain = bench_config(Safety::Off);
+    let mcpd = Arc::new(Mcpd::start(&url, plain.path()).await);
+    let engine = engine_for(plain.path(), &url).await;
 
     println!("mcpd stdio benchmark: orders_export ({FROM}..{TO}), N={n} calls per row");
     println!(
@@ -174,25 +137,7 @@ async fn main() {
         summary.push((inflight, d, m));
     }
     // Observability on: JSON call logs at info (written to a file) and the signed audit log.
-    let observed_dir = tempfile::tempdir().expect("temp dir");
-    for f in ["mcpd.yaml", "policies.yaml"] {
-        std::fs::copy(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f),
-            observed_dir.path().join(f),
-        )
-        .expect("copy");
-    }
-    let tools = observed_dir.path().join("tools.d");
-    std::fs::create_dir(&tools).expect("tools.d");
-    for f in ["orders.export.yaml", "flag.set.yaml"] {
-        std::fs::copy(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tools.d")
-                .join(f),
-            tools.join(f),
-        )
-        .expect("copy");
-    }
+    let observed_dir = bench_config(Safety::Off);
     let server = std::fs::read_to_string(observed_dir.path().join("mcpd.yaml")).expect("read");
     std::fs::write(
         observed_dir.path().join("mcpd.yaml"),

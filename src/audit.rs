@@ -49,6 +49,12 @@ pub struct Entry {
     /// The idempotency key, for writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The change ticket of the elevation grant the call ran under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Whether the result was replayed for its idempotency key (no upstream call).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
     /// The W3C trace id of the call.
     pub trace_id: String,
     /// Values redacted in the result.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::tool::{RequestSpec, ResponseSpec};
+use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Loaded, Located, ToolFile, ToolSpec, Vars};
 use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::limits::{Cap, Rate, Slo};
@@ -54,6 +54,20 @@ pub struct RequestPlan {
     pub body: Option<BodyTpl>,
     /// Time allowed.
     pub timeout: Duration,
+    /// Extra attempts after a connection failure or 502/503/504, for idempotent requests.
+    pub retries: u8,
+}
+
+/// Default extra attempts for an idempotent request.
+const DEFAULT_RETRIES: u8 = 2;
+
+/// What one call spends from cost budgets.
+#[derive(Debug, Default)]
+pub struct CostPlan {
+    /// Charged when the call is admitted.
+    pub per_call: f64,
+    /// A number read from the reply, charged after the call.
+    pub from_response: Option<crate::jsonpath::JsonPath>,
 }
 
 /// A tool's limits.
@@ -61,6 +75,8 @@ pub struct RequestPlan {
 pub struct ToolLimits {
     /// Calls per actor per window.
     pub rate: Option<Rate>,
+    /// Calls of all actors together per window.
+    pub total_rate: Option<Rate>,
     /// Calls in flight at once.
     pub cap: Option<Cap>,
 }
@@ -75,7 +91,7 @@ pub struct IdemPlan {
 }
 
 /// Default time a completed idempotent call is replayed.
-const DEFAULT_IDEM_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_IDEM_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// One compiled tool.
 #[derive(Debug)]
@@ -103,7 +119,7 @@ pub struct Tool {
     /// How its calls are made idempotent, for writes.
     pub idempotency: Option<IdemPlan>,
     /// Cost units one call spends.
-    pub cost: f64,
+    pub cost: CostPlan,
     /// Its latency objective, with the recent latencies it is judged on.
     pub slo: Option<Slo>,
     /// Its compiled templates.
@@ -124,10 +140,17 @@ pub struct Catalog {
     pub egress: Egress,
     /// The decision for calls no rule decides.
     pub policy: Policy,
-    /// The actor of calls without a token (`default_actor`, else anonymous).
+    /// The actor of calls without a token (`default_actor`), or null: such calls are
+    /// refused.
     pub actor: Value,
     /// What conditions see as `env`.
     pub env: Value,
+    /// Budgets and stop rules.
+    pub spend: crate::spend::Spend,
+    /// Token verification and issuing, when `identity:` is configured.
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Rules for elevation grants.
+    pub elevation: crate::elevation::Rules,
 }
 
 impl Catalog {
@@ -159,12 +182,34 @@ impl Catalog {
         let compiled_policy = Policy::compile(policy_path, policy)
             .map_err(|d| diags.extend(d))
             .ok();
+        let spend = crate::spend::Spend::compile(policy_path, policy)
+            .map_err(|d| diags.extend(d))
+            .unwrap_or_default();
         let actor = match &server.default_actor {
-            Some(a) => serde_json::to_value(a).unwrap_or(Value::Null),
-            None => {
-                serde_json::json!({ "subject": "anonymous", "scopes": [], "purpose": null, "region": null })
+            Some(a) => {
+                let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("source".into(), "default_actor".into());
+                }
+                v
+            }
+            None => Value::Null,
+        };
+        let identity = match &server.identity {
+            None => None,
+            Some(spec) => {
+                let dir = server_path
+                    .parent()
+                    .unwrap_or_else(|| std::path::Path::new("."));
+                crate::identity::Identity::compile(spec, vars, dir)
+                    .map(Arc::new)
+                    .map_err(|e| diags.push(Diagnostic::new(server_path, Pos::default(), e)))
+                    .ok()
             }
         };
+        let elevation = crate::elevation::Rules::compile(&server.elevation)
+            .map_err(|(pos, e)| diags.push(Diagnostic::new(server_path, pos, e)))
+            .unwrap_or_default();
         let egress = Egress::build(policy_path, &policy.egress).unwrap_or_else(|d| {
             diags.extend(d);
             Egress::default()
@@ -251,6 +296,9 @@ impl Catalog {
             policy: compiled_policy,
             actor,
             env: serde_json::json!({ "name": vars.get("MCPD_ENV").unwrap_or_else(|| "default".to_owned()) }),
+            spend,
+            identity,
+            elevation,
         })
     }
 
@@ -348,10 +396,7 @@ impl ToolCompiler<'_> {
                 .ok()
                 .map(Slo::new)
         });
-        let cost = spec.cost.unwrap_or(0.0);
-        if !cost.is_finite() || cost < 0.0 {
-            self.err(spec.name.pos, "cost", "must be a number of at least 0");
-        }
+        let cost = self.cost(spec);
         let listing = self.listing(spec, input_schema);
         if !self.diags.is_empty() {
             return None;
@@ -375,12 +420,40 @@ impl ToolCompiler<'_> {
         })
     }
 
-    fn limits(&mut self, spec: &ToolSpec) -> ToolLimits {
-        let rate = spec.limits.rate.as_ref().and_then(|r| {
-            Rate::parse(&r.value)
-                .map_err(|e| self.err(r.pos, "limits.rate", e))
+    fn cost(&mut self, spec: &ToolSpec) -> CostPlan {
+        let (per_call, from) = match &spec.cost {
+            None => (0.0, None),
+            Some(CostSpec::PerCall(c)) => (*c, None),
+            Some(CostSpec::Detailed {
+                per_call,
+                from_response,
+            }) => (*per_call, from_response.as_ref()),
+        };
+        if !per_call.is_finite() || per_call < 0.0 {
+            self.err(spec.name.pos, "cost", "must be a number of at least 0");
+        }
+        let from_response = from.and_then(|p| {
+            crate::jsonpath::JsonPath::compile(&p.value)
+                .map_err(|e| self.err(p.pos, "cost.from_response", e))
                 .ok()
         });
+        CostPlan {
+            per_call,
+            from_response,
+        }
+    }
+
+    fn rate(&mut self, field: &str, r: Option<&Located<String>>) -> Option<Rate> {
+        r.and_then(|r| {
+            Rate::parse(&r.value)
+                .map_err(|e| self.err(r.pos, field, e))
+                .ok()
+        })
+    }
+
+    fn limits(&mut self, spec: &ToolSpec) -> ToolLimits {
+        let rate = self.rate("limits.rate", spec.limits.rate.as_ref());
+        let total_rate = self.rate("limits.total_rate", spec.limits.total_rate.as_ref());
         let cap = spec.limits.concurrency.as_ref().and_then(|c| {
             if c.value == 0 {
                 self.err(c.pos, "limits.concurrency", "must be at least 1");
@@ -389,7 +462,11 @@ impl ToolCompiler<'_> {
                 Some(Cap::new(c.value))
             }
         });
-        ToolLimits { rate, cap }
+        ToolLimits {
+            rate,
+            total_rate,
+            cap,
+        }
     }
 
     fn check_name(&mut self, name: &Located<String>) {
@@ -625,6 +702,7 @@ impl ToolCompiler<'_> {
         Some(RequestPlan {
             method: spec.method.to_http(),
             timeout: timeout.unwrap_or(upstream.timeout),
+            retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
             upstream,
             path: path?,
             query,

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -63,6 +63,7 @@ pub struct DemoState {
     orders: Vec<Order>,
     flags: Mutex<HashMap<(String, String), u8>>,
     seen: Mutex<Vec<Seen>>,
+    flaky: Mutex<HashMap<String, u32>>,
 }
 
 impl DemoState {
@@ -90,7 +91,8 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/eu/orders", get(eu_orders))
         .route("/flags/{env}/{name}", get(get_flag).put(put_flag))
         .route("/_requests", get(requests).delete(clear_requests))
-        .route("/slow", get(slow))
+        .route("/slow", get(slow).put(slow).post(slow))
+        .route("/flaky/{id}", any(flaky))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
@@ -170,6 +172,35 @@ struct Sleep {
 }
 
 /// Answers after `ms` milliseconds (at most 10 s): a slow upstream for tests.
+#[derive(Debug, Deserialize)]
+struct Flaky {
+    fail: Option<u32>,
+}
+
+/// Fails with 503 the first `fail` (default 2) requests for each id, then answers 200
+/// with the attempt number: for testing which requests mcpd retries.
+async fn flaky(
+    State(state): State<Arc<DemoState>>,
+    Path(id): Path<String>,
+    Query(q): Query<Flaky>,
+) -> Response {
+    let attempt = {
+        let mut seen = state.flaky.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = seen.entry(id.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if attempt <= q.fail.unwrap_or(2) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "try again" })),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "id": id, "attempt": attempt })).into_response()
+    }
+}
+
 async fn slow(Query(q): Query<Sleep>) -> Json<Value> {
     let ms = q.ms.unwrap_or(100).min(10_000);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

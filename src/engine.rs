@@ -14,10 +14,13 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::audit::{AuditLog, Entry as AuditEntry};
-use crate::catalog::{BodyTpl, Catalog, Tool};
+use crate::catalog::{BodyTpl, Catalog, DEFAULT_IDEM_TTL, Tool};
+use crate::idempotency::{self, Begin, Claim, Stored};
 use crate::metrics::Metrics;
 use crate::policy::Facts;
 use crate::redact::Redactor;
+use crate::spend::Refusal;
+use crate::store::{Store, StoreError};
 use crate::template::TemplateSet;
 use crate::trace::TraceContext;
 use crate::upstream::Prepared;
@@ -42,8 +45,14 @@ pub enum Failure {
     UpstreamStatus(u16, String),
     /// The reply could not be mapped to a result.
     Response(String),
-    /// A rate limit, concurrency cap or budget refused the call; says when to retry.
+    /// A rate limit, concurrency cap or in-flight idempotency key refused the call;
+    /// says when to retry.
     Limited(String),
+    /// The state store failed; nothing was sent.
+    State(String),
+    /// No valid identity: no token (and no default actor), or a token that does not
+    /// verify.
+    Unauthenticated(String),
 }
 
 impl Failure {
@@ -57,6 +66,8 @@ impl Failure {
             Self::UpstreamStatus(..) => "upstream_status",
             Self::Response(_) => "response",
             Self::Limited(_) => "limited",
+            Self::State(_) => "state",
+            Self::Unauthenticated(_) => "unauthenticated",
         }
     }
 
@@ -65,10 +76,12 @@ impl Failure {
         match self {
             Self::InvalidArguments(m) => format!("invalid arguments: {m}"),
             Self::Denied(m) => format!("denied by policy: {m}"),
+            Self::Unauthenticated(m) => format!("unauthenticated: {m}"),
             Self::Request(m)
             | Self::Unreachable(m)
             | Self::Response(m)
             | Self::Limited(m)
+            | Self::State(m)
             | Self::UpstreamStatus(_, m) => m.clone(),
         }
     }
@@ -97,6 +110,12 @@ pub struct CallResult {
     pub shadow: Vec<String>,
     /// The region the call was routed to.
     pub region: Option<String>,
+    /// The idempotency key the call ran under.
+    pub idempotency_key: Option<String>,
+    /// The result is a stored one: the upstream was not called again.
+    pub replayed: bool,
+    /// The ticket of the elevation grant the call ran under.
+    pub ticket: Option<String>,
 }
 
 /// What the caller sent beside the arguments (from the request's `_meta`).
@@ -119,17 +138,19 @@ pub struct CallContext {
 pub struct Engine {
     catalog: ArcSwap<Catalog>,
     audit: Option<AuditLog>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
     generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Engine {
-    /// An engine serving `catalog`.
-    pub fn new(catalog: Catalog) -> Self {
+    /// An engine serving `catalog`, keeping state in `store`.
+    pub fn new(catalog: Catalog, store: Arc<dyn Store>) -> Self {
         Self {
             catalog: ArcSwap::from_pointee(catalog),
             audit: None,
+            store,
             metrics: Arc::new(Metrics::new()),
             generation: tokio::sync::watch::Sender::new(0),
         }
@@ -140,6 +161,11 @@ impl Engine {
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The metrics every call updates.
@@ -196,33 +222,70 @@ impl Engine {
             status: None,
             elapsed: Duration::ZERO,
             trace_id: trace.trace_id.clone(),
-            actor: ctx
-                .actor
-                .as_ref()
-                .unwrap_or(&catalog.actor)
-                .get("subject")
-                .and_then(Value::as_str)
-                .unwrap_or("anonymous")
-                .to_owned(),
+            actor: String::new(),
             rules: Vec::new(),
             shadow: Vec::new(),
             region: None,
+            idempotency_key: None,
+            replayed: false,
+            ticket: None,
         };
+        // 2. identify the actor: verified by the transport, the stdio token, or the
+        //    configured default actor; never anonymous.
+        let actor = resolve_actor(&catalog, ctx);
+        let actor_source = match &actor {
+            Ok(a) => {
+                result.actor = a
+                    .get("subject")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_owned();
+                a.get("source")
+                    .and_then(Value::as_str)
+                    .unwrap_or("transport")
+            }
+            Err(_) => {
+                result.actor = "unauthenticated".to_owned();
+                "none"
+            }
+        }
+        .to_owned();
         let span = tracing::info_span!(
             "tool.call",
             tool = %tool.id,
             trace_id = %trace.trace_id,
             actor = %result.actor,
+            actor.source = %actor_source,
+            ticket = tracing::field::Empty,
             rules = tracing::field::Empty,
             shadow = tracing::field::Empty,
             decision = tracing::field::Empty,
             pii.count = tracing::field::Empty,
             http.status = tracing::field::Empty,
+            idempotency.key = tracing::field::Empty,
+            budget.remaining = tracing::field::Empty,
         );
-        let actor = ctx.actor.as_ref().unwrap_or(&catalog.actor);
-        result.outcome = run(&catalog, &tool, &args, actor, &trace, &mut result)
-            .instrument(span.clone())
-            .await;
+        let subject = result.actor.clone();
+        result.outcome = match &actor {
+            Err(f) => Err(f.clone()),
+            Ok(actor) => {
+                let call = Call {
+                    catalog: &catalog,
+                    tool: &tool,
+                    args: &args,
+                    actor,
+                    subject: &subject,
+                    trace: &trace,
+                    store: self.store.as_ref(),
+                    metrics: &self.metrics,
+                    client_key: ctx.idempotency_key.as_deref(),
+                };
+                run(&call, &mut result).instrument(span.clone()).await
+            }
+        };
+        if let Some(t) = &result.ticket {
+            span.record("ticket", t.as_str());
+        }
         result.elapsed = started.elapsed();
         span.record("decision", decision(&result.outcome));
         span.record("pii.count", result.masked);
@@ -234,6 +297,9 @@ impl Engine {
         }
         if let Some(s) = result.status {
             span.record("http.status", s);
+        }
+        if let Some(k) = &result.idempotency_key {
+            span.record("idempotency.key", k.as_str());
         }
         span.in_scope(|| log_call(&result));
         self.metrics.call(
@@ -253,26 +319,45 @@ impl Engine {
     }
 }
 
+/// Everything one call's steps read.
+struct Call<'a> {
+    catalog: &'a Catalog,
+    tool: &'a Tool,
+    args: &'a Value,
+    actor: &'a Value,
+    subject: &'a str,
+    trace: &'a TraceContext,
+    store: &'a dyn Store,
+    metrics: &'a Metrics,
+    client_key: Option<&'a str>,
+}
+
 /// Steps 2 to 10; fills `result.status` and `result.masked` on the way.
-async fn run(
-    catalog: &Catalog,
-    tool: &Tool,
-    args: &Value,
-    actor: &Value,
-    trace: &TraceContext,
-    result: &mut CallResult,
-) -> Result<Value, Failure> {
-    // 2. the actor was identified by the transport (token) or is the default actor
+async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
+    let (catalog, tool, args) = (c.catalog, c.tool, c.args);
     // 3. validate the arguments before anything else sees them
     validate_args(tool, args)?;
-    // 4. policy: enforced rules decide, shadow rules are only recorded
+    // 3b. scopes: a tool (or environment) outside the actor's scopes goes no further
+    crate::identity::check_scope(c.actor, &tool.id, args).map_err(Failure::Denied)?;
+    // 4. policy: enforced rules decide, shadow rules are only recorded; the caller's
+    //    elevation grant is looked up only for tools whose rules read it
+    let grant = match &catalog.identity {
+        Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
+            crate::elevation::find(c.store, identity, c.subject, &tool.id, args)
+                .await
+                .map_err(|e| Failure::State(format!("cannot read elevation grants: {e}")))?
+        }
+        _ => None,
+    };
+    let elevation = grant.as_ref().map(crate::elevation::Grant::facts);
     let decision = catalog.policy.evaluate(&Facts {
         tool: &tool.id,
         args,
-        actor,
-        elevation: None,
+        actor: c.actor,
+        elevation: elevation.as_ref(),
         env: &catalog.env,
     });
+    result.ticket = grant.map(|g| g.ticket);
     result.rules.clone_from(&decision.matched);
     result.shadow.clone_from(&decision.shadow);
     if let Some((rule, reason)) = &decision.denial {
@@ -289,9 +374,158 @@ async fn run(
         })?,
     };
     result.region.clone_from(&decision.route);
-    // 5. limits: the concurrency permit is held until the call returns
+    // 5. idempotency: a repeat replays, a concurrent repeat is refused, never sent twice
+    let claim = match idempotency_key(c)? {
+        None => None,
+        Some(key) => {
+            result.idempotency_key = Some(key.clone());
+            let ttl = tool
+                .idempotency
+                .as_ref()
+                .map_or(DEFAULT_IDEM_TTL, |p| p.ttl);
+            let budget = tool.request.timeout * (u32::from(tool.request.retries) + 1);
+            match idempotency::begin(c.store, &tool.id, c.subject, key, budget, ttl)
+                .await
+                .map_err(state_failure)?
+            {
+                Begin::Replay(stored) if stored.args != crate::spend::digest(args) => {
+                    return Err(Failure::InvalidArguments(format!(
+                        "idempotency key '{}' was already used with other arguments; use a new key for a different write",
+                        result.idempotency_key.as_deref().unwrap_or_default()
+                    )));
+                }
+                Begin::Replay(stored) => {
+                    c.metrics.replay(&tool.id);
+                    return replay(stored, result);
+                }
+                Begin::InFlight(key) => {
+                    c.metrics.refusal(&tool.id, "in_flight");
+                    return Err(Failure::Limited(format!(
+                        "a call with idempotency key '{key}' is still in flight; retry in a few seconds to get its result (it is never sent twice)"
+                    )));
+                }
+                Begin::Claimed(claim) => Some(claim),
+            }
+        }
+    };
+    let outcome = send_and_map(c, &decision, base, claim.as_ref(), result).await;
+    if let Some(claim) = &claim {
+        match result.status {
+            // The upstream answered: this outcome is the key's for its whole TTL.
+            Some(status) if status < 500 => {
+                let stored = Stored {
+                    status,
+                    ok: outcome.as_ref().ok().cloned(),
+                    error: outcome.as_ref().err().map(Failure::message),
+                    trace_id: c.trace.trace_id.clone(),
+                    args: crate::spend::digest(c.args),
+                };
+                if let Err(e) = idempotency::finish(c.store, claim, &stored).await {
+                    tracing::error!(error = %e, tool = %tool.id, "the write was sent but its idempotency record could not be stored; a retry after the claim lapses may repeat it");
+                }
+            }
+            // Never sent, or its effect is unknown: a retry may go (same Idempotency-Key).
+            _ => idempotency::abandon(c.store, claim).await,
+        }
+    }
+    outcome
+}
+
+/// The key for this call: the client's (from `_meta`) or the tool's template.
+/// Who is calling: the transport's verified actor, the stdio caller's token, or the
+/// configured default actor; otherwise the call is refused.
+fn resolve_actor(catalog: &Catalog, ctx: &CallContext) -> Result<Value, Failure> {
+    if let Some(a) = &ctx.actor {
+        return Ok(a.clone());
+    }
+    if let Some(identity) = &catalog.identity {
+        match identity.stdio_actor() {
+            Ok(Some(actor)) => return Ok(actor),
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Unauthenticated(e.to_string())),
+        }
+    }
+    if !catalog.actor.is_null() {
+        return Ok(catalog.actor.clone());
+    }
+    Err(Failure::Unauthenticated(match &catalog.identity {
+        Some(identity) => crate::identity::TokenError::Missing(identity.token_source()).to_string(),
+        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (README: Identity)".to_owned(),
+    }))
+}
+
+fn idempotency_key(c: &Call<'_>) -> Result<Option<String>, Failure> {
+    let key = match (c.client_key, &c.tool.idempotency) {
+        (Some(k), _) => k.to_owned(),
+        (None, Some(plan)) => {
+            let ctx = minijinja::context! { args => crate::template::to_value(c.args) };
+            c.tool
+                .templates
+                .render_text(&plan.key, &ctx)
+                .map_err(|e| Failure::Request(format!("idempotency key template failed: {e}")))?
+        }
+        (None, None) => return Ok(None),
+    };
+    idempotency::check_key(&key).map_err(Failure::InvalidArguments)?;
+    Ok(Some(key))
+}
+
+/// A stored outcome, returned as this call's.
+fn replay(stored: Stored, result: &mut CallResult) -> Result<Value, Failure> {
+    result.status = Some(stored.status);
+    result.replayed = true;
+    match (stored.ok, stored.error) {
+        (Some(v), _) => Ok(v),
+        (None, e) => {
+            let msg = e.unwrap_or_default();
+            Err(if (200..300).contains(&stored.status) {
+                Failure::Response(msg)
+            } else {
+                Failure::UpstreamStatus(stored.status, msg)
+            })
+        }
+    }
+}
+
+fn state_failure(e: StoreError) -> Failure {
+    Failure::State(format!(
+        "mcpd's state store failed, so the call was not sent: {e}"
+    ))
+}
+
+/// Steps 5b to 10: limits, render, send, map.
+async fn send_and_map(
+    c: &Call<'_>,
+    decision: &crate::policy::Decision,
+    base: &reqwest::Url,
+    claim: Option<&Claim>,
+    result: &mut CallResult,
+) -> Result<Value, Failure> {
+    let (catalog, tool, args) = (c.catalog, c.tool, c.args);
+    // 5b. stop rules, rate limits and budgets, counted in the state store
+    let left = catalog
+        .spend
+        .admit(c.store, tool, c.subject, args)
+        .await
+        .map_err(|r| refusal(r, c))?;
+    for l in &left {
+        c.metrics.budget_left(&l.budget, l.unit, &l.scope, l.left);
+    }
+    if let Some(least) = left.iter().min_by(|a, b| a.left.total_cmp(&b.left)) {
+        tracing::Span::current().record(
+            "budget.remaining",
+            format!(
+                "{}:{}={}",
+                least.budget,
+                least.unit,
+                crate::spend::amount(least.left)
+            ),
+        );
+    }
+    // 5c. the concurrency permit is held until the call returns
     let _permit = match &tool.limits.cap {
         Some(cap) => Some(cap.try_acquire().ok_or_else(|| {
+            c.metrics.refusal(&tool.id, "cap");
             Failure::Limited(format!(
                 "tool '{}' already has {} calls in flight (its concurrency cap); retry when one finishes",
                 tool.id, cap.max
@@ -304,21 +538,23 @@ async fn run(
     let mut prepared = render(&tool.templates, tool, base, args, &secrets)?;
     prepared
         .headers
-        .push(("traceparent".to_owned(), trace.child_traceparent()));
-    if let Some(state) = &trace.tracestate {
+        .push(("traceparent".to_owned(), c.trace.child_traceparent()));
+    if let Some(state) = &c.trace.tracestate {
         prepared
             .headers
             .push(("tracestate".to_owned(), state.clone()));
+    }
+    if let Some(claim) = claim {
+        prepared
+            .headers
+            .push(("Idempotency-Key".to_owned(), claim.key.clone()));
     }
     catalog
         .egress
         .check(&prepared.url)
         .map_err(Failure::Denied)?;
-    // 8. send
-    let reply = tool
-        .request
-        .upstream
-        .send(prepared)
+    // 8. send; only idempotent requests are retried
+    let reply = send_with_retries(tool, prepared, claim.is_some())
         .await
         .map_err(|e| Failure::Unreachable(scrub(e.to_string(), &secrets)))?;
     result.status = Some(reply.status);
@@ -364,7 +600,87 @@ async fn run(
         }
     }
     // 10. answer
+    if let Some(path) = &tool.cost.from_response {
+        charge_reply(c, path, &reply.body).await;
+    }
     Ok(structured)
+}
+
+/// Sends, retrying a connection failure or a 502/503/504 when the request is idempotent
+/// (GET, PUT, DELETE, or carrying an idempotency key). A timeout is never retried: the
+/// first attempt may still be running.
+async fn send_with_retries(
+    tool: &Tool,
+    prepared: Prepared,
+    keyed: bool,
+) -> Result<crate::upstream::Reply, crate::upstream::SendError> {
+    use reqwest::Method;
+    let method = &tool.request.method;
+    let idempotent =
+        keyed || *method == Method::GET || *method == Method::PUT || *method == Method::DELETE;
+    let attempts = if idempotent {
+        u32::from(tool.request.retries) + 1
+    } else {
+        1
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let sent = tool.request.upstream.send(prepared.clone()).await;
+        let transient = match &sent {
+            Err(crate::upstream::SendError::Connect { .. }) => true,
+            Ok(r) => matches!(r.status, 502..=504),
+            Err(_) => false,
+        };
+        if !transient || attempt >= attempts {
+            return sent;
+        }
+        tracing::debug!(tool = %tool.id, attempt, "transient upstream failure; retrying");
+        tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+    }
+}
+
+/// Adds the cost the reply reports to the budgets; a reply without it is logged.
+async fn charge_reply(c: &Call<'_>, path: &crate::jsonpath::JsonPath, body: &[u8]) {
+    let cost = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| path.select(&v).first().and_then(|n| n.as_f64()));
+    match cost {
+        Some(cost) => {
+            if let Err(e) = c
+                .catalog
+                .spend
+                .charge_reply(c.store, c.tool, c.subject, cost)
+                .await
+            {
+                tracing::error!(error = %e, tool = %c.tool.id, "could not charge the reply's cost to budgets");
+            }
+        }
+        None => {
+            tracing::warn!(tool = %c.tool.id, "the reply has no number at cost.from_response; nothing charged")
+        }
+    }
+}
+
+/// A refusal from the spend checks, as the model reads it; stop rules raise an alert.
+fn refusal(r: Refusal, c: &Call<'_>) -> Failure {
+    let (tool, actor) = (&c.tool.id, c.subject);
+    match r {
+        Refusal::Rate(m) => {
+            c.metrics.refusal(tool, "rate");
+            Failure::Limited(m)
+        }
+        Refusal::Budget(m) => {
+            c.metrics.refusal(tool, "budget");
+            Failure::Denied(m)
+        }
+        Refusal::Stop { rule, message } => {
+            c.metrics.refusal(tool, "stop");
+            tracing::error!(alert = "runaway_loop", stop_rule = rule, actor, tool = %tool, "stop rule fired: calls refused");
+            Failure::Denied(message)
+        }
+        Refusal::State(m) => Failure::State(m),
+    }
 }
 
 fn validate_args(tool: &Tool, args: &Value) -> Result<(), Failure> {
@@ -507,6 +823,8 @@ fn decision(outcome: &Result<Value, Failure>) -> &'static str {
         Ok(_) => "allowed",
         Err(Failure::Denied(_)) => "denied",
         Err(Failure::Limited(_)) => "limited",
+        Err(Failure::State(_)) => "error",
+        Err(Failure::Unauthenticated(_)) => "denied",
         Err(Failure::InvalidArguments(_)) => "invalid",
         Err(_) => "error",
     }
@@ -528,7 +846,9 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
         status: r.status,
         trace_id: r.trace_id.clone(),
         pii_count: r.masked,
-        ..AuditEntry::default()
+        idempotency_key: r.idempotency_key.clone(),
+        ticket: r.ticket.clone(),
+        replayed: r.replayed,
     }
 }
 

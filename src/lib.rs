@@ -13,6 +13,10 @@
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
 //! - [`audit`]: the signed, hash-chained audit log and its verification;
 //! - [`store`]: state that outlives a call (idempotency, counters, grants), behind one trait;
+//! - [`identity`], [`elevation`]: who calls (signed tokens, scopes) and just-in-time
+//!   grants for sensitive calls;
+//! - [`idempotency`], [`spend`]: what the call path keeps in the store (one write per
+//!   key; stop rules, rate limits and budgets);
 //! - [`demo_api`]: the orders and flags API that ships with the project;
 //! - [`openapi`]: `mcpd import openapi`, operations of an OpenAPI 3 spec as tool files;
 //! - [`testrun`]: `mcpd test`, the declared golden and adversarial cases;
@@ -24,7 +28,10 @@ pub mod cli;
 pub mod config;
 pub mod demo_api;
 pub mod diag;
+pub mod elevation;
 pub mod engine;
+pub mod idempotency;
+pub mod identity;
 pub mod jsonpath;
 pub mod limits;
 pub mod mcp;
@@ -34,6 +41,7 @@ pub mod policy;
 pub mod redact;
 pub mod reload;
 pub mod response;
+pub mod spend;
 pub mod store;
 pub mod template;
 pub mod testrun;

@@ -20,6 +20,9 @@ use crate::engine::{CallContext, CallResult, Engine};
 /// The `_meta` key a client sets to supply its own idempotency key for a write.
 pub const IDEMPOTENCY_META: &str = "dev.mcpd/idempotencyKey";
 
+/// The result `_meta` key that says a result was replayed for its idempotency key.
+pub const REPLAYED_META: &str = "dev.mcpd/replayed";
+
 const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools. Every call \
 is checked against policy; a refused call comes back as an error whose text says why and \
 what would be allowed.";
@@ -49,10 +52,18 @@ impl McpServer {
 
 /// Turns an engine result into an MCP tool result.
 pub fn to_mcp_result(r: CallResult) -> CallToolResult {
-    match r.outcome {
+    let mut result = match r.outcome {
         Ok(structured) => CallToolResult::structured(structured),
         Err(f) => CallToolResult::error(vec![ContentBlock::text(f.message())]),
+    };
+    // A keyed call says which key it ran under, and whether this is a stored result.
+    if let Some(key) = r.idempotency_key {
+        let mut meta = serde_json::Map::new();
+        meta.insert(IDEMPOTENCY_META.to_owned(), key.into());
+        meta.insert(REPLAYED_META.to_owned(), r.replayed.into());
+        result.meta = Some(rmcp::model::MetaObject(meta));
     }
+    result
 }
 
 impl ServerHandler for McpServer {

@@ -14,8 +14,10 @@ use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -26,6 +28,19 @@ struct CallLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolLabel {
     tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    tool: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget: String,
+    unit: String,
+    scope: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +61,9 @@ pub struct Metrics {
     latency: Family<ToolLabel, Histogram, fn() -> Histogram>,
     redactions: Family<ToolLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
+    replays: Family<ToolLabel, Counter>,
+    budget_left: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -84,12 +102,33 @@ impl Metrics {
             "Config reloads by result (applied, unchanged, failed)",
             reloads.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        let replays = Family::<ToolLabel, Counter>::default();
+        let budget_left = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "refusals",
+            "Calls refused before reaching the upstream by a limit, by tool and reason (rate, cap, in_flight, budget, stop)",
+            refusals.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Calls answered from a stored result for their idempotency key, by tool",
+            replays.clone(),
+        );
+        registry.register(
+            "budget_remaining",
+            "What a budget has left after the last call it counted, by budget, unit (calls, cost) and scope",
+            budget_left.clone(),
+        );
         Self {
             registry,
             calls,
             latency,
             redactions,
             reloads,
+            refusals,
+            replays,
+            budget_left,
         }
     }
 
@@ -110,6 +149,36 @@ impl Metrics {
                 .get_or_create(&label)
                 .inc_by(u64::try_from(redacted).unwrap_or(u64::MAX));
         }
+    }
+
+    /// Counts a call refused by a limit.
+    pub fn refusal(&self, tool: &str, reason: &str) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                tool: tool.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a replayed result.
+    pub fn replay(&self, tool: &str) {
+        self.replays
+            .get_or_create(&ToolLabel {
+                tool: tool.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets what a budget has left.
+    pub fn budget_left(&self, budget: &str, unit: &str, scope: &str, left: f64) {
+        self.budget_left
+            .get_or_create(&BudgetLabels {
+                budget: budget.to_owned(),
+                unit: unit.to_owned(),
+                scope: scope.to_owned(),
+            })
+            .set(left);
     }
 
     /// Counts one reload.

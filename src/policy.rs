@@ -68,6 +68,8 @@ struct Rule {
     when_pos: Pos,
     /// Argument names the condition reads (`args.NAME`), for [`Policy::check_tools`].
     reads: Vec<String>,
+    /// The rule looks at the caller's elevation grant (its condition or `require.ticket`).
+    uses_elevation: bool,
     effect: Effect,
     mode: Mode,
     reason: String,
@@ -227,6 +229,11 @@ impl Policy {
                 when,
                 when_pos: r.when.as_ref().map_or(r.id.pos, |w| w.pos),
                 reads,
+                uses_elevation: r
+                    .when
+                    .as_ref()
+                    .is_some_and(|w| w.value.contains("elevation"))
+                    || r.require.as_ref().is_some_and(|q| q.ticket),
                 effect: r.effect,
                 mode: r.mode,
                 reason: r.reason.clone().unwrap_or_default(),
@@ -310,6 +317,14 @@ impl Policy {
             }
         }
         diags
+    }
+
+    /// Whether any rule covering `tool` looks at elevation grants: only then does a call
+    /// need its caller's grants looked up.
+    pub fn needs_elevation(&self, tool: &str) -> bool {
+        self.applicable(tool)
+            .iter()
+            .any(|&i| self.rules.get(i).is_some_and(|r| r.uses_elevation))
     }
 
     /// The indexes of the rules whose `tools` cover `tool`, computed once per tool.

@@ -36,7 +36,7 @@ pub struct Upstream {
 }
 
 /// A request rendered from a tool's templates, ready to send.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     /// HTTP method.
     pub method: reqwest::Method,

@@ -187,6 +187,11 @@ fn metrics_endpoint_counts_calls_by_tool_and_decision() {
         "flag_set",
         json!({"env": "staging", "name": "x", "percent": 500}),
     );
+    // A write and its replay: the replay spends nothing, so prod-flag-writes (200 a day)
+    // has 199 calls left.
+    let write = json!({"env": "staging", "name": "x", "percent": 5});
+    c.call("flag_set", write.clone());
+    c.call("flag_set", write);
     let stderr = c.wait_stderr("metrics on /metrics");
     let addr = stderr
         .lines()
@@ -209,6 +214,16 @@ fn metrics_endpoint_counts_calls_by_tool_and_decision() {
     );
     assert!(
         text.contains("mcpd_pii_redactions_total{tool=\"orders.export\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcpd_idempotent_replays_total{tool=\"flag.set\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "mcpd_budget_remaining{budget=\"prod-flag-writes\",unit=\"calls\",scope=\"user:local-dev\"} 199"
+        ),
         "{text}"
     );
 }

@@ -5,12 +5,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{DemoApi, bin, repo};
+use crate::util::{ConfigDir, DemoApi, bin, repo};
 
 fn call(api: &DemoApi, tool: &str, args: &str) -> (i32, Value) {
+    let cfg = ConfigDir::shipped();
     let out = Command::new(bin())
         .args(["call", tool, "--args", args, "--config"])
-        .arg(repo())
+        .arg(cfg.path())
         .env("DEMO_API_URL", &api.url)
         .output()
         .unwrap();

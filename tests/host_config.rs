@@ -186,3 +186,24 @@ fn a_host_file_that_is_not_json_is_left_alone_with_a_reason() {
     assert_eq!(code, 2);
     assert!(err.contains("--env 'NOEQUALS': write KEY=VALUE"), "{err}");
 }
+
+#[test]
+fn the_token_variable_follows_identity_token_env() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mcpd.yaml"),
+        "identity:\n  audience: acme\n  token_env: ACME_MCP_TOKEN\n",
+    )
+    .unwrap();
+    let (code, out, err) = host_config(&["cursor", "--config", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["mcpServers"]["mcpd"]["env"],
+        json!({"ACME_MCP_TOKEN": "${env:ACME_MCP_TOKEN}"})
+    );
+    assert!(
+        err.contains("does not load"),
+        "a config without policies.yaml is flagged: {err}"
+    );
+}

@@ -73,7 +73,7 @@ fn empty_config() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("mcpd.yaml"),
-        "upstreams:\n  petstore:\n    url: \"${PETSTORE_URL:-http://petstore.swagger.io/v1}\"\n",
+        "upstreams:\n  petstore:\n    url: \"${PETSTORE_URL:-http://petstore.swagger.io/v1}\"\ndefault_actor: { subject: \"user:test\", scopes: [\"*\"] }\n",
     )
     .unwrap();
     std::fs::write(

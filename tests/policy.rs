@@ -154,10 +154,10 @@ fn shadow_rule_is_recorded_and_not_enforced() {
 fn eu_actor_reads_from_the_eu_store_and_unroutable_calls_are_refused() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    cfg.write(
+    cfg.edit(
         "mcpd.yaml",
-        &format!("{server}default_actor:\n  subject: user:eu-analyst\n  region: eu\n"),
+        "  subject: user:local-dev\n",
+        "  subject: user:eu-analyst\n  region: eu\n",
     );
     let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
     let r = c.call(

@@ -41,7 +41,8 @@ fn run_client(script: &str, config: &std::path::Path, api: &DemoApi) -> String {
 #[test]
 fn golden_flow_with_the_official_python_sdk() {
     let api = DemoApi::start();
-    let stdout = run_client("golden_stdio.py", &repo(), &api);
+    let cfg = ConfigDir::shipped();
+    let stdout = run_client("golden_stdio.py", cfg.path(), &api);
     assert!(
         stdout.contains("golden stdio: all checks passed"),
         "{stdout}"

@@ -4,10 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{ConfigDir, DemoApi, StdioClient, is_error, repo, text};
+use crate::util::{ConfigDir, DemoApi, StdioClient, is_error, text};
 
 fn serve_shipped(api: &DemoApi) -> StdioClient {
-    StdioClient::start(&repo(), &[("DEMO_API_URL", &api.url)])
+    StdioClient::shipped(&[("DEMO_API_URL", &api.url)])
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn unreachable_upstream_is_a_tool_error_not_a_crash() {
         l.local_addr().unwrap().port()
     };
     let url = format!("http://127.0.0.1:{port}");
-    let mut c = StdioClient::start(&repo(), &[("DEMO_API_URL", &url)]);
+    let mut c = StdioClient::shipped(&[("DEMO_API_URL", &url)]);
     let result = c.call(
         "orders_export",
         json!({"from": "2025-08-01", "to": "2025-08-31"}),

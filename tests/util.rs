@@ -177,9 +177,20 @@ pub struct StdioClient {
     next_id: u64,
     /// Every stdout line received so far, in order.
     pub seen: Vec<String>,
+    /// A config copy this client owns (removed when it is dropped).
+    _dir: Option<ConfigDir>,
 }
 
 impl StdioClient {
+    /// Serves a fresh copy of the shipped config (its own state file, so runs and tests
+    /// never share idempotency records or counters).
+    pub fn shipped(env: &[(&str, &str)]) -> Self {
+        let dir = ConfigDir::shipped();
+        let mut c = Self::start(dir.path(), env);
+        c._dir = Some(dir);
+        c
+    }
+
     /// Starts `mcpd serve --config DIR` with extra environment and initializes.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
         Self::start_with(dir, env, &[])
@@ -228,6 +239,7 @@ impl StdioClient {
             stderr,
             next_id: 1,
             seen: Vec::new(),
+            _dir: None,
         };
         let init = c.request(
             "initialize",

@@ -163,3 +163,119 @@ impl Mcpd {
             .unwrap_or(0)
     }
 }
+
+/// Runs `n` calls of `call(i)`, `inflight` at a time, and times each.
+pub async fn drive<F, Fut>(n: usize, inflight: usize, call: F) -> Figures
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..inflight {
+        let (call, next) = (call.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let t = std::time::Instant::now();
+                call(i).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    figures(lat, started.elapsed())
+}
+
+/// How a benchmark's copy of the shipped config treats limits, budgets and idempotency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Safety {
+    /// Removed: no idempotency keys, limits, budgets or stop rules; state in memory.
+    Off,
+    /// Kept, with limits raised so every call is counted but none is refused; state in
+    /// the embedded file (durable writes).
+    Counted,
+}
+
+/// A copy of the shipped config for benchmarks (the shipped limits would refuse a load
+/// test, which is what they are for).
+pub fn bench_config(safety: Safety) -> tempfile::TempDir {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let read = |f: &str| std::fs::read_to_string(repo.join(f)).expect("read shipped config");
+    let mut server = read("mcpd.yaml");
+    let mut policies = read("policies.yaml");
+    let mut flag = read("tools.d/flag.set.yaml");
+    let mut orders = read("tools.d/orders.export.yaml");
+    match safety {
+        Safety::Off => {
+            server.push_str("\nstate: \"memory:\"\n");
+            policies = policies
+                .split("\n# Budgets")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            flag = flag
+                .split("\n# One key, one write")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            orders = orders
+                .split("\nlimits:")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        Safety::Counted => {
+            for (from, to) in [
+                ("cost: 5.00", "cost: 1000000"),
+                ("calls: 200", "calls: 100000000"),
+                ("max_calls: 300/min", "max_calls: 100000000/min"),
+                ("repeats: 10/min", "repeats: 100000000/min"),
+            ] {
+                policies = policies.replace(from, to);
+            }
+            for (from, to) in [
+                ("rate: 30/min", "rate: 100000000/min"),
+                ("total_rate: 120/min", "total_rate: 100000000/min"),
+                ("concurrency: 4", "concurrency: 1000"),
+            ] {
+                flag = flag.replace(from, to);
+            }
+            orders = orders
+                .replace("rate: 60/min", "rate: 100000000/min")
+                .replace("concurrency: 8", "concurrency: 1000");
+        }
+    }
+    std::fs::write(dir.path().join("mcpd.yaml"), server).expect("write");
+    std::fs::write(dir.path().join("policies.yaml"), policies).expect("write");
+    std::fs::create_dir(dir.path().join("tools.d")).expect("tools.d");
+    std::fs::write(dir.path().join("tools.d/flag.set.yaml"), flag).expect("write");
+    std::fs::write(dir.path().join("tools.d/orders.export.yaml"), orders).expect("write");
+    dir
+}
+
+/// An engine on a config directory, with the state store it names.
+pub async fn engine_for(dir: &Path, api_url: &str) -> Arc<mcpd::engine::Engine> {
+    let vars = mcpd::config::Vars::from_env().with("DEMO_API_URL", api_url);
+    let (loaded, diags) = mcpd::config::load_dir(dir);
+    assert!(diags.is_empty(), "{diags}");
+    let catalog = mcpd::catalog::Catalog::compile(&loaded, &vars).expect("config compiles");
+    let spec = loaded
+        .server
+        .1
+        .state
+        .clone()
+        .unwrap_or_else(|| format!("file:{}", dir.join(".mcpd/state.redb").display()));
+    let store = mcpd::store::connect(&spec).await.expect("state store");
+    Arc::new(mcpd::engine::Engine::new(catalog, store))
+}

@@ -21,7 +21,8 @@ pub async fn run(dir: &Path, tool: &str, args: &str) -> anyhow::Result<ExitCode>
             dir.display()
         )
     })?;
-    let mut engine = Engine::new(catalog);
+    let store = super::open_store(dir, &loaded.server.1).await?;
+    let mut engine = Engine::new(catalog, store);
     if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
         engine = engine.with_audit(audit);
     }

@@ -17,39 +17,98 @@ struct Flow {
     tool: &'static str,
     args: Value,
     expect_ok: bool,
+    /// Call with a token for this subject and these scopes (else as the default actor).
+    token: Option<(&'static str, &'static [&'static str])>,
+    /// First record an elevation grant for the token's subject under this ticket.
+    elevate: Option<&'static str>,
+}
+
+impl Flow {
+    fn new(title: &'static str, tool: &'static str, args: Value, expect_ok: bool) -> Self {
+        Self {
+            title,
+            tool,
+            args,
+            expect_ok,
+            token: None,
+            elevate: None,
+        }
+    }
+
+    fn with_token(mut self, subject: &'static str, scopes: &'static [&'static str]) -> Self {
+        self.token = Some((subject, scopes));
+        self
+    }
 }
 
 fn flows() -> Vec<Flow> {
     vec![
+        Flow::new(
+            "golden: export August's orders; emails and cards come back masked",
+            "orders.export",
+            json!({"from": "2025-08-01", "to": "2025-08-31"}),
+            true,
+        ),
+        Flow::new(
+            "golden: roll checkout_v2 out to 10 percent in staging",
+            "flag.set",
+            json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
+            true,
+        ),
+        Flow::new(
+            "safe retry: the same write again replays the first result; the flags service sees nothing",
+            "flag.set",
+            json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
+            true,
+        ),
+        Flow::new(
+            "adversarial: set checkout_v2 to 50 percent in prod without a ticket",
+            "flag.set",
+            json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
+            false,
+        ),
+        Flow::new(
+            "shadow: a 5-month export passes, and the shadow rule records it would deny",
+            "orders.export",
+            json!({"from": "2025-05-01", "to": "2025-09-30"}),
+            true,
+        ),
+        Flow::new(
+            "bad input: a percent over 100 is refused before any request is sent",
+            "flag.set",
+            json!({"env": "staging", "name": "checkout_v2", "percent": 150}),
+            false,
+        ),
+        Flow::new(
+            "identity: agent:copilot's token (orders.export, flag.set:staging) exports orders",
+            "orders.export",
+            json!({"from": "2025-08-01", "to": "2025-08-31"}),
+            true,
+        )
+        .with_token("agent:copilot", &["orders.export", "flag.set:staging"]),
+        Flow::new(
+            "adversarial: the same token tries a prod write, outside its scopes",
+            "flag.set",
+            json!({"env": "prod", "name": "checkout_v2", "percent": 5}),
+            false,
+        )
+        .with_token("agent:copilot", &["orders.export", "flag.set:staging"]),
+        Flow::new(
+            "adversarial: agent:release (scope flag.set) sets prod to 50 percent without an elevation",
+            "flag.set",
+            json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
+            false,
+        )
+        .with_token("agent:release", &["flag.set"]),
         Flow {
-            title: "golden: export August's orders; emails and cards come back masked",
-            tool: "orders.export",
-            args: json!({"from": "2025-08-01", "to": "2025-08-31"}),
-            expect_ok: true,
-        },
-        Flow {
-            title: "golden: roll checkout_v2 out to 10 percent in staging",
-            tool: "flag.set",
-            args: json!({"env": "staging", "name": "checkout_v2", "percent": 10}),
-            expect_ok: true,
-        },
-        Flow {
-            title: "adversarial: set checkout_v2 to 50 percent in prod without a ticket",
-            tool: "flag.set",
-            args: json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
-            expect_ok: false,
-        },
-        Flow {
-            title: "shadow: a 5-month export passes, and the shadow rule records it would deny",
-            tool: "orders.export",
-            args: json!({"from": "2025-05-01", "to": "2025-09-30"}),
-            expect_ok: true,
-        },
-        Flow {
-            title: "bad input: a percent over 100 is refused before any request is sent",
-            tool: "flag.set",
-            args: json!({"env": "staging", "name": "checkout_v2", "percent": 150}),
-            expect_ok: false,
+            elevate: Some("CHG-1234"),
+            ..Flow::new(
+                "elevation: an operator grants agent:release flag.set in prod under CHG-1234 for 10 min; the write goes",
+                "flag.set",
+                json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
+                true,
+            )
+            .with_token("agent:release", &["flag.set"])
         },
     ]
 }
@@ -58,25 +117,80 @@ fn flows() -> Vec<Flow> {
 pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let (addr, state) = demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let url = format!("http://{addr}");
-    let vars = Vars::from_env().with("DEMO_API_URL", &url);
+    // A throwaway signing key, so the identity flows can issue tokens and grants.
+    let (key, _) = crate::identity::keygen("demo").map_err(anyhow::Error::msg)?;
+    let vars = Vars::from_env()
+        .with("DEMO_API_URL", &url)
+        .with(crate::identity::DEFAULT_KEY_ENV, &key);
     let catalog = super::load_catalog(dir, &vars)?;
     println!(
         "mcpd demo: demo API on {url}; {} tools from {}",
         catalog.tools.len(),
         dir.join(crate::config::TOOLS_DIR).display()
     );
-    let engine = Engine::new(catalog);
+    // The demo starts from nothing each run: its state is in memory.
+    let engine = Engine::new(
+        catalog,
+        std::sync::Arc::new(crate::store::MemoryStore::new()),
+    );
     let mut unexpected = 0;
+    let catalog = engine.catalog();
     for (i, flow) in flows().iter().enumerate() {
         let before = state_requests(&state);
         println!("\n[{}] {}", i + 1, flow.title);
+        let mut ctx = CallContext::default();
+        if let Some((subject, scopes)) = flow.token {
+            let Some(identity) = &catalog.identity else {
+                println!("    skipped: mcpd.yaml has no identity section");
+                continue;
+            };
+            let token = identity
+                .issue(&crate::identity::TokenRequest {
+                    subject: subject.to_owned(),
+                    scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                    ttl: std::time::Duration::from_secs(900),
+                    ..Default::default()
+                })
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "    token mcpd token issue --subject {subject} --scope {} --ttl 15m",
+                scopes.join(" --scope ")
+            );
+            ctx.actor = Some(identity.actor_for(&token)?);
+            if let Some(ticket) = flow.elevate {
+                let req = crate::elevation::GrantRequest {
+                    subject: subject.to_owned(),
+                    tool: flow.tool.to_owned(),
+                    env: flow
+                        .args
+                        .get("env")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    ticket: ticket.to_owned(),
+                    granted_by: "user:ops-demo".to_owned(),
+                    ttl: std::time::Duration::from_secs(600),
+                };
+                let g = crate::elevation::grant(
+                    engine.store().as_ref(),
+                    identity,
+                    &catalog.elevation,
+                    &req,
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
+                println!(
+                    "    grant mcpd elevate --subject {subject} --tool {} --env {} --ticket {ticket} --ttl 10m  -> {}",
+                    flow.tool,
+                    req.env.as_deref().unwrap_or("-"),
+                    g.jti
+                );
+            }
+        }
         println!("    call  {} {}", flow.tool, flow.args);
         let Value::Object(args) = flow.args.clone() else {
             continue;
         };
-        let result = engine
-            .call(flow.tool, Some(args), &CallContext::default())
-            .await?;
+        let result = engine.call(flow.tool, Some(args), &ctx).await?;
         print_result(&result, state_requests(&state) - before);
         if result.outcome.is_ok() != flow.expect_ok {
             unexpected += 1;
@@ -109,7 +223,17 @@ fn print_result(r: &CallResult, upstream_requests: usize) {
             }
         );
     }
-    let status = r.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    let mut status = r.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    if let Some(t) = &r.ticket {
+        status.push_str(" (elevated: ticket ");
+        status.push_str(t);
+        status.push(')');
+    }
+    if r.replayed {
+        status.push_str(" (replayed: idempotency key ");
+        status.push_str(r.idempotency_key.as_deref().unwrap_or_default());
+        status.push(')');
+    }
     match &r.outcome {
         Ok(v) => {
             println!(

@@ -5,16 +5,14 @@
 //! Owns the four hosts' file shapes and where they keep them. It must not touch any
 //! other key of a host's file, and never writes a token: the token variable is
 //! referenced (VS Code prompts for it, Cursor and Continue read it from their
-//! environment / secrets), or left empty for the user to fill in (Claude Desktop).
+//! environment / secrets), or left empty for the user to fill in (Claude Desktop). The
+//! variable is the config's `identity.token_env` (default `MCPD_TOKEN`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use indexmap::IndexMap;
-
-/// The environment variable mcpd reads the caller's token from.
-pub const TOKEN_ENV: &str = "MCPD_TOKEN";
 
 /// The MCP hosts mcpd writes config for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,11 +60,20 @@ pub fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode> {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("cannot tell where this mcpd binary is")?,
     };
+    // The variable the config's `identity.token_env` names (default MCPD_TOKEN).
+    let (loaded, _) = crate::config::load_dir(config_dir);
+    let token_env = loaded
+        .server
+        .1
+        .identity
+        .and_then(|i| i.token_env)
+        .unwrap_or_else(|| crate::identity::DEFAULT_TOKEN_ENV.to_owned());
     let entry = Entry {
         name: opts.name.clone(),
         command: absolute(&bin)?,
         config: absolute(config_dir)?,
         env: parse_env(&opts.env)?,
+        token_env,
     };
     report_tools(config_dir);
     if !opts.write {
@@ -106,7 +113,8 @@ pub fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode> {
     );
     if opts.host == Host::Claude {
         eprintln!(
-            "Claude Desktop does not expand variables: put a token into env.{TOKEN_ENV} in that file (empty runs as default_actor)"
+            "Claude Desktop does not expand variables: put a token (mcpd token issue) into env.{} in that file; empty runs as default_actor",
+            entry.token_env
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -123,6 +131,8 @@ pub struct Entry {
     pub config: String,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// The variable mcpd reads a stdio caller's token from.
+    pub token_env: String,
 }
 
 /// A JSON / YAML value that keeps its keys in the order they were written, so merging
@@ -161,10 +171,10 @@ pub fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyhow::Resu
     let token = match host {
         Host::Claude => String::new(),
         Host::Vscode => "${input:mcpd-token}".to_owned(),
-        Host::Cursor => format!("${{env:{TOKEN_ENV}}}"),
-        Host::Continue => format!("${{{{ secrets.{TOKEN_ENV} }}}}"),
+        Host::Cursor => format!("${{env:{}}}", entry.token_env),
+        Host::Continue => format!("${{{{ secrets.{} }}}}", entry.token_env),
     };
-    env.insert(TOKEN_ENV.to_owned(), Ordered::String(token));
+    env.insert(entry.token_env.clone(), Ordered::String(token));
     let args = Ordered::Array(
         ["serve", "--config", entry.config.as_str()]
             .into_iter()

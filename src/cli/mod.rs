@@ -4,14 +4,17 @@
 //! stdio protocol), the tokio runtime, exit codes, and rendering an error once.
 
 mod audit;
+mod budget;
 mod call;
 mod demo;
+mod elevate;
 mod explain;
 mod host_config;
 mod import;
 mod schema;
 mod serve;
 mod test;
+mod token;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -95,6 +98,45 @@ pub enum Command {
         #[command(subcommand)]
         source: import::Source,
     },
+    /// Show what each budget in policies.yaml has left (calls, cost units, reset time).
+    Budget {
+        /// The actor whose budgets to show (default: the configured default actor).
+        #[arg(long, value_name = "SUBJECT")]
+        actor: Option<String>,
+    },
+    /// Signing keys and short-lived tokens for non-human callers.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Grant (or list, or revoke) a just-in-time elevation tied to a change ticket.
+    Elevate {
+        /// Who may make the sensitive call, e.g. agent:copilot.
+        #[arg(long, required_unless_present_any = ["list", "revoke"])]
+        subject: Option<String>,
+        /// The tool (id or glob), e.g. flag.set.
+        #[arg(long, required_unless_present_any = ["list", "revoke"])]
+        tool: Option<String>,
+        /// Limit the grant to calls with this `env` argument, e.g. prod.
+        #[arg(long)]
+        env: Option<String>,
+        /// The change ticket, e.g. CHG-1234 (checked against elevation.ticket_pattern).
+        #[arg(long, required_unless_present_any = ["list", "revoke"])]
+        ticket: Option<String>,
+        /// How long the grant lasts, e.g. 10m (at most elevation.max_ttl).
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        /// Who grants it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// List live grants (of --subject, if given).
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Remove the grant with this id.
+        #[arg(long, value_name = "ID")]
+        revoke: Option<String>,
+    },
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
     /// Check the audit log: signatures, sequence and hash chain.
@@ -116,6 +158,40 @@ pub enum Command {
         /// Port on 127.0.0.1 (0 picks a free one; the URL is printed on stdout).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+    },
+}
+
+/// `mcpd token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a new Ed25519 signing key (prints MCPD_TOKEN_KEY=... and its public half).
+    Keygen {
+        /// The key id tokens will name (`kid`); use a new one for each rotation.
+        #[arg(long, default_value = "k1")]
+        kid: String,
+    },
+    /// Issue a short-lived token signed with MCPD_TOKEN_KEY.
+    Issue {
+        /// Who, e.g. agent:copilot.
+        #[arg(long)]
+        subject: String,
+        /// A tool it may call: TOOL, TOOL:ENV or TOOL@PURPOSE (globs allowed); repeat.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Why it calls, e.g. support.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// The data region it works in, e.g. eu.
+        #[arg(long)]
+        region: Option<String>,
+        /// Lifetime, e.g. 15m (at most identity.max_ttl).
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
+    /// Check a token against this config: prints its actor, or why it is refused.
+    Verify {
+        /// The token.
+        token: String,
     },
 }
 
@@ -154,6 +230,71 @@ pub fn main() -> ExitCode {
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
+            Command::Token { action } => match action {
+                TokenAction::Keygen { kid } => token::run_keygen(&kid),
+                TokenAction::Issue {
+                    subject,
+                    scopes,
+                    purpose,
+                    region,
+                    ttl,
+                } => {
+                    let ttl = crate::upstream::parse_duration(&ttl)
+                        .map_err(|e| anyhow::anyhow!("--ttl: {e}"));
+                    match ttl {
+                        Ok(ttl) => token::run_issue(
+                            &cli.config,
+                            &crate::identity::TokenRequest {
+                                subject,
+                                scopes,
+                                purpose,
+                                region,
+                                ttl,
+                            },
+                        ),
+                        Err(e) => Err(e),
+                    }
+                }
+                TokenAction::Verify { token } => token::run_verify(&cli.config, &token),
+            },
+            Command::Elevate {
+                subject,
+                tool,
+                env,
+                ticket,
+                ttl,
+                by,
+                list,
+                revoke,
+            } => {
+                let action = if list {
+                    Ok(elevate::Action::List(subject))
+                } else if let Some(id) = revoke {
+                    Ok(elevate::Action::Revoke(id))
+                } else {
+                    crate::upstream::parse_duration(&ttl)
+                        .map_err(|e| anyhow::anyhow!("--ttl: {e}"))
+                        .map(|ttl| {
+                            elevate::Action::Grant(crate::elevation::GrantRequest {
+                                subject: subject.unwrap_or_default(),
+                                tool: tool.unwrap_or_default(),
+                                env,
+                                ticket: ticket.unwrap_or_default(),
+                                granted_by: by
+                                    .or_else(|| {
+                                        std::env::var("USER").ok().map(|u| format!("user:{u}"))
+                                    })
+                                    .unwrap_or_else(|| "unknown-operator".to_owned()),
+                                ttl,
+                            })
+                        })
+                };
+                match action {
+                    Ok(a) => elevate::run(&cli.config, a).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Budget { actor } => budget::run(&cli.config, actor.as_deref()).await,
             Command::Explain { tool, args, actor } => {
                 explain::run(&cli.config, &tool, &args, &actor)
             }
@@ -217,6 +358,33 @@ pub(crate) fn open_audit(
         .ok_or_else(|| crate::audit::AuditError::NoKey(spec.key_env.clone()))?;
     let path = dir.join(&spec.path);
     Ok(Some(crate::audit::AuditLog::open(&path, key.into_bytes())?))
+}
+
+/// Where state lives when `mcpd.yaml` does not say: a file under the config directory.
+pub const DEFAULT_STATE: &str = ".mcpd/state.redb";
+
+/// Opens the state store `mcpd.yaml` names (relative paths are under `dir`).
+pub(crate) async fn open_store(
+    dir: &Path,
+    server: &crate::config::ServerSpec,
+) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
+    let spec = server.state.as_deref().unwrap_or(DEFAULT_STATE).trim();
+    let spec = if spec == "memory:" || spec.contains("://") {
+        spec.to_owned()
+    } else {
+        let path = Path::new(spec.strip_prefix("file:").unwrap_or(spec));
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the state directory '{}': {e}",
+                    parent.display()
+                )
+            })?;
+        }
+        format!("file:{}", path.display())
+    };
+    Ok(crate::store::connect(&spec).await?)
 }
 
 /// Loads and compiles a config directory, or fails with every diagnostic.

@@ -23,7 +23,8 @@ pub async fn run(
         )
     })?;
     tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, "serving MCP over stdio");
-    let mut engine = Engine::new(catalog);
+    let store = super::open_store(dir, &loaded.server.1).await?;
+    let mut engine = Engine::new(catalog, store);
     if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
         engine = engine.with_audit(audit);
     }

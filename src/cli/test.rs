@@ -23,7 +23,7 @@ pub async fn run(
     let cases_path = cases.map_or_else(|| dir.join(testrun::TESTS_DIR), Path::to_path_buf);
     let paths = testrun::case_paths(&cases_path)?;
     let reports = testrun::run(dir, &paths).await?;
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let (mut passed, mut failed) = (0, 0);
     for r in &reports {
         let ms = r.elapsed.as_secs_f64() * 1000.0;
         let label = format!("{}: {}", shown(&r.file, dir), r.name);
@@ -39,18 +39,9 @@ pub async fn run(
                     println!("      - {p}");
                 }
             }
-            Verdict::Skip(why) => {
-                skipped += 1;
-                println!("SKIP  {label}: {why}");
-            }
         }
     }
-    let skipped_note = if skipped > 0 {
-        format!(", {skipped} skipped")
-    } else {
-        String::new()
-    };
-    println!("{passed} passed, {failed} failed{skipped_note}");
+    println!("{passed} passed, {failed} failed");
     if let Some(path) = junit {
         let xml = junit_report(&reports, dir)?;
         std::fs::write(path, xml)
@@ -79,11 +70,6 @@ fn junit_report(reports: &[CaseReport], dir: &Path) -> anyhow::Result<String> {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 s.set_message(problems.first().cloned().unwrap_or_default());
                 s.set_description(problems.join("\n"));
-                s
-            }
-            Verdict::Skip(why) => {
-                let mut s = TestCaseStatus::skipped();
-                s.set_message(why.clone());
                 s
             }
         };

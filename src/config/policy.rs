@@ -27,6 +27,75 @@ pub struct PolicySpec {
     /// recorded.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// Spending limits: calls and cost units per actor, tool or in total, per day or hour.
+    #[serde(default)]
+    pub budgets: Vec<BudgetSpec>,
+    /// Stop rules against runaway agent loops.
+    #[serde(default)]
+    pub stop: StopSpec,
+}
+
+/// A budget: how many calls, or cost units, may be spent in a window.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// A unique id, named when the budget denies a call and in `mcpd budget`.
+    pub id: Located<String>,
+    /// Tool ids or globs the budget counts; empty means every tool.
+    #[serde(default)]
+    pub tools: Vec<Located<String>>,
+    /// Whose spending is counted together: `actor` (each actor has its own budget, the
+    /// default), `tool` (each tool, all actors together), `actor_tool`, or `global`.
+    #[serde(default)]
+    pub per: BudgetScope,
+    /// The window, aligned to UTC: `day` (default) or `hour`.
+    #[serde(default)]
+    pub window: BudgetWindow,
+    /// Calls allowed in the window.
+    #[serde(default)]
+    pub calls: Option<u64>,
+    /// Cost units allowed in the window (tools declare their `cost`).
+    #[serde(default)]
+    pub cost: Option<f64>,
+}
+
+/// Whose spending a budget counts together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// Each actor separately.
+    #[default]
+    Actor,
+    /// Each tool separately, all actors together.
+    Tool,
+    /// Each actor on each tool.
+    ActorTool,
+    /// Everything together.
+    Global,
+}
+
+/// A budget's window, aligned to UTC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetWindow {
+    /// A UTC hour.
+    Hour,
+    /// A UTC day.
+    #[default]
+    Day,
+}
+
+/// Stop rules: refuse, and raise an alert, when an agent looks stuck in a loop.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopSpec {
+    /// Most calls one actor may make across all tools in a window, e.g. `300/min`.
+    #[serde(default)]
+    pub max_calls: Option<Located<String>>,
+    /// Most times one actor may call the same tool with the same arguments in a window,
+    /// e.g. `5/min` (a retry storm).
+    #[serde(default)]
+    pub repeats: Option<Located<String>>,
 }
 
 /// The decision for calls no rule decides.
@@ -47,6 +116,8 @@ impl Default for PolicySpec {
             egress: Vec::new(),
             redaction: RedactionSpec::default(),
             rules: Vec::new(),
+            budgets: Vec::new(),
+            stop: StopSpec::default(),
         }
     }
 }

@@ -23,6 +23,62 @@ pub struct ServerSpec {
     /// it, such calls run as `anonymous` with no scopes, purpose or region.
     #[serde(default)]
     pub default_actor: Option<ActorSpec>,
+    /// Where state that outlives a call is kept (idempotency records, rate and budget
+    /// counters, elevation grants): a file path relative to the config directory
+    /// (default `.mcpd/state.redb`), `memory:` (lost on exit), or `redis://...` for
+    /// several replicas. Read at start.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Short-lived signed tokens for non-human callers (`mcpd token issue`).
+    #[serde(default)]
+    pub identity: Option<IdentitySpec>,
+    /// Just-in-time elevation grants (`mcpd elevate`).
+    #[serde(default)]
+    pub elevation: ElevationSpec,
+}
+
+/// How callers prove who they are.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    /// The audience tokens must name (`aud`), e.g. `mcpd-prod`. A token for another
+    /// deployment is refused.
+    pub audience: String,
+    /// The issuer tokens must name (`iss`), default `mcpd`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The environment variable holding the signing key (`KID:BASE64URL`, made by
+    /// `mcpd token keygen`), default `MCPD_TOKEN_KEY`. `mcpd token issue` and
+    /// `mcpd elevate` sign with it; its public half also verifies.
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
+    /// More verification keys by key id (base64url Ed25519 public keys): keep the old key
+    /// here while tokens signed with it are still alive (rotation).
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
+    /// Where a stdio caller's token is read: this environment variable of the mcpd
+    /// process (default `MCPD_TOKEN`), set in the host's config.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Or a file holding the token, read again whenever it changes: a refresher can
+    /// rewrite it before the token expires without restarting the host.
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// The longest lifetime `mcpd token issue` grants, e.g. `24h` (default `24h`).
+    #[serde(default)]
+    pub max_ttl: Option<Located<String>>,
+}
+
+/// Rules for elevation grants.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElevationSpec {
+    /// A regular expression every ticket must match, e.g. `^(CHG|INC)-[0-9]+$`.
+    #[serde(default)]
+    pub ticket_pattern: Option<Located<String>>,
+    /// The longest grant, e.g. `1h` (default `1h`).
+    #[serde(default)]
+    pub max_ttl: Option<Located<String>>,
 }
 
 /// An actor: who makes calls, for what, from where.

@@ -44,12 +44,31 @@ pub struct ToolSpec {
     /// Makes a write safe to retry: one key, one upstream write.
     #[serde(default)]
     pub idempotency: Option<IdempotencySpec>,
-    /// Cost units one call spends from budgets (e.g. dollars), default 0.
+    /// Cost units one call spends from budgets (e.g. dollars): a number per call, or
+    /// `{ per_call: 0.01, from_response: "$.usage.cost" }` to add a number the upstream
+    /// reports. Default 0.
     #[serde(default)]
-    pub cost: Option<f64>,
+    pub cost: Option<CostSpec>,
     /// Latency objective; a breach is logged as a warning (at most once a minute).
     #[serde(default)]
     pub slo: Option<SloSpec>,
+}
+
+/// What one call costs.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CostSpec {
+    /// A fixed cost per call.
+    PerCall(f64),
+    /// A fixed part and a part read from the upstream's reply.
+    Detailed {
+        /// Charged before the call is sent.
+        #[serde(default)]
+        per_call: f64,
+        /// A JSONPath into the reply body selecting a number, added after the call.
+        #[serde(default)]
+        from_response: Option<Located<String>>,
+    },
 }
 
 /// A latency objective for one tool.
@@ -67,6 +86,9 @@ pub struct LimitsSpec {
     /// Calls allowed per actor in a window: `60/min`, `10/s`, `1000/hour`, `5000/day`.
     #[serde(default)]
     pub rate: Option<Located<String>>,
+    /// Calls allowed for all actors together in a window, e.g. `600/min`.
+    #[serde(default)]
+    pub total_rate: Option<Located<String>>,
     /// Calls in flight at once for this tool, across all actors.
     #[serde(default)]
     pub concurrency: Option<Located<u32>>,
@@ -156,6 +178,12 @@ pub struct RequestSpec {
     /// Time allowed for the whole request, e.g. `5s`, `800ms` (default: the upstream's).
     #[serde(default)]
     pub timeout: Option<Located<String>>,
+    /// Extra attempts after a connection failure or a 502/503/504 (default 2). Only
+    /// idempotent requests are retried: GET, PUT, DELETE, or any call with an
+    /// idempotency key (the upstream sees the same `Idempotency-Key`); POST and PATCH
+    /// without a key are sent once.
+    #[serde(default)]
+    pub retries: Option<u8>,
 }
 
 /// How the upstream's response becomes the tool result.

@@ -31,7 +31,10 @@ use redb::{
 use tokio::sync::oneshot;
 
 use super::record::{self, Change, Op, Record, Reply};
-use super::{Admission, Clock, Counter, Idem, Store, StoreError, check_key, millis, system_clock};
+use super::{
+    Admission, AllOrNone, Clock, Counter, Idem, Incr, Store, StoreError, check_key, millis,
+    system_clock,
+};
 
 /// Every entry: key → encoded [`Record`].
 pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -62,6 +65,7 @@ struct Job {
 
 enum Task {
     Write { key: String, op: Op },
+    IncrAll(Vec<(Incr, u64)>),
     Sweep,
 }
 
@@ -264,6 +268,7 @@ fn commit(
         for task in tasks {
             results.push(match task {
                 Task::Write { key, op } => tables.write(&key, op, now)?,
+                Task::IncrAll(incs) => tables.incr_all(&incs, now)?,
                 Task::Sweep => Ok(Reply::Swept(tables.sweep(now)?)),
             });
         }
@@ -279,6 +284,40 @@ struct Tables<'txn> {
 }
 
 impl Tables<'_> {
+    /// All-or-none increments: every limit is checked before anything is written.
+    fn incr_all(
+        &mut self,
+        incs: &[(Incr, u64)],
+        now: u64,
+    ) -> Result<Result<Reply, StoreError>, redb::Error> {
+        for (i, (inc, window_ms)) in incs.iter().enumerate() {
+            let current = self
+                .entries
+                .get(inc.key.as_str())?
+                .and_then(|b| Record::decode(b.value()));
+            match record::refuses(&inc.key, inc.by, inc.limit, *window_ms, current, now) {
+                Ok(Some(c)) => return Ok(Ok(Reply::All(Err((i, c))))),
+                Ok(None) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let mut counters = Vec::with_capacity(incs.len());
+        for (inc, window_ms) in incs {
+            let op = Op::Incr {
+                by: inc.by,
+                window_ms: *window_ms,
+            };
+            match self.write(&inc.key, op, now)? {
+                Ok(reply) => match reply.counter() {
+                    Ok(c) => counters.push(c),
+                    Err(e) => return Ok(Err(e)),
+                },
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(Reply::All(Ok(counters))))
+    }
+
     /// Applies one write, keeping the expiry index in step with the entry.
     fn write(
         &mut self,
@@ -395,6 +434,15 @@ impl Store for EmbeddedStore {
             window_ms,
         };
         self.write(key, op).await?.admission()
+    }
+
+    async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
+        let mut task = Vec::with_capacity(incs.len());
+        for inc in incs {
+            check_key(&inc.key)?;
+            task.push((inc.clone(), millis("the window", inc.window)?));
+        }
+        self.submit(Task::IncrAll(task)).await?.all()
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {

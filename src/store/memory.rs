@@ -12,7 +12,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::record::{self, Body, Change, Op, Record, Reply};
-use super::{Admission, Clock, Counter, Idem, Store, StoreError, check_key, millis, system_clock};
+use super::{
+    Admission, AllOrNone, Clock, Counter, Idem, Incr, Store, StoreError, check_key, millis,
+    system_clock,
+};
 
 /// How often (ms) a write also removes expired entries.
 const SWEEP_EVERY_MS: u64 = 60_000;
@@ -85,6 +88,37 @@ impl MemoryStore {
         Ok(reply)
     }
 
+    fn incr_all_now(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
+        let now = (self.clock)();
+        let mut windows = Vec::with_capacity(incs.len());
+        for inc in incs {
+            check_key(&inc.key)?;
+            windows.push(millis("the window", inc.window)?);
+        }
+        let mut state = self.lock();
+        for (i, (inc, window_ms)) in incs.iter().zip(&windows).enumerate() {
+            let current = state.entries.get(&inc.key).cloned();
+            if let Some(c) = record::refuses(&inc.key, inc.by, inc.limit, *window_ms, current, now)?
+            {
+                return Ok(Err((i, c)));
+            }
+        }
+        let mut counters = Vec::with_capacity(incs.len());
+        for (inc, window_ms) in incs.iter().zip(windows) {
+            let current = state.entries.get(&inc.key).cloned();
+            let op = Op::Incr {
+                by: inc.by,
+                window_ms,
+            };
+            let (change, reply) = record::apply(&inc.key, op, current, now)?;
+            if let Change::Write(r) = change {
+                state.entries.insert(inc.key.clone(), r);
+            }
+            counters.push(reply.counter()?);
+        }
+        Ok(Ok(counters))
+    }
+
     fn read(&self, key: &str) -> Result<(Option<Record>, u64), StoreError> {
         check_key(key)?;
         let now = (self.clock)();
@@ -134,6 +168,10 @@ impl Store for MemoryStore {
             window_ms,
         };
         self.write(key, op)?.admission()
+    }
+
+    async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
+        self.incr_all_now(incs)
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {

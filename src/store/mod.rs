@@ -26,12 +26,14 @@ use std::time::{Duration, SystemTime};
 pub mod embedded;
 pub mod memory;
 mod record;
+pub mod shared;
 
 #[cfg(test)]
 mod tests;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use shared::FileStore;
 
 /// Key namespaces: the prefix of every key says which part of mcpd owns it.
 pub mod ns {
@@ -77,6 +79,24 @@ pub enum Admission {
     Refused(Counter),
 }
 
+/// One counter of [`Store::incr_all`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Incr {
+    /// The counter's key.
+    pub key: String,
+    /// What to add.
+    pub by: u64,
+    /// The most the total may reach, if any.
+    pub limit: Option<u64>,
+    /// The window a new counter opens (as [`Store::incr`]).
+    pub window: Duration,
+}
+
+/// The outcome of [`Store::incr_all`]: every counter after the increment, or the index
+/// of the first one that would pass its limit and that counter as it stands (nothing was
+/// counted).
+pub type AllOrNone = Result<Vec<Counter>, (usize, Counter)>;
+
 /// The state store. Object safe: the engine holds an `Arc<dyn Store>`.
 ///
 /// Every key is non-empty and every duration at least one millisecond; anything else is
@@ -115,6 +135,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         window: Duration,
     ) -> Result<Admission, StoreError>;
 
+    /// Adds to several fixed-window counters at once, all or none: when any would pass
+    /// its limit, none changes. Atomic across the keys, and one durable write: a call
+    /// counted against stop rules, rates and budgets costs one round trip, and a refusal
+    /// by one leaves the others uncharged.
+    async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError>;
+
     /// The counter's total in its current window; zero when there is none.
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError>;
 
@@ -150,6 +176,23 @@ pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
         return Err(StoreError::BadSpec(spec.to_owned()));
     }
     Ok(Arc::new(EmbeddedStore::open(Path::new(path))?))
+}
+
+/// Opens the store a spec names, for a running mcpd: as [`open`], except that a state
+/// file is shared with the other mcpd processes on this machine ([`FileStore`]).
+///
+/// # Errors
+/// As [`open`]; a locked file whose owner does not answer.
+pub async fn connect(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let spec = spec.trim();
+    if spec == "memory:" || (spec.contains("://") && !spec.starts_with("file:")) {
+        return open(spec);
+    }
+    let path = spec.strip_prefix("file:").unwrap_or(spec);
+    if path.is_empty() {
+        return Err(StoreError::BadSpec(spec.to_owned()));
+    }
+    Ok(Arc::new(FileStore::open(Path::new(path)).await?))
 }
 
 /// Why the state store failed. Each message says what to do.

@@ -126,6 +126,7 @@ pub(crate) enum Reply {
     Flag(bool),
     Unit,
     Swept(usize),
+    All(super::AllOrNone),
 }
 
 impl Reply {
@@ -162,6 +163,13 @@ impl Reply {
             other => Err(other.mismatch()),
         }
     }
+    pub(crate) fn all(self) -> Result<super::AllOrNone, StoreError> {
+        match self {
+            Self::All(a) => Ok(a),
+            other => Err(other.mismatch()),
+        }
+    }
+
     pub(crate) fn swept(self) -> Result<usize, StoreError> {
         match self {
             Self::Swept(n) => Ok(n),
@@ -305,6 +313,38 @@ fn counter_write(
         resets_in: record.remaining(now),
     };
     (Change::Write(record), reply(counter))
+}
+
+/// Checks one increment of an all-or-none batch without applying it: the counter as it
+/// stands when the increment would pass the limit.
+pub(crate) fn refuses(
+    key: &str,
+    by: u64,
+    limit: Option<u64>,
+    window_ms: u64,
+    current: Option<Record>,
+    now: u64,
+) -> Result<Option<Counter>, StoreError> {
+    let Some(limit) = limit else {
+        // Still check the kind: a batch must not fail half-way through its writes.
+        counted(key, current.filter(|r| r.live(now)), now, window_ms)?;
+        return Ok(None);
+    };
+    match apply(
+        key,
+        Op::IncrWithin {
+            by,
+            limit,
+            window_ms,
+        },
+        current,
+        now,
+    )?
+    .1
+    {
+        Reply::Admission(Admission::Refused(c)) => Ok(Some(c)),
+        _ => Ok(None),
+    }
 }
 
 /// A live counter's total, for reads.

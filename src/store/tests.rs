@@ -109,7 +109,72 @@ conformance!(
     sweep_removes_expired_entries_and_keeps_live_ones,
     keys_of_different_kinds_do_not_mix,
     empty_keys_and_zero_durations_are_refused,
+    incr_all_counts_everything_or_nothing,
+    concurrent_incr_all_never_pass_any_limit,
 );
+
+fn inc(key: &str, by: u64, limit: Option<u64>) -> Incr {
+    Incr {
+        key: key.to_owned(),
+        by,
+        limit,
+        window: MIN,
+    }
+}
+
+async fn incr_all_counts_everything_or_nothing(h: &Harness) {
+    let s = &h.store;
+    let both = [inc("rate:a", 1, Some(2)), inc("budget:b", 5, None)];
+    let first = s.incr_all(&both).await.unwrap().unwrap();
+    assert_eq!((first[0].total, first[1].total), (1, 5));
+    assert_eq!(first[0].resets_in, MIN);
+    s.incr_all(&both).await.unwrap().unwrap();
+    // The first counter is at its limit: nothing is counted, not even the second.
+    let (index, at) = s.incr_all(&both).await.unwrap().unwrap_err();
+    assert_eq!((index, at.total), (0, 2));
+    assert_eq!(s.get_counter("budget:b").await.unwrap(), 10);
+    // A refusal later in the list leaves the earlier ones uncounted too.
+    let later = [inc("rate:c", 1, None), inc("budget:b", 1, Some(10))];
+    assert_eq!(s.incr_all(&later).await.unwrap().unwrap_err().0, 1);
+    assert_eq!(s.get_counter("rate:c").await.unwrap(), 0);
+    // A key of another kind fails the whole batch before anything is written.
+    s.put("grant:x", b"v", MIN).await.unwrap();
+    let mixed = [inc("rate:d", 1, None), inc("grant:x", 1, None)];
+    assert!(matches!(
+        s.incr_all(&mixed).await,
+        Err(StoreError::WrongKind { .. })
+    ));
+    assert_eq!(s.get_counter("rate:d").await.unwrap(), 0);
+    h.advance(MIN);
+    assert_eq!(s.incr_all(&both).await.unwrap().unwrap()[0].total, 1);
+}
+
+async fn concurrent_incr_all_never_pass_any_limit(h: &Harness) {
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = Arc::clone(&h.store);
+            // Half the callers also spend from a tighter second budget.
+            let incs = if i % 2 == 0 {
+                vec![
+                    inc("budget:all", 1, Some(30)),
+                    inc("budget:even", 1, Some(5)),
+                ]
+            } else {
+                vec![inc("budget:all", 1, Some(30))]
+            };
+            tokio::spawn(async move { store.incr_all(&incs).await.unwrap().is_ok() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += u64::from(t.await.unwrap());
+    }
+    let all = h.store.get_counter("budget:all").await.unwrap();
+    let even = h.store.get_counter("budget:even").await.unwrap();
+    assert_eq!(all, admitted);
+    assert_eq!(even, 5);
+    assert_eq!(all, 25, "20 odd callers fit in 30, and 5 of the even ones");
+}
 
 async fn concurrent_begins_on_one_key_start_exactly_once(h: &Harness) {
     let tasks: Vec<_> = (0..50)

@@ -38,7 +38,9 @@ pub enum UpstreamMode {
     Demo,
 }
 
-/// One case: a call and what must come of it.
+/// One case: a call and what must come of it. The cases of one file run in order and
+/// share one in-memory state store (idempotency records, rate and budget counters), so
+/// a second identical write can be expected to replay.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
@@ -67,20 +69,24 @@ pub struct CallSpec {
     /// Who calls (default: `default_actor` from `mcpd.yaml`, else `anonymous`).
     #[serde(default)]
     pub actor: Option<ActorSpec>,
-    /// An elevation grant the actor holds. Pending: the engine does not read grants
-    /// yet (they arrive with the identity work), so a case that declares one is
-    /// reported as skipped rather than run without it.
+    /// An elevation grant the actor holds for this call, as `mcpd elevate` would record
+    /// it: for the called tool, checked against `elevation.ticket_pattern`, removed after
+    /// the call. Needs an `identity:` section in `mcpd.yaml` (grants are signed; the run
+    /// signs with a throwaway key).
     #[serde(default)]
-    pub elevation: Option<ElevationSpec>,
+    pub elevation: Option<GrantSpec>,
 }
 
 /// An elevation grant.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ElevationSpec {
+pub struct GrantSpec {
     /// The change ticket, e.g. `CHG-1234`.
     pub ticket: String,
-    /// Who granted it.
+    /// Limit the grant to calls whose `env` argument is this, e.g. `prod`.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Who granted it (default `mcpd-test`).
     #[serde(default)]
     pub granted_by: Option<String>,
 }
@@ -133,6 +139,10 @@ pub struct Expect {
     /// order, each as `METHOD /path?query` (e.g. `GET /v1/pets?limit=2`).
     #[serde(default)]
     pub requests: Option<Vec<String>>,
+    /// Whether the result must be a replay of an earlier call's (same idempotency key
+    /// within the file): the upstream is not called again.
+    #[serde(default)]
+    pub replayed: Option<bool>,
     /// Shadow rules (ids) that must have matched: recorded, not enforced.
     #[serde(default)]
     pub shadow: Vec<String>,

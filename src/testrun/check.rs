@@ -159,6 +159,15 @@ fn judge_call(expect: &Expect, result: &CallResult) -> Vec<String> {
             ));
         }
     }
+    if let Some(want) = expect.replayed
+        && want != result.replayed
+    {
+        problems.push(if want {
+            "expected a replay of an earlier call's result, the call ran anew".to_owned()
+        } else {
+            "expected a fresh call, the result was replayed from an earlier one".to_owned()
+        });
+    }
     let shadow_ids: Vec<&str> = result
         .shadow
         .iter()

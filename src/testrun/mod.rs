@@ -30,8 +30,6 @@ pub enum Verdict {
     Pass,
     /// These expectations did not hold (each says what was expected and what came).
     Fail(Vec<String>),
-    /// Not run, and why.
-    Skip(String),
 }
 
 /// One case's outcome.
@@ -41,7 +39,7 @@ pub struct CaseReport {
     pub file: PathBuf,
     /// The case's name.
     pub name: String,
-    /// Pass, fail or skip.
+    /// Pass or fail.
     pub verdict: Verdict,
     /// Time the case took.
     pub elapsed: Duration,
@@ -64,6 +62,9 @@ pub enum RunError {
     /// The upstream for the cases cannot be started.
     #[error("cannot start the test upstream: {0}")]
     Upstream(std::io::Error),
+    /// No throwaway signing key could be made.
+    #[error("cannot make a signing key for the run: {0}")]
+    Key(String),
 }
 
 /// The case files at `path`: the file itself, or the YAML files of a directory, sorted.
@@ -163,10 +164,11 @@ async fn run_file(
             (stub.url.clone(), Upstream::Stub(stub))
         }
     };
-    let vars = Vars::from_env();
+    let vars = with_throwaway_key(loaded, Vars::from_env())?;
     let catalog = Catalog::compile(&pointed_at(loaded, &url, &vars), &vars)
         .map_err(|d| RunError::Config(dir.to_path_buf(), d))?;
-    let engine = Engine::new(catalog);
+    // Each file starts from nothing: its state lives in memory for the run.
+    let engine = Engine::new(catalog, Arc::new(crate::store::MemoryStore::new()));
     let mut reports = Vec::new();
     for case in &file.cases {
         let started = Instant::now();
@@ -179,6 +181,20 @@ async fn run_file(
         });
     }
     Ok(reports)
+}
+
+/// Elevation grants are signed with the identity key; the run signs (and so verifies)
+/// with a throwaway one, so no real key is needed and none is used.
+fn with_throwaway_key(loaded: &config::Loaded, vars: Vars) -> Result<Vars, RunError> {
+    let Some(identity) = &loaded.server.1.identity else {
+        return Ok(vars);
+    };
+    let env = identity
+        .signing_key_env
+        .clone()
+        .unwrap_or_else(|| crate::identity::DEFAULT_KEY_ENV.to_owned());
+    let (key, _) = crate::identity::keygen("mcpd-test").map_err(RunError::Key)?;
+    Ok(vars.with(&env, &key))
 }
 
 /// The loaded config with every upstream (and region) pointed at `url`, keeping each
@@ -214,15 +230,16 @@ async fn run_case(
     mode: UpstreamMode,
     case: &case::Case,
 ) -> Verdict {
-    if case.call.elevation.is_some() {
-        return Verdict::Skip(
-            "elevation grants are not read by the engine yet (pending the identity work)"
-                .to_owned(),
-        );
-    }
     if let Err(problems) = check::well_formed(case, mode) {
         return Verdict::Fail(problems);
     }
+    let grant = match &case.call.elevation {
+        Some(spec) => match elevate(engine, case, spec).await {
+            Ok(g) => Some(g),
+            Err(e) => return Verdict::Fail(vec![format!("elevation: {e}")]),
+        },
+        None => None,
+    };
     if let Upstream::Stub(stub) = upstream {
         stub.load(&case.recorded);
     }
@@ -264,10 +281,64 @@ async fn run_case(
             Upstream::Demo(_) => None,
         },
     };
-    let problems = check::judge(&case.expect, &result, &seen);
+    let mut problems = check::judge(&case.expect, &result, &seen);
+    if let Some(g) = grant {
+        let catalog = engine.catalog();
+        if let Some(identity) = &catalog.identity
+            && let Err(e) = crate::elevation::revoke(engine.store().as_ref(), identity, &g).await
+        {
+            problems.push(format!(
+                "elevation: cannot remove the grant after the call: {e}"
+            ));
+        }
+    }
     if problems.is_empty() {
         Verdict::Pass
     } else {
         Verdict::Fail(problems)
     }
+}
+
+/// Records the case's grant for its actor and tool; returns the grant's id.
+async fn elevate(
+    engine: &Engine,
+    case: &case::Case,
+    spec: &case::GrantSpec,
+) -> Result<String, String> {
+    let catalog = engine.catalog();
+    let identity = catalog.identity.as_ref().ok_or(
+        "mcpd.yaml has no 'identity:' section, and grants are signed with the identity key",
+    )?;
+    let tool = catalog
+        .get(&case.call.tool)
+        .ok_or_else(|| format!("unknown tool '{}'", case.call.tool))?;
+    let subject = case.call.actor.as_ref().map_or_else(
+        || {
+            catalog
+                .actor
+                .get("subject")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("anonymous")
+                .to_owned()
+        },
+        |a| a.subject.clone(),
+    );
+    let grant = crate::elevation::grant(
+        engine.store().as_ref(),
+        identity,
+        &catalog.elevation,
+        &crate::elevation::GrantRequest {
+            subject,
+            tool: tool.id.clone(),
+            env: spec.env.clone(),
+            ticket: spec.ticket.clone(),
+            granted_by: spec
+                .granted_by
+                .clone()
+                .unwrap_or_else(|| "mcpd-test".to_owned()),
+            ttl: Duration::from_secs(60),
+        },
+    )
+    .await?;
+    Ok(grant.jti)
 }

@@ -1,0 +1,66 @@
+//! `mcpd budget`: what each budget in policies.yaml has left, read from the state store.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Vars;
+use crate::spend::{amount, human};
+
+/// Prints one line per budget counter the actor spends from.
+pub async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (loaded, catalog) = super::check(dir, &Vars::from_env()).map_err(|d| {
+        anyhow::anyhow!(
+            "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
+            dir.display()
+        )
+    })?;
+    let subject = actor.map_or_else(
+        || {
+            catalog
+                .actor
+                .get("subject")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("anonymous")
+                .to_owned()
+        },
+        str::to_owned,
+    );
+    if catalog.spend.budgets().is_empty() {
+        println!("no budgets declared in policies.yaml");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = super::open_store(dir, &loaded.server.1).await?;
+    let tools: Vec<&str> = catalog.tools.iter().map(|t| t.id.as_str()).collect();
+    let rows = catalog
+        .spend
+        .remaining(store.as_ref(), &subject, &tools)
+        .await?;
+    println!(
+        "{:<24} {:<36} {:>16} {:>20}  resets in",
+        "budget", "counts", "calls", "cost"
+    );
+    for r in rows {
+        let calls = r.calls.map_or_else(
+            || "-".to_owned(),
+            |(used, limit)| format!("{used}/{limit} ({} left)", limit.saturating_sub(used)),
+        );
+        let cost = r.cost.map_or_else(
+            || "-".to_owned(),
+            |(used, limit)| {
+                format!(
+                    "{}/{} ({} left)",
+                    amount(used),
+                    amount(limit),
+                    amount((limit - used).max(0.0))
+                )
+            },
+        );
+        println!(
+            "{:<24} {:<36} {calls:>16} {cost:>20}  {}",
+            r.budget,
+            r.scope,
+            human(r.resets_in)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

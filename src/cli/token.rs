@@ -1,0 +1,54 @@
+//! `mcpd token`: make signing keys, issue short-lived tokens, check a token.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Vars;
+use crate::identity::{TokenRequest, keygen};
+
+/// `mcpd token keygen`: prints a new key pair.
+pub fn run_keygen(kid: &str) -> anyhow::Result<ExitCode> {
+    let (private, public) = keygen(kid).map_err(anyhow::Error::msg)?;
+    println!(
+        "# Signing key: keep it secret (a secret manager, the CI's secrets). mcpd token issue,"
+    );
+    println!("# mcpd elevate and every mcpd that verifies tokens read it from MCPD_TOKEN_KEY:");
+    println!("MCPD_TOKEN_KEY={private}");
+    println!("# Its public half, for mcpd.yaml on hosts that only verify (or during rotation):");
+    println!("#   identity:");
+    println!("#     keys:");
+    println!("#       {kid}: {public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpd token issue`: prints a signed token.
+pub fn run_issue(dir: &Path, req: &TokenRequest) -> anyhow::Result<ExitCode> {
+    let catalog = super::load_catalog(dir, &Vars::from_env())?;
+    let identity = catalog.identity.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "mcpd.yaml has no 'identity:' section: add one (at least 'audience:') to issue tokens"
+        )
+    })?;
+    let token = identity.issue(req).map_err(anyhow::Error::msg)?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpd token verify`: prints the token's actor, or why it is refused (exit 1).
+pub fn run_verify(dir: &Path, token: &str) -> anyhow::Result<ExitCode> {
+    let catalog = super::load_catalog(dir, &Vars::from_env())?;
+    let identity = catalog
+        .identity
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("mcpd.yaml has no 'identity:' section"))?;
+    match identity.actor_for(token.trim()) {
+        Ok(actor) => {
+            println!("{}", serde_json::to_string_pretty(&actor)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("refused: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

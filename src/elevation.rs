@@ -1,0 +1,248 @@
+//! Just-in-time elevation: a signed, expiring grant that lets one subject make one kind
+//! of sensitive call (a tool, optionally in one environment) under a change ticket.
+//!
+//! Owns the `grant:` keys. A grant is a JWT signed with the identity key (audience
+//! `<audience>/elevation`, so it is never accepted as a token) and stored until it
+//! expires. Reading verifies the signature again: a record written into the state file
+//! without the key is ignored. Policy sees the grant that matches a call as `elevation`
+//! (`ticket`, `granted_by`, `expires`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::Located;
+use crate::config::server::ElevationSpec;
+use crate::identity::Identity;
+use crate::policy::glob;
+use crate::store::{Store, ns};
+
+/// The longest grant by default.
+const DEFAULT_MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// A grant's claims.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Grant {
+    /// Grant id.
+    pub jti: String,
+    /// Who may make the call.
+    pub sub: String,
+    /// `<audience>/elevation`.
+    pub aud: String,
+    /// The issuer (as tokens).
+    pub iss: String,
+    /// The tool id or glob.
+    pub tool: String,
+    /// The environment (`args.env`) it is limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// The change ticket.
+    pub ticket: String,
+    /// Who granted it.
+    pub granted_by: String,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Expires at (Unix seconds).
+    pub exp: u64,
+}
+
+impl Grant {
+    /// What policy conditions see as `elevation`.
+    pub fn facts(&self) -> Value {
+        json!({
+            "id": self.jti,
+            "ticket": self.ticket,
+            "granted_by": self.granted_by,
+            "expires": self.exp,
+            "tool": self.tool,
+            "env": self.env,
+        })
+    }
+}
+
+/// What `mcpd elevate` asks for.
+#[derive(Debug, Clone)]
+pub struct GrantRequest {
+    /// Who.
+    pub subject: String,
+    /// Tool id or glob.
+    pub tool: String,
+    /// Environment, if limited to one.
+    pub env: Option<String>,
+    /// Change ticket.
+    pub ticket: String,
+    /// Who grants it.
+    pub granted_by: String,
+    /// Lifetime.
+    pub ttl: Duration,
+}
+
+/// The compiled `elevation:` section.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    ticket: Option<regex::Regex>,
+    max_ttl: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            ticket: None,
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+    }
+}
+
+impl Rules {
+    /// Compiles the section.
+    ///
+    /// # Errors
+    /// A pattern that is not a regular expression, or a bad duration, with its position.
+    pub fn compile(spec: &ElevationSpec) -> Result<Self, (crate::diag::Pos, String)> {
+        let ticket = match &spec.ticket_pattern {
+            None => None,
+            Some(Located { value, pos }) => Some(regex::Regex::new(value).map_err(|e| {
+                (
+                    *pos,
+                    format!("elevation.ticket_pattern: not a regular expression: {e}"),
+                )
+            })?),
+        };
+        let max_ttl = match &spec.max_ttl {
+            None => DEFAULT_MAX_TTL,
+            Some(t) => crate::upstream::parse_duration(&t.value)
+                .map_err(|e| (t.pos, format!("elevation.max_ttl: {e}")))?,
+        };
+        Ok(Self { ticket, max_ttl })
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn audience(identity: &Identity) -> String {
+    format!("{}/elevation", identity.audience())
+}
+
+/// Signs and stores a grant.
+///
+/// # Errors
+/// A ticket that does not match the pattern, a lifetime over the maximum, no signing
+/// key, a failing store.
+pub async fn grant(
+    store: &dyn Store,
+    identity: &Identity,
+    rules: &Rules,
+    req: &GrantRequest,
+) -> Result<Grant, String> {
+    if req.subject.trim().is_empty() || req.tool.trim().is_empty() {
+        return Err("--subject and --tool are required".into());
+    }
+    if req.ticket.trim().is_empty() {
+        return Err("--ticket is required: an elevation is always tied to a change ticket".into());
+    }
+    if let Some(p) = &rules.ticket
+        && !p.is_match(&req.ticket)
+    {
+        return Err(format!(
+            "ticket '{}' does not match elevation.ticket_pattern '{}'",
+            req.ticket,
+            p.as_str()
+        ));
+    }
+    if req.ttl.is_zero() || req.ttl > rules.max_ttl {
+        return Err(format!(
+            "--ttl must be between 1s and elevation.max_ttl ({})",
+            crate::spend::human(rules.max_ttl)
+        ));
+    }
+    let now = now_s();
+    let grant = Grant {
+        jti: format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        sub: req.subject.clone(),
+        aud: audience(identity),
+        iss: identity.issuer().to_owned(),
+        tool: req.tool.clone(),
+        env: req.env.clone(),
+        ticket: req.ticket.clone(),
+        granted_by: req.granted_by.clone(),
+        iat: now,
+        exp: now + req.ttl.as_secs().max(1),
+    };
+    let signed = identity.sign(&grant, "mcpd-grant")?;
+    let key = format!("{}{}:{}", ns::GRANT, grant.sub, grant.jti);
+    store
+        .put(&key, signed.as_bytes(), req.ttl)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(grant)
+}
+
+/// Every live, correctly signed grant, optionally of one subject.
+///
+/// # Errors
+/// A failing store.
+pub async fn list(
+    store: &dyn Store,
+    identity: &Identity,
+    subject: Option<&str>,
+) -> Result<Vec<Grant>, String> {
+    let prefix = match subject {
+        Some(s) => format!("{}{s}:", ns::GRANT),
+        None => ns::GRANT.to_owned(),
+    };
+    let entries = store
+        .scan_prefix(&prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    let aud = audience(identity);
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        let token = String::from_utf8_lossy(&value);
+        match identity.verify_as::<Grant>(&token, &aud) {
+            Ok(g) if subject.is_none_or(|s| g.sub == s) => out.push(g),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(key, error = %e, "ignoring an elevation grant that does not verify")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The grant that covers this call, if the subject holds one.
+///
+/// # Errors
+/// A failing store.
+pub async fn find(
+    store: &dyn Store,
+    identity: &Identity,
+    subject: &str,
+    tool: &str,
+    args: &Value,
+) -> Result<Option<Grant>, String> {
+    let env = args.get("env").and_then(Value::as_str);
+    Ok(list(store, identity, Some(subject))
+        .await?
+        .into_iter()
+        .filter(|g| glob(&g.tool, tool) && g.env.as_deref().is_none_or(|e| env == Some(e)))
+        .max_by_key(|g| g.exp))
+}
+
+/// Removes a grant by id (of any subject). Returns whether one was removed.
+///
+/// # Errors
+/// A failing store.
+pub async fn revoke(store: &dyn Store, identity: &Identity, id: &str) -> Result<bool, String> {
+    for g in list(store, identity, None).await? {
+        if g.jti == id {
+            let key = format!("{}{}:{}", ns::GRANT, g.sub, g.jti);
+            return store.delete(&key).await.map_err(|e| e.to_string());
+        }
+    }
+    Ok(false)
+}

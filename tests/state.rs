@@ -1,0 +1,342 @@
+//! State that outlives a call, through the real binary: idempotency keys (one key, one
+//! upstream write, even at once or across a kill -9), rate limits, budgets, stop rules,
+//! and which requests are retried.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error, text};
+
+/// The upstream requests the demo API saw with this method and path prefix.
+fn seen(api: &DemoApi, method: &str, path: &str) -> Vec<Value> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r["method"] == method && r["path"].as_str().unwrap().starts_with(path))
+        .collect()
+}
+
+fn staging(percent: u8) -> Value {
+    json!({"env": "staging", "name": "checkout_v2", "percent": percent})
+}
+
+#[test]
+fn the_same_write_twice_is_one_upstream_write_with_the_same_result() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let first = c.call("flag_set", staging(10));
+    let second = c.call("flag_set", staging(10));
+    assert!(!is_error(&first), "{first}");
+    assert_eq!(first["structuredContent"], second["structuredContent"]);
+    assert_eq!(first["_meta"]["dev.mcpd/replayed"], false, "{first}");
+    assert_eq!(second["_meta"]["dev.mcpd/replayed"], true, "{second}");
+    let writes = seen(&api, "PUT", "/flags/");
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    // The key went upstream too, so the flags service could dedupe on its own.
+    assert_eq!(
+        writes[0]["headers"]["idempotency-key"],
+        "flag-staging-checkout_v2-10"
+    );
+    // Other arguments are another key: a second write.
+    assert!(!is_error(&c.call("flag_set", staging(20))));
+    assert_eq!(seen(&api, "PUT", "/flags/").len(), 2);
+}
+
+#[test]
+fn a_client_key_in_meta_wins_and_cannot_be_reused_for_other_arguments() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let call = |c: &mut StdioClient, percent: u8| {
+        c.request(
+            "tools/call",
+            json!({"name": "flag_set", "arguments": staging(percent),
+                   "_meta": {"dev.mcpd/idempotencyKey": "deploy-4711"}}),
+        )["result"]
+            .clone()
+    };
+    let first = call(&mut c, 5);
+    assert_eq!(first["_meta"]["dev.mcpd/idempotencyKey"], "deploy-4711");
+    let again = call(&mut c, 5);
+    assert_eq!(again["_meta"]["dev.mcpd/replayed"], true, "{again}");
+    let other = call(&mut c, 6);
+    assert!(is_error(&other), "{other}");
+    assert!(
+        text(&other).contains("'deploy-4711' was already used with other arguments"),
+        "{}",
+        text(&other)
+    );
+    let writes = seen(&api, "PUT", "/flags/");
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0]["headers"]["idempotency-key"], "deploy-4711");
+}
+
+const SLOW_WRITE: &str = "name: slow.write
+description: A slow write.
+input: { type: object, properties: { ms: { type: integer } } }
+request: { upstream: flags, method: PUT, path: /slow, query: { ms: \"{{ args.ms }}\" } }
+idempotency: { key: \"slow-once\" }
+";
+
+#[test]
+fn two_calls_at_once_with_one_key_are_one_write() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.write("tools.d/slow.yaml", SLOW_WRITE);
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let a = c.send_request(
+        "tools/call",
+        json!({"name": "slow_write", "arguments": {"ms": 700}}),
+    );
+    let b = c.send_request(
+        "tools/call",
+        json!({"name": "slow_write", "arguments": {"ms": 700}}),
+    );
+    let (a, b) = (
+        c.wait_for_id(a)["result"].clone(),
+        c.wait_for_id(b)["result"].clone(),
+    );
+    let (ok, refused) = if is_error(&a) { (b, a) } else { (a, b) };
+    assert!(!is_error(&ok), "{ok}");
+    assert!(
+        is_error(&refused),
+        "one of the two must be refused: {refused}"
+    );
+    assert!(
+        text(&refused).contains("still in flight"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(seen(&api, "PUT", "/slow").len(), 1);
+    // Once the first finished, the retry gets its result.
+    let retry = c.call("slow_write", json!({"ms": 700}));
+    assert_eq!(retry["_meta"]["dev.mcpd/replayed"], true, "{retry}");
+    assert_eq!(retry["structuredContent"], ok["structuredContent"]);
+    assert_eq!(seen(&api, "PUT", "/slow").len(), 1);
+}
+
+const FLAG_BUDGET: &str = "
+budgets:
+  - id: flag-calls
+    tools: [flag.set]
+    calls: 3
+";
+
+#[test]
+fn kill_9_then_restart_keeps_keys_and_budgets() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let policies = cfg.read("policies.yaml");
+    let (head, _) = policies.split_once("\nbudgets:").unwrap();
+    let stop = policies.split_once("\nstop:").unwrap().1;
+    cfg.write(
+        "policies.yaml",
+        &format!("{head}{FLAG_BUDGET}\nstop:{stop}"),
+    );
+    let env = [("DEMO_API_URL", api.url.as_str())];
+    let mut c = StdioClient::start(cfg.path(), &env);
+    assert!(!is_error(&c.call("flag_set", staging(10))));
+    assert!(!is_error(&c.call("flag_set", staging(11))));
+    drop(c); // SIGKILL: no shutdown code runs
+    let mut c = StdioClient::start(cfg.path(), &env);
+    let replay = c.call("flag_set", staging(10));
+    assert_eq!(replay["_meta"]["dev.mcpd/replayed"], true, "{replay}");
+    assert_eq!(
+        seen(&api, "PUT", "/flags/").len(),
+        2,
+        "the replay must not write"
+    );
+    assert!(
+        !is_error(&c.call("flag_set", staging(12))),
+        "third call is in budget"
+    );
+    let over = c.call("flag_set", staging(13));
+    assert!(is_error(&over), "{over}");
+    assert!(
+        text(&over).contains("budget 'flag-calls' is spent: 3 of 3 calls used today"),
+        "{}",
+        text(&over)
+    );
+    assert_eq!(seen(&api, "PUT", "/flags/").len(), 3);
+    drop(c);
+    // `mcpd budget` reads the same state file.
+    let out = Command::new(bin())
+        .args(["budget", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("flag-calls"), "{stdout}");
+    assert!(stdout.contains("3/3 (0 left)"), "{stdout}");
+}
+
+#[test]
+fn a_rate_limit_refuses_with_when_to_retry_and_sends_nothing() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 2/min");
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    for day in ["01", "02"] {
+        let r = c.call(
+            "orders_export",
+            json!({"from": format!("2025-08-{day}"), "to": "2025-08-31"}),
+        );
+        assert!(!is_error(&r), "{r}");
+    }
+    let over = c.call(
+        "orders_export",
+        json!({"from": "2025-08-03", "to": "2025-08-31"}),
+    );
+    assert!(is_error(&over));
+    let msg = text(&over);
+    assert!(msg.contains("rate limit 2/min reached"), "{msg}");
+    assert!(msg.contains("retry in"), "{msg}");
+    assert_eq!(seen(&api, "GET", "/orders").len(), 2);
+}
+
+#[test]
+fn a_cost_budget_denies_with_its_name() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    // orders.export costs 0.002; a 0.005 budget allows two calls.
+    cfg.edit("policies.yaml", "cost: 5.00", "cost: 0.005");
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let args = |d: &str| json!({"from": format!("2025-08-{d}"), "to": "2025-08-31"});
+    assert!(!is_error(&c.call("orders_export", args("01"))));
+    assert!(!is_error(&c.call("orders_export", args("02"))));
+    let over = c.call("orders_export", args("03"));
+    assert!(
+        text(&over).contains("budget 'agent-daily-spend' is spent: 0.004 of 0.005 cost used today"),
+        "{}",
+        text(&over)
+    );
+    assert_eq!(seen(&api, "GET", "/orders").len(), 2);
+}
+
+#[test]
+fn a_retry_storm_is_stopped_and_raised_as_an_alert() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.edit("policies.yaml", "repeats: 10/min", "repeats: 3/min");
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let same = json!({"from": "2025-08-01", "to": "2025-08-31"});
+    for _ in 0..3 {
+        assert!(!is_error(&c.call("orders_export", same.clone())));
+    }
+    let stopped = c.call("orders_export", same);
+    assert!(is_error(&stopped));
+    assert!(
+        text(&stopped).contains("stop rule repeats"),
+        "{}",
+        text(&stopped)
+    );
+    c.wait_stderr("runaway_loop");
+    // Other arguments are not a storm.
+    let other = c.call(
+        "orders_export",
+        json!({"from": "2025-08-02", "to": "2025-08-31"}),
+    );
+    assert!(!is_error(&other), "{other}");
+    assert_eq!(seen(&api, "GET", "/orders").len(), 4);
+}
+
+const FLAKY: &str = "name: flaky.get
+description: GET that fails twice.
+input: { type: object }
+request: { upstream: flags, method: GET, path: /flaky/get }
+---
+name: flaky.post
+description: POST without a key.
+input: { type: object }
+request: { upstream: flags, method: POST, path: /flaky/post }
+---
+name: flaky.keyed
+description: POST with an idempotency key.
+input: { type: object }
+request: { upstream: flags, method: POST, path: /flaky/keyed }
+idempotency: { key: \"k1\" }
+";
+
+#[test]
+fn only_idempotent_requests_are_retried() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.write("tools.d/flaky.yaml", FLAKY);
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let get = c.call("flaky_get", json!({}));
+    assert_eq!(get["structuredContent"]["attempt"], 3, "{get}");
+    let post = c.call("flaky_post", json!({}));
+    assert!(is_error(&post), "a POST without a key is sent once: {post}");
+    assert_eq!(seen(&api, "POST", "/flaky/post").len(), 1);
+    let keyed = c.call("flaky_keyed", json!({}));
+    assert_eq!(keyed["structuredContent"]["attempt"], 3, "{keyed}");
+    let attempts = seen(&api, "POST", "/flaky/keyed");
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|r| r["headers"]["idempotency-key"] == "k1")
+    );
+}
+
+#[test]
+fn processes_on_one_state_file_share_it_and_take_over_when_the_owner_dies() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let env = [("DEMO_API_URL", api.url.as_str())];
+    // Two hosts started mcpd on the same config: the second forwards to the first.
+    let mut a = StdioClient::start(cfg.path(), &env);
+    let mut b = StdioClient::start(cfg.path(), &env);
+    assert!(!is_error(&a.call("flag_set", staging(30))));
+    let on_b = b.call("flag_set", staging(30));
+    assert_eq!(on_b["_meta"]["dev.mcpd/replayed"], true, "{on_b}");
+    // `mcpd budget` beside them reads the same counters.
+    let out = Command::new(bin())
+        .args(["budget", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1/200"), "{stdout}");
+    // The owner is killed: the other process takes the file over and keeps every record.
+    drop(a);
+    let after = b.call("flag_set", staging(30));
+    assert_eq!(after["_meta"]["dev.mcpd/replayed"], true, "{after}");
+    assert!(!is_error(&b.call("flag_set", staging(31))));
+    assert_eq!(seen(&api, "PUT", "/flags/").len(), 2);
+}
+
+#[test]
+fn a_reload_keeps_the_rate_counted_so_far() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 2/min");
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let args = |d: &str| json!({"from": format!("2025-08-{d}"), "to": "2025-08-31"});
+    assert!(!is_error(&c.call("orders_export", args("01"))));
+    assert!(!is_error(&c.call("orders_export", args("02"))));
+    // The tool file changes (a new description): the tool is recompiled, its counter stays.
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "title: Export orders",
+        "title: Export orders (v2)",
+    );
+    c.wait_list_changed();
+    let over = c.call("orders_export", args("03"));
+    assert!(
+        text(&over).contains("rate limit 2/min reached"),
+        "{}",
+        text(&over)
+    );
+}
