@@ -169,7 +169,11 @@ fn no_case_files_is_an_error_that_says_what_to_add() {
     let cfg = ConfigDir::shipped();
     let (code, _, err) = mcpd_test(cfg.path(), &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("tests.d"), "{err}");
+    assert!(
+        err.contains("no test cases in")
+            && err.contains("tests.d': add YAML files with a 'cases:' list"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -75,6 +75,9 @@ pub fn case_paths(path: &Path) -> Result<Vec<PathBuf>, RunError> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
+    if !path.exists() {
+        return Err(RunError::NoCases(path.to_path_buf()));
+    }
     let paths = config::tool_paths(path).map_err(|e| RunError::Read(path.to_path_buf(), e))?;
     if paths.is_empty() {
         return Err(RunError::NoCases(path.to_path_buf()));
