@@ -136,12 +136,30 @@ async fn main() {
         row("through mcpd (stdio)", inflight, m);
         summary.push((inflight, d, m));
     }
-    // Observability on: JSON call logs at info (written to a file) and the signed audit log.
+    // Observability on: JSON call logs at info (written to a file), the signed audit log,
+    // and every span exported over OTLP/HTTP to a sink on loopback that counts the bytes.
+    let exported = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sink = {
+        let exported = exported.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                exported.fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
+                async { "" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    };
     let observed_dir = bench_config(Safety::Off);
     let server = std::fs::read_to_string(observed_dir.path().join("mcpd.yaml")).expect("read");
     std::fs::write(
         observed_dir.path().join("mcpd.yaml"),
-        format!("{server}audit:\n  path: audit.jsonl\n"),
+        format!("{server}audit:\n  path: audit.jsonl\ntelemetry:\n  otlp:\n    endpoint: http://{sink}\n"),
     )
     .expect("write");
     let observed = Arc::new(
@@ -158,7 +176,9 @@ async fn main() {
         .await,
     );
     println!();
-    println!("observability: JSON call logs at info and the signed audit log, on vs off");
+    println!(
+        "observability: JSON call logs at info, the signed audit log and OTLP span export, on vs off"
+    );
     for inflight in [1usize, 16] {
         through_mcpd(&observed, n / 10, inflight).await;
         let off = through_mcpd(&mcpd, n, inflight).await;
@@ -171,6 +191,13 @@ async fn main() {
             on.calls_per_s / off.calls_per_s
         );
     }
+
+    // Give the batch exporter a moment, then show that spans did flow.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    println!(
+        "OTLP sink received {} KB of spans",
+        exported.load(std::sync::atomic::Ordering::Relaxed) / 1024
+    );
 
     let t = Instant::now();
     let mut lat = Vec::new();

@@ -213,7 +213,7 @@ impl Engine {
             .cloned()
             .ok_or_else(|| UnknownTool(name.to_owned()))?;
         let args = Value::Object(args.unwrap_or_default());
-        let trace =
+        let mut trace =
             TraceContext::continue_or_start(ctx.traceparent.as_deref(), ctx.tracestate.as_deref());
         let mut result = CallResult {
             tool: tool.id.clone(),
@@ -265,6 +265,15 @@ impl Engine {
             idempotency.key = tracing::field::Empty,
             budget.remaining = tracing::field::Empty,
         );
+        // Under `mcp.request` the caller's trace is already the parent; a call from the
+        // command line continues it here. Exported spans and logs share one trace id.
+        if tracing::Span::current().is_none() {
+            crate::telemetry::continue_trace(&span, &trace);
+        }
+        if let Some((trace_id, _)) = crate::telemetry::ids(&span) {
+            trace.trace_id = trace_id;
+            span.record("trace_id", trace.trace_id.as_str());
+        }
         let subject = result.actor.clone();
         result.outcome = match &actor {
             Err(f) => Err(f.clone()),
@@ -350,13 +359,33 @@ async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
         _ => None,
     };
     let elevation = grant.as_ref().map(crate::elevation::Grant::facts);
-    let decision = catalog.policy.evaluate(&Facts {
-        tool: &tool.id,
-        args,
-        actor: c.actor,
-        elevation: elevation.as_ref(),
-        env: &catalog.env,
-    });
+    let decision = {
+        let span = tracing::info_span!(
+            "policy.evaluate",
+            decision = tracing::field::Empty,
+            rules = tracing::field::Empty,
+            shadow = tracing::field::Empty,
+            ticket = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let d = catalog.policy.evaluate(&Facts {
+            tool: &tool.id,
+            args,
+            actor: c.actor,
+            elevation: elevation.as_ref(),
+            env: &catalog.env,
+        });
+        span.record(
+            "decision",
+            if d.denial.is_some() { "deny" } else { "allow" },
+        );
+        span.record("rules", d.matched.join(","));
+        span.record("shadow", d.shadow.join(","));
+        if let Some(g) = &grant {
+            span.record("ticket", g.ticket.as_str());
+        }
+        d
+    };
     result.ticket = grant.map(|g| g.ticket);
     result.rules.clone_from(&decision.matched);
     result.shadow.clone_from(&decision.shadow);
@@ -536,9 +565,22 @@ async fn send_and_map(
     // 7. render the request and check egress on the final URL
     let secrets = read_secrets(tool)?;
     let mut prepared = render(&tool.templates, tool, base, args, &secrets)?;
+    let upstream_span = tracing::info_span!(
+        "upstream.request",
+        upstream = %tool.request.upstream.name,
+        http.method = %tool.request.method,
+        server.address = prepared.url.host_str().unwrap_or_default(),
+        http.status = tracing::field::Empty,
+        attempts = tracing::field::Empty,
+    );
+    // The upstream continues the trace under this request's span (exported or not).
+    let traceparent = crate::telemetry::ids(&upstream_span).map_or_else(
+        || c.trace.child_traceparent(),
+        |(trace_id, span_id)| format!("00-{trace_id}-{span_id}-{}", c.trace.flags),
+    );
     prepared
         .headers
-        .push(("traceparent".to_owned(), c.trace.child_traceparent()));
+        .push(("traceparent".to_owned(), traceparent));
     if let Some(state) = &c.trace.tracestate {
         prepared
             .headers
@@ -555,8 +597,10 @@ async fn send_and_map(
         .map_err(Failure::Denied)?;
     // 8. send; only idempotent requests are retried
     let reply = send_with_retries(tool, prepared, claim.is_some())
+        .instrument(upstream_span.clone())
         .await
         .map_err(|e| Failure::Unreachable(scrub(e.to_string(), &secrets)))?;
+    upstream_span.record("http.status", reply.status);
     result.status = Some(reply.status);
     // 9. map the response
     if !(200..300).contains(&reply.status) {
@@ -633,6 +677,7 @@ async fn send_with_retries(
             Err(_) => false,
         };
         if !transient || attempt >= attempts {
+            tracing::Span::current().record("attempts", attempt);
             return sent;
         }
         tracing::debug!(tool = %tool.id, attempt, "transient upstream failure; retrying");

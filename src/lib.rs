@@ -11,6 +11,7 @@
 //! - [`template`], [`upstream`], [`response`], [`jsonpath`], [`redact`]: the steps it calls;
 //! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
 //! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
+//! - [`telemetry`]: the log subscriber and OTLP span export;
 //! - [`audit`]: the signed, hash-chained audit log and its verification;
 //! - [`store`]: state that outlives a call (idempotency, counters, grants), behind one trait;
 //! - [`identity`], [`elevation`]: who calls (signed tokens, scopes) and just-in-time
@@ -43,6 +44,7 @@ pub mod reload;
 pub mod response;
 pub mod spend;
 pub mod store;
+pub mod telemetry;
 pub mod template;
 pub mod testrun;
 pub mod trace;

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
@@ -148,9 +150,20 @@ impl ServerHandler for McpServer {
                 .map(str::to_owned),
             actor: None,
         };
+        // The request's span continues the caller's trace; tool.call is its child.
+        let span =
+            tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
+        crate::telemetry::continue_trace(
+            &span,
+            &crate::trace::TraceContext::continue_or_start(
+                ctx.traceparent.as_deref(),
+                ctx.tracestate.as_deref(),
+            ),
+        );
         match self
             .engine
             .call(&request.name, request.arguments, &ctx)
+            .instrument(span)
             .await
         {
             Ok(result) => Ok(to_mcp_result(result).into()),

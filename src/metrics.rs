@@ -279,6 +279,9 @@ mod dashboard_tests {
         let m = Metrics::new();
         m.call("t", "allowed", 0.001, 1);
         m.reload("applied");
+        m.refusal("t", "rate");
+        m.replay("t");
+        m.budget_left("b", "calls", "a", 1.0);
         let exposition = m.render();
         let exported: Vec<&str> = exposition
             .lines()

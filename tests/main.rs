@@ -16,6 +16,7 @@ mod host_config;
 mod identity;
 mod import;
 mod limits;
+mod otlp;
 mod policy;
 mod python_client;
 mod reload;

@@ -171,7 +171,7 @@ pub fn http_get_text(url: &str) -> String {
 /// `mcpd serve` as a child process, spoken to in raw JSON-RPC lines.
 pub struct StdioClient {
     child: Child,
-    stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     next_id: u64,
@@ -234,7 +234,7 @@ impl StdioClient {
         });
         let mut c = Self {
             child,
-            stdin,
+            stdin: Some(stdin),
             lines,
             stderr,
             next_id: 1,
@@ -252,8 +252,9 @@ impl StdioClient {
 
     pub fn notify(&mut self, method: &str, params: Value) {
         let msg = json!({"jsonrpc": "2.0", "method": method, "params": params});
-        writeln!(self.stdin, "{msg}").unwrap();
-        self.stdin.flush().unwrap();
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
     }
 
     /// Sends a request and waits for the response with its id.
@@ -267,8 +268,9 @@ impl StdioClient {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        writeln!(self.stdin, "{msg}").unwrap();
-        self.stdin.flush().unwrap();
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
         id
     }
 
@@ -345,6 +347,20 @@ impl StdioClient {
         resp.get("result")
             .cloned()
             .unwrap_or_else(|| panic!("tools/call {name} failed: {resp}"))
+    }
+
+    /// Closes stdin (the client goes away, as a host does on quit) and waits for mcpd to
+    /// exit on its own; returns whether it exited successfully.
+    pub fn close(&mut self) -> bool {
+        self.stdin = None;
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < end, "mcpd did not exit after stdin closed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn stderr(&self) -> String {

@@ -211,7 +211,7 @@ pub enum AuditAction {
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.command);
+    let telemetry = init_logging(&cli.command, &cli.config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -311,6 +311,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // Flush queued spans before the runtime goes away.
+    telemetry.shutdown();
+    drop(runtime);
     match outcome {
         Ok(code) => code,
         Err(e) => {
@@ -321,26 +324,31 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, always: stdout carries MCP messages (serve) or results (call).
-fn init_logging(command: &Command) {
+/// Commands that make calls also export spans over OTLP when mcpd.yaml (or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`) says so.
+fn init_logging(command: &Command, dir: &Path) -> crate::telemetry::Telemetry {
     let default = match command {
         Command::Serve { .. } | Command::DemoApi { .. } => "info,rmcp=warn",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    // MCPD_LOG_FORMAT=json: one JSON object per line, with the call's span fields.
-    if std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+    let calls = matches!(
+        command,
+        Command::Serve { .. } | Command::Call { .. } | Command::Demo
+    );
+    let vars = Vars::from_env();
+    let otlp = if calls {
+        let (loaded, _) = config::load_dir(dir);
+        crate::telemetry::otlp_settings(loaded.server.1.telemetry.otlp.as_ref(), &vars)
     } else {
-        builder.init();
+        None
+    };
+    match crate::telemetry::init(default, otlp.as_ref(), &vars) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}; traces are not exported");
+            // Logging still works without export.
+            crate::telemetry::init(default, None, &vars).unwrap_or_default()
+        }
     }
 }
 

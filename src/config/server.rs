@@ -35,6 +35,38 @@ pub struct ServerSpec {
     /// Just-in-time elevation grants (`mcpd elevate`).
     #[serde(default)]
     pub elevation: ElevationSpec,
+    /// Where traces go. Read at start.
+    #[serde(default)]
+    pub telemetry: TelemetrySpec,
+}
+
+/// Trace export.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// Export spans over OTLP (HTTP, protobuf) to a collector. Without it (and without
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), calls are only logged on stderr.
+    #[serde(default)]
+    pub otlp: Option<OtlpSpec>,
+}
+
+/// An OTLP/HTTP destination.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSpec {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces`
+    /// is added). `${VAR}` is expanded.
+    pub endpoint: String,
+    /// Headers sent with every export, e.g. an API key: `{ x-api-key: "${KEY}" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The share of traces kept, 0 to 1 (default 1). A call whose caller's trace is
+    /// sampled is always kept (parent-based).
+    #[serde(default)]
+    pub sampling_ratio: Option<f64>,
+    /// `service.name` of the exported spans (default `mcpd`).
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 /// How callers prove who they are.

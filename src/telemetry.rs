@@ -1,0 +1,210 @@
+//! Logging and trace export: the tracing subscriber mcpd runs under.
+//!
+//! Logs always go to stderr (stdout belongs to the stdio protocol), as text or JSON
+//! (`MCPD_LOG_FORMAT=json`). When OTLP is configured (`telemetry.otlp` in mcpd.yaml, or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`), mcpd's own spans (`mcp.request`, `tool.call`,
+//! `policy.evaluate`, `upstream.request`) are also exported over OTLP/HTTP by a batch
+//! processor on its own thread, parent-based sampled, and flushed on exit. This module
+//! owns the W3C link between the two worlds: a caller's `traceparent` becomes the OTel
+//! parent, and the upstream's `traceparent` names the `upstream.request` span.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config::Vars;
+use crate::config::server::OtlpSpec;
+use crate::trace::TraceContext;
+
+/// Set once the OTLP layer is installed: only then are OTel ids looked up.
+static ENABLED: OnceLock<()> = OnceLock::new();
+
+/// Keeps the exporter alive; [`Telemetry::shutdown`] flushes what is queued.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports every span still queued (bounded by the exporter's timeout).
+    pub fn shutdown(&self) {
+        if let Some(p) = &self.provider
+            && let Err(e) = p.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            eprintln!("warning: could not flush traces to the OTLP collector: {e}");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.shutdown();
+        self.provider = None;
+    }
+}
+
+/// The OTLP settings in effect: mcpd.yaml's, else the standard environment variables.
+pub fn otlp_settings(spec: Option<&OtlpSpec>, vars: &Vars) -> Option<OtlpSpec> {
+    if let Some(s) = spec {
+        return Some(s.clone());
+    }
+    let endpoint = vars.get("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    Some(OtlpSpec {
+        endpoint,
+        headers: Default::default(),
+        sampling_ratio: None,
+        service_name: vars.get("OTEL_SERVICE_NAME"),
+    })
+}
+
+/// Installs the subscriber: stderr logs filtered by `default_filter` (or `MCPD_LOG`),
+/// plus OTLP export of mcpd's spans when `otlp` is given.
+///
+/// # Errors
+/// A bad endpoint, header or sampling ratio: says which.
+pub fn init(
+    default_filter: &str,
+    otlp: Option<&OtlpSpec>,
+    vars: &Vars,
+) -> Result<Telemetry, String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    // MCPD_LOG_FORMAT=json: one JSON object per line, with the call's span fields.
+    let fmt = if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        fmt.with_filter(filter).boxed()
+    };
+    let (provider, otel) = match otlp {
+        None => (None, None),
+        Some(spec) => {
+            let provider = provider(spec, vars)?;
+            let tracer = provider.tracer("mcpd");
+            let only_mcpd = tracing_subscriber::filter::Targets::new()
+                .with_target("mcpd", tracing::Level::INFO);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(only_mcpd);
+            (Some(provider), Some(layer))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    if provider.is_some() {
+        let _ = ENABLED.set(());
+    }
+    Ok(Telemetry { provider })
+}
+
+fn provider(spec: &OtlpSpec, vars: &Vars) -> Result<SdkTracerProvider, String> {
+    let base = crate::config::expand_env(&spec.endpoint, vars)
+        .map_err(|e| format!("telemetry.otlp.endpoint: {e}"))?;
+    let url = reqwest::Url::parse(&base).map_err(|e| {
+        format!(
+            "telemetry.otlp.endpoint: '{base}' is not a URL ({e}); write e.g. http://127.0.0.1:4318"
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "telemetry.otlp.endpoint: '{base}' must be http or https"
+        ));
+    }
+    let endpoint = if base.trim_end_matches('/').ends_with("/v1/traces") {
+        base
+    } else {
+        format!("{}/v1/traces", base.trim_end_matches('/'))
+    };
+    let mut headers = std::collections::HashMap::new();
+    for (k, v) in &spec.headers {
+        let v = crate::config::expand_env(v, vars)
+            .map_err(|e| format!("telemetry.otlp.headers.{k}: {e}"))?;
+        headers.insert(k.clone(), v);
+    }
+    let ratio = spec.sampling_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!(
+            "telemetry.otlp.sampling_ratio must be between 0 and 1, got {ratio}"
+        ));
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .with_headers(headers)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("cannot set up the OTLP exporter: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(
+            spec.service_name
+                .clone()
+                .unwrap_or_else(|| "mcpd".to_owned()),
+        )
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+/// Whether spans are exported.
+pub fn enabled() -> bool {
+    ENABLED.get().is_some()
+}
+
+/// Makes the caller's W3C trace `span`'s parent, so exported spans continue it.
+pub fn continue_trace(span: &tracing::Span, trace: &TraceContext) {
+    if !enabled() {
+        return;
+    }
+    let Some(parent) = &trace.parent_span else {
+        return;
+    };
+    let (Ok(trace_id), Ok(span_id)) =
+        (TraceId::from_hex(&trace.trace_id), SpanId::from_hex(parent))
+    else {
+        return;
+    };
+    let flags = u8::from_str_radix(&trace.flags, 16).map_or(TraceFlags::SAMPLED, TraceFlags::new);
+    let state = trace
+        .tracestate
+        .as_deref()
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let cx = opentelemetry::Context::new()
+        .with_remote_span_context(SpanContext::new(trace_id, span_id, flags, true, state));
+    let _ = span.set_parent(cx);
+}
+
+/// The exported trace id and span id of `span`, when spans are exported.
+pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
+    if !enabled() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
