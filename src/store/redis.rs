@@ -52,6 +52,7 @@ fn redacted(url: &str) -> String {
 }
 
 const BEGIN: &str = r"
+local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[1], 'I', 'PX', ARGV[1])
@@ -60,40 +61,44 @@ end
 local t = string.sub(v, 1, 1)
 if t == 'I' then return {1, ''} end
 if t == 'D' then return {2, string.sub(v, 2)} end
-return redis.error_reply('WRONGKIND ' .. KEYS[1])
+return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1])
 ";
 
 const FINISH: &str = r"
+local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
 local v = redis.call('GET', KEYS[1])
 if v then
   local t = string.sub(v, 1, 1)
-  if t ~= 'I' and t ~= 'D' then return redis.error_reply('WRONGKIND ' .. KEYS[1]) end
+  if t ~= 'I' and t ~= 'D' then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1]) end
 end
 redis.call('SET', KEYS[1], 'D' .. ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
 const ABANDON: &str = r"
+local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local t = string.sub(v, 1, 1)
 if t == 'I' then redis.call('DEL', KEYS[1]) return 1 end
 if t == 'D' then return 0 end
-return redis.error_reply('WRONGKIND ' .. KEYS[1])
+return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1])
 ";
 
 // A counter: INCRBY, and the window opens with the first increment.
 const INCR: &str = r"
+local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
 local v = redis.call('GET', KEYS[1])
-if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. KEYS[1]) end
+if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1]) end
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 if not v then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return {n, redis.call('PTTL', KEYS[1])}
 ";
 
 const WITHIN: &str = r"
+local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
 local v = redis.call('GET', KEYS[1])
-if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. KEYS[1]) end
+if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1]) end
 local cur = tonumber(v) or 0
 local by, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 if cur + by > limit then
@@ -108,10 +113,11 @@ return {1, n, redis.call('PTTL', KEYS[1])}
 
 // ARGV holds (by, limit or -1, window) per key. Every limit is checked first.
 const ALL: &str = r"
+local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
 local cur = {}
 for i = 1, #KEYS do
   local v = redis.call('GET', KEYS[i])
-  if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. KEYS[i]) end
+  if v and not tonumber(v) then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[i]) end
   cur[i] = v
 end
 for i = 1, #KEYS do
@@ -160,15 +166,37 @@ impl RedisStore {
         })
     }
 
-    fn error(&self, e: &redis::RedisError) -> StoreError {
+    fn error(&self, e: &redis::RedisError, wanted: &'static str) -> StoreError {
         if e.code() == Some("WRONGKIND") {
+            let detail = e.detail().unwrap_or_default().trim();
+            let (found, key) = detail.split_once(' ').unwrap_or(("", detail));
             return StoreError::WrongKind {
-                key: e.detail().unwrap_or_default().trim().to_owned(),
-                found: "another kind of entry",
-                wanted: "this kind",
+                key: key.to_owned(),
+                found: kind_name(found),
+                wanted,
             };
         }
         StoreError::Stopped(format!("redis at {}: {e}", redacted(&self.url)))
+    }
+}
+
+/// What an entry is, as error messages name it (the names the other backends use).
+fn kind_name(tag: &str) -> &'static str {
+    match tag {
+        "counter" => "a counter",
+        "value" => "a value",
+        _ => "an idempotency record",
+    }
+}
+
+/// The kind of a raw entry read with GET.
+fn kind_of(bytes: &[u8]) -> &'static str {
+    if std::str::from_utf8(bytes).is_ok_and(|s| s.parse::<i64>().is_ok()) {
+        "a counter"
+    } else if bytes.first() == Some(&b'V') {
+        "a value"
+    } else {
+        "an idempotency record"
     }
 }
 
@@ -192,7 +220,7 @@ impl Store for RedisStore {
             .arg(ttl)
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e, "an idempotency record"))?;
         Ok(match state {
             0 => Idem::Started,
             1 => Idem::InFlight,
@@ -211,7 +239,7 @@ impl Store for RedisStore {
             .arg(ttl)
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e, "an idempotency record"))?;
         Ok(())
     }
 
@@ -223,7 +251,7 @@ impl Store for RedisStore {
             .key(key)
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e, "an idempotency record"))?;
         Ok(n == 1)
     }
 
@@ -238,7 +266,7 @@ impl Store for RedisStore {
             .arg(window)
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e, "a counter"))?;
         Ok(Counter {
             total: count(n),
             resets_in: ms_dur(ttl),
@@ -263,7 +291,7 @@ impl Store for RedisStore {
             .arg(window)
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e, "a counter"))?;
         let counter = Counter {
             total: count(n),
             resets_in: ms_dur(ttl),
@@ -292,7 +320,10 @@ impl Store for RedisStore {
                 .arg(window);
         }
         let mut c = self.conn.clone();
-        let out: Vec<i64> = inv.invoke_async(&mut c).await.map_err(|e| self.error(&e))?;
+        let out: Vec<i64> = inv
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e, "a counter"))?;
         match out.as_slice() {
             [1, rest @ ..] => Ok(Ok(rest
                 .chunks(2)
@@ -317,7 +348,7 @@ impl Store for RedisStore {
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {
         check_key(key)?;
         let mut c = self.conn.clone();
-        let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.error(&e))?;
+        let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.error(&e, "a counter"))?;
         match v {
             None => Ok(0),
             Some(bytes) => std::str::from_utf8(&bytes)
@@ -325,7 +356,7 @@ impl Store for RedisStore {
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| StoreError::WrongKind {
                     key: key.to_owned(),
-                    found: "another kind of entry",
+                    found: kind_of(&bytes),
                     wanted: "a counter",
                 }),
         }
@@ -345,21 +376,21 @@ impl Store for RedisStore {
             .arg(ttl)
             .query_async(&mut c)
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e, "a value"))?;
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
         let mut c = self.conn.clone();
-        let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.error(&e))?;
+        let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.error(&e, "a value"))?;
         match v {
             None => Ok(None),
             Some(bytes) => match bytes.split_first() {
                 Some((b'V', rest)) => Ok(Some(rest.to_vec())),
                 _ => Err(StoreError::WrongKind {
                     key: key.to_owned(),
-                    found: "another kind of entry",
+                    found: kind_of(&bytes),
                     wanted: "a value",
                 }),
             },
@@ -369,7 +400,7 @@ impl Store for RedisStore {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
         let mut c = self.conn.clone();
-        let n: i64 = c.del(key).await.map_err(|e| self.error(&e))?;
+        let n: i64 = c.del(key).await.map_err(|e| self.error(&e, "a value"))?;
         Ok(n > 0)
     }
 
@@ -387,7 +418,7 @@ impl Store for RedisStore {
                 .arg(500)
                 .query_async(&mut c)
                 .await
-                .map_err(|e| self.error(&e))?;
+                .map_err(|e| self.error(&e, "a value"))?;
             keys.extend(batch);
             if next == 0 {
                 break;
@@ -403,7 +434,7 @@ impl Store for RedisStore {
             .arg(&keys)
             .query_async(&mut c)
             .await
-            .map_err(|e| self.error(&e))?;
+            .map_err(|e| self.error(&e, "a value"))?;
         Ok(keys
             .into_iter()
             .zip(values)
