@@ -20,6 +20,8 @@
 //! - [`idempotency`], [`spend`]: what the call path keeps in the store (one write per
 //!   key; stop rules, rate limits and budgets);
 //! - [`demo_api`]: the orders and flags API that ships with the project;
+//! - [`openapi`]: `mcpd import openapi`, operations of an OpenAPI 3 spec as tool files;
+//! - [`testrun`]: `mcpd test`, the declared golden and adversarial cases;
 //! - [`cli`]: one file per subcommand.
 
 pub mod audit;
@@ -37,6 +39,7 @@ pub mod limits;
 pub mod mcp;
 pub mod mcp_http;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod redact;
 pub mod reload;
@@ -45,5 +48,6 @@ pub mod spend;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod testrun;
 pub mod trace;
 pub mod upstream;

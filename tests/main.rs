@@ -12,13 +12,17 @@ mod util;
 
 mod audit;
 mod call;
+mod host_config;
 mod http;
 mod identity;
+mod import;
 mod limits;
 mod otlp;
 mod policy;
 mod python_client;
 mod reload;
+mod schema;
 mod state;
 mod stdio;
+mod testrun;
 mod validate;

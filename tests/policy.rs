@@ -208,7 +208,7 @@ fn bad_rules_are_validation_errors_with_line_and_column() {
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
     assert!(
-        out.contains("policies.yaml:20:11: rule 'prod-write-needs-ticket': invalid condition"),
+        out.contains("policies.yaml:21:11: rule 'prod-write-needs-ticket': invalid condition"),
         "{out}"
     );
     assert!(

@@ -70,7 +70,7 @@ fn broken_file_keeps_the_last_good_version_until_fixed() {
     );
     cfg.write("tools.d/orders.recent.yaml", &second_orders_tool(&cfg));
     c.wait_list_changed();
-    let err = c.wait_stderr("flag.set.yaml:32:3: unknown field `metod`");
+    let err = c.wait_stderr("flag.set.yaml:33:3: unknown field `metod`");
     assert!(err.contains("kept_last_good"), "{err}");
     let names = c.tool_names();
     assert!(

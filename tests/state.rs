@@ -340,3 +340,57 @@ fn a_reload_keeps_the_rate_counted_so_far() {
         text(&over)
     );
 }
+
+#[test]
+fn replicas_on_one_redis_share_keys_budgets_and_rates() {
+    let Some(redis) = crate::util::RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    // Two replicas, each with its own config directory, sharing one Redis.
+    let replica = || {
+        let cfg = ConfigDir::shipped();
+        let server = cfg.read("mcpd.yaml");
+        cfg.write(
+            "mcpd.yaml",
+            &format!("{server}\nstate: \"{}\"\n", redis.url),
+        );
+        cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 3/min");
+        cfg.edit("policies.yaml", "calls: 200", "calls: 3");
+        cfg
+    };
+    let (cfg_a, cfg_b) = (replica(), replica());
+    let env = [("DEMO_API_URL", api.url.as_str())];
+    let mut a = StdioClient::start(cfg_a.path(), &env);
+    let mut b = StdioClient::start(cfg_b.path(), &env);
+    // An idempotency key used on A replays on B.
+    assert!(!is_error(&a.call("flag_set", staging(40))));
+    let on_b = b.call("flag_set", staging(40));
+    assert_eq!(on_b["_meta"]["dev.mcpd/replayed"], true, "{on_b}");
+    // The flag budget (3 a day) spent on A and B together.
+    assert!(!is_error(&b.call("flag_set", staging(41))));
+    assert!(!is_error(&a.call("flag_set", staging(42))));
+    let over = b.call("flag_set", staging(43));
+    assert!(
+        text(&over).contains("budget 'prod-flag-writes' is spent: 3 of 3"),
+        "{}",
+        text(&over)
+    );
+    assert_eq!(seen(&api, "PUT", "/flags/").len(), 3);
+    // A rate limit of 3/min holds across both replicas.
+    let args = |d: &str| json!({"from": format!("2025-08-{d}"), "to": "2025-08-31"});
+    assert!(!is_error(&a.call("orders_export", args("01"))));
+    assert!(!is_error(&b.call("orders_export", args("02"))));
+    assert!(!is_error(&a.call("orders_export", args("03"))));
+    let limited = b.call("orders_export", args("04"));
+    assert!(
+        text(&limited).contains("rate limit 3/min reached"),
+        "{}",
+        text(&limited)
+    );
+    // A replica dies: the other keeps serving, and nothing is written twice.
+    drop(a);
+    let again = b.call("flag_set", staging(42));
+    assert_eq!(again["_meta"]["dev.mcpd/replayed"], true, "{again}");
+    assert_eq!(seen(&api, "PUT", "/flags/").len(), 3);
+}

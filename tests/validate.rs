@@ -30,7 +30,7 @@ fn unknown_key_is_rejected_with_its_position() {
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
     assert!(
-        out.contains("tools.d/flag.set.yaml:32:3: unknown field `metod`"),
+        out.contains("tools.d/flag.set.yaml:33:3: unknown field `metod`"),
         "{out}"
     );
 }
@@ -46,7 +46,7 @@ fn template_reading_an_undeclared_argument_is_an_error() {
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
     assert!(
-        out.contains("orders.export.yaml:28:11: tool 'orders.export': request.query.from: unknown variable 'args.form'"),
+        out.contains("orders.export.yaml:29:11: tool 'orders.export': request.query.from: unknown variable 'args.form'"),
         "{out}"
     );
     assert!(out.contains("it declares: from, to"), "{out}");
@@ -79,7 +79,7 @@ fn duplicate_tool_names_across_files_are_reported_with_both_places() {
         out.contains("name 'orders.export' is already used by tool 'orders.export' at"),
         "{out}"
     );
-    assert!(out.contains("tools.d/orders.export.yaml:1:7"), "{out}");
+    assert!(out.contains("tools.d/orders.export.yaml:2:7"), "{out}");
 }
 
 #[test]

@@ -9,7 +9,11 @@ mod call;
 mod demo;
 mod elevate;
 mod explain;
+mod host_config;
+mod import;
+mod schema;
 mod serve;
+mod test;
 mod token;
 mod validate;
 
@@ -79,6 +83,25 @@ pub enum Command {
         #[command(flatten)]
         actor: explain::AsActor,
     },
+    /// Run the test cases in tests.d/ (golden and adversarial flows) through the pipeline.
+    Test {
+        /// The config directory (default: --config); cases come from its tests.d/.
+        dir: Option<PathBuf>,
+        /// A case file or directory to run instead of DIR/tests.d/.
+        #[arg(long, value_name = "PATH")]
+        cases: Option<PathBuf>,
+        /// Also write a JUnit XML report to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// Print (or --write) an MCP host's config entry for mcpd, with this machine's paths.
+    HostConfig(host_config::Options),
+    /// Generate tool files from an API description (OpenAPI 3).
+    Import {
+        /// What to import from.
+        #[command(subcommand)]
+        source: import::Source,
+    },
     /// Show what each budget in policies.yaml has left (calls, cost units, reset time).
     Budget {
         /// The actor whose budgets to show (default: the configured default actor).
@@ -125,6 +148,14 @@ pub enum Command {
         /// What to do with the log.
         #[command(subcommand)]
         action: AuditAction,
+    },
+    /// Print the JSON Schema (draft-07) of tool files, policies.yaml or mcpd.yaml, for editors.
+    Schema {
+        /// Which file's schema to print (all three with --out).
+        kind: Option<schema::Kind>,
+        /// Write the schema files into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Run the bundled demo orders/flags API on its own.
     DemoApi {
@@ -277,6 +308,13 @@ pub fn main() -> ExitCode {
                 action: AuditAction::Verify { file, key_env },
             } => audit::verify(&file, &key_env),
             Command::DemoApi { port } => demo::run_api(port).await,
+            Command::Import { source } => import::run(&cli.config, &source),
+            Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
+            Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
+            Command::Test { dir, cases, junit } => {
+                let dir = dir.as_deref().unwrap_or(&cli.config);
+                test::run(dir, cases.as_deref(), junit.as_deref()).await
+            }
         }
     });
     // Flush queued spans before the runtime goes away.

@@ -3,7 +3,7 @@
 //! Idempotency records, rate and budget counters and elevation grants live here. The
 //! engine holds an `Arc<dyn Store>` and never knows which backend it has: the embedded
 //! file ([`embedded`], the default, nothing to install), an in-process map ([`memory`],
-//! for one-shot commands and tests), and Redis for several replicas ([`redis`]). This module
+//! for one-shot commands and tests), and later Redis for several replicas. This module
 //! owns the trait, its value types, its errors and [`open`]; it must not know what the
 //! records mean to the engine (a key is opaque bytes of text, a value opaque bytes).
 //!
@@ -31,10 +31,11 @@ pub mod shared;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_redis;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
 pub use shared::FileStore;
 
 /// Key namespaces: the prefix of every key says which part of mcpd owns it.
@@ -163,19 +164,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn sweep(&self) -> Result<usize, StoreError>;
 }
 
-/// Whether a spec names the Redis backend.
-fn is_redis(spec: &str) -> bool {
-    ["redis://", "rediss://", "redis+unix://"]
-        .iter()
-        .any(|s| spec.starts_with(s))
-}
-
-/// Opens the store a spec names: `file:PATH` or a bare path (the embedded store in that
-/// file), `memory:` (in-process, gone when mcpd exits). `redis://…` needs a connection:
-/// see [`connect`].
+/// Opens a local store a spec names: `file:PATH` or a bare path (the embedded store in
+/// that file), `memory:` (in-process, gone when mcpd exits). `redis://…` goes through
+/// [`connect`].
 pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
     let spec = spec.trim();
-    if is_redis(spec) {
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
         return Err(StoreError::RedisUnavailable);
     }
     if spec == "memory:" {
@@ -189,14 +183,15 @@ pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// Opens the store a spec names, for a running mcpd: as [`open`], except that a state
-/// file is shared with the other mcpd processes on this machine ([`FileStore`]).
+/// file is shared with the other mcpd processes on this machine ([`FileStore`]), and
+/// `redis://[user:password@]host:port[/db]` connects to Redis ([`redis::RedisStore`]).
 ///
 /// # Errors
 /// As [`open`]; a locked file whose owner does not answer.
 pub async fn connect(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
     let spec = spec.trim();
-    if is_redis(spec) {
-        return Ok(Arc::new(RedisStore::connect(spec).await?));
+    if spec.starts_with("redis://") {
+        return Ok(Arc::new(redis::RedisStore::connect(spec).await?));
     }
     if spec == "memory:" || (spec.contains("://") && !spec.starts_with("file:")) {
         return open(spec);
@@ -255,23 +250,11 @@ pub enum StoreError {
     /// A caller passed an empty key or a duration under one millisecond.
     #[error("invalid state store call: {0}")]
     InvalidArgument(String),
-    /// The spec names the Redis backend where no connection can be made (`open`).
-    #[error("the redis backend needs a connection: open it with store::connect")]
+    /// The spec names the Redis backend where only local stores can be opened.
+    #[error("the redis backend is opened with store::connect (it needs the async runtime)")]
     RedisUnavailable,
-    /// The Redis server failed or could not be reached.
-    #[error(
-        "redis at {url} failed: {error}; check that the server is up and reachable from this host"
-    )]
-    Redis {
-        /// The server, without credentials.
-        url: String,
-        /// What went wrong.
-        error: String,
-    },
     /// The spec is neither a path nor a known scheme.
-    #[error(
-        "unknown state store '{0}': use 'file:PATH', a path, 'memory:' or 'redis://HOST:PORT/DB'"
-    )]
+    #[error("unknown state store '{0}': use 'file:PATH', a path, or 'memory:'")]
     BadSpec(String),
     /// The store's writer or a blocking task stopped (a bug or a panic in the database).
     #[error("the state store stopped ({0}); see the log, then restart mcpd")]

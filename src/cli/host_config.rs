@@ -1,0 +1,364 @@
+//! `mcpd host-config HOST [--write]`: the MCP host's config entry for mcpd on this
+//! machine (absolute paths to the binary and the config directory, the token variable),
+//! printed, or merged into the host's config file keeping every other server.
+//!
+//! Owns the four hosts' file shapes and where they keep them. It must not touch any
+//! other key of a host's file, and never writes a token: the token variable is
+//! referenced (VS Code prompts for it, Cursor and Continue read it from their
+//! environment / secrets), or left empty for the user to fill in (Claude Desktop). The
+//! variable is the config's `identity.token_env` (default `MCPD_TOKEN`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use indexmap::IndexMap;
+
+/// The MCP hosts mcpd writes config for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Host {
+    /// Claude Desktop (`claude_desktop_config.json`).
+    Claude,
+    /// VS Code (`.vscode/mcp.json` in the workspace).
+    Vscode,
+    /// Cursor (`~/.cursor/mcp.json`).
+    Cursor,
+    /// Continue (a block file, `.continue/mcpServers/mcpd.yaml` in the workspace).
+    Continue,
+}
+
+/// What goes into the entry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// The host to configure.
+    #[arg(value_enum)]
+    pub host: Host,
+    /// Merge the entry into the host's config file instead of printing it.
+    #[arg(long)]
+    pub write: bool,
+    /// The host's config file to merge into (default: where the host keeps it).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// The server's name in the host's config.
+    #[arg(long, default_value = "mcpd")]
+    pub name: String,
+    /// The mcpd binary the host starts (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
+    /// Extra environment for mcpd, e.g. --env ORDERS_URL=https://orders.internal (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+}
+
+/// Prints the entry, or merges it into the host's file.
+///
+/// # Errors
+/// When a path cannot be resolved, an `--env` is malformed, or the host's file exists
+/// but is not valid JSON / YAML.
+pub fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode> {
+    let bin = match &opts.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("cannot tell where this mcpd binary is")?,
+    };
+    // The variable the config's `identity.token_env` names (default MCPD_TOKEN).
+    let (loaded, _) = crate::config::load_dir(config_dir);
+    let token_env = loaded
+        .server
+        .1
+        .identity
+        .and_then(|i| i.token_env)
+        .unwrap_or_else(|| crate::identity::DEFAULT_TOKEN_ENV.to_owned());
+    let entry = Entry {
+        name: opts.name.clone(),
+        command: absolute(&bin)?,
+        config: absolute(config_dir)?,
+        env: parse_env(&opts.env)?,
+        token_env,
+    };
+    report_tools(config_dir);
+    if !opts.write {
+        print!("{}", render(opts.host, &entry, None)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = match &opts.file {
+        Some(f) => f.clone(),
+        None => default_file(opts.host, &opts.name)?,
+    };
+    let existing = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", file.display())),
+    };
+    let merged = render(opts.host, &entry, existing.as_deref())
+        .with_context(|| format!("cannot merge into '{}'", file.display()))?;
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create '{}'", parent.display()))?;
+    }
+    if let Some(old) = &existing {
+        let backup = file.with_extension("bak");
+        std::fs::write(&backup, old)
+            .with_context(|| format!("cannot write the backup '{}'", backup.display()))?;
+    }
+    std::fs::write(&file, merged).with_context(|| format!("cannot write '{}'", file.display()))?;
+    eprintln!(
+        "wrote server '{}' into {}{}; restart the host (or reload its MCP servers) to pick it up",
+        opts.name,
+        file.display(),
+        if existing.is_some() {
+            " (previous version kept as .bak)"
+        } else {
+            ""
+        }
+    );
+    if opts.host == Host::Claude {
+        eprintln!(
+            "Claude Desktop does not expand variables: put a token (mcpd token issue) into env.{} in that file; empty runs as default_actor",
+            entry.token_env
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One server entry, host-neutral.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The server's name.
+    pub name: String,
+    /// Absolute path of the mcpd binary.
+    pub command: String,
+    /// Absolute path of the config directory.
+    pub config: String,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// The variable mcpd reads a stdio caller's token from.
+    pub token_env: String,
+}
+
+/// A JSON / YAML value that keeps its keys in the order they were written, so merging
+/// into a user's file does not reorder it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Ordered {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Ordered>),
+    Object(IndexMap<String, Ordered>),
+}
+
+impl Ordered {
+    fn str(s: &str) -> Self {
+        Self::String(s.to_owned())
+    }
+
+    fn object<const N: usize>(pairs: [(&str, Ordered); N]) -> Self {
+        Self::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+}
+
+/// The host's config text with the entry, merged into `existing` when given.
+///
+/// # Errors
+/// When `existing` does not parse, or its servers key is not an object / list.
+pub fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyhow::Result<String> {
+    let mut env: IndexMap<String, Ordered> = entry
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Ordered::str(v)))
+        .collect();
+    let token = match host {
+        Host::Claude => String::new(),
+        Host::Vscode => "${input:mcpd-token}".to_owned(),
+        Host::Cursor => format!("${{env:{}}}", entry.token_env),
+        Host::Continue => format!("${{{{ secrets.{} }}}}", entry.token_env),
+    };
+    env.insert(entry.token_env.clone(), Ordered::String(token));
+    let args = Ordered::Array(
+        ["serve", "--config", entry.config.as_str()]
+            .into_iter()
+            .map(Ordered::str)
+            .collect(),
+    );
+    let command = Ordered::str(&entry.command);
+    let env = Ordered::Object(env);
+    if host == Host::Continue {
+        let server = Ordered::object([
+            ("name", Ordered::str(&entry.name)),
+            ("type", Ordered::str("stdio")),
+            ("command", command),
+            ("args", args),
+            ("env", env),
+        ]);
+        return continue_block(&entry.name, server, existing);
+    }
+    let mut root: IndexMap<String, Ordered> = match existing {
+        Some(text) if !text.trim().is_empty() => serde_json::from_str(text).context(
+            "it is not a plain JSON object (comments and trailing commas are not supported): add the printed entry by hand",
+        )?,
+        _ => IndexMap::new(),
+    };
+    let (key, server) = match host {
+        Host::Vscode => (
+            "servers",
+            Ordered::object([
+                ("type", Ordered::str("stdio")),
+                ("command", command),
+                ("args", args),
+                ("env", env),
+            ]),
+        ),
+        _ => (
+            "mcpServers",
+            Ordered::object([("command", command), ("args", args), ("env", env)]),
+        ),
+    };
+    if host == Host::Vscode {
+        let inputs = root
+            .entry("inputs".to_owned())
+            .or_insert_with(|| Ordered::Array(Vec::new()));
+        let Ordered::Array(inputs) = inputs else {
+            bail!("'inputs' is not a JSON array");
+        };
+        let id = Ordered::str("mcpd-token");
+        if !inputs
+            .iter()
+            .any(|i| matches!(i, Ordered::Object(o) if o.get("id") == Some(&id)))
+        {
+            inputs.push(Ordered::object([
+                ("type", Ordered::str("promptString")),
+                ("id", id),
+                (
+                    "description",
+                    Ordered::str(
+                        "mcpd token (mcpd token issue); leave empty to run as default_actor",
+                    ),
+                ),
+                ("password", Ordered::Bool(true)),
+            ]));
+        }
+    }
+    let servers = root
+        .entry(key.to_owned())
+        .or_insert_with(|| Ordered::Object(IndexMap::new()));
+    let Ordered::Object(servers) = servers else {
+        bail!("'{key}' is not a JSON object");
+    };
+    servers.insert(entry.name.clone(), server);
+    let mut text = serde_json::to_string_pretty(&root)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Continue's block file: `mcpServers` is a list of entries with a `name`.
+fn continue_block(name: &str, server: Ordered, existing: Option<&str>) -> anyhow::Result<String> {
+    let mut root: IndexMap<String, Ordered> = match existing {
+        Some(text) if !text.trim().is_empty() => {
+            serde_saphyr::from_str(text).context("it is not a YAML mapping")?
+        }
+        _ => [
+            ("name", Ordered::str(name)),
+            ("version", Ordered::str("0.0.1")),
+            ("schema", Ordered::str("v1")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    };
+    let servers = root
+        .entry("mcpServers".to_owned())
+        .or_insert_with(|| Ordered::Array(Vec::new()));
+    let Ordered::Array(servers) = servers else {
+        bail!("'mcpServers' is not a YAML list");
+    };
+    let named = Ordered::str(name);
+    match servers
+        .iter_mut()
+        .find(|s| matches!(s, Ordered::Object(o) if o.get("name") == Some(&named)))
+    {
+        Some(old) => *old = server,
+        None => servers.push(server),
+    }
+    serde_saphyr::to_string(&root).context("cannot render YAML")
+}
+
+/// Where the host keeps its config, on this machine.
+fn default_file(host: Host, name: &str) -> anyhow::Result<PathBuf> {
+    let home = || {
+        std::env::var_os("HOME")
+            .or_else(|| std::env::var_os("USERPROFILE"))
+            .map(PathBuf::from)
+            .context("HOME is not set: give the file with --file")
+    };
+    Ok(match host {
+        Host::Claude => {
+            if cfg!(target_os = "macos") {
+                home()?.join("Library/Application Support/Claude/claude_desktop_config.json")
+            } else if cfg!(windows) {
+                PathBuf::from(std::env::var_os("APPDATA").context("APPDATA is not set")?)
+                    .join("Claude/claude_desktop_config.json")
+            } else {
+                std::env::var_os("XDG_CONFIG_HOME")
+                    .map_or_else(
+                        || home().map(|h| h.join(".config")),
+                        |x| Ok(PathBuf::from(x)),
+                    )?
+                    .join("Claude/claude_desktop_config.json")
+            }
+        }
+        Host::Vscode => PathBuf::from(".vscode/mcp.json"),
+        Host::Cursor => home()?.join(".cursor/mcp.json"),
+        Host::Continue => PathBuf::from(format!(".continue/mcpServers/{name}.yaml")),
+    })
+}
+
+/// An absolute path without touching the file system (the path may not exist yet);
+/// a host variable such as `${workspaceFolder}` is kept as written.
+fn absolute(p: &Path) -> anyhow::Result<String> {
+    let s = p.to_string_lossy();
+    if s.starts_with("${") {
+        return Ok(s.into_owned());
+    }
+    let abs = std::path::absolute(p)
+        .with_context(|| format!("cannot make '{}' absolute", p.display()))?;
+    // `a/./b` and a trailing `.` read badly in a host's settings UI.
+    let clean: PathBuf = abs
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    Ok(clean.to_string_lossy().into_owned())
+}
+
+fn parse_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => {
+                bail!("--env '{p}': write KEY=VALUE, e.g. --env ORDERS_URL=https://orders.internal")
+            }
+        })
+        .collect()
+}
+
+/// Tells on stderr which tools the host will see (by wire name), or that the config
+/// does not load yet, so a wrong directory shows up before the host is restarted.
+fn report_tools(dir: &Path) {
+    match super::check(dir, &crate::config::Vars::from_env()) {
+        Ok((_, catalog)) => {
+            let names: Vec<&str> = catalog.tools.iter().map(|t| t.wire.as_str()).collect();
+            eprintln!(
+                "the host will see {} tool(s) from {}: {}",
+                names.len(),
+                dir.display(),
+                names.join(", ")
+            );
+        }
+        Err(_) => eprintln!(
+            "warning: the config in '{}' does not load; run 'mcpd validate {}' before starting the host",
+            dir.display(),
+            dir.display()
+        ),
+    }
+}

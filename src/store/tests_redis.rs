@@ -1,0 +1,214 @@
+//! The Redis backend against a real `redis-server` (started on a free port for each
+//! test; CI installs the Debian package). The shared behaviours run from `tests.rs`
+//! (`on_redis!`); these are the ones that need real time (short windows) or Redis itself.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::redis::RedisStore;
+use super::*;
+
+const MIN: Duration = Duration::from_secs(60);
+
+pub(super) struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh redis-server, or `None` (with a loud message) when the binary is missing.
+pub(super) fn server() -> Option<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = match Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: redis-server is not installed ({e}); apt-get install redis-server");
+            return None;
+        }
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(Server { child, url });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
+pub(super) async fn store(s: &Server) -> Arc<dyn Store> {
+    Arc::new(RedisStore::connect(&s.url).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_records_keep_binary_results_and_claims_lapse() {
+    let Some(srv) = server() else { return };
+    let s = store(&srv).await;
+    assert_eq!(
+        s.idem_begin("idem:t:a:k", MIN).await.unwrap(),
+        Idem::Started
+    );
+    s.idem_finish("idem:t:a:k", b"result \x00 bytes", MIN)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.idem_begin("idem:t:a:k", MIN).await.unwrap(),
+        Idem::Done(b"result \x00 bytes".to_vec())
+    );
+    assert!(
+        !s.idem_abandon("idem:t:a:k").await.unwrap(),
+        "a finished key is kept"
+    );
+    assert_eq!(
+        s.idem_begin("idem:t:a:j", MIN).await.unwrap(),
+        Idem::Started
+    );
+    assert!(s.idem_abandon("idem:t:a:j").await.unwrap());
+    assert_eq!(
+        s.idem_begin("idem:t:a:j", MIN).await.unwrap(),
+        Idem::Started
+    );
+    // A claim whose holder died lapses after its ttl.
+    assert_eq!(
+        s.idem_begin("idem:t:a:x", Duration::from_millis(150))
+            .await
+            .unwrap(),
+        Idem::Started
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        s.idem_begin("idem:t:a:x", MIN).await.unwrap(),
+        Idem::Started
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_say_when_the_window_resets_and_windows_restart() {
+    let Some(srv) = server() else { return };
+    let s = store(&srv).await;
+    for _ in 0..13 {
+        s.incr_within("budget:b:a", 3, 40, MIN).await.unwrap();
+    }
+    let Admission::Refused(c) = s.incr_within("budget:b:a", 3, 40, MIN).await.unwrap() else {
+        panic!("over the limit");
+    };
+    assert_eq!(c.total, 39);
+    assert!(c.resets_in > Duration::from_secs(50) && c.resets_in <= MIN);
+    // A short window: counted, then gone.
+    let c = s
+        .incr("rate:r", 2, Duration::from_millis(150))
+        .await
+        .unwrap();
+    assert_eq!(c.total, 2);
+    assert_eq!(
+        s.incr("rate:r", 1, Duration::from_millis(150))
+            .await
+            .unwrap()
+            .total,
+        3
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        s.incr("rate:r", 1, Duration::from_millis(150))
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_scan_delete_and_kinds() {
+    let Some(srv) = server() else { return };
+    let s = store(&srv).await;
+    s.put("grant:agent:a:g2", b"two", MIN).await.unwrap();
+    s.put("grant:agent:a:g1", b"one", MIN).await.unwrap();
+    s.put("grant:agent:b:g3", b"three", MIN).await.unwrap();
+    s.put("grant:agent:a*:g9", b"glob", MIN).await.unwrap();
+    assert_eq!(
+        s.get("grant:agent:a:g1").await.unwrap(),
+        Some(b"one".to_vec())
+    );
+    let scanned = s.scan_prefix("grant:agent:a:").await.unwrap();
+    assert_eq!(
+        scanned,
+        vec![
+            ("grant:agent:a:g1".to_owned(), b"one".to_vec()),
+            ("grant:agent:a:g2".to_owned(), b"two".to_vec())
+        ]
+    );
+    assert_eq!(
+        s.scan_prefix("grant:agent:a*:").await.unwrap().len(),
+        1,
+        "globs are literal"
+    );
+    assert!(s.delete("grant:agent:a:g1").await.unwrap());
+    assert!(!s.delete("grant:agent:a:g1").await.unwrap());
+    s.put("short", b"v", Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.get("short").await.unwrap(), None);
+    // Keys of different kinds do not mix.
+    s.incr("rate:k", 1, MIN).await.unwrap();
+    assert!(matches!(
+        s.get("rate:k").await,
+        Err(StoreError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.idem_begin("grant:agent:b:g3", MIN).await,
+        Err(StoreError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.incr("grant:agent:b:g3", 1, MIN).await,
+        Err(StoreError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.get_counter("grant:agent:b:g3").await,
+        Err(StoreError::WrongKind { .. })
+    ));
+    assert_eq!(s.sweep().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = connect(&format!("redis://user:secret@127.0.0.1:{port}/"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redis"), "{err}");
+    assert!(
+        !err.contains("secret"),
+        "the password must not be shown: {err}"
+    );
+}

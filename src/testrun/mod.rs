@@ -1,0 +1,347 @@
+//! `mcpd test`: runs the declared golden and adversarial cases of `tests.d/` through the
+//! real pipeline (`Engine::call`) and judges each against its expectations.
+//!
+//! Owns loading case files, standing up the upstream the cases ask for (the bundled demo
+//! API or a stub of recorded responses), pointing the config's upstreams at it, and the
+//! verdicts. It must not print: the CLI renders the report.
+
+pub mod case;
+mod check;
+pub mod stub;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::catalog::Catalog;
+use crate::config::{self, Located, Vars};
+use crate::diag::Diagnostics;
+use crate::engine::{CallContext, Engine};
+
+pub use case::{CaseFile, UpstreamMode};
+
+/// The directory of case files in a config directory.
+pub const TESTS_DIR: &str = "tests.d";
+
+/// The verdict on one case.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Every expectation held.
+    Pass,
+    /// These expectations did not hold (each says what was expected and what came).
+    Fail(Vec<String>),
+}
+
+/// One case's outcome.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    /// The case file, as given.
+    pub file: PathBuf,
+    /// The case's name.
+    pub name: String,
+    /// Pass or fail.
+    pub verdict: Verdict,
+    /// Time the case took.
+    pub elapsed: Duration,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config directory does not load or compile.
+    #[error("invalid configuration in '{0}' (run 'mcpd validate'):\n{1}")]
+    Config(PathBuf, Diagnostics),
+    /// No case files where they were looked for.
+    #[error(
+        "no test cases in '{0}': add YAML files with a 'cases:' list (see README, 'Writing tests')"
+    )]
+    NoCases(PathBuf),
+    /// The case directory cannot be read.
+    #[error("cannot read '{0}': {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The upstream for the cases cannot be started.
+    #[error("cannot start the test upstream: {0}")]
+    Upstream(std::io::Error),
+    /// No throwaway signing key could be made.
+    #[error("cannot make a signing key for the run: {0}")]
+    Key(String),
+}
+
+/// The case files at `path`: the file itself, or the YAML files of a directory, sorted.
+///
+/// # Errors
+/// When the path cannot be read or holds no case file.
+pub fn case_paths(path: &Path) -> Result<Vec<PathBuf>, RunError> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    if !path.exists() {
+        return Err(RunError::NoCases(path.to_path_buf()));
+    }
+    let paths = config::tool_paths(path).map_err(|e| RunError::Read(path.to_path_buf(), e))?;
+    if paths.is_empty() {
+        return Err(RunError::NoCases(path.to_path_buf()));
+    }
+    Ok(paths)
+}
+
+/// Runs every case of every file in `cases` against the config in `dir`.
+///
+/// A case file that does not parse counts as one failed case, so a broken file can
+/// never pass silently.
+///
+/// # Errors
+/// When the config does not compile or an upstream cannot be started.
+pub async fn run(dir: &Path, cases: &[PathBuf]) -> Result<Vec<CaseReport>, RunError> {
+    let (loaded, diags) = config::load_dir(dir);
+    if !diags.is_empty() {
+        return Err(RunError::Config(dir.to_path_buf(), diags));
+    }
+    let mut reports = Vec::new();
+    for path in cases {
+        let started = Instant::now();
+        let file = match load_case_file(path) {
+            Ok(f) => f,
+            Err(message) => {
+                reports.push(CaseReport {
+                    file: path.clone(),
+                    name: "(case file)".to_owned(),
+                    verdict: Verdict::Fail(vec![message]),
+                    elapsed: started.elapsed(),
+                });
+                continue;
+            }
+        };
+        reports.extend(run_file(dir, &loaded, path, &file).await?);
+    }
+    Ok(reports)
+}
+
+fn load_case_file(path: &Path) -> Result<CaseFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read file: {e}", path.display()))?;
+    serde_saphyr::from_str::<CaseFile>(&text).map_err(|e| {
+        let pos = e
+            .location()
+            .map(|l| format!("{}:{}:", l.line(), l.column()))
+            .unwrap_or_default();
+        let msg = e.without_snippet().to_string();
+        let msg = msg
+            .rfind(" at line ")
+            .map_or(msg.as_str(), |i| msg.get(..i).unwrap_or_default());
+        format!("{}:{pos} {msg}", path.display())
+    })
+}
+
+/// Where one file's upstream requests go.
+enum Upstream {
+    Demo(Arc<crate::demo_api::DemoState>),
+    Stub(stub::Stub),
+}
+
+impl Upstream {
+    fn requests(&self) -> usize {
+        match self {
+            Upstream::Demo(state) => state.requests_seen(),
+            Upstream::Stub(stub) => stub.requests().len(),
+        }
+    }
+}
+
+async fn run_file(
+    dir: &Path,
+    loaded: &config::Loaded,
+    path: &Path,
+    file: &CaseFile,
+) -> Result<Vec<CaseReport>, RunError> {
+    let (url, upstream) = match file.upstream {
+        UpstreamMode::Demo => {
+            let (addr, state) =
+                crate::demo_api::spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .map_err(RunError::Upstream)?;
+            (format!("http://{addr}"), Upstream::Demo(state))
+        }
+        UpstreamMode::Recorded => {
+            let stub = stub::Stub::start().await.map_err(RunError::Upstream)?;
+            (stub.url.clone(), Upstream::Stub(stub))
+        }
+    };
+    let vars = with_throwaway_key(loaded, Vars::from_env())?;
+    let catalog = Catalog::compile(&pointed_at(loaded, &url, &vars), &vars)
+        .map_err(|d| RunError::Config(dir.to_path_buf(), d))?;
+    // Each file starts from nothing: its state lives in memory for the run.
+    let engine = Engine::new(catalog, Arc::new(crate::store::MemoryStore::new()));
+    let mut reports = Vec::new();
+    for case in &file.cases {
+        let started = Instant::now();
+        let verdict = run_case(&engine, &upstream, file.upstream, case).await;
+        reports.push(CaseReport {
+            file: path.to_path_buf(),
+            name: case.name.clone(),
+            verdict,
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(reports)
+}
+
+/// Elevation grants are signed with the identity key; the run signs (and so verifies)
+/// with a throwaway one, so no real key is needed and none is used.
+fn with_throwaway_key(loaded: &config::Loaded, vars: Vars) -> Result<Vars, RunError> {
+    let Some(identity) = &loaded.server.1.identity else {
+        return Ok(vars);
+    };
+    let env = identity
+        .signing_key_env
+        .clone()
+        .unwrap_or_else(|| crate::identity::DEFAULT_KEY_ENV.to_owned());
+    let (key, _) = crate::identity::keygen("mcpd-test").map_err(RunError::Key)?;
+    Ok(vars.with(&env, &key))
+}
+
+/// The loaded config with every upstream (and region) pointed at `url`, keeping each
+/// base URL's path (`https://api.internal/v1` becomes `<url>/v1`), and loopback
+/// allowed by egress: the cases never reach a real backend.
+fn pointed_at(loaded: &config::Loaded, url: &str, vars: &Vars) -> config::Loaded {
+    let moved = |original: &str| {
+        let path = config::expand_env(original, vars)
+            .ok()
+            .and_then(|u| reqwest::Url::parse(&u).ok())
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Located::unplaced(format!("{url}{path}"))
+    };
+    let mut loaded = loaded.clone();
+    for up in loaded.server.1.upstreams.values_mut() {
+        up.url = moved(&up.url.value);
+        for u in up.regions.values_mut() {
+            *u = moved(&u.value);
+        }
+    }
+    loaded
+        .policy
+        .1
+        .egress
+        .push(Located::unplaced("127.0.0.1".to_owned()));
+    loaded
+}
+
+async fn run_case(
+    engine: &Engine,
+    upstream: &Upstream,
+    mode: UpstreamMode,
+    case: &case::Case,
+) -> Verdict {
+    if let Err(problems) = check::well_formed(case, mode) {
+        return Verdict::Fail(problems);
+    }
+    let grant = match &case.call.elevation {
+        Some(spec) => match elevate(engine, case, spec).await {
+            Ok(g) => Some(g),
+            Err(e) => return Verdict::Fail(vec![format!("elevation: {e}")]),
+        },
+        None => None,
+    };
+    if let Upstream::Stub(stub) = upstream {
+        stub.load(&case.recorded);
+    }
+    let before = upstream.requests();
+    let ctx = CallContext {
+        actor: match &case.call.actor {
+            Some(a) => match serde_json::to_value(a) {
+                Ok(v) => Some(v),
+                Err(e) => return Verdict::Fail(vec![format!("actor: {e}")]),
+            },
+            None => None,
+        },
+        ..CallContext::default()
+    };
+    let result = match engine
+        .call(&case.call.tool, Some(case.call.args.clone()), &ctx)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Verdict::Fail(vec![format!(
+                "{e}: the config declares no such tool (ids and wire names both work)"
+            )]);
+        }
+    };
+    let seen = check::Seen {
+        requests: upstream.requests().saturating_sub(before),
+        unanswered: match upstream {
+            Upstream::Stub(stub) => stub.unanswered(),
+            Upstream::Demo(_) => 0,
+        },
+        targets: match upstream {
+            Upstream::Stub(stub) => Some(
+                stub.requests()
+                    .into_iter()
+                    .map(|r| format!("{} {}", r.method, r.target))
+                    .collect(),
+            ),
+            Upstream::Demo(_) => None,
+        },
+    };
+    let mut problems = check::judge(&case.expect, &result, &seen);
+    if let Some(g) = grant {
+        let catalog = engine.catalog();
+        if let Some(identity) = &catalog.identity
+            && let Err(e) = crate::elevation::revoke(engine.store().as_ref(), identity, &g).await
+        {
+            problems.push(format!(
+                "elevation: cannot remove the grant after the call: {e}"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(problems)
+    }
+}
+
+/// Records the case's grant for its actor and tool; returns the grant's id.
+async fn elevate(
+    engine: &Engine,
+    case: &case::Case,
+    spec: &case::GrantSpec,
+) -> Result<String, String> {
+    let catalog = engine.catalog();
+    let identity = catalog.identity.as_ref().ok_or(
+        "mcpd.yaml has no 'identity:' section, and grants are signed with the identity key",
+    )?;
+    let tool = catalog
+        .get(&case.call.tool)
+        .ok_or_else(|| format!("unknown tool '{}'", case.call.tool))?;
+    let subject = case.call.actor.as_ref().map_or_else(
+        || {
+            catalog
+                .actor
+                .get("subject")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("anonymous")
+                .to_owned()
+        },
+        |a| a.subject.clone(),
+    );
+    let grant = crate::elevation::grant(
+        engine.store().as_ref(),
+        identity,
+        &catalog.elevation,
+        &crate::elevation::GrantRequest {
+            subject,
+            tool: tool.id.clone(),
+            env: spec.env.clone(),
+            ticket: spec.ticket.clone(),
+            granted_by: spec
+                .granted_by
+                .clone()
+                .unwrap_or_else(|| "mcpd-test".to_owned()),
+            ttl: Duration::from_secs(60),
+        },
+    )
+    .await?;
+    Ok(grant.jti)
+}
