@@ -99,6 +99,14 @@ impl HttpServer {
     }
 }
 
+impl HttpServer {
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for HttpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -155,8 +163,20 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Reply {
-    let mut s = std::net::TcpStream::connect(authority).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    try_request(authority, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {authority}{path}: {e}"))
+}
+
+/// As [`request`], with connection failures (a dead server) as errors.
+pub fn try_request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Reply> {
+    let mut s = std::net::TcpStream::connect(authority)?;
+    s.set_read_timeout(Some(DEADLINE))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         head.push_str(&format!("Host: {authority}\r\n"));
@@ -166,9 +186,9 @@ pub fn request(
     }
     let body = body.unwrap_or("");
     head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head.as_bytes())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw)?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let mut lines = head.lines();
@@ -176,7 +196,12 @@ pub fn request(
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {raw:?}"));
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP response: {raw:?}"),
+            )
+        })?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -189,11 +214,11 @@ pub fn request(
     } else {
         body.to_owned()
     };
-    Reply {
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
 }
 
 fn dechunk(mut s: &str) -> String {

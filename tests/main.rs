@@ -21,6 +21,7 @@ mod otlp;
 mod policy;
 mod python_client;
 mod reload;
+mod replicas;
 mod schema;
 mod state;
 mod stdio;
