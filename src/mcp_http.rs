@@ -8,6 +8,7 @@
 //! anything about a call beyond who makes it: the engine does the rest.
 
 pub mod auth;
+pub mod jwks;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -53,6 +54,8 @@ pub struct HttpOptions {
     pub shutdown_grace: Duration,
     /// Serve `/metrics` on this listener too.
     pub metrics: bool,
+    /// An external token issuer, verified with its JWKS.
+    pub jwks: Option<crate::config::server::JwksSpec>,
 }
 
 /// Calls in flight, and whether the server is draining.
@@ -141,7 +144,11 @@ pub async fn serve(
     opts: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let verifier = auth::Auth::new(&engine, &opts)?;
+    let jwks = match &opts.jwks {
+        Some(spec) => Some(Arc::new(jwks::Jwks::new(spec.clone()).await?)),
+        None => None,
+    };
+    let verifier = auth::Auth::new(&engine, &opts, jwks)?;
     let base = StreamableHttpServerConfig::default();
     let sessions_closed = base.cancellation_token.clone();
     let mut config = base

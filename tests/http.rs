@@ -680,3 +680,119 @@ fn sigterm_lets_the_call_in_flight_finish_then_exits() {
         "{log}"
     );
 }
+
+/// Serves `body` as JSON to every request on a loopback port; returns its URL.
+fn serve_json(body: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// A JWT signed with the Ed25519 key `private` (`KID:BASE64URL-PKCS8`).
+fn sign(private: &str, claims: &Value) -> String {
+    use base64::Engine as _;
+    let (kid, b64) = private.split_once(':').unwrap();
+    let der = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(&der),
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_external_issuers_jwt_is_verified_with_its_jwks() {
+    let api = DemoApi::start();
+    let cfg = token_only();
+    let keys = Keys::new(&cfg);
+    let (sso_key, sso_public) = crate::identity::keygen(&cfg, "sso1");
+    let (rogue_key, _) = crate::identity::keygen(&cfg, "rogue");
+    let jwks = serve_json(
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": sso_public, "kid": "sso1",
+            "alg": "EdDSA", "use": "sig"}]})
+        .to_string(),
+    );
+    cfg.write(
+        "mcpd.yaml",
+        &format!(
+            "{}\nhttp:\n  jwks:\n    url: {jwks}\n    issuer: https://sso.test/\n    audience: mcpd-demo\n",
+            cfg.read("mcpd.yaml")
+        ),
+    );
+    let server = HttpServer::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = json!({"sub": "user:ana", "aud": "mcpd-demo", "iss": "https://sso.test/",
+        "exp": exp, "scope": "orders.export"});
+    let token = sign(&sso_key, &claims);
+
+    let session = open_session(&server, Some(&token));
+    let reply = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31"}),
+        None,
+    );
+    assert_eq!(
+        reply.message()["result"]["isError"],
+        json!(false),
+        "{reply:?}"
+    );
+    assert!(
+        server.stderr().contains("actor=user:ana"),
+        "{}",
+        server.stderr()
+    );
+    // Its scopes come from the `scope` claim: a flag write is outside them.
+    let reply = call(
+        &server,
+        Some(&token),
+        &session,
+        "flag_set",
+        json!({"env": "staging", "name": "checkout_v2", "percent": 5}),
+        None,
+    );
+    assert_eq!(reply.status, 403, "{reply:?}");
+    // mcpd's own tokens keep working beside the issuer's.
+    let own = keys.token(&cfg, "agent:own", &["*"]);
+    open_session(&server, Some(&own));
+
+    // Signed by a key the issuer never published, or for another audience: 401.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    let forged = sign(&rogue_key, &claims);
+    let reply = rpc(&server, Some(&forged), None, &init);
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert!(reply.body.contains("key id 'rogue'"), "{}", reply.body);
+    let mut other = claims.clone();
+    other["aud"] = json!("another-service");
+    let reply = rpc(&server, Some(&sign(&sso_key, &other)), None, &init);
+    assert_eq!(reply.status, 401, "{reply:?}");
+}

@@ -108,5 +108,6 @@ fn http_options(
         shutdown_grace,
         // `--metrics` on the --http address: one listener for both.
         metrics: metrics == Some(addr),
+        jwks: spec.jwks.clone(),
     })
 }

@@ -77,6 +77,27 @@ pub struct HttpSpec {
     /// (default `30s`).
     #[serde(default)]
     pub shutdown_grace: Option<Located<String>>,
+    /// Also accept JWTs from an external issuer (your SSO), verified with its published
+    /// keys (JWKS). mcpd's own tokens (`identity:`) keep working beside them.
+    #[serde(default)]
+    pub jwks: Option<JwksSpec>,
+}
+
+/// An external token issuer whose keys are published as a JWKS document.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwksSpec {
+    /// The JWKS URL, e.g. `https://sso.example.com/.well-known/jwks.json`. Fetched at
+    /// start and again when a token names a key id it does not know (at most every 30s).
+    pub url: String,
+    /// The `iss` its tokens carry, e.g. `https://sso.example.com/`.
+    pub issuer: String,
+    /// The `aud` its tokens must name for this mcpd, e.g. `mcpd-prod`.
+    pub audience: String,
+    /// Where the scopes are: a claim holding a space-separated string (`scope`, the
+    /// OAuth default) or an array (`scp`, `roles`). Default `scope`.
+    #[serde(default)]
+    pub scopes_claim: Option<String>,
 }
 
 impl Default for HttpSpec {
@@ -90,6 +111,7 @@ impl Default for HttpSpec {
             resource_url: None,
             authorization_servers: Vec::new(),
             shutdown_grace: None,
+            jwks: None,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! server.
 //!
 //! Owns: reading `Authorization: Bearer`, verifying the token with the catalog's
-//! `identity` (so a reload of keys applies at once), the 401 with `WWW-Authenticate`
+//! `identity` (so a reload of keys applies at once) or, for an external issuer's token,
+//! its JWKS ([`super::jwks`]), the 401 with `WWW-Authenticate`
 //! pointing at the RFC 9728 protected-resource metadata, that document, and the 403
 //! `insufficient_scope` for a `tools/call` the token's scopes do not cover. The verified
 //! actor goes to the handler in the request's extensions; the `Authorization` header is
@@ -35,6 +36,7 @@ pub struct Actor(pub Value);
 #[derive(Clone)]
 pub struct Auth {
     engine: Arc<Engine>,
+    jwks: Option<Arc<super::jwks::Jwks>>,
     required: bool,
     resource_url: Option<String>,
     authorization_servers: Vec<String>,
@@ -45,13 +47,17 @@ impl Auth {
     /// Checks that tokens can be verified when auth is on; warns loudly when it is off.
     ///
     /// # Errors
-    /// Auth is on and `mcpd.yaml` has no `identity:` section.
-    pub fn new(engine: &Arc<Engine>, opts: &HttpOptions) -> anyhow::Result<Self> {
-        if opts.auth && engine.catalog().identity.is_none() {
+    /// Auth is on and `mcpd.yaml` has neither `identity:` nor `http.jwks`.
+    pub fn new(
+        engine: &Arc<Engine>,
+        opts: &HttpOptions,
+        jwks: Option<Arc<super::jwks::Jwks>>,
+    ) -> anyhow::Result<Self> {
+        if opts.auth && engine.catalog().identity.is_none() && jwks.is_none() {
             anyhow::bail!(
                 "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no \
-                 identity: section to verify them: add one (README: Identity), or pass \
-                 --no-auth (or http.auth: false) for local use"
+                 identity: section (or http.jwks) to verify them: add one (README: Identity), \
+                 or pass --no-auth (or http.auth: false) for local use"
             );
         }
         if !opts.auth {
@@ -63,6 +69,7 @@ impl Auth {
         }
         Ok(Self {
             engine: Arc::clone(engine),
+            jwks,
             required: opts.auth,
             resource_url: opts.resource_url.clone(),
             authorization_servers: opts.authorization_servers.clone(),
@@ -119,12 +126,24 @@ pub async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) ->
         );
     };
     let catalog = auth.engine.catalog();
-    let verified = match &catalog.identity {
-        Some(identity) => identity.verify(token).map_err(|e| e.to_string()),
-        None => Err("this mcpd has no identity: section to verify tokens with".to_owned()),
+    // The token's issuer picks the verifier: the external one's JWKS, else mcpd's keys.
+    let external = auth
+        .jwks
+        .as_ref()
+        .filter(|j| super::jwks::unverified_issuer(token).as_deref() == Some(j.issuer()));
+    let verified = match (external, &catalog.identity) {
+        (Some(jwks), _) => jwks.verify(token).await,
+        (None, Some(identity)) => identity
+            .verify(token)
+            .map(|c| crate::identity::actor_of(&c))
+            .map_err(|e| e.to_string()),
+        (None, None) => Err(match &auth.jwks {
+            Some(j) => format!("only tokens issued by {} are accepted", j.issuer()),
+            None => "this mcpd has no identity: section to verify tokens with".to_owned(),
+        }),
     };
     let actor = match verified {
-        Ok(claims) => crate::identity::actor_of(&claims),
+        Ok(actor) => actor,
         Err(why) => {
             let msg = format!("the bearer token is not accepted: {why}");
             return unauthorized(&auth, req.headers(), Some("invalid_token"), &msg);
