@@ -796,3 +796,52 @@ fn an_external_issuers_jwt_is_verified_with_its_jwks() {
     let reply = rpc(&server, Some(&sign(&sso_key, &other)), None, &init);
     assert_eq!(reply.status, 401, "{reply:?}");
 }
+
+#[test]
+fn an_oversized_body_gets_413_and_a_foreign_origin_403() {
+    let cfg = token_only();
+    cfg.write(
+        "mcpd.yaml",
+        &format!(
+            "{}\nhttp:\n  max_body_bytes: 2000\n  allowed_origins: [\"https://console.example.com:443\"]\n",
+            cfg.read("mcpd.yaml")
+        ),
+    );
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:t", &["*"]);
+    let server = HttpServer::start(cfg.path(), &[("MCPD_TOKEN_KEY", &keys.key)], &[]);
+    let session = open_session(&server, Some(&token));
+
+    let big = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-31", "pad": "x".repeat(5000)}),
+        None,
+    );
+    assert_eq!(big.status, 413, "{big:?}");
+    assert!(big.body.contains("max_body_bytes"), "{}", big.body);
+
+    let bearer = format!("Bearer {token}");
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}})
+    .to_string();
+    let with_origin = |origin: &'static str| {
+        request(
+            server.authority(),
+            "POST",
+            "/mcp",
+            &[
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json, text/event-stream"),
+                ("Authorization", &bearer),
+                ("Origin", origin),
+            ],
+            Some(&init),
+        )
+    };
+    assert_eq!(with_origin("https://evil.example.com").status, 403);
+    assert_eq!(with_origin("https://console.example.com").status, 200);
+}
