@@ -228,7 +228,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Counts `/mcp` requests in flight, and refuses new ones while draining.
+/// Counts `/mcp` POSTs (the requests that carry calls) in flight, and refuses new
+/// requests while draining. A GET is a standalone SSE stream that lasts as long as its
+/// session: it is not waited for, the sessions are closed after the drain.
 async fn count_inflight(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.inflight.draining.load(Ordering::SeqCst) {
         return (
@@ -237,6 +239,9 @@ async fn count_inflight(State(state): State<AppState>, req: Request, next: Next)
             "mcpd is shutting down: retry on another replica\n",
         )
             .into_response();
+    }
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
     }
     let guard = state.inflight.enter();
     let response = next.run(req).await;

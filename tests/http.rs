@@ -635,6 +635,10 @@ fn sigterm_lets_the_call_in_flight_finish_then_exits() {
     let api = DemoApi::start();
     let cfg = token_only();
     cfg.write("tools.d/slow.yaml", SLOW_TOOL);
+    cfg.write(
+        "mcpd.yaml",
+        &format!("{}\nhttp:\n  shutdown_grace: 60s\n", cfg.read("mcpd.yaml")),
+    );
     let keys = Keys::new(&cfg);
     let token = keys.token(&cfg, "agent:t", &["*"]);
     let mut server = HttpServer::start(
@@ -643,6 +647,19 @@ fn sigterm_lets_the_call_in_flight_finish_then_exits() {
         &[],
     );
     let session = open_session(&server, Some(&token));
+    // A client holding the session's standalone SSE stream open (as SDK clients do)
+    // must not hold up the shutdown: only calls are waited for (shutdown_grace is 60s,
+    // past terminate()'s deadline).
+    let stream = std::net::TcpStream::connect(server.authority()).unwrap();
+    write!(
+        &stream,
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\nMcp-Session-Id: {session}\r\n\r\n",
+        server.authority()
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    (&stream).read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "the SSE stream did not open");
     let (authority, t, s) = (
         server.authority().to_owned(),
         token.clone(),
