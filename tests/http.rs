@@ -21,10 +21,18 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Starts it on `dir` with `env` and extra `args`; waits until it listens.
+    /// Starts it on `dir` with `env` and extra `args`, not watching the config; waits
+    /// until it listens.
     pub fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut all = vec!["--no-watch"];
+        all.extend_from_slice(args);
+        Self::start_watching(dir, env, &all)
+    }
+
+    /// As [`HttpServer::start`], watching the config (hot reload).
+    pub fn start_watching(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut child = Command::new(bin())
-            .args(["serve", "--http", "127.0.0.1:0", "--no-watch", "--config"])
+            .args(["serve", "--http", "127.0.0.1:0", "--config"])
             .arg(dir)
             .args(args)
             .envs(env.iter().copied())
@@ -381,6 +389,33 @@ fn python_sdk_golden_flow_over_streamable_http_with_a_token() {
     assert!(
         server.stderr().contains("http request refused: 401"),
         "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn python_sdk_gets_list_changed_over_http_after_a_reload() {
+    let api = DemoApi::start();
+    let cfg = token_only();
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:python", &["*"]);
+    let server = HttpServer::start_watching(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let out = Command::new(crate::python_client::python())
+        .arg(repo().join("tests/clients/reload_http.py"))
+        .env("MCPD_URL", server.mcp_url())
+        .env("MCPD_TOKEN", &token)
+        .env("MCPD_CONFIG", cfg.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("reload http: all checks passed"),
+        "reload_http.py failed\nstdout:\n{stdout}\nstderr:\n{}\nmcpd:\n{}",
+        String::from_utf8_lossy(&out.stderr),
         server.stderr()
     );
 }
