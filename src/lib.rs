@@ -10,7 +10,8 @@
 //! - [`policy`]: the rules of policies.yaml, compiled once, evaluated per call;
 //! - [`template`], [`upstream`], [`response`], [`jsonpath`], [`redact`]: the steps it calls;
 //! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
-//! - [`mcp`]: the rmcp handler that serves the catalog over stdio;
+//! - [`mcp`]: the rmcp handler that serves the catalog over stdio, and [`mcp_http`]: the
+//!   same handler over Streamable HTTP with bearer auth;
 //! - [`telemetry`]: the log subscriber and OTLP span export;
 //! - [`audit`]: the signed, hash-chained audit log and its verification;
 //! - [`store`]: state that outlives a call (idempotency, counters, grants), behind one trait;
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod jsonpath;
 pub mod limits;
 pub mod mcp;
+pub mod mcp_http;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;

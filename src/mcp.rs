@@ -1,4 +1,5 @@
-//! The MCP face: an rmcp `ServerHandler` that serves the engine's catalog over stdio.
+//! The MCP face: an rmcp `ServerHandler` that serves the engine's catalog over stdio
+//! (here) and Streamable HTTP (`mcp_http`, the same handler).
 //!
 //! Owns protocol mapping only: tools/list from the current snapshot, tools/call into
 //! `Engine::call`, results as `content` + `structuredContent`, tool failures as
@@ -148,7 +149,12 @@ impl ServerHandler for McpServer {
                 .flatten()
                 .find_map(|m| m.get(IDEMPOTENCY_META).and_then(|v| v.as_str()))
                 .map(str::to_owned),
-            actor: None,
+            // Over HTTP, the caller the bearer token proved (see `mcp_http::auth`).
+            actor: context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|p| p.extensions.get::<crate::mcp_http::auth::Actor>())
+                .map(|a| a.0.clone()),
         };
         // The request's span continues the caller's trace; tool.call is its child.
         let span =

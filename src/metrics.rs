@@ -207,11 +207,9 @@ impl Metrics {
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(render))
+    let app = router(metrics)
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .with_state(metrics);
+        .route("/readyz", get(|| async { "ok" }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics listener stopped");
@@ -219,6 +217,14 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<S
     });
     tracing::info!(addr = %local, "metrics on /metrics");
     Ok(local)
+}
+
+/// `/metrics` alone, to mount on another listener (`serve --http` with `--metrics` on
+/// the same address).
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(metrics)
 }
 
 async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {

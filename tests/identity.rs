@@ -28,7 +28,7 @@ fn mcpd(cfg: &ConfigDir, env: &[(&str, &str)], args: &[&str]) -> (i32, String, S
 }
 
 /// A fresh signing key (`KID:KEY`) and its public half.
-fn keygen(cfg: &ConfigDir, kid: &str) -> (String, String) {
+pub(crate) fn keygen(cfg: &ConfigDir, kid: &str) -> (String, String) {
     let (code, out, err) = mcpd(cfg, &[], &["token", "keygen", "--kid", kid]);
     assert_eq!(code, 0, "{err}");
     let private = out
@@ -51,7 +51,13 @@ fn keygen(cfg: &ConfigDir, kid: &str) -> (String, String) {
     (private, public)
 }
 
-fn issue(cfg: &ConfigDir, key: &str, subject: &str, scopes: &[&str], ttl: &str) -> String {
+pub(crate) fn issue(
+    cfg: &ConfigDir,
+    key: &str,
+    subject: &str,
+    scopes: &[&str],
+    ttl: &str,
+) -> String {
     let mut args = vec!["token", "issue", "--subject", subject, "--ttl", ttl];
     for s in scopes {
         args.extend(["--scope", s]);

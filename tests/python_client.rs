@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::util::{ConfigDir, DemoApi, bin, repo};
 
 /// The Python with the `mcp` SDK: $MCPD_TEST_PYTHON, else the venv scripts/test makes.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Ok(p) = std::env::var("MCPD_TEST_PYTHON") {
         return PathBuf::from(p);
     }

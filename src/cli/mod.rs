@@ -46,7 +46,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve MCP over stdio (for Claude Desktop, VS Code, Cursor, Continue).
+    /// Serve MCP over stdio (for Claude Desktop, VS Code, Cursor, Continue), or over
+    /// Streamable HTTP with --http.
     Serve {
         /// Do not watch the config directory (SIGHUP still reloads).
         #[arg(long)]
@@ -54,6 +55,9 @@ pub enum Command {
         /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Serve MCP over Streamable HTTP at http://ADDR/mcp instead of stdio.
+        #[command(flatten)]
+        http: serve::HttpFlags,
     },
     /// Check tools.d, policies.yaml and mcpd.yaml; print every problem as file:line:col.
     Validate {
@@ -230,9 +234,11 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve { no_watch, metrics } => {
-                serve::run(&cli.config, !no_watch, metrics).await
-            }
+            Command::Serve {
+                no_watch,
+                metrics,
+                http,
+            } => serve::run(&cli.config, !no_watch, metrics, &http).await,
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,

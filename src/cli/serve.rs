@@ -1,19 +1,43 @@
-//! `mcpd serve`: MCP over stdio, with hot reload of the config directory.
+//! `mcpd serve`: MCP over stdio, or Streamable HTTP with `--http`, with hot reload of the
+//! config directory.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Vars;
+use crate::config::server::HttpSpec;
 use crate::engine::Engine;
 use crate::mcp::McpServer;
+use crate::mcp_http::HttpOptions;
 use crate::reload::{self, Reloader};
 
-/// Serves until the client closes stdin.
+/// The `--http` flags; they add to (or override) `mcpd.yaml`'s `http:` section.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpFlags {
+    /// Serve MCP over Streamable HTTP at http://ADDR/mcp instead of stdio, e.g.
+    /// 127.0.0.1:8787 (port 0 picks a free one; the address is logged).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Also accept this Host header value (repeatable; loopback is accepted by default).
+    #[arg(long, value_name = "HOST", requires = "http")]
+    pub allow_host: Vec<String>,
+    /// Accept browser requests from this origin, with scheme and port (repeatable).
+    #[arg(long, value_name = "ORIGIN", requires = "http")]
+    pub allow_origin: Vec<String>,
+    /// Do not require bearer tokens (local use only; calls run as default_actor).
+    #[arg(long, requires = "http")]
+    pub no_auth: bool,
+}
+
+/// Serves until the client closes stdin (stdio) or SIGTERM / SIGINT (HTTP).
 pub async fn run(
     dir: &Path,
     watch: bool,
-    metrics: Option<std::net::SocketAddr>,
+    metrics: Option<SocketAddr>,
+    http: &HttpFlags,
 ) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env();
     let (loaded, catalog) = super::check(dir, &vars).map_err(|d| {
@@ -22,21 +46,68 @@ pub async fn run(
             dir.display()
         )
     })?;
-    tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, "serving MCP over stdio");
+    let transport = if http.http.is_some() { "http" } else { "stdio" };
+    tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, transport, "serving MCP");
+    let http_opts = match http.http {
+        Some(addr) => Some(http_options(addr, &loaded.server.1.http, http, metrics)?),
+        None => None,
+    };
     let store = super::open_store(dir, &loaded.server.1).await?;
     let mut engine = Engine::new(catalog, store);
     if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
         engine = engine.with_audit(audit);
     }
     let engine = Arc::new(engine);
-    if let Some(addr) = metrics {
+    if let Some(addr) = metrics
+        && http_opts.as_ref().is_none_or(|o| !o.metrics)
+    {
         crate::metrics::serve(addr, engine.metrics().clone()).await?;
     }
     let reloader = Arc::new(Reloader::new(dir, vars, engine.clone(), loaded));
     let _watcher = reload::spawn(reloader, watch)?;
-    McpServer::new(engine.clone()).serve_stdio().await?;
+    match http_opts {
+        Some(opts) => {
+            crate::mcp_http::serve(engine.clone(), opts, crate::mcp_http::shutdown_signal())
+                .await?;
+        }
+        None => McpServer::new(engine.clone()).serve_stdio().await?,
+    }
     if let Some(audit) = engine.audit() {
         audit.flush();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpd.yaml`'s `http:` section with the flags applied.
+fn http_options(
+    addr: SocketAddr,
+    spec: &HttpSpec,
+    flags: &HttpFlags,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<HttpOptions> {
+    let shutdown_grace = match &spec.shutdown_grace {
+        Some(g) => crate::upstream::parse_duration(&g.value)
+            .map_err(|e| anyhow::anyhow!("mcpd.yaml: http.shutdown_grace: {e}"))?,
+        None => Duration::from_secs(30),
+    };
+    let mut allowed_hosts = spec.allowed_hosts.clone();
+    allowed_hosts.extend(flags.allow_host.iter().cloned());
+    let mut allowed_origins = spec.allowed_origins.clone();
+    allowed_origins.extend(flags.allow_origin.iter().cloned());
+    if spec.max_body_bytes == 0 {
+        anyhow::bail!("mcpd.yaml: http.max_body_bytes must be above 0");
+    }
+    Ok(HttpOptions {
+        addr,
+        allowed_hosts,
+        allowed_origins,
+        max_body_bytes: spec.max_body_bytes,
+        auth: spec.auth && !flags.no_auth,
+        resource_url: spec.resource_url.clone(),
+        authorization_servers: spec.authorization_servers.clone(),
+        shutdown_grace,
+        // `--metrics` on the --http address: one listener for both.
+        metrics: metrics == Some(addr),
+        jwks: spec.jwks.clone(),
+    })
 }

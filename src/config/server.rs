@@ -38,6 +38,94 @@ pub struct ServerSpec {
     /// Where traces go. Read at start.
     #[serde(default)]
     pub telemetry: TelemetrySpec,
+    /// Serving MCP over Streamable HTTP (`mcpd serve --http ADDR`). Read at start.
+    #[serde(default)]
+    pub http: HttpSpec,
+}
+
+/// `mcpd serve --http`: who may connect and how callers authenticate.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// `Host` header values accepted (`name` or `name:port`), against DNS rebinding.
+    /// Default: loopback only (`localhost`, `127.0.0.1`, `::1`); list the names clients
+    /// use to reach this mcpd. `--allow-host` adds to it.
+    #[serde(default = "default_allowed_hosts")]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted when a request carries `Origin`, with scheme and port
+    /// (`https://app.example.com:443`, `http://localhost:*`). Empty (the default): any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// The largest request body accepted, in bytes (default 4 MiB); larger gets 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Callers must present a bearer token (`Authorization: Bearer ...`) that the
+    /// `identity:` section verifies (default `true`). `false` (or `--no-auth`) is for
+    /// local use only: calls run as `default_actor`, and mcpd says so loudly at start.
+    #[serde(default = "default_true")]
+    pub auth: bool,
+    /// The URL clients use for the MCP endpoint, e.g. `https://mcpd.example.com/mcp`:
+    /// the `resource` of the protected-resource metadata (RFC 9728). Default: built from
+    /// the request's `Host` as `http://HOST/mcp`; set it behind TLS or a proxy.
+    #[serde(default)]
+    pub resource_url: Option<String>,
+    /// Authorization servers that issue tokens for this mcpd, listed in the
+    /// protected-resource metadata so clients know where to get one.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// How long a shutdown (SIGTERM, SIGINT) waits for calls in flight, e.g. `30s`
+    /// (default `30s`).
+    #[serde(default)]
+    pub shutdown_grace: Option<Located<String>>,
+    /// Also accept JWTs from an external issuer (your SSO), verified with its published
+    /// keys (JWKS). mcpd's own tokens (`identity:`) keep working beside them.
+    #[serde(default)]
+    pub jwks: Option<JwksSpec>,
+}
+
+/// An external token issuer whose keys are published as a JWKS document.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwksSpec {
+    /// The JWKS URL, e.g. `https://sso.example.com/.well-known/jwks.json`. Fetched at
+    /// start and again when a token names a key id it does not know (at most every 30s).
+    pub url: String,
+    /// The `iss` its tokens carry, e.g. `https://sso.example.com/`.
+    pub issuer: String,
+    /// The `aud` its tokens must name for this mcpd, e.g. `mcpd-prod`.
+    pub audience: String,
+    /// Where the scopes are: a claim holding a space-separated string (`scope`, the
+    /// OAuth default) or an array (`scp`, `roles`). Default `scope`.
+    #[serde(default)]
+    pub scopes_claim: Option<String>,
+}
+
+impl Default for HttpSpec {
+    /// Secure by default: loopback hosts only, authentication on.
+    fn default() -> Self {
+        Self {
+            allowed_hosts: default_allowed_hosts(),
+            allowed_origins: Vec::new(),
+            max_body_bytes: default_max_body_bytes(),
+            auth: true,
+            resource_url: None,
+            authorization_servers: Vec::new(),
+            shutdown_grace: None,
+            jwks: None,
+        }
+    }
+}
+
+fn default_allowed_hosts() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+}
+
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Trace export.

@@ -1,0 +1,306 @@
+//! MCP over Streamable HTTP: `mcpd serve --http ADDR`.
+//!
+//! Owns the HTTP edge: rmcp's `StreamableHttpService` at `/mcp` over the same
+//! [`McpServer`] handler stdio uses, bearer authentication ([`auth`]) with the RFC 9728
+//! protected-resource metadata, `/healthz` and `/readyz` (and `/metrics` when asked),
+//! allowed hosts and origins, the body limit, and a graceful shutdown that stops
+//! accepting, drains the calls in flight, then closes the sessions. It must not decide
+//! anything about a call beyond who makes it: the engine does the rest.
+
+pub mod auth;
+pub mod jwks;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use crate::engine::Engine;
+use crate::mcp::McpServer;
+
+/// Where the MCP endpoint is mounted.
+pub const MCP_PATH: &str = "/mcp";
+
+/// How `serve --http` runs: `mcpd.yaml`'s `http:` section with the flags applied.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The address to listen on (`127.0.0.1:0` picks a free port).
+    pub addr: SocketAddr,
+    /// `Host` values accepted.
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Require a bearer token on `/mcp`.
+    pub auth: bool,
+    /// The MCP endpoint's public URL, for the protected-resource metadata.
+    pub resource_url: Option<String>,
+    /// Authorization servers named in the protected-resource metadata.
+    pub authorization_servers: Vec<String>,
+    /// How long shutdown waits for calls in flight.
+    pub shutdown_grace: Duration,
+    /// Serve `/metrics` on this listener too.
+    pub metrics: bool,
+    /// An external token issuer, verified with its JWKS.
+    pub jwks: Option<crate::config::server::JwksSpec>,
+}
+
+/// Calls in flight, and whether the server is draining.
+#[derive(Debug, Default)]
+struct Inflight {
+    count: AtomicUsize,
+    draining: AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+impl Inflight {
+    fn enter(self: &Arc<Self>) -> InflightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InflightGuard(Arc::clone(self))
+    }
+
+    /// Waits until nothing is in flight, or `grace` passes; returns what was left.
+    async fn drained(&self, grace: Duration) -> usize {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, wait).await;
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// Held by a request (and its response body) from arrival until the last byte is sent.
+#[derive(Debug)]
+struct InflightGuard(Arc<Inflight>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is fully sent (a
+/// tools/call answered over SSE finishes when its stream ends, not when headers go out).
+struct GuardedBody {
+    inner: Body,
+    _guard: InflightGuard,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: Arc<Engine>,
+    inflight: Arc<Inflight>,
+}
+
+/// Serves until `shutdown` resolves, then drains: no new connections, calls in flight
+/// finish (up to the grace period), then sessions close. Logs the bound address as
+/// `listening on http://ADDR/mcp`.
+///
+/// # Errors
+/// When the address cannot be bound or auth is on without a way to verify tokens.
+pub async fn serve(
+    engine: Arc<Engine>,
+    opts: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let jwks = match &opts.jwks {
+        Some(spec) => Some(Arc::new(jwks::Jwks::new(spec.clone()).await?)),
+        None => None,
+    };
+    let verifier = auth::Auth::new(&engine, &opts, jwks)?;
+    let base = StreamableHttpServerConfig::default();
+    let sessions_closed = base.cancellation_token.clone();
+    let mut config = base
+        .with_allowed_hosts(opts.allowed_hosts.clone())
+        .with_max_request_body_bytes(opts.max_body_bytes);
+    if !opts.allowed_origins.is_empty() {
+        config = config.with_allowed_origins(opts.allowed_origins.clone());
+    }
+    let handler = McpServer::new(engine.clone());
+    let mcp = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let state = AppState {
+        engine: engine.clone(),
+        inflight: Arc::new(Inflight::default()),
+    };
+    let mut app = Router::new()
+        .nest_service(MCP_PATH, mcp)
+        .layer(middleware::from_fn_with_state(
+            verifier.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_inflight,
+        ))
+        .merge(auth::metadata_routes(verifier))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready).with_state(state.clone()));
+    if opts.metrics {
+        app = app.merge(crate::metrics::router(engine.metrics().clone()));
+    }
+
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.addr))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        addr = %local,
+        auth = opts.auth,
+        allowed_hosts = ?opts.allowed_hosts,
+        "listening on http://{local}{MCP_PATH}"
+    );
+
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let inflight = state.inflight.clone();
+    let grace = opts.shutdown_grace;
+    tokio::spawn(async move {
+        shutdown.await;
+        inflight.draining.store(true, Ordering::SeqCst);
+        let waiting = inflight.count.load(Ordering::SeqCst);
+        tracing::info!(
+            in_flight = waiting,
+            grace = ?grace,
+            "shutting down: no new connections, draining calls in flight"
+        );
+        let _ = stop_accepting.send(());
+        let left = inflight.drained(grace).await;
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "grace period over: closing with calls still in flight"
+            );
+        }
+        // Standalone SSE streams never end on their own: closing the sessions lets the
+        // graceful shutdown finish.
+        sessions_closed.cancel();
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .await?;
+    tracing::info!("http server stopped");
+    Ok(())
+}
+
+/// Counts `/mcp` POSTs (the requests that carry calls) in flight, and refuses new
+/// requests while draining. A GET is a standalone SSE stream that lasts as long as its
+/// session: it is not waited for, the sessions are closed after the drain.
+async fn count_inflight(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.inflight.draining.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            "mcpd is shutting down: retry on another replica\n",
+        )
+            .into_response();
+    }
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let guard = state.inflight.enter();
+    let response = next.run(req).await;
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(GuardedBody {
+            inner: body,
+            _guard: guard,
+        }),
+    )
+}
+
+/// Ready when not draining and the state store answers.
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.inflight.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        state.engine.store().get("ready:probe"),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("state store failing: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state store did not answer within 2s\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops mcpd");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

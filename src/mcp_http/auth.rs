@@ -1,0 +1,287 @@
+//! Bearer authentication on `/mcp`, as the MCP authorization spec asks of a resource
+//! server.
+//!
+//! Owns: reading `Authorization: Bearer`, verifying the token with the catalog's
+//! `identity` (so a reload of keys applies at once) or, for an external issuer's token,
+//! its JWKS ([`super::jwks`]), the 401 with `WWW-Authenticate`
+//! pointing at the RFC 9728 protected-resource metadata, that document, and the 403
+//! `insufficient_scope` for a `tools/call` the token's scopes do not cover. The verified
+//! actor goes to the handler in the request's extensions; the `Authorization` header is
+//! removed before rmcp sees the request, so the token can never reach an upstream. It
+//! must not decide policy: the engine checks scopes again and runs the rules.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::{HttpOptions, MCP_PATH};
+use crate::catalog::Catalog;
+use crate::engine::Engine;
+
+/// The RFC 9728 well-known path.
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// The verified caller of an HTTP request (the claims as policy sees them).
+#[derive(Debug, Clone)]
+pub struct Actor(pub Value);
+
+/// The authentication settings and what verifies tokens.
+#[derive(Clone)]
+pub struct Auth {
+    engine: Arc<Engine>,
+    jwks: Option<Arc<super::jwks::Jwks>>,
+    required: bool,
+    resource_url: Option<String>,
+    authorization_servers: Vec<String>,
+    max_body_bytes: usize,
+}
+
+impl Auth {
+    /// Checks that tokens can be verified when auth is on; warns loudly when it is off.
+    ///
+    /// # Errors
+    /// Auth is on and `mcpd.yaml` has neither `identity:` nor `http.jwks`.
+    pub fn new(
+        engine: &Arc<Engine>,
+        opts: &HttpOptions,
+        jwks: Option<Arc<super::jwks::Jwks>>,
+    ) -> anyhow::Result<Self> {
+        if opts.auth && engine.catalog().identity.is_none() && jwks.is_none() {
+            anyhow::bail!(
+                "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no \
+                 identity: section (or http.jwks) to verify them: add one (README: Identity), \
+                 or pass --no-auth (or http.auth: false) for local use"
+            );
+        }
+        if !opts.auth {
+            tracing::warn!(
+                addr = %opts.addr,
+                "AUTHENTICATION IS OFF (--no-auth / http.auth: false): anyone who can reach this \
+                 address calls tools as default_actor; use this on a developer machine only"
+            );
+        }
+        Ok(Self {
+            engine: Arc::clone(engine),
+            jwks,
+            required: opts.auth,
+            resource_url: opts.resource_url.clone(),
+            authorization_servers: opts.authorization_servers.clone(),
+            max_body_bytes: opts.max_body_bytes,
+        })
+    }
+
+    /// The MCP endpoint's URL as clients know it.
+    fn resource(&self, headers: &HeaderMap) -> String {
+        if let Some(url) = &self.resource_url {
+            return url.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}{MCP_PATH}")
+    }
+
+    /// Where the metadata for `resource` lives: the well-known path inserted before the
+    /// resource's path (RFC 9728 section 3.1).
+    fn metadata_url(&self, headers: &HeaderMap) -> String {
+        metadata_url_for(&self.resource(headers))
+    }
+}
+
+fn metadata_url_for(resource: &str) -> String {
+    let (scheme, rest) = resource.split_once("://").unwrap_or(("http", resource));
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    format!("{scheme}://{authority}{METADATA_PATH}{path}")
+}
+
+/// Verifies the bearer token of every `/mcp` request.
+pub async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+    let mut req = req;
+    // The token is mcpd's alone: nothing after this point sees it.
+    let token = req
+        .headers_mut()
+        .remove(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok().map(str::to_owned));
+    if !auth.required {
+        return next.run(req).await;
+    }
+    let token = token.as_deref().and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return unauthorized(
+            &auth,
+            req.headers(),
+            None,
+            "this endpoint needs 'Authorization: Bearer TOKEN' (mcpd token issue makes one)",
+        );
+    };
+    let catalog = auth.engine.catalog();
+    // The token's issuer picks the verifier: the external one's JWKS, else mcpd's keys.
+    let external = auth
+        .jwks
+        .as_ref()
+        .filter(|j| super::jwks::unverified_issuer(token).as_deref() == Some(j.issuer()));
+    let verified = match (external, &catalog.identity) {
+        (Some(jwks), _) => jwks.verify(token).await,
+        (None, Some(identity)) => identity
+            .verify(token)
+            .map(|c| crate::identity::actor_of(&c))
+            .map_err(|e| e.to_string()),
+        (None, None) => Err(match &auth.jwks {
+            Some(j) => format!("only tokens issued by {} are accepted", j.issuer()),
+            None => "this mcpd has no identity: section to verify tokens with".to_owned(),
+        }),
+    };
+    let actor = match verified {
+        Ok(actor) => actor,
+        Err(why) => {
+            let msg = format!("the bearer token is not accepted: {why}");
+            return unauthorized(&auth, req.headers(), Some("invalid_token"), &msg);
+        }
+    };
+    if req.method() == Method::POST {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, auth.max_body_bytes).await else {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over the limit of {} bytes (http.max_body_bytes)\n",
+                    auth.max_body_bytes
+                ),
+            )
+                .into_response();
+        };
+        if let Some((scope, why)) = scope_denial(&catalog, &actor, &bytes) {
+            return forbidden(&auth, &parts.headers, &scope, &why);
+        }
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+    req.extensions_mut().insert(Actor(actor));
+    next.run(req).await
+}
+
+/// The scope a `tools/call` in `body` lacks, and why; `None` when every call is covered
+/// (or the body is not a call: rmcp answers the rest).
+fn scope_denial(catalog: &Catalog, actor: &Value, body: &[u8]) -> Option<(String, String)> {
+    let parsed: Value = serde_json::from_slice(body).ok()?;
+    let messages = match parsed {
+        Value::Array(batch) => batch,
+        one => vec![one],
+    };
+    messages.iter().find_map(|m| {
+        if m.get("method").and_then(Value::as_str) != Some("tools/call") {
+            return None;
+        }
+        let params = m.get("params")?;
+        let tool = catalog.get(params.get("name").and_then(Value::as_str)?)?;
+        let args = params.get("arguments").cloned().unwrap_or(json!({}));
+        let why = crate::identity::check_scope(actor, &tool.id, &args).err()?;
+        let scope = args
+            .get("env")
+            .and_then(Value::as_str)
+            .map_or_else(|| tool.id.clone(), |env| format!("{}:{env}", tool.id));
+        Some((scope, why))
+    })
+}
+
+/// A quoted-string for `WWW-Authenticate` (RFC 9110): no quotes or backslashes inside.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+        .collect()
+}
+
+fn challenge(params: &str) -> HeaderValue {
+    HeaderValue::from_str(params)
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
+}
+
+fn unauthorized(auth: &Auth, headers: &HeaderMap, error: Option<&str>, msg: &str) -> Response {
+    let metadata = auth.metadata_url(headers);
+    let value = match error {
+        Some(e) => format!(
+            "Bearer error=\"{e}\", error_description=\"{}\", resource_metadata=\"{metadata}\"",
+            quoted(msg)
+        ),
+        None => format!("Bearer resource_metadata=\"{metadata}\""),
+    };
+    tracing::info!(reason = msg, "http request refused: 401");
+    let body = json!({ "error": error.unwrap_or("invalid_request"), "error_description": msg });
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge(&value))],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+fn forbidden(auth: &Auth, headers: &HeaderMap, scope: &str, msg: &str) -> Response {
+    let value = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", error_description=\"{}\", resource_metadata=\"{}\"",
+        quoted(scope),
+        quoted(msg),
+        auth.metadata_url(headers)
+    );
+    tracing::info!(scope, reason = msg, "http request refused: 403");
+    let body = json!({ "error": "insufficient_scope", "scope": scope, "error_description": msg });
+    (
+        StatusCode::FORBIDDEN,
+        [(header::WWW_AUTHENTICATE, challenge(&value))],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// The protected-resource metadata, at the well-known path and with `/mcp` appended.
+pub fn metadata_routes(auth: Auth) -> Router {
+    Router::new()
+        .route(METADATA_PATH, get(metadata))
+        .route(&format!("{METADATA_PATH}{MCP_PATH}"), get(metadata))
+        .with_state(auth)
+}
+
+async fn metadata(State(auth): State<Auth>, headers: HeaderMap) -> Response {
+    let catalog = auth.engine.catalog();
+    let mut scopes: Vec<&str> = catalog.tools.iter().map(|t| t.id.as_str()).collect();
+    scopes.sort_unstable();
+    axum::Json(json!({
+        "resource": auth.resource(&headers),
+        "authorization_servers": auth.authorization_servers,
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": scopes,
+        "resource_name": "mcpd",
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_url_inserts_the_well_known_path_before_the_resource_path() {
+        assert_eq!(
+            metadata_url_for("https://mcpd.example.com/mcp"),
+            "https://mcpd.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            metadata_url_for("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn quoted_strings_lose_their_quotes() {
+        assert_eq!(quoted(r#"lacks "x" \ y"#), "lacks 'x' ' y");
+    }
+}

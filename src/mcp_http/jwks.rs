@@ -1,0 +1,239 @@
+//! Tokens from an external issuer (an SSO), verified with the keys it publishes (JWKS).
+//!
+//! Owns fetching the key set (at start, and again when a token names an unknown key id,
+//! at most every [`REFRESH_EVERY`]), verifying signature, issuer, audience and expiry
+//! with an asymmetric algorithm only (an `HS*` token is refused, so a public key can
+//! never be used as an HMAC secret), and turning the claims into the actor policy sees.
+//! It must not decide what the actor may do: the scope check and policy do.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+
+use crate::config::server::JwksSpec;
+
+/// The shortest time between two fetches of the key set.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_S: u64 = 5;
+/// Algorithms accepted: asymmetric only.
+const ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// An external issuer and its cached keys.
+pub struct Jwks {
+    spec: JwksSpec,
+    client: reqwest::Client,
+    keys: tokio::sync::RwLock<HashMap<String, DecodingKey>>,
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwks")
+            .field("url", &self.spec.url)
+            .field("issuer", &self.spec.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Jwks {
+    /// Sets up the issuer and fetches its keys once; a failed first fetch is logged
+    /// (mcpd's own tokens keep working) and retried when a token needs the keys.
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub async fn new(spec: JwksSpec) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let jwks = Self {
+            spec,
+            client,
+            keys: tokio::sync::RwLock::default(),
+            fetched: tokio::sync::Mutex::default(),
+        };
+        match jwks.refresh().await {
+            Ok(n) => tracing::info!(url = %jwks.spec.url, keys = n, "external issuer keys loaded"),
+            Err(e) => {
+                tracing::warn!(url = %jwks.spec.url, error = %e, "cannot load the external issuer's keys yet; retrying when a token needs them")
+            }
+        }
+        Ok(jwks)
+    }
+
+    /// The issuer whose tokens this verifies.
+    pub fn issuer(&self) -> &str {
+        &self.spec.issuer
+    }
+
+    /// Fetches the key set now, unless it was fetched within [`REFRESH_EVERY`].
+    async fn refresh(&self) -> Result<usize, String> {
+        let mut fetched = self.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
+            return Ok(self.keys.read().await.len());
+        }
+        *fetched = Some(Instant::now());
+        let set: JwkSet = self
+            .client
+            .get(&self.spec.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("fetching {} failed: {e}", self.spec.url))?
+            .json()
+            .await
+            .map_err(|e| format!("{} is not a JWKS document: {e}", self.spec.url))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => {
+                    keys.insert(kid, key);
+                }
+                Err(e) => tracing::warn!(kid, error = %e, "skipping a JWKS key mcpd cannot use"),
+            }
+        }
+        let n = keys.len();
+        *self.keys.write().await = keys;
+        Ok(n)
+    }
+
+    /// Verifies `token` and returns the actor it stands for.
+    ///
+    /// # Errors
+    /// Why the token is refused.
+    pub async fn verify(&self, token: &str) -> Result<Value, String> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| format!("the token is not a JWT ({e})"))?;
+        if !ALGORITHMS.contains(&header.alg) {
+            return Err(format!(
+                "it is signed with {:?}; tokens from {} must use an asymmetric algorithm",
+                header.alg, self.spec.issuer
+            ));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| "the token names no key id (kid)".to_owned())?;
+        let mut key = self.keys.read().await.get(&kid).cloned();
+        if key.is_none() {
+            // A rotated key: fetch the set again (rate-limited) before refusing.
+            self.refresh().await?;
+            key = self.keys.read().await.get(&kid).cloned();
+        }
+        let key = key.ok_or_else(|| {
+            format!(
+                "key id '{kid}' is not in {}'s published keys",
+                self.spec.issuer
+            )
+        })?;
+        let mut v = Validation::new(header.alg);
+        v.set_audience(&[&self.spec.audience]);
+        v.set_issuer(&[&self.spec.issuer]);
+        v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        v.leeway = LEEWAY_S;
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &v)
+            .map_err(|e| format!("{e}"))?
+            .claims;
+        Ok(self.actor(&claims))
+    }
+
+    /// The actor policy sees for verified `claims`.
+    fn actor(&self, claims: &Value) -> Value {
+        let name = self.spec.scopes_claim.as_deref().unwrap_or("scope");
+        let scopes: Vec<String> = match claims.get(name) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        json!({
+            "subject": claims.get("sub").cloned().unwrap_or(Value::Null),
+            "scopes": scopes,
+            "purpose": claims.get("purpose").cloned().unwrap_or(Value::Null),
+            "region": claims.get("region").cloned().unwrap_or(Value::Null),
+            "issuer": self.spec.issuer,
+            "expires": claims.get("exp").cloned().unwrap_or(Value::Null),
+            "source": "jwks",
+        })
+    }
+}
+
+/// The `iss` of a token, read without verifying: only to choose who verifies it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JwksSpec {
+        JwksSpec {
+            url: "http://127.0.0.1:1/jwks.json".into(),
+            issuer: "https://sso.test/".into(),
+            audience: "mcpd".into(),
+            scopes_claim: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_hmac_token_is_refused_whatever_its_key_id() {
+        let jwks = Jwks::new(spec()).await.unwrap();
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("k".into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &json!({"sub": "x", "iss": "https://sso.test/", "aud": "mcpd", "exp": u64::MAX / 2}),
+            &jsonwebtoken::EncodingKey::from_secret(b"public key bytes"),
+        )
+        .unwrap();
+        let err = jwks.verify(&token).await.unwrap_err();
+        assert!(err.contains("asymmetric"), "{err}");
+        assert_eq!(
+            unverified_issuer(&token).as_deref(),
+            Some("https://sso.test/")
+        );
+    }
+
+    #[tokio::test]
+    async fn scopes_come_from_a_string_or_an_array_claim() {
+        let mut s = spec();
+        let jwks = Jwks::new(s.clone()).await.unwrap();
+        let actor = jwks.actor(&json!({"sub": "u", "scope": "orders.export flag.set:staging"}));
+        assert_eq!(
+            actor["scopes"],
+            json!(["orders.export", "flag.set:staging"])
+        );
+        s.scopes_claim = Some("scp".into());
+        let jwks = Jwks::new(s).await.unwrap();
+        let actor = jwks.actor(&json!({"sub": "u", "scp": ["orders.*"]}));
+        assert_eq!(actor["scopes"], json!(["orders.*"]));
+        assert_eq!(actor["source"], "jwks");
+    }
+}

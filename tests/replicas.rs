@@ -1,0 +1,335 @@
+//! Two `mcpd serve --http` replicas on loopback sharing one Redis: a global rate limit,
+//! an idempotency key and a budget hold across both; a replica killed mid-load leaves
+//! the other serving, and no write reaches the upstream twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::http::{HttpServer, Keys, Reply, try_request};
+use crate::util::{ConfigDir, DEADLINE, DemoApi, RedisServer};
+
+/// The shipped config with state in `redis` and no default actor (tokens only).
+fn replica_config(redis: &RedisServer) -> ConfigDir {
+    let cfg = ConfigDir::shipped();
+    let server = cfg.read("mcpd.yaml");
+    let (head, rest) = server.split_once("default_actor:").unwrap();
+    let tail = rest.split_once("\n\n").map_or("", |(_, t)| t);
+    cfg.write(
+        "mcpd.yaml",
+        &format!("{head}{tail}\nstate: \"{}\"\n", redis.url),
+    );
+    cfg
+}
+
+/// Two replicas on one Redis, each with its own copy of `cfg`'s directory.
+fn two_replicas(cfg: &ConfigDir, keys: &Keys, api: &DemoApi) -> (HttpServer, HttpServer) {
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", keys.key.as_str()),
+    ];
+    let copy = ConfigDir::shipped();
+    for file in [
+        "mcpd.yaml",
+        "policies.yaml",
+        "tools.d/orders.export.yaml",
+        "tools.d/flag.set.yaml",
+    ] {
+        copy.write(file, &cfg.read(file));
+    }
+    (
+        HttpServer::start(cfg.path(), &env, &[]),
+        HttpServer::start(copy.path(), &env, &[]),
+    )
+}
+
+fn post(
+    authority: &str,
+    token: &str,
+    session: Option<&str>,
+    msg: &Value,
+) -> std::io::Result<Reply> {
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Authorization", bearer.as_str()),
+    ];
+    if let Some(s) = session {
+        headers.push(("Mcp-Session-Id", s));
+    }
+    try_request(authority, "POST", "/mcp", &headers, Some(&msg.to_string()))
+}
+
+/// A session on `authority`, or why not.
+fn session(authority: &str, token: &str) -> std::io::Result<String> {
+    let init = post(
+        authority,
+        token,
+        None,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "replica-test", "version": "0"}}}),
+    )?;
+    let id = init
+        .header("mcp-session-id")
+        .ok_or_else(|| std::io::Error::other(format!("no session: {init:?}")))?
+        .to_owned();
+    post(
+        authority,
+        token,
+        Some(&id),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )?;
+    Ok(id)
+}
+
+/// `tools/call`; the result object, or why there is none.
+fn call(
+    authority: &str,
+    token: &str,
+    session: &str,
+    tool: &str,
+    args: Value,
+    key: Option<&str>,
+) -> std::io::Result<Value> {
+    let mut params = json!({"name": tool, "arguments": args});
+    if let Some(k) = key {
+        params["_meta"] = json!({"dev.mcpd/idempotencyKey": k});
+    }
+    let reply = post(
+        authority,
+        token,
+        Some(session),
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}),
+    )?;
+    if reply.status != 200 {
+        return Err(std::io::Error::other(format!(
+            "HTTP {}: {}",
+            reply.status, reply.body
+        )));
+    }
+    let msg = reply.message();
+    msg.get("result")
+        .cloned()
+        .ok_or_else(|| std::io::Error::other(format!("no result: {msg}")))
+}
+
+fn text(result: &Value) -> String {
+    crate::util::text(result)
+}
+
+fn puts_by_key(api: &DemoApi) -> BTreeMap<String, usize> {
+    let mut by_key = BTreeMap::new();
+    for r in api.requests() {
+        if r["method"] == "PUT" {
+            let key = r["headers"]["idempotency-key"]
+                .as_str()
+                .unwrap_or("<none>")
+                .to_owned();
+            *by_key.entry(key).or_insert(0) += 1;
+        }
+    }
+    by_key
+}
+
+#[test]
+fn replicas_share_a_global_rate_an_idempotency_key_and_a_budget() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    let cfg = replica_config(&redis);
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "rate: 60/min",
+        "rate: 60/min\n  total_rate: 5/min",
+    );
+    cfg.edit("policies.yaml", "calls: 200", "calls: 3");
+    let keys = Keys::new(&cfg);
+    let (a, b) = two_replicas(&cfg, &keys, &api);
+
+    // A global rate of 5/min: twelve callers (four actors), split across the replicas,
+    // all at once; exactly five calls pass and reach the upstream.
+    let barrier = Arc::new(Barrier::new(12));
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let target = if i % 2 == 0 {
+                a.authority()
+            } else {
+                b.authority()
+            }
+            .to_owned();
+            let token = keys.token(&cfg, &format!("agent:r{}", i % 4), &["*"]);
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let s = session(&target, &token).unwrap();
+                barrier.wait();
+                let args = json!({"from": "2025-08-01", "to": "2025-08-31"});
+                call(&target, &token, &s, "orders_export", args, None).unwrap()
+            })
+        })
+        .collect();
+    let results: Vec<Value> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let passed = results.iter().filter(|r| r["isError"] != true).count();
+    let limited: Vec<String> = results
+        .iter()
+        .filter(|r| r["isError"] == true)
+        .map(text)
+        .collect();
+    assert_eq!(passed, 5, "{limited:?}");
+    assert!(
+        limited.iter().all(|t| t.contains("rate limit")),
+        "{limited:?}"
+    );
+    let gets = api
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path"] == "/orders")
+        .count();
+    assert_eq!(gets, 5);
+
+    // An idempotency key used on A replays on B.
+    let token = keys.token(&cfg, "agent:writer", &["*"]);
+    let (sa, sb) = (
+        session(a.authority(), &token).unwrap(),
+        session(b.authority(), &token).unwrap(),
+    );
+    let staging = |p: u8| json!({"env": "staging", "name": "checkout_v2", "percent": p});
+    let first = call(a.authority(), &token, &sa, "flag_set", staging(40), None).unwrap();
+    assert_ne!(first["isError"], true, "{first}");
+    let again = call(b.authority(), &token, &sb, "flag_set", staging(40), None).unwrap();
+    assert_eq!(again["_meta"]["dev.mcpd/replayed"], true, "{again}");
+    assert_eq!(again["structuredContent"], first["structuredContent"]);
+    assert_eq!(puts_by_key(&api).values().sum::<usize>(), 1);
+
+    // A budget of 3 flag writes spent on A and B together.
+    for (on, p) in [(&a, 41), (&b, 42)] {
+        let s = if on.authority() == a.authority() {
+            &sa
+        } else {
+            &sb
+        };
+        let r = call(on.authority(), &token, s, "flag_set", staging(p), None).unwrap();
+        assert_ne!(r["isError"], true, "{r}");
+    }
+    let over = call(a.authority(), &token, &sa, "flag_set", staging(43), None).unwrap();
+    assert!(
+        text(&over).contains("budget 'prod-flag-writes' is spent: 3 of 3"),
+        "{}",
+        text(&over)
+    );
+    assert_eq!(puts_by_key(&api).values().sum::<usize>(), 3);
+}
+
+#[test]
+fn a_replica_killed_mid_load_leaves_the_other_serving_and_writes_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    let cfg = replica_config(&redis);
+    let keys = Keys::new(&cfg);
+    let (mut a, b) = two_replicas(&cfg, &keys, &api);
+    const CLIENTS: usize = 6;
+    const WRITES: usize = 10;
+
+    let a_dead = Arc::new(AtomicBool::new(false));
+    let after_kill_on_b = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            // Each client is its own actor (per-actor rates stay out of the way) and
+            // starts on A or B; on a dead replica it retries the same key on the other.
+            let token = keys.token(&cfg, &format!("agent:load{i}"), &["*"]);
+            let (addr_a, addr_b) = (a.authority().to_owned(), b.authority().to_owned());
+            let (a_dead, after_kill_on_b) = (a_dead.clone(), after_kill_on_b.clone());
+            std::thread::spawn(move || {
+                let mut sessions: BTreeMap<String, String> = BTreeMap::new();
+                let mut outcomes = Vec::new();
+                for j in 0..WRITES {
+                    let key = format!("load-{i}-{j}");
+                    let args = json!({"env": "staging", "name": format!("load_{i}"), "percent": j});
+                    let end = Instant::now() + DEADLINE;
+                    let mut on_a = i % 2 == 0;
+                    let outcome = loop {
+                        assert!(Instant::now() < end, "write {key} never completed");
+                        let target = if on_a { &addr_a } else { &addr_b };
+                        let killed = a_dead.load(Ordering::SeqCst);
+                        let s = match sessions.get(target) {
+                            Some(s) => s.clone(),
+                            None => match session(target, &token) {
+                                Ok(s) => {
+                                    sessions.insert(target.clone(), s.clone());
+                                    s
+                                }
+                                Err(_) => {
+                                    on_a = !on_a;
+                                    continue;
+                                }
+                            },
+                        };
+                        match call(target, &token, &s, "flag_set", args.clone(), Some(&key)) {
+                            Ok(r) if r["isError"] == true && text(&r).contains("in flight") => {
+                                // A held the key when it died: its outcome is unknown, so
+                                // the write must not be sent again (a retry after the
+                                // claim lapses would carry the same Idempotency-Key).
+                                break ("in_flight", r);
+                            }
+                            Ok(r) => {
+                                assert_ne!(r["isError"], true, "{key}: {r}");
+                                if killed && !on_a {
+                                    after_kill_on_b.fetch_add(1, Ordering::SeqCst);
+                                }
+                                break ("done", r);
+                            }
+                            Err(_) => {
+                                sessions.remove(target);
+                                on_a = !on_a;
+                            }
+                        }
+                    };
+                    outcomes.push((key, outcome.0));
+                }
+                outcomes
+            })
+        })
+        .collect();
+
+    // Kill A (SIGKILL, no drain) once the load is well under way.
+    let end = Instant::now() + DEADLINE;
+    while puts_by_key(&api).len() < CLIENTS * WRITES / 3 {
+        assert!(Instant::now() < end, "the load never got going");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    a.kill();
+    a_dead.store(true, Ordering::SeqCst);
+
+    let outcomes: Vec<(String, &str)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), CLIENTS * WRITES);
+    let in_flight: Vec<&String> = outcomes
+        .iter()
+        .filter(|(_, o)| *o == "in_flight")
+        .map(|(k, _)| k)
+        .collect();
+    // At most one write per client can have been in flight on A when it died.
+    assert!(in_flight.len() <= CLIENTS, "{in_flight:?}");
+    // B kept serving after A died.
+    assert!(after_kill_on_b.load(Ordering::SeqCst) > 0);
+    // No write reached the upstream twice, and every completed write reached it.
+    let puts = puts_by_key(&api);
+    let twice: Vec<_> = puts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    for (key, outcome) in &outcomes {
+        if *outcome == "done" {
+            assert_eq!(puts.get(key), Some(&1), "{key} completed without a write");
+        }
+    }
+    let ready = crate::http::request(b.authority(), "GET", "/readyz", &[], None);
+    assert_eq!(ready.status, 200, "B is not ready: {}", b.stderr());
+}
