@@ -9,7 +9,7 @@ use crate::util::{ConfigDir, DemoApi, StdioClient, is_error, text};
 fn serve(cfg: &ConfigDir, api: &DemoApi) -> StdioClient {
     let c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
     // The watcher is armed before initialize returns, but give it a moment to settle.
-    c.wait_stderr("serving MCP over stdio");
+    c.wait_stderr("transport=\"stdio\"");
     c
 }
 
