@@ -219,6 +219,13 @@ pub async fn serve(
         // graceful shutdown finish.
         sessions_closed.cancel();
     });
+    // SSE answers go out as several small writes (headers, priming event, message):
+    // with Nagle on, each call would wait for the client's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = stopped.await;
