@@ -2,8 +2,9 @@
 //!
 //! Owns the record format, appending (durably, off the call path) and verification.
 //! Every line carries `seq` (1, 2, ...), `prev` (SHA-256 of the previous line, hex; 64
-//! zeros for the first) and, last, `sig` (HMAC-SHA256 over the line up to `sig`, with
-//! the key from the environment). An edit breaks that line's signature, a deletion or
+//! zeros for the first) and, last, `sig` over the line up to `sig`: HMAC-SHA256 with the
+//! key from the environment (hex), or Ed25519 with a private key from the environment
+//! (`ed25519:` + hex), which anyone holding the public key can check. An edit breaks that line's signature, a deletion or
 //! reordering breaks `seq` and `prev`, a cut tail shows as a torn last line.
 //! Arguments reach this module already redacted; it never sees secrets.
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use serde_json::Value;
@@ -24,6 +26,133 @@ type HmacSha256 = Hmac<Sha256>;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// What separates the signed part of a line from its signature.
 const SIG_FIELD: &str = ",\"sig\":\"";
+
+/// The prefix of an Ed25519 `sig`; HMAC signatures are bare hex.
+const ED25519_PREFIX: &str = "ed25519:";
+
+/// How records are signed.
+pub enum Signer {
+    /// HMAC-SHA256 with a shared secret key.
+    Hmac(Vec<u8>),
+    /// Ed25519 with a private key; verification needs only the public key.
+    Ed25519(Box<SigningKey>),
+}
+
+impl std::fmt::Debug for Signer {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Hmac(_) => "Signer::Hmac",
+            Self::Ed25519(_) => "Signer::Ed25519",
+        })
+    }
+}
+
+impl From<Vec<u8>> for Signer {
+    fn from(key: Vec<u8>) -> Self {
+        Self::Hmac(key)
+    }
+}
+
+impl Signer {
+    /// An Ed25519 signer from a private key written as 64 hex digits (a 32-byte seed,
+    /// as `mcpd audit keygen` prints it).
+    ///
+    /// # Errors
+    /// When the text is not 64 hex digits (the message never repeats it).
+    pub fn ed25519_from_hex(private: &str) -> Result<Self, String> {
+        let seed: [u8; 32] = hex32(private)
+            .ok_or("an Ed25519 private key is 64 hex digits (run 'mcpd audit keygen')")?;
+        Ok(Self::Ed25519(Box::new(SigningKey::from_bytes(&seed))))
+    }
+
+    fn sign(&self, data: &[u8]) -> String {
+        match self {
+            Self::Hmac(key) => hex::encode(hmac(key, data)),
+            Self::Ed25519(key) => {
+                format!("{ED25519_PREFIX}{}", hex::encode(key.sign(data).to_bytes()))
+            }
+        }
+    }
+}
+
+/// How signatures are checked.
+#[derive(Debug, Clone)]
+pub enum Verifier {
+    /// HMAC-SHA256 with the shared key the log was written with.
+    Hmac(Vec<u8>),
+    /// Ed25519 with the public key of the private key the log was written with.
+    Ed25519(VerifyingKey),
+}
+
+impl From<&[u8]> for Verifier {
+    fn from(key: &[u8]) -> Self {
+        Self::Hmac(key.to_vec())
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Verifier {
+    fn from(key: &[u8; N]) -> Self {
+        Self::Hmac(key.to_vec())
+    }
+}
+
+impl Verifier {
+    /// An Ed25519 verifier from a public key written as 64 hex digits.
+    ///
+    /// # Errors
+    /// When the text is not 64 hex digits or not a valid Ed25519 public key.
+    pub fn ed25519_from_hex(public: &str) -> Result<Self, String> {
+        let bytes = hex32(public).ok_or("an Ed25519 public key is 64 hex digits")?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(Self::Ed25519)
+            .map_err(|_| "the public key is not a valid Ed25519 key".to_owned())
+    }
+
+    fn check(&self, data: &[u8], sig: &str) -> Result<(), String> {
+        match (self, sig.strip_prefix(ED25519_PREFIX)) {
+            (Self::Hmac(key), None) if hex::encode(hmac(key, data)) == sig => Ok(()),
+            (Self::Hmac(_), None) => {
+                Err("signature does not match: the record was altered (or the key is wrong)".into())
+            }
+            (Self::Hmac(_), Some(_)) => {
+                Err("the record is signed with Ed25519: verify it with --public-key".into())
+            }
+            (Self::Ed25519(_), None) => Err(
+                "the record is signed with HMAC: verify it with the HMAC key, not --public-key"
+                    .into(),
+            ),
+            (Self::Ed25519(key), Some(sig)) => {
+                let sig = hex::decode(sig)
+                    .ok()
+                    .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+                    .ok_or("the Ed25519 signature is malformed: the record was altered")?;
+                key.verify_strict(data, &sig).map_err(|_| {
+                    "signature does not match: the record was altered (or the public key is wrong)"
+                        .into()
+                })
+            }
+        }
+    }
+}
+
+/// A new Ed25519 key pair, `(private, public)`, each as 64 hex digits.
+///
+/// # Errors
+/// When the operating system has no randomness to give.
+pub fn ed25519_keygen() -> Result<(String, String), String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness for a key: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    Ok((
+        hex::encode(key.to_bytes()),
+        hex::encode(key.verifying_key().to_bytes()),
+    ))
+}
+
+fn hex32(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text.trim()).ok()?.try_into().ok()
+}
 
 /// What one call leaves in the audit log.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -77,6 +206,14 @@ pub enum AuditError {
         "audit log: environment variable {0} must hold the signing key (any secret string of 32+ characters)"
     )]
     NoKey(String),
+    /// An Ed25519 key that cannot be used.
+    #[error("audit log: environment variable {env}: {why}")]
+    BadKey {
+        /// The variable.
+        env: String,
+        /// What is wrong (never the key).
+        why: String,
+    },
 }
 
 /// Where verification failed.
@@ -106,7 +243,8 @@ impl AuditLog {
     ///
     /// # Errors
     /// When the file cannot be opened or read.
-    pub fn open(path: &Path, key: Vec<u8>) -> Result<Self, AuditError> {
+    pub fn open(path: &Path, signer: impl Into<Signer>) -> Result<Self, AuditError> {
+        let signer = signer.into();
         let io = |source| AuditError::Io {
             path: path.to_path_buf(),
             source,
@@ -128,7 +266,7 @@ impl AuditLog {
         let sync_handle = file.try_clone().map_err(io)?;
         let state = Arc::new(Mutex::new(Writer {
             file,
-            key,
+            signer,
             seq,
             prev,
             dirty: false,
@@ -179,7 +317,7 @@ fn sync_loop(state: &std::sync::Weak<Mutex<Writer>>, file: &File, path: &Path) {
 #[derive(Debug)]
 struct Writer {
     file: File,
-    key: Vec<u8>,
+    signer: Signer,
     seq: u64,
     prev: String,
     dirty: bool,
@@ -187,7 +325,7 @@ struct Writer {
 
 impl Writer {
     fn append(&mut self, e: &Entry) -> std::io::Result<()> {
-        let line = sign_line(&self.key, self.seq + 1, &self.prev, e);
+        let line = sign_line(&self.signer, self.seq + 1, &self.prev, e);
         self.file.write_all(format!("{line}\n").as_bytes())?;
         self.seq += 1;
         self.prev = sha256_hex(line.as_bytes());
@@ -197,7 +335,7 @@ impl Writer {
 }
 
 /// The signed line for record `seq` after a line hashing to `prev`.
-fn sign_line(key: &[u8], seq: u64, prev: &str, e: &Entry) -> String {
+fn sign_line(signer: &Signer, seq: u64, prev: &str, e: &Entry) -> String {
     let now = SystemTime::now();
     let ms = now
         .duration_since(UNIX_EPOCH)
@@ -217,7 +355,7 @@ fn sign_line(key: &[u8], seq: u64, prev: &str, e: &Entry) -> String {
         }
     }
     let signed = Value::Object(obj).to_string();
-    let sig = hex::encode(hmac(key, signed.as_bytes()));
+    let sig = signer.sign(signed.as_bytes());
     let open = signed.strip_suffix('}').unwrap_or(&signed);
     format!("{open}{SIG_FIELD}{sig}\"}}")
 }
@@ -272,7 +410,8 @@ fn tail(path: &Path) -> std::io::Result<(u64, String, bool)> {
 ///
 /// # Errors
 /// The first broken line and what is wrong with it; `Err` with line 0 if unreadable.
-pub fn verify(path: &Path, key: &[u8]) -> Result<u64, Broken> {
+pub fn verify(path: &Path, verifier: impl Into<Verifier>) -> Result<u64, Broken> {
+    let verifier = verifier.into();
     let text = std::fs::read(path).map_err(|e| Broken {
         line: 0,
         what: format!("cannot read '{}': {e}", path.display()),
@@ -297,11 +436,7 @@ pub fn verify(path: &Path, key: &[u8]) -> Result<u64, Broken> {
             return Err(broken("record has no signature".into()));
         };
         let signed = format!("{}}}", signed_part.unwrap_or_default());
-        if hex::encode(hmac(key, signed.as_bytes())) != sig {
-            return Err(broken(
-                "signature does not match: the record was altered (or the key is wrong)".into(),
-            ));
-        }
+        verifier.check(signed.as_bytes(), sig).map_err(broken)?;
         let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
         if seq != expect {
             let what = if seq > expect {
@@ -423,6 +558,63 @@ mod tests {
     fn wrong_key_fails_verification() {
         let (_d, path) = write_log(2);
         assert!(verify(&path, b"another-key-another-key-another-key").is_err());
+    }
+
+    fn ed25519_log(n: usize) -> (tempfile::TempDir, PathBuf, Verifier) {
+        let (private, public) = ed25519_keygen().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, Signer::ed25519_from_hex(&private).unwrap()).unwrap();
+        for i in 0..n {
+            log.record(&Entry {
+                tool: format!("tool{i}"),
+                decision: "allowed".into(),
+                ..Entry::default()
+            });
+        }
+        log.flush();
+        (dir, path, Verifier::ed25519_from_hex(&public).unwrap())
+    }
+
+    #[test]
+    fn ed25519_log_verifies_with_the_public_key_only() {
+        let (_d, path, public) = ed25519_log(4);
+        assert!(lines(&path)[0].contains("\"sig\":\"ed25519:"));
+        assert_eq!(verify(&path, public), Ok(4));
+    }
+
+    #[test]
+    fn ed25519_edit_or_another_key_fails() {
+        let (_d, path, public) = ed25519_log(3);
+        let (_, other) = ed25519_keygen().unwrap();
+        let err = verify(&path, Verifier::ed25519_from_hex(&other).unwrap()).unwrap_err();
+        assert_eq!(err.line, 1);
+        let mut l = lines(&path);
+        l[1] = l[1].replace("tool1", "tool9");
+        rewrite(&path, &l);
+        let err = verify(&path, public).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.what.contains("altered"), "{err}");
+    }
+
+    #[test]
+    fn the_wrong_scheme_says_how_to_verify() {
+        let (_d, path, public) = ed25519_log(1);
+        let err = verify(&path, KEY).unwrap_err();
+        assert!(err.what.contains("--public-key"), "{err}");
+        let (_d2, hmac_path) = write_log(1);
+        let err = verify(&hmac_path, public).unwrap_err();
+        assert!(err.what.contains("signed with HMAC"), "{err}");
+    }
+
+    #[test]
+    fn bad_ed25519_keys_are_refused_without_echoing_them() {
+        let err = Signer::ed25519_from_hex("not-a-key-s3cr3t").unwrap_err();
+        assert!(
+            err.contains("64 hex digits") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        assert!(Verifier::ed25519_from_hex(&"ab".repeat(31)).is_err());
     }
 
     #[test]

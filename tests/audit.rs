@@ -259,3 +259,116 @@ fn json_logs_carry_the_call_fields_and_no_raw_pii() {
     assert_eq!(calls[1]["span"]["decision"], "invalid");
     assert!(!stderr.contains("ann@example.com"));
 }
+
+fn keygen() -> (String, String) {
+    let out = Command::new(bin())
+        .args(["audit", "keygen"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_owned()
+    };
+    (field("MCPD_AUDIT_KEY="), field("public_key="))
+}
+
+fn with_ed25519_audit() -> ConfigDir {
+    let cfg = ConfigDir::shipped();
+    let server = cfg.read("mcpd.yaml");
+    cfg.write(
+        "mcpd.yaml",
+        &format!("{server}audit:\n  path: state/audit.jsonl\n  signing: ed25519\n"),
+    );
+    cfg
+}
+
+fn verify_with(cfg: &ConfigDir, args: &[&str], key: Option<&str>) -> (i32, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["audit", "verify"])
+        .arg(cfg.path().join("state/audit.jsonl"))
+        .args(args)
+        .env_remove("MCPD_AUDIT_KEY");
+    if let Some(key) = key {
+        cmd.env("MCPD_AUDIT_KEY", key);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn an_ed25519_signed_log_verifies_with_the_public_key_alone() {
+    let (private, public) = keygen();
+    let api = DemoApi::start();
+    let cfg = with_ed25519_audit();
+    let mut c = StdioClient::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_AUDIT_KEY", &private)],
+    );
+    let r = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-02"}),
+    );
+    assert!(!is_error(&r));
+    let r = c.call(
+        "flag_set",
+        json!({"env": "staging", "name": "x", "percent": 5}),
+    );
+    assert!(!is_error(&r));
+    assert!(c.close(), "{}", c.stderr());
+    assert!(records(&cfg)[0].contains("\"sig\":\"ed25519:"));
+
+    let (code, out) = verify_with(&cfg, &["--public-key", &public], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK: 2 records"), "{out}");
+    cfg.write("public.key", &format!("{public}\n"));
+    let key_file = cfg.path().join("public.key");
+    let (code, out) = verify_with(&cfg, &["--public-key", key_file.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{out}");
+
+    // the private key as an HMAC key does not verify it: the scheme is named
+    let (code, out) = verify_with(&cfg, &[], Some(&private));
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("line 1: the record is signed with Ed25519"),
+        "{out}"
+    );
+
+    let mut edited = records(&cfg);
+    edited[1] = edited[1].replace("\"staging\"", "\"prod\"");
+    cfg.write(
+        "state/audit.jsonl",
+        &edited.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    );
+    let (code, out) = verify_with(&cfg, &["--public-key", &public], None);
+    assert_eq!(code, 1);
+    assert!(out.contains("line 2: signature does not match"), "{out}");
+}
+
+#[test]
+fn a_malformed_ed25519_key_stops_mcpd_naming_the_variable() {
+    let cfg = with_ed25519_audit();
+    let out = Command::new(bin())
+        .args(["call", "orders.export", "--args", "{}", "--config"])
+        .arg(cfg.path())
+        .env("MCPD_AUDIT_KEY", "hunter2-not-hex")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MCPD_AUDIT_KEY") && err.contains("64 hex digits"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the key was echoed: {err}");
+}

@@ -151,15 +151,21 @@ impl Reply {
     /// The JSON-RPC message in the body: plain JSON, or the last SSE `data:` line that
     /// holds one.
     pub fn message(&self) -> Value {
+        self.try_message()
+            .unwrap_or_else(|| panic!("no JSON-RPC message in {self:?}"))
+    }
+
+    /// As `message`, or `None` when the stream ended without one (a server that died
+    /// mid-answer).
+    pub fn try_message(&self) -> Option<Value> {
         if let Ok(v) = serde_json::from_str(&self.body) {
-            return v;
+            return Some(v);
         }
         self.body
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
             .next_back()
-            .unwrap_or_else(|| panic!("no JSON-RPC message in {self:?}"))
     }
 }
 

@@ -112,7 +112,10 @@ fn call(
             reply.status, reply.body
         )));
     }
-    let msg = reply.message();
+    // A replica killed mid-answer leaves a stream without a message: a failed call.
+    let msg = reply
+        .try_message()
+        .ok_or_else(|| std::io::Error::other(format!("no message in {:?}", reply.body)))?;
     msg.get("result")
         .cloned()
         .ok_or_else(|| std::io::Error::other(format!("no result: {msg}")))

@@ -1,19 +1,40 @@
-//! `mcpd audit verify`: check the audit log has not been altered, reordered or cut.
+//! `mcpd audit verify` and `mcpd audit keygen`: check the audit log has not been altered,
+//! reordered or cut; make an Ed25519 key pair for signing it.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-/// Prints `OK: N records` or the first broken record; exit 0 or 1.
-pub fn verify(file: &Path, key_env: &str) -> anyhow::Result<ExitCode> {
-    let key = std::env::var(key_env)
-        .ok()
-        .filter(|k| !k.is_empty())
-        .with_context(|| {
-            format!("environment variable {key_env} must hold the audit signing key")
-        })?;
-    match crate::audit::verify(file, key.as_bytes()) {
+use crate::audit::Verifier;
+
+/// Prints `OK: N records` or the first broken record; exit 0 or 1. With `public_key`
+/// the log's Ed25519 signatures are checked, otherwise its HMAC with the key in `key_env`.
+pub fn verify(file: &Path, key_env: &str, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let verifier = match public_key {
+        Some(arg) => {
+            // A file holding the key, or the key itself.
+            let text = match std::fs::read_to_string(arg) {
+                Ok(text) => text,
+                Err(_) => arg.to_owned(),
+            };
+            Verifier::ed25519_from_hex(&text)
+                .map_err(|why| anyhow::anyhow!("--public-key: {why}"))?
+        }
+        None => {
+            let key = std::env::var(key_env)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .with_context(|| {
+                    format!(
+                        "environment variable {key_env} must hold the audit signing key \
+                         (or pass --public-key for an Ed25519-signed log)"
+                    )
+                })?;
+            Verifier::Hmac(key.into_bytes())
+        }
+    };
+    match crate::audit::verify(file, verifier) {
         Ok(n) => {
             println!(
                 "OK: {n} records, signatures and chain intact ({})",
@@ -26,4 +47,15 @@ pub fn verify(file: &Path, key_env: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Prints a new key pair: the private key for mcpd's environment, the public key for
+/// whoever verifies.
+pub fn keygen() -> anyhow::Result<ExitCode> {
+    let (private, public) = crate::audit::ed25519_keygen().map_err(anyhow::Error::msg)?;
+    println!("# audit: {{ signing: ed25519 }} in mcpd.yaml; keep the private key secret");
+    println!("MCPD_AUDIT_KEY={private}");
+    println!("# mcpd audit verify FILE --public-key {public}");
+    println!("public_key={public}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -209,7 +209,13 @@ pub enum AuditAction {
         /// The environment variable holding the signing key.
         #[arg(long, default_value = "MCPD_AUDIT_KEY")]
         key_env: String,
+        /// Verify Ed25519 signatures with this public key (64 hex digits, or a file
+        /// holding them) instead of the HMAC key.
+        #[arg(long, value_name = "HEX|FILE")]
+        public_key: Option<String>,
     },
+    /// Make an Ed25519 key pair for `audit: { signing: ed25519 }`.
+    Keygen,
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -305,8 +311,16 @@ pub fn main() -> ExitCode {
                 explain::run(&cli.config, &tool, &args, &actor)
             }
             Command::Audit {
-                action: AuditAction::Verify { file, key_env },
-            } => audit::verify(&file, &key_env),
+                action:
+                    AuditAction::Verify {
+                        file,
+                        key_env,
+                        public_key,
+                    },
+            } => audit::verify(&file, &key_env, public_key.as_deref()),
+            Command::Audit {
+                action: AuditAction::Keygen,
+            } => audit::keygen(),
             Command::DemoApi { port } => demo::run_api(port).await,
             Command::Import { source } => import::run(&cli.config, &source),
             Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
@@ -370,8 +384,19 @@ pub(crate) fn open_audit(
         .ok()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| crate::audit::AuditError::NoKey(spec.key_env.clone()))?;
+    let signer = match spec.signing {
+        crate::config::server::AuditSigning::Hmac => crate::audit::Signer::Hmac(key.into_bytes()),
+        crate::config::server::AuditSigning::Ed25519 => {
+            crate::audit::Signer::ed25519_from_hex(&key).map_err(|why| {
+                crate::audit::AuditError::BadKey {
+                    env: spec.key_env.clone(),
+                    why,
+                }
+            })?
+        }
+    };
     let path = dir.join(&spec.path);
-    Ok(Some(crate::audit::AuditLog::open(&path, key.into_bytes())?))
+    Ok(Some(crate::audit::AuditLog::open(&path, signer)?))
 }
 
 /// Where state lives when `mcpd.yaml` does not say: a file under the config directory.

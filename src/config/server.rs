@@ -224,9 +224,25 @@ pub struct ActorSpec {
 pub struct AuditSpec {
     /// The log file (JSON lines), relative to the config directory.
     pub path: String,
-    /// The environment variable holding the HMAC signing key (default `MCPD_AUDIT_KEY`).
+    /// The environment variable holding the signing key (default `MCPD_AUDIT_KEY`): the
+    /// HMAC secret, or the Ed25519 private key as 64 hex digits (`mcpd audit keygen`).
     #[serde(default = "default_audit_key_env")]
     pub key_env: String,
+    /// How records are signed: `hmac` (default; verifying needs the same secret) or
+    /// `ed25519` (verifying needs only the public key).
+    #[serde(default)]
+    pub signing: AuditSigning,
+}
+
+/// An audit log's signature scheme.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSigning {
+    /// HMAC-SHA256 with a shared secret.
+    #[default]
+    Hmac,
+    /// Ed25519 signatures.
+    Ed25519,
 }
 
 fn default_audit_key_env() -> String {
