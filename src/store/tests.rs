@@ -174,7 +174,8 @@ async fn incr_all_counts_everything_or_nothing(h: &Harness) {
     let both = [inc("rate:a", 1, Some(2)), inc("budget:b", 5, None)];
     let first = s.incr_all(&both).await.unwrap().unwrap();
     assert_eq!((first[0].total, first[1].total), (1, 5));
-    assert_eq!(first[0].resets_in, MIN);
+    // Redis keeps real time: the window may already have run a millisecond.
+    assert!(first[0].resets_in <= MIN && first[0].resets_in > MIN - SEC);
     s.incr_all(&both).await.unwrap().unwrap();
     // The first counter is at its limit: nothing is counted, not even the second.
     let (index, at) = s.incr_all(&both).await.unwrap().unwrap_err();
