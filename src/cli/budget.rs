@@ -8,12 +8,7 @@ use crate::spend::{amount, human};
 
 /// Prints one line per budget counter the actor spends from.
 pub async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitCode> {
-    let (loaded, catalog) = super::check(dir, &Vars::from_env()).map_err(|d| {
-        anyhow::anyhow!(
-            "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
-            dir.display()
-        )
-    })?;
+    let (loaded, catalog) = super::load(dir, &Vars::from_env())?;
     let subject = actor.map_or_else(
         || {
             catalog

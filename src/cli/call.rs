@@ -15,12 +15,7 @@ pub async fn run(dir: &Path, tool: &str, args: &str) -> anyhow::Result<ExitCode>
     let serde_json::Value::Object(args) = args else {
         anyhow::bail!("--args must be a JSON object, e.g. '{{\"from\": \"2025-08-01\"}}'");
     };
-    let (loaded, catalog) = super::check(dir, &Vars::from_env()).map_err(|d| {
-        anyhow::anyhow!(
-            "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
-            dir.display()
-        )
-    })?;
+    let (loaded, catalog) = super::load(dir, &Vars::from_env())?;
     let store = super::open_store(dir, &loaded.server.1).await?;
     let mut engine = Engine::new(catalog, store);
     if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {

@@ -21,12 +21,7 @@ pub enum Action {
 /// Runs one action against the state store the config names (shared with a running
 /// `mcpd serve`).
 pub async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> {
-    let (loaded, catalog) = super::check(dir, &Vars::from_env()).map_err(|d| {
-        anyhow::anyhow!(
-            "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
-            dir.display()
-        )
-    })?;
+    let (loaded, catalog) = super::load(dir, &Vars::from_env())?;
     let identity = catalog.identity.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
             "mcpd.yaml has no 'identity:' section: grants are signed with the identity key"

@@ -428,7 +428,12 @@ pub(crate) async fn open_store(
 
 /// Loads and compiles a config directory, or fails with every diagnostic.
 pub(crate) fn load_catalog(dir: &Path, vars: &Vars) -> anyhow::Result<Catalog> {
-    check(dir, vars).map(|(_, c)| c).map_err(|d| {
+    load(dir, vars).map(|(_, c)| c)
+}
+
+/// As [`load_catalog`], keeping what was loaded (the server file's settings).
+pub(crate) fn load(dir: &Path, vars: &Vars) -> anyhow::Result<(config::Loaded, Catalog)> {
+    check(dir, vars).map_err(|d| {
         anyhow::anyhow!(
             "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
             dir.display()

@@ -40,12 +40,7 @@ pub async fn run(
     http: &HttpFlags,
 ) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env();
-    let (loaded, catalog) = super::check(dir, &vars).map_err(|d| {
-        anyhow::anyhow!(
-            "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
-            dir.display()
-        )
-    })?;
+    let (loaded, catalog) = super::load(dir, &vars)?;
     let transport = if http.http.is_some() { "http" } else { "stdio" };
     tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, transport, "serving MCP");
     let http_opts = match http.http {
