@@ -48,7 +48,7 @@ impl Replica {
             .args(extra)
             .env("DEMO_API_URL", api_url)
             .env("MCPD_TOKEN_KEY", key)
-            .env("MCPD_LOG", "warn,mcpd::mcp_http=info")
+            .env("MCPD_LOG", "warn,mcpd::mcp::http=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

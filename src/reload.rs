@@ -19,8 +19,8 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::catalog::Catalog;
+use crate::config::diag::Diagnostics;
 use crate::config::{self, Loaded, POLICY_FILE, SERVER_FILE, TOOLS_DIR, ToolFile, Vars};
-use crate::diag::Diagnostics;
 use crate::engine::Engine;
 
 /// How long the watcher waits for a burst of file events to settle.

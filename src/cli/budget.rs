@@ -4,7 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Vars;
-use crate::spend::{amount, human};
+use crate::limits::amount;
+use crate::util::duration::human;
 
 /// Prints one line per budget counter the actor spends from.
 pub async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -158,7 +158,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             );
             ctx.actor = Some(identity.actor_for(&token)?);
             if let Some(ticket) = flow.elevate {
-                let req = crate::elevation::GrantRequest {
+                let req = crate::identity::elevation::GrantRequest {
                     subject: subject.to_owned(),
                     tool: flow.tool.to_owned(),
                     env: flow
@@ -170,7 +170,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
                     granted_by: "user:ops-demo".to_owned(),
                     ttl: std::time::Duration::from_secs(600),
                 };
-                let g = crate::elevation::grant(
+                let g = crate::identity::elevation::grant(
                     engine.store().as_ref(),
                     identity,
                     &catalog.elevation,

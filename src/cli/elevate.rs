@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Vars;
-use crate::elevation::{self, GrantRequest};
+use crate::identity::elevation::{self, GrantRequest};
 
 /// What to do.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ pub async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> {
                     .map(|e| format!(" in {e}"))
                     .unwrap_or_default(),
                 g.ticket,
-                crate::spend::human(req.ttl),
+                crate::util::duration::human(req.ttl),
                 g.granted_by
             );
         }
@@ -69,7 +69,7 @@ pub async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default(),
                     g.ticket,
                     g.granted_by,
-                    crate::spend::human(Duration::from_secs(g.exp.saturating_sub(now)))
+                    crate::util::duration::human(Duration::from_secs(g.exp.saturating_sub(now)))
                 );
             }
         }

@@ -251,7 +251,7 @@ pub fn main() -> ExitCode {
                     region,
                     ttl,
                 } => {
-                    let ttl = crate::upstream::parse_duration(&ttl)
+                    let ttl = crate::util::duration::parse(&ttl)
                         .map_err(|e| anyhow::anyhow!("--ttl: {e}"));
                     match ttl {
                         Ok(ttl) => token::run_issue(
@@ -284,10 +284,10 @@ pub fn main() -> ExitCode {
                 } else if let Some(id) = revoke {
                     Ok(elevate::Action::Revoke(id))
                 } else {
-                    crate::upstream::parse_duration(&ttl)
+                    crate::util::duration::parse(&ttl)
                         .map_err(|e| anyhow::anyhow!("--ttl: {e}"))
                         .map(|ttl| {
-                            elevate::Action::Grant(crate::elevation::GrantRequest {
+                            elevate::Action::Grant(crate::identity::elevation::GrantRequest {
                                 subject: subject.unwrap_or_default(),
                                 tool: tool.unwrap_or_default(),
                                 env,
@@ -445,7 +445,7 @@ pub(crate) fn load(dir: &Path, vars: &Vars) -> anyhow::Result<(config::Loaded, C
 pub(crate) fn check(
     dir: &Path,
     vars: &Vars,
-) -> Result<(config::Loaded, Catalog), crate::diag::Diagnostics> {
+) -> Result<(config::Loaded, Catalog), crate::config::diag::Diagnostics> {
     let (loaded, mut diags) = config::load_dir(dir);
     let compiled = Catalog::compile(&loaded, vars);
     match compiled {

@@ -11,7 +11,7 @@ use crate::config::Vars;
 use crate::config::server::HttpSpec;
 use crate::engine::Engine;
 use crate::mcp::McpServer;
-use crate::mcp_http::HttpOptions;
+use crate::mcp::http::HttpOptions;
 use crate::reload::{self, Reloader};
 
 /// The `--http` flags; they add to (or override) `mcpd.yaml`'s `http:` section.
@@ -56,13 +56,13 @@ pub async fn run(
     if let Some(addr) = metrics
         && http_opts.as_ref().is_none_or(|o| !o.metrics)
     {
-        crate::metrics::serve(addr, engine.metrics().clone()).await?;
+        crate::telemetry::metrics::serve(addr, engine.metrics().clone()).await?;
     }
     let reloader = Arc::new(Reloader::new(dir, vars, engine.clone(), loaded));
     let _watcher = reload::spawn(reloader, watch)?;
     match http_opts {
         Some(opts) => {
-            crate::mcp_http::serve(engine.clone(), opts, crate::mcp_http::shutdown_signal())
+            crate::mcp::http::serve(engine.clone(), opts, crate::mcp::http::shutdown_signal())
                 .await?;
         }
         None => McpServer::new(engine.clone()).serve_stdio().await?,
@@ -81,7 +81,7 @@ fn http_options(
     metrics: Option<SocketAddr>,
 ) -> anyhow::Result<HttpOptions> {
     let shutdown_grace = match &spec.shutdown_grace {
-        Some(g) => crate::upstream::parse_duration(&g.value)
+        Some(g) => crate::util::duration::parse(&g.value)
             .map_err(|e| anyhow::anyhow!("mcpd.yaml: http.shutdown_grace: {e}"))?,
         None => Duration::from_secs(30),
     };

@@ -4,6 +4,7 @@
 //! with its line and column. It never compiles templates or talks to the network: that
 //! is the catalog's job, so the call path never parses.
 
+pub mod diag;
 pub mod policy;
 pub mod server;
 pub mod tool;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
-use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 
 pub use policy::PolicySpec;
 pub use server::ServerSpec;

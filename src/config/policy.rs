@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Located;
-use crate::diag::Pos;
+use crate::config::diag::Pos;
 
 /// The policy file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::case::{Assertion, Case, Decision, Expect, UpstreamMode};
 use crate::engine::{CallResult, Failure};
-use crate::jsonpath::JsonPath;
 use crate::redact::{DetectorSet, redact_value};
+use crate::response::jsonpath::JsonPath;
 
 /// What the upstream saw during the call.
 #[derive(Debug, Clone)]

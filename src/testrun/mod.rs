@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::catalog::Catalog;
+use crate::config::diag::Diagnostics;
 use crate::config::{self, Located, Vars};
-use crate::diag::Diagnostics;
 use crate::engine::{CallContext, Engine};
 
 pub use case::{CaseFile, UpstreamMode};
@@ -288,7 +288,8 @@ async fn run_case(
     if let Some(g) = grant {
         let catalog = engine.catalog();
         if let Some(identity) = &catalog.identity
-            && let Err(e) = crate::elevation::revoke(engine.store().as_ref(), identity, &g).await
+            && let Err(e) =
+                crate::identity::elevation::revoke(engine.store().as_ref(), identity, &g).await
         {
             problems.push(format!(
                 "elevation: cannot remove the grant after the call: {e}"
@@ -326,11 +327,11 @@ async fn elevate(
         },
         |a| a.subject.clone(),
     );
-    let grant = crate::elevation::grant(
+    let grant = crate::identity::elevation::grant(
         engine.store().as_ref(),
         identity,
         &catalog.elevation,
-        &crate::elevation::GrantRequest {
+        &crate::identity::elevation::GrantRequest {
             subject,
             tool: tool.id.clone(),
             env: spec.env.clone(),

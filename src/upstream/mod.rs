@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::{Located, ServerSpec, Vars, expand_env};
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::util::duration::parse as parse_duration;
 
 /// Default time allowed for a whole request.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -291,32 +292,9 @@ fn duration_or(
     match value {
         None => default,
         Some(v) => parse_duration(&v.value).unwrap_or_else(|e| {
-            diags.push(Diagnostic::new(path, v.pos, e));
+            diags.push(Diagnostic::new(path, v.pos, e.to_string()));
             default
         }),
-    }
-}
-
-/// Parses `500ms`, `5s`, `2m`, `1h` (a whole number and a unit).
-///
-/// # Errors
-/// Says what form is expected.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid duration '{s}': expected a number and a unit, e.g. 500ms, 5s, 2m")
-    })?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" | "min" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        "d" => Ok(Duration::from_secs(n * 86_400)),
-        other => Err(format!(
-            "invalid duration '{s}': unknown unit '{other}' (use ms, s, m, h or d)"
-        )),
     }
 }
 
@@ -394,15 +372,6 @@ impl Egress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 
     #[test]
     fn egress_allows_listed_hosts_only() {

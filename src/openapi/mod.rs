@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-#[path = "openapi_schema.rs"]
 mod schema;
 
 /// Methods a tool may use, in the order operations are read.

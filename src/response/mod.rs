@@ -37,7 +37,9 @@ impl StatusMatch {
     }
 }
 
-pub use crate::jsonpath::JsonPath as Path;
+pub mod jsonpath;
+
+pub use jsonpath::JsonPath as Path;
 
 /// How one tool maps replies.
 #[derive(Debug, Clone, Default)]

@@ -35,10 +35,11 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::config::PolicySpec;
+use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::policy::{DefaultEffect, Effect, Mode, RedactionSpec, RequireSpec};
-use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::redact::DetectorSet;
 use crate::template::to_value;
+use crate::util::glob;
 
 /// Fuel per condition: bounds a runaway expression (a long `range` pipeline, say).
 const FUEL: u64 = 20_000;
@@ -617,22 +618,6 @@ pub fn effect_name(e: Effect) -> &'static str {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, rest)) => {
-            let Some(tail) = name.strip_prefix(head) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            (0..=tail.len()).any(|i| tail.get(i..).is_some_and(|t| glob(rest, t)))
-        }
-    }
-}
-
 /// A minijinja error as one line: its detail, without the internal template name.
 fn describe(e: &minijinja::Error) -> String {
     e.detail()
@@ -681,5 +666,4 @@ fn civil_day(s: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;

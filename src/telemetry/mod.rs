@@ -7,6 +7,13 @@
 //! processor on its own thread, parent-based sampled, and flushed on exit. This module
 //! owns the W3C link between the two worlds: a caller's `traceparent` becomes the OTel
 //! parent, and the upstream's `traceparent` names the `upstream.request` span.
+//!
+//! Beside the subscriber: [`trace`] (W3C trace context), [`metrics`] (the Prometheus
+//! registry and `/metrics`) and [`slo`] (latency objectives).
+
+pub mod metrics;
+pub mod slo;
+pub mod trace;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,7 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::Vars;
 use crate::config::server::OtlpSpec;
-use crate::trace::TraceContext;
+use crate::telemetry::trace::TraceContext;
 
 /// Set once the OTLP layer is installed: only then are OTel ids looked up.
 static ENABLED: OnceLock<()> = OnceLock::new();

@@ -16,13 +16,13 @@ use tracing::Instrument;
 use crate::audit::{AuditLog, Entry as AuditEntry};
 use crate::catalog::{BodyTpl, Catalog, DEFAULT_IDEM_TTL, Tool};
 use crate::idempotency::{self, Begin, Claim, Stored};
-use crate::metrics::Metrics;
+use crate::limits::Refusal;
 use crate::policy::Facts;
 use crate::redact::Redactor;
-use crate::spend::Refusal;
 use crate::store::{Store, StoreError};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::TraceContext;
 use crate::template::TemplateSet;
-use crate::trace::TraceContext;
 use crate::upstream::Prepared;
 
 /// A call to a tool nobody declared: a protocol error, not a tool error.
@@ -352,13 +352,13 @@ async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
     //    elevation grant is looked up only for tools whose rules read it
     let grant = match &catalog.identity {
         Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
-            crate::elevation::find(c.store, identity, c.subject, &tool.id, args)
+            crate::identity::elevation::find(c.store, identity, c.subject, &tool.id, args)
                 .await
                 .map_err(|e| Failure::State(format!("cannot read elevation grants: {e}")))?
         }
         _ => None,
     };
-    let elevation = grant.as_ref().map(crate::elevation::Grant::facts);
+    let elevation = grant.as_ref().map(crate::identity::elevation::Grant::facts);
     let decision = {
         let span = tracing::info_span!(
             "policy.evaluate",
@@ -417,7 +417,7 @@ async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
                 .await
                 .map_err(state_failure)?
             {
-                Begin::Replay(stored) if stored.args != crate::spend::digest(args) => {
+                Begin::Replay(stored) if stored.args != crate::limits::digest(args) => {
                     return Err(Failure::InvalidArguments(format!(
                         "idempotency key '{}' was already used with other arguments; use a new key for a different write",
                         result.idempotency_key.as_deref().unwrap_or_default()
@@ -447,7 +447,7 @@ async fn run(c: &Call<'_>, result: &mut CallResult) -> Result<Value, Failure> {
                     ok: outcome.as_ref().ok().cloned(),
                     error: outcome.as_ref().err().map(Failure::message),
                     trace_id: c.trace.trace_id.clone(),
-                    args: crate::spend::digest(c.args),
+                    args: crate::limits::digest(c.args),
                 };
                 if let Err(e) = idempotency::finish(c.store, claim, &stored).await {
                     tracing::error!(error = %e, tool = %tool.id, "the write was sent but its idempotency record could not be stored; a retry after the claim lapses may repeat it");
@@ -547,7 +547,7 @@ async fn send_and_map(
                 "{}:{}={}",
                 least.budget,
                 least.unit,
-                crate::spend::amount(least.left)
+                crate::limits::amount(least.left)
             ),
         );
     }
@@ -686,7 +686,7 @@ async fn send_with_retries(
 }
 
 /// Adds the cost the reply reports to the budgets; a reply without it is logged.
-async fn charge_reply(c: &Call<'_>, path: &crate::jsonpath::JsonPath, body: &[u8]) {
+async fn charge_reply(c: &Call<'_>, path: &crate::response::jsonpath::JsonPath, body: &[u8]) {
     let cost = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| path.select(&v).first().and_then(|n| n.as_f64()));

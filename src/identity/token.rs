@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::config::Vars;
 use crate::config::server::IdentitySpec;
-use crate::policy::glob;
+use crate::util::glob;
 
 /// Where the signing key is read from by default.
 pub const DEFAULT_KEY_ENV: &str = "MCPD_TOKEN_KEY";
@@ -241,7 +241,7 @@ impl Identity {
         }
         let max_ttl = match &spec.max_ttl {
             None => DEFAULT_MAX_TTL,
-            Some(t) => crate::upstream::parse_duration(&t.value)
+            Some(t) => crate::util::duration::parse(&t.value)
                 .map_err(|e| format!("identity.max_ttl: {e}"))?,
         };
         Ok(Self {
@@ -389,7 +389,10 @@ impl Identity {
     fn expiry_of(&self, token: &str) -> String {
         let exp = unverified_claim(token, "exp").parse::<u64>().unwrap_or(0);
         let ago = now_s().saturating_sub(exp);
-        format!("{} ago", crate::spend::human(Duration::from_secs(ago)))
+        format!(
+            "{} ago",
+            crate::util::duration::human(Duration::from_secs(ago))
+        )
     }
 
     /// The actor a stdio caller is: its token (from the environment variable or the token

@@ -7,6 +7,12 @@
 //! UTC hours or days (a budget "per day" resets at midnight UTC); rates and stop rules
 //! use a window that opens at the first call.
 
+pub mod cap;
+pub mod rate;
+
+pub use cap::Cap;
+pub use rate::Rate;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,11 +22,11 @@ use sha2::Digest as _;
 
 use crate::catalog::Tool;
 use crate::config::Located;
+use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::policy::{BudgetScope, BudgetWindow, PolicySpec};
-use crate::diag::{Diagnostic, Diagnostics};
-use crate::limits::Rate;
-use crate::policy::glob;
 use crate::store::{Counter, Incr, Store, StoreError, ns};
+use crate::util::duration::human;
+use crate::util::glob;
 
 /// Cost units are counted in millionths, so the store's integer counters can hold them.
 const MICROS: f64 = 1_000_000.0;
@@ -534,19 +540,5 @@ fn window_name(d: Duration) -> String {
         60 => "1 min".to_owned(),
         3600 => "1 hour".to_owned(),
         _ => "1 day".to_owned(),
-    }
-}
-
-/// A duration as a person says it: `45 s`, `12 min`, `5 h 3 min`.
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 1 {
-        format!("{} ms", d.as_millis().max(1))
-    } else if s < 60 {
-        format!("{s} s")
-    } else if s < 3600 {
-        format!("{} min", s.div_ceil(60))
-    } else {
-        format!("{} h {} min", s / 3600, (s % 3600) / 60)
     }
 }

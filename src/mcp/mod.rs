@@ -6,6 +6,8 @@
 //! `isError` results, unknown tools as JSON-RPC errors. It writes nothing but protocol
 //! to stdout (logs go to stderr, see `cli`).
 
+pub mod http;
+
 use std::sync::Arc;
 
 use tracing::Instrument as _;
@@ -153,7 +155,7 @@ impl ServerHandler for McpServer {
             actor: context
                 .extensions
                 .get::<axum::http::request::Parts>()
-                .and_then(|p| p.extensions.get::<crate::mcp_http::auth::Actor>())
+                .and_then(|p| p.extensions.get::<crate::mcp::http::auth::Actor>())
                 .map(|a| a.0.clone()),
         };
         // The request's span continues the caller's trace; tool.call is its child.
@@ -161,7 +163,7 @@ impl ServerHandler for McpServer {
             tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
         crate::telemetry::continue_trace(
             &span,
-            &crate::trace::TraceContext::continue_or_start(
+            &crate::telemetry::trace::TraceContext::continue_or_start(
                 ctx.traceparent.as_deref(),
                 ctx.tracestate.as_deref(),
             ),

@@ -181,7 +181,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready).with_state(state.clone()));
     if opts.metrics {
-        app = app.merge(crate::metrics::router(engine.metrics().clone()));
+        app = app.merge(crate::telemetry::metrics::router(engine.metrics().clone()));
     }
 
     let listener = tokio::net::TcpListener::bind(opts.addr)

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use crate::config::Located;
 use crate::config::server::ElevationSpec;
 use crate::identity::Identity;
-use crate::policy::glob;
 use crate::store::{Store, ns};
+use crate::util::glob;
 
 /// The longest grant by default.
 const DEFAULT_MAX_TTL: Duration = Duration::from_secs(3600);
@@ -99,7 +99,7 @@ impl Rules {
     ///
     /// # Errors
     /// A pattern that is not a regular expression, or a bad duration, with its position.
-    pub fn compile(spec: &ElevationSpec) -> Result<Self, (crate::diag::Pos, String)> {
+    pub fn compile(spec: &ElevationSpec) -> Result<Self, (crate::config::diag::Pos, String)> {
         let ticket = match &spec.ticket_pattern {
             None => None,
             Some(Located { value, pos }) => Some(regex::Regex::new(value).map_err(|e| {
@@ -111,7 +111,7 @@ impl Rules {
         };
         let max_ttl = match &spec.max_ttl {
             None => DEFAULT_MAX_TTL,
-            Some(t) => crate::upstream::parse_duration(&t.value)
+            Some(t) => crate::util::duration::parse(&t.value)
                 .map_err(|e| (t.pos, format!("elevation.max_ttl: {e}")))?,
         };
         Ok(Self { ticket, max_ttl })
@@ -157,7 +157,7 @@ pub async fn grant(
     if req.ttl.is_zero() || req.ttl > rules.max_ttl {
         return Err(format!(
             "--ttl must be between 1s and elevation.max_ttl ({})",
-            crate::spend::human(rules.max_ttl)
+            crate::util::duration::human(rules.max_ttl)
         ));
     }
     let now = now_s();

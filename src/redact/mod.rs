@@ -621,5 +621,4 @@ fn private_key_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
 }
 
 #[cfg(test)]
-#[path = "redact_tests.rs"]
 mod tests;

@@ -12,14 +12,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Loaded, Located, ToolFile, ToolSpec, Vars};
-use crate::diag::{Diagnostic, Diagnostics, Pos};
-use crate::limits::{Cap, Rate, Slo};
+use crate::limits::{Cap, Rate};
 use crate::policy::Policy;
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
+use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
-use crate::upstream::{Egress, Upstream, Upstreams, parse_duration};
+use crate::upstream::{Egress, Upstream, Upstreams};
+use crate::util::duration::parse as parse_duration;
 
 /// Longest tool id (hosts reject longer names).
 const MAX_NAME: usize = 64;
@@ -67,7 +69,7 @@ pub struct CostPlan {
     /// Charged when the call is admitted.
     pub per_call: f64,
     /// A number read from the reply, charged after the call.
-    pub from_response: Option<crate::jsonpath::JsonPath>,
+    pub from_response: Option<crate::response::jsonpath::JsonPath>,
 }
 
 /// A tool's limits.
@@ -146,11 +148,11 @@ pub struct Catalog {
     /// What conditions see as `env`.
     pub env: Value,
     /// Budgets and stop rules.
-    pub spend: crate::spend::Spend,
+    pub spend: crate::limits::Spend,
     /// Token verification and issuing, when `identity:` is configured.
     pub identity: Option<Arc<crate::identity::Identity>>,
     /// Rules for elevation grants.
-    pub elevation: crate::elevation::Rules,
+    pub elevation: crate::identity::elevation::Rules,
 }
 
 impl Catalog {
@@ -182,7 +184,7 @@ impl Catalog {
         let compiled_policy = Policy::compile(policy_path, policy)
             .map_err(|d| diags.extend(d))
             .ok();
-        let spend = crate::spend::Spend::compile(policy_path, policy)
+        let spend = crate::limits::Spend::compile(policy_path, policy)
             .map_err(|d| diags.extend(d))
             .unwrap_or_default();
         let actor = match &server.default_actor {
@@ -207,7 +209,7 @@ impl Catalog {
                     .ok()
             }
         };
-        let elevation = crate::elevation::Rules::compile(&server.elevation)
+        let elevation = crate::identity::elevation::Rules::compile(&server.elevation)
             .map_err(|(pos, e)| diags.push(Diagnostic::new(server_path, pos, e)))
             .unwrap_or_default();
         let egress = Egress::build(policy_path, &policy.egress).unwrap_or_else(|d| {
@@ -433,7 +435,7 @@ impl ToolCompiler<'_> {
             self.err(spec.name.pos, "cost", "must be a number of at least 0");
         }
         let from_response = from.and_then(|p| {
-            crate::jsonpath::JsonPath::compile(&p.value)
+            crate::response::jsonpath::JsonPath::compile(&p.value)
                 .map_err(|e| self.err(p.pos, "cost.from_response", e))
                 .ok()
         });
