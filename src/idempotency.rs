@@ -119,3 +119,13 @@ pub async fn abandon(store: &dyn Store, claim: &Claim) {
         tracing::warn!(error = %e, "could not release an idempotency claim; it lapses on its own");
     }
 }
+
+/// A stable digest of a call's arguments (object keys are sorted by serde_json's map):
+/// stored with a key's outcome, so a key reused with other arguments is caught, and
+/// counted by the `repeats` stop rule.
+pub fn digest(args: &Value) -> String {
+    use sha2::Digest as _;
+    let bytes = serde_json::to_vec(args).unwrap_or_default();
+    let hash = sha2::Sha256::digest(&bytes);
+    hex::encode(hash.get(..12).unwrap_or_default())
+}

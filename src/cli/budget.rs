@@ -10,26 +10,16 @@ use crate::util::duration::human;
 /// Prints one line per budget counter the actor spends from.
 pub async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitCode> {
     let (loaded, catalog) = super::load(dir, &Vars::from_env())?;
-    let subject = actor.map_or_else(
-        || {
-            catalog
-                .actor
-                .get("subject")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("anonymous")
-                .to_owned()
-        },
-        str::to_owned,
-    );
-    if catalog.spend.budgets().is_empty() {
+    let subject = actor.unwrap_or_else(|| catalog.default_subject());
+    if catalog.limits.budgets().is_empty() {
         println!("no budgets declared in policies.yaml");
         return Ok(ExitCode::SUCCESS);
     }
     let store = super::open_store(dir, &loaded.server.1).await?;
     let tools: Vec<&str> = catalog.tools.iter().map(|t| t.id.as_str()).collect();
-    let rows = catalog
-        .spend
-        .remaining(store.as_ref(), &subject, &tools)
+    let now = crate::util::Clock::system().now_ms();
+    let rows = (catalog.limits)
+        .remaining(store.as_ref(), subject, &tools, now)
         .await?;
     println!(
         "{:<24} {:<36} {:>16} {:>20}  resets in",

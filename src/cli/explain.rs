@@ -38,7 +38,9 @@ pub fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::Result<
         .get(tool)
         .with_context(|| format!("unknown tool '{tool}' (mcpd validate lists the tools)"))?
         .clone();
-    let mut actor = catalog.actor.clone();
+    let mut actor = (catalog.default_actor)
+        .as_ref()
+        .map_or(Value::Null, |a| a.facts().clone());
     if let Value::Object(a) = &mut actor {
         for (k, v) in [
             ("subject", &who.subject),

@@ -43,7 +43,7 @@ pub fn run_verify(dir: &Path, token: &str) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("mcpd.yaml has no 'identity:' section"))?;
     match identity.actor_for(token.trim()) {
         Ok(actor) => {
-            println!("{}", serde_json::to_string_pretty(&actor)?);
+            println!("{}", serde_json::to_string_pretty(actor.facts())?);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -76,6 +76,12 @@ impl Diagnostics {
         self.0.is_empty()
     }
 
+    /// How many were found: a compile step compares it before and after to tell whether
+    /// it added any (`compile(spec, &mut Diagnostics) -> Option<Self>`).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Moves every diagnostic of `other` into `self`.
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);

@@ -7,15 +7,18 @@
 //! without the key is ignored. Policy sees the grant that matches a call as `elevation`
 //! (`ticket`, `granted_by`, `expires`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::Located;
+use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::server::ElevationSpec;
-use crate::identity::Identity;
-use crate::store::{Store, ns};
+use crate::identity::{Identity, IdentityError};
+use crate::store::{Store, StoreError, ns};
+use crate::util::duration::human;
 use crate::util::glob;
 
 /// The longest grant by default.
@@ -61,6 +64,34 @@ impl Grant {
     }
 }
 
+/// Why a grant could not be made, listed or removed. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ElevationError {
+    /// `mcpd elevate` without a subject or tool.
+    #[error("--subject and --tool are required")]
+    Incomplete,
+    /// `mcpd elevate` without a ticket.
+    #[error("--ticket is required: an elevation is always tied to a change ticket")]
+    NoTicket,
+    /// A ticket of another form than `elevation.ticket_pattern`.
+    #[error("ticket '{ticket}' does not match elevation.ticket_pattern '{pattern}'")]
+    Ticket {
+        /// The ticket given.
+        ticket: String,
+        /// The pattern.
+        pattern: String,
+    },
+    /// A lifetime of zero or over the maximum.
+    #[error("--ttl must be between 1s and elevation.max_ttl ({})", human(*.0))]
+    Ttl(Duration),
+    /// The grant could not be signed.
+    #[error(transparent)]
+    Sign(#[from] IdentityError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What `mcpd elevate` asks for.
 #[derive(Debug, Clone)]
 pub struct GrantRequest {
@@ -95,33 +126,33 @@ impl Default for Rules {
 }
 
 impl Rules {
-    /// Compiles the section.
-    ///
-    /// # Errors
-    /// A pattern that is not a regular expression, or a bad duration, with its position.
-    pub fn compile(spec: &ElevationSpec) -> Result<Self, (crate::config::diag::Pos, String)> {
+    /// Compiles the section of `path`, reporting a pattern that is not a regular
+    /// expression, or a bad duration, at its position.
+    pub fn compile(path: &Path, spec: &ElevationSpec, diags: &mut Diagnostics) -> Option<Self> {
         let ticket = match &spec.ticket_pattern {
             None => None,
-            Some(Located { value, pos }) => Some(regex::Regex::new(value).map_err(|e| {
-                (
-                    *pos,
-                    format!("elevation.ticket_pattern: not a regular expression: {e}"),
-                )
-            })?),
+            Some(Located { value, pos }) => match regex::Regex::new(value) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let msg = format!("elevation.ticket_pattern: not a regular expression: {e}");
+                    diags.push(Diagnostic::new(path, *pos, msg));
+                    return None;
+                }
+            },
         };
         let max_ttl = match &spec.max_ttl {
             None => DEFAULT_MAX_TTL,
-            Some(t) => crate::util::duration::parse(&t.value)
-                .map_err(|e| (t.pos, format!("elevation.max_ttl: {e}")))?,
+            Some(t) => match crate::util::duration::parse(&t.value) {
+                Ok(d) => d,
+                Err(e) => {
+                    let msg = format!("elevation.max_ttl: {e}");
+                    diags.push(Diagnostic::new(path, t.pos, msg));
+                    return None;
+                }
+            },
         };
-        Ok(Self { ticket, max_ttl })
+        Some(Self { ticket, max_ttl })
     }
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn audience(identity: &Identity) -> String {
@@ -138,29 +169,25 @@ pub async fn grant(
     identity: &Identity,
     rules: &Rules,
     req: &GrantRequest,
-) -> Result<Grant, String> {
+) -> Result<Grant, ElevationError> {
     if req.subject.trim().is_empty() || req.tool.trim().is_empty() {
-        return Err("--subject and --tool are required".into());
+        return Err(ElevationError::Incomplete);
     }
     if req.ticket.trim().is_empty() {
-        return Err("--ticket is required: an elevation is always tied to a change ticket".into());
+        return Err(ElevationError::NoTicket);
     }
     if let Some(p) = &rules.ticket
         && !p.is_match(&req.ticket)
     {
-        return Err(format!(
-            "ticket '{}' does not match elevation.ticket_pattern '{}'",
-            req.ticket,
-            p.as_str()
-        ));
+        return Err(ElevationError::Ticket {
+            ticket: req.ticket.clone(),
+            pattern: p.as_str().to_owned(),
+        });
     }
     if req.ttl.is_zero() || req.ttl > rules.max_ttl {
-        return Err(format!(
-            "--ttl must be between 1s and elevation.max_ttl ({})",
-            crate::util::duration::human(rules.max_ttl)
-        ));
+        return Err(ElevationError::Ttl(rules.max_ttl));
     }
-    let now = now_s();
+    let now = identity.clock().now_s();
     let grant = Grant {
         jti: format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         sub: req.subject.clone(),
@@ -175,10 +202,7 @@ pub async fn grant(
     };
     let signed = identity.sign(&grant, "mcpd-grant")?;
     let key = format!("{}{}:{}", ns::GRANT, grant.sub, grant.jti);
-    store
-        .put(&key, signed.as_bytes(), req.ttl)
-        .await
-        .map_err(|e| e.to_string())?;
+    store.put(&key, signed.as_bytes(), req.ttl).await?;
     Ok(grant)
 }
 
@@ -190,15 +214,12 @@ pub async fn list(
     store: &dyn Store,
     identity: &Identity,
     subject: Option<&str>,
-) -> Result<Vec<Grant>, String> {
+) -> Result<Vec<Grant>, StoreError> {
     let prefix = match subject {
         Some(s) => format!("{}{s}:", ns::GRANT),
         None => ns::GRANT.to_owned(),
     };
-    let entries = store
-        .scan_prefix(&prefix)
-        .await
-        .map_err(|e| e.to_string())?;
+    let entries = store.scan_prefix(&prefix).await?;
     let aud = audience(identity);
     let mut out = Vec::new();
     for (key, value) in entries {
@@ -224,7 +245,7 @@ pub async fn find(
     subject: &str,
     tool: &str,
     args: &Value,
-) -> Result<Option<Grant>, String> {
+) -> Result<Option<Grant>, StoreError> {
     let env = args.get("env").and_then(Value::as_str);
     Ok(list(store, identity, Some(subject))
         .await?
@@ -237,11 +258,11 @@ pub async fn find(
 ///
 /// # Errors
 /// A failing store.
-pub async fn revoke(store: &dyn Store, identity: &Identity, id: &str) -> Result<bool, String> {
+pub async fn revoke(store: &dyn Store, identity: &Identity, id: &str) -> Result<bool, StoreError> {
     for g in list(store, identity, None).await? {
         if g.jti == id {
             let key = format!("{}{}:{}", ns::GRANT, g.sub, g.jti);
-            return store.delete(&key).await.map_err(|e| e.to_string());
+            return store.delete(&key).await;
         }
     }
     Ok(false)

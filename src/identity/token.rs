@@ -8,25 +8,29 @@
 //! one once its tokens have expired. The same keys sign elevation grants (a different
 //! audience, so a grant is never accepted as a token).
 //!
-//! Owns: key handling, issuing, verifying (audience, issuer, expiry, key id), reading a
-//! stdio caller's token from the environment or a file, the actor a token stands for,
-//! and the scope check. It never decides policy.
+//! Owns: key handling, issuing, verifying (audience, issuer, expiry on the injected
+//! [`Clock`], key id), reading a stdio caller's token from the environment or a file,
+//! and the actor a token stands for. It never decides policy.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use super::scope::{ScopeSyntaxError, check_syntax};
+use super::{Actor, Source};
 use crate::config::Vars;
+use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::server::IdentitySpec;
-use crate::util::glob;
+use crate::util::Clock;
+use crate::util::duration::DurationError;
 
 /// Where the signing key is read from by default.
 pub const DEFAULT_KEY_ENV: &str = "MCPD_TOKEN_KEY";
@@ -132,6 +136,63 @@ pub enum TokenError {
     NoKeys(String),
 }
 
+/// Why keys could not be made or read, or a token could not be issued. Each message
+/// says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The system random source failed.
+    #[error("cannot generate a key: the system random source failed")]
+    Random,
+    /// A freshly generated key did not read back.
+    #[error("cannot read the generated key")]
+    Generated,
+    /// The signing key's variable holds something else.
+    #[error("{env} is not a signing key ({why}); make one with 'mcpd token keygen'")]
+    SigningKey {
+        /// The variable.
+        env: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A listed public key does not parse.
+    #[error("identity.keys.{kid}: not an Ed25519 public key in base64url ({reason})")]
+    PublicKey {
+        /// Its key id.
+        kid: String,
+        /// Why.
+        reason: String,
+    },
+    /// The signing key's public half could not be derived.
+    #[error("{env}: cannot derive its public key ({reason})")]
+    Derive {
+        /// The variable.
+        env: String,
+        /// Why.
+        reason: String,
+    },
+    /// `identity.max_ttl` is not a duration.
+    #[error("identity.max_ttl: {0}")]
+    MaxTtl(DurationError),
+    /// `mcpd token issue` without a subject.
+    #[error("--subject is required, e.g. agent:copilot")]
+    NoSubject,
+    /// `mcpd token issue` without a scope.
+    #[error("give at least one --scope (a tool id, TOOL:ENV or TOOL@PURPOSE)")]
+    NoScope,
+    /// A scope of the wrong form.
+    #[error(transparent)]
+    Scope(#[from] ScopeSyntaxError),
+    /// A lifetime of zero or over `identity.max_ttl`.
+    #[error("--ttl must be between 1s and identity.max_ttl ({0}s)")]
+    Ttl(u64),
+    /// No signing key is configured.
+    #[error("no signing key: set {0} to a key from 'mcpd token keygen'")]
+    NoSigningKey(String),
+    /// The JWT library refused to sign.
+    #[error("cannot sign: {0}")]
+    Sign(String),
+}
+
 struct Signer {
     kid: String,
     key: EncodingKey,
@@ -149,10 +210,13 @@ pub struct Identity {
     token_file: Option<PathBuf>,
     /// The longest token `issue` makes.
     pub max_ttl: Duration,
-    /// The caller's token and its claims, as last read and verified (tokens are reused
-    /// for many calls; the signature is checked once per token, the expiry every call).
-    cache: Mutex<Option<(String, Claims)>>,
+    /// The caller's token, its actor and its expiry, as last read and verified (tokens
+    /// are reused for many calls; the signature is checked once per token, the expiry
+    /// every call).
+    cache: Mutex<Option<(String, Arc<Actor>, u64)>>,
     file: Mutex<Option<(SystemTime, String)>>,
+    /// What "now" is for expiry and issuing.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Identity {
@@ -169,13 +233,13 @@ impl std::fmt::Debug for Identity {
 ///
 /// # Errors
 /// The system random source failed.
-pub fn keygen(kid: &str) -> Result<(String, String), String> {
+pub fn keygen(kid: &str) -> Result<(String, String), IdentityError> {
     use aws_lc_rs::signature::KeyPair as _;
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|_| "cannot generate a key: the system random source failed".to_owned())?;
+        .map_err(|_| IdentityError::Random)?;
     let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-        .map_err(|_| "cannot read the generated key".to_owned())?;
+        .map_err(|_| IdentityError::Generated)?;
     Ok((
         format!("{kid}:{}", B64.encode(pkcs8.as_ref())),
         B64.encode(pair.public_key().as_ref()),
@@ -183,10 +247,11 @@ pub fn keygen(kid: &str) -> Result<(String, String), String> {
 }
 
 /// Reads `KID:BASE64URL-PKCS8`.
-fn parse_signing_key(env: &str, value: &str) -> Result<Signer, String> {
+fn parse_signing_key(env: &str, value: &str) -> Result<Signer, IdentityError> {
     use aws_lc_rs::signature::KeyPair as _;
-    let bad = |why: &str| {
-        format!("{env} is not a signing key ({why}); make one with 'mcpd token keygen'")
+    let bad = |why: &'static str| IdentityError::SigningKey {
+        env: env.to_owned(),
+        why,
     };
     let (kid, b64) = value
         .trim()
@@ -208,17 +273,23 @@ fn parse_signing_key(env: &str, value: &str) -> Result<Signer, String> {
 }
 
 impl Identity {
-    /// Compiles the section. A missing signing key is not an error here (a verifying
-    /// deployment needs only public keys, and `mcpd validate` needs none); it is when a
-    /// token is issued or verified.
-    ///
-    /// # Errors
-    /// A signing key or public key that does not parse, or a bad `max_ttl`.
+    /// Compiles the `identity:` section of mcpd.yaml (`path`), reporting a signing key or
+    /// public key that does not parse, or a bad `max_ttl`. A missing signing key is not a
+    /// problem here (a verifying deployment needs only public keys, and `mcpd validate`
+    /// needs none); it is when a token is issued or verified.
     pub fn compile(
+        path: &Path,
         spec: &IdentitySpec,
         vars: &Vars,
-        dir: &std::path::Path,
-    ) -> Result<Self, String> {
+        diags: &mut Diagnostics,
+    ) -> Option<Self> {
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::build(spec, vars, dir)
+            .map_err(|e| diags.push(Diagnostic::new(path, Pos::default(), e.to_string())))
+            .ok()
+    }
+
+    fn build(spec: &IdentitySpec, vars: &Vars, dir: &Path) -> Result<Self, IdentityError> {
         let key_env = spec
             .signing_key_env
             .clone()
@@ -230,19 +301,24 @@ impl Identity {
         let mut verifiers = HashMap::new();
         for (kid, public) in &spec.keys {
             let key = DecodingKey::from_ed_components(public.trim()).map_err(|e| {
-                format!("identity.keys.{kid}: not an Ed25519 public key in base64url ({e})")
+                IdentityError::PublicKey {
+                    kid: kid.clone(),
+                    reason: e.to_string(),
+                }
             })?;
             verifiers.insert(kid.clone(), key);
         }
         if let Some(s) = &signer {
-            let key = DecodingKey::from_ed_components(&s.public)
-                .map_err(|e| format!("{key_env}: cannot derive its public key ({e})"))?;
+            let key =
+                DecodingKey::from_ed_components(&s.public).map_err(|e| IdentityError::Derive {
+                    env: key_env.clone(),
+                    reason: e.to_string(),
+                })?;
             verifiers.insert(s.kid.clone(), key);
         }
         let max_ttl = match &spec.max_ttl {
             None => DEFAULT_MAX_TTL,
-            Some(t) => crate::util::duration::parse(&t.value)
-                .map_err(|e| format!("identity.max_ttl: {e}"))?,
+            Some(t) => crate::util::duration::parse(&t.value).map_err(IdentityError::MaxTtl)?,
         };
         Ok(Self {
             audience: spec.audience.clone(),
@@ -261,7 +337,20 @@ impl Identity {
             max_ttl,
             cache: Mutex::new(None),
             file: Mutex::new(None),
+            clock: Clock::system(),
         })
+    }
+
+    /// The same identity on `clock` (tests issue and verify at a time of their choosing).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// What "now" is for this identity's tokens and grants.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The audience tokens must name.
@@ -278,23 +367,20 @@ impl Identity {
     ///
     /// # Errors
     /// No signing key, a lifetime over `max_ttl`, an empty subject or scope.
-    pub fn issue(&self, req: &TokenRequest) -> Result<String, String> {
+    pub fn issue(&self, req: &TokenRequest) -> Result<String, IdentityError> {
         if req.subject.trim().is_empty() {
-            return Err("--subject is required, e.g. agent:copilot".into());
+            return Err(IdentityError::NoSubject);
         }
         if req.scopes.is_empty() {
-            return Err("give at least one --scope (a tool id, TOOL:ENV or TOOL@PURPOSE)".into());
+            return Err(IdentityError::NoScope);
         }
         for s in &req.scopes {
-            check_scope_syntax(s)?;
+            check_syntax(s)?;
         }
         if req.ttl.is_zero() || req.ttl > self.max_ttl {
-            return Err(format!(
-                "--ttl must be between 1s and identity.max_ttl ({}s)",
-                self.max_ttl.as_secs()
-            ));
+            return Err(IdentityError::Ttl(self.max_ttl.as_secs()));
         }
-        let now = now_s();
+        let now = self.clock.now_s();
         let claims = Claims {
             sub: req.subject.clone(),
             aud: self.audience.clone(),
@@ -313,17 +399,16 @@ impl Identity {
     ///
     /// # Errors
     /// No signing key.
-    pub fn sign<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, String> {
-        let signer = self.signer.as_ref().ok_or_else(|| {
-            format!(
-                "no signing key: set {} to a key from 'mcpd token keygen'",
-                self.key_env
-            )
-        })?;
+    pub fn sign<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, IdentityError> {
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| IdentityError::NoSigningKey(self.key_env.clone()))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(signer.kid.clone());
         header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, &signer.key).map_err(|e| format!("cannot sign: {e}"))
+        jsonwebtoken::encode(&header, claims, &signer.key)
+            .map_err(|e| IdentityError::Sign(e.to_string()))
     }
 
     /// Checks a token: Ed25519 only, a known key id, the signature, audience, issuer,
@@ -364,12 +449,18 @@ impl Identity {
         v.set_audience(&[audience]);
         v.set_issuer(&[&self.issuer]);
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        v.leeway = LEEWAY_S;
+        // Expiry is checked on mcpd's clock, right after the signature, as the library
+        // would check it on the system clock: an expired token is reported as expired
+        // even when its audience or issuer is wrong too.
+        v.validate_exp = false;
         match jsonwebtoken::decode::<T>(token, key, &v) {
+            Ok(_) if self.expired(token) => Err(TokenError::Expired(self.expiry_of(token))),
             Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::ExpiredSignature => TokenError::Expired(self.expiry_of(token)),
+                ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer if self.expired(token) => {
+                    TokenError::Expired(self.expiry_of(token))
+                }
                 ErrorKind::InvalidAudience => TokenError::WrongAudience {
                     got: unverified_claim(token, "aud"),
                     want: audience.to_owned(),
@@ -386,9 +477,15 @@ impl Identity {
         }
     }
 
+    /// Whether a token whose signature verified is past its `exp` (and the leeway).
+    fn expired(&self, token: &str) -> bool {
+        let exp = unverified_claim(token, "exp").parse::<u64>().unwrap_or(0);
+        exp.saturating_add(LEEWAY_S) < self.clock.now_s()
+    }
+
     fn expiry_of(&self, token: &str) -> String {
         let exp = unverified_claim(token, "exp").parse::<u64>().unwrap_or(0);
-        let ago = now_s().saturating_sub(exp);
+        let ago = self.clock.now_s().saturating_sub(exp);
         format!(
             "{} ago",
             crate::util::duration::human(Duration::from_secs(ago))
@@ -400,7 +497,7 @@ impl Identity {
     ///
     /// # Errors
     /// A token that does not verify.
-    pub fn stdio_actor(&self) -> Result<Option<Value>, TokenError> {
+    pub fn stdio_actor(&self) -> Result<Option<Arc<Actor>>, TokenError> {
         let Some(token) = self.stdio_token() else {
             return Ok(None);
         };
@@ -411,24 +508,25 @@ impl Identity {
     ///
     /// # Errors
     /// A token that does not verify or has expired.
-    pub fn actor_for(&self, token: &str) -> Result<Value, TokenError> {
+    pub fn actor_for(&self, token: &str) -> Result<Arc<Actor>, TokenError> {
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let claims = match cache.as_ref() {
-            Some((t, c)) if t == token => c.clone(),
+        let (actor, exp) = match cache.as_ref() {
+            Some((t, actor, exp)) if t == token => (Arc::clone(actor), *exp),
             _ => {
                 let c = self.verify(token)?;
-                *cache = Some((token.to_owned(), c.clone()));
-                c
+                let actor = Arc::new(c.actor());
+                *cache = Some((token.to_owned(), Arc::clone(&actor), c.exp));
+                (actor, c.exp)
             }
         };
         drop(cache);
-        if claims.exp + LEEWAY_S < now_s() {
+        if exp.saturating_add(LEEWAY_S) < self.clock.now_s() {
             return Err(TokenError::Expired(self.expiry_of(token)));
         }
-        Ok(actor_of(&claims))
+        Ok(actor)
     }
 
     /// The stdio caller's token: the token file when configured (read again when it
@@ -464,20 +562,25 @@ impl Identity {
     }
 }
 
-/// The actor a token's claims stand for, as policy conditions see it.
-pub fn actor_of(c: &Claims) -> Value {
-    json!({
-        "subject": c.sub,
-        "scopes": c.scopes,
-        "purpose": c.purpose,
-        "region": c.region,
-        "token_id": c.jti,
-        "expires": c.exp,
-        "source": "token",
-    })
+impl Claims {
+    /// The actor these (verified) claims stand for.
+    pub fn actor(&self) -> Actor {
+        Actor::new(
+            self.sub.clone(),
+            self.scopes.clone(),
+            self.purpose.clone(),
+            self.region.clone(),
+            Source::Token,
+            Map::from_iter([
+                ("token_id".to_owned(), json!(self.jti)),
+                ("expires".to_owned(), json!(self.exp)),
+            ]),
+        )
+    }
 }
 
-/// A claim read without verifying, for error messages only.
+/// A claim read without verifying the signature: for error messages, or for `exp` once
+/// the signature has been verified.
 fn unverified_claim(token: &str, name: &str) -> String {
     token
         .split('.')
@@ -495,93 +598,4 @@ fn unverified_claim(token: &str, name: &str) -> String {
             other => other.to_string(),
         })
         .unwrap_or_default()
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Checks a scope's form: `TOOL[:ENV][@PURPOSE]`.
-///
-/// # Errors
-/// Says the form.
-pub fn check_scope_syntax(scope: &str) -> Result<(), String> {
-    let (rest, purpose) = scope
-        .split_once('@')
-        .map_or((scope, None), |(r, p)| (r, Some(p)));
-    let (tool, env) = rest
-        .split_once(':')
-        .map_or((rest, None), |(t, e)| (t, Some(e)));
-    let word = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*'))
-    };
-    if word(tool) && env.is_none_or(word) && purpose.is_none_or(word) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid scope '{scope}': write TOOL, TOOL:ENV or TOOL@PURPOSE (TOOL may be a glob such as orders.*)"
-        ))
-    }
-}
-
-/// Whether `actor`'s scopes allow this call, else the scope it lacks (named the way a
-/// token would have to carry it).
-///
-/// # Errors
-/// The denial message.
-pub fn check_scope(actor: &Value, tool: &str, args: &Value) -> Result<(), String> {
-    let scopes: Vec<&str> = actor
-        .get("scopes")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let env = args.get("env").and_then(Value::as_str);
-    let purpose = actor.get("purpose").and_then(Value::as_str);
-    let allowed = scopes.iter().any(|s| {
-        let (rest, want_purpose) = s.split_once('@').map_or((*s, None), |(r, p)| (r, Some(p)));
-        let (pattern, want_env) = rest
-            .split_once(':')
-            .map_or((rest, None), |(t, e)| (t, Some(e)));
-        glob(pattern, tool)
-            && want_env.is_none_or(|e| env == Some(e))
-            && want_purpose.is_none_or(|p| purpose == Some(p))
-    });
-    if allowed {
-        return Ok(());
-    }
-    let needed = env.map_or_else(|| tool.to_owned(), |e| format!("{tool}:{e}"));
-    let subject = actor
-        .get("subject")
-        .and_then(Value::as_str)
-        .unwrap_or("the caller");
-    Err(format!(
-        "{subject} lacks scope '{needed}' (it has: {}); ask for a token that includes it",
-        if scopes.is_empty() {
-            "none".to_owned()
-        } else {
-            scopes.join(", ")
-        }
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes_narrow_by_env_and_purpose() {
-        let actor = json!({"subject": "agent:a", "scopes": ["orders.*", "flag.set:staging", "audit.read@compliance"], "purpose": "support"});
-        assert!(check_scope(&actor, "orders.export", &json!({})).is_ok());
-        assert!(check_scope(&actor, "flag.set", &json!({"env": "staging"})).is_ok());
-        let e = check_scope(&actor, "flag.set", &json!({"env": "prod"})).unwrap_err();
-        assert!(e.contains("lacks scope 'flag.set:prod'"), "{e}");
-        let e = check_scope(&actor, "audit.read", &json!({})).unwrap_err();
-        assert!(e.contains("lacks scope 'audit.read'"), "{e}");
-        assert!(check_scope_syntax("flag.set:prod@release").is_ok());
-        assert!(check_scope_syntax("flag set").is_err());
-    }
 }

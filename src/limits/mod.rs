@@ -1,64 +1,77 @@
-//! Spending and runaway protection: stop rules, rate limits and budgets, all counted in
-//! the state store so they survive restarts and are shared by replicas.
+//! Limits: what may stop a call before it is sent because of how much is being called,
+//! not what: stop rules against runaway loops, rate limits, concurrency caps and
+//! budgets. Counters live in the state store, so they survive restarts and are shared
+//! by replicas.
 //!
-//! Owns the meaning of the `rate:` and `budget:` keys. [`Spend::admit`] runs before a
-//! request is sent and either counts the call everywhere it applies or refuses it with
-//! what was hit and when to retry; it never waits for capacity. Budgets are aligned to
-//! UTC hours or days (a budget "per day" resets at midnight UTC); rates and stop rules
-//! use a window that opens at the first call.
+//! Owns the meaning of the `rate:` and `budget:` keys. [`Limits::admit`] runs before a
+//! request is sent and either counts the call everywhere it applies, in one all-or-none
+//! store write, or refuses it with what was hit and when to retry; it never waits for
+//! capacity. Rates and stop rules use fixed windows ([`rate`]); budgets are aligned to
+//! UTC hours or days ([`budget`]); caps are in-process permits ([`cap`]).
 
+pub mod budget;
 pub mod cap;
 pub mod rate;
+pub mod stop;
 
+pub use budget::{Budget, CostPlan, Remaining, amount};
 pub use cap::Cap;
 pub use rate::Rate;
+pub use stop::StopRules;
 
-use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde_json::Value;
-use sha2::Digest as _;
-
-use crate::catalog::Tool;
-use crate::config::Located;
-use crate::config::diag::{Diagnostic, Diagnostics};
-use crate::config::policy::{BudgetScope, BudgetWindow, PolicySpec};
+use crate::config::diag::Diagnostics;
+use crate::config::policy::PolicySpec;
 use crate::store::{Counter, Incr, Store, StoreError, ns};
 use crate::util::duration::human;
-use crate::util::glob;
+use budget::{MICROS, WINDOW_SLACK, micros};
 
-/// Cost units are counted in millionths, so the store's integer counters can hold them.
-const MICROS: f64 = 1_000_000.0;
+/// A tool's own limits (the tool file's `limits:`).
+#[derive(Debug, Default)]
+pub struct ToolLimits {
+    /// Calls per actor per window.
+    pub rate: Option<Rate>,
+    /// Calls of all actors together per window.
+    pub total_rate: Option<Rate>,
+    /// Calls in flight at once.
+    pub cap: Option<Cap>,
+}
 
 /// The compiled `budgets` and `stop` sections of policies.yaml.
 #[derive(Debug, Default)]
-pub struct Spend {
+pub struct Limits {
     budgets: Vec<Budget>,
-    max_calls: Option<Rate>,
-    repeats: Option<Rate>,
+    stop: StopRules,
 }
 
-/// One budget.
-#[derive(Debug)]
-pub struct Budget {
-    /// Its id.
-    pub id: String,
-    tools: Vec<String>,
-    per: BudgetScope,
-    window: BudgetWindow,
-    calls: Option<u64>,
-    cost: Option<u64>,
+/// One call, as limits count it.
+#[derive(Debug, Clone, Copy)]
+pub struct Metered<'a> {
+    /// The tool id.
+    pub tool: &'a str,
+    /// The actor's subject.
+    pub actor: &'a str,
+    /// The digest of the arguments (for the `repeats` stop rule).
+    pub args_digest: &'a str,
+    /// The tool's own limits.
+    pub limits: &'a ToolLimits,
+    /// What a call of the tool costs.
+    pub cost: &'a CostPlan,
 }
 
 /// Why a call was refused before it was sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// A rate limit: retry after the window resets.
+    #[error("{0}")]
     Rate(String),
     /// A budget is spent.
+    #[error("{0}")]
     Budget(String),
     /// A stop rule fired: a runaway loop is suspected (also raised as an alert).
+    #[error("{message}")]
     Stop {
         /// `max_calls` or `repeats`.
         rule: &'static str,
@@ -66,15 +79,8 @@ pub enum Refusal {
         message: String,
     },
     /// The state store failed: nothing was sent.
-    State(String),
-}
-
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Self {
-        Self::State(format!(
-            "mcpd's state store failed, so the call was not sent: {e}"
-        ))
-    }
+    #[error("mcpd's state store failed, so the call was not sent: {0}")]
+    State(#[from] StoreError),
 }
 
 /// What a budget has left after a call was counted (for metrics and spans).
@@ -90,99 +96,20 @@ pub struct Left {
     pub left: f64,
 }
 
-/// What a budget has left, for `mcpd budget`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Remaining {
-    /// The budget's id.
-    pub budget: String,
-    /// Whose spending it counts (`actor agent:x`, `tool flag.set`, `everyone`).
-    pub scope: String,
-    /// Calls used and allowed.
-    pub calls: Option<(u64, u64)>,
-    /// Cost units used and allowed.
-    pub cost: Option<(f64, f64)>,
-    /// Until the window resets.
-    pub resets_in: Duration,
-}
+impl Limits {
+    /// Compiles the sections, reporting every problem at its position in `path`:
+    /// unparseable rates, budgets without a limit, non-positive costs, duplicate ids,
+    /// bad tool globs.
+    pub fn compile(path: &Path, spec: &PolicySpec, diags: &mut Diagnostics) -> Option<Self> {
+        let before = diags.len();
+        let stop = StopRules::compile(path, spec, diags);
+        let budgets = budget::compile(path, spec, diags);
+        (diags.len() == before).then_some(Self { budgets, stop })
+    }
 
-impl Spend {
-    /// Compiles the sections, reporting every problem at its position in `path`.
-    ///
-    /// # Errors
-    /// Unparseable rates, budgets without a limit, negative costs, duplicate ids, bad
-    /// tool globs.
-    pub fn compile(path: &Path, spec: &PolicySpec) -> Result<Self, Diagnostics> {
-        let mut diags = Diagnostics::default();
-        let mut rate = |field: &str, r: Option<&Located<String>>| {
-            r.and_then(|r| {
-                Rate::parse(&r.value)
-                    .map_err(|e| diags.push(Diagnostic::new(path, r.pos, format!("{field}: {e}"))))
-                    .ok()
-            })
-        };
-        let max_calls = rate("stop.max_calls", spec.stop.max_calls.as_ref());
-        let repeats = rate("stop.repeats", spec.stop.repeats.as_ref());
-        let mut seen = HashSet::new();
-        let mut budgets = Vec::new();
-        for b in &spec.budgets {
-            let id = &b.id.value;
-            let mut err = |msg: &str| {
-                diags.push(Diagnostic::new(
-                    path,
-                    b.id.pos,
-                    format!("budget '{id}': {msg}"),
-                ));
-            };
-            if !seen.insert(id.as_str()) {
-                err("another budget has this id");
-            }
-            if id.is_empty() || id.contains(':') {
-                err("an id must be non-empty and without ':'");
-            }
-            if b.calls.is_none() && b.cost.is_none() {
-                err("set 'calls', 'cost' or both: a budget without a limit limits nothing");
-            }
-            if b.calls == Some(0) {
-                err("'calls' must be at least 1 (to block a tool, use a deny rule)");
-            }
-            let cost = match b.cost {
-                Some(c) if !c.is_finite() || c <= 0.0 => {
-                    err("'cost' must be a number above 0");
-                    None
-                }
-                Some(c) => Some(micros(c)),
-                None => None,
-            };
-            for t in &b.tools {
-                if t.value.is_empty() || t.value.contains(':') {
-                    diags.push(Diagnostic::new(
-                        path,
-                        t.pos,
-                        format!(
-                            "budget '{id}': tools: '{}' is not a tool id or glob",
-                            t.value
-                        ),
-                    ));
-                }
-            }
-            budgets.push(Budget {
-                id: id.clone(),
-                tools: b.tools.iter().map(|t| t.value.clone()).collect(),
-                per: b.per,
-                window: b.window,
-                calls: b.calls,
-                cost,
-            });
-        }
-        if diags.is_empty() {
-            Ok(Self {
-                budgets,
-                max_calls,
-                repeats,
-            })
-        } else {
-            Err(diags)
-        }
+    /// Whether a stop rule counts identical calls (then [`Metered::args_digest`] is read).
+    pub fn counts_repeats(&self) -> bool {
+        self.stop.repeats.is_some()
     }
 
     /// The budgets, in file order.
@@ -190,20 +117,20 @@ impl Spend {
         &self.budgets
     }
 
-    /// Counts one call of `tool` by `actor` against every stop rule, rate limit and
-    /// budget that applies, in one all-or-none store write, or refuses it with the first
-    /// limit it would pass (stop rules first, then rates, then budgets). A refused call
-    /// counts against nothing.
+    /// Counts one call against every stop rule, rate limit and budget that applies, in
+    /// one all-or-none store write, or refuses it with the first limit it would pass
+    /// (stop rules first, then rates, then budgets). A refused call counts against
+    /// nothing.
     ///
     /// # Errors
     /// The limit the call would pass, or a failing store.
     pub async fn admit(
         &self,
         store: &dyn Store,
-        tool: &Tool,
-        actor: &str,
-        args: &Value,
+        call: &Metered<'_>,
+        now_ms: u64,
     ) -> Result<Vec<Left>, Refusal> {
+        let (tool, actor) = (call.tool, call.actor);
         let mut checks: Vec<(Check<'_>, Incr)> = Vec::new();
         let rate_check = |check: Check<'static>, key: String, rate: &Rate| {
             (
@@ -217,36 +144,35 @@ impl Spend {
             )
         };
         // Stop rules first: a looping agent is stopped before it burns rate or budget.
-        if let Some(rate) = &self.max_calls {
+        if let Some(rate) = &self.stop.max_calls {
             checks.push(rate_check(
                 Check::MaxCalls(*rate),
-                format!("{}*stop:{actor}", ns::RATE),
+                stop::max_calls_key(actor),
                 rate,
             ));
         }
-        if let Some(rate) = &self.repeats {
-            let key = format!("{}*repeat:{actor}:{}:{}", ns::RATE, tool.id, digest(args));
+        if let Some(rate) = &self.stop.repeats {
+            let key = stop::repeats_key(actor, tool, call.args_digest);
             checks.push(rate_check(Check::Repeats(*rate), key, rate));
         }
-        if let Some(rate) = &tool.limits.rate {
+        if let Some(rate) = &call.limits.rate {
             checks.push(rate_check(
                 Check::Rate(*rate, false),
-                format!("{}{}:{actor}", ns::RATE, tool.id),
+                format!("{}{tool}:{actor}", ns::RATE),
                 rate,
             ));
         }
-        if let Some(rate) = &tool.limits.total_rate {
+        if let Some(rate) = &call.limits.total_rate {
             checks.push(rate_check(
                 Check::Rate(*rate, true),
-                format!("{}{}:*", ns::RATE, tool.id),
+                format!("{}{tool}:*", ns::RATE),
                 rate,
             ));
         }
-        let now = now_ms();
-        let cost = micros(tool.cost.per_call);
-        for b in self.applying(&tool.id) {
+        let cost = micros(call.cost.per_call);
+        for b in self.applying(tool) {
             if let Some(limit) = b.calls {
-                let (key, window) = b.key(&tool.id, actor, "calls", now);
+                let (key, window) = b.key(tool, actor, "calls", now_ms);
                 checks.push((
                     Check::Calls(b, limit, window),
                     Incr {
@@ -258,7 +184,7 @@ impl Spend {
                 ));
             }
             if let Some(limit) = b.cost {
-                let (key, window) = b.key(&tool.id, actor, "cost", now);
+                let (key, window) = b.key(tool, actor, "cost", now_ms);
                 // A call whose cost comes only from its reply is refused once nothing is left.
                 let limit_now = if cost == 0 {
                     limit.saturating_sub(1)
@@ -282,13 +208,15 @@ impl Spend {
         let incs: Vec<Incr> = checks.iter().map(|(_, i)| i.clone()).collect();
         match store.incr_all(&incs).await? {
             Err((i, counter)) => Err(match checks.get(i) {
-                Some((check, _)) => check.refusal(actor, &tool.id, counter),
-                None => Refusal::State("the state store refused an unknown counter".into()),
+                Some((check, _)) => check.refusal(actor, tool, counter),
+                None => Refusal::State(StoreError::InvalidArgument(
+                    "the state store refused an unknown counter".into(),
+                )),
             }),
             Ok(counters) => Ok(checks
                 .iter()
                 .zip(counters)
-                .filter_map(|((check, _), c)| check.left(&tool.id, actor, c))
+                .filter_map(|((check, _), c)| check.left(tool, actor, c))
                 .collect()),
         }
     }
@@ -300,17 +228,18 @@ impl Spend {
     pub async fn charge_reply(
         &self,
         store: &dyn Store,
-        tool: &Tool,
+        tool: &str,
         actor: &str,
         cost: f64,
+        now_ms: u64,
     ) -> Result<(), StoreError> {
         let by = micros(cost);
         if by == 0 {
             return Ok(());
         }
-        for b in self.applying(&tool.id) {
+        for b in self.applying(tool) {
             if b.cost.is_some() {
-                let (key, ttl) = b.key(&tool.id, actor, "cost", now_ms());
+                let (key, ttl) = b.key(tool, actor, "cost", now_ms);
                 store.incr(&key, by, ttl).await?;
             }
         }
@@ -318,9 +247,7 @@ impl Spend {
     }
 
     fn applying<'a>(&'a self, tool: &'a str) -> impl Iterator<Item = &'a Budget> + 'a {
-        self.budgets
-            .iter()
-            .filter(move |b| b.tools.is_empty() || b.tools.iter().any(|g| glob(g, tool)))
+        self.budgets.iter().filter(move |b| b.covers(tool))
     }
 
     /// What each budget has left for `actor` across `tools` (the catalog's tool ids).
@@ -332,32 +259,14 @@ impl Spend {
         store: &dyn Store,
         actor: &str,
         tools: &[&str],
+        now_ms: u64,
     ) -> Result<Vec<Remaining>, StoreError> {
-        let now = now_ms();
         let mut out = Vec::new();
         for b in &self.budgets {
-            let matching: Vec<&str> = tools
-                .iter()
-                .copied()
-                .filter(|t| b.tools.is_empty() || b.tools.iter().any(|g| glob(g, t)))
-                .collect();
             // One line per distinct counter this actor spends from.
-            let mut scopes: Vec<(String, &str)> = Vec::new();
-            match b.per {
-                BudgetScope::Actor => scopes.push((format!("actor {actor}"), "")),
-                BudgetScope::Global => scopes.push(("everyone".to_owned(), "")),
-                BudgetScope::Tool => {
-                    scopes.extend(matching.iter().map(|t| (format!("tool {t}"), *t)));
-                }
-                BudgetScope::ActorTool => scopes.extend(
-                    matching
-                        .iter()
-                        .map(|t| (format!("actor {actor} on {t}"), *t)),
-                ),
-            }
-            for (scope, tool) in scopes {
-                let (calls_key, ttl) = b.key(tool, actor, "calls", now);
-                let (cost_key, _) = b.key(tool, actor, "cost", now);
+            for (scope, tool) in b.scopes_of(actor, tools) {
+                let (calls_key, ttl) = b.key(tool, actor, "calls", now_ms);
+                let (cost_key, _) = b.key(tool, actor, "cost", now_ms);
                 let calls = match b.calls {
                     Some(limit) => Some((store.get_counter(&calls_key).await?, limit)),
                     None => None,
@@ -397,21 +306,11 @@ impl Check<'_> {
         match self {
             Self::MaxCalls(rate) => Refusal::Stop {
                 rule: "max_calls",
-                message: format!(
-                    "stop rule max_calls: '{actor}' made {} calls in {} (limit {rate}); this looks like a runaway loop, so further calls are refused for {}. Stop and report to the user instead of retrying",
-                    c.total,
-                    window_name(rate.window),
-                    human(c.resets_in)
-                ),
+                message: stop::max_calls_message(actor, *rate, c.total, c.resets_in),
             },
             Self::Repeats(rate) => Refusal::Stop {
                 rule: "repeats",
-                message: format!(
-                    "stop rule repeats: '{actor}' called {tool} with the same arguments {} times in {} (limit {rate}); repeating will not change the answer. Change the arguments or stop; identical calls are refused for {}",
-                    c.total,
-                    window_name(rate.window),
-                    human(c.resets_in)
-                ),
+                message: stop::repeats_message(actor, tool, *rate, c.total, c.resets_in),
             },
             Self::Rate(rate, total) => {
                 let who = if *total {
@@ -426,14 +325,14 @@ impl Check<'_> {
                 ))
             }
             Self::Calls(b, limit, window) => {
-                b.spent("calls", c.total as f64, *limit as f64, *window)
+                Refusal::Budget(b.spent("calls", c.total as f64, *limit as f64, *window))
             }
-            Self::Cost(b, limit, window) => b.spent(
+            Self::Cost(b, limit, window) => Refusal::Budget(b.spent(
                 "cost",
                 c.total as f64 / MICROS,
                 *limit as f64 / MICROS,
                 *window,
-            ),
+            )),
         }
     }
 
@@ -449,96 +348,5 @@ impl Check<'_> {
             scope: b.scope(tool, actor),
             left,
         })
-    }
-}
-
-/// Counters outlive their window by this much, so a call at the boundary still finds it.
-const WINDOW_SLACK: Duration = Duration::from_secs(60);
-
-impl Budget {
-    /// The counter key for this window and the time it must live.
-    fn key(&self, tool: &str, actor: &str, what: &str, now_ms: u64) -> (String, Duration) {
-        let len: u64 = match self.window {
-            BudgetWindow::Hour => 3_600_000,
-            BudgetWindow::Day => 86_400_000,
-        };
-        let index = now_ms / len;
-        let left = Duration::from_millis(len - now_ms % len);
-        let key = format!(
-            "{}{}:{what}:{index}:{}",
-            ns::BUDGET,
-            self.id,
-            self.scope(tool, actor)
-        );
-        (key, left + WINDOW_SLACK)
-    }
-
-    /// Whose counter a call of `tool` by `actor` spends from.
-    fn scope(&self, tool: &str, actor: &str) -> String {
-        match self.per {
-            BudgetScope::Actor => actor.to_owned(),
-            BudgetScope::Tool => tool.to_owned(),
-            BudgetScope::ActorTool => format!("{tool}:{actor}"),
-            BudgetScope::Global => "*".to_owned(),
-        }
-    }
-
-    fn spent(&self, what: &str, used: f64, limit: f64, ttl: Duration) -> Refusal {
-        let window = match self.window {
-            BudgetWindow::Hour => "this hour",
-            BudgetWindow::Day => "today (UTC)",
-        };
-        Refusal::Budget(format!(
-            "budget '{}' is spent: {} of {} {what} used {window}; it resets in {}. Ask an operator to raise it, or wait",
-            self.id,
-            amount(used),
-            amount(limit),
-            human(ttl.saturating_sub(WINDOW_SLACK))
-        ))
-    }
-}
-
-/// Cost units as whole millionths.
-fn micros(cost: f64) -> u64 {
-    if cost.is_finite() && cost > 0.0 {
-        // Saturating float-to-int conversion is what `as` does; costs are small.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let m = (cost * MICROS).round() as u64;
-        m
-    } else {
-        0
-    }
-}
-
-/// An amount with at most four decimals and no trailing zeros: `5`, `0.25`, `0.002`.
-pub fn amount(v: f64) -> String {
-    let s = format!("{v:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
-        "0".to_owned()
-    } else {
-        s.to_owned()
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A stable digest of the arguments (object keys are sorted by serde_json's map).
-pub(crate) fn digest(args: &Value) -> String {
-    let bytes = serde_json::to_vec(args).unwrap_or_default();
-    let hash = sha2::Sha256::digest(&bytes);
-    hex::encode(hash.get(..12).unwrap_or_default())
-}
-
-fn window_name(d: Duration) -> String {
-    match d.as_secs() {
-        1 => "1 s".to_owned(),
-        60 => "1 min".to_owned(),
-        3600 => "1 hour".to_owned(),
-        _ => "1 day".to_owned(),
     }
 }

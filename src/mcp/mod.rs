@@ -20,6 +20,8 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 
 use crate::engine::{CallContext, CallResult, Engine};
+use crate::identity::Actor;
+use crate::telemetry::trace::TraceContext;
 
 /// What the server tells hosts about itself.
 /// The `_meta` key a client sets to supply its own idempotency key for a write.
@@ -135,39 +137,29 @@ impl ServerHandler for McpServer {
     ) -> Result<CallToolResponse, ErrorData> {
         // rmcp moves the request's `_meta` into the context; read both to be safe.
         let metas = [Some(&context.meta), request.meta.as_ref()];
+        let metas = metas.iter().flatten();
+        // The caller's trace, parsed once: the request's span continues it, and
+        // tool.call is its child.
+        let trace = TraceContext::continue_or_start(
+            metas.clone().find_map(|m| m.get_traceparent()),
+            metas.clone().find_map(|m| m.get_tracestate()),
+        );
+        let span =
+            tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
+        crate::telemetry::continue_trace(&span, &trace);
         let ctx = CallContext {
-            traceparent: metas
-                .iter()
-                .flatten()
-                .find_map(|m| m.get_traceparent())
-                .map(str::to_owned),
-            tracestate: metas
-                .iter()
-                .flatten()
-                .find_map(|m| m.get_tracestate())
-                .map(str::to_owned),
+            trace: Some(trace),
             idempotency_key: metas
-                .iter()
-                .flatten()
+                .clone()
                 .find_map(|m| m.get(IDEMPOTENCY_META).and_then(|v| v.as_str()))
                 .map(str::to_owned),
-            // Over HTTP, the caller the bearer token proved (see `mcp_http::auth`).
+            // Over HTTP, the caller the bearer token proved (see `http::auth`).
             actor: context
                 .extensions
                 .get::<axum::http::request::Parts>()
-                .and_then(|p| p.extensions.get::<crate::mcp::http::auth::Actor>())
-                .map(|a| a.0.clone()),
+                .and_then(|p| p.extensions.get::<Arc<Actor>>())
+                .cloned(),
         };
-        // The request's span continues the caller's trace; tool.call is its child.
-        let span =
-            tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
-        crate::telemetry::continue_trace(
-            &span,
-            &crate::telemetry::trace::TraceContext::continue_or_start(
-                ctx.traceparent.as_deref(),
-                ctx.tracestate.as_deref(),
-            ),
-        );
         match self
             .engine
             .call(&request.name, request.arguments, &ctx)

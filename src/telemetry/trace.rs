@@ -27,18 +27,23 @@ impl TraceContext {
                 flags,
                 tracestate: tracestate.map(str::to_owned),
             },
-            None => Self {
-                trace_id: random_hex(16),
-                parent_span: None,
-                flags: "01".to_owned(),
-                tracestate: None,
-            },
+            None => Self::start(),
+        }
+    }
+
+    /// A new sampled trace.
+    pub fn start() -> Self {
+        Self {
+            trace_id: random_hex::<16>(),
+            parent_span: None,
+            flags: "01".to_owned(),
+            tracestate: None,
         }
     }
 
     /// A `traceparent` for an outgoing request: same trace, a fresh span id.
     pub fn child_traceparent(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, random_hex(8), self.flags)
+        format!("00-{}-{}-{}", self.trace_id, random_hex::<8>(), self.flags)
     }
 }
 
@@ -62,13 +67,14 @@ fn parse(tp: &str) -> Option<(String, String, String)> {
     ok.then(|| (trace.to_owned(), span.to_owned(), flags.to_owned()))
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut out = String::with_capacity(bytes * 2);
-    while out.len() < bytes * 2 {
-        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+/// `N` random bytes as hex; an id that is all zeros is invalid in W3C Trace Context, so
+/// a failing random source (never seen) yields ones rather than zeros.
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = [1u8; N];
     }
-    out.truncate(bytes * 2);
-    out
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

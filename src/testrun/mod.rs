@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::config::diag::Diagnostics;
 use crate::config::{self, Located, Vars};
 use crate::engine::{CallContext, Engine};
+use crate::identity::{Actor, Source};
 
 pub use case::{CaseFile, UpstreamMode};
 
@@ -196,7 +197,8 @@ fn with_throwaway_key(loaded: &config::Loaded, vars: Vars) -> Result<Vars, RunEr
         .signing_key_env
         .clone()
         .unwrap_or_else(|| crate::identity::DEFAULT_KEY_ENV.to_owned());
-    let (key, _) = crate::identity::keygen("mcpd-test").map_err(RunError::Key)?;
+    let (key, _) =
+        crate::identity::keygen("mcpd-test").map_err(|e| RunError::Key(e.to_string()))?;
     Ok(vars.with(&env, &key))
 }
 
@@ -248,13 +250,11 @@ async fn run_case(
     }
     let before = upstream.requests();
     let ctx = CallContext {
-        actor: match &case.call.actor {
-            Some(a) => match serde_json::to_value(a) {
-                Ok(v) => Some(v),
-                Err(e) => return Verdict::Fail(vec![format!("actor: {e}")]),
-            },
-            None => None,
-        },
+        actor: case
+            .call
+            .actor
+            .as_ref()
+            .map(|a| Arc::new(Actor::declared(a, Source::TestCase))),
         ..CallContext::default()
     };
     let result = match engine
@@ -316,17 +316,12 @@ async fn elevate(
     let tool = catalog
         .get(&case.call.tool)
         .ok_or_else(|| format!("unknown tool '{}'", case.call.tool))?;
-    let subject = case.call.actor.as_ref().map_or_else(
-        || {
-            catalog
-                .actor
-                .get("subject")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("anonymous")
-                .to_owned()
-        },
-        |a| a.subject.clone(),
-    );
+    let subject = case
+        .call
+        .actor
+        .as_ref()
+        .map_or_else(|| catalog.default_subject(), |a| a.subject.as_str())
+        .to_owned();
     let grant = crate::identity::elevation::grant(
         engine.store().as_ref(),
         identity,
@@ -343,6 +338,7 @@ async fn elevate(
             ttl: Duration::from_secs(60),
         },
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(grant.jti)
 }

@@ -1,8 +1,15 @@
-//! Upstreams: the named HTTP APIs tools call, one shared client each, and egress checks.
+//! Upstreams: the named HTTP APIs tools call, one shared client each.
 //!
-//! Owns how a rendered request leaves mcpd: the base URL (or its region variant),
-//! timeouts, no redirects, and the egress allow-list on the final URL. It never
-//! retries a non-idempotent request and never logs headers (they carry secrets).
+//! Owns how a request leaves mcpd: the base URL (or its region variant), timeouts, no
+//! redirects, sending and the retries the caller allows. Rendering a tool's request is
+//! [`request`]'s; the allow-list checked on the final URL is [`egress`]'s. It never
+//! decides whether a request may be retried and never logs headers (they carry secrets).
+
+pub mod egress;
+pub mod request;
+
+pub use egress::{Egress, EgressDenied};
+pub use request::{BodyTpl, Prepared, RequestError, RequestPlan, Secrets};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,21 +41,6 @@ pub struct Upstream {
     /// Connect timeout.
     pub connect_timeout: Duration,
     client: reqwest::Client,
-}
-
-/// A request rendered from a tool's templates, ready to send.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// HTTP method.
-    pub method: reqwest::Method,
-    /// The final URL.
-    pub url: Url,
-    /// Headers (values may be secrets: never log them).
-    pub headers: Vec<(String, String)>,
-    /// JSON body, if any.
-    pub body: Option<serde_json::Value>,
-    /// Time allowed for the request.
-    pub timeout: Duration,
 }
 
 /// What came back.
@@ -103,10 +95,10 @@ impl Upstream {
     /// # Errors
     /// Timeout, connection failure, or another transport error; HTTP error statuses are
     /// replies, not errors.
-    pub async fn send(&self, req: Prepared) -> Result<Reply, SendError> {
+    pub async fn send(&self, req: &Prepared) -> Result<Reply, SendError> {
         let mut builder = self
             .client
-            .request(req.method, req.url.clone())
+            .request(req.method.clone(), req.url.clone())
             .timeout(req.timeout);
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
@@ -122,6 +114,37 @@ impl Upstream {
         }
         .await;
         result.map_err(|e| self.classify(e, &req.url, req.timeout))
+    }
+
+    /// Sends `req` for `tool`, sending it again after a connection failure or a
+    /// 502/503/504 up to `retries` more times, with backoff. A timeout is never retried:
+    /// the first attempt may still be running. Records `attempts` on the current span.
+    ///
+    /// # Errors
+    /// As [`Self::send`], for the last attempt.
+    pub async fn send_retrying(
+        &self,
+        tool: &str,
+        req: &Prepared,
+        retries: u8,
+    ) -> Result<Reply, SendError> {
+        let attempts = u32::from(retries) + 1;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self.send(req).await;
+            let transient = match &sent {
+                Err(SendError::Connect { .. }) => true,
+                Ok(r) => matches!(r.status, 502..=504),
+                Err(_) => false,
+            };
+            if !transient || attempt >= attempts {
+                tracing::Span::current().record("attempts", attempt);
+                return sent;
+            }
+            tracing::debug!(tool, attempt, "transient upstream failure; retrying");
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+        }
     }
 
     fn classify(&self, e: reqwest::Error, url: &Url, timeout: Duration) -> SendError {
@@ -155,34 +178,33 @@ impl Upstream {
 pub struct Upstreams(BTreeMap<String, Arc<Upstream>>);
 
 impl Upstreams {
-    /// Builds clients for every upstream in `mcpd.yaml`.
-    ///
-    /// # Errors
-    /// Every bad URL, unset variable or bad duration, with its position.
-    /// An upstream of `previous` whose settings are unchanged is reused as is, so a reload
-    /// keeps its connection pool (and skips building a TLS client, ~35 ms each).
-    pub fn build(
+    /// Builds clients for every upstream in `mcpd.yaml` (`path`), reporting every bad
+    /// URL, unset variable or bad duration at its position. An upstream of `previous`
+    /// whose settings are unchanged is reused as is, so a reload keeps its connection pool
+    /// (and skips building a TLS client, ~35 ms each).
+    pub fn compile(
         path: &Path,
         spec: &ServerSpec,
         vars: &Vars,
         previous: Option<&Upstreams>,
-    ) -> Result<Self, Diagnostics> {
-        let mut diags = Diagnostics::default();
+        diags: &mut Diagnostics,
+    ) -> Option<Self> {
+        let before = diags.len();
         let mut out = BTreeMap::new();
         for (name, up) in &spec.upstreams {
-            let base = parse_base(path, name, &up.url, vars, &mut diags);
+            let base = parse_base(path, name, &up.url, vars, diags);
             let mut regions = BTreeMap::new();
             for (region, url) in &up.regions {
-                if let Some(u) = parse_base(path, name, url, vars, &mut diags) {
+                if let Some(u) = parse_base(path, name, url, vars, diags) {
                     regions.insert(region.clone(), u);
                 }
             }
-            let timeout = duration_or(path, up.timeout.as_ref(), DEFAULT_TIMEOUT, &mut diags);
+            let timeout = duration_or(path, up.timeout.as_ref(), DEFAULT_TIMEOUT, diags);
             let connect = duration_or(
                 path,
                 up.connect_timeout.as_ref(),
                 DEFAULT_CONNECT_TIMEOUT,
-                &mut diags,
+                diags,
             );
             if let (Some(base), Some(old)) = (&base, previous.and_then(|p| p.get(name))) {
                 let same = old.base == *base
@@ -223,11 +245,7 @@ impl Upstreams {
                 (None, _) => {}
             }
         }
-        if diags.is_empty() {
-            Ok(Self(out))
-        } else {
-            Err(diags)
-        }
+        (diags.len() == before).then_some(Self(out))
     }
 
     /// The upstream called `name`.
@@ -295,112 +313,5 @@ fn duration_or(
             diags.push(Diagnostic::new(path, v.pos, e.to_string()));
             default
         }),
-    }
-}
-
-/// The hosts requests may go to, from `policies.yaml`.
-#[derive(Debug, Clone, Default)]
-pub struct Egress {
-    allowed: Vec<(String, Option<u16>)>,
-}
-
-impl Egress {
-    /// Compiles the allow-list; entries are `host` or `host:port`.
-    ///
-    /// # Errors
-    /// A malformed entry, with its position.
-    pub fn build(path: &Path, entries: &[Located<String>]) -> Result<Self, Diagnostics> {
-        let mut diags = Diagnostics::default();
-        let mut allowed = Vec::new();
-        for e in entries {
-            let raw = e.value.trim().to_ascii_lowercase();
-            let (host, port) = match raw.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
-                    Ok(port) => (h.to_owned(), Some(port)),
-                    Err(_) => {
-                        diags.push(Diagnostic::new(
-                            path,
-                            e.pos,
-                            format!("egress entry '{}': port must be a number", e.value),
-                        ));
-                        continue;
-                    }
-                },
-                _ => (raw.clone(), None),
-            };
-            if host.is_empty() || host.contains('/') {
-                diags.push(Diagnostic::new(
-                    path,
-                    e.pos,
-                    format!(
-                        "egress entry '{}': write a host or host:port, not a URL",
-                        e.value
-                    ),
-                ));
-                continue;
-            }
-            allowed.push((host, port));
-        }
-        if diags.is_empty() {
-            Ok(Self { allowed })
-        } else {
-            Err(diags)
-        }
-    }
-
-    /// Whether a request to `url` may leave.
-    ///
-    /// # Errors
-    /// Names the refused host.
-    pub fn check(&self, url: &Url) -> Result<(), String> {
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let port = url.port_or_known_default();
-        let ok = self
-            .allowed
-            .iter()
-            .any(|(h, p)| *h == host && (p.is_none() || *p == port));
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "egress to host '{host}' is not allowed: add it to 'egress' in policies.yaml"
-            ))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn egress_allows_listed_hosts_only() {
-        let entries = vec![
-            Located::unplaced("orders.internal".to_owned()),
-            Located::unplaced("127.0.0.1:8080".to_owned()),
-        ];
-        let eg = Egress::build(Path::new("p.yaml"), &entries).unwrap();
-        assert!(
-            eg.check(&Url::parse("https://orders.internal/x").unwrap())
-                .is_ok()
-        );
-        assert!(
-            eg.check(&Url::parse("http://127.0.0.1:8080/x").unwrap())
-                .is_ok()
-        );
-        assert!(
-            eg.check(&Url::parse("http://127.0.0.1:9090/x").unwrap())
-                .is_err()
-        );
-        let err = eg
-            .check(&Url::parse("https://evil.example/x").unwrap())
-            .unwrap_err();
-        assert!(err.contains("'evil.example'"), "{err}");
-    }
-
-    #[test]
-    fn egress_entry_that_is_a_url_is_rejected() {
-        let entries = vec![Located::unplaced("https://orders.internal/".to_owned())];
-        assert!(Egress::build(Path::new("p.yaml"), &entries).is_err());
     }
 }

@@ -24,13 +24,10 @@ use serde_json::{Value, json};
 use super::{HttpOptions, MCP_PATH};
 use crate::catalog::Catalog;
 use crate::engine::Engine;
+use crate::identity::Actor;
 
 /// The RFC 9728 well-known path.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
-
-/// The verified caller of an HTTP request (the claims as policy sees them).
-#[derive(Debug, Clone)]
-pub struct Actor(pub Value);
 
 /// The authentication settings and what verifies tokens.
 #[derive(Clone)]
@@ -135,7 +132,7 @@ pub async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) ->
         (Some(jwks), _) => jwks.verify(token).await,
         (None, Some(identity)) => identity
             .verify(token)
-            .map(|c| crate::identity::actor_of(&c))
+            .map(|c| Arc::new(c.actor()))
             .map_err(|e| e.to_string()),
         (None, None) => Err(match &auth.jwks {
             Some(j) => format!("only tokens issued by {} are accepted", j.issuer()),
@@ -166,13 +163,13 @@ pub async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) ->
         }
         req = Request::from_parts(parts, Body::from(bytes));
     }
-    req.extensions_mut().insert(Actor(actor));
+    req.extensions_mut().insert(actor);
     next.run(req).await
 }
 
 /// The scope a `tools/call` in `body` lacks, and why; `None` when every call is covered
 /// (or the body is not a call: rmcp answers the rest).
-fn scope_denial(catalog: &Catalog, actor: &Value, body: &[u8]) -> Option<(String, String)> {
+fn scope_denial(catalog: &Catalog, actor: &Actor, body: &[u8]) -> Option<(String, String)> {
     let parsed: Value = serde_json::from_slice(body).ok()?;
     let messages = match parsed {
         Value::Array(batch) => batch,
@@ -185,7 +182,7 @@ fn scope_denial(catalog: &Catalog, actor: &Value, body: &[u8]) -> Option<(String
         let params = m.get("params")?;
         let tool = catalog.get(params.get("name").and_then(Value::as_str)?)?;
         let args = params.get("arguments").cloned().unwrap_or(json!({}));
-        let why = crate::identity::check_scope(actor, &tool.id, &args).err()?;
+        let why = actor.check_scope(&tool.id, &args).err()?.to_string();
         let scope = args
             .get("env")
             .and_then(Value::as_str)

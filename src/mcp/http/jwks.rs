@@ -7,6 +7,7 @@
 //! It must not decide what the actor may do: the scope check and policy do.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -14,6 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use crate::config::server::JwksSpec;
+use crate::identity::{Actor, Source};
 
 /// The shortest time between two fetches of the key set.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
@@ -119,7 +121,7 @@ impl Jwks {
     ///
     /// # Errors
     /// Why the token is refused.
-    pub async fn verify(&self, token: &str) -> Result<Value, String> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Actor>, String> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| format!("the token is not a JWT ({e})"))?;
         if !ALGORITHMS.contains(&header.alg) {
@@ -151,11 +153,11 @@ impl Jwks {
         let claims = jsonwebtoken::decode::<Value>(token, &key, &v)
             .map_err(|e| format!("{e}"))?
             .claims;
-        Ok(self.actor(&claims))
+        Ok(Arc::new(self.actor(&claims)))
     }
 
-    /// The actor policy sees for verified `claims`.
-    fn actor(&self, claims: &Value) -> Value {
+    /// The actor verified `claims` stand for.
+    fn actor(&self, claims: &Value) -> Actor {
         let name = self.spec.scopes_claim.as_deref().unwrap_or("scope");
         let scopes: Vec<String> = match claims.get(name) {
             Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
@@ -166,15 +168,26 @@ impl Jwks {
                 .collect(),
             _ => Vec::new(),
         };
-        json!({
-            "subject": claims.get("sub").cloned().unwrap_or(Value::Null),
-            "scopes": scopes,
-            "purpose": claims.get("purpose").cloned().unwrap_or(Value::Null),
-            "region": claims.get("region").cloned().unwrap_or(Value::Null),
-            "issuer": self.spec.issuer,
-            "expires": claims.get("exp").cloned().unwrap_or(Value::Null),
-            "source": "jwks",
-        })
+        let text = |field: &str| claims.get(field).and_then(Value::as_str).map(str::to_owned);
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        Actor::new(
+            subject,
+            scopes,
+            text("purpose"),
+            text("region"),
+            Source::Jwks,
+            serde_json::Map::from_iter([
+                ("issuer".to_owned(), json!(self.spec.issuer)),
+                (
+                    "expires".to_owned(),
+                    claims.get("exp").cloned().unwrap_or(Value::Null),
+                ),
+            ]),
+        )
     }
 }
 
@@ -227,13 +240,13 @@ mod tests {
         let jwks = Jwks::new(s.clone()).await.unwrap();
         let actor = jwks.actor(&json!({"sub": "u", "scope": "orders.export flag.set:staging"}));
         assert_eq!(
-            actor["scopes"],
+            actor.facts()["scopes"],
             json!(["orders.export", "flag.set:staging"])
         );
         s.scopes_claim = Some("scp".into());
         let jwks = Jwks::new(s).await.unwrap();
         let actor = jwks.actor(&json!({"sub": "u", "scp": ["orders.*"]}));
-        assert_eq!(actor["scopes"], json!(["orders.*"]));
-        assert_eq!(actor["source"], "jwks");
+        assert_eq!(actor.facts()["scopes"], json!(["orders.*"]));
+        assert_eq!(actor.facts()["source"], "jwks");
     }
 }

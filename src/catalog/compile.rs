@@ -1,0 +1,508 @@
+//! Compiling one tool file entry into a [`Tool`], collecting every problem.
+//!
+//! Owns the checks of a tool's own fields: its name, input and output schemas,
+//! templates and the variables they read, JSONPaths, durations, limits, cost and its
+//! `tools/list` entry. Cross-file checks (duplicate names, upstream hosts in egress)
+//! are the catalog's. It never touches the network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::tool::{DEFAULT_IDEM_TTL, IdemPlan, Tool, wire_name};
+use crate::config::diag::{Diagnostic, Diagnostics, Pos};
+use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
+use crate::config::{Located, ToolSpec};
+use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
+use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
+use crate::telemetry::slo::Slo;
+use crate::template::{Slot, TemplateSet, Tpl};
+use crate::upstream::request::DEFAULT_RETRIES;
+use crate::upstream::{BodyTpl, RequestPlan, Upstreams};
+use crate::util::duration::parse as parse_duration;
+
+/// Longest tool id (hosts reject longer names).
+const MAX_NAME: usize = 64;
+
+/// Compiles one tool, collecting its diagnostics.
+pub(super) struct ToolCompiler<'a> {
+    pub(super) file: &'a Path,
+    pub(super) id: &'a str,
+    pub(super) templates: TemplateSet,
+    pub(super) diags: Diagnostics,
+    pub(super) secrets: BTreeSet<String>,
+}
+
+impl ToolCompiler<'_> {
+    fn err(&mut self, pos: Pos, field: &str, msg: impl std::fmt::Display) {
+        let msg = if field.is_empty() {
+            format!("tool '{}': {msg}", self.id)
+        } else {
+            format!("tool '{}': {field}: {msg}", self.id)
+        };
+        self.diags.push(Diagnostic::new(self.file, pos, msg));
+    }
+
+    pub(super) fn compile(
+        &mut self,
+        spec: &ToolSpec,
+        fingerprint: u64,
+        upstreams: &Upstreams,
+        check_upstream: bool,
+    ) -> Option<Tool> {
+        self.check_name(&spec.name);
+        let input_schema = self.check_input_schema(&spec.input);
+        let input = self.validator(&spec.input, "input", true);
+        let output = spec
+            .output
+            .as_ref()
+            .and_then(|o| self.validator(o, "output", false));
+        let args: BTreeSet<String> = input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let request = self.request(&spec.request, &args, upstreams, check_upstream);
+        let response = self.response(&spec.response, &args);
+        let limits = self.limits(spec);
+        let idempotency = spec.idempotency.as_ref().and_then(|i| {
+            let key = self.template("idempotency.key", &i.key, Slot::Text, &args, &["args"]);
+            let ttl = match &i.ttl {
+                None => Some(DEFAULT_IDEM_TTL),
+                Some(t) => parse_duration(&t.value)
+                    .map_err(|e| self.err(t.pos, "idempotency.ttl", e))
+                    .ok(),
+            };
+            Some(IdemPlan {
+                key: key?,
+                ttl: ttl?,
+            })
+        });
+        let slo = spec.slo.as_ref().and_then(|s| {
+            parse_duration(&s.p95.value)
+                .map_err(|e| self.err(s.p95.pos, "slo.p95", e))
+                .ok()
+                .map(Slo::new)
+        });
+        let cost = self.cost(spec);
+        let listing = self.listing(spec, input_schema);
+        if !self.diags.is_empty() {
+            return None;
+        }
+        Some(Tool {
+            id: self.id.to_owned(),
+            wire: wire_name(self.id),
+            file: self.file.to_path_buf(),
+            listing,
+            input: input?,
+            output,
+            request: request?,
+            response,
+            secrets: self.secrets.iter().cloned().collect(),
+            limits,
+            idempotency,
+            cost,
+            slo,
+            templates: std::mem::take(&mut self.templates),
+            fingerprint,
+        })
+    }
+
+    fn cost(&mut self, spec: &ToolSpec) -> CostPlan {
+        let (per_call, from) = match &spec.cost {
+            None => (0.0, None),
+            Some(CostSpec::PerCall(c)) => (*c, None),
+            Some(CostSpec::Detailed {
+                per_call,
+                from_response,
+            }) => (*per_call, from_response.as_ref()),
+        };
+        if !per_call.is_finite() || per_call < 0.0 {
+            self.err(spec.name.pos, "cost", "must be a number of at least 0");
+        }
+        let from_response = from.and_then(|p| {
+            crate::response::jsonpath::JsonPath::compile(&p.value)
+                .map_err(|e| self.err(p.pos, "cost.from_response", e))
+                .ok()
+        });
+        CostPlan {
+            per_call,
+            from_response,
+        }
+    }
+
+    fn rate(&mut self, field: &str, r: Option<&Located<String>>) -> Option<Rate> {
+        r.and_then(|r| {
+            Rate::parse(&r.value)
+                .map_err(|e| self.err(r.pos, field, e))
+                .ok()
+        })
+    }
+
+    fn limits(&mut self, spec: &ToolSpec) -> ToolLimits {
+        let rate = self.rate("limits.rate", spec.limits.rate.as_ref());
+        let total_rate = self.rate("limits.total_rate", spec.limits.total_rate.as_ref());
+        let cap = spec.limits.concurrency.as_ref().and_then(|c| {
+            if c.value == 0 {
+                self.err(c.pos, "limits.concurrency", "must be at least 1");
+                None
+            } else {
+                Some(Cap::new(c.value))
+            }
+        });
+        ToolLimits {
+            rate,
+            total_rate,
+            cap,
+        }
+    }
+
+    fn check_name(&mut self, name: &Located<String>) {
+        let ok_chars = name
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if name.value.is_empty() || name.value.len() > MAX_NAME || !ok_chars {
+            self.err(
+                name.pos,
+                "name",
+                format!(
+                    "must be 1 to {MAX_NAME} of A-Z a-z 0-9 _ . - (got '{}')",
+                    name.value
+                ),
+            );
+        }
+    }
+
+    fn check_input_schema(&mut self, input: &Located<Value>) -> serde_json::Map<String, Value> {
+        match &input.value {
+            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("object") => {
+                o.clone()
+            }
+            _ => {
+                self.err(
+                    input.pos,
+                    "input",
+                    "the input schema must be an object schema ('type: object')",
+                );
+                serde_json::Map::new()
+            }
+        }
+    }
+
+    fn validator(
+        &mut self,
+        schema: &Located<Value>,
+        field: &str,
+        _input: bool,
+    ) -> Option<jsonschema::Validator> {
+        match jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema.value)
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(schema.pos, field, format!("invalid JSON Schema: {e}"));
+                None
+            }
+        }
+    }
+
+    fn listing(
+        &self,
+        spec: &ToolSpec,
+        input_schema: serde_json::Map<String, Value>,
+    ) -> rmcp::model::Tool {
+        let mut tool = rmcp::model::Tool::new(
+            wire_name(self.id),
+            spec.description.clone(),
+            Arc::new(input_schema),
+        );
+        if let Some(title) = &spec.title {
+            tool = tool.with_title(title.clone());
+        }
+        let a = &spec.annotations;
+        let mut ann = rmcp::model::ToolAnnotations::new();
+        ann.title = spec.title.clone();
+        ann.read_only_hint = a.read_only_hint;
+        ann.destructive_hint = a.destructive_hint;
+        ann.idempotent_hint = a.idempotent_hint;
+        ann.open_world_hint = a.open_world_hint;
+        tool = tool.with_annotations(ann);
+        if let Some(Located {
+            value: Value::Object(out),
+            ..
+        }) = &spec.output
+        {
+            let wrapped = if out.get("type").and_then(Value::as_str) == Some("object") {
+                out.clone()
+            } else {
+                let key = spec
+                    .response
+                    .select
+                    .as_ref()
+                    .and_then(|s| JsonPath::compile(&s.value).ok())
+                    .map_or_else(|| "result".to_owned(), |p| crate::response::wrap_key(&p));
+                serde_json::Map::from_iter([
+                    ("type".to_owned(), Value::from("object")),
+                    (
+                        "properties".to_owned(),
+                        Value::Object(serde_json::Map::from_iter([(
+                            key.clone(),
+                            Value::Object(out.clone()),
+                        )])),
+                    ),
+                    ("required".to_owned(), Value::Array(vec![Value::from(key)])),
+                ])
+            };
+            tool = tool.with_raw_output_schema(Arc::new(wrapped));
+        }
+        tool
+    }
+
+    /// Compiles a template and checks the variables it reads.
+    fn template(
+        &mut self,
+        field: &str,
+        src: &Located<String>,
+        slot: Slot,
+        args: &BTreeSet<String>,
+        roots: &[&str],
+    ) -> Option<Tpl> {
+        let name = format!("{}/{field}", self.id);
+        match self.templates.add(&name, &src.value, slot) {
+            Ok((tpl, vars)) => {
+                let mut ok = true;
+                for var in vars {
+                    if let Err(e) = self.check_var(&var, args, roots) {
+                        self.err(src.pos, field, e);
+                        ok = false;
+                    }
+                }
+                ok.then_some(tpl)
+            }
+            Err(e) => {
+                self.err(src.pos, field, format!("template error: {e}"));
+                None
+            }
+        }
+    }
+
+    fn check_var(
+        &mut self,
+        var: &str,
+        args: &BTreeSet<String>,
+        roots: &[&str],
+    ) -> Result<(), String> {
+        let mut parts = var.split('.');
+        let root = parts.next().unwrap_or_default();
+        let field = parts.next();
+        if !roots.contains(&root) {
+            return Err(format!(
+                "unknown variable '{var}' (templates here can read: {})",
+                roots.join(", ")
+            ));
+        }
+        match (root, field) {
+            ("args", Some(f)) if !args.contains(f) => {
+                let declared = args.iter().cloned().collect::<Vec<_>>().join(", ");
+                Err(format!(
+                    "unknown variable '{var}': the input schema declares no argument '{f}' (it declares: {declared})"
+                ))
+            }
+            ("secret", None) => {
+                Err("name the secret: 'secret.NAME' reads environment variable NAME".to_owned())
+            }
+            ("secret", Some(name)) => {
+                self.secrets.insert(name.to_owned());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn request(
+        &mut self,
+        spec: &RequestSpec,
+        args: &BTreeSet<String>,
+        upstreams: &Upstreams,
+        check: bool,
+    ) -> Option<RequestPlan> {
+        const ROOTS: &[&str] = &["args", "secret"];
+        let upstream = match upstreams.get(&spec.upstream.value) {
+            Some(u) => Some(u.clone()),
+            None => {
+                if check {
+                    self.err(
+                        spec.upstream.pos,
+                        "request.upstream",
+                        format!(
+                            "unknown upstream '{}' (declare it under 'upstreams' in mcpd.yaml)",
+                            spec.upstream.value
+                        ),
+                    );
+                }
+                None
+            }
+        };
+        if !spec.path.value.starts_with('/') {
+            self.err(spec.path.pos, "request.path", "must start with '/'");
+        }
+        let path = self.template("request.path", &spec.path, Slot::Path, args, ROOTS);
+        let mut query = Vec::new();
+        for (k, v) in &spec.query {
+            if let Some(t) =
+                self.template(&format!("request.query.{k}"), v, Slot::Text, args, ROOTS)
+            {
+                query.push((k.clone(), t));
+            }
+        }
+        let mut headers = Vec::new();
+        for (k, v) in &spec.headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                self.err(
+                    v.pos,
+                    &format!("request.headers.{k}"),
+                    "not a valid header name",
+                );
+            }
+            if let Some(t) =
+                self.template(&format!("request.headers.{k}"), v, Slot::Text, args, ROOTS)
+            {
+                headers.push((k.clone(), t));
+            }
+        }
+        let body = spec.body.as_ref().map(|b| {
+            let pos = b.pos;
+            self.body(&b.value, "request.body", pos, args, ROOTS)
+        });
+        let timeout = spec
+            .timeout
+            .as_ref()
+            .and_then(|t| match parse_duration(&t.value) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.err(t.pos, "request.timeout", e);
+                    None
+                }
+            });
+        let upstream = upstream?;
+        Some(RequestPlan {
+            method: spec.method.to_http(),
+            timeout: timeout.unwrap_or(upstream.timeout),
+            retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
+            upstream,
+            path: path?,
+            query,
+            headers,
+            body,
+        })
+    }
+
+    fn body(
+        &mut self,
+        v: &Value,
+        field: &str,
+        pos: Pos,
+        args: &BTreeSet<String>,
+        roots: &[&str],
+    ) -> BodyTpl {
+        match v {
+            Value::String(s) => {
+                let located = Located {
+                    value: s.clone(),
+                    pos,
+                };
+                match self.template(field, &located, Slot::Value, args, roots) {
+                    Some(Tpl::Literal(s)) => BodyTpl::Literal(Value::String(s)),
+                    Some(t) => BodyTpl::Tpl(t),
+                    None => BodyTpl::Literal(Value::Null),
+                }
+            }
+            Value::Object(o) => BodyTpl::Object(
+                o.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            self.body(v, &format!("{field}.{k}"), pos, args, roots),
+                        )
+                    })
+                    .collect(),
+            ),
+            Value::Array(a) => BodyTpl::Array(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| self.body(v, &format!("{field}[{i}]"), pos, args, roots))
+                    .collect(),
+            ),
+            other => BodyTpl::Literal(other.clone()),
+        }
+    }
+
+    fn response(&mut self, spec: &ResponseSpec, args: &BTreeSet<String>) -> ResponseMap {
+        let select = spec
+            .select
+            .as_ref()
+            .and_then(|s| match JsonPath::compile(&s.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.err(
+                        s.pos,
+                        "response.select",
+                        format!("invalid JSONPath '{}': {e}", s.value),
+                    );
+                    None
+                }
+            });
+        let mut masks = Vec::new();
+        for m in &spec.mask {
+            match JsonPath::compile(&m.value) {
+                Ok(p) => masks.push(p),
+                Err(e) => self.err(
+                    m.pos,
+                    "response.mask",
+                    format!("invalid JSONPath '{}': {e}", m.value),
+                ),
+            }
+        }
+        let mut errors: BTreeMap<(u8, u16), Tpl> = BTreeMap::new();
+        for (k, v) in &spec.errors {
+            let field = format!("response.errors.{k}");
+            let Some(m) = StatusMatch::parse(k) else {
+                self.err(
+                    v.pos,
+                    &field,
+                    "key must be an error status ('404') or class ('4xx', '5xx')",
+                );
+                continue;
+            };
+            if let Some(t) = self.template(&field, v, Slot::Text, args, &["args", "status", "body"])
+            {
+                // Exact statuses are tried before classes.
+                let order = match m {
+                    StatusMatch::Exact(c) => (0, c),
+                    StatusMatch::Class(c) => (1, c),
+                };
+                errors.insert(order, t);
+            }
+        }
+        let errors = errors
+            .into_iter()
+            .map(|((kind, code), t)| {
+                let m = if kind == 0 {
+                    StatusMatch::Exact(code)
+                } else {
+                    StatusMatch::Class(code)
+                };
+                (m, t)
+            })
+            .collect();
+        ResponseMap {
+            select,
+            masks,
+            errors,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! A compiled tool: what one `tools.d` entry becomes, and all the call path reads of it.
+//!
+//! Owns the runtime shape of a tool (templates, validators, request plan, response map,
+//! limits, idempotency, cost, SLO). A leaf of the catalog: it imports the types its
+//! steps define and nothing that imports it back. It never parses or compiles.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::limits::{CostPlan, ToolLimits};
+use crate::response::ResponseMap;
+use crate::telemetry::slo::Slo;
+use crate::template::{TemplateSet, Tpl};
+use crate::upstream::request::RequestPlan;
+
+/// A tool's idempotency: the key template and how long results replay.
+#[derive(Debug)]
+pub struct IdemPlan {
+    /// Key template over `args`.
+    pub key: Tpl,
+    /// How long a completed result is replayed.
+    pub ttl: Duration,
+}
+
+/// Default time a completed idempotent call is replayed.
+pub const DEFAULT_IDEM_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// One compiled tool.
+#[derive(Debug)]
+pub struct Tool {
+    /// The id from the file, e.g. `orders.export`.
+    pub id: String,
+    /// The name on the wire, e.g. `orders_export`.
+    pub wire: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// What `tools/list` shows for it.
+    pub listing: rmcp::model::Tool,
+    /// Validator of the arguments.
+    pub input: jsonschema::Validator,
+    /// Validator of the structured result, if declared.
+    pub output: Option<jsonschema::Validator>,
+    /// The HTTP request a call becomes.
+    pub request: RequestPlan,
+    /// How replies become results.
+    pub response: ResponseMap,
+    /// Environment variables its templates read as `secret.NAME`.
+    pub secrets: Vec<String>,
+    /// Its rate limit and concurrency cap.
+    pub limits: ToolLimits,
+    /// How its calls are made idempotent, for writes.
+    pub idempotency: Option<IdemPlan>,
+    /// Cost units one call spends.
+    pub cost: CostPlan,
+    /// Its latency objective, with the recent latencies it is judged on.
+    pub slo: Option<Slo>,
+    /// Its compiled templates.
+    pub templates: TemplateSet,
+    /// The fingerprint of the file it was compiled from.
+    pub fingerprint: u64,
+}
+
+/// The wire name of a tool id: dots become underscores.
+pub fn wire_name(id: &str) -> String {
+    id.replace('.', "_")
+}

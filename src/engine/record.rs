@@ -1,0 +1,216 @@
+//! Recording a call: the `tool.call` span and its children's fields, the log line on
+//! stderr, the metrics, the SLO sample and the audit record.
+//!
+//! Owns what is written about a call and that nothing written carries raw arguments,
+//! results or secrets: arguments and reasons pass every detector first. It decides
+//! nothing about the call itself.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+use super::result::CallResult;
+use crate::audit::{AuditLog, Entry as AuditEntry};
+use crate::catalog::Tool;
+use crate::config::policy::RedactionSpec;
+use crate::limits::{Left, Refusal, amount};
+use crate::redact::{DetectorSet, redact_text, redact_value};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::TraceContext;
+
+/// The style logs, traces and the audit log redact with: every detector's default.
+static RECORD_STYLE: LazyLock<RedactionSpec> = LazyLock::new(RedactionSpec::default);
+
+/// Opens the `tool.call` span for a call of `tool` by `actor` (established by
+/// `source`), in the caller's trace; `trace.trace_id` becomes the span's trace id.
+pub(super) fn open(
+    tool: &Tool,
+    trace: &mut TraceContext,
+    actor: &str,
+    source: &str,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "tool.call",
+        tool = %tool.id,
+        trace_id = %trace.trace_id,
+        actor = %actor,
+        actor.source = %source,
+        ticket = tracing::field::Empty,
+        rules = tracing::field::Empty,
+        shadow = tracing::field::Empty,
+        decision = tracing::field::Empty,
+        pii.count = tracing::field::Empty,
+        http.status = tracing::field::Empty,
+        idempotency.key = tracing::field::Empty,
+        budget.remaining = tracing::field::Empty,
+    );
+    // Under `mcp.request` the caller's trace is already the parent; a call from the
+    // command line continues it here. Exported spans and logs share one trace id.
+    if tracing::Span::current().is_none() {
+        crate::telemetry::continue_trace(&span, trace);
+    }
+    if let Some((trace_id, _)) = crate::telemetry::ids(&span) {
+        trace.trace_id = trace_id;
+        span.record("trace_id", trace.trace_id.as_str());
+    }
+    span
+}
+
+/// The `policy.evaluate` span, a child of `tool.call`.
+pub(super) fn policy_span() -> tracing::Span {
+    tracing::info_span!(
+        "policy.evaluate",
+        decision = tracing::field::Empty,
+        rules = tracing::field::Empty,
+        shadow = tracing::field::Empty,
+        ticket = tracing::field::Empty,
+    )
+}
+
+/// The `upstream.request` span, a child of `tool.call`.
+pub(super) fn upstream_span(tool: &Tool, host: &str) -> tracing::Span {
+    tracing::info_span!(
+        "upstream.request",
+        upstream = %tool.request.upstream.name,
+        http.method = %tool.request.method,
+        server.address = host,
+        http.status = tracing::field::Empty,
+        attempts = tracing::field::Empty,
+    )
+}
+
+/// What the budgets have left after the call was counted: metrics, and the least on
+/// the current span.
+pub(super) fn budgets_left(metrics: &Metrics, left: &[Left]) {
+    for l in left {
+        metrics.budget_left(&l.budget, l.unit, &l.scope, l.left);
+    }
+    if let Some(least) = left.iter().min_by(|a, b| a.left.total_cmp(&b.left)) {
+        tracing::Span::current().record(
+            "budget.remaining",
+            format!("{}:{}={}", least.budget, least.unit, amount(least.left)),
+        );
+    }
+}
+
+/// Counts a refusal by limits; a stop rule also raises an alert.
+pub(super) fn refused(metrics: &Metrics, tool: &str, actor: &str, r: &Refusal) {
+    match r {
+        Refusal::Rate(_) => metrics.refusal(tool, "rate"),
+        Refusal::Budget(_) => metrics.refusal(tool, "budget"),
+        Refusal::Stop { rule, .. } => {
+            metrics.refusal(tool, "stop");
+            tracing::error!(alert = "runaway_loop", stop_rule = rule, actor, tool = %tool, "stop rule fired: calls refused");
+        }
+        Refusal::State(_) => {}
+    }
+}
+
+/// Everything written about a finished call: the span's fields, one log line, the
+/// metrics, the SLO sample and the audit record (written before the call is answered).
+pub(super) fn finish(
+    span: &tracing::Span,
+    tool: &Tool,
+    args: &Value,
+    result: &CallResult,
+    metrics: &Metrics,
+    audit: Option<&AuditLog>,
+) {
+    let decision = result.decision();
+    if let Some(t) = &result.ticket {
+        span.record("ticket", t.as_str());
+    }
+    span.record("decision", decision);
+    span.record("pii.count", result.masked);
+    if !result.rules.is_empty() {
+        span.record("rules", result.rules.join(","));
+    }
+    if !result.shadow.is_empty() {
+        span.record("shadow", result.shadow.join(","));
+    }
+    if let Some(s) = result.status {
+        span.record("http.status", s);
+    }
+    if let Some(k) = &result.idempotency_key {
+        span.record("idempotency.key", k.as_str());
+    }
+    span.in_scope(|| log(result));
+    metrics.call(
+        &tool.id,
+        decision,
+        result.elapsed.as_secs_f64(),
+        result.masked,
+    );
+    if let Some(slo) = &tool.slo {
+        slo.observe(&tool.id, result.elapsed);
+    }
+    if let Some(audit) = audit {
+        audit.record(&audit_entry(result, args));
+    }
+}
+
+fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
+    let mut args = args.clone();
+    redact_value(&mut args, DetectorSet::ALL, &RECORD_STYLE);
+    AuditEntry {
+        actor: r.actor.clone(),
+        tool: r.tool.clone(),
+        args,
+        rules: r.rules.clone(),
+        shadow: r.shadow.clone(),
+        decision: r.decision().to_owned(),
+        reason: r
+            .outcome
+            .as_ref()
+            .err()
+            .map(|f| redact_text(&f.message(), DetectorSet::ALL, &RECORD_STYLE).0),
+        status: r.status,
+        trace_id: r.trace_id.clone(),
+        pii_count: r.masked,
+        idempotency_key: r.idempotency_key.clone(),
+        ticket: r.ticket.clone(),
+        replayed: r.replayed,
+    }
+}
+
+/// Whether this successful call gets a log line: `MCPD_LOG_SAMPLE` (0 to 1, default 1)
+/// of them do, spread evenly (a running count, not a random draw); failures and
+/// denials are always logged.
+fn sampled() -> bool {
+    static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let rate = *RATE.get_or_init(|| {
+        std::env::var("MCPD_LOG_SAMPLE")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(1.0, |r| r.clamp(0.0, 1.0))
+    });
+    if rate >= 1.0 {
+        return true;
+    }
+    // The n-th call is logged when it moves floor(n * rate) on by one.
+    let n = SEEN.fetch_add(1, Ordering::Relaxed) as f64;
+    ((n + 1.0) * rate).floor() > (n * rate).floor()
+}
+
+fn log(r: &CallResult) {
+    let micros = u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX);
+    match &r.outcome {
+        Ok(_) if !sampled() => {}
+        Ok(_) => tracing::info!(
+            tool = %r.tool,
+            status = r.status,
+            masked = r.masked,
+            latency_us = micros,
+            "call completed"
+        ),
+        Err(f) => tracing::info!(
+            tool = %r.tool,
+            status = r.status,
+            error = f.kind(),
+            latency_us = micros,
+            "call failed"
+        ),
+    }
+}

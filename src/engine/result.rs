@@ -1,0 +1,134 @@
+//! What a call takes beside its arguments, and what it gives back: [`CallContext`] in,
+//! [`CallResult`] out, with the [`Failure`] kinds a model can act on.
+//!
+//! Owns these shapes and the words for them (a failure's message and kind, the
+//! decision a result stands for). It never turns them into MCP (that is `mcp`'s job).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::identity::Actor;
+use crate::telemetry::trace::TraceContext;
+
+/// A call to a tool nobody declared: a protocol error, not a tool error.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown tool '{0}'")]
+pub struct UnknownTool(pub String);
+
+/// Why a call produced no result. Each kind's message says what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The arguments do not match the input schema.
+    InvalidArguments(String),
+    /// Policy refused the call; the upstream saw nothing.
+    Denied(String),
+    /// The request could not be built (template, missing secret, egress).
+    Request(String),
+    /// The upstream could not be reached or timed out.
+    Unreachable(String),
+    /// The upstream answered with an error status.
+    UpstreamStatus(u16, String),
+    /// The reply could not be mapped to a result.
+    Response(String),
+    /// A rate limit, concurrency cap or in-flight idempotency key refused the call;
+    /// says when to retry.
+    Limited(String),
+    /// The state store failed; nothing was sent.
+    State(String),
+    /// No valid identity: no token (and no default actor), or a token that does not
+    /// verify.
+    Unauthenticated(String),
+}
+
+impl Failure {
+    /// A short kind name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidArguments(_) => "invalid_arguments",
+            Self::Denied(_) => "denied",
+            Self::Request(_) => "request",
+            Self::Unreachable(_) => "unreachable",
+            Self::UpstreamStatus(..) => "upstream_status",
+            Self::Response(_) => "response",
+            Self::Limited(_) => "limited",
+            Self::State(_) => "state",
+            Self::Unauthenticated(_) => "unauthenticated",
+        }
+    }
+
+    /// The message the model reads.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidArguments(m) => format!("invalid arguments: {m}"),
+            Self::Denied(m) => format!("denied by policy: {m}"),
+            Self::Unauthenticated(m) => format!("unauthenticated: {m}"),
+            Self::Request(m)
+            | Self::Unreachable(m)
+            | Self::Response(m)
+            | Self::Limited(m)
+            | Self::State(m)
+            | Self::UpstreamStatus(_, m) => m.clone(),
+        }
+    }
+}
+
+/// The result of one call.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    /// The tool's id.
+    pub tool: String,
+    /// The structured result (always an object), or why there is none.
+    pub outcome: Result<Value, Failure>,
+    /// Values masked in the result.
+    pub masked: usize,
+    /// The upstream's HTTP status, when a request was sent.
+    pub status: Option<u16>,
+    /// Time spent in mcpd and the upstream.
+    pub elapsed: Duration,
+    /// The W3C trace id the call ran in.
+    pub trace_id: String,
+    /// Who made the call (the actor's subject).
+    pub actor: String,
+    /// Enforced rules that matched.
+    pub rules: Vec<String>,
+    /// Shadow rules that matched, as `id:effect`.
+    pub shadow: Vec<String>,
+    /// The region the call was routed to.
+    pub region: Option<String>,
+    /// The idempotency key the call ran under.
+    pub idempotency_key: Option<String>,
+    /// The result is a stored one: the upstream was not called again.
+    pub replayed: bool,
+    /// The ticket of the elevation grant the call ran under.
+    pub ticket: Option<String>,
+}
+
+impl CallResult {
+    /// The decision this result stands for, as the audit log, spans and metrics name it.
+    pub fn decision(&self) -> &'static str {
+        match &self.outcome {
+            Ok(_) => "allowed",
+            Err(Failure::Denied(_) | Failure::Unauthenticated(_)) => "denied",
+            Err(Failure::Limited(_)) => "limited",
+            Err(Failure::InvalidArguments(_)) => "invalid",
+            Err(_) => "error",
+        }
+    }
+}
+
+/// What the caller sent beside the arguments (from the request's `_meta`) and who the
+/// transport proved it is.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// The caller's W3C trace (`traceparent`, `tracestate`), parsed once by the
+    /// transport; `None` starts a new trace.
+    pub trace: Option<TraceContext>,
+    /// Idempotency key the client supplied in `_meta` (`dev.mcpd/idempotencyKey`);
+    /// it takes precedence over the tool's key template.
+    pub idempotency_key: Option<String>,
+    /// The verified caller; `None` runs as the stdio caller's token or the configured
+    /// default actor.
+    pub actor: Option<Arc<Actor>>,
+}

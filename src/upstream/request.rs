@@ -1,0 +1,246 @@
+//! Rendering: a tool's compiled request templates and a call's arguments become the
+//! HTTP request that is sent.
+//!
+//! Owns the request plan (method, path, query, headers, body templates, timeout,
+//! retries), reading the `secret.NAME` values a tool uses, rendering, and scrubbing
+//! secret values out of every message. It never logs a rendered request (headers carry
+//! secrets) and never sends one (that is [`super::Upstream::send`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use serde_json::{Map, Value};
+
+use super::Upstream;
+use crate::template::{RenderError, TemplateSet, Tpl};
+
+/// Default extra attempts for an idempotent request.
+pub const DEFAULT_RETRIES: u8 = 2;
+
+/// A JSON body whose string leaves are templates.
+#[derive(Debug, Clone)]
+pub enum BodyTpl {
+    /// A value with no template in it.
+    Literal(Value),
+    /// A string leaf.
+    Tpl(Tpl),
+    /// An object, key by key.
+    Object(Vec<(String, BodyTpl)>),
+    /// A list, item by item.
+    Array(Vec<BodyTpl>),
+}
+
+/// The HTTP side of a tool.
+#[derive(Debug)]
+pub struct RequestPlan {
+    /// Where the request goes.
+    pub upstream: Arc<Upstream>,
+    /// HTTP method.
+    pub method: reqwest::Method,
+    /// Path template (segments URL-encoded).
+    pub path: Tpl,
+    /// Query templates.
+    pub query: Vec<(String, Tpl)>,
+    /// Header templates.
+    pub headers: Vec<(String, Tpl)>,
+    /// Body template.
+    pub body: Option<BodyTpl>,
+    /// Time allowed.
+    pub timeout: Duration,
+    /// Extra attempts after a connection failure or 502/503/504, for idempotent requests.
+    pub retries: u8,
+}
+
+/// A request rendered from a tool's templates, ready to send.
+#[derive(Debug)]
+pub struct Prepared {
+    /// HTTP method.
+    pub method: reqwest::Method,
+    /// The final URL.
+    pub url: Url,
+    /// Headers (values may be secrets: never log them).
+    pub headers: Vec<(String, String)>,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+    /// Time allowed for the request.
+    pub timeout: Duration,
+}
+
+/// Why a request could not be built. Messages never carry a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// An environment variable a template reads as `secret.NAME` is not set.
+    #[error("mcpd is missing secret '{0}': set environment variable {0} for the mcpd process")]
+    MissingSecret(String),
+    /// A template failed (already scrubbed of secrets).
+    #[error("tool '{tool}': {field}: {message}")]
+    Template {
+        /// The tool id.
+        tool: String,
+        /// The field, e.g. `request.query.from`.
+        field: String,
+        /// What failed.
+        message: String,
+    },
+    /// The rendered URL does not parse.
+    #[error("tool '{tool}': rendered URL is invalid: {message}")]
+    Url {
+        /// The tool id.
+        tool: String,
+        /// Why.
+        message: String,
+    },
+    /// The rendered path names another host.
+    #[error("tool '{0}': rendered path changed the host")]
+    HostChanged(String),
+}
+
+/// The values of the secrets one tool reads (`secret.NAME`), read for one call.
+#[derive(Default)]
+pub struct Secrets {
+    values: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.values.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Secrets").field("names", &names).finish()
+    }
+}
+
+impl Secrets {
+    /// Reads the environment variables `names`.
+    ///
+    /// # Errors
+    /// The first one that is not set.
+    pub fn read(names: &[String]) -> Result<Self, RequestError> {
+        let values = names
+            .iter()
+            .map(|name| {
+                std::env::var(name)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|_| RequestError::MissingSecret(name.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { values })
+    }
+
+    /// Replaces every secret value in `text`, so no error or log carries one.
+    pub fn scrub(&self, mut text: String) -> String {
+        for (name, value) in &self.values {
+            if !value.is_empty() && text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), &format!("[secret {name}]"));
+            }
+        }
+        text
+    }
+
+    /// What templates see as `secret`.
+    fn to_template(&self) -> minijinja::Value {
+        let map: Map<String, Value> = self
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        crate::template::to_value(&map)
+    }
+}
+
+impl RequestPlan {
+    /// Renders the request for `args` against `base` (the upstream's URL, or its region's),
+    /// with the tool's `templates`.
+    ///
+    /// # Errors
+    /// A template that fails, a URL that does not parse, a path that changes the host.
+    pub fn render(
+        &self,
+        tool: &str,
+        templates: &TemplateSet,
+        base: &Url,
+        args: &minijinja::Value,
+        secrets: &Secrets,
+    ) -> Result<Prepared, RequestError> {
+        let ctx = minijinja::context! { args => args.clone(), secret => secrets.to_template() };
+        let fail = |field: &str, e: RenderError| RequestError::Template {
+            tool: tool.to_owned(),
+            field: field.to_owned(),
+            message: secrets.scrub(e.to_string()),
+        };
+        let path = templates
+            .render_text(&self.path, &ctx)
+            .map_err(|e| fail("request.path", e))?;
+        let root = base.as_str().trim_end_matches('/');
+        let mut url = Url::parse(&format!("{root}{path}")).map_err(|e| RequestError::Url {
+            tool: tool.to_owned(),
+            message: e.to_string(),
+        })?;
+        if url.host_str() != base.host_str() {
+            return Err(RequestError::HostChanged(tool.to_owned()));
+        }
+        if !self.query.is_empty() {
+            let mut pairs = Vec::with_capacity(self.query.len());
+            for (k, t) in &self.query {
+                let v = templates
+                    .render_text(t, &ctx)
+                    .map_err(|e| fail(&format!("request.query.{k}"), e))?;
+                if !v.is_empty() {
+                    pairs.push((k, v));
+                }
+            }
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (k, t) in &self.headers {
+            let v = templates
+                .render_text(t, &ctx)
+                .map_err(|e| fail(&format!("request.headers.{k}"), e))?;
+            headers.push((k.clone(), v));
+        }
+        let body = match &self.body {
+            Some(b) => Some(render_body(templates, b, &ctx).map_err(|e| fail("request.body", e))?),
+            None => None,
+        };
+        Ok(Prepared {
+            method: self.method.clone(),
+            url,
+            headers,
+            body,
+            timeout: self.timeout,
+        })
+    }
+
+    /// Whether a failed attempt may be sent again: GET, PUT and DELETE are idempotent by
+    /// definition; any other method only when the call carries an idempotency key.
+    pub fn retryable(&self, keyed: bool) -> bool {
+        use reqwest::Method;
+        keyed
+            || self.method == Method::GET
+            || self.method == Method::PUT
+            || self.method == Method::DELETE
+    }
+}
+
+fn render_body(
+    templates: &TemplateSet,
+    body: &BodyTpl,
+    ctx: &minijinja::Value,
+) -> Result<Value, RenderError> {
+    Ok(match body {
+        BodyTpl::Literal(v) => v.clone(),
+        BodyTpl::Tpl(t) => templates.render_value(t, ctx)?,
+        BodyTpl::Object(fields) => {
+            let mut m = Map::with_capacity(fields.len());
+            for (k, v) in fields {
+                m.insert(k.clone(), render_body(templates, v, ctx)?);
+            }
+            Value::Object(m)
+        }
+        BodyTpl::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_body(templates, v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
