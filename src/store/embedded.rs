@@ -31,10 +31,8 @@ use redb::{
 use tokio::sync::oneshot;
 
 use super::record::{self, Change, Op, Record, Reply};
-use super::{
-    Admission, AllOrNone, Clock, Counter, Idem, Incr, Store, StoreError, check_key, millis,
-    system_clock,
-};
+use super::{Admission, AllOrNone, Counter, Idem, Incr, Store, StoreError, check_key, millis};
+use crate::util::Clock;
 
 /// Every entry: key → encoded [`Record`].
 pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -80,10 +78,10 @@ impl std::fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens the state file at `path`, creating it (and its directory) if missing.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with_clock(path, system_clock())
+        Self::open_with_clock(path, Clock::system())
     }
 
-    /// Opens on the given clock (Unix ms), for tests that move time.
+    /// Opens on the given clock for tests that move time.
     pub(crate) fn open_with_clock(path: &Path, clock: Clock) -> Result<Self, StoreError> {
         let open_error = |e: redb::Error| StoreError::Open {
             path: path.to_owned(),
@@ -108,7 +106,7 @@ impl EmbeddedStore {
             .name("mcpd-store-writer".into())
             .spawn({
                 let db = Arc::clone(&db);
-                let clock = Arc::clone(&clock);
+                let clock = clock.clone();
                 move || writer_loop(&db, &queue, &clock)
             })
             .map_err(|e| open_error(e.into()))?;
@@ -150,7 +148,7 @@ impl EmbeddedStore {
             + 'static,
     {
         let db = Arc::clone(&self.db);
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(StoreError::storage)?;
             let entries = txn.open_table(ENTRIES).map_err(StoreError::storage)?;
@@ -213,14 +211,14 @@ fn writer_loop(db: &Database, queue: &mpsc::Receiver<Job>, clock: &Clock) {
                         Err(_) => break,
                     }
                 }
-                run_batch(db, batch, clock());
+                run_batch(db, batch, clock.now_ms());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         // Checked after every batch too: a busy store never waits long enough to time out.
         if Instant::now() >= next_sweep {
-            match commit(db, vec![Task::Sweep], clock()) {
+            match commit(db, vec![Task::Sweep], clock.now_ms()) {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "state store sweep failed"),
             }

@@ -12,10 +12,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::record::{self, Body, Change, Op, Record, Reply};
-use super::{
-    Admission, AllOrNone, Clock, Counter, Idem, Incr, Store, StoreError, check_key, millis,
-    system_clock,
-};
+use super::{Admission, AllOrNone, Counter, Idem, Incr, Store, StoreError, check_key, millis};
+use crate::util::Clock;
 
 /// How often (ms) a write also removes expired entries.
 const SWEEP_EVERY_MS: u64 = 60_000;
@@ -46,10 +44,10 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store on the system clock.
     pub fn new() -> Self {
-        Self::with_clock(system_clock())
+        Self::with_clock(Clock::system())
     }
 
-    /// An empty store on the given clock (Unix ms), for tests that move time.
+    /// An empty store on the given clock for tests that move time.
     pub(crate) fn with_clock(clock: Clock) -> Self {
         Self {
             state: Mutex::new(State {
@@ -68,7 +66,7 @@ impl MemoryStore {
 
     fn write(&self, key: &str, op: Op) -> Result<Reply, StoreError> {
         check_key(key)?;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let mut state = self.lock();
         if now >= state.next_sweep_ms {
             sweep(&mut state.entries, now);
@@ -89,7 +87,7 @@ impl MemoryStore {
     }
 
     fn incr_all_now(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let mut windows = Vec::with_capacity(incs.len());
         for inc in incs {
             check_key(&inc.key)?;
@@ -121,7 +119,7 @@ impl MemoryStore {
 
     fn read(&self, key: &str) -> Result<(Option<Record>, u64), StoreError> {
         check_key(key)?;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         Ok((self.lock().entries.get(key).cloned(), now))
     }
 }
@@ -195,7 +193,7 @@ impl Store for MemoryStore {
     }
 
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let state = self.lock();
         Ok(state
             .entries
@@ -209,7 +207,7 @@ impl Store for MemoryStore {
     }
 
     async fn sweep(&self) -> Result<usize, StoreError> {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         Ok(sweep(&mut self.lock().entries, now))
     }
 }

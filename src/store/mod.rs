@@ -21,7 +21,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub mod embedded;
 pub mod memory;
@@ -265,19 +265,6 @@ impl StoreError {
     fn storage(e: impl Into<redb::Error>) -> Self {
         Self::Storage(Arc::new(e.into()))
     }
-}
-
-/// Milliseconds since the Unix epoch: expiries are stored in wall-clock time so they stay
-/// right across a restart.
-pub(crate) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The system clock, in Unix milliseconds.
-pub(crate) fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    })
 }
 
 /// Checks what every backend requires of a key.

@@ -7,45 +7,44 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
+use crate::util::Clock;
 
 const START_MS: u64 = 1_750_000_000_000;
 
 struct Harness {
     store: Arc<dyn Store>,
-    now: Arc<AtomicU64>,
+    clock: Clock,
     dir: Option<tempfile::TempDir>,
     /// The redis-server this harness runs against, if any (stopped on drop).
     _redis: Option<super::tests_redis::Server>,
 }
 
-fn manual_clock() -> (Clock, Arc<AtomicU64>) {
-    let now = Arc::new(AtomicU64::new(START_MS));
-    let read = Arc::clone(&now);
-    (Arc::new(move || read.load(Ordering::SeqCst)), now)
+fn manual_clock() -> Clock {
+    Clock::manual(UNIX_EPOCH + Duration::from_millis(START_MS))
 }
 
 impl Harness {
     fn embedded() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (clock, now) = manual_clock();
-        let store = EmbeddedStore::open_with_clock(&dir.path().join("state.redb"), clock).unwrap();
+        let clock = manual_clock();
+        let store =
+            EmbeddedStore::open_with_clock(&dir.path().join("state.redb"), clock.clone()).unwrap();
         Self {
             store: Arc::new(store),
-            now,
+            clock,
             dir: Some(dir),
             _redis: None,
         }
     }
 
     fn memory() -> Self {
-        let (clock, now) = manual_clock();
+        let clock = manual_clock();
         Self {
-            store: Arc::new(MemoryStore::with_clock(clock)),
-            now,
+            store: Arc::new(MemoryStore::with_clock(clock.clone())),
+            clock,
             dir: None,
             _redis: None,
         }
@@ -58,15 +57,14 @@ impl Harness {
         let store = super::tests_redis::store(&server).await;
         Some(Self {
             store,
-            now: Arc::new(AtomicU64::new(START_MS)),
+            clock: manual_clock(),
             dir: None,
             _redis: Some(server),
         })
     }
 
     fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap();
-        self.now.fetch_add(ms, Ordering::SeqCst);
+        self.clock.advance(by);
     }
 
     fn path(&self) -> PathBuf {
@@ -75,12 +73,10 @@ impl Harness {
 
     /// Drops the store (as a stopped process would) and opens the same file again.
     fn restart(&mut self) {
-        let (clock, now) = manual_clock();
-        now.store(self.now.load(Ordering::SeqCst), Ordering::SeqCst);
         // The old store must be gone (its file released) before the file is opened again.
         self.store = Arc::new(MemoryStore::new());
+        let clock = self.clock.clone();
         self.store = Arc::new(EmbeddedStore::open_with_clock(&self.path(), clock).unwrap());
-        self.now = now;
     }
 }
 
