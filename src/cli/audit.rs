@@ -52,7 +52,7 @@ pub fn verify(file: &Path, key_env: &str, public_key: Option<&str>) -> anyhow::R
 /// Prints a new key pair: the private key for mcpd's environment, the public key for
 /// whoever verifies.
 pub fn keygen() -> anyhow::Result<ExitCode> {
-    let (private, public) = crate::audit::ed25519_keygen().map_err(anyhow::Error::msg)?;
+    let (private, public) = crate::audit::ed25519_keygen()?;
     println!("# audit: {{ signing: ed25519 }} in mcpd.yaml; keep the private key secret");
     println!("MCPD_AUDIT_KEY={private}");
     println!("# mcpd audit verify FILE --public-key {public}");

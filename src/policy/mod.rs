@@ -26,38 +26,25 @@
 //! - A condition that fails (a bad date in `days_between`, a type error, out of fuel)
 //!   fails closed: deny, require and route rules deny with their reason and the error,
 //!   redact rules redact, allow rules do not allow.
+//!
+//! This file holds the compiled policy and the call path over it (evaluate, explain, the
+//! per-tool index of applicable rules); checking and compiling `policies.yaml` is in
+//! `compile.rs`, the functions conditions may call in `functions.rs`.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+mod compile;
+mod functions;
+
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::Environment;
 use serde_json::Value;
 
-use crate::config::PolicySpec;
-use crate::config::diag::{Diagnostic, Diagnostics, Pos};
+use crate::config::diag::Pos;
 use crate::config::policy::{DefaultEffect, Effect, Mode, RedactionSpec, RequireSpec};
 use crate::redact::DetectorSet;
 use crate::template::to_value;
 use crate::util::glob;
-
-/// Fuel per condition: bounds a runaway expression (a long `range` pipeline, say).
-const FUEL: u64 = 20_000;
-
-/// What a condition may read, and the fields of the roots whose shape is fixed.
-const ROOTS: &[(&str, &[&str])] = &[
-    ("tool", &[]),
-    ("args", &[]),
-    ("actor", &["subject", "scopes", "purpose", "region"]),
-    ("elevation", &["ticket", "granted_by", "expires"]),
-    ("env", &["name"]),
-    ("days_between", &[]),
-    ("range", &[]),
-    ("dict", &[]),
-];
-
-/// Map methods, callable on any root (`args.get('limit', 100)`): not fields.
-const MAP_METHODS: &[&str] = &["get", "items", "keys", "values"];
 
 /// One compiled rule.
 #[derive(Debug)]
@@ -169,92 +156,6 @@ pub struct ToolArgs<'a> {
 }
 
 impl Policy {
-    /// Checks and compiles the rules of `policies.yaml`.
-    ///
-    /// # Errors
-    /// Every problem, each with the position of its rule, tool pattern or condition.
-    pub fn compile(path: &Path, spec: &PolicySpec) -> Result<Self, Diagnostics> {
-        let mut diags = Diagnostics::default();
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Chainable);
-        env.set_fuel(Some(FUEL));
-        env.add_function("days_between", days_between);
-        let mut rules = Vec::new();
-        let mut seen: HashMap<&str, Pos> = HashMap::new();
-        for r in &spec.rules {
-            let id = r.id.value.as_str();
-            let mut err = |pos: Pos, msg: String| {
-                diags.push(Diagnostic::new(path, pos, format!("rule '{id}': {msg}")));
-            };
-            if id.trim().is_empty() {
-                err(r.id.pos, "the id is empty: name the rule".to_owned());
-            }
-            match seen.get(id) {
-                Some(first) => err(
-                    r.id.pos,
-                    format!(
-                        "id is already used by the rule at line {}, column {}",
-                        first.line, first.col
-                    ),
-                ),
-                None => {
-                    seen.insert(id, r.id.pos);
-                }
-            }
-            for (pos, msg) in r.problems() {
-                err(pos, msg);
-            }
-            let mut reads = Vec::new();
-            let when = r.when.as_ref().and_then(|w| {
-                let name = format!("rule:{id}");
-                let source = format!("{{% if {} %}}1{{% endif %}}", w.value);
-                if let Err(e) = env.add_template_owned(name.clone(), source) {
-                    let msg = format!("invalid condition '{}': {}", w.value, describe(&e));
-                    err(w.pos, msg);
-                    return None;
-                }
-                let vars = env
-                    .get_template(&name)
-                    .map(|t| t.undeclared_variables(true))
-                    .unwrap_or_default();
-                let problems;
-                (reads, problems) = variables(&vars);
-                for msg in &problems {
-                    err(w.pos, msg.clone());
-                }
-                problems.is_empty().then_some(name)
-            });
-            rules.push(Rule {
-                id: id.to_owned(),
-                tools: r.tools.iter().map(|t| (t.value.clone(), t.pos)).collect(),
-                when,
-                when_pos: r.when.as_ref().map_or(r.id.pos, |w| w.pos),
-                reads,
-                uses_elevation: r
-                    .when
-                    .as_ref()
-                    .is_some_and(|w| w.value.contains("elevation"))
-                    || r.require.as_ref().is_some_and(|q| q.ticket),
-                effect: r.effect,
-                mode: r.mode,
-                reason: r.reason.clone().unwrap_or_default(),
-                detectors: r.detectors.iter().copied().collect(),
-                region: r.region.clone(),
-                require: r.require.clone(),
-            });
-        }
-        if !diags.is_empty() {
-            return Err(diags);
-        }
-        Ok(Self {
-            default: spec.default,
-            rules,
-            by_tool: RwLock::default(),
-            env,
-            redaction: spec.redaction.clone(),
-        })
-    }
-
     /// Decides one call: the rules that apply to its tool, in file order.
     pub fn evaluate(&self, facts: &Facts<'_>) -> Decision {
         self.decide(facts, false)
@@ -272,52 +173,6 @@ impl Policy {
             .iter()
             .position(|r| r.id == id)
             .unwrap_or(usize::MAX)
-    }
-
-    /// Cross-checks the rules against the catalog's tools. Reported: a tool id named
-    /// exactly in a rule's `tools` that no tool has, and an argument a condition reads
-    /// (`args.NAME`) that no tool the rule covers declares. Either is a typo that would
-    /// make the rule silently never match.
-    pub fn check_tools(&self, path: &Path, tools: &[ToolArgs<'_>]) -> Diagnostics {
-        let mut diags = Diagnostics::default();
-        for rule in &self.rules {
-            let mut err = |pos: Pos, msg: String| {
-                let msg = format!("rule '{}': {msg}", rule.id);
-                diags.push(Diagnostic::new(path, pos, msg));
-            };
-            for (name, pos) in rule.tools.iter().filter(|(t, _)| !t.contains('*')) {
-                if !tools.iter().any(|t| t.id == name) {
-                    err(*pos, format!("tools: no tool is named '{name}'"));
-                }
-            }
-            let covered: Vec<&ToolArgs<'_>> = tools.iter().filter(|t| rule.covers(t.id)).collect();
-            if covered.is_empty() {
-                continue;
-            }
-            for arg in &rule.reads {
-                if covered.iter().any(|t| t.args.contains(&arg.as_str())) {
-                    continue;
-                }
-                let mut declared: Vec<&str> = covered
-                    .iter()
-                    .flat_map(|t| t.args.iter().copied())
-                    .collect();
-                declared.sort_unstable();
-                declared.dedup();
-                let declared = if declared.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    declared.join(", ")
-                };
-                err(
-                    rule.when_pos,
-                    format!(
-                        "condition reads 'args.{arg}', which no tool it covers declares (they declare: {declared})"
-                    ),
-                );
-            }
-        }
-        diags
     }
 
     /// Whether any rule covering `tool` looks at elevation grants: only then does a call
@@ -537,40 +392,6 @@ impl Rule {
     }
 }
 
-/// Sorts a condition's variables (dotted paths) into the arguments it reads and its
-/// problems: unknown roots, unknown fields of `actor`, `elevation` and `env`.
-fn variables(vars: &HashSet<String>) -> (Vec<String>, Vec<String>) {
-    let (mut args, mut roots, mut problems) = (Vec::new(), Vec::new(), Vec::new());
-    for v in vars {
-        let mut segments = v.split('.');
-        let root = segments.next().unwrap_or_default();
-        let field = segments.next().filter(|f| !MAP_METHODS.contains(f));
-        match (ROOTS.iter().find(|(r, _)| *r == root), field) {
-            (None, _) => roots.push(root),
-            (Some(("args", _)), Some(f)) => args.push(f.to_owned()),
-            (Some((r, fields)), Some(f)) if !fields.is_empty() && !fields.contains(&f) => {
-                problems.push(format!(
-                    "condition reads unknown field '{r}.{f}' ({r} has: {})",
-                    fields.join(", ")
-                ));
-            }
-            _ => {}
-        }
-    }
-    if !roots.is_empty() {
-        roots.sort_unstable();
-        roots.dedup();
-        problems.push(format!(
-            "condition reads unknown variable(s) {} (conditions can read tool, args, actor, elevation, env and call days_between)",
-            roots.join(", ")
-        ));
-    }
-    problems.sort_unstable();
-    args.sort_unstable();
-    args.dedup();
-    (args, problems)
-}
-
 /// What a `require` rule finds missing, if anything.
 fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Option<String> {
     let mut missing = Vec::new();
@@ -622,47 +443,6 @@ pub fn effect_name(e: Effect) -> &'static str {
 fn describe(e: &minijinja::Error) -> String {
     e.detail()
         .map_or_else(|| e.kind().to_string(), str::to_owned)
-}
-
-/// Days from `a` to `b` (`YYYY-MM-DD`), for conditions like
-/// `days_between(args.from, args.to) > 31`.
-fn days_between(a: String, b: String) -> Result<i64, minijinja::Error> {
-    let day = |s: &str| {
-        civil_day(s).ok_or_else(|| {
-            minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                format!("'{s}' is not a date (YYYY-MM-DD)"),
-            )
-        })
-    };
-    Ok(day(&b)? - day(&a)?)
-}
-
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian); `None` for
-/// anything else, including days the month does not have.
-fn civil_day(s: &str) -> Option<i64> {
-    let mut parts = s.trim().splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let d: i64 = parts.next()?.parse().ok()?;
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let last = match m {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        1..=12 => 31,
-        _ => return None,
-    };
-    if !(1..=last).contains(&d) {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
 }
 
 #[cfg(test)]

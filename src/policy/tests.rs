@@ -1,6 +1,9 @@
+use super::functions::days_between;
 use super::*;
+use crate::config::PolicySpec;
 use crate::config::policy::Detector;
 use serde_json::json;
+use std::path::Path;
 
 fn policy(yaml: &str) -> Policy {
     let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();

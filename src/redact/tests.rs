@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::policy::{EmailStyle, PanStyle};
 use serde_json::json;
 
 fn all(s: &str) -> (String, usize) {

@@ -1,0 +1,80 @@
+//! Verifying a whole audit log: every signature, `seq` counting up from 1, every `prev`
+//! the hash of the line before, and no torn last line.
+//!
+//! Owns [`Broken`]: the first thing wrong, and its line. It only reads the log, never
+//! repairs or rewrites it, and leaves how a signature is checked to `sign.rs`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{GENESIS, SIG_FIELD, Verifier, sha256_hex};
+
+/// Where verification failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {what}")]
+pub struct Broken {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong there.
+    pub what: String,
+}
+
+/// Checks a whole log: signatures, sequence and chain. Returns the record count.
+///
+/// # Errors
+/// The first broken line and what is wrong with it; `Err` with line 0 if unreadable.
+pub fn verify(path: &Path, verifier: impl Into<Verifier>) -> Result<u64, Broken> {
+    let verifier = verifier.into();
+    let text = std::fs::read(path).map_err(|e| Broken {
+        line: 0,
+        what: format!("cannot read '{}': {e}", path.display()),
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let complete = text.is_empty() || text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut prev = GENESIS.to_owned();
+    let mut expect = 1u64;
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let broken = |what: String| Broken { line: n, what };
+        if !complete && n == lines.len() {
+            return Err(broken("torn record: the last line is incomplete (the log was cut or a write was interrupted)".into()));
+        }
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| broken(format!("not a JSON record ({e})")))?;
+        let (Some(signed_part), Some(sig)) = (
+            line.rfind(SIG_FIELD).map(|at| line.get(..at)),
+            v.get("sig").and_then(Value::as_str),
+        ) else {
+            return Err(broken("record has no signature".into()));
+        };
+        let signed = format!("{}}}", signed_part.unwrap_or_default());
+        verifier
+            .check(signed.as_bytes(), sig)
+            .map_err(|e| broken(e.to_string()))?;
+        let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        if seq != expect {
+            let what = if seq > expect {
+                format!(
+                    "seq {seq} where {expect} was expected: record(s) {expect}..{} are missing",
+                    seq - 1
+                )
+            } else {
+                format!(
+                    "seq {seq} where {expect} was expected: records are out of order or repeated"
+                )
+            };
+            return Err(broken(what));
+        }
+        if v.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
+            return Err(broken(
+                "prev does not match the line before: a record was removed, inserted or reordered"
+                    .into(),
+            ));
+        }
+        prev = sha256_hex(line.as_bytes());
+        expect += 1;
+    }
+    Ok(expect - 1)
+}
