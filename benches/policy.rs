@@ -43,7 +43,9 @@ fn rules(n: usize) -> String {
 
 fn decision_time(n: usize) -> Duration {
     let spec: PolicySpec = serde_saphyr::from_str(&rules(n)).expect("rules parse");
-    let policy = Policy::compile(Path::new("policies.yaml"), &spec).expect("rules compile");
+    let mut diags = mcpd::config::diag::Diagnostics::default();
+    let policy =
+        Policy::compile(Path::new("policies.yaml"), &spec, &mut diags).expect("rules compile");
     let args = json!({"env": "staging", "name": "checkout_v2", "percent": 10});
     let actor =
         json!({"subject": "agent:bench", "scopes": [], "purpose": "support", "region": "us"});

@@ -80,9 +80,7 @@ impl Catalog {
             &mut diags,
         )
         .unwrap_or_default();
-        let compiled_policy = Policy::compile(policy_path, policy)
-            .map_err(|d| diags.extend(d))
-            .ok();
+        let compiled_policy = Policy::compile(policy_path, policy, &mut diags);
         let limits = Limits::compile(policy_path, policy, &mut diags).unwrap_or_default();
         let default_actor = server
             .default_actor

@@ -36,12 +36,10 @@ const ROOTS: &[(&str, &[&str])] = &[
 const MAP_METHODS: &[&str] = &["get", "items", "keys", "values"];
 
 impl Policy {
-    /// Checks and compiles the rules of `policies.yaml`.
-    ///
-    /// # Errors
-    /// Every problem, each with the position of its rule, tool pattern or condition.
-    pub fn compile(path: &Path, spec: &PolicySpec) -> Result<Self, Diagnostics> {
-        let mut diags = Diagnostics::default();
+    /// Checks and compiles the rules of `policies.yaml` (`path`), reporting every
+    /// problem at the position of its rule, tool pattern or condition.
+    pub fn compile(path: &Path, spec: &PolicySpec, diags: &mut Diagnostics) -> Option<Self> {
+        let before = diags.len();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_fuel(Some(FUEL));
@@ -110,10 +108,7 @@ impl Policy {
                 require: r.require.clone(),
             });
         }
-        if !diags.is_empty() {
-            return Err(diags);
-        }
-        Ok(Self {
+        (diags.len() == before).then(|| Self {
             default: spec.default,
             rules,
             by_tool: RwLock::default(),

@@ -1,20 +1,26 @@
 use super::functions::days_between;
 use super::*;
 use crate::config::PolicySpec;
+use crate::config::diag::Diagnostics;
 use crate::config::policy::Detector;
 use serde_json::json;
 use std::path::Path;
 
 fn policy(yaml: &str) -> Policy {
     let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
-    Policy::compile(Path::new("policies.yaml"), &spec).unwrap()
+    Policy::compile(
+        Path::new("policies.yaml"),
+        &spec,
+        &mut Diagnostics::default(),
+    )
+    .unwrap()
 }
 
 fn compile_err(yaml: &str) -> String {
     let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
-    Policy::compile(Path::new("policies.yaml"), &spec)
-        .unwrap_err()
-        .to_string()
+    let mut diags = Diagnostics::default();
+    assert!(Policy::compile(Path::new("policies.yaml"), &spec, &mut diags).is_none());
+    diags.to_string()
 }
 
 const SEED: &str = r#"
