@@ -1,15 +1,16 @@
 //! The engine: one tool call, from lookup to record, in the order of
 //! docs/ARCHITECTURE.md.
 //!
-//! [`Engine::call`] and [`Engine::steps`] read top to bottom as the pipeline, one or two
+//! [`Engine::call`] and `Engine::steps` read top to bottom as the pipeline, one or two
 //! lines a step; each step's work lives in the module that owns it, and the small
-//! methods below only adapt it to the call (fill the result, turn errors into
-//! [`Failure`]s the model can act on). The engine holds the current catalog as an
+//! methods below and in `steps.rs` only adapt it to the call (fill the result, turn
+//! errors into [`Failure`]s the model can act on). The engine holds the current catalog as an
 //! atomically swapped snapshot: a call finishes on the snapshot it started with. It
 //! knows nothing of MCP.
 
 mod record;
 mod result;
+mod steps;
 
 pub use result::{CallContext, CallResult, Failure, UnknownTool};
 
@@ -27,11 +28,14 @@ use crate::identity::Actor;
 use crate::limits::{Metered, Refusal};
 use crate::policy::{Decision, Facts};
 use crate::redact::{redact_text, redact_value};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
 use crate::upstream::{Prepared, Reply, Secrets};
 use crate::util::Clock;
+use steps::{
+    check_output, idempotency_key, identify, render, replay, route, send, state_failure, validate,
+};
 
 /// Runs calls against the current catalog.
 #[derive(Debug)]
@@ -462,181 +466,4 @@ struct Outgoing {
     request: Prepared,
     secrets: Secrets,
     span: tracing::Span,
-}
-
-/// Step 2: the transport's verified actor, the stdio caller's token, or the configured
-/// default actor; otherwise the call is refused.
-fn identify(catalog: &Catalog, ctx: &CallContext) -> Result<Arc<Actor>, Failure> {
-    if let Some(a) = &ctx.actor {
-        return Ok(Arc::clone(a));
-    }
-    if let Some(identity) = &catalog.identity {
-        match identity.stdio_actor() {
-            Ok(Some(actor)) => return Ok(actor),
-            Ok(None) => {}
-            Err(e) => return Err(Failure::Unauthenticated(e.to_string())),
-        }
-    }
-    if let Some(a) = &catalog.default_actor {
-        return Ok(Arc::clone(a));
-    }
-    Err(Failure::Unauthenticated(match &catalog.identity {
-        Some(identity) => crate::identity::TokenError::Missing(identity.token_source()).to_string(),
-        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (README: Identity)".to_owned(),
-    }))
-}
-
-/// Step 3: every way the arguments miss the input schema, each at its JSON pointer.
-fn validate(tool: &Tool, args: &Value) -> Result<(), Failure> {
-    let errors: Vec<String> = tool
-        .input
-        .iter_errors(args)
-        .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::InvalidArguments(errors.join("; ")))
-    }
-}
-
-/// Step 6: the base URL for the decided region; a region the upstream cannot serve is
-/// refused, never sent elsewhere.
-fn route<'c>(c: &mut Call<'c>, decision: &Decision) -> Result<&'c reqwest::Url, Failure> {
-    let upstream = &c.tool.request.upstream;
-    let base = match &decision.route {
-        None => &upstream.base,
-        Some(region) => upstream.base_for(Some(region)).ok_or_else(|| {
-            Failure::Denied(format!(
-                "this call's data must stay in region '{region}', and upstream '{}' has no '{region}' endpoint",
-                upstream.name
-            ))
-        })?,
-    };
-    c.result.region.clone_from(&decision.route);
-    Ok(base)
-}
-
-/// The key for this call: the client's (from `_meta`) or the tool's template.
-fn idempotency_key(c: &mut Call<'_>) -> Result<Option<String>, Failure> {
-    let key = match (c.client_key, &c.tool.idempotency) {
-        (Some(k), _) => k.to_owned(),
-        (None, Some(plan)) => {
-            let templates = &c.tool.templates;
-            let ctx = minijinja::context! { args => c.template_args().clone() };
-            templates
-                .render_text(&plan.key, &ctx)
-                .map_err(|e| Failure::Request(format!("idempotency key template failed: {e}")))?
-        }
-        (None, None) => return Ok(None),
-    };
-    idempotency::check_key(&key).map_err(|e| Failure::InvalidArguments(e.to_string()))?;
-    Ok(Some(key))
-}
-
-/// A stored outcome, returned as this call's.
-fn replay(stored: Stored, result: &mut CallResult) -> Result<Value, Failure> {
-    result.status = Some(stored.status);
-    result.replayed = true;
-    match (stored.ok, stored.error) {
-        (Some(v), _) => Ok(v),
-        (None, e) => {
-            let msg = e.unwrap_or_default();
-            Err(if (200..300).contains(&stored.status) {
-                Failure::Response(msg)
-            } else {
-                Failure::UpstreamStatus(stored.status, msg)
-            })
-        }
-    }
-}
-
-fn state_failure(e: StoreError) -> Failure {
-    Failure::State(format!(
-        "mcpd's state store failed, so the call was not sent: {e}"
-    ))
-}
-
-/// Step 9: the request rendered from the tool's templates, with the trace and key
-/// headers, checked against egress on its final URL.
-fn render(
-    c: &mut Call<'_>,
-    base: &reqwest::Url,
-    claim: Option<&Claim>,
-) -> Result<Outgoing, Failure> {
-    let tool = c.tool;
-    let secrets = Secrets::read(&tool.secrets).map_err(|e| Failure::Request(e.to_string()))?;
-    let args = c.template_args().clone();
-    let mut request = (tool.request)
-        .render(&tool.id, &tool.templates, base, &args, &secrets)
-        .map_err(|e| Failure::Request(e.to_string()))?;
-    let span = record::upstream_span(tool, request.url.host_str().unwrap_or_default());
-    // The upstream continues the trace under this request's span (exported or not).
-    let traceparent = crate::telemetry::ids(&span).map_or_else(
-        || c.trace.child_traceparent(),
-        |(trace_id, span_id)| format!("00-{trace_id}-{span_id}-{}", c.trace.flags),
-    );
-    let headers = &mut request.headers;
-    headers.push(("traceparent".to_owned(), traceparent));
-    if let Some(state) = &c.trace.tracestate {
-        headers.push(("tracestate".to_owned(), state.clone()));
-    }
-    if let Some(claim) = claim {
-        headers.push(("Idempotency-Key".to_owned(), claim.key.clone()));
-    }
-    (c.catalog.egress)
-        .check(&request.url)
-        .map_err(|e| Failure::Denied(e.to_string()))?;
-    Ok(Outgoing {
-        request,
-        secrets,
-        span,
-    })
-}
-
-/// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
-/// is idempotent (GET, PUT, DELETE, or keyed); never after a timeout.
-async fn send(c: &mut Call<'_>, out: &Outgoing, keyed: bool) -> Result<Reply, Failure> {
-    let plan = &c.tool.request;
-    let retries = if plan.retryable(keyed) {
-        plan.retries
-    } else {
-        0
-    };
-    let reply = (plan.upstream)
-        .send_retrying(&c.tool.id, &out.request, retries)
-        .instrument(out.span.clone())
-        .await
-        .map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
-    out.span.record("http.status", reply.status);
-    c.result.status = Some(reply.status);
-    Ok(reply)
-}
-
-/// Step 11's last check: the result against the tool's output schema, if it has one.
-fn check_output(tool: &Tool, structured: &Value) -> Result<(), Failure> {
-    let Some(out) = &tool.output else {
-        return Ok(());
-    };
-    let errors: Vec<String> = out
-        .iter_errors(structured)
-        .take(3)
-        .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::Response(format!(
-            "the upstream's reply does not match the tool's output schema: {}",
-            errors.join("; ")
-        )))
-    }
-}
-
-fn pointer_or_root(p: &str) -> String {
-    if p.is_empty() {
-        "(arguments)".to_owned()
-    } else {
-        format!("'{p}'")
-    }
 }
