@@ -89,6 +89,18 @@ impl HttpServer {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until stderr contains `needle` (its reader thread may lag the reply).
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let s = self.stderr();
+            if s.contains(needle) || Instant::now() >= end {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -392,11 +404,8 @@ fn python_sdk_golden_flow_over_streamable_http_with_a_token() {
         String::from_utf8_lossy(&out.stderr),
         server.stderr()
     );
-    assert!(
-        server.stderr().contains("http request refused: 401"),
-        "{}",
-        server.stderr()
-    );
+    let stderr = server.wait_stderr("http request refused: 401");
+    assert!(stderr.contains("http request refused: 401"), "{stderr}");
 }
 
 #[test]
@@ -519,11 +528,8 @@ fn a_call_outside_the_tokens_scopes_gets_403_naming_the_scope_and_sends_nothing(
     let seen = api.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(api.get("/flags/staging/checkout_v2")["percent"], 5);
-    assert!(
-        server.stderr().contains("agent:reader"),
-        "{}",
-        server.stderr()
-    );
+    let stderr = server.wait_stderr("agent:reader");
+    assert!(stderr.contains("agent:reader"), "{stderr}");
     assert!(!seen[0].to_string().contains(&token), "{seen:?}");
 }
 
@@ -822,11 +828,10 @@ fn an_external_issuers_jwt_is_verified_with_its_jwks() {
         json!(false),
         "{reply:?}"
     );
-    assert!(
-        server.stderr().contains("actor=user:ana"),
-        "{}",
-        server.stderr()
-    );
+    // Regression: read right after the reply, stderr could miss the call's log line
+    // under load (the reader thread lags); wait for it.
+    let stderr = server.wait_stderr("actor=user:ana");
+    assert!(stderr.contains("actor=user:ana"), "{stderr}");
     // Its scopes come from the `scope` claim: a flag write is outside them.
     let reply = call(
         &server,

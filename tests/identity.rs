@@ -3,7 +3,12 @@
 //! reason and sends nothing upstream.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use mcpd::config::diag::Diagnostics;
+use mcpd::identity::elevation::{GrantRequest, Rules as ElevationRules};
+use mcpd::identity::{Identity, TokenRequest};
+use mcpd::util::Clock;
 
 use serde_json::{Value, json};
 
@@ -67,6 +72,33 @@ pub(crate) fn issue(
     out.trim().to_owned()
 }
 
+/// The config's identity with signing key `key`, on a clock standing at `at`: what
+/// `mcpd token issue` and `mcpd elevate` would do at that time, without waiting for it.
+fn identity_at(cfg: &ConfigDir, key: &str, at: SystemTime) -> (Identity, ElevationRules) {
+    let (loaded, diags) = mcpd::config::load_dir(cfg.path());
+    assert!(diags.is_empty(), "{diags}");
+    let (path, server) = &loaded.server;
+    let vars = mcpd::config::Vars::default().with("MCPD_TOKEN_KEY", key);
+    let mut diags = Diagnostics::default();
+    let spec = server.identity.as_ref().unwrap();
+    let identity = Identity::compile(path, spec, &vars, &mut diags).unwrap();
+    let rules = ElevationRules::compile(path, &server.elevation, &mut diags).unwrap();
+    assert!(diags.is_empty(), "{diags}");
+    (identity.with_clock(Clock::manual(at)), rules)
+}
+
+/// A token that expired `ago` (issued then for one second), past the clock-skew allowance.
+fn expired_token(cfg: &ConfigDir, key: &str, subject: &str, ago: Duration) -> String {
+    let (identity, _) = identity_at(cfg, key, SystemTime::now() - ago);
+    let req = TokenRequest {
+        subject: subject.to_owned(),
+        scopes: vec!["*".to_owned()],
+        ttl: Duration::from_secs(1),
+        ..TokenRequest::default()
+    };
+    identity.issue(&req).unwrap()
+}
+
 /// The shipped config without its default actor (every call needs a token), audited.
 fn token_only() -> ConfigDir {
     let cfg = ConfigDir::shipped();
@@ -121,6 +153,30 @@ impl Setup {
             &[("MCPD_TOKEN_KEY", &self.key), ("USER", "ops-ana")],
             &all,
         )
+    }
+
+    /// Records a grant for `subject` on flag.set in prod that expired `ago`, as
+    /// `mcpd elevate --ttl 1m` would have then, beside the running mcpd.
+    fn grant_expired(&self, subject: &str, ticket: &str, ago: Duration) {
+        let (identity, rules) = identity_at(&self.cfg, &self.key, SystemTime::now() - ago);
+        let state = self.cfg.path().join(".mcpd/state.redb");
+        let req = GrantRequest {
+            subject: subject.to_owned(),
+            tool: "flag.set".to_owned(),
+            env: Some("prod".to_owned()),
+            ticket: ticket.to_owned(),
+            granted_by: "ops-ana".to_owned(),
+            ttl: Duration::from_secs(60),
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let store = mcpd::store::connect(&format!("file:{}", state.display()))
+                .await
+                .unwrap();
+            mcpd::identity::elevation::grant(store.as_ref(), &identity, &rules, &req)
+                .await
+                .unwrap();
+        });
     }
 
     fn flag_writes(&self) -> usize {
@@ -217,10 +273,9 @@ fn no_token_expired_foreign_and_wrong_audience_tokens_are_refused_with_their_rea
         parts[1] = b64.encode(serde_json::to_vec(&claims).unwrap());
     }
     cases.push((Some(parts.join(".")), "the token's signature is invalid"));
-    // Expired: one second to live, then past the clock-skew allowance.
-    let short = issue(&s.cfg, &s.key, "agent:x", &["*"], "1s");
+    // Expired: issued an hour ago for one second (on a clock set back, not by waiting).
+    let short = expired_token(&s.cfg, &s.key, "agent:x", Duration::from_secs(3600));
     cases.push((Some(short), "the token expired"));
-    std::thread::sleep(Duration::from_secs(7));
     for (token, reason) in cases {
         let mut c = s.serve(token.as_deref());
         denied_with(&c.call("flag_set", staging(10)), reason);
@@ -281,21 +336,9 @@ fn prod_writes_over_ten_percent_need_a_live_elevation_of_the_same_subject() {
         &c.call("flag_set", prod(50)),
         "[rule prod-write-needs-ticket]",
     );
-    // An elevation that has expired does not count.
-    let (code, _, err) = s.elevate(&[
-        "--subject",
-        "agent:release",
-        "--tool",
-        "flag.set",
-        "--env",
-        "prod",
-        "--ticket",
-        "CHG-2",
-        "--ttl",
-        "1s",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    std::thread::sleep(Duration::from_millis(1300));
+    // An elevation that has expired does not count: granted an hour ago for a minute,
+    // into the state file the running mcpd serves (on a clock set back, not by waiting).
+    s.grant_expired("agent:release", "CHG-2", Duration::from_secs(3600));
     denied_with(
         &c.call("flag_set", prod(50)),
         "[rule prod-write-needs-ticket]",
