@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "redis_server.rs"]
+mod redis_server;
+pub use redis_server::RedisServer;
+
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -386,58 +390,4 @@ pub fn text(result: &Value) -> String {
 /// Whether a tool result is an error.
 pub fn is_error(result: &Value) -> bool {
     result["isError"] == json!(true)
-}
-
-/// A redis-server of the test's own on a free loopback port (no persistence), or `None`
-/// with a loud message when the binary is missing (CI installs it).
-pub struct RedisServer {
-    child: Child,
-    pub url: String,
-}
-
-impl RedisServer {
-    pub fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!(
-                    "SKIPPED: redis-server is not installed ({e}); apt-get install redis-server"
-                );
-                return None;
-            }
-        };
-        let end = Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        })
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
