@@ -391,3 +391,102 @@ pub fn text(result: &Value) -> String {
 pub fn is_error(result: &Value) -> bool {
     result["isError"] == json!(true)
 }
+
+/// A loopback HTTP proxy in front of an upstream that records every request whole,
+/// body included, before forwarding it: the demo API records what reached it but not
+/// bodies. One request per connection: it asks the upstream to close, so the answer it
+/// relays tells the client not to reuse the connection.
+pub struct RecordingProxy {
+    /// `http://127.0.0.1:PORT`: point an upstream URL here.
+    pub url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl RecordingProxy {
+    /// Forwards to `upstream` (`http://host:port`).
+    pub fn start(upstream: &str) -> Self {
+        let target = upstream
+            .strip_prefix("http://")
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let (target, log) = (target.clone(), log.clone());
+                std::thread::spawn(move || proxy_one(stream, &target, &log));
+            }
+        });
+        Self { url, seen }
+    }
+
+    /// Every request so far, in arrival order: method, path, query, headers (names in
+    /// lowercase, sorted), body (JSON when it parses, else text; null when empty).
+    pub fn requests(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn proxy_one(client: std::net::TcpStream, target: &str, log: &std::sync::Mutex<Vec<Value>>) {
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reader = BufReader::new(&client);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target_uri) = (
+        parts.next().unwrap_or_default().to_owned(),
+        parts.next().unwrap_or_default().to_owned(),
+    );
+    let mut headers = std::collections::BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    let len = headers
+        .get("content-length")
+        .map_or(0, |n| n.parse::<usize>().unwrap());
+    let mut body = vec![0u8; len];
+    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let (path, query) = target_uri
+        .split_once('?')
+        .unwrap_or((target_uri.as_str(), ""));
+    log.lock().unwrap().push(json!({
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body": if text.is_empty() { Value::Null } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        },
+    }));
+
+    let mut upstream = std::net::TcpStream::connect(target).unwrap();
+    upstream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut head = format!("{method} {target_uri} HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        match k.as_str() {
+            "host" => head.push_str(&format!("host: {target}\r\n")),
+            "connection" => {}
+            _ => head.push_str(&format!("{k}: {v}\r\n")),
+        }
+    }
+    head.push_str("connection: close\r\n\r\n");
+    upstream.write_all(head.as_bytes()).unwrap();
+    upstream.write_all(&body).unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut upstream, &mut answer).unwrap();
+    (&client).write_all(&answer).unwrap();
+}

@@ -133,6 +133,77 @@ fn every_problem_is_reported_not_just_the_first() {
     assert!(err.contains("3 problems found"), "{err}");
 }
 
+/// `mcpd validate` on `cfg` as one text to snapshot: exit code, stdout and stderr, with
+/// the temp dir's path replaced by `[CONFIG]`.
+fn validate_report(cfg: &ConfigDir) -> String {
+    let (code, out, err) = validate(cfg.path());
+    let dir = cfg.path().to_str().unwrap();
+    format!("exit code: {code}\n--- stdout\n{out}--- stderr\n{err}").replace(dir, "[CONFIG]")
+}
+
+#[test]
+fn every_problem_of_the_tool_files_is_reported_at_once() {
+    let cfg = ConfigDir::shipped();
+    // flag.set: an invalid input schema and an unknown upstream.
+    cfg.edit("tools.d/flag.set.yaml", "type: integer", "type: integr");
+    cfg.edit(
+        "tools.d/flag.set.yaml",
+        "upstream: flags",
+        "upstream: flagz",
+    );
+    // orders.export: a template reading an undeclared argument, and a bad JSONPath.
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "{{ args.from }}",
+        "{{ args.form }}",
+    );
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "- \"$[*].email\"",
+        "- \"$[*].email[\"",
+    );
+    // A new tool with an unknown key, and a file that is not YAML.
+    let recent = cfg
+        .read("tools.d/orders.export.yaml")
+        .replace("name: orders.export", "name: orders.recent")
+        .replace("  method: GET\n", "  method: GET\n  metod: GET\n");
+    cfg.write("tools.d/orders.recent.yaml", &recent);
+    cfg.write("tools.d/broken.yaml", "name: x\n  bad: [\n");
+    insta::assert_snapshot!("tool_file_problems", validate_report(&cfg));
+}
+
+#[test]
+fn every_problem_of_the_server_and_policy_files_is_reported_at_once() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit(
+        "mcpd.yaml",
+        "  max_ttl: 1h\n",
+        "  max_ttl: 1h\n  max_tll: 2h\n",
+    );
+    cfg.edit(
+        "policies.yaml",
+        "when: args.env == \"prod\" and",
+        "when: args.env == \"prod\" and and",
+    );
+    cfg.edit(
+        "policies.yaml",
+        "when: actor.region == \"eu\"",
+        "when: actor.regin == \"eu\"",
+    );
+    cfg.edit(
+        "policies.yaml",
+        "  - localhost\n",
+        "  - localhost\n  - example.com:notaport\n",
+    );
+    // A tool file problem is reported beside them.
+    cfg.edit(
+        "tools.d/orders.export.yaml",
+        "{{ args.from }}",
+        "{{ args.form }}",
+    );
+    insta::assert_snapshot!("server_and_policy_problems", validate_report(&cfg));
+}
+
 #[test]
 fn invalid_input_schema_is_reported() {
     let cfg = ConfigDir::shipped();
