@@ -286,7 +286,7 @@ fn missing_secret_is_named_and_its_value_never_appears() {
         "  timeout: 5s",
         "  headers:\n    Authorization: \"Bearer {{ secret.MCPD_TEST_ORDERS_TOKEN }}\"\n  timeout: 5s",
     );
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let result = c.call(
         "orders_export",
         json!({"from": "2025-08-01", "to": "2025-08-31"}),
@@ -324,7 +324,7 @@ fn default_deny_refuses_and_the_upstream_sees_nothing() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.edit("policies.yaml", "default: allow", "default: deny");
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let result = c.call(
         "flag_set",
         json!({"env": "staging", "name": "checkout_v2", "percent": 10}),

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -48,6 +48,17 @@ impl ConfigDir {
         Self { dir }
     }
 
+    /// The shipped config without its default actor, so every call needs a token;
+    /// `server` is appended to mcpd.yaml (state, audit, ...).
+    pub fn token_only(server: &str) -> Self {
+        let cfg = Self::shipped();
+        let yaml = cfg.read("mcpd.yaml");
+        let (head, rest) = yaml.split_once("default_actor:").unwrap();
+        let tail = rest.split_once("\n\n").map_or("", |(_, t)| t);
+        cfg.write("mcpd.yaml", &format!("{head}{tail}{server}"));
+        cfg
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -65,6 +76,11 @@ impl ConfigDir {
         std::fs::read_to_string(self.path().join(rel)).unwrap()
     }
 
+    /// Appends `text` to a file relative to the config dir.
+    pub fn append(&self, rel: &str, text: &str) -> &Self {
+        self.write(rel, &format!("{}{text}", self.read(rel)))
+    }
+
     /// Replaces `from` with `to` in a file, asserting `from` is there.
     pub fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
         let text = self.read(rel);
@@ -73,18 +89,19 @@ impl ConfigDir {
     }
 }
 
-/// `mcpd validate DIR`: (exit code, stdout, stderr).
-pub fn validate(dir: &Path) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("validate")
-        .arg(dir)
-        .output()
-        .unwrap();
+/// Runs `cmd` to its end: (exit code, -1 when a signal ended it; stdout; stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `mcpd validate DIR`: (exit code, stdout, stderr).
+pub fn validate(dir: &Path) -> (i32, String, String) {
+    run(Command::new(bin()).arg("validate").arg(dir))
 }
 
 /// The demo API, run as `mcpd demo-api --port 0`; killed on drop.
@@ -134,42 +151,133 @@ impl Drop for DemoApi {
     }
 }
 
-/// A minimal blocking HTTP GET returning JSON (tests must not depend on mcpd's client).
+/// A blocking HTTP GET returning JSON (tests must not depend on mcpd's client).
 pub fn http_get_json(url: &str) -> Value {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {url}: {e}: {buf}"))
+    let body = http_get_text(url);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
 }
 
-/// A minimal blocking HTTP GET returning the body as text.
+/// A blocking HTTP GET returning the body as text.
 pub fn http_get_text(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
-    buf.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    request(authority, "GET", path, &[], None).body
+}
+
+/// An HTTP response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The JSON-RPC message in the body: plain JSON, or the last SSE `data:` line that
+    /// holds one.
+    pub fn message(&self) -> Value {
+        self.try_message()
+            .unwrap_or_else(|| panic!("no JSON-RPC message in {self:?}"))
+    }
+
+    /// As `message`, or `None` when the stream ended without one (a server that died
+    /// mid-answer).
+    pub fn try_message(&self) -> Option<Value> {
+        if let Ok(v) = serde_json::from_str(&self.body) {
+            return Some(v);
+        }
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .next_back()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (tests must not depend on mcpd's client).
+pub fn request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
+    try_request(authority, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {authority}{path}: {e}"))
+}
+
+/// As [`request`], with connection failures (a dead server) as errors.
+pub fn try_request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Reply> {
+    let mut s = std::net::TcpStream::connect(authority)?;
+    s.set_read_timeout(Some(DEADLINE))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {authority}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP response: {raw:?}"),
+            )
+        })?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// `mcpd serve` as a child process, spoken to in raw JSON-RPC lines.
@@ -193,6 +301,11 @@ impl StdioClient {
         let mut c = Self::start(dir.path(), env);
         c._dir = Some(dir);
         c
+    }
+
+    /// Starts `mcpd serve --config DIR` with the shipped upstreams pointing at `api`.
+    pub fn with_api(dir: &Path, api: &DemoApi) -> Self {
+        Self::start(dir, &[("DEMO_API_URL", &api.url)])
     }
 
     /// Starts `mcpd serve --config DIR` with extra environment and initializes.
@@ -304,6 +417,18 @@ impl StdioClient {
             .iter()
             .map(|t| t["name"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// The entry of the tool with this wire name in tools/list.
+    pub fn listed(&mut self, name: &str) -> Value {
+        let list = self.request("tools/list", json!({}));
+        list["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("tools/list has no {name}: {list}"))
+            .clone()
     }
 
     /// The process id, for signals.
@@ -458,7 +583,7 @@ fn proxy_one(client: std::net::TcpStream, target: &str, log: &std::sync::Mutex<V
         .get("content-length")
         .map_or(0, |n| n.parse::<usize>().unwrap());
     let mut body = vec![0u8; len];
-    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+    reader.read_exact(&mut body).unwrap();
     let text = String::from_utf8_lossy(&body).into_owned();
     let (path, query) = target_uri
         .split_once('?')
@@ -487,6 +612,6 @@ fn proxy_one(client: std::net::TcpStream, target: &str, log: &std::sync::Mutex<V
     upstream.write_all(head.as_bytes()).unwrap();
     upstream.write_all(&body).unwrap();
     let mut answer = Vec::new();
-    std::io::Read::read_to_end(&mut upstream, &mut answer).unwrap();
+    upstream.read_to_end(&mut answer).unwrap();
     (&client).write_all(&answer).unwrap();
 }
