@@ -11,7 +11,7 @@ use super::*;
 const MIN: Duration = Duration::from_secs(60);
 
 /// The integration tests' launcher, shared so the two test crates cannot drift apart.
-#[path = "../../tests/redis_server.rs"]
+#[path = "../../tests/util/redis_server.rs"]
 mod redis_server;
 
 pub(super) use redis_server::RedisServer as Server;
