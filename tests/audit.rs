@@ -7,32 +7,35 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error};
+use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error, run};
 
 const KEY: &str = "audit-key-for-tests-0123456789abcdef";
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn with_audit() -> ConfigDir {
     let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    cfg.write(
-        "mcpd.yaml",
-        &format!("{server}audit:\n  path: state/audit.jsonl\n"),
-    );
+    cfg.append("mcpd.yaml", "audit:\n  path: state/audit.jsonl\n");
     cfg
 }
 
 fn verify(cfg: &ConfigDir) -> (i32, String) {
-    let out = Command::new(bin())
+    let (code, out, _) = run(Command::new(bin())
         .args(["audit", "verify"])
         .arg(cfg.path().join("state/audit.jsonl"))
-        .env("MCPD_AUDIT_KEY", KEY)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+        .env("MCPD_AUDIT_KEY", KEY));
+    (code, out)
+}
+
+/// `mcpd call orders.export` with this audit key (none: the variable unset).
+fn call_once(cfg: &ConfigDir, audit_key: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["call", "orders.export", "--args", "{}", "--config"])
+        .arg(cfg.path())
+        .env_remove("MCPD_AUDIT_KEY");
+    if let Some(key) = audit_key {
+        cmd.env("MCPD_AUDIT_KEY", key);
+    }
+    run(&mut cmd)
 }
 
 /// Three calls (allowed, invalid, allowed with a traceparent), then mcpd exits.
@@ -66,6 +69,14 @@ fn records(cfg: &ConfigDir) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Replaces the audit log with `lines`.
+fn write_records(cfg: &ConfigDir, lines: &[String]) {
+    cfg.write(
+        "state/audit.jsonl",
+        &lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    );
 }
 
 #[test]
@@ -128,12 +139,7 @@ fn verify_names_an_edited_a_deleted_and_a_reordered_record() {
     let cfg = with_audit();
     three_calls(&cfg, &api);
     let clean = records(&cfg);
-    let write = |lines: &[String]| {
-        cfg.write(
-            "state/audit.jsonl",
-            &lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-        )
-    };
+    let write = |lines: &[String]| write_records(&cfg, lines);
 
     let mut edited = clean.clone();
     edited[1] = edited[1].replace("\"invalid\"", "\"allowed\"");
@@ -160,14 +166,9 @@ fn verify_names_an_edited_a_deleted_and_a_reordered_record() {
 #[test]
 fn audit_without_a_key_refuses_to_start() {
     let cfg = with_audit();
-    let out = Command::new(bin())
-        .args(["call", "orders.export", "--args", "{}", "--config"])
-        .arg(cfg.path())
-        .env_remove("MCPD_AUDIT_KEY")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MCPD_AUDIT_KEY"));
+    let (code, _, err) = call_once(&cfg, None);
+    assert_eq!(code, 2);
+    assert!(err.contains("MCPD_AUDIT_KEY"));
 }
 
 #[test]
@@ -278,10 +279,9 @@ fn keygen() -> (String, String) {
 
 fn with_ed25519_audit() -> ConfigDir {
     let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    cfg.write(
+    cfg.append(
         "mcpd.yaml",
-        &format!("{server}audit:\n  path: state/audit.jsonl\n  signing: ed25519\n"),
+        "audit:\n  path: state/audit.jsonl\n  signing: ed25519\n",
     );
     cfg
 }
@@ -295,15 +295,8 @@ fn verify_with(cfg: &ConfigDir, args: &[&str], key: Option<&str>) -> (i32, Strin
     if let Some(key) = key {
         cmd.env("MCPD_AUDIT_KEY", key);
     }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out, err) = run(&mut cmd);
+    (code, format!("{out}{err}"))
 }
 
 #[test]
@@ -346,10 +339,7 @@ fn an_ed25519_signed_log_verifies_with_the_public_key_alone() {
 
     let mut edited = records(&cfg);
     edited[1] = edited[1].replace("\"staging\"", "\"prod\"");
-    cfg.write(
-        "state/audit.jsonl",
-        &edited.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    );
+    write_records(&cfg, &edited);
     let (code, out) = verify_with(&cfg, &["--public-key", &public], None);
     assert_eq!(code, 1);
     assert!(out.contains("line 2: signature does not match"), "{out}");
@@ -358,14 +348,8 @@ fn an_ed25519_signed_log_verifies_with_the_public_key_alone() {
 #[test]
 fn a_malformed_ed25519_key_stops_mcpd_naming_the_variable() {
     let cfg = with_ed25519_audit();
-    let out = Command::new(bin())
-        .args(["call", "orders.export", "--args", "{}", "--config"])
-        .arg(cfg.path())
-        .env("MCPD_AUDIT_KEY", "hunter2-not-hex")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = call_once(&cfg, Some("hunter2-not-hex"));
+    assert_eq!(code, 2);
     assert!(
         err.contains("MCPD_AUDIT_KEY") && err.contains("64 hex digits"),
         "{err}"

@@ -7,20 +7,13 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::util::{bin, repo};
+use crate::util::{bin, repo, run};
 
 fn host_config(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
+    run(Command::new(bin())
         .arg("host-config")
         .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .current_dir(repo()))
 }
 
 fn printed(host: &str) -> String {

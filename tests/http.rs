@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::util::{ConfigDir, DEADLINE, DemoApi, bin, repo};
+use crate::util::{ConfigDir, DEADLINE, DemoApi, Reply, bin, request, try_request};
 
 /// `mcpd serve --http 127.0.0.1:0` as a child process; killed on drop.
 pub struct HttpServer {
@@ -144,122 +144,6 @@ pub fn signal(pid: u32, name: &str) {
     assert!(ok, "kill -{name} {pid} failed");
 }
 
-/// An HTTP response, read whole.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The JSON-RPC message in the body: plain JSON, or the last SSE `data:` line that
-    /// holds one.
-    pub fn message(&self) -> Value {
-        self.try_message()
-            .unwrap_or_else(|| panic!("no JSON-RPC message in {self:?}"))
-    }
-
-    /// As `message`, or `None` when the stream ended without one (a server that died
-    /// mid-answer).
-    pub fn try_message(&self) -> Option<Value> {
-        if let Ok(v) = serde_json::from_str(&self.body) {
-            return Some(v);
-        }
-        self.body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .next_back()
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (tests must not depend on mcpd's client).
-pub fn request(
-    authority: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Reply {
-    try_request(authority, method, path, headers, body)
-        .unwrap_or_else(|e| panic!("{method} {authority}{path}: {e}"))
-}
-
-/// As [`request`], with connection failures (a dead server) as errors.
-pub fn try_request(
-    authority: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> std::io::Result<Reply> {
-    let mut s = std::net::TcpStream::connect(authority)?;
-    s.set_read_timeout(Some(DEADLINE))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        head.push_str(&format!("Host: {authority}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(head.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not an HTTP response: {raw:?}"),
-            )
-        })?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// A JSON-RPC POST to `/mcp` with an optional bearer token and session.
 pub fn rpc(
     server: &HttpServer,
@@ -277,6 +161,17 @@ pub fn rpc_at(
     session: Option<&str>,
     message: &Value,
 ) -> Reply {
+    try_rpc_at(authority, token, session, message)
+        .unwrap_or_else(|e| panic!("POST {authority}/mcp: {e}"))
+}
+
+/// As [`rpc_at`], with connection failures (a dead server) as errors.
+pub fn try_rpc_at(
+    authority: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    message: &Value,
+) -> std::io::Result<Reply> {
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![
         ("Content-Type", "application/json"),
@@ -288,7 +183,7 @@ pub fn rpc_at(
     if let Some(s) = session {
         headers.push(("Mcp-Session-Id", s));
     }
-    request(
+    try_request(
         authority,
         "POST",
         "/mcp",
@@ -371,68 +266,45 @@ impl Keys {
 
 /// The shipped config with no default actor: every HTTP call needs a token.
 pub fn token_only() -> ConfigDir {
-    let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    let (head, rest) = server.split_once("default_actor:").unwrap();
-    let tail = rest.split_once("\n\n").map_or("", |(_, t)| t);
-    cfg.write("mcpd.yaml", &format!("{head}{tail}\nstate: \"memory:\"\n"));
-    cfg
+    ConfigDir::token_only("\nstate: \"memory:\"\n")
 }
 
-#[test]
-fn python_sdk_golden_flow_over_streamable_http_with_a_token() {
+/// Runs a Python SDK client script against `mcpd serve --http` (watching its config or
+/// not) on a token-only config, with a token for every tool; returns the server.
+fn python_sdk_over_http(script: &str, label: &str, watch: bool) -> HttpServer {
     let api = DemoApi::start();
     let cfg = token_only();
     let keys = Keys::new(&cfg);
     let token = keys.token(&cfg, "agent:python", &["*"]);
-    let server = HttpServer::start(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
-    let out = Command::new(crate::python_client::python())
-        .arg(repo().join("tests/clients/golden_http.py"))
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", &keys.key),
+    ];
+    let server = if watch {
+        HttpServer::start_watching(cfg.path(), &env, &[])
+    } else {
+        HttpServer::start(cfg.path(), &env, &[])
+    };
+    let mut client = crate::python_client::client(script);
+    client
         .env("MCPD_URL", server.mcp_url())
         .env("MCPD_TOKEN", &token)
-        .env("DEMO_API_URL", &api.url)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("golden http: all checks passed"),
-        "golden_http.py failed\nstdout:\n{stdout}\nstderr:\n{}\nmcpd:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.stderr()
-    );
+        .env("MCPD_CONFIG", cfg.path())
+        .env("DEMO_API_URL", &api.url);
+    crate::python_client::assert_passes(&mut client, label, &|| server.stderr());
+    server
+}
+
+#[test]
+fn python_sdk_golden_flow_over_streamable_http_with_a_token() {
+    let server = python_sdk_over_http("golden_http.py", "golden http", false);
     let stderr = server.wait_stderr("http request refused: 401");
     assert!(stderr.contains("http request refused: 401"), "{stderr}");
 }
 
 #[test]
 fn python_sdk_gets_list_changed_over_http_after_a_reload() {
-    let api = DemoApi::start();
-    let cfg = token_only();
-    let keys = Keys::new(&cfg);
-    let token = keys.token(&cfg, "agent:python", &["*"]);
-    let server = HttpServer::start_watching(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
-    let out = Command::new(crate::python_client::python())
-        .arg(repo().join("tests/clients/reload_http.py"))
-        .env("MCPD_URL", server.mcp_url())
-        .env("MCPD_TOKEN", &token)
-        .env("MCPD_CONFIG", cfg.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("reload http: all checks passed"),
-        "reload_http.py failed\nstdout:\n{stdout}\nstderr:\n{}\nmcpd:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.stderr()
-    );
+    python_sdk_over_http("reload_http.py", "reload http", true);
 }
 
 #[test]
@@ -586,10 +458,7 @@ fn serve_http_without_identity_or_no_auth_refuses_to_start() {
 fn no_auth_runs_as_default_actor_and_says_so_loudly() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
-    cfg.write(
-        "mcpd.yaml",
-        &format!("{}\nstate: \"memory:\"\n", cfg.read("mcpd.yaml")),
-    );
+    cfg.append("mcpd.yaml", "\nstate: \"memory:\"\n");
     let server = HttpServer::start(cfg.path(), &[("DEMO_API_URL", &api.url)], &["--no-auth"]);
     assert!(
         server.stderr().contains("AUTHENTICATION IS OFF"),
@@ -624,10 +493,7 @@ fn no_auth_runs_as_default_actor_and_says_so_loudly() {
 #[test]
 fn metrics_share_the_http_listener_when_given_the_same_address() {
     let cfg = ConfigDir::shipped();
-    cfg.write(
-        "mcpd.yaml",
-        &format!("{}\nstate: \"memory:\"\n", cfg.read("mcpd.yaml")),
-    );
+    cfg.append("mcpd.yaml", "\nstate: \"memory:\"\n");
     // A free port, so --http and --metrics can name the same one.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -682,10 +548,7 @@ fn sigterm_lets_the_call_in_flight_finish_then_exits() {
     let api = DemoApi::start();
     let cfg = token_only();
     cfg.write("tools.d/slow.yaml", SLOW_TOOL);
-    cfg.write(
-        "mcpd.yaml",
-        &format!("{}\nhttp:\n  shutdown_grace: 60s\n", cfg.read("mcpd.yaml")),
-    );
+    cfg.append("mcpd.yaml", "\nhttp:\n  shutdown_grace: 60s\n");
     let keys = Keys::new(&cfg);
     let token = keys.token(&cfg, "agent:t", &["*"]);
     let mut server = HttpServer::start(
@@ -793,11 +656,10 @@ fn an_external_issuers_jwt_is_verified_with_its_jwks() {
             "alg": "EdDSA", "use": "sig"}]})
         .to_string(),
     );
-    cfg.write(
+    cfg.append(
         "mcpd.yaml",
         &format!(
-            "{}\nhttp:\n  jwks:\n    url: {jwks}\n    issuer: https://sso.test/\n    audience: mcpd-demo\n",
-            cfg.read("mcpd.yaml")
+            "\nhttp:\n  jwks:\n    url: {jwks}\n    issuer: https://sso.test/\n    audience: mcpd-demo\n"
         ),
     );
     let server = HttpServer::start(
@@ -863,12 +725,9 @@ fn an_external_issuers_jwt_is_verified_with_its_jwks() {
 #[test]
 fn an_oversized_body_gets_413_and_a_foreign_origin_403() {
     let cfg = token_only();
-    cfg.write(
+    cfg.append(
         "mcpd.yaml",
-        &format!(
-            "{}\nhttp:\n  max_body_bytes: 2000\n  allowed_origins: [\"https://console.example.com:443\"]\n",
-            cfg.read("mcpd.yaml")
-        ),
+        "\nhttp:\n  max_body_bytes: 2000\n  allowed_origins: [\"https://console.example.com:443\"]\n",
     );
     let keys = Keys::new(&cfg);
     let token = keys.token(&cfg, "agent:t", &["*"]);

@@ -12,24 +12,17 @@ use mcpd::util::Clock;
 
 use serde_json::{Value, json};
 
-use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error, text};
+use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error, run, text};
 
 const AUDIT_KEY: &str = "identity-test-audit-key-0123456789";
 
 /// Runs `mcpd ARGS --config DIR` with `env`; returns (exit code, stdout, stderr).
 fn mcpd(cfg: &ConfigDir, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
+    run(Command::new(bin())
         .args(args)
         .arg("--config")
         .arg(cfg.path())
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .envs(env.iter().copied()))
 }
 
 /// A fresh signing key (`KID:KEY`) and its public half.
@@ -101,15 +94,7 @@ fn expired_token(cfg: &ConfigDir, key: &str, subject: &str, ago: Duration) -> St
 
 /// The shipped config without its default actor (every call needs a token), audited.
 fn token_only() -> ConfigDir {
-    let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    let (head, rest) = server.split_once("default_actor:").unwrap();
-    let tail = rest.split_once("\n\n").map_or("", |(_, t)| t);
-    cfg.write(
-        "mcpd.yaml",
-        &format!("{head}{tail}\naudit:\n  path: audit.jsonl\n"),
-    );
-    cfg
+    ConfigDir::token_only("\naudit:\n  path: audit.jsonl\n")
 }
 
 struct Setup {

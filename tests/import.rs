@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::util::{bin, repo, validate};
+use crate::util::{bin, repo, run, validate};
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
@@ -85,17 +85,19 @@ fn empty_config() -> tempfile::TempDir {
 }
 
 fn mcpd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config").arg(dir).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(Command::new(bin())
+        .arg("--config")
+        .arg(dir)
+        .args(args)
+        .envs(env.iter().copied()))
+}
+
+/// `mcpd import openapi PETSTORE --upstream petstore EXTRA` into `dir`.
+fn import_petstore(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+    let spec = petstore_spec();
+    let mut args = vec!["import", "openapi", &spec, "--upstream", "petstore"];
+    args.extend_from_slice(extra);
+    mcpd(dir, &args, &[])
 }
 
 fn petstore_spec() -> String {
@@ -109,12 +111,7 @@ fn petstore_spec() -> String {
 #[test]
 fn petstore_imports_validates_and_its_tools_call_the_api() {
     let cfg = empty_config();
-    let spec = petstore_spec();
-    let (code, out, err) = mcpd(
-        cfg.path(),
-        &["import", "openapi", &spec, "--upstream", "petstore"],
-        &[],
-    );
+    let (code, out, err) = import_petstore(cfg.path(), &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("3 tools imported for upstream 'petstore'"),
@@ -208,17 +205,7 @@ fn petstore_imports_validates_and_its_tools_call_the_api() {
 #[test]
 fn generated_files_carry_annotations_idempotency_and_optional_query_handling() {
     let cfg = empty_config();
-    let (code, _, err) = mcpd(
-        cfg.path(),
-        &[
-            "import",
-            "openapi",
-            &petstore_spec(),
-            "--upstream",
-            "petstore",
-        ],
-        &[],
-    );
+    let (code, _, err) = import_petstore(cfg.path(), &[]);
     assert_eq!(code, 0, "{err}");
     let read = |id: &str| -> Value {
         serde_saphyr::from_str(
@@ -251,35 +238,13 @@ fn generated_files_carry_annotations_idempotency_and_optional_query_handling() {
     );
 
     // A second import refuses to overwrite; --tag with no match says so.
-    let (code, _, err) = mcpd(
-        cfg.path(),
-        &[
-            "import",
-            "openapi",
-            &petstore_spec(),
-            "--upstream",
-            "petstore",
-        ],
-        &[],
-    );
+    let (code, _, err) = import_petstore(cfg.path(), &[]);
     assert_eq!(code, 2);
     assert!(
         err.contains("exist already (nothing was written; --force overwrites them)"),
         "{err}"
     );
-    let (code, _, err) = mcpd(
-        cfg.path(),
-        &[
-            "import",
-            "openapi",
-            &petstore_spec(),
-            "--tag",
-            "cats",
-            "--upstream",
-            "petstore",
-        ],
-        &[],
-    );
+    let (code, _, err) = import_petstore(cfg.path(), &["--tag", "cats"]);
     assert_eq!(code, 2);
     assert!(err.contains("no operation is tagged cats"), "{err}");
 }

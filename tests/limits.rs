@@ -17,7 +17,7 @@ fn concurrency_cap_refuses_the_call_over_the_cap() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.write("tools.d/slow.yaml", SLOW_TOOL);
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let first = c.send_request(
         "tools/call",
         json!({"name": "slow_echo", "arguments": {"ms": 600}}),

@@ -97,15 +97,14 @@ fn spans_continue_the_callers_trace_and_reach_the_collector() {
     let api = DemoApi::start();
     let collector = Collector::start();
     let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    cfg.write(
+    cfg.append(
         "mcpd.yaml",
         &format!(
-            "{server}\ntelemetry:\n  otlp:\n    endpoint: {}\n    service_name: mcpd-test\n",
+            "\ntelemetry:\n  otlp:\n    endpoint: {}\n    service_name: mcpd-test\n",
             collector.url
         ),
     );
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let r = c.request(
         "tools/call",
         json!({"name": "orders_export",
@@ -178,12 +177,11 @@ fn spans_continue_the_callers_trace_and_reach_the_collector() {
 fn a_bad_otlp_endpoint_is_reported_and_calls_still_work() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    cfg.write(
+    cfg.append(
         "mcpd.yaml",
-        &format!("{server}\ntelemetry:\n  otlp:\n    endpoint: collector:4318\n"),
+        "\ntelemetry:\n  otlp:\n    endpoint: collector:4318\n",
     );
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     c.wait_stderr("telemetry.otlp.endpoint: 'collector:4318' must be http or https");
     let r = c.call(
         "orders_export",

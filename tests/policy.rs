@@ -11,11 +11,7 @@ const KEY: &str = "audit-key-for-policy-tests-0123456789";
 
 fn audited() -> ConfigDir {
     let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    cfg.write(
-        "mcpd.yaml",
-        &format!("{server}audit:\n  path: audit.jsonl\n"),
-    );
+    cfg.append("mcpd.yaml", "audit:\n  path: audit.jsonl\n");
     cfg
 }
 
@@ -159,7 +155,7 @@ fn eu_actor_reads_from_the_eu_store_and_unroutable_calls_are_refused() {
         "  subject: user:local-dev\n",
         "  subject: user:eu-analyst\n  region: eu\n",
     );
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let r = c.call(
         "orders_export",
         json!({"from": "2025-08-01", "to": "2025-08-31"}),
@@ -177,7 +173,7 @@ fn eu_actor_reads_from_the_eu_store_and_unroutable_calls_are_refused() {
         "    when: actor.region",
     );
     let before = api.requests().len();
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let r = c.call(
         "flag_set",
         json!({"env": "staging", "name": "checkout_v2", "percent": 5}),
@@ -220,13 +216,10 @@ fn bad_rules_are_validation_errors_with_line_and_column() {
 #[test]
 fn egress_to_an_unlisted_host_is_refused() {
     let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    cfg.write(
+    cfg.edit(
         "mcpd.yaml",
-        &server.replace(
-            "  flags:\n    url: \"${DEMO_API_URL:-http://127.0.0.1:8080}\"",
-            "  flags:\n    url: \"http://flags.example.net\"",
-        ),
+        "  flags:\n    url: \"${DEMO_API_URL:-http://127.0.0.1:8080}\"",
+        "  flags:\n    url: \"http://flags.example.net\"",
     );
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);

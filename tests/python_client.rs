@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::util::{ConfigDir, DemoApi, bin, repo};
+use crate::util::{ConfigDir, DemoApi, bin, repo, run};
 
 /// The Python with the `mcp` SDK: $MCPD_TEST_PYTHON, else the venv scripts/test makes.
-pub(crate) fn python() -> PathBuf {
+fn python() -> PathBuf {
     if let Ok(p) = std::env::var("MCPD_TEST_PYTHON") {
         return PathBuf::from(p);
     }
@@ -20,42 +20,44 @@ pub(crate) fn python() -> PathBuf {
     venv
 }
 
-/// Runs a client script against `config`; returns its stdout, failing with its output.
-fn run_client(script: &str, config: &std::path::Path, api: &DemoApi) -> String {
-    let out = Command::new(python())
-        .arg(repo().join("tests/clients").join(script))
-        .env("MCPD_BIN", bin())
-        .env("MCPD_CONFIG", config)
-        .env("DEMO_API_URL", &api.url)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+/// A client script of tests/clients, run by the SDK's Python.
+pub(crate) fn client(script: &str) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/clients").join(script));
+    cmd
+}
+
+/// Runs a client script to its end; it passes when it exits 0 and prints
+/// "LABEL: all checks passed". Otherwise fails with its output and `log` (what the mcpd
+/// it talked to logged, when the test started that one).
+pub(crate) fn assert_passes(client: &mut Command, label: &str, log: &dyn Fn() -> String) {
+    let (code, stdout, stderr) = run(client);
     assert!(
-        out.status.success(),
-        "{script} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        code == 0 && stdout.contains(&format!("{label}: all checks passed")),
+        "{label} failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nmcpd:\n{}",
+        log()
     );
-    stdout
+}
+
+/// Runs a client script that starts `mcpd serve` on `config` over stdio itself.
+fn assert_passes_over_stdio(script: &str, label: &str, config: &std::path::Path, api: &DemoApi) {
+    let mut cmd = client(script);
+    cmd.env("MCPD_BIN", bin())
+        .env("MCPD_CONFIG", config)
+        .env("DEMO_API_URL", &api.url);
+    assert_passes(&mut cmd, label, &String::new);
 }
 
 #[test]
 fn golden_flow_with_the_official_python_sdk() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
-    let stdout = run_client("golden_stdio.py", cfg.path(), &api);
-    assert!(
-        stdout.contains("golden stdio: all checks passed"),
-        "{stdout}"
-    );
+    assert_passes_over_stdio("golden_stdio.py", "golden stdio", cfg.path(), &api);
 }
 
 #[test]
 fn python_sdk_sees_list_changed_and_the_new_tool() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
-    let stdout = run_client("reload_stdio.py", cfg.path(), &api);
-    assert!(
-        stdout.contains("reload stdio: all checks passed"),
-        "{stdout}"
-    );
+    assert_passes_over_stdio("reload_stdio.py", "reload stdio", cfg.path(), &api);
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::util::{ConfigDir, DemoApi, StdioClient, is_error, text};
 
 fn serve(cfg: &ConfigDir, api: &DemoApi) -> StdioClient {
-    let c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let c = StdioClient::with_api(cfg.path(), api);
     // The watcher is armed before initialize returns, but give it a moment to settle.
     c.wait_stderr("transport=\"stdio\"");
     c
@@ -45,15 +45,7 @@ fn edited_file_is_served_in_its_new_version() {
         "title: Flip a feature flag",
     );
     c.wait_list_changed();
-    let list = c.request("tools/list", json!({}));
-    let flag = list["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "flag_set")
-        .unwrap()
-        .clone();
-    assert_eq!(flag["title"], "Flip a feature flag");
+    assert_eq!(c.listed("flag_set")["title"], "Flip a feature flag");
     c.wait_stderr("changed=[\"flag.set\"]");
 }
 
@@ -91,15 +83,7 @@ fn broken_file_keeps_the_last_good_version_until_fixed() {
         &good.replace("title: Set a feature flag", "title: Fixed flag"),
     );
     c.wait_list_changed();
-    let list = c.request("tools/list", json!({}));
-    let flag = list["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "flag_set")
-        .unwrap()
-        .clone();
-    assert_eq!(flag["title"], "Fixed flag");
+    assert_eq!(c.listed("flag_set")["title"], "Fixed flag");
 }
 
 #[test]

@@ -9,20 +9,12 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::http::{HttpServer, Keys, Reply, try_request};
+use crate::http::{HttpServer, Keys, try_rpc_at};
 use crate::util::{ConfigDir, DEADLINE, DemoApi, RedisServer};
 
 /// The shipped config with state in `redis` and no default actor (tokens only).
 fn replica_config(redis: &RedisServer) -> ConfigDir {
-    let cfg = ConfigDir::shipped();
-    let server = cfg.read("mcpd.yaml");
-    let (head, rest) = server.split_once("default_actor:").unwrap();
-    let tail = rest.split_once("\n\n").map_or("", |(_, t)| t);
-    cfg.write(
-        "mcpd.yaml",
-        &format!("{head}{tail}\nstate: \"{}\"\n", redis.url),
-    );
-    cfg
+    ConfigDir::token_only(&format!("\nstate: \"{}\"\n", redis.url))
 }
 
 /// Two replicas on one Redis, each with its own copy of `cfg`'s directory.
@@ -46,29 +38,11 @@ fn two_replicas(cfg: &ConfigDir, keys: &Keys, api: &DemoApi) -> (HttpServer, Htt
     )
 }
 
-fn post(
-    authority: &str,
-    token: &str,
-    session: Option<&str>,
-    msg: &Value,
-) -> std::io::Result<Reply> {
-    let bearer = format!("Bearer {token}");
-    let mut headers = vec![
-        ("Content-Type", "application/json"),
-        ("Accept", "application/json, text/event-stream"),
-        ("Authorization", bearer.as_str()),
-    ];
-    if let Some(s) = session {
-        headers.push(("Mcp-Session-Id", s));
-    }
-    try_request(authority, "POST", "/mcp", &headers, Some(&msg.to_string()))
-}
-
 /// A session on `authority`, or why not.
 fn session(authority: &str, token: &str) -> std::io::Result<String> {
-    let init = post(
+    let init = try_rpc_at(
         authority,
-        token,
+        Some(token),
         None,
         &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {},
@@ -78,9 +52,9 @@ fn session(authority: &str, token: &str) -> std::io::Result<String> {
         .header("mcp-session-id")
         .ok_or_else(|| std::io::Error::other(format!("no session: {init:?}")))?
         .to_owned();
-    post(
+    try_rpc_at(
         authority,
-        token,
+        Some(token),
         Some(&id),
         &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     )?;
@@ -100,9 +74,9 @@ fn call(
     if let Some(k) = key {
         params["_meta"] = json!({"dev.mcpd/idempotencyKey": k});
     }
-    let reply = post(
+    let reply = try_rpc_at(
         authority,
-        token,
+        Some(token),
         Some(session),
         &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}),
     )?;
@@ -333,6 +307,6 @@ fn a_replica_killed_mid_load_leaves_the_other_serving_and_writes_once() {
             assert_eq!(puts.get(key), Some(&1), "{key} completed without a write");
         }
     }
-    let ready = crate::http::request(b.authority(), "GET", "/readyz", &[], None);
+    let ready = crate::util::request(b.authority(), "GET", "/readyz", &[], None);
     assert_eq!(ready.status, 200, "B is not ready: {}", b.stderr());
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error, text};
+use crate::util::{ConfigDir, DemoApi, StdioClient, bin, is_error, run, text};
 
 /// The upstream requests the demo API saw with this method and path prefix.
 fn seen(api: &DemoApi, method: &str, path: &str) -> Vec<Value> {
@@ -14,6 +14,20 @@ fn seen(api: &DemoApi, method: &str, path: &str) -> Vec<Value> {
         .into_iter()
         .filter(|r| r["method"] == method && r["path"].as_str().unwrap().starts_with(path))
         .collect()
+}
+
+/// `mcpd budget` on `cfg`'s state: its stdout, once it exited 0.
+fn budget(cfg: &ConfigDir) -> String {
+    let (code, out, err) = run(Command::new(bin())
+        .args(["budget", "--config"])
+        .arg(cfg.path()));
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+/// orders_export arguments: from this day of August 2025 to the month's end.
+fn august_from(day: &str) -> Value {
+    json!({"from": format!("2025-08-{day}"), "to": "2025-08-31"})
 }
 
 fn staging(percent: u8) -> Value {
@@ -24,7 +38,7 @@ fn staging(percent: u8) -> Value {
 fn the_same_write_twice_is_one_upstream_write_with_the_same_result() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let first = c.call("flag_set", staging(10));
     let second = c.call("flag_set", staging(10));
     assert!(!is_error(&first), "{first}");
@@ -47,7 +61,7 @@ fn the_same_write_twice_is_one_upstream_write_with_the_same_result() {
 fn a_client_key_in_meta_wins_and_cannot_be_reused_for_other_arguments() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let call = |c: &mut StdioClient, percent: u8| {
         c.request(
             "tools/call",
@@ -84,7 +98,7 @@ fn two_calls_at_once_with_one_key_are_one_write() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.write("tools.d/slow.yaml", SLOW_WRITE);
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let a = c.send_request(
         "tools/call",
         json!({"name": "slow_write", "arguments": {"ms": 700}}),
@@ -161,17 +175,7 @@ fn kill_9_then_restart_keeps_keys_and_budgets() {
     assert_eq!(seen(&api, "PUT", "/flags/").len(), 3);
     drop(c);
     // `mcpd budget` reads the same state file.
-    let out = Command::new(bin())
-        .args(["budget", "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = budget(&cfg);
     assert!(stdout.contains("flag-calls"), "{stdout}");
     assert!(stdout.contains("3/3 (0 left)"), "{stdout}");
 }
@@ -181,18 +185,12 @@ fn a_rate_limit_refuses_with_when_to_retry_and_sends_nothing() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 2/min");
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     for day in ["01", "02"] {
-        let r = c.call(
-            "orders_export",
-            json!({"from": format!("2025-08-{day}"), "to": "2025-08-31"}),
-        );
+        let r = c.call("orders_export", august_from(day));
         assert!(!is_error(&r), "{r}");
     }
-    let over = c.call(
-        "orders_export",
-        json!({"from": "2025-08-03", "to": "2025-08-31"}),
-    );
+    let over = c.call("orders_export", august_from("03"));
     assert!(is_error(&over));
     let msg = text(&over);
     assert!(msg.contains("rate limit 2/min reached"), "{msg}");
@@ -206,11 +204,10 @@ fn a_cost_budget_denies_with_its_name() {
     let cfg = ConfigDir::shipped();
     // orders.export costs 0.002; a 0.005 budget allows two calls.
     cfg.edit("policies.yaml", "cost: 5.00", "cost: 0.005");
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
-    let args = |d: &str| json!({"from": format!("2025-08-{d}"), "to": "2025-08-31"});
-    assert!(!is_error(&c.call("orders_export", args("01"))));
-    assert!(!is_error(&c.call("orders_export", args("02"))));
-    let over = c.call("orders_export", args("03"));
+    let mut c = StdioClient::with_api(cfg.path(), &api);
+    assert!(!is_error(&c.call("orders_export", august_from("01"))));
+    assert!(!is_error(&c.call("orders_export", august_from("02"))));
+    let over = c.call("orders_export", august_from("03"));
     assert!(
         text(&over).contains("budget 'agent-daily-spend' is spent: 0.004 of 0.005 cost used today"),
         "{}",
@@ -224,8 +221,8 @@ fn a_retry_storm_is_stopped_and_raised_as_an_alert() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.edit("policies.yaml", "repeats: 10/min", "repeats: 3/min");
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
-    let same = json!({"from": "2025-08-01", "to": "2025-08-31"});
+    let mut c = StdioClient::with_api(cfg.path(), &api);
+    let same = august_from("01");
     for _ in 0..3 {
         assert!(!is_error(&c.call("orders_export", same.clone())));
     }
@@ -238,10 +235,7 @@ fn a_retry_storm_is_stopped_and_raised_as_an_alert() {
     );
     c.wait_stderr("runaway_loop");
     // Other arguments are not a storm.
-    let other = c.call(
-        "orders_export",
-        json!({"from": "2025-08-02", "to": "2025-08-31"}),
-    );
+    let other = c.call("orders_export", august_from("02"));
     assert!(!is_error(&other), "{other}");
     assert_eq!(seen(&api, "GET", "/orders").len(), 4);
 }
@@ -268,7 +262,7 @@ fn only_idempotent_requests_are_retried() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.write("tools.d/flaky.yaml", FLAKY);
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let get = c.call("flaky_get", json!({}));
     assert_eq!(get["structuredContent"]["attempt"], 3, "{get}");
     let post = c.call("flaky_post", json!({}));
@@ -297,17 +291,7 @@ fn processes_on_one_state_file_share_it_and_take_over_when_the_owner_dies() {
     let on_b = b.call("flag_set", staging(30));
     assert_eq!(on_b["_meta"]["dev.mcpd/replayed"], true, "{on_b}");
     // `mcpd budget` beside them reads the same counters.
-    let out = Command::new(bin())
-        .args(["budget", "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = budget(&cfg);
     assert!(stdout.contains("1/200"), "{stdout}");
     // The owner is killed: the other process takes the file over and keeps every record.
     drop(a);
@@ -322,10 +306,9 @@ fn a_reload_keeps_the_rate_counted_so_far() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 2/min");
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
-    let args = |d: &str| json!({"from": format!("2025-08-{d}"), "to": "2025-08-31"});
-    assert!(!is_error(&c.call("orders_export", args("01"))));
-    assert!(!is_error(&c.call("orders_export", args("02"))));
+    let mut c = StdioClient::with_api(cfg.path(), &api);
+    assert!(!is_error(&c.call("orders_export", august_from("01"))));
+    assert!(!is_error(&c.call("orders_export", august_from("02"))));
     // The tool file changes (a new description): the tool is recompiled, its counter stays.
     cfg.edit(
         "tools.d/orders.export.yaml",
@@ -333,7 +316,7 @@ fn a_reload_keeps_the_rate_counted_so_far() {
         "title: Export orders (v2)",
     );
     c.wait_list_changed();
-    let over = c.call("orders_export", args("03"));
+    let over = c.call("orders_export", august_from("03"));
     assert!(
         text(&over).contains("rate limit 2/min reached"),
         "{}",
@@ -350,11 +333,7 @@ fn replicas_on_one_redis_share_keys_budgets_and_rates() {
     // Two replicas, each with its own config directory, sharing one Redis.
     let replica = || {
         let cfg = ConfigDir::shipped();
-        let server = cfg.read("mcpd.yaml");
-        cfg.write(
-            "mcpd.yaml",
-            &format!("{server}\nstate: \"{}\"\n", redis.url),
-        );
+        cfg.append("mcpd.yaml", &format!("\nstate: \"{}\"\n", redis.url));
         cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 3/min");
         cfg.edit("policies.yaml", "calls: 200", "calls: 3");
         cfg
@@ -378,11 +357,10 @@ fn replicas_on_one_redis_share_keys_budgets_and_rates() {
     );
     assert_eq!(seen(&api, "PUT", "/flags/").len(), 3);
     // A rate limit of 3/min holds across both replicas.
-    let args = |d: &str| json!({"from": format!("2025-08-{d}"), "to": "2025-08-31"});
-    assert!(!is_error(&a.call("orders_export", args("01"))));
-    assert!(!is_error(&b.call("orders_export", args("02"))));
-    assert!(!is_error(&a.call("orders_export", args("03"))));
-    let limited = b.call("orders_export", args("04"));
+    assert!(!is_error(&a.call("orders_export", august_from("01"))));
+    assert!(!is_error(&b.call("orders_export", august_from("02"))));
+    assert!(!is_error(&a.call("orders_export", august_from("03"))));
+    let limited = b.call("orders_export", august_from("04"));
     assert!(
         text(&limited).contains("rate limit 3/min reached"),
         "{}",

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{ConfigDir, DemoApi, StdioClient, is_error, text};
+use crate::util::{ConfigDir, DemoApi, RecordingProxy, StdioClient, is_error, text};
 
 fn serve_shipped(api: &DemoApi) -> StdioClient {
     StdioClient::shipped(&[("DEMO_API_URL", &api.url)])
@@ -29,6 +29,8 @@ fn tools_list_shows_wire_names_and_schemas() {
     let orders = tools.iter().find(|t| t["name"] == "orders_export").unwrap();
     assert_eq!(orders["inputSchema"]["required"], json!(["from", "to"]));
     assert_eq!(orders["annotations"]["readOnlyHint"], json!(true));
+    // All of it, as a host sees it: names, titles, descriptions, schemas, annotations.
+    insta::assert_json_snapshot!("shipped_tools_list", resp["result"]);
 }
 
 #[test]
@@ -92,6 +94,63 @@ fn flag_set_sends_percent_as_a_json_number() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["method"], "PUT");
     assert_eq!(seen[0]["path"], "/flags/prod/checkout_v2");
+}
+
+/// `requests` with what differs from run to run replaced by a stand-in, once checked:
+/// the proxy's own address in `host`, the fresh trace context in `traceparent`.
+fn stable_requests(requests: Vec<Value>, proxy: &RecordingProxy) -> Vec<Value> {
+    let authority = proxy.url.trim_start_matches("http://");
+    requests
+        .into_iter()
+        .map(|mut r| {
+            let headers = r["headers"].as_object_mut().unwrap();
+            if let Some(host) = headers.get_mut("host") {
+                assert_eq!(host, authority);
+                *host = json!("[proxy]");
+            }
+            if let Some(tp) = headers.get_mut("traceparent") {
+                let fields: Vec<&str> = tp.as_str().unwrap().split('-').collect();
+                let lengths: Vec<usize> = fields.iter().map(|f| f.len()).collect();
+                assert!(
+                    lengths == [2, 32, 16, 2]
+                        && fields
+                            .iter()
+                            .all(|f| f.chars().all(|c| c.is_ascii_hexdigit())),
+                    "not a W3C traceparent: {tp}"
+                );
+                *tp = json!("[traceparent]");
+            }
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn the_seed_tools_render_these_upstream_requests() {
+    let api = DemoApi::start();
+    let proxy = RecordingProxy::start(&api.url);
+    let mut c = StdioClient::shipped(&[("DEMO_API_URL", &proxy.url)]);
+    let orders = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-03"}),
+    );
+    assert!(!is_error(&orders), "{orders}");
+    let flag = c.call(
+        "flag_set",
+        json!({"env": "prod", "name": "checkout_v2", "percent": 5}),
+    );
+    assert!(!is_error(&flag), "{flag}");
+    let sent = proxy.requests();
+    // What the proxy recorded is what reached the demo API.
+    let line = |r: &Value| format!("{} {}?{}", r["method"], r["path"], r["query"]);
+    assert_eq!(
+        api.requests().iter().map(line).collect::<Vec<_>>(),
+        sent.iter().map(line).collect::<Vec<_>>()
+    );
+    insta::assert_json_snapshot!(
+        "seed_tools_upstream_requests",
+        stable_requests(sent, &proxy)
+    );
 }
 
 #[test]
@@ -227,7 +286,7 @@ fn missing_secret_is_named_and_its_value_never_appears() {
         "  timeout: 5s",
         "  headers:\n    Authorization: \"Bearer {{ secret.MCPD_TEST_ORDERS_TOKEN }}\"\n  timeout: 5s",
     );
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let result = c.call(
         "orders_export",
         json!({"from": "2025-08-01", "to": "2025-08-31"}),
@@ -265,7 +324,7 @@ fn default_deny_refuses_and_the_upstream_sees_nothing() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();
     cfg.edit("policies.yaml", "default: allow", "default: deny");
-    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &api.url)]);
+    let mut c = StdioClient::with_api(cfg.path(), &api);
     let result = c.call(
         "flag_set",
         json!({"env": "staging", "name": "checkout_v2", "percent": 10}),

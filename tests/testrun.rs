@@ -4,21 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{ConfigDir, bin, repo};
+use crate::util::{ConfigDir, bin, repo, run};
 
 /// `mcpd test DIR [args]`: (exit code, stdout, stderr).
 fn mcpd_test(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("test")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(Command::new(bin()).arg("test").arg(dir).args(args))
 }
 
 #[test]

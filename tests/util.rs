@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: temp config dirs, the demo API as a child
-//! process, and a raw JSON-RPC client over the binary's stdio.
+//! process, and a raw JSON-RPC client over the binary's stdio; raw HTTP (a client and
+//! a recording proxy) in `util/http.rs`, a redis-server in `util/redis_server.rs`.
 
 #![allow(dead_code)]
 
@@ -10,6 +11,12 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod http;
+mod redis_server;
+
+pub use http::{RecordingProxy, Reply, http_get_json, http_get_text, request, try_request};
+pub use redis_server::RedisServer;
 
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -44,6 +51,17 @@ impl ConfigDir {
         Self { dir }
     }
 
+    /// The shipped config without its default actor, so every call needs a token;
+    /// `server` is appended to mcpd.yaml (state, audit, ...).
+    pub fn token_only(server: &str) -> Self {
+        let cfg = Self::shipped();
+        let yaml = cfg.read("mcpd.yaml");
+        let (head, rest) = yaml.split_once("default_actor:").unwrap();
+        let tail = rest.split_once("\n\n").map_or("", |(_, t)| t);
+        cfg.write("mcpd.yaml", &format!("{head}{tail}{server}"));
+        cfg
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -61,6 +79,11 @@ impl ConfigDir {
         std::fs::read_to_string(self.path().join(rel)).unwrap()
     }
 
+    /// Appends `text` to a file relative to the config dir.
+    pub fn append(&self, rel: &str, text: &str) -> &Self {
+        self.write(rel, &format!("{}{text}", self.read(rel)))
+    }
+
     /// Replaces `from` with `to` in a file, asserting `from` is there.
     pub fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
         let text = self.read(rel);
@@ -69,18 +92,19 @@ impl ConfigDir {
     }
 }
 
-/// `mcpd validate DIR`: (exit code, stdout, stderr).
-pub fn validate(dir: &Path) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("validate")
-        .arg(dir)
-        .output()
-        .unwrap();
+/// Runs `cmd` to its end: (exit code, -1 when a signal ended it; stdout; stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `mcpd validate DIR`: (exit code, stdout, stderr).
+pub fn validate(dir: &Path) -> (i32, String, String) {
+    run(Command::new(bin()).arg("validate").arg(dir))
 }
 
 /// The demo API, run as `mcpd demo-api --port 0`; killed on drop.
@@ -130,44 +154,6 @@ impl Drop for DemoApi {
     }
 }
 
-/// A minimal blocking HTTP GET returning JSON (tests must not depend on mcpd's client).
-pub fn http_get_json(url: &str) -> Value {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {url}: {e}: {buf}"))
-}
-
-/// A minimal blocking HTTP GET returning the body as text.
-pub fn http_get_text(url: &str) -> String {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    std::io::Read::read_to_string(&mut s, &mut buf).unwrap();
-    buf.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
 /// `mcpd serve` as a child process, spoken to in raw JSON-RPC lines.
 pub struct StdioClient {
     child: Child,
@@ -189,6 +175,11 @@ impl StdioClient {
         let mut c = Self::start(dir.path(), env);
         c._dir = Some(dir);
         c
+    }
+
+    /// Starts `mcpd serve --config DIR` with the shipped upstreams pointing at `api`.
+    pub fn with_api(dir: &Path, api: &DemoApi) -> Self {
+        Self::start(dir, &[("DEMO_API_URL", &api.url)])
     }
 
     /// Starts `mcpd serve --config DIR` with extra environment and initializes.
@@ -302,6 +293,18 @@ impl StdioClient {
             .collect()
     }
 
+    /// The entry of the tool with this wire name in tools/list.
+    pub fn listed(&mut self, name: &str) -> Value {
+        let list = self.request("tools/list", json!({}));
+        list["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("tools/list has no {name}: {list}"))
+            .clone()
+    }
+
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -386,58 +389,4 @@ pub fn text(result: &Value) -> String {
 /// Whether a tool result is an error.
 pub fn is_error(result: &Value) -> bool {
     result["isError"] == json!(true)
-}
-
-/// A redis-server of the test's own on a free loopback port (no persistence), or `None`
-/// with a loud message when the binary is missing (CI installs it).
-pub struct RedisServer {
-    child: Child,
-    pub url: String,
-}
-
-impl RedisServer {
-    pub fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!(
-                    "SKIPPED: redis-server is not installed ({e}); apt-get install redis-server"
-                );
-                return None;
-            }
-        };
-        let end = Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        })
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -3,6 +3,43 @@
 
 use crate::util::{ConfigDir, repo, validate};
 
+/// One edit to the shipped config: in FILE, replace FROM with TO.
+type Edit = (&'static str, &'static str, &'static str);
+
+const UNKNOWN_KEY: Edit = (
+    "tools.d/flag.set.yaml",
+    "  method: PUT\n",
+    "  method: PUT\n  metod: PUT\n",
+);
+const UNDECLARED_ARGUMENT: Edit = (
+    "tools.d/orders.export.yaml",
+    "{{ args.from }}",
+    "{{ args.form }}",
+);
+const UNKNOWN_UPSTREAM: Edit = (
+    "tools.d/flag.set.yaml",
+    "upstream: flags",
+    "upstream: flagz",
+);
+const INVALID_SCHEMA: Edit = ("tools.d/flag.set.yaml", "type: integer", "type: integr");
+const BROKEN_YAML: (&str, &str) = ("tools.d/broken.yaml", "name: x\n  bad: [\n");
+
+/// A copy of the shipped config with `edits` made.
+fn shipped_with(edits: &[Edit]) -> ConfigDir {
+    let cfg = ConfigDir::shipped();
+    for (file, from, to) in edits {
+        cfg.edit(file, from, to);
+    }
+    cfg
+}
+
+/// What `mcpd validate` printed on stdout for `cfg`, once it exited 1.
+fn problems(cfg: &ConfigDir) -> String {
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    out
+}
+
 #[test]
 fn shipped_config_is_valid() {
     let (code, out, err) = validate(&repo());
@@ -13,22 +50,14 @@ fn shipped_config_is_valid() {
 #[test]
 fn yaml_syntax_error_has_line_and_column() {
     let cfg = ConfigDir::shipped();
-    cfg.write("tools.d/broken.yaml", "name: x\n  bad: [\n");
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    cfg.write(BROKEN_YAML.0, BROKEN_YAML.1);
+    let out = problems(&cfg);
     assert!(out.contains("tools.d/broken.yaml:2:6: "), "{out}");
 }
 
 #[test]
 fn unknown_key_is_rejected_with_its_position() {
-    let cfg = ConfigDir::shipped();
-    cfg.edit(
-        "tools.d/flag.set.yaml",
-        "  method: PUT\n",
-        "  method: PUT\n  metod: PUT\n",
-    );
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&shipped_with(&[UNKNOWN_KEY]));
     assert!(
         out.contains("tools.d/flag.set.yaml:33:3: unknown field `metod`"),
         "{out}"
@@ -37,14 +66,7 @@ fn unknown_key_is_rejected_with_its_position() {
 
 #[test]
 fn template_reading_an_undeclared_argument_is_an_error() {
-    let cfg = ConfigDir::shipped();
-    cfg.edit(
-        "tools.d/orders.export.yaml",
-        "{{ args.from }}",
-        "{{ args.form }}",
-    );
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&shipped_with(&[UNDECLARED_ARGUMENT]));
     assert!(
         out.contains("orders.export.yaml:29:11: tool 'orders.export': request.query.from: unknown variable 'args.form'"),
         "{out}"
@@ -54,14 +76,11 @@ fn template_reading_an_undeclared_argument_is_an_error() {
 
 #[test]
 fn template_syntax_error_is_reported() {
-    let cfg = ConfigDir::shipped();
-    cfg.edit(
+    let out = problems(&shipped_with(&[(
         "tools.d/flag.set.yaml",
         "\"{{ args.percent }}\"",
         "\"{{ args.percent \"",
-    );
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    )]));
     assert!(
         out.contains("flag.set.yaml:") && out.contains("request.body.percent: template error"),
         "{out}"
@@ -73,8 +92,7 @@ fn duplicate_tool_names_across_files_are_reported_with_both_places() {
     let cfg = ConfigDir::shipped();
     let copy = cfg.read("tools.d/orders.export.yaml");
     cfg.write("tools.d/zz-copy.yaml", &copy);
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&cfg);
     assert!(
         out.contains("name 'orders.export' is already used by tool 'orders.export' at"),
         "{out}"
@@ -89,8 +107,7 @@ fn wire_name_collision_is_a_duplicate() {
         .read("tools.d/orders.export.yaml")
         .replace("name: orders.export", "name: orders_export");
     cfg.write("tools.d/zz-copy.yaml", &copy);
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&cfg);
     assert!(
         out.contains("name 'orders_export' is already used"),
         "{out}"
@@ -99,14 +116,7 @@ fn wire_name_collision_is_a_duplicate() {
 
 #[test]
 fn unknown_upstream_is_reported() {
-    let cfg = ConfigDir::shipped();
-    cfg.edit(
-        "tools.d/flag.set.yaml",
-        "upstream: flags",
-        "upstream: flagz",
-    );
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&shipped_with(&[UNKNOWN_UPSTREAM]));
     assert!(
         out.contains("request.upstream: unknown upstream 'flagz'"),
         "{out}"
@@ -115,17 +125,14 @@ fn unknown_upstream_is_reported() {
 
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
-    let cfg = ConfigDir::shipped();
-    cfg.edit(
-        "tools.d/flag.set.yaml",
-        "upstream: flags",
-        "upstream: flagz",
-    );
-    cfg.edit(
-        "tools.d/orders.export.yaml",
-        "{{ args.to }}",
-        "{{ args.too }}",
-    );
+    let cfg = shipped_with(&[
+        UNKNOWN_UPSTREAM,
+        (
+            "tools.d/orders.export.yaml",
+            "{{ args.to }}",
+            "{{ args.too }}",
+        ),
+    ]);
     cfg.write("tools.d/broken.yaml", "name: [\n");
     let (code, out, err) = validate(cfg.path());
     assert_eq!(code, 1);
@@ -133,12 +140,70 @@ fn every_problem_is_reported_not_just_the_first() {
     assert!(err.contains("3 problems found"), "{err}");
 }
 
+/// `mcpd validate` on `cfg` as one text to snapshot: exit code, stdout and stderr, with
+/// the temp dir's path replaced by `[CONFIG]`.
+fn validate_report(cfg: &ConfigDir) -> String {
+    let (code, out, err) = validate(cfg.path());
+    let dir = cfg.path().to_str().unwrap();
+    format!("exit code: {code}\n--- stdout\n{out}--- stderr\n{err}").replace(dir, "[CONFIG]")
+}
+
+#[test]
+fn every_problem_of_the_tool_files_is_reported_at_once() {
+    let cfg = shipped_with(&[
+        // flag.set: an invalid input schema and an unknown upstream.
+        INVALID_SCHEMA,
+        UNKNOWN_UPSTREAM,
+        // orders.export: a template reading an undeclared argument, and a bad JSONPath.
+        UNDECLARED_ARGUMENT,
+        (
+            "tools.d/orders.export.yaml",
+            "- \"$[*].email\"",
+            "- \"$[*].email[\"",
+        ),
+    ]);
+    // A new tool with an unknown key, and a file that is not YAML.
+    let recent = cfg
+        .read("tools.d/orders.export.yaml")
+        .replace("name: orders.export", "name: orders.recent")
+        .replace("  method: GET\n", "  method: GET\n  metod: GET\n");
+    cfg.write("tools.d/orders.recent.yaml", &recent);
+    cfg.write(BROKEN_YAML.0, BROKEN_YAML.1);
+    insta::assert_snapshot!("tool_file_problems", validate_report(&cfg));
+}
+
+#[test]
+fn every_problem_of_the_server_and_policy_files_is_reported_at_once() {
+    let cfg = shipped_with(&[
+        (
+            "mcpd.yaml",
+            "  max_ttl: 1h\n",
+            "  max_ttl: 1h\n  max_tll: 2h\n",
+        ),
+        (
+            "policies.yaml",
+            "when: args.env == \"prod\" and",
+            "when: args.env == \"prod\" and and",
+        ),
+        (
+            "policies.yaml",
+            "when: actor.region == \"eu\"",
+            "when: actor.regin == \"eu\"",
+        ),
+        (
+            "policies.yaml",
+            "  - localhost\n",
+            "  - localhost\n  - example.com:notaport\n",
+        ),
+        // A tool file problem is reported beside them.
+        UNDECLARED_ARGUMENT,
+    ]);
+    insta::assert_snapshot!("server_and_policy_problems", validate_report(&cfg));
+}
+
 #[test]
 fn invalid_input_schema_is_reported() {
-    let cfg = ConfigDir::shipped();
-    cfg.edit("tools.d/flag.set.yaml", "type: integer", "type: integr");
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&shipped_with(&[INVALID_SCHEMA]));
     assert!(
         out.contains("tool 'flag.set': input: invalid JSON Schema"),
         "{out}"
@@ -147,10 +212,7 @@ fn invalid_input_schema_is_reported() {
 
 #[test]
 fn upstream_host_missing_from_egress_is_reported() {
-    let cfg = ConfigDir::shipped();
-    cfg.edit("policies.yaml", "  - 127.0.0.1\n", "");
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&shipped_with(&[("policies.yaml", "  - 127.0.0.1\n", "")]));
     assert!(
         out.contains("egress to host '127.0.0.1' is not allowed"),
         "{out}"
@@ -161,8 +223,7 @@ fn upstream_host_missing_from_egress_is_reported() {
 fn missing_policy_file_is_reported() {
     let cfg = ConfigDir::shipped();
     std::fs::remove_file(cfg.path().join("policies.yaml")).unwrap();
-    let (code, out, _) = validate(cfg.path());
-    assert_eq!(code, 1);
+    let out = problems(&cfg);
     assert!(out.contains("policies.yaml is missing"), "{out}");
 }
 

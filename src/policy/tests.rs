@@ -3,6 +3,7 @@ use super::*;
 use crate::config::PolicySpec;
 use crate::config::diag::Diagnostics;
 use crate::config::policy::Detector;
+use rstest::rstest;
 use serde_json::json;
 use std::path::Path;
 
@@ -47,239 +48,471 @@ rules:
     reason: exports over a month need review
 "#;
 
-fn decide(p: &Policy, tool: &str, args: Value, actor: Value, elevation: Option<Value>) -> Decision {
-    let d = p.evaluate(&Facts {
+/// One call as the rules see it: a tool, its arguments, the actor and an elevation grant.
+#[derive(Debug)]
+struct Call {
+    tool: &'static str,
+    args: Value,
+    actor: Value,
+    elevation: Option<Value>,
+}
+
+/// A call of `tool` with `args` by an actor with no fields and no elevation.
+fn call(tool: &'static str, args: Value) -> Call {
+    Call {
         tool,
-        args: &args,
-        actor: &actor,
-        elevation: elevation.as_ref(),
-        env: &json!({"name": "test"}),
-    });
-    let e = explain(p, tool, args.clone(), actor.clone(), elevation.clone());
+        args,
+        actor: json!({}),
+        elevation: None,
+    }
+}
+
+impl Call {
+    fn by(self, actor: Value) -> Self {
+        Self { actor, ..self }
+    }
+
+    fn elevated(self, grant: Value) -> Self {
+        Self {
+            elevation: Some(grant),
+            ..self
+        }
+    }
+}
+
+fn facts<'a>(c: &'a Call, env: &'a Value) -> Facts<'a> {
+    Facts {
+        tool: c.tool,
+        args: &c.args,
+        actor: &c.actor,
+        elevation: c.elevation.as_ref(),
+        env,
+    }
+}
+
+/// Decides `call` and checks that `explain` decides exactly as `evaluate`; returns
+/// explain's decision, which also holds every rule's outcome.
+fn decide(p: &Policy, call: &Call) -> Decision {
+    let env = json!({"name": "test"});
+    let d = p.evaluate(&facts(call, &env));
+    let e = p.explain(&facts(call, &env));
     assert_eq!(
         Decision {
             outcomes: Vec::new(),
-            ..e
+            ..e.clone()
         },
         d,
         "explain decides exactly as evaluate"
     );
-    d
+    e
 }
 
-fn explain(
-    p: &Policy,
-    tool: &str,
-    args: Value,
-    actor: Value,
-    elevation: Option<Value>,
-) -> Decision {
-    p.explain(&Facts {
-        tool,
-        args: &args,
-        actor: &actor,
-        elevation: elevation.as_ref(),
-        env: &json!({"name": "test"}),
-    })
+/// A check on the denial reason.
+#[derive(Debug)]
+enum Reason {
+    Is(&'static str),
+    StartsWith(&'static str),
+    Has(&'static str),
 }
 
-#[test]
-fn prod_write_above_ten_percent_is_denied_with_its_reason() {
-    let p = policy(SEED);
-    let d = decide(
-        &p,
-        "flag.set",
-        json!({"env": "prod", "name": "x", "percent": 50}),
-        json!({}),
-        None,
-    );
-    assert!(!d.allowed);
-    assert_eq!(
-        d.denial,
-        Some((
-            "prod-write-needs-ticket".into(),
-            "prod changes above 10 percent need a ticket".into()
-        ))
-    );
+/// A check on one rule's outcome (from `explain`).
+#[derive(Debug)]
+enum Outcome {
+    Matched(bool),
+    FailedWith(&'static str),
 }
 
-#[test]
-fn an_empty_ticket_is_no_ticket() {
-    let p = policy(SEED);
-    let d = decide(
-        &p,
-        "flag.set",
-        json!({"env": "prod", "percent": 50}),
-        json!({}),
-        Some(json!({"ticket": ""})),
-    );
-    assert!(!d.allowed);
-    let d = decide(
-        &p,
-        "flag.set",
-        json!({"env": "prod", "percent": 50}),
-        json!({}),
-        Some(json!({"ticket": "CHG-1"})),
-    );
-    assert!(d.allowed, "{d:?}");
+/// What a decision must show. Besides `allowed` and the denying rule, only what a case
+/// names is checked.
+#[derive(Debug, Default)]
+struct Want {
+    allowed: bool,
+    denied_by: Option<&'static str>,
+    reason: Vec<Reason>,
+    route: Option<Option<&'static str>>,
+    matched: Option<Vec<&'static str>>,
+    shadow: Option<Vec<&'static str>>,
+    default_used: Option<bool>,
+    detectors: Option<DetectorSet>,
+    require_unmet: Option<Option<(&'static str, &'static str)>>,
+    outcomes: Vec<(&'static str, Outcome)>,
 }
 
-#[test]
-fn staging_write_is_allowed_and_redaction_applies_everywhere() {
-    let p = policy(SEED);
-    let d = decide(
-        &p,
-        "flag.set",
-        json!({"env": "staging", "percent": 50}),
-        json!({}),
-        None,
-    );
-    assert!(d.allowed);
-    assert_eq!(d.detectors, DetectorSet::ALL);
-    assert!(d.default_used, "no allow or deny rule decided: default did");
-    assert_eq!(d.matched, vec!["redact-pii".to_owned()]);
+fn allowed() -> Want {
+    Want {
+        allowed: true,
+        ..Want::default()
+    }
 }
 
-#[test]
-fn shadow_rules_are_recorded_not_enforced() {
-    let p = policy(SEED);
-    let d = decide(
-        &p,
-        "orders.export",
-        json!({"from": "2025-01-01", "to": "2025-06-30"}),
-        json!({}),
-        None,
-    );
-    assert!(d.allowed);
-    assert_eq!(d.shadow, vec!["no-bulk-exports:deny".to_owned()]);
+fn denied(by: &'static str) -> Want {
+    Want {
+        denied_by: Some(by),
+        ..Want::default()
+    }
 }
 
-#[test]
-fn eu_actor_is_routed_to_eu() {
-    let p = policy(SEED);
-    let d = decide(
-        &p,
-        "orders.export",
-        json!({"from": "2025-08-01", "to": "2025-08-02"}),
-        json!({"region": "eu"}),
-        None,
-    );
-    assert_eq!(d.route.as_deref(), Some("eu"));
-    let d = decide(
-        &p,
-        "orders.export",
-        json!({"from": "2025-08-01", "to": "2025-08-02"}),
-        json!({"region": "us"}),
-        None,
-    );
-    assert_eq!(d.route, None);
-}
+impl Want {
+    fn reason(mut self, exact: &'static str) -> Self {
+        self.reason.push(Reason::Is(exact));
+        self
+    }
 
-#[test]
-fn deny_wins_over_allow() {
-    let p = policy(
-        "default: deny\nrules:\n  - { id: a, effect: allow }\n  - { id: d, effect: deny, reason: no }\n",
-    );
-    let d = decide(&p, "t", json!({}), json!({}), None);
-    assert!(!d.allowed);
-    assert_eq!(d.denial.unwrap().0, "d");
-}
+    fn reason_starts(mut self, prefix: &'static str) -> Self {
+        self.reason.push(Reason::StartsWith(prefix));
+        self
+    }
 
-#[test]
-fn allow_rule_opens_default_deny() {
-    let p = policy("default: deny\nrules:\n  - { id: reads, tools: [orders.*], effect: allow }\n");
-    assert!(decide(&p, "orders.export", json!({}), json!({}), None).allowed);
-    let d = decide(&p, "flag.set", json!({}), json!({}), None);
-    assert!(!d.allowed);
-    assert!(d.denial.unwrap().1.contains("default: deny"));
-}
+    fn reason_has(mut self, part: &'static str) -> Self {
+        self.reason.push(Reason::Has(part));
+        self
+    }
 
-#[test]
-fn require_names_what_is_missing() {
-    let p = policy(
-        "default: allow\nrules:\n  - id: support-only\n    effect: require\n    reason: exports are for support\n    require: { purpose: [support], scope: orders.export }\n",
-    );
-    let d = decide(
-        &p,
-        "orders.export",
-        json!({}),
-        json!({"purpose": "marketing", "scopes": []}),
-        None,
-    );
-    let reason = d.denial.unwrap().1;
-    assert!(
-        reason.contains("purpose support") && reason.contains("scope 'orders.export'"),
-        "{reason}"
-    );
-    let d = decide(
-        &p,
-        "orders.export",
-        json!({}),
-        json!({"purpose": "support", "scopes": ["orders.export"]}),
-        None,
-    );
-    assert!(d.allowed);
-}
+    fn route(self, region: Option<&'static str>) -> Self {
+        Self {
+            route: Some(region),
+            ..self
+        }
+    }
 
-#[test]
-fn condition_errors_fail_closed_for_deny_rules() {
-    let p = policy(
-        "default: allow\nrules:\n  - id: r\n    when: days_between(args.from, args.to) > 3\n    effect: deny\n    reason: too long\n",
-    );
-    let d = decide(
-        &p,
-        "t",
-        json!({"from": "garbage", "to": "2025-01-01"}),
-        json!({}),
-        None,
-    );
-    assert!(!d.allowed);
-    assert!(d.denial.unwrap().1.contains("could not be evaluated"));
-}
+    fn matched(self, ids: &[&'static str]) -> Self {
+        Self {
+            matched: Some(ids.to_vec()),
+            ..self
+        }
+    }
 
-#[test]
-fn invalid_rules_are_reported_with_positions() {
-    let err = compile_err(
-        "default: allow\nrules:\n  - id: a\n    when: args.env ==\n    effect: deny\n    reason: x\n  - id: a\n    effect: deny\n  - id: c\n    when: agrs.env == 1\n    effect: allow\n",
-    );
-    assert!(
-        err.contains("policies.yaml:4:11: rule 'a': invalid condition"),
-        "{err}"
-    );
-    assert!(err.contains("rule 'a': id is already used"), "{err}");
-    assert!(err.contains("needs a 'reason'"), "{err}");
-    assert!(
-        err.contains("policies.yaml:10:11: rule 'c': condition reads unknown variable(s) agrs"),
-        "{err}"
-    );
-}
+    fn shadow(self, entries: &[&'static str]) -> Self {
+        Self {
+            shadow: Some(entries.to_vec()),
+            ..self
+        }
+    }
 
-#[test]
-fn days_between_counts_calendar_days() {
-    assert_eq!(
-        days_between("2025-08-01".into(), "2025-08-31".into()).unwrap(),
-        30
-    );
-    assert_eq!(
-        days_between("2024-02-28".into(), "2024-03-01".into()).unwrap(),
-        2
-    );
-    assert!(days_between("nope".into(), "2024-03-01".into()).is_err());
+    fn by_default(self, used: bool) -> Self {
+        Self {
+            default_used: Some(used),
+            ..self
+        }
+    }
+
+    fn detectors(self, set: DetectorSet) -> Self {
+        Self {
+            detectors: Some(set),
+            ..self
+        }
+    }
+
+    fn require_unmet(self, unmet: Option<(&'static str, &'static str)>) -> Self {
+        Self {
+            require_unmet: Some(unmet),
+            ..self
+        }
+    }
+
+    fn fired(mut self, id: &'static str, matched: bool) -> Self {
+        self.outcomes.push((id, Outcome::Matched(matched)));
+        self
+    }
+
+    /// The rule's condition could not be evaluated, with an error containing `part`.
+    fn failed(mut self, id: &'static str, part: &'static str) -> Self {
+        self.outcomes.push((id, Outcome::FailedWith(part)));
+        self
+    }
+
+    fn check(&self, d: &Decision) {
+        assert_eq!(d.allowed, self.allowed, "{d:?}");
+        if self.allowed {
+            assert_eq!(d.denial, None);
+        }
+        if let Some(by) = self.denied_by {
+            assert_eq!(d.denial.as_ref().map(|(id, _)| id.as_str()), Some(by));
+        }
+        let reason = d.denial.as_ref().map_or("", |(_, r)| r.as_str());
+        for want in &self.reason {
+            match want {
+                Reason::Is(s) => assert_eq!(reason, *s),
+                Reason::StartsWith(s) => assert!(reason.starts_with(s), "{reason}"),
+                Reason::Has(s) => assert!(reason.contains(s), "{s:?} not in {reason}"),
+            }
+        }
+        if let Some(route) = self.route {
+            assert_eq!(d.route.as_deref(), route);
+        }
+        if let Some(matched) = &self.matched {
+            assert_eq!(&d.matched, matched);
+        }
+        if let Some(shadow) = &self.shadow {
+            assert_eq!(&d.shadow, shadow);
+        }
+        if let Some(used) = self.default_used {
+            assert_eq!(d.default_used, used);
+        }
+        if let Some(set) = self.detectors {
+            assert_eq!(d.detectors, set);
+        }
+        if let Some(unmet) = self.require_unmet {
+            let got = d.require_unmet.as_ref();
+            assert_eq!(got.map(|(id, what)| (id.as_str(), what.as_str())), unmet);
+        }
+        for (id, want) in &self.outcomes {
+            let o = outcome(d, id);
+            match want {
+                Outcome::Matched(m) => assert_eq!(o.matched, *m, "rule '{id}': {o:?}"),
+                Outcome::FailedWith(s) => {
+                    let error = o
+                        .error
+                        .unwrap_or_else(|| panic!("rule '{id}' did not fail"));
+                    assert!(error.contains(s), "{error}");
+                }
+            }
+        }
+    }
 }
 
 fn outcome(d: &Decision, id: &str) -> RuleOutcome {
     d.outcomes.iter().find(|o| o.id == id).unwrap().clone()
 }
 
+#[rstest]
+#[case::prod_write_above_ten_percent_is_denied_with_its_reason(
+    call("flag.set", json!({"env": "prod", "name": "x", "percent": 50})),
+    denied("prod-write-needs-ticket").reason("prod changes above 10 percent need a ticket")
+)]
+#[case::an_empty_ticket_is_no_ticket(
+    call("flag.set", json!({"env": "prod", "percent": 50})).elevated(json!({"ticket": ""})),
+    denied("prod-write-needs-ticket")
+)]
+#[case::a_ticket_lets_a_prod_write_through(
+    call("flag.set", json!({"env": "prod", "percent": 50})).elevated(json!({"ticket": "CHG-1"})),
+    allowed()
+)]
+// No allow or deny rule decided: the default did; redaction applies everywhere.
+#[case::staging_write_is_allowed_and_redaction_applies_everywhere(
+    call("flag.set", json!({"env": "staging", "percent": 50})),
+    allowed().detectors(DetectorSet::ALL).by_default(true).matched(&["redact-pii"])
+)]
+#[case::shadow_rules_are_recorded_not_enforced(
+    call("orders.export", json!({"from": "2025-01-01", "to": "2025-06-30"})),
+    allowed().shadow(&["no-bulk-exports:deny"])
+)]
+#[case::eu_actor_is_routed_to_eu(
+    call("orders.export", json!({"from": "2025-08-01", "to": "2025-08-02"}))
+        .by(json!({"region": "eu"})),
+    allowed().route(Some("eu"))
+)]
+#[case::us_actor_is_not_routed(
+    call("orders.export", json!({"from": "2025-08-01", "to": "2025-08-02"}))
+        .by(json!({"region": "us"})),
+    allowed().route(None)
+)]
+fn the_seed_policy(#[case] call: Call, #[case] want: Want) {
+    want.check(&decide(&policy(SEED), &call));
+}
+
+const READS_ONLY: &str =
+    "default: deny\nrules:\n  - { id: reads, tools: [orders.*], effect: allow }\n";
+
+const SUPPORT_ONLY: &str = "default: allow\nrules:\n  - id: support-only\n    effect: require\n    reason: exports are for support\n    require: { purpose: [support], scope: orders.export }\n";
+
+const TICKET_AND_SHADOW_SCOPE: &str = "default: allow\nrules:\n  - { id: ticket, effect: require, reason: needs a ticket, require: { ticket: true } }\n  - { id: scope, mode: shadow, effect: require, reason: needs scope, require: { scope: admin } }\n";
+
+const REDACT_UNION: &str = "default: allow\nrules:\n  - { id: a, effect: redact, detectors: [email] }\n  - { id: b, tools: [orders.*], effect: redact, detectors: [pan, email] }\n  - { id: c, mode: shadow, effect: redact, detectors: [secret] }\n";
+
+#[rstest]
+#[case::deny_wins_over_allow(
+    "default: deny\nrules:\n  - { id: a, effect: allow }\n  - { id: d, effect: deny, reason: no }\n",
+    call("t", json!({})),
+    denied("d")
+)]
+#[case::allow_rule_opens_default_deny(READS_ONLY, call("orders.export", json!({})), allowed())]
+#[case::default_deny_closes_what_no_allow_rule_opens(
+    READS_ONLY,
+    call("flag.set", json!({})),
+    denied("default").reason_has("default: deny")
+)]
+#[case::require_names_what_is_missing(
+    SUPPORT_ONLY,
+    call("orders.export", json!({})).by(json!({"purpose": "marketing", "scopes": []})),
+    denied("support-only").reason_has("purpose support").reason_has("scope 'orders.export'")
+)]
+#[case::a_met_requirement_allows(
+    SUPPORT_ONLY,
+    call("orders.export", json!({})).by(json!({"purpose": "support", "scopes": ["orders.export"]})),
+    allowed()
+)]
+// The shadow requirement (scope admin) is met: it records nothing.
+#[case::require_reports_the_unmet_rule_and_a_met_one_is_not_shadowed(
+    TICKET_AND_SHADOW_SCOPE,
+    call("t", json!({})).by(json!({"scopes": ["admin"]})),
+    denied("ticket")
+        .reason("needs a ticket (missing: an elevation with a ticket)")
+        .require_unmet(Some(("ticket", "an elevation with a ticket")))
+        .shadow(&[])
+)]
+#[case::an_unmet_shadow_requirement_is_recorded_not_enforced(
+    TICKET_AND_SHADOW_SCOPE,
+    call("t", json!({})).by(json!({"scopes": []})).elevated(json!({"ticket": "CHG-9"})),
+    allowed().require_unmet(None).shadow(&["scope:require"])
+)]
+#[case::redact_rules_union_their_detectors_and_shadow_ones_add_none(
+    REDACT_UNION,
+    call("orders.export", json!({})),
+    allowed()
+        .detectors([Detector::Email, Detector::Pan].into_iter().collect())
+        .matched(&["a", "b"])
+        .shadow(&["c:redact"])
+)]
+#[case::redact_rules_apply_to_their_tools_only(
+    REDACT_UNION,
+    call("flag.set", json!({})),
+    allowed().detectors(DetectorSet::from(Detector::Email))
+)]
+#[case::rules_routing_one_call_to_two_regions_deny(
+    "default: allow\nrules:\n  - { id: eu, effect: route, region: eu }\n  - { id: us, effect: route, region: us }\n  - { id: eu-again, effect: route, region: eu }\n",
+    call("t", json!({})),
+    denied("us").reason_has("both 'eu' and 'us'")
+)]
+#[case::a_shadow_deny_never_denies_even_under_default_deny_with_an_allow(
+    "default: deny\nrules:\n  - { id: open, effect: allow }\n  - { id: measure, mode: shadow, effect: deny, reason: r }\n",
+    call("t", json!({})),
+    allowed().matched(&["open"]).shadow(&["measure:deny"])
+)]
+fn effects_combine(#[case] rules: &str, #[case] call: Call, #[case] want: Want) {
+    want.check(&decide(&policy(rules), &call));
+}
+
+const UNDEFINED_IS_FALSE: &str = "default: allow\nrules:\n  - id: no-grant\n    when: not elevation and actor.region != \"eu\" and not args.missing\n    effect: deny\n    reason: r\n";
+
+const BIG: &str =
+    "default: allow\nrules:\n  - { id: big, when: args.percent > 10, effect: deny, reason: r }\n";
+
+const BIG_OR_FIFTY: &str = "default: allow\nrules:\n  - { id: big, when: args.percent > 10, effect: deny, reason: r }\n  - { id: eq, when: args.percent == 50, effect: deny, reason: r }\n";
+
+#[rstest]
+#[case::undefined_values_are_false_not_errors(UNDEFINED_IS_FALSE, call("t", json!({})), denied("no-grant"))]
+#[case::an_elevation_is_defined(
+    UNDEFINED_IS_FALSE,
+    call("t", json!({})).elevated(json!({"ticket": "CHG-1"})),
+    allowed()
+)]
+#[case::a_missing_argument_orders_below_every_number(BIG, call("t", json!({})), allowed())]
+#[case::a_number_above_the_bound_matches(BIG, call("t", json!({"percent": 11})), denied("big"))]
+// A string is above every number, and "50" is not 50.
+#[case::strings_compare_above_numbers_never_as_numbers(
+    BIG_OR_FIFTY,
+    call("t", json!({"percent": "50"})),
+    denied("big").fired("big", true).fired("eq", false)
+)]
+#[case::a_short_string_compares_above_numbers_too(
+    BIG_OR_FIFTY,
+    call("t", json!({"percent": "5"})),
+    denied("big").fired("big", true).fired("eq", false)
+)]
+fn conditions(#[case] rules: &str, #[case] call: Call, #[case] want: Want) {
+    want.check(&decide(&policy(rules), &call));
+}
+
+const SHORT_RANGES_ONLY: &str = "default: deny\nrules:\n  - { id: short, when: \"days_between(args.from, args.to) < 7\", effect: allow }\n";
+
+#[rstest]
+#[case::condition_errors_fail_closed_for_deny_rules(
+    "default: allow\nrules:\n  - id: r\n    when: days_between(args.from, args.to) > 3\n    effect: deny\n    reason: too long\n",
+    call("t", json!({"from": "garbage", "to": "2025-01-01"})),
+    denied("r").reason_has("could not be evaluated")
+)]
+#[case::conditions_that_fail_keep_the_rule_reason_and_name_the_error(
+    "default: allow\nrules:\n  - id: long\n    when: days_between(args.from, args.to) > 31\n    effect: deny\n    reason: exports over a month need review\n",
+    call("t", json!({"from": "2025-02-30", "to": "2025-03-01"})),
+    denied("long")
+        .reason_starts("exports over a month need review (rule 'long' could not be evaluated")
+        .reason_has("'2025-02-30' is not a date")
+)]
+#[case::a_failing_route_condition_denies_and_a_failing_redact_condition_redacts(
+    "default: allow\nrules:\n  - { id: eu, when: \"days_between(args.d, args.d) == 0\", effect: route, region: eu }\n  - { id: pii, when: \"days_between(args.d, args.d) == 0\", effect: redact, detectors: [email] }\n",
+    call("t", json!({"d": "not a date"})),
+    denied("eu").route(None).detectors(DetectorSet::from(Detector::Email)).failed("pii", "")
+)]
+#[case::an_allow_rule_whose_condition_fails_does_not_allow(
+    SHORT_RANGES_ONLY,
+    call("t", json!({"from": "soon", "to": "2025-01-01"})),
+    denied("default").by_default(true)
+)]
+#[case::an_allow_rule_whose_condition_holds_allows(
+    SHORT_RANGES_ONLY,
+    call("t", json!({"from": "2025-01-01", "to": "2025-01-02"})),
+    allowed().by_default(false)
+)]
+#[case::a_runaway_condition_runs_out_of_fuel_and_fails_closed(
+    "default: allow\nrules:\n  - id: spin\n    when: range(50000) | select(\"odd\") | list | length > 0 and args.x\n    effect: deny\n    reason: r\n",
+    call("t", json!({})),
+    denied("spin").failed("spin", "fuel")
+)]
+fn failing_conditions_fail_closed(#[case] rules: &str, #[case] call: Call, #[case] want: Want) {
+    want.check(&decide(&policy(rules), &call));
+}
+
+#[rstest]
+#[case::invalid_rules_are_reported_with_positions(
+    "default: allow\nrules:\n  - id: a\n    when: args.env ==\n    effect: deny\n    reason: x\n  - id: a\n    effect: deny\n  - id: c\n    when: agrs.env == 1\n    effect: allow\n",
+    &[
+        "policies.yaml:4:11: rule 'a': invalid condition",
+        "rule 'a': id is already used",
+        "needs a 'reason'",
+        "policies.yaml:10:11: rule 'c': condition reads unknown variable(s) agrs",
+    ]
+)]
+#[case::fields_an_effect_ignores_are_errors(
+    "default: allow\nrules:\n  - { id: a, effect: deny, reason: r, detectors: [email] }\n  - { id: b, effect: redact, detectors: [pan], region: eu }\n  - { id: c, effect: allow, require: { ticket: true } }\n  - { id: d, effect: require, reason: r, require: {} }\n  - { id: e, effect: route, region: \" \" }\n  - { id: f, effect: redact }\n",
+    &[
+        "policies.yaml:3:11: rule 'a': 'detectors' only applies to redact rules",
+        "rule 'b': 'region' only applies to route rules",
+        "rule 'c': 'require' only applies to require rules",
+        "rule 'd': 'require' asks for nothing",
+        "rule 'e': a route rule needs a 'region'",
+        "rule 'f': a redact rule needs 'detectors'",
+    ]
+)]
+#[case::duplicate_ids_name_both_positions_and_bad_tool_patterns_their_own(
+    "default: allow\nrules:\n  - id: same\n    effect: allow\n  - id: same\n    tools: [orders export]\n    effect: allow\n",
+    &[
+        "policies.yaml:5:9: rule 'same': id is already used by the rule at line 3, column 9",
+        "policies.yaml:6:13: rule 'same': tools: 'orders export' is not a tool id or glob",
+    ]
+)]
+#[case::misspelled_fields_of_fixed_roots_are_rejected(
+    "default: allow\nrules:\n  - id: eu\n    when: actor.regin == \"eu\" or elevation.tiket or env.nme == \"prod\"\n    effect: route\n    region: eu\n",
+    &[
+        "policies.yaml:4:11: rule 'eu': condition reads unknown field 'actor.regin' (actor has: subject, scopes, purpose, region)",
+        "unknown field 'elevation.tiket'",
+        "unknown field 'env.nme'",
+    ]
+)]
+fn rejected_rules_are_all_reported(#[case] rules: &str, #[case] wants: &[&str]) {
+    let err = compile_err(rules);
+    for want in wants {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+}
+
+#[test]
+fn map_methods_are_not_fields() {
+    policy(
+        "default: allow\nrules:\n  - { id: ok, when: \"actor.get('region') == 'eu'\", effect: route, region: eu }\n",
+    );
+}
+
 #[test]
 fn explain_lists_every_rule_in_file_order_with_what_it_would_do() {
     let p = policy(SEED);
-    let d = explain(
+    let d = decide(
         &p,
-        "orders.export",
-        json!({"from": "2025-01-01", "to": "2025-06-30"}),
-        json!({"region": "us"}),
-        None,
+        &call(
+            "orders.export",
+            json!({"from": "2025-01-01", "to": "2025-06-30"}),
+        )
+        .by(json!({"region": "us"})),
     );
     let ids: Vec<&str> = d.outcomes.iter().map(|o| o.id.as_str()).collect();
     assert_eq!(
@@ -302,247 +535,11 @@ fn explain_lists_every_rule_in_file_order_with_what_it_would_do() {
 }
 
 #[test]
-fn undefined_values_are_false_not_errors() {
-    let p = policy(
-        "default: allow\nrules:\n  - id: no-grant\n    when: not elevation and actor.region != \"eu\" and not args.missing\n    effect: deny\n    reason: r\n",
-    );
-    let d = decide(&p, "t", json!({}), json!({}), None);
-    assert_eq!(d.denial.unwrap().0, "no-grant");
-    let d = decide(
-        &p,
-        "t",
-        json!({}),
-        json!({}),
-        Some(json!({"ticket": "CHG-1"})),
-    );
-    assert!(d.allowed);
-}
-
-#[test]
-fn a_missing_argument_orders_below_every_number() {
-    let p = policy(
-        "default: allow\nrules:\n  - { id: big, when: args.percent > 10, effect: deny, reason: r }\n",
-    );
-    assert!(decide(&p, "t", json!({}), json!({}), None).allowed);
-    assert!(!decide(&p, "t", json!({"percent": 11}), json!({}), None).allowed);
-}
-
-#[test]
-fn strings_compare_above_numbers_never_as_numbers() {
-    let p = policy(
-        "default: allow\nrules:\n  - { id: big, when: args.percent > 10, effect: deny, reason: r }\n  - { id: eq, when: args.percent == 50, effect: deny, reason: r }\n",
-    );
-    for percent in [json!("50"), json!("5")] {
-        let d = explain(&p, "t", json!({"percent": percent}), json!({}), None);
-        assert!(!d.allowed, "{percent}");
-        assert!(outcome(&d, "big").matched, "a string is above every number");
-        assert!(!outcome(&d, "eq").matched, "\"50\" is not 50");
-    }
-}
-
-#[test]
-fn conditions_that_fail_keep_the_rule_reason_and_name_the_error() {
-    let p = policy(
-        "default: allow\nrules:\n  - id: long\n    when: days_between(args.from, args.to) > 31\n    effect: deny\n    reason: exports over a month need review\n",
-    );
-    let d = decide(
-        &p,
-        "t",
-        json!({"from": "2025-02-30", "to": "2025-03-01"}),
-        json!({}),
-        None,
-    );
-    let (id, reason) = d.denial.unwrap();
-    assert_eq!(id, "long");
-    assert!(
-        reason.starts_with("exports over a month need review (rule 'long' could not be evaluated")
-            && reason.contains("'2025-02-30' is not a date"),
-        "{reason}"
-    );
-}
-
-#[test]
-fn a_failing_route_condition_denies_and_a_failing_redact_condition_redacts() {
-    let p = policy(
-        "default: allow\nrules:\n  - { id: eu, when: \"days_between(args.d, args.d) == 0\", effect: route, region: eu }\n  - { id: pii, when: \"days_between(args.d, args.d) == 0\", effect: redact, detectors: [email] }\n",
-    );
-    let d = explain(&p, "t", json!({"d": "not a date"}), json!({}), None);
-    assert!(!d.allowed);
-    assert_eq!(d.denial.as_ref().unwrap().0, "eu");
-    assert_eq!(d.route, None);
-    assert_eq!(d.detectors, DetectorSet::from(Detector::Email));
-    assert!(outcome(&d, "pii").error.is_some());
-}
-
-#[test]
-fn an_allow_rule_whose_condition_fails_does_not_allow() {
-    let p = policy(
-        "default: deny\nrules:\n  - { id: short, when: \"days_between(args.from, args.to) < 7\", effect: allow }\n",
-    );
-    let d = decide(
-        &p,
-        "t",
-        json!({"from": "soon", "to": "2025-01-01"}),
-        json!({}),
-        None,
-    );
-    assert!(!d.allowed);
-    assert_eq!(d.denial.unwrap().0, "default");
-    assert!(d.default_used);
-    let d = decide(
-        &p,
-        "t",
-        json!({"from": "2025-01-01", "to": "2025-01-02"}),
-        json!({}),
-        None,
-    );
-    assert!(d.allowed && !d.default_used);
-}
-
-#[test]
-fn a_runaway_condition_runs_out_of_fuel_and_fails_closed() {
-    let p = policy(
-        "default: allow\nrules:\n  - id: spin\n    when: range(50000) | select(\"odd\") | list | length > 0 and args.x\n    effect: deny\n    reason: r\n",
-    );
-    let d = explain(&p, "t", json!({}), json!({}), None);
-    assert!(!d.allowed, "{d:?}");
-    let error = outcome(&d, "spin").error.unwrap();
-    assert!(error.contains("fuel"), "{error}");
-}
-
-#[test]
-fn require_reports_the_unmet_rule_and_a_met_one_is_not_shadowed() {
-    let p = policy(
-        "default: allow\nrules:\n  - { id: ticket, effect: require, reason: needs a ticket, require: { ticket: true } }\n  - { id: scope, mode: shadow, effect: require, reason: needs scope, require: { scope: admin } }\n",
-    );
-    let d = decide(&p, "t", json!({}), json!({"scopes": ["admin"]}), None);
-    assert_eq!(
-        d.require_unmet,
-        Some(("ticket".to_owned(), "an elevation with a ticket".to_owned()))
-    );
-    assert_eq!(
-        d.denial,
-        Some((
-            "ticket".to_owned(),
-            "needs a ticket (missing: an elevation with a ticket)".to_owned()
-        ))
-    );
-    assert!(
-        d.shadow.is_empty(),
-        "the shadow requirement is met: {:?}",
-        d.shadow
-    );
-    let d = decide(
-        &p,
-        "t",
-        json!({}),
-        json!({"scopes": []}),
-        Some(json!({"ticket": "CHG-9"})),
-    );
-    assert!(d.allowed);
-    assert_eq!(d.require_unmet, None);
-    assert_eq!(d.shadow, vec!["scope:require".to_owned()]);
-}
-
-#[test]
-fn redact_rules_union_their_detectors_and_shadow_ones_add_none() {
-    let p = policy(
-        "default: allow\nrules:\n  - { id: a, effect: redact, detectors: [email] }\n  - { id: b, tools: [orders.*], effect: redact, detectors: [pan, email] }\n  - { id: c, mode: shadow, effect: redact, detectors: [secret] }\n",
-    );
-    let d = decide(&p, "orders.export", json!({}), json!({}), None);
-    assert_eq!(
-        d.detectors,
-        [Detector::Email, Detector::Pan].into_iter().collect()
-    );
-    assert_eq!(d.matched, vec!["a".to_owned(), "b".to_owned()]);
-    assert_eq!(d.shadow, vec!["c:redact".to_owned()]);
-    let d = decide(&p, "flag.set", json!({}), json!({}), None);
-    assert_eq!(d.detectors, DetectorSet::from(Detector::Email));
-}
-
-#[test]
-fn rules_routing_one_call_to_two_regions_deny() {
-    let p = policy(
-        "default: allow\nrules:\n  - { id: eu, effect: route, region: eu }\n  - { id: us, effect: route, region: us }\n  - { id: eu-again, effect: route, region: eu }\n",
-    );
-    let d = decide(&p, "t", json!({}), json!({}), None);
-    assert!(!d.allowed);
-    let (id, reason) = d.denial.unwrap();
-    assert_eq!(id, "us");
-    assert!(reason.contains("both 'eu' and 'us'"), "{reason}");
-}
-
-#[test]
-fn a_shadow_deny_never_denies_even_under_default_deny_with_an_allow() {
-    let p = policy(
-        "default: deny\nrules:\n  - { id: open, effect: allow }\n  - { id: measure, mode: shadow, effect: deny, reason: r }\n",
-    );
-    let d = decide(&p, "t", json!({}), json!({}), None);
-    assert!(d.allowed);
-    assert_eq!(d.matched, vec!["open".to_owned()]);
-    assert_eq!(d.shadow, vec!["measure:deny".to_owned()]);
-}
-
-#[test]
-fn fields_an_effect_ignores_are_errors() {
-    let err = compile_err(
-        "default: allow\nrules:\n  - { id: a, effect: deny, reason: r, detectors: [email] }\n  - { id: b, effect: redact, detectors: [pan], region: eu }\n  - { id: c, effect: allow, require: { ticket: true } }\n  - { id: d, effect: require, reason: r, require: {} }\n  - { id: e, effect: route, region: \" \" }\n  - { id: f, effect: redact }\n",
-    );
-    for want in [
-        "policies.yaml:3:11: rule 'a': 'detectors' only applies to redact rules",
-        "rule 'b': 'region' only applies to route rules",
-        "rule 'c': 'require' only applies to require rules",
-        "rule 'd': 'require' asks for nothing",
-        "rule 'e': a route rule needs a 'region'",
-        "rule 'f': a redact rule needs 'detectors'",
-    ] {
-        assert!(err.contains(want), "{want}\n{err}");
-    }
-}
-
-#[test]
 fn unknown_detectors_are_rejected_when_parsing() {
     let r = serde_saphyr::from_str::<PolicySpec>(
         "default: allow\nrules:\n  - { id: a, effect: redact, detectors: [ssn] }\n",
     );
     assert!(r.unwrap_err().to_string().contains("ssn"));
-}
-
-#[test]
-fn duplicate_ids_name_both_positions_and_bad_tool_patterns_their_own() {
-    let err = compile_err(
-        "default: allow\nrules:\n  - id: same\n    effect: allow\n  - id: same\n    tools: [orders export]\n    effect: allow\n",
-    );
-    assert!(
-        err.contains(
-            "policies.yaml:5:9: rule 'same': id is already used by the rule at line 3, column 9"
-        ),
-        "{err}"
-    );
-    assert!(
-        err.contains(
-            "policies.yaml:6:13: rule 'same': tools: 'orders export' is not a tool id or glob"
-        ),
-        "{err}"
-    );
-}
-
-#[test]
-fn misspelled_fields_of_fixed_roots_are_rejected() {
-    let err = compile_err(
-        "default: allow\nrules:\n  - id: eu\n    when: actor.regin == \"eu\" or elevation.tiket or env.nme == \"prod\"\n    effect: route\n    region: eu\n",
-    );
-    for want in [
-        "policies.yaml:4:11: rule 'eu': condition reads unknown field 'actor.regin' (actor has: subject, scopes, purpose, region)",
-        "unknown field 'elevation.tiket'",
-        "unknown field 'env.nme'",
-    ] {
-        assert!(err.contains(want), "{want}\n{err}");
-    }
-    // Map methods are not fields.
-    policy(
-        "default: allow\nrules:\n  - { id: ok, when: \"actor.get('region') == 'eu'\", effect: route, region: eu }\n",
-    );
 }
 
 #[test]
@@ -578,16 +575,22 @@ fn check_tools_reports_unknown_tools_and_undeclared_arguments() {
     );
 }
 
-#[test]
-fn days_between_rejects_days_a_month_does_not_have() {
-    assert_eq!(
-        days_between("2024-02-28".into(), "2024-02-29".into()).unwrap(),
-        1
-    );
-    assert!(days_between("2025-02-29".into(), "2025-03-01".into()).is_err());
-    assert!(days_between("2025-04-31".into(), "2025-05-01".into()).is_err());
-    assert_eq!(
-        days_between("1999-12-31".into(), "2000-03-01".into()).unwrap(),
-        61
-    );
+#[rstest]
+#[case::within_a_month("2025-08-01", "2025-08-31", Some(30))]
+#[case::across_a_leap_day("2024-02-28", "2024-03-01", Some(2))]
+#[case::up_to_a_leap_day("2024-02-28", "2024-02-29", Some(1))]
+#[case::across_a_century_leap_year("1999-12-31", "2000-03-01", Some(61))]
+#[case::not_a_date("nope", "2024-03-01", None)]
+#[case::a_february_29th_outside_leap_years("2025-02-29", "2025-03-01", None)]
+#[case::april_31st("2025-04-31", "2025-05-01", None)]
+fn days_between_counts_calendar_days_and_rejects_days_a_month_does_not_have(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] days: Option<i64>,
+) {
+    let got = days_between(from.into(), to.into());
+    match days {
+        Some(n) => assert_eq!(got.unwrap(), n),
+        None => assert!(got.is_err(), "{got:?}"),
+    }
 }

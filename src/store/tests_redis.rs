@@ -2,7 +2,6 @@
 //! test; CI installs the Debian package). The shared behaviours run from `tests.rs`
 //! (`on_redis!`); these are the ones that need real time (short windows) or Redis itself.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,54 +10,15 @@ use super::*;
 
 const MIN: Duration = Duration::from_secs(60);
 
-pub(super) struct Server {
-    child: Child,
-    url: String,
-}
+/// The integration tests' launcher, shared so the two test crates cannot drift apart.
+#[path = "../../tests/util/redis_server.rs"]
+mod redis_server;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub(super) use redis_server::RedisServer as Server;
 
 /// A fresh redis-server, or `None` (with a loud message) when the binary is missing.
 pub(super) fn server() -> Option<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = match Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("SKIPPED: redis-server is not installed ({e}); apt-get install redis-server");
-            return None;
-        }
-    };
-    let url = format!("redis://127.0.0.1:{port}/");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Server { child, url });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("redis-server did not start on port {port}");
+    Server::start()
 }
 
 pub(super) async fn store(s: &Server) -> Arc<dyn Store> {

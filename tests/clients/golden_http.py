@@ -14,17 +14,13 @@ import asyncio
 import json
 import os
 import sys
-import traceback
 
 import httpx2
 from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-sys.path.insert(0, os.path.dirname(__file__))
-from golden_stdio import AUGUST, CheckFailed, api_get, check, first_leaf, text_of  # noqa: E402
-
-TIMEOUT_S = 60
+from checks import AUGUST, api_get, check, first_leaf, main, text_of
 
 
 async def scenario(url, token):
@@ -79,28 +75,7 @@ async def without_token(url):
     check(False, "without a token the SDK is refused")
 
 
-def main():
-    for var in ("MCPD_URL", "MCPD_TOKEN", "DEMO_API_URL"):
-        if not os.environ.get(var):
-            print(f"FAIL: {var} is not set", flush=True)
-            return 2
-    url, token = os.environ["MCPD_URL"], os.environ["MCPD_TOKEN"]
-    try:
-        asyncio.run(asyncio.wait_for(scenario(url, token), timeout=TIMEOUT_S))
-        asyncio.run(asyncio.wait_for(without_token(url), timeout=TIMEOUT_S))
-    except Exception as group:  # noqa: BLE001 - every failure becomes one FAIL line
-        exc = first_leaf(group)
-        if isinstance(exc, CheckFailed):
-            print(f"FAIL: {exc}", flush=True)
-        elif isinstance(exc, TimeoutError):
-            print(f"FAIL: the scenario did not finish within {TIMEOUT_S} s", flush=True)
-        else:
-            traceback.print_exception(exc)
-            print(f"FAIL: unexpected {type(exc).__name__}: {exc}", flush=True)
-        return 1
-    print("golden http: all checks passed", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    url, token = os.environ.get("MCPD_URL"), os.environ.get("MCPD_TOKEN")
+    sys.exit(main("golden http", ("MCPD_URL", "MCPD_TOKEN", "DEMO_API_URL"),
+                  lambda: scenario(url, token), lambda: without_token(url)))

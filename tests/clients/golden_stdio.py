@@ -11,38 +11,13 @@ Environment: MCPD_BIN (the binary), MCPD_CONFIG (the config dir), DEMO_API_URL (
 demo API the shipped tools call). Prints one line per check and exits non-zero with a
 FAIL line at the first failure.
 """
-import asyncio
 import json
 import os
 import sys
-import traceback
-import urllib.request
 
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 
-API = os.environ.get("DEMO_API_URL", "").rstrip("/")
-AUGUST = {"from": "2025-08-01", "to": "2025-08-31"}
-TIMEOUT_S = 60
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise CheckFailed(what)
-    print(f"ok: {what}", flush=True)
-
-
-def api_get(path):
-    """Ground truth, straight from the demo API (not through mcpd)."""
-    with urllib.request.urlopen(f"{API}{path}", timeout=10) as r:
-        return json.load(r)
-
-
-def text_of(result):
-    return " ".join(c.text for c in result.content if c.type == "text")
+from checks import AUGUST, api_get, check, main, text_of
 
 
 async def scenario():
@@ -116,33 +91,5 @@ async def scenario():
             check(False, f"an unknown tool is a JSON-RPC error, not a result (got isError={result.is_error})")
 
 
-def first_leaf(exc):
-    """The first real exception inside (possibly nested) anyio exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def main():
-    for var in ("MCPD_BIN", "MCPD_CONFIG", "DEMO_API_URL"):
-        if not os.environ.get(var):
-            print(f"FAIL: {var} is not set", flush=True)
-            return 2
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), timeout=TIMEOUT_S))
-    except Exception as group:  # noqa: BLE001 - every failure becomes one FAIL line
-        exc = first_leaf(group)
-        if isinstance(exc, CheckFailed):
-            print(f"FAIL: {exc}", flush=True)
-        elif isinstance(exc, TimeoutError):
-            print(f"FAIL: the scenario did not finish within {TIMEOUT_S} s", flush=True)
-        else:
-            traceback.print_exception(exc)
-            print(f"FAIL: unexpected {type(exc).__name__}: {exc}", flush=True)
-        return 1
-    print("golden stdio: all checks passed", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("golden stdio", ("MCPD_BIN", "MCPD_CONFIG", "DEMO_API_URL"), scenario))
