@@ -7,12 +7,14 @@
 //! policy: the engine checks the actor's scopes, then policy rules read the actor.
 
 pub mod elevation;
+pub mod error;
 pub mod scope;
 pub mod token;
 
+pub use error::{IdentityError, TokenError};
 pub use scope::{Scope, ScopeDenied};
 pub use token::{Claims, DEFAULT_ISSUER, DEFAULT_KEY_ENV, DEFAULT_TOKEN_ENV, Identity};
-pub use token::{IdentityError, TokenError, TokenRequest, keygen};
+pub use token::{TokenRequest, keygen};
 
 use serde_json::{Map, Value, json};
 
