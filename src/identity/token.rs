@@ -490,3 +490,70 @@ fn unverified_claim(token: &str, name: &str) -> String {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn identity(clock: &Clock, audience: &str) -> Identity {
+        let (key, _) = keygen("k1").unwrap();
+        let spec: IdentitySpec =
+            serde_saphyr::from_str(&format!("audience: {audience}\n")).unwrap();
+        let vars = Vars::default().with(DEFAULT_KEY_ENV, &key);
+        Identity::build(&spec, &vars, Path::new("."))
+            .unwrap()
+            .with_clock(clock.clone())
+    }
+
+    fn token(id: &Identity, ttl_s: u64) -> String {
+        id.issue(&TokenRequest {
+            subject: "agent:a".into(),
+            scopes: vec!["*".into()],
+            ttl: Duration::from_secs(ttl_s),
+            ..TokenRequest::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_token_expires_on_the_identity_clock_once_past_the_leeway() {
+        let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let id = identity(&clock, "mcpd-test");
+        let t = token(&id, 60);
+        assert_eq!(id.actor_for(&t).unwrap().subject, "agent:a");
+        clock.advance(Duration::from_secs(60 + LEEWAY_S));
+        assert!(
+            id.actor_for(&t).is_ok(),
+            "still within the clock-skew leeway"
+        );
+        clock.advance(Duration::from_secs(1));
+        // Both the cached actor and a fresh verification say it expired.
+        let e = id.actor_for(&t).unwrap_err();
+        assert!(matches!(e, TokenError::Expired(_)), "{e}");
+        let e = id.verify(&t).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the token expired 6 s ago; issue a new one with 'mcpd token issue' and update the host's config"
+        );
+    }
+
+    #[test]
+    fn an_expired_token_for_another_audience_is_reported_as_expired() {
+        let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let other = identity(&clock, "mcpd-other");
+        let t = token(&other, 60);
+        let ours = identity(&clock, "mcpd-test");
+        // The same key signed it, as the library's own order of checks would find.
+        let ours = Identity {
+            verifiers: other.verifiers.clone(),
+            ..ours
+        };
+        assert!(matches!(
+            ours.verify(&t),
+            Err(TokenError::WrongAudience { .. })
+        ));
+        clock.advance(Duration::from_secs(3600));
+        assert!(matches!(ours.verify(&t), Err(TokenError::Expired(_))));
+    }
+}
