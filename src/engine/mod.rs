@@ -495,7 +495,7 @@ fn idempotency_key(c: &Call<'_>) -> Result<Option<String>, Failure> {
         }
         (None, None) => return Ok(None),
     };
-    idempotency::check_key(&key).map_err(Failure::InvalidArguments)?;
+    idempotency::check_key(&key).map_err(|e| Failure::InvalidArguments(e.to_string()))?;
     Ok(Some(key))
 }
 
