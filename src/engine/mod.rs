@@ -622,7 +622,7 @@ async fn send_and_map(
     let mapped = tool
         .response
         .map_success(&reply.body)
-        .map_err(Failure::Response)?;
+        .map_err(|e| Failure::Response(e.to_string()))?;
     let mut structured = mapped.structured;
     let redacted = Redactor::new(
         decision.detectors.iter().copied(),
