@@ -41,7 +41,8 @@ pub mod jsonpath;
 
 pub use jsonpath::JsonPath as Path;
 
-/// Why a reply could not be mapped, or a path could not be compiled.
+/// Why a reply could not be mapped, or a path could not be compiled. A message includes
+/// its cause: it becomes a tool error or a diagnostic as is (`{}`), not with its sources.
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseError {
     /// A JSONPath that does not parse; the parser's message.

@@ -76,7 +76,8 @@ pub fn otlp_settings(spec: Option<&OtlpSpec>, vars: &Vars) -> Option<OtlpSpec> {
 /// Why a URL does not parse (reqwest's `Url` is the `url` crate's).
 type UrlError = <reqwest::Url as std::str::FromStr>::Err;
 
-/// Why telemetry could not be set up. Each message names the setting to fix.
+/// Why telemetry could not be set up. Each message names the setting to fix and ends
+/// with its cause: the CLI prints it as is (`{}`), not with its sources.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// A global subscriber is already installed.

@@ -69,7 +69,8 @@ pub enum RunError {
 }
 
 /// Why one case file or one case fails before its call is judged. It is reported as a
-/// failed case, not a failed run: unlike [`RunError`], the other cases still run.
+/// failed case, not a failed run: unlike [`RunError`], the other cases still run. A
+/// message includes its cause: the report prints it as is (`{}`), not with its sources.
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
     /// The case file cannot be read.

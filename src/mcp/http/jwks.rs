@@ -34,7 +34,8 @@ const ALGORITHMS: &[Algorithm] = &[
 
 /// Why the issuer's keys cannot be used, or why a token from it is refused. The refusal
 /// messages end up in the 401's `error_description`, after "the bearer token is not
-/// accepted: ".
+/// accepted: ". A message includes its cause: it is printed as is (`{}`), not with its
+/// sources.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
     /// The HTTP client for the key set cannot be built.
