@@ -57,20 +57,28 @@ pub struct Stored {
     pub args: String,
 }
 
+/// Why a key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyError {
+    /// Empty, too long, or not printable ASCII.
+    #[error(
+        "idempotency key must be 1 to {MAX_KEY} printable ASCII characters (it is sent as the Idempotency-Key header)"
+    )]
+    InvalidKey,
+}
+
 /// Checks a key the client sent or a template rendered.
 ///
 /// # Errors
 /// Says what a key may hold.
-pub fn check_key(key: &str) -> Result<(), String> {
+pub fn check_key(key: &str) -> Result<(), IdempotencyError> {
     let ok = !key.is_empty()
         && key.len() <= MAX_KEY
         && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "idempotency key must be 1 to {MAX_KEY} printable ASCII characters (it is sent as the Idempotency-Key header)"
-        ))
+        Err(IdempotencyError::InvalidKey)
     }
 }
 
@@ -128,4 +136,21 @@ pub fn digest(args: &Value) -> String {
     let bytes = serde_json::to_vec(args).unwrap_or_default();
     let hash = sha2::Sha256::digest(&bytes);
     hex::encode(hash.get(..12).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_cannot_be_a_header_is_refused_saying_what_a_key_may_hold() {
+        assert_eq!(check_key("order-42"), Ok(()));
+        for bad in ["", "tab\there", &"k".repeat(MAX_KEY + 1)] {
+            assert_eq!(check_key(bad), Err(IdempotencyError::InvalidKey), "{bad}");
+        }
+        assert_eq!(
+            IdempotencyError::InvalidKey.to_string(),
+            "idempotency key must be 1 to 200 printable ASCII characters (it is sent as the Idempotency-Key header)"
+        );
+    }
 }

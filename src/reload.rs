@@ -239,6 +239,17 @@ fn log(r: &Report) {
     }
 }
 
+/// Why reloading cannot be set up. The messages are notify's and the OS's.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config directory or `tools.d` cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] notify::Error),
+    /// The SIGHUP handler cannot be installed.
+    #[error(transparent)]
+    Signal(std::io::Error),
+}
+
 /// The file watcher; watching stops when it is dropped.
 pub type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
 
@@ -247,7 +258,7 @@ pub type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
 ///
 /// # Errors
 /// When the directories cannot be watched or the signal handler cannot be installed.
-pub fn spawn(reloader: Arc<Reloader>, watch_files: bool) -> anyhow::Result<Option<Watcher>> {
+pub fn spawn(reloader: Arc<Reloader>, watch_files: bool) -> Result<Option<Watcher>, ReloadError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let debouncer = if watch_files {
         let filter = reloader.clone();
@@ -289,7 +300,8 @@ pub fn spawn(reloader: Arc<Reloader>, watch_files: bool) -> anyhow::Result<Optio
     #[cfg(unix)]
     {
         let hup_tx = tx.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(ReloadError::Signal)?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading");

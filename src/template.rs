@@ -60,6 +60,11 @@ pub enum Tpl {
     Typed(String),
 }
 
+/// A template that does not compile, as minijinja describes it (one line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SyntaxError(String);
+
 /// An error while rendering; never carries rendered output.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -119,13 +124,13 @@ impl TemplateSet {
     /// Returns the template and the variables it reads (dotted: `args.from`).
     ///
     /// # Errors
-    /// minijinja's syntax error, as text.
+    /// minijinja's syntax error.
     pub fn add(
         &mut self,
         name: &str,
         source: &str,
         slot: Slot,
-    ) -> Result<(Tpl, BTreeSet<String>), String> {
+    ) -> Result<(Tpl, BTreeSet<String>), SyntaxError> {
         if !source.contains("{{") && !source.contains("{%") {
             return Ok((Tpl::Literal(source.to_owned()), BTreeSet::new()));
         }
@@ -148,11 +153,11 @@ impl TemplateSet {
         };
         self.env
             .add_template_owned(stored_name.clone(), stored_source)
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| SyntaxError(describe(&e)))?;
         let vars = self
             .env
             .get_template(&stored_name)
-            .map_err(|e| describe(&e))?
+            .map_err(|e| SyntaxError(describe(&e)))?
             .undeclared_variables(true)
             .into_iter()
             .filter(|v| !BUILTIN_GLOBALS.contains(&v.split('.').next().unwrap_or_default()))

@@ -23,6 +23,26 @@ use crate::upstream::request::DEFAULT_RETRIES;
 use crate::upstream::{BodyTpl, RequestPlan, Upstreams};
 use crate::util::duration::parse as parse_duration;
 
+/// A variable a template reads that the tool cannot give it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum VariableError {
+    /// A root this kind of template does not have.
+    #[error("unknown variable '{var}' (templates here can read: {roots})")]
+    UnknownRoot { var: String, roots: String },
+    /// `args.NAME` for an argument the input schema does not declare.
+    #[error(
+        "unknown variable '{var}': the input schema declares no argument '{arg}' (it declares: {declared})"
+    )]
+    UndeclaredArgument {
+        var: String,
+        arg: String,
+        declared: String,
+    },
+    /// `secret` without a name.
+    #[error("name the secret: 'secret.NAME' reads environment variable NAME")]
+    UnnamedSecret,
+}
+
 /// Longest tool id (hosts reject longer names).
 const MAX_NAME: usize = 64;
 
@@ -295,26 +315,23 @@ impl ToolCompiler<'_> {
         var: &str,
         args: &BTreeSet<String>,
         roots: &[&str],
-    ) -> Result<(), String> {
+    ) -> Result<(), VariableError> {
         let mut parts = var.split('.');
         let root = parts.next().unwrap_or_default();
         let field = parts.next();
         if !roots.contains(&root) {
-            return Err(format!(
-                "unknown variable '{var}' (templates here can read: {})",
-                roots.join(", ")
-            ));
+            return Err(VariableError::UnknownRoot {
+                var: var.to_owned(),
+                roots: roots.join(", "),
+            });
         }
         match (root, field) {
-            ("args", Some(f)) if !args.contains(f) => {
-                let declared = args.iter().cloned().collect::<Vec<_>>().join(", ");
-                Err(format!(
-                    "unknown variable '{var}': the input schema declares no argument '{f}' (it declares: {declared})"
-                ))
-            }
-            ("secret", None) => {
-                Err("name the secret: 'secret.NAME' reads environment variable NAME".to_owned())
-            }
+            ("args", Some(f)) if !args.contains(f) => Err(VariableError::UndeclaredArgument {
+                var: var.to_owned(),
+                arg: f.to_owned(),
+                declared: args.iter().cloned().collect::<Vec<_>>().join(", "),
+            }),
+            ("secret", None) => Err(VariableError::UnnamedSecret),
             ("secret", Some(name)) => {
                 self.secrets.insert(name.to_owned());
                 Ok(())

@@ -128,18 +128,39 @@ impl Vars {
     }
 }
 
+/// Why `${VAR}` expansion failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// A `${` with no closing `}`; holds the whole input.
+    #[error("unclosed '${{' in '{input}'")]
+    Unclosed {
+        /// The text being expanded.
+        input: String,
+    },
+    /// A variable that is unset and has no default.
+    #[error(
+        "environment variable '{name}' is not set (write '${{{name}:-default}}' to give a default)"
+    )]
+    Unset {
+        /// The variable's name.
+        name: String,
+    },
+}
+
 /// Expands `${VAR}` and `${VAR:-default}` in `input`.
 ///
 /// # Errors
 /// Names the first variable that is unset and has no default, or an unclosed `${`.
-pub fn expand_env(input: &str, vars: &Vars) -> Result<String, String> {
+pub fn expand_env(input: &str, vars: &Vars) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(start) = rest.find("${") {
         out.push_str(rest.get(..start).unwrap_or_default());
         let after = rest.get(start + 2..).unwrap_or_default();
         let Some(end) = after.find('}') else {
-            return Err(format!("unclosed '${{' in '{input}'"));
+            return Err(ExpandError::Unclosed {
+                input: input.to_owned(),
+            });
         };
         let inner = after.get(..end).unwrap_or_default();
         let (name, default) = match inner.split_once(":-") {
@@ -150,9 +171,9 @@ pub fn expand_env(input: &str, vars: &Vars) -> Result<String, String> {
             (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
             (_, Some(d)) => out.push_str(d),
             (None, None) => {
-                return Err(format!(
-                    "environment variable '{name}' is not set (write '${{{name}:-default}}' to give a default)"
-                ));
+                return Err(ExpandError::Unset {
+                    name: name.to_owned(),
+                });
             }
             (Some(v), None) => out.push_str(&v),
         }
@@ -375,8 +396,26 @@ mod tests {
 
     #[test]
     fn unset_variable_without_default_is_an_error_naming_it() {
-        let err = expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default()).unwrap_err();
+        let err = expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'MCPD_T_SURELY_UNSET'"), "{err}");
+    }
+
+    #[test]
+    fn expansion_errors_say_what_to_write() {
+        assert_eq!(
+            expand_env("a ${B", &Vars::default())
+                .unwrap_err()
+                .to_string(),
+            "unclosed '${' in 'a ${B'"
+        );
+        assert_eq!(
+            expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default())
+                .unwrap_err()
+                .to_string(),
+            "environment variable 'MCPD_T_SURELY_UNSET' is not set (write '${MCPD_T_SURELY_UNSET:-default}' to give a default)"
+        );
     }
 
     #[test]

@@ -5,6 +5,17 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A rate that does not parse; the message says the form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    /// Not `calls/window`.
+    #[error("invalid rate '{0}': write calls/window, e.g. 60/min, 10/s, 5000/day")]
+    Form(String),
+    /// A limit of zero.
+    #[error("invalid rate '{0}': the limit must be at least 1")]
+    Zero(String),
+}
+
 /// A number of calls per fixed window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -19,8 +30,8 @@ impl Rate {
     ///
     /// # Errors
     /// Says what form is expected.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid rate '{s}': write calls/window, e.g. 60/min, 10/s, 5000/day");
+    pub fn parse(s: &str) -> Result<Self, RateError> {
+        let bad = || RateError::Form(s.to_owned());
         let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
         let limit: u64 = n.trim().parse().map_err(|_| bad())?;
         let window = match unit.trim() {
@@ -31,7 +42,7 @@ impl Rate {
             _ => return Err(bad()),
         };
         if limit == 0 {
-            return Err(format!("invalid rate '{s}': the limit must be at least 1"));
+            return Err(RateError::Zero(s.to_owned()));
         }
         Ok(Self { limit, window })
     }

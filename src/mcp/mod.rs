@@ -34,6 +34,17 @@ const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools
 is checked against policy; a refused call comes back as an error whose text says why and \
 what would be allowed.";
 
+/// Why serving over stdio stopped with an error. The messages are rmcp's and tokio's.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    /// The session never started: the client did not complete the handshake.
+    #[error(transparent)]
+    Handshake(Box<rmcp::service::ServerInitializeError>),
+    /// The session's task panicked or was cancelled.
+    #[error(transparent)]
+    SessionTask(#[from] tokio::task::JoinError),
+}
+
 /// The rmcp handler.
 #[derive(Debug, Clone)]
 pub struct McpServer {
@@ -50,8 +61,11 @@ impl McpServer {
     ///
     /// # Errors
     /// When the transport fails before the session starts.
-    pub async fn serve_stdio(self) -> anyhow::Result<()> {
-        let running = self.serve(rmcp::transport::io::stdio_pipes()).await?;
+    pub async fn serve_stdio(self) -> Result<(), StdioError> {
+        let running = self
+            .serve(rmcp::transport::io::stdio_pipes())
+            .await
+            .map_err(|e| StdioError::Handshake(Box::new(e)))?;
         running.waiting().await?;
         Ok(())
     }

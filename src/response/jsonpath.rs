@@ -10,6 +10,8 @@ use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
 
+use super::ResponseError;
+
 /// One step of a simple path.
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -36,9 +38,9 @@ impl JsonPath {
     /// Parses a path.
     ///
     /// # Errors
-    /// The parser's message.
-    pub fn compile(source: &str) -> Result<Self, String> {
-        let query = jsonpath_rust::parser::parse_json_path(source).map_err(|e| e.to_string())?;
+    /// [`ResponseError::InvalidPath`], with the parser's message.
+    pub fn compile(source: &str) -> Result<Self, ResponseError> {
+        let query = jsonpath_rust::parser::parse_json_path(source)?;
         Ok(Self {
             source: source.to_owned(),
             query,
@@ -340,5 +342,9 @@ mod tests {
     #[test]
     fn invalid_paths_are_errors() {
         assert!(JsonPath::compile("orders[").is_err());
+        let err = JsonPath::compile("orders[").unwrap_err();
+        let parser = jsonpath_rust::parser::parse_json_path("orders[").unwrap_err();
+        assert!(matches!(err, ResponseError::InvalidPath(_)), "{err:?}");
+        assert_eq!(err.to_string(), parser.to_string());
     }
 }

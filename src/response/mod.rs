@@ -41,6 +41,18 @@ pub mod jsonpath;
 
 pub use jsonpath::JsonPath as Path;
 
+/// Why a reply could not be mapped, or a path could not be compiled. A message includes
+/// its cause: it becomes a tool error or a diagnostic as is (`{}`), not with its sources.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// A JSONPath that does not parse; the parser's message.
+    #[error(transparent)]
+    InvalidPath(#[from] jsonpath_rust::parser::errors::JsonPathError),
+    /// A 2xx body that is not JSON where a selection or mask needs JSON.
+    #[error("upstream answered with a body that is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+}
+
 /// How one tool maps replies.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseMap {
@@ -66,21 +78,17 @@ impl ResponseMap {
     ///
     /// # Errors
     /// A body that is not JSON where a selection needs JSON.
-    pub fn map_success(&self, body: &[u8]) -> Result<Mapped, String> {
+    pub fn map_success(&self, body: &[u8]) -> Result<Mapped, ResponseError> {
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) if self.select.is_none() && self.masks.is_empty() => {
                 Value::String(String::from_utf8_lossy(body).into_owned())
             }
-            Err(e) => {
-                return Err(format!(
-                    "upstream answered with a body that is not JSON ({e})"
-                ));
-            }
+            Err(e) => return Err(ResponseError::NotJson(e)),
         };
         let mut selected = match &self.select {
             None => parsed,
-            Some(path) => select(path, &parsed)?,
+            Some(path) => select(path, &parsed),
         };
         let mut masked = 0;
         for m in &self.masks {
@@ -143,12 +151,12 @@ impl ResponseMap {
     }
 }
 
-fn select(path: &Path, value: &Value) -> Result<Value, String> {
+fn select(path: &Path, value: &Value) -> Value {
     let found = path.select(value);
     if path.is_multi() {
-        Ok(Value::Array(found.into_iter().cloned().collect()))
+        Value::Array(found.into_iter().cloned().collect())
     } else {
-        Ok(found.into_iter().next().cloned().unwrap_or(Value::Null))
+        found.into_iter().next().cloned().unwrap_or(Value::Null)
     }
 }
 
@@ -212,6 +220,18 @@ mod tests {
     fn object_body_is_structured_content_as_is() {
         let m = map(None, &[]).map_success(br#"{"percent": 10}"#).unwrap();
         assert_eq!(m.structured, json!({"percent": 10}));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_refused_when_a_selection_needs_json() {
+        let err = map(Some("$.orders"), &[])
+            .map_success(b"<html>")
+            .unwrap_err();
+        assert!(matches!(err, ResponseError::NotJson(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "upstream answered with a body that is not JSON (expected value at line 1 column 1)"
+        );
     }
 
     #[test]

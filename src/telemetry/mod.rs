@@ -28,8 +28,8 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::Vars;
 use crate::config::server::OtlpSpec;
+use crate::config::{ExpandError, Vars};
 use crate::telemetry::trace::TraceContext;
 
 /// Set once the OTLP layer is installed: only then are OTel ids looked up.
@@ -73,6 +73,48 @@ pub fn otlp_settings(spec: Option<&OtlpSpec>, vars: &Vars) -> Option<OtlpSpec> {
     })
 }
 
+/// Why a URL does not parse (reqwest's `Url` is the `url` crate's).
+type UrlError = <reqwest::Url as std::str::FromStr>::Err;
+
+/// Why telemetry could not be set up. Each message names the setting to fix and ends
+/// with its cause: the CLI prints it as is (`{}`), not with its sources.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// A global subscriber is already installed.
+    #[error("cannot install the log subscriber: {0}")]
+    Subscriber(#[source] tracing_subscriber::util::TryInitError),
+    /// `telemetry.otlp.endpoint` names a variable that is not set.
+    #[error("telemetry.otlp.endpoint: {0}")]
+    EndpointVariable(#[source] ExpandError),
+    /// `telemetry.otlp.endpoint` is not a URL.
+    #[error(
+        "telemetry.otlp.endpoint: '{endpoint}' is not a URL ({source}); write e.g. http://127.0.0.1:4318"
+    )]
+    EndpointNotUrl {
+        /// The endpoint, variables expanded.
+        endpoint: String,
+        /// Why it does not parse.
+        source: UrlError,
+    },
+    /// `telemetry.otlp.endpoint` has a scheme other than http(s).
+    #[error("telemetry.otlp.endpoint: '{0}' must be http or https")]
+    EndpointScheme(String),
+    /// A `telemetry.otlp.headers` value names a variable that is not set.
+    #[error("telemetry.otlp.headers.{header}: {source}")]
+    HeaderVariable {
+        /// The header's name.
+        header: String,
+        /// The variable that is missing.
+        source: ExpandError,
+    },
+    /// `telemetry.otlp.sampling_ratio` is outside 0..=1.
+    #[error("telemetry.otlp.sampling_ratio must be between 0 and 1, got {0}")]
+    SamplingRatio(f64),
+    /// The OTLP exporter cannot be built.
+    #[error("cannot set up the OTLP exporter: {0}")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+}
+
 /// Installs the subscriber: stderr logs filtered by `default_filter` (or `MCPD_LOG`),
 /// plus OTLP export of mcpd's spans when `otlp` is given.
 ///
@@ -82,7 +124,7 @@ pub fn init(
     default_filter: &str,
     otlp: Option<&OtlpSpec>,
     vars: &Vars,
-) -> Result<Telemetry, String> {
+) -> Result<Telemetry, TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
@@ -116,25 +158,27 @@ pub fn init(
         .with(fmt)
         .with(otel)
         .try_init()
-        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+        .map_err(TelemetryError::Subscriber)?;
     if provider.is_some() {
         let _ = ENABLED.set(());
     }
     Ok(Telemetry { provider })
 }
 
-fn provider(spec: &OtlpSpec, vars: &Vars) -> Result<SdkTracerProvider, String> {
+fn provider(spec: &OtlpSpec, vars: &Vars) -> Result<SdkTracerProvider, TelemetryError> {
     let base = crate::config::expand_env(&spec.endpoint, vars)
-        .map_err(|e| format!("telemetry.otlp.endpoint: {e}"))?;
-    let url = reqwest::Url::parse(&base).map_err(|e| {
-        format!(
-            "telemetry.otlp.endpoint: '{base}' is not a URL ({e}); write e.g. http://127.0.0.1:4318"
-        )
-    })?;
+        .map_err(TelemetryError::EndpointVariable)?;
+    let url = match reqwest::Url::parse(&base) {
+        Ok(url) => url,
+        Err(source) => {
+            return Err(TelemetryError::EndpointNotUrl {
+                endpoint: base,
+                source,
+            });
+        }
+    };
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "telemetry.otlp.endpoint: '{base}' must be http or https"
-        ));
+        return Err(TelemetryError::EndpointScheme(base));
     }
     let endpoint = if base.trim_end_matches('/').ends_with("/v1/traces") {
         base
@@ -143,15 +187,17 @@ fn provider(spec: &OtlpSpec, vars: &Vars) -> Result<SdkTracerProvider, String> {
     };
     let mut headers = std::collections::HashMap::new();
     for (k, v) in &spec.headers {
-        let v = crate::config::expand_env(v, vars)
-            .map_err(|e| format!("telemetry.otlp.headers.{k}: {e}"))?;
+        let v = crate::config::expand_env(v, vars).map_err(|source| {
+            TelemetryError::HeaderVariable {
+                header: k.clone(),
+                source,
+            }
+        })?;
         headers.insert(k.clone(), v);
     }
     let ratio = spec.sampling_ratio.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&ratio) {
-        return Err(format!(
-            "telemetry.otlp.sampling_ratio must be between 0 and 1, got {ratio}"
-        ));
+        return Err(TelemetryError::SamplingRatio(ratio));
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -159,7 +205,7 @@ fn provider(spec: &OtlpSpec, vars: &Vars) -> Result<SdkTracerProvider, String> {
         .with_headers(headers)
         .with_timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| format!("cannot set up the OTLP exporter: {e}"))?;
+        .map_err(TelemetryError::Exporter)?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(
             spec.service_name
@@ -214,4 +260,52 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
     let sc = cx.span().span_context().clone();
     sc.is_valid()
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(endpoint: &str) -> OtlpSpec {
+        OtlpSpec {
+            endpoint: endpoint.to_owned(),
+            headers: Default::default(),
+            sampling_ratio: None,
+            service_name: None,
+        }
+    }
+
+    fn refusal(spec: &OtlpSpec) -> String {
+        provider(spec, &Vars::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_otlp_settings_name_the_setting_to_fix() {
+        assert_eq!(
+            refusal(&spec("collector:4318")),
+            "telemetry.otlp.endpoint: 'collector:4318' must be http or https"
+        );
+        assert_eq!(
+            refusal(&spec("not a url")),
+            "telemetry.otlp.endpoint: 'not a url' is not a URL (relative URL without a base); write e.g. http://127.0.0.1:4318"
+        );
+        assert_eq!(
+            refusal(&spec("${MCPD_T_SURELY_UNSET}")),
+            "telemetry.otlp.endpoint: environment variable 'MCPD_T_SURELY_UNSET' is not set (write '${MCPD_T_SURELY_UNSET:-default}' to give a default)"
+        );
+        let mut headers = spec("http://127.0.0.1:4318");
+        headers
+            .headers
+            .insert("x-key".to_owned(), "${MCPD_T_SURELY_UNSET}".to_owned());
+        assert_eq!(
+            refusal(&headers),
+            "telemetry.otlp.headers.x-key: environment variable 'MCPD_T_SURELY_UNSET' is not set (write '${MCPD_T_SURELY_UNSET:-default}' to give a default)"
+        );
+        let mut ratio = spec("http://127.0.0.1:4318");
+        ratio.sampling_ratio = Some(1.5);
+        assert_eq!(
+            refusal(&ratio),
+            "telemetry.otlp.sampling_ratio must be between 0 and 1, got 1.5"
+        );
+    }
 }

@@ -46,7 +46,8 @@ pub struct CaseReport {
     pub elapsed: Duration,
 }
 
-/// Why a run could not start.
+/// Why a run could not start. The CLI prints it with its causes (`{:#}`), so a
+/// message does not repeat its source.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The config directory does not load or compile.
@@ -58,14 +59,66 @@ pub enum RunError {
     )]
     NoCases(PathBuf),
     /// The case directory cannot be read.
-    #[error("cannot read '{0}': {1}")]
-    Read(PathBuf, std::io::Error),
+    #[error("cannot read '{0}'")]
+    Read(PathBuf, #[source] std::io::Error),
     /// The upstream for the cases cannot be started.
-    #[error("cannot start the test upstream: {0}")]
-    Upstream(std::io::Error),
+    #[error("cannot start the test upstream")]
+    Upstream(#[source] std::io::Error),
     /// No throwaway signing key could be made.
-    #[error("cannot make a signing key for the run: {0}")]
-    Key(String),
+    #[error("cannot make a signing key for the run")]
+    Key(#[source] BoxError),
+}
+
+/// Why one case file or one case fails before its call is judged. It is reported as a
+/// failed case, not a failed run: unlike [`RunError`], the other cases still run. A
+/// message includes its cause: the report prints it as is (`{}`), not with its sources.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// The case file cannot be read.
+    #[error("{}: cannot read file: {source}", .path.display())]
+    Read {
+        /// The case file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// The case file is not a valid case file.
+    #[error("{}:{} {}", .path.display(), position(.source), parse_message(.source))]
+    Parse {
+        /// The case file.
+        path: PathBuf,
+        /// The parser's error.
+        source: Box<serde_saphyr::Error>,
+    },
+    /// A case asks for elevation, and the config cannot sign grants.
+    #[error("mcpd.yaml has no 'identity:' section, and grants are signed with the identity key")]
+    NoIdentity,
+    /// A case asks for elevation on a tool the config does not declare.
+    #[error("unknown tool '{0}'")]
+    UnknownTool(String),
+    /// The elevation grant could not be recorded.
+    #[error(transparent)]
+    Grant(BoxError),
+}
+
+/// An error from another area whose type the run does not look into, only reports.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `line:col:` of a parse error, or nothing when it has no place.
+fn position(e: &serde_saphyr::Error) -> String {
+    e.location()
+        .map(|l| format!("{}:{}:", l.line(), l.column()))
+        .unwrap_or_default()
+}
+
+/// A parse error's message without the parser's snippet and its own "at line X column Y"
+/// (the position is already in front).
+fn parse_message(e: &serde_saphyr::Error) -> String {
+    let msg = e.without_snippet().to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or_default().to_owned(),
+        None => msg,
+    }
 }
 
 /// The case files at `path`: the file itself, or the YAML files of a directory, sorted.
@@ -103,11 +156,11 @@ pub async fn run(dir: &Path, cases: &[PathBuf]) -> Result<Vec<CaseReport>, RunEr
         let started = Instant::now();
         let file = match load_case_file(path) {
             Ok(f) => f,
-            Err(message) => {
+            Err(e) => {
                 reports.push(CaseReport {
                     file: path.clone(),
                     name: "(case file)".to_owned(),
-                    verdict: Verdict::Fail(vec![message]),
+                    verdict: Verdict::Fail(vec![e.to_string()]),
                     elapsed: started.elapsed(),
                 });
                 continue;
@@ -118,19 +171,14 @@ pub async fn run(dir: &Path, cases: &[PathBuf]) -> Result<Vec<CaseReport>, RunEr
     Ok(reports)
 }
 
-fn load_case_file(path: &Path) -> Result<CaseFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read file: {e}", path.display()))?;
-    serde_saphyr::from_str::<CaseFile>(&text).map_err(|e| {
-        let pos = e
-            .location()
-            .map(|l| format!("{}:{}:", l.line(), l.column()))
-            .unwrap_or_default();
-        let msg = e.without_snippet().to_string();
-        let msg = msg
-            .rfind(" at line ")
-            .map_or(msg.as_str(), |i| msg.get(..i).unwrap_or_default());
-        format!("{}:{pos} {msg}", path.display())
+fn load_case_file(path: &Path) -> Result<CaseFile, CaseError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CaseError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_saphyr::from_str::<CaseFile>(&text).map_err(|e| CaseError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(e),
     })
 }
 
@@ -197,8 +245,7 @@ fn with_throwaway_key(loaded: &config::Loaded, vars: Vars) -> Result<Vars, RunEr
         .signing_key_env
         .clone()
         .unwrap_or_else(|| crate::identity::DEFAULT_KEY_ENV.to_owned());
-    let (key, _) =
-        crate::identity::keygen("mcpd-test").map_err(|e| RunError::Key(e.to_string()))?;
+    let (key, _) = crate::identity::keygen("mcpd-test").map_err(|e| RunError::Key(e.into()))?;
     Ok(vars.with(&env, &key))
 }
 
@@ -308,14 +355,12 @@ async fn elevate(
     engine: &Engine,
     case: &case::Case,
     spec: &case::GrantSpec,
-) -> Result<String, String> {
+) -> Result<String, CaseError> {
     let catalog = engine.catalog();
-    let identity = catalog.identity.as_ref().ok_or(
-        "mcpd.yaml has no 'identity:' section, and grants are signed with the identity key",
-    )?;
+    let identity = catalog.identity.as_ref().ok_or(CaseError::NoIdentity)?;
     let tool = catalog
         .get(&case.call.tool)
-        .ok_or_else(|| format!("unknown tool '{}'", case.call.tool))?;
+        .ok_or_else(|| CaseError::UnknownTool(case.call.tool.clone()))?;
     let subject = case
         .call
         .actor
@@ -339,6 +384,79 @@ async fn elevate(
         },
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| CaseError::Grant(e.into()))?;
     Ok(grant.jti)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error and its causes, as the CLI prints them (`{:#}`).
+    fn with_causes(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn run_errors_print_their_cause_once() {
+        let read = RunError::Read(PathBuf::from("cases"), std::io::Error::other("denied"));
+        assert_eq!(with_causes(&read), "cannot read 'cases': denied");
+        let upstream = RunError::Upstream(std::io::Error::other("no port"));
+        assert_eq!(
+            with_causes(&upstream),
+            "cannot start the test upstream: no port"
+        );
+        let key = RunError::Key("no entropy".into());
+        assert_eq!(
+            with_causes(&key),
+            "cannot make a signing key for the run: no entropy"
+        );
+    }
+
+    #[test]
+    fn a_case_file_that_does_not_load_names_the_file_and_the_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let typo = dir.path().join("typo.yaml");
+        std::fs::write(
+            &typo,
+            "cases:\n  - name: typo\n    call: { tool: flag.set }\n    expect: { decison: deny }\n",
+        )
+        .unwrap();
+        let err = load_case_file(&typo).unwrap_err();
+        assert!(matches!(err, CaseError::Parse { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("{}:4:", typo.display())), "{msg}");
+        assert!(msg.contains("unknown field `decison`"), "{msg}");
+        assert!(!msg.contains(" at line "), "{msg}");
+
+        let missing = dir.path().join("missing.yaml");
+        let io = std::fs::read_to_string(&missing).unwrap_err();
+        assert_eq!(
+            load_case_file(&missing).unwrap_err().to_string(),
+            format!("{}: cannot read file: {io}", missing.display())
+        );
+    }
+
+    #[test]
+    fn elevation_errors_say_what_is_missing() {
+        assert_eq!(
+            CaseError::NoIdentity.to_string(),
+            "mcpd.yaml has no 'identity:' section, and grants are signed with the identity key"
+        );
+        assert_eq!(
+            CaseError::UnknownTool("nope.tool".to_owned()).to_string(),
+            "unknown tool 'nope.tool'"
+        );
+        assert_eq!(
+            CaseError::Grant("the store is down".into()).to_string(),
+            "the store is down"
+        );
+    }
 }

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::{HttpOptions, MCP_PATH};
+use super::{HttpError, HttpOptions, MCP_PATH};
 use crate::catalog::Catalog;
 use crate::engine::Engine;
 use crate::identity::Actor;
@@ -44,18 +44,15 @@ impl Auth {
     /// Checks that tokens can be verified when auth is on; warns loudly when it is off.
     ///
     /// # Errors
-    /// Auth is on and `mcpd.yaml` has neither `identity:` nor `http.jwks`.
+    /// [`HttpError::NoVerifier`]: auth is on and `mcpd.yaml` has neither `identity:` nor
+    /// `http.jwks`.
     pub fn new(
         engine: &Arc<Engine>,
         opts: &HttpOptions,
         jwks: Option<Arc<super::jwks::Jwks>>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, HttpError> {
         if opts.auth && engine.catalog().identity.is_none() && jwks.is_none() {
-            anyhow::bail!(
-                "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no \
-                 identity: section (or http.jwks) to verify them: add one (README: Identity), \
-                 or pass --no-auth (or http.auth: false) for local use"
-            );
+            return Err(HttpError::NoVerifier);
         }
         if !opts.auth {
             tracing::warn!(
@@ -129,7 +126,7 @@ pub async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) ->
         .as_ref()
         .filter(|j| super::jwks::unverified_issuer(token).as_deref() == Some(j.issuer()));
     let verified = match (external, &catalog.identity) {
-        (Some(jwks), _) => jwks.verify(token).await,
+        (Some(jwks), _) => jwks.verify(token).await.map_err(|e| e.to_string()),
         (None, Some(identity)) => identity
             .verify(token)
             .map(|c| Arc::new(c.actor()))

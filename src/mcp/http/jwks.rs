@@ -34,6 +34,58 @@ const ALGORITHMS: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
+/// Why the issuer's keys cannot be used, or why a token from it is refused. The refusal
+/// messages end up in the 401's `error_description`, after "the bearer token is not
+/// accepted: ". A message includes its cause: it is printed as is (`{}`), not with its
+/// sources.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The HTTP client for the key set cannot be built.
+    #[error(transparent)]
+    Client(reqwest::Error),
+    /// The key set cannot be fetched.
+    #[error("fetching {url} failed: {source}")]
+    Fetch {
+        /// The key set's URL.
+        url: String,
+        /// Why the request failed.
+        source: reqwest::Error,
+    },
+    /// The key set's URL answers with something that is not a key set.
+    #[error("{url} is not a JWKS document: {source}")]
+    NotJwks {
+        /// The key set's URL.
+        url: String,
+        /// Why the body does not parse.
+        source: reqwest::Error,
+    },
+    /// The token is not a JWT.
+    #[error("the token is not a JWT ({0})")]
+    NotJwt(#[source] jsonwebtoken::errors::Error),
+    /// The token is signed with an algorithm that is not asymmetric.
+    #[error("it is signed with {alg:?}; tokens from {issuer} must use an asymmetric algorithm")]
+    SymmetricAlgorithm {
+        /// The token's algorithm.
+        alg: Algorithm,
+        /// The issuer it claims.
+        issuer: String,
+    },
+    /// The token's header has no `kid`.
+    #[error("the token names no key id (kid)")]
+    NoKeyId,
+    /// The token's key id is not among the issuer's keys, even after a fetch.
+    #[error("key id '{kid}' is not in {issuer}'s published keys")]
+    UnknownKeyId {
+        /// The key id the token names.
+        kid: String,
+        /// The issuer.
+        issuer: String,
+    },
+    /// The signature, issuer, audience or expiry does not check out.
+    #[error(transparent)]
+    Invalid(jsonwebtoken::errors::Error),
+}
+
 /// An external issuer and its cached keys.
 pub struct Jwks {
     spec: JwksSpec,
@@ -57,12 +109,13 @@ impl Jwks {
     ///
     /// # Errors
     /// The HTTP client cannot be built.
-    pub async fn new(spec: JwksSpec) -> anyhow::Result<Self> {
+    pub async fn new(spec: JwksSpec) -> Result<Self, JwksError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .build()
+            .map_err(JwksError::Client)?;
         let jwks = Self {
             spec,
             client,
@@ -84,7 +137,7 @@ impl Jwks {
     }
 
     /// Fetches the key set now, unless it was fetched within [`REFRESH_EVERY`].
-    async fn refresh(&self) -> Result<usize, String> {
+    async fn refresh(&self) -> Result<usize, JwksError> {
         let mut fetched = self.fetched.lock().await;
         if fetched.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
             return Ok(self.keys.read().await.len());
@@ -96,10 +149,16 @@ impl Jwks {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("fetching {} failed: {e}", self.spec.url))?
+            .map_err(|source| JwksError::Fetch {
+                url: self.spec.url.clone(),
+                source,
+            })?
             .json()
             .await
-            .map_err(|e| format!("{} is not a JWKS document: {e}", self.spec.url))?;
+            .map_err(|source| JwksError::NotJwks {
+                url: self.spec.url.clone(),
+                source,
+            })?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {
@@ -121,37 +180,34 @@ impl Jwks {
     ///
     /// # Errors
     /// Why the token is refused.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Actor>, String> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| format!("the token is not a JWT ({e})"))?;
+    pub async fn verify(&self, token: &str) -> Result<Arc<Actor>, JwksError> {
+        let header = jsonwebtoken::decode_header(token).map_err(JwksError::NotJwt)?;
         if !ALGORITHMS.contains(&header.alg) {
-            return Err(format!(
-                "it is signed with {:?}; tokens from {} must use an asymmetric algorithm",
-                header.alg, self.spec.issuer
-            ));
+            return Err(JwksError::SymmetricAlgorithm {
+                alg: header.alg,
+                issuer: self.spec.issuer.clone(),
+            });
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| "the token names no key id (kid)".to_owned())?;
+        let kid = header.kid.ok_or(JwksError::NoKeyId)?;
         let mut key = self.keys.read().await.get(&kid).cloned();
         if key.is_none() {
             // A rotated key: fetch the set again (rate-limited) before refusing.
             self.refresh().await?;
             key = self.keys.read().await.get(&kid).cloned();
         }
-        let key = key.ok_or_else(|| {
-            format!(
-                "key id '{kid}' is not in {}'s published keys",
-                self.spec.issuer
-            )
-        })?;
+        let Some(key) = key else {
+            return Err(JwksError::UnknownKeyId {
+                kid,
+                issuer: self.spec.issuer.clone(),
+            });
+        };
         let mut v = Validation::new(header.alg);
         v.set_audience(&[&self.spec.audience]);
         v.set_issuer(&[&self.spec.issuer]);
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         v.leeway = LEEWAY_S;
         let claims = jsonwebtoken::decode::<Value>(token, &key, &v)
-            .map_err(|e| format!("{e}"))?
+            .map_err(JwksError::Invalid)?
             .claims;
         Ok(Arc::new(self.actor(&claims)))
     }
@@ -226,11 +282,51 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(b"public key bytes"),
         )
         .unwrap();
-        let err = jwks.verify(&token).await.unwrap_err();
+        let err = jwks.verify(&token).await.unwrap_err().to_string();
         assert!(err.contains("asymmetric"), "{err}");
         assert_eq!(
             unverified_issuer(&token).as_deref(),
             Some("https://sso.test/")
+        );
+    }
+
+    /// A token with this header; only the header is ever read.
+    fn unsigned(header: &Value) -> String {
+        use base64::Engine as _;
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.c2ln", b64(header), b64(&json!({"sub": "x"})))
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_says_why() {
+        let jwks = Jwks::new(spec()).await.unwrap();
+        let err = jwks.verify("not a token").await.unwrap_err();
+        assert!(matches!(err, JwksError::NotJwt(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with("the token is not a JWT ("),
+            "{err}"
+        );
+        let err = jwks
+            .verify(&unsigned(&json!({"alg": "RS256", "typ": "JWT"})))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "the token names no key id (kid)");
+        let err = jwks
+            .verify(&unsigned(&json!({"alg": "RS256", "kid": "k9"})))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key id 'k9' is not in https://sso.test/'s published keys"
+        );
+        let err = jwks
+            .verify(&unsigned(&json!({"alg": "HS256", "kid": "k9"})))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is signed with HS256; tokens from https://sso.test/ must use an asymmetric algorithm"
         );
     }
 

@@ -30,6 +30,36 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use crate::engine::Engine;
 use crate::mcp::McpServer;
 
+/// Why the HTTP server cannot start or stopped with an error. The CLI prints it with its
+/// causes (`{:#}`), so a message does not repeat its source.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The external issuer cannot be set up.
+    #[error(transparent)]
+    Jwks(#[from] jwks::JwksError),
+    /// Auth is on and nothing can verify a token.
+    #[error(
+        "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no \
+         identity: section (or http.jwks) to verify them: add one (README: Identity), \
+         or pass --no-auth (or http.auth: false) for local use"
+    )]
+    NoVerifier,
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// The bound socket's address cannot be read.
+    #[error(transparent)]
+    LocalAddr(std::io::Error),
+    /// The server failed while serving.
+    #[error(transparent)]
+    Serve(std::io::Error),
+}
+
 /// Where the MCP endpoint is mounted.
 pub const MCP_PATH: &str = "/mcp";
 
@@ -143,7 +173,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     opts: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), HttpError> {
     let jwks = match &opts.jwks {
         Some(spec) => Some(Arc::new(jwks::Jwks::new(spec.clone()).await?)),
         None => None,
@@ -186,8 +216,11 @@ pub async fn serve(
 
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.addr))?;
-    let local = listener.local_addr()?;
+        .map_err(|source| HttpError::Bind {
+            addr: opts.addr,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(HttpError::LocalAddr)?;
     tracing::info!(
         addr = %local,
         auth = opts.auth,
@@ -230,7 +263,8 @@ pub async fn serve(
         .with_graceful_shutdown(async {
             let _ = stopped.await;
         })
-        .await?;
+        .await
+        .map_err(HttpError::Serve)?;
     tracing::info!("http server stopped");
     Ok(())
 }
@@ -309,5 +343,30 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn startup_errors_read_as_before() {
+        assert_eq!(
+            HttpError::NoVerifier.to_string(),
+            "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no identity: section (or http.jwks) to verify them: add one (README: Identity), or pass --no-auth (or http.auth: false) for local use"
+        );
+        let bind = HttpError::Bind {
+            addr: SocketAddr::from(([127, 0, 0, 1], 80)),
+            source: std::io::Error::other("address in use"),
+        };
+        // The CLI prints an error with its causes (`{:#}`): the cause comes once.
+        assert_eq!(
+            format!("{bind}: {}", bind.source().unwrap()),
+            "cannot listen on 127.0.0.1:80: address in use"
+        );
+        assert!(bind.source().unwrap().source().is_none());
     }
 }
