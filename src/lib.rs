@@ -17,10 +17,10 @@
 //!   hash-chained audit log;
 //! - [`store`]: state that outlives a call, behind one trait;
 //! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
-//! - [`mcp`]: the rmcp handler over stdio and Streamable HTTP;
+//! - `mcp`: the rmcp handler over stdio and Streamable HTTP;
 //! - [`util`]: leaf helpers (durations, globs, the clock) every step may use;
-//! - off the call path: [`cli`] (one file per subcommand), [`testrun`] (`mcpd test`),
-//!   [`openapi`] (`mcpd import openapi`), [`demo_api`] (the bundled orders/flags API).
+//! - off the call path: [`cli`] (one file per subcommand), `testrun` (`mcpd test`),
+//!   `openapi` (`mcpd import openapi`), [`demo_api`] (the bundled orders/flags API).
 
 pub mod audit;
 pub mod catalog;
@@ -31,8 +31,8 @@ pub mod engine;
 pub mod idempotency;
 pub mod identity;
 pub mod limits;
-pub mod mcp;
-pub mod openapi;
+pub(crate) mod mcp;
+pub(crate) mod openapi;
 pub mod policy;
 pub mod redact;
 pub mod reload;
@@ -40,6 +40,6 @@ pub mod response;
 pub mod store;
 pub mod telemetry;
 pub mod template;
-pub mod testrun;
+pub(crate) mod testrun;
 pub mod upstream;
 pub mod util;

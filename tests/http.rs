@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::util::{ConfigDir, DEADLINE, DemoApi, Reply, bin, request, try_request};
 
 /// `mcpd serve --http 127.0.0.1:0` as a child process; killed on drop.
-pub struct HttpServer {
+pub(crate) struct HttpServer {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -23,14 +23,14 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts it on `dir` with `env` and extra `args`, not watching the config; waits
     /// until it listens.
-    pub fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut all = vec!["--no-watch"];
         all.extend_from_slice(args);
         Self::start_watching(dir, env, &all)
     }
 
     /// As [`HttpServer::start`], watching the config (hot reload).
-    pub fn start_watching(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+    pub(crate) fn start_watching(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut child = Command::new(bin())
             .args(["serve", "--http", "127.0.0.1:0", "--config"])
             .arg(dir)
@@ -77,20 +77,20 @@ impl HttpServer {
     }
 
     /// `host:port`.
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         self.base.trim_start_matches("http://")
     }
 
-    pub fn mcp_url(&self) -> String {
+    pub(crate) fn mcp_url(&self) -> String {
         format!("{}/mcp", self.base)
     }
 
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Waits until stderr contains `needle` (its reader thread may lag the reply).
-    pub fn wait_stderr(&self, needle: &str) -> String {
+    pub(crate) fn wait_stderr(&self, needle: &str) -> String {
         let end = Instant::now() + DEADLINE;
         loop {
             let s = self.stderr();
@@ -101,12 +101,12 @@ impl HttpServer {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited successfully.
-    pub fn terminate(&mut self) -> bool {
+    pub(crate) fn terminate(&mut self) -> bool {
         signal(self.pid(), "TERM");
         let end = Instant::now() + DEADLINE;
         loop {
@@ -121,7 +121,7 @@ impl HttpServer {
 
 impl HttpServer {
     /// Kills it at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -134,7 +134,7 @@ impl Drop for HttpServer {
     }
 }
 
-pub fn signal(pid: u32, name: &str) {
+pub(crate) fn signal(pid: u32, name: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -145,7 +145,7 @@ pub fn signal(pid: u32, name: &str) {
 }
 
 /// A JSON-RPC POST to `/mcp` with an optional bearer token and session.
-pub fn rpc(
+pub(crate) fn rpc(
     server: &HttpServer,
     token: Option<&str>,
     session: Option<&str>,
@@ -155,7 +155,7 @@ pub fn rpc(
 }
 
 /// As [`rpc`], to a `host:port`.
-pub fn rpc_at(
+pub(crate) fn rpc_at(
     authority: &str,
     token: Option<&str>,
     session: Option<&str>,
@@ -166,7 +166,7 @@ pub fn rpc_at(
 }
 
 /// As [`rpc_at`], with connection failures (a dead server) as errors.
-pub fn try_rpc_at(
+pub(crate) fn try_rpc_at(
     authority: &str,
     token: Option<&str>,
     session: Option<&str>,
@@ -193,7 +193,7 @@ pub fn try_rpc_at(
 }
 
 /// A session over HTTP: initialize, then requests; returns the session id.
-pub fn open_session(server: &HttpServer, token: Option<&str>) -> String {
+pub(crate) fn open_session(server: &HttpServer, token: Option<&str>) -> String {
     let init = rpc(
         server,
         token,
@@ -216,7 +216,7 @@ pub fn open_session(server: &HttpServer, token: Option<&str>) -> String {
 }
 
 /// `tools/call` in a session; returns the whole reply.
-pub fn call(
+pub(crate) fn call(
     server: &HttpServer,
     token: Option<&str>,
     session: &str,
@@ -228,7 +228,7 @@ pub fn call(
 }
 
 /// As [`call`], to a `host:port`.
-pub fn call_at(
+pub(crate) fn call_at(
     authority: &str,
     token: Option<&str>,
     session: &str,
@@ -249,23 +249,23 @@ pub fn call_at(
 }
 
 /// A signing key and tokens for the shipped config's `identity:` (audience mcpd-demo).
-pub struct Keys {
+pub(crate) struct Keys {
     pub key: String,
 }
 
 impl Keys {
-    pub fn new(cfg: &ConfigDir) -> Self {
+    pub(crate) fn new(cfg: &ConfigDir) -> Self {
         let (key, _public) = crate::identity::keygen(cfg, "k1");
         Self { key }
     }
 
-    pub fn token(&self, cfg: &ConfigDir, subject: &str, scopes: &[&str]) -> String {
+    pub(crate) fn token(&self, cfg: &ConfigDir, subject: &str, scopes: &[&str]) -> String {
         crate::identity::issue(cfg, &self.key, subject, scopes, "15m")
     }
 }
 
 /// The shipped config with no default actor: every HTTP call needs a token.
-pub fn token_only() -> ConfigDir {
+pub(crate) fn token_only() -> ConfigDir {
     ConfigDir::token_only("\nstate: \"memory:\"\n")
 }
 

@@ -15,30 +15,30 @@ use serde_json::{Value, json};
 mod http;
 mod redis_server;
 
-pub use http::{RecordingProxy, Reply, http_get_json, http_get_text, request, try_request};
-pub use redis_server::RedisServer;
+pub(crate) use http::{RecordingProxy, Reply, http_get_json, http_get_text, request, try_request};
+pub(crate) use redis_server::RedisServer;
 
 /// How long any single wait may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// The mcpd binary under test.
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mcpd")
 }
 
 /// The repository root (holds the shipped mcpd.yaml, policies.yaml, tools.d).
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A copy of the shipped config in a temp dir, to edit per test.
-pub struct ConfigDir {
+pub(crate) struct ConfigDir {
     pub dir: tempfile::TempDir,
 }
 
 impl ConfigDir {
     /// The shipped config, copied.
-    pub fn shipped() -> Self {
+    pub(crate) fn shipped() -> Self {
         let dir = tempfile::tempdir().unwrap();
         for f in ["mcpd.yaml", "policies.yaml"] {
             std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
@@ -53,7 +53,7 @@ impl ConfigDir {
 
     /// The shipped config without its default actor, so every call needs a token;
     /// `server` is appended to mcpd.yaml (state, audit, ...).
-    pub fn token_only(server: &str) -> Self {
+    pub(crate) fn token_only(server: &str) -> Self {
         let cfg = Self::shipped();
         let yaml = cfg.read("mcpd.yaml");
         let (head, rest) = yaml.split_once("default_actor:").unwrap();
@@ -62,12 +62,12 @@ impl ConfigDir {
         cfg
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes (or overwrites) a file relative to the config dir.
-    pub fn write(&self, rel: &str, content: &str) -> &Self {
+    pub(crate) fn write(&self, rel: &str, content: &str) -> &Self {
         let p = self.path().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
@@ -75,17 +75,17 @@ impl ConfigDir {
     }
 
     /// Reads a file relative to the config dir.
-    pub fn read(&self, rel: &str) -> String {
+    pub(crate) fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.path().join(rel)).unwrap()
     }
 
     /// Appends `text` to a file relative to the config dir.
-    pub fn append(&self, rel: &str, text: &str) -> &Self {
+    pub(crate) fn append(&self, rel: &str, text: &str) -> &Self {
         self.write(rel, &format!("{}{text}", self.read(rel)))
     }
 
     /// Replaces `from` with `to` in a file, asserting `from` is there.
-    pub fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
+    pub(crate) fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
         let text = self.read(rel);
         assert!(text.contains(from), "{rel} does not contain {from:?}");
         self.write(rel, &text.replacen(from, to, 1))
@@ -93,7 +93,7 @@ impl ConfigDir {
 }
 
 /// Runs `cmd` to its end: (exit code, -1 when a signal ended it; stdout; stderr).
-pub fn run(cmd: &mut Command) -> (i32, String, String) {
+pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -103,18 +103,18 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 /// `mcpd validate DIR`: (exit code, stdout, stderr).
-pub fn validate(dir: &Path) -> (i32, String, String) {
+pub(crate) fn validate(dir: &Path) -> (i32, String, String) {
     run(Command::new(bin()).arg("validate").arg(dir))
 }
 
 /// The demo API, run as `mcpd demo-api --port 0`; killed on drop.
-pub struct DemoApi {
+pub(crate) struct DemoApi {
     child: Child,
     pub url: String,
 }
 
 impl DemoApi {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut child = Command::new(bin())
             .args(["demo-api", "--port", "0"])
             .stdout(Stdio::piped())
@@ -134,12 +134,12 @@ impl DemoApi {
     }
 
     /// GET a path of the demo API as JSON.
-    pub fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         http_get_json(&format!("{}{path}", self.url))
     }
 
     /// The requests the API has seen (not counting `/_` ones).
-    pub fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         self.get("/_requests")
             .as_array()
             .cloned()
@@ -155,7 +155,7 @@ impl Drop for DemoApi {
 }
 
 /// `mcpd serve` as a child process, spoken to in raw JSON-RPC lines.
-pub struct StdioClient {
+pub(crate) struct StdioClient {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
@@ -170,7 +170,7 @@ pub struct StdioClient {
 impl StdioClient {
     /// Serves a fresh copy of the shipped config (its own state file, so runs and tests
     /// never share idempotency records or counters).
-    pub fn shipped(env: &[(&str, &str)]) -> Self {
+    pub(crate) fn shipped(env: &[(&str, &str)]) -> Self {
         let dir = ConfigDir::shipped();
         let mut c = Self::start(dir.path(), env);
         c._dir = Some(dir);
@@ -178,17 +178,17 @@ impl StdioClient {
     }
 
     /// Starts `mcpd serve --config DIR` with the shipped upstreams pointing at `api`.
-    pub fn with_api(dir: &Path, api: &DemoApi) -> Self {
+    pub(crate) fn with_api(dir: &Path, api: &DemoApi) -> Self {
         Self::start(dir, &[("DEMO_API_URL", &api.url)])
     }
 
     /// Starts `mcpd serve --config DIR` with extra environment and initializes.
-    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
         Self::start_with(dir, env, &[])
     }
 
     /// As `start`, with extra arguments to `serve`.
-    pub fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+    pub(crate) fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .args(args)
@@ -241,7 +241,7 @@ impl StdioClient {
         c
     }
 
-    pub fn notify(&mut self, method: &str, params: Value) {
+    pub(crate) fn notify(&mut self, method: &str, params: Value) {
         let msg = json!({"jsonrpc": "2.0", "method": method, "params": params});
         let stdin = self.stdin.as_mut().expect("stdin is open");
         writeln!(stdin, "{msg}").unwrap();
@@ -249,13 +249,13 @@ impl StdioClient {
     }
 
     /// Sends a request and waits for the response with its id.
-    pub fn request(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) fn request(&mut self, method: &str, params: Value) -> Value {
         let id = self.send_request(method, params);
         self.wait_for_id(id)
     }
 
     /// Sends a request without waiting; returns its id.
-    pub fn send_request(&mut self, method: &str, params: Value) -> u64 {
+    pub(crate) fn send_request(&mut self, method: &str, params: Value) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -266,7 +266,7 @@ impl StdioClient {
     }
 
     /// Waits for the response to request `id` (it may already have arrived).
-    pub fn wait_for_id(&mut self, id: u64) -> Value {
+    pub(crate) fn wait_for_id(&mut self, id: u64) -> Value {
         let key = json!(id);
         if let Some(line) = self.seen.iter().find(|l| {
             serde_json::from_str::<Value>(l)
@@ -278,12 +278,12 @@ impl StdioClient {
     }
 
     /// Waits for `notifications/tools/list_changed`.
-    pub fn wait_list_changed(&mut self) {
+    pub(crate) fn wait_list_changed(&mut self) {
         self.wait_for(|v| v["method"] == "notifications/tools/list_changed");
     }
 
     /// The wire names in tools/list.
-    pub fn tool_names(&mut self) -> Vec<String> {
+    pub(crate) fn tool_names(&mut self) -> Vec<String> {
         let resp = self.request("tools/list", json!({}));
         resp["result"]["tools"]
             .as_array()
@@ -294,7 +294,7 @@ impl StdioClient {
     }
 
     /// The entry of the tool with this wire name in tools/list.
-    pub fn listed(&mut self, name: &str) -> Value {
+    pub(crate) fn listed(&mut self, name: &str) -> Value {
         let list = self.request("tools/list", json!({}));
         list["result"]["tools"]
             .as_array()
@@ -306,12 +306,12 @@ impl StdioClient {
     }
 
     /// The process id, for signals.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits until stderr contains `needle`.
-    pub fn wait_stderr(&self, needle: &str) -> String {
+    pub(crate) fn wait_stderr(&self, needle: &str) -> String {
         let end = Instant::now() + DEADLINE;
         loop {
             let s = self.stderr();
@@ -327,7 +327,7 @@ impl StdioClient {
     }
 
     /// Waits for a stdout message matching `pred`.
-    pub fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + DEADLINE;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -345,7 +345,7 @@ impl StdioClient {
     }
 
     /// tools/call; returns the `result` object (panics on a JSON-RPC error).
-    pub fn call(&mut self, name: &str, args: Value) -> Value {
+    pub(crate) fn call(&mut self, name: &str, args: Value) -> Value {
         let resp = self.request("tools/call", json!({"name": name, "arguments": args}));
         resp.get("result")
             .cloned()
@@ -354,7 +354,7 @@ impl StdioClient {
 
     /// Closes stdin (the client goes away, as a host does on quit) and waits for mcpd to
     /// exit on its own; returns whether it exited successfully.
-    pub fn close(&mut self) -> bool {
+    pub(crate) fn close(&mut self) -> bool {
         self.stdin = None;
         let end = Instant::now() + DEADLINE;
         loop {
@@ -366,7 +366,7 @@ impl StdioClient {
         }
     }
 
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -379,7 +379,7 @@ impl Drop for StdioClient {
 }
 
 /// The text of a tool result's first content block.
-pub fn text(result: &Value) -> String {
+pub(crate) fn text(result: &Value) -> String {
     result["content"][0]["text"]
         .as_str()
         .unwrap_or_default()
@@ -387,6 +387,6 @@ pub fn text(result: &Value) -> String {
 }
 
 /// Whether a tool result is an error.
-pub fn is_error(result: &Value) -> bool {
+pub(crate) fn is_error(result: &Value) -> bool {
     result["isError"] == json!(true)
 }

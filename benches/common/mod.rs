@@ -15,13 +15,13 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 #[derive(Debug, Clone, Copy)]
-pub struct Figures {
+pub(crate) struct Figures {
     pub calls_per_s: f64,
     pub p50_us: f64,
     pub p99_us: f64,
 }
 
-pub fn figures(mut lat: Vec<Duration>, wall: Duration) -> Figures {
+pub(crate) fn figures(mut lat: Vec<Duration>, wall: Duration) -> Figures {
     lat.sort();
     let pct = |p: f64| {
         let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
@@ -37,7 +37,7 @@ pub fn figures(mut lat: Vec<Duration>, wall: Duration) -> Figures {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
 /// `mcpd serve` over stdio, driven with raw JSON-RPC.
-pub struct Mcpd {
+pub(crate) struct Mcpd {
     child: Child,
     stdin: Arc<Mutex<ChildStdin>>,
     pending: Pending,
@@ -47,12 +47,12 @@ pub struct Mcpd {
 
 impl Mcpd {
     /// Starts `mcpd serve --config DIR` against the demo API at `api_url`.
-    pub async fn start(api_url: &str, config: &Path) -> Self {
+    pub(crate) async fn start(api_url: &str, config: &Path) -> Self {
         Self::start_with(api_url, config, &[], None).await
     }
 
     /// As `start`, with extra environment variables and mcpd's stderr sent to a file.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         api_url: &str,
         config: &Path,
         env: &[(&str, &str)],
@@ -110,7 +110,7 @@ impl Mcpd {
         m
     }
 
-    pub async fn send(&self, msg: Value) {
+    pub(crate) async fn send(&self, msg: Value) {
         let mut line = msg.to_string();
         line.push('\n');
         let mut w = self.stdin.lock().await;
@@ -118,7 +118,7 @@ impl Mcpd {
         w.flush().await.expect("flush");
     }
 
-    pub async fn request(&self, method: &str, params: Value) -> Value {
+    pub(crate) async fn request(&self, method: &str, params: Value) -> Value {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -130,7 +130,7 @@ impl Mcpd {
     }
 
     /// Waits for the next notification with `method`, skipping others.
-    pub async fn notification(&self, method: &str, timeout: Duration) -> Option<Value> {
+    pub(crate) async fn notification(&self, method: &str, timeout: Duration) -> Option<Value> {
         let mut notes = self.notes.lock().await;
         tokio::time::timeout(timeout, async {
             while let Some(v) = notes.recv().await {
@@ -146,12 +146,12 @@ impl Mcpd {
     }
 
     /// Drops notifications received so far.
-    pub async fn clear_notifications(&self) {
+    pub(crate) async fn clear_notifications(&self) {
         let mut notes = self.notes.lock().await;
         while notes.try_recv().is_ok() {}
     }
 
-    pub fn peak_rss_kb(&self) -> u64 {
+    pub(crate) fn peak_rss_kb(&self) -> u64 {
         let Some(pid) = self.child.id() else { return 0 };
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
@@ -165,7 +165,7 @@ impl Mcpd {
 }
 
 /// Runs `n` calls of `call(i)`, `inflight` at a time, and times each.
-pub async fn drive<F, Fut>(n: usize, inflight: usize, call: F) -> Figures
+pub(crate) async fn drive<F, Fut>(n: usize, inflight: usize, call: F) -> Figures
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -198,7 +198,7 @@ where
 
 /// How a benchmark's copy of the shipped config treats limits, budgets and idempotency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Safety {
+pub(crate) enum Safety {
     /// Removed: no idempotency keys, limits, budgets or stop rules; state in memory.
     Off,
     /// Kept, with limits raised so every call is counted but none is refused; state in
@@ -208,7 +208,7 @@ pub enum Safety {
 
 /// A copy of the shipped config for benchmarks (the shipped limits would refuse a load
 /// test, which is what they are for).
-pub fn bench_config(safety: Safety) -> tempfile::TempDir {
+pub(crate) fn bench_config(safety: Safety) -> tempfile::TempDir {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("temp dir");
     let read = |f: &str| std::fs::read_to_string(repo.join(f)).expect("read shipped config");
@@ -265,7 +265,7 @@ pub fn bench_config(safety: Safety) -> tempfile::TempDir {
 }
 
 /// An engine on a config directory, with the state store it names.
-pub async fn engine_for(dir: &Path, api_url: &str) -> Arc<mcpd::engine::Engine> {
+pub(crate) async fn engine_for(dir: &Path, api_url: &str) -> Arc<mcpd::engine::Engine> {
     let vars = mcpd::config::Vars::from_env().with("DEMO_API_URL", api_url);
     let (loaded, diags) = mcpd::config::load_dir(dir);
     assert!(diags.is_empty(), "{diags}");

@@ -10,7 +10,11 @@ use crate::audit::Verifier;
 
 /// Prints `OK: N records` or the first broken record; exit 0 or 1. With `public_key`
 /// the log's Ed25519 signatures are checked, otherwise its HMAC with the key in `key_env`.
-pub fn verify(file: &Path, key_env: &str, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+pub(super) fn verify(
+    file: &Path,
+    key_env: &str,
+    public_key: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let verifier = match public_key {
         Some(arg) => {
             // A file holding the key, or the key itself.
@@ -51,7 +55,7 @@ pub fn verify(file: &Path, key_env: &str, public_key: Option<&str>) -> anyhow::R
 
 /// Prints a new key pair: the private key for mcpd's environment, the public key for
 /// whoever verifies.
-pub fn keygen() -> anyhow::Result<ExitCode> {
+pub(super) fn keygen() -> anyhow::Result<ExitCode> {
     let (private, public) = crate::audit::ed25519_keygen()?;
     println!("# audit: {{ signing: ed25519 }} in mcpd.yaml; keep the private key secret");
     println!("MCPD_AUDIT_KEY={private}");

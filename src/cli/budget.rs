@@ -8,7 +8,7 @@ use crate::limits::amount;
 use crate::util::duration::human;
 
 /// Prints one line per budget counter the actor spends from.
-pub async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitCode> {
     let (loaded, catalog) = super::load(dir, &Vars::from_env())?;
     let subject = actor.unwrap_or_else(|| catalog.default_subject());
     if catalog.limits.budgets().is_empty() {

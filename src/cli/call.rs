@@ -10,7 +10,7 @@ use crate::engine::{CallContext, Engine};
 use crate::mcp::to_mcp_result;
 
 /// Prints the MCP result as JSON; exit 0 on success, 1 on a tool error.
-pub async fn run(dir: &Path, tool: &str, args: &str) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(dir: &Path, tool: &str, args: &str) -> anyhow::Result<ExitCode> {
     let args: serde_json::Value = serde_json::from_str(args).context("--args is not valid JSON")?;
     let serde_json::Value::Object(args) = args else {
         anyhow::bail!("--args must be a JSON object, e.g. '{{\"from\": \"2025-08-01\"}}'");

@@ -114,7 +114,7 @@ fn flows() -> Vec<Flow> {
 }
 
 /// Starts the demo API on a free loopback port and plays the flows.
-pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let (addr, state) = demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let url = format!("http://{addr}");
     // A throwaway signing key, so the identity flows can issue tokens and grants.
@@ -275,7 +275,7 @@ fn preview(v: &Value) -> String {
 }
 
 /// Runs the demo API alone until interrupted.
-pub async fn run_api(port: u16) -> anyhow::Result<ExitCode> {
+pub(super) async fn run_api(port: u16) -> anyhow::Result<ExitCode> {
     let (addr, _state) = demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
     println!("http://{addr}");
     tracing::info!(%addr, "demo API listening");

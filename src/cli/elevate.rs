@@ -9,7 +9,7 @@ use crate::identity::elevation::{self, GrantRequest};
 
 /// What to do.
 #[derive(Debug)]
-pub enum Action {
+pub(super) enum Action {
     /// Record a grant.
     Grant(GrantRequest),
     /// List live grants.
@@ -20,7 +20,7 @@ pub enum Action {
 
 /// Runs one action against the state store the config names (shared with a running
 /// `mcpd serve`).
-pub async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> {
     let (loaded, catalog) = super::load(dir, &Vars::from_env())?;
     let identity = catalog.identity.as_ref().ok_or_else(|| {
         anyhow::anyhow!(

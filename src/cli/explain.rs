@@ -31,7 +31,7 @@ pub struct AsActor {
 }
 
 /// Prints every rule's outcome and the decision; exit 0 when allowed, 1 when denied.
-pub fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::Result<ExitCode> {
+pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::Result<ExitCode> {
     let args: Value = serde_json::from_str(args).context("--args is not valid JSON")?;
     let catalog = super::load_catalog(dir, &Vars::from_env())?;
     let tool = catalog

@@ -55,7 +55,7 @@ pub struct Options {
 /// # Errors
 /// When a path cannot be resolved, an `--env` is malformed, or the host's file exists
 /// but is not valid JSON / YAML.
-pub fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode> {
+pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode> {
     let bin = match &opts.bin {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("cannot tell where this mcpd binary is")?,
@@ -122,7 +122,7 @@ pub fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode> {
 
 /// One server entry, host-neutral.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(super) struct Entry {
     /// The server's name.
     pub name: String,
     /// Absolute path of the mcpd binary.
@@ -162,7 +162,7 @@ impl Ordered {
 ///
 /// # Errors
 /// When `existing` does not parse, or its servers key is not an object / list.
-pub fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyhow::Result<String> {
+pub(super) fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyhow::Result<String> {
     let mut env: IndexMap<String, Ordered> = entry
         .env
         .iter()

@@ -34,7 +34,7 @@ pub enum Source {
 ///
 /// # Errors
 /// When the spec cannot be read or imported, or a file exists (without `--force`).
-pub fn run(config_dir: &Path, source: &Source) -> anyhow::Result<ExitCode> {
+pub(super) fn run(config_dir: &Path, source: &Source) -> anyhow::Result<ExitCode> {
     let Source::Openapi {
         spec,
         tags,

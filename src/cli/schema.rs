@@ -46,7 +46,7 @@ impl Kind {
 ///
 /// # Errors
 /// Only if serialisation fails, which a generated schema does not.
-pub fn render(kind: Kind) -> anyhow::Result<String> {
+pub(super) fn render(kind: Kind) -> anyhow::Result<String> {
     let (schema, title) = match kind {
         Kind::Tool => (generate::<ToolSpec>(), "mcpd tool file (tools.d/*.yaml)"),
         Kind::Policies => (generate::<PolicySpec>(), "mcpd policies.yaml"),
@@ -75,7 +75,7 @@ fn generate<T: JsonSchema>() -> schemars::Schema {
 ///
 /// # Errors
 /// When neither a kind nor `--out` is given, or a file cannot be written.
-pub fn run(kind: Option<Kind>, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub(super) fn run(kind: Option<Kind>, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     match (kind, out) {
         (Some(kind), None) => print!("{}", render(kind)?),
         (None, None) => anyhow::bail!(

@@ -33,7 +33,7 @@ pub struct HttpFlags {
 }
 
 /// Serves until the client closes stdin (stdio) or SIGTERM / SIGINT (HTTP).
-pub async fn run(
+pub(super) async fn run(
     dir: &Path,
     watch: bool,
     metrics: Option<SocketAddr>,

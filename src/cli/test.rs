@@ -15,7 +15,7 @@ use crate::testrun::{self, CaseReport, Verdict};
 /// # Errors
 /// When the config does not compile, no case file is found, or the JUnit file cannot
 /// be written.
-pub async fn run(
+pub(super) async fn run(
     dir: &Path,
     cases: Option<&Path>,
     junit: Option<&Path>,

@@ -7,7 +7,7 @@ use crate::config::Vars;
 use crate::identity::{TokenRequest, keygen};
 
 /// `mcpd token keygen`: prints a new key pair.
-pub fn run_keygen(kid: &str) -> anyhow::Result<ExitCode> {
+pub(super) fn run_keygen(kid: &str) -> anyhow::Result<ExitCode> {
     let (private, public) = keygen(kid).map_err(anyhow::Error::msg)?;
     println!(
         "# Signing key: keep it secret (a secret manager, the CI's secrets). mcpd token issue,"
@@ -22,7 +22,7 @@ pub fn run_keygen(kid: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// `mcpd token issue`: prints a signed token.
-pub fn run_issue(dir: &Path, req: &TokenRequest) -> anyhow::Result<ExitCode> {
+pub(super) fn run_issue(dir: &Path, req: &TokenRequest) -> anyhow::Result<ExitCode> {
     let catalog = super::load_catalog(dir, &Vars::from_env())?;
     let identity = catalog.identity.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
@@ -35,7 +35,7 @@ pub fn run_issue(dir: &Path, req: &TokenRequest) -> anyhow::Result<ExitCode> {
 }
 
 /// `mcpd token verify`: prints the token's actor, or why it is refused (exit 1).
-pub fn run_verify(dir: &Path, token: &str) -> anyhow::Result<ExitCode> {
+pub(super) fn run_verify(dir: &Path, token: &str) -> anyhow::Result<ExitCode> {
     let catalog = super::load_catalog(dir, &Vars::from_env())?;
     let identity = catalog
         .identity

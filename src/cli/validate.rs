@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::config::Vars;
 
 /// Checks a config directory; exit 0 when clean, 1 with diagnostics.
-pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
             println!(

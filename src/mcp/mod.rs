@@ -6,7 +6,7 @@
 //! `isError` results, unknown tools as JSON-RPC errors. It writes nothing but protocol
 //! to stdout (logs go to stderr, see `cli`).
 
-pub mod http;
+pub(crate) mod http;
 
 use std::sync::Arc;
 
@@ -25,10 +25,10 @@ use crate::telemetry::trace::TraceContext;
 
 /// What the server tells hosts about itself.
 /// The `_meta` key a client sets to supply its own idempotency key for a write.
-pub const IDEMPOTENCY_META: &str = "dev.mcpd/idempotencyKey";
+pub(crate) const IDEMPOTENCY_META: &str = "dev.mcpd/idempotencyKey";
 
 /// The result `_meta` key that says a result was replayed for its idempotency key.
-pub const REPLAYED_META: &str = "dev.mcpd/replayed";
+pub(crate) const REPLAYED_META: &str = "dev.mcpd/replayed";
 
 const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools. Every call \
 is checked against policy; a refused call comes back as an error whose text says why and \
@@ -36,7 +36,7 @@ what would be allowed.";
 
 /// Why serving over stdio stopped with an error. The messages are rmcp's and tokio's.
 #[derive(Debug, thiserror::Error)]
-pub enum StdioError {
+pub(crate) enum StdioError {
     /// The session never started: the client did not complete the handshake.
     #[error(transparent)]
     Handshake(Box<rmcp::service::ServerInitializeError>),
@@ -47,13 +47,13 @@ pub enum StdioError {
 
 /// The rmcp handler.
 #[derive(Debug, Clone)]
-pub struct McpServer {
+pub(crate) struct McpServer {
     engine: Arc<Engine>,
 }
 
 impl McpServer {
     /// A handler over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
     }
 
@@ -61,7 +61,7 @@ impl McpServer {
     ///
     /// # Errors
     /// When the transport fails before the session starts.
-    pub async fn serve_stdio(self) -> Result<(), StdioError> {
+    pub(crate) async fn serve_stdio(self) -> Result<(), StdioError> {
         let running = self
             .serve(rmcp::transport::io::stdio_pipes())
             .await
@@ -72,7 +72,7 @@ impl McpServer {
 }
 
 /// Turns an engine result into an MCP tool result.
-pub fn to_mcp_result(r: CallResult) -> CallToolResult {
+pub(crate) fn to_mcp_result(r: CallResult) -> CallToolResult {
     let mut result = match r.outcome {
         Ok(structured) => CallToolResult::structured(structured),
         Err(f) => CallToolResult::error(vec![ContentBlock::text(f.message())]),

@@ -19,7 +19,7 @@ const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// What to import.
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// The upstream name (from `mcpd.yaml`) the tools call.
     pub upstream: String,
     /// Only operations with one of these tags (all when empty).
@@ -28,7 +28,7 @@ pub struct Options {
 
 /// One generated tool file.
 #[derive(Debug, Clone)]
-pub struct Generated {
+pub(crate) struct Generated {
     /// The tool id, e.g. `petstore.list_pets`.
     pub id: String,
     /// `METHOD /path` of the operation.
@@ -39,7 +39,7 @@ pub struct Generated {
 
 /// The result of an import.
 #[derive(Debug, Clone, Default)]
-pub struct Import {
+pub(crate) struct Import {
     /// One tool per imported operation.
     pub tools: Vec<Generated>,
     /// What was left out or needs a human, one line each.
@@ -50,7 +50,7 @@ pub struct Import {
 
 /// Why a spec cannot be imported at all.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
+pub(crate) enum ImportError {
     /// Not YAML or JSON.
     #[error("the spec does not parse: {0}")]
     Parse(String),
@@ -66,7 +66,7 @@ pub enum ImportError {
 ///
 /// # Errors
 /// When the text parses as neither, or is not an OpenAPI 3.x document.
-pub fn parse(text: &str) -> Result<Value, ImportError> {
+pub(crate) fn parse(text: &str) -> Result<Value, ImportError> {
     let doc: Value = serde_json::from_str(text)
         .or_else(|_| serde_saphyr::from_str::<Value>(text))
         .map_err(|e| ImportError::Parse(e.to_string()))?;
@@ -88,7 +88,7 @@ pub fn parse(text: &str) -> Result<Value, ImportError> {
 }
 
 /// A name usable as an upstream and in tool ids, from the spec's title.
-pub fn default_upstream(doc: &Value) -> String {
+pub(crate) fn default_upstream(doc: &Value) -> String {
     let title = doc
         .pointer("/info/title")
         .and_then(Value::as_str)
@@ -105,7 +105,7 @@ pub fn default_upstream(doc: &Value) -> String {
 ///
 /// # Errors
 /// When the upstream name is unusable.
-pub fn import(doc: &Value, opts: &Options) -> Result<Import, ImportError> {
+pub(crate) fn import(doc: &Value, opts: &Options) -> Result<Import, ImportError> {
     let ok_name = !opts.upstream.is_empty()
         && opts
             .upstream

@@ -29,20 +29,20 @@ const DROP: [&str; 4] = ["discriminator", "xml", "externalDocs", "nullable"];
 
 /// Resolves references within one document.
 #[derive(Debug)]
-pub struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     /// The whole spec.
     pub doc: &'a Value,
 }
 
 impl<'a> Resolver<'a> {
     /// A resolver over `doc`.
-    pub fn new(doc: &'a Value) -> Self {
+    pub(super) fn new(doc: &'a Value) -> Self {
         Self { doc }
     }
 
     /// Follows `$ref` (a parameter, request body, response or path item) to its target;
     /// a reference that does not resolve is returned as it is.
-    pub fn deref(&self, v: &Value) -> Value {
+    pub(super) fn deref(&self, v: &Value) -> Value {
         let mut current = v.clone();
         for _ in 0..MAX_DEPTH {
             let Some(target) = current
@@ -58,7 +58,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// The schema with references inlined and the 3.0 dialect rewritten.
-    pub fn schema(&self, v: &Value) -> Value {
+    pub(super) fn schema(&self, v: &Value) -> Value {
         self.convert(v, &mut Vec::new())
     }
 

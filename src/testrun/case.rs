@@ -14,7 +14,7 @@ use crate::config::server::ActorSpec;
 /// A file of test cases.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CaseFile {
+pub(crate) struct CaseFile {
     /// Where the tools' upstream requests go while these cases run: `recorded` (the
     /// default: each case's `recorded` responses, served by a stub mcpd starts) or `demo`
     /// (the bundled demo API, started fresh for this file). Either way every upstream in
@@ -30,7 +30,7 @@ pub struct CaseFile {
 /// Where upstream requests go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum UpstreamMode {
+pub(crate) enum UpstreamMode {
     /// Each case's `recorded` responses, in order.
     #[default]
     Recorded,
@@ -43,7 +43,7 @@ pub enum UpstreamMode {
 /// a second identical write can be expected to replay.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Case {
+pub(crate) struct Case {
     /// What the case shows, e.g. `golden: August export masks emails`.
     pub name: String,
     /// The call.
@@ -60,7 +60,7 @@ pub struct Case {
 /// The call a case makes.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CallSpec {
+pub(crate) struct CallSpec {
     /// The tool id (`orders.export`) or wire name (`orders_export`).
     pub tool: String,
     /// The arguments.
@@ -80,7 +80,7 @@ pub struct CallSpec {
 /// An elevation grant.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GrantSpec {
+pub(crate) struct GrantSpec {
     /// The change ticket, e.g. `CHG-1234`.
     pub ticket: String,
     /// Limit the grant to calls whose `env` argument is this, e.g. `prod`.
@@ -94,7 +94,7 @@ pub struct GrantSpec {
 /// One recorded upstream response.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     /// The HTTP status (default 200).
     #[serde(default = "ok_status")]
     pub status: u16,
@@ -113,7 +113,7 @@ fn ok_status() -> u16 {
 /// What must come of a call. Every field given is checked; all must hold.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// `allow` (the default: the call succeeds), `deny` (policy refuses it), `invalid`
     /// (the arguments are refused before policy) or `error` (any other tool error,
     /// such as an upstream error status).
@@ -154,7 +154,7 @@ pub struct Expect {
 /// The expected decision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Decision {
+pub(crate) enum Decision {
     /// The call succeeds.
     #[default]
     Allow,
@@ -169,7 +169,7 @@ pub enum Decision {
 /// One JSONPath assertion. Give `path` and at least one check.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Assertion {
+pub(crate) struct Assertion {
     /// JSONPath into the result, e.g. `$.orders[*]` or `$.orders[0].email`.
     pub path: String,
     /// How many nodes the path must select (`$.orders[*]` selects each order).

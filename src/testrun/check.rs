@@ -10,7 +10,7 @@ use crate::response::jsonpath::JsonPath;
 
 /// What the upstream saw during the call.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(super) struct Seen {
     /// Requests it received.
     pub requests: usize,
     /// Requests that found no recorded response.
@@ -20,7 +20,7 @@ pub struct Seen {
 }
 
 /// Problems in the case itself, found before it runs.
-pub fn well_formed(case: &Case, mode: UpstreamMode) -> Result<(), Vec<String>> {
+pub(super) fn well_formed(case: &Case, mode: UpstreamMode) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     if mode == UpstreamMode::Demo && !case.recorded.is_empty() {
         problems.push(
@@ -70,7 +70,7 @@ pub fn well_formed(case: &Case, mode: UpstreamMode) -> Result<(), Vec<String>> {
 }
 
 /// Every expectation that does not hold for `result`.
-pub fn judge(expect: &Expect, result: &CallResult, seen: &Seen) -> Vec<String> {
+pub(super) fn judge(expect: &Expect, result: &CallResult, seen: &Seen) -> Vec<String> {
     let mut problems = judge_call(expect, result);
     if seen.unanswered > 0 {
         problems.push(format!(

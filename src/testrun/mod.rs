@@ -5,9 +5,9 @@
 //! API or a stub of recorded responses), pointing the config's upstreams at it, and the
 //! verdicts. It must not print: the CLI renders the report.
 
-pub mod case;
+pub(crate) mod case;
 mod check;
-pub mod stub;
+pub(crate) mod stub;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,14 +19,14 @@ use crate::config::{self, Located, Vars};
 use crate::engine::{CallContext, Engine};
 use crate::identity::{Actor, Source};
 
-pub use case::{CaseFile, UpstreamMode};
+pub(crate) use case::{CaseFile, UpstreamMode};
 
 /// The directory of case files in a config directory.
-pub const TESTS_DIR: &str = "tests.d";
+pub(crate) const TESTS_DIR: &str = "tests.d";
 
 /// The verdict on one case.
 #[derive(Debug, Clone)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Every expectation held.
     Pass,
     /// These expectations did not hold (each says what was expected and what came).
@@ -35,7 +35,7 @@ pub enum Verdict {
 
 /// One case's outcome.
 #[derive(Debug, Clone)]
-pub struct CaseReport {
+pub(crate) struct CaseReport {
     /// The case file, as given.
     pub file: PathBuf,
     /// The case's name.
@@ -49,7 +49,7 @@ pub struct CaseReport {
 /// Why a run could not start. The CLI prints it with its causes (`{:#}`), so a
 /// message does not repeat its source.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     /// The config directory does not load or compile.
     #[error("invalid configuration in '{0}' (run 'mcpd validate'):\n{1}")]
     Config(PathBuf, Diagnostics),
@@ -73,7 +73,7 @@ pub enum RunError {
 /// failed case, not a failed run: unlike [`RunError`], the other cases still run. A
 /// message includes its cause: the report prints it as is (`{}`), not with its sources.
 #[derive(Debug, thiserror::Error)]
-pub enum CaseError {
+pub(crate) enum CaseError {
     /// The case file cannot be read.
     #[error("{}: cannot read file: {source}", .path.display())]
     Read {
@@ -102,7 +102,7 @@ pub enum CaseError {
 }
 
 /// An error from another area whose type the run does not look into, only reports.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `line:col:` of a parse error, or nothing when it has no place.
 fn position(e: &serde_saphyr::Error) -> String {
@@ -125,7 +125,7 @@ fn parse_message(e: &serde_saphyr::Error) -> String {
 ///
 /// # Errors
 /// When the path cannot be read or holds no case file.
-pub fn case_paths(path: &Path) -> Result<Vec<PathBuf>, RunError> {
+pub(crate) fn case_paths(path: &Path) -> Result<Vec<PathBuf>, RunError> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -146,7 +146,7 @@ pub fn case_paths(path: &Path) -> Result<Vec<PathBuf>, RunError> {
 ///
 /// # Errors
 /// When the config does not compile or an upstream cannot be started.
-pub async fn run(dir: &Path, cases: &[PathBuf]) -> Result<Vec<CaseReport>, RunError> {
+pub(crate) async fn run(dir: &Path, cases: &[PathBuf]) -> Result<Vec<CaseReport>, RunError> {
     let (loaded, diags) = config::load_dir(dir);
     if !diags.is_empty() {
         return Err(RunError::Config(dir.to_path_buf(), diags));

@@ -17,7 +17,7 @@ use super::case::Recorded;
 
 /// A request the stub received.
 #[derive(Debug, Clone)]
-pub struct StubRequest {
+pub(crate) struct StubRequest {
     /// HTTP method.
     pub method: String,
     /// Path and query, as sent.
@@ -34,7 +34,7 @@ struct Inner {
 
 /// A running stub; it stops when the runtime does.
 #[derive(Debug, Clone)]
-pub struct Stub {
+pub(crate) struct Stub {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     inner: Arc<Mutex<Inner>>,
@@ -45,7 +45,7 @@ impl Stub {
     ///
     /// # Errors
     /// When no port can be bound.
-    pub async fn start() -> std::io::Result<Self> {
+    pub(crate) async fn start() -> std::io::Result<Self> {
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -60,7 +60,7 @@ impl Stub {
     }
 
     /// Starts a new case: these responses, in order, and an empty request log.
-    pub fn load(&self, responses: &[Recorded]) {
+    pub(crate) fn load(&self, responses: &[Recorded]) {
         let mut inner = self.lock();
         inner.queue = responses.iter().cloned().collect();
         inner.seen.clear();
@@ -68,12 +68,12 @@ impl Stub {
     }
 
     /// The requests received since the last `load`.
-    pub fn requests(&self) -> Vec<StubRequest> {
+    pub(crate) fn requests(&self) -> Vec<StubRequest> {
         self.lock().seen.clone()
     }
 
     /// How many requests since the last `load` found no recorded response.
-    pub fn unanswered(&self) -> usize {
+    pub(crate) fn unanswered(&self) -> usize {
         self.lock().unanswered
     }
 

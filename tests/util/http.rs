@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 use super::DEADLINE;
 
 /// A blocking HTTP GET returning JSON (tests must not depend on mcpd's client).
-pub fn http_get_json(url: &str) -> Value {
+pub(crate) fn http_get_json(url: &str) -> Value {
     let body = http_get_text(url);
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
 }
 
 /// A blocking HTTP GET returning the body as text.
-pub fn http_get_text(url: &str) -> String {
+pub(crate) fn http_get_text(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     request(authority, "GET", path, &[], None).body
@@ -24,14 +24,14 @@ pub fn http_get_text(url: &str) -> String {
 
 /// An HTTP response, read whole.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -40,14 +40,14 @@ impl Reply {
 
     /// The JSON-RPC message in the body: plain JSON, or the last SSE `data:` line that
     /// holds one.
-    pub fn message(&self) -> Value {
+    pub(crate) fn message(&self) -> Value {
         self.try_message()
             .unwrap_or_else(|| panic!("no JSON-RPC message in {self:?}"))
     }
 
     /// As `message`, or `None` when the stream ended without one (a server that died
     /// mid-answer).
-    pub fn try_message(&self) -> Option<Value> {
+    pub(crate) fn try_message(&self) -> Option<Value> {
         if let Ok(v) = serde_json::from_str(&self.body) {
             return Some(v);
         }
@@ -60,7 +60,7 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request on a fresh connection (tests must not depend on mcpd's client).
-pub fn request(
+pub(crate) fn request(
     authority: &str,
     method: &str,
     path: &str,
@@ -72,7 +72,7 @@ pub fn request(
 }
 
 /// As [`request`], with connection failures (a dead server) as errors.
-pub fn try_request(
+pub(crate) fn try_request(
     authority: &str,
     method: &str,
     path: &str,
@@ -142,7 +142,7 @@ fn dechunk(mut s: &str) -> String {
 /// body included, before forwarding it: the demo API records what reached it but not
 /// bodies. One request per connection: it asks the upstream to close, so the answer it
 /// relays tells the client not to reuse the connection.
-pub struct RecordingProxy {
+pub(crate) struct RecordingProxy {
     /// `http://127.0.0.1:PORT`: point an upstream URL here.
     pub url: String,
     seen: Arc<Mutex<Vec<Value>>>,
@@ -150,7 +150,7 @@ pub struct RecordingProxy {
 
 impl RecordingProxy {
     /// Forwards to `upstream` (`http://host:port`).
-    pub fn start(upstream: &str) -> Self {
+    pub(crate) fn start(upstream: &str) -> Self {
         let target = upstream
             .strip_prefix("http://")
             .unwrap()
@@ -172,7 +172,7 @@ impl RecordingProxy {
 
     /// Every request so far, in arrival order: method, path, query, headers (names in
     /// lowercase, sorted), body (JSON when it parses, else text; null when empty).
-    pub fn requests(&self) -> Vec<Value> {
+    pub(crate) fn requests(&self) -> Vec<Value> {
         self.seen.lock().unwrap().clone()
     }
 }

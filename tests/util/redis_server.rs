@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A running redis-server; killed (and reaped) on drop.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     /// `redis://127.0.0.1:PORT/`.
     pub url: String,
@@ -19,7 +19,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one and waits until it accepts connections, or returns `None` with a loud
     /// message when the binary is missing (CI installs Debian's redis-server).
-    pub fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

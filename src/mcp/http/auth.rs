@@ -27,11 +27,11 @@ use crate::engine::Engine;
 use crate::identity::Actor;
 
 /// The RFC 9728 well-known path.
-pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 /// The authentication settings and what verifies tokens.
 #[derive(Clone)]
-pub struct Auth {
+pub(crate) struct Auth {
     engine: Arc<Engine>,
     jwks: Option<Arc<super::jwks::Jwks>>,
     required: bool,
@@ -46,7 +46,7 @@ impl Auth {
     /// # Errors
     /// [`HttpError::NoVerifier`]: auth is on and `mcpd.yaml` has neither `identity:` nor
     /// `http.jwks`.
-    pub fn new(
+    pub(crate) fn new(
         engine: &Arc<Engine>,
         opts: &HttpOptions,
         jwks: Option<Arc<super::jwks::Jwks>>,
@@ -97,7 +97,7 @@ fn metadata_url_for(resource: &str) -> String {
 }
 
 /// Verifies the bearer token of every `/mcp` request.
-pub async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) -> Response {
     let mut req = req;
     // The token is mcpd's alone: nothing after this point sees it.
     let token = req
@@ -237,7 +237,7 @@ fn forbidden(auth: &Auth, headers: &HeaderMap, scope: &str, msg: &str) -> Respon
 }
 
 /// The protected-resource metadata, at the well-known path and with `/mcp` appended.
-pub fn metadata_routes(auth: Auth) -> Router {
+pub(crate) fn metadata_routes(auth: Auth) -> Router {
     Router::new()
         .route(METADATA_PATH, get(metadata))
         .route(&format!("{METADATA_PATH}{MCP_PATH}"), get(metadata))

@@ -18,7 +18,7 @@ use crate::config::server::JwksSpec;
 use crate::identity::{Actor, Source};
 
 /// The shortest time between two fetches of the key set.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_S: u64 = 5;
 /// Algorithms accepted: asymmetric only.
@@ -39,7 +39,7 @@ const ALGORITHMS: &[Algorithm] = &[
 /// accepted: ". A message includes its cause: it is printed as is (`{}`), not with its
 /// sources.
 #[derive(Debug, thiserror::Error)]
-pub enum JwksError {
+pub(crate) enum JwksError {
     /// The HTTP client for the key set cannot be built.
     #[error(transparent)]
     Client(reqwest::Error),
@@ -87,7 +87,7 @@ pub enum JwksError {
 }
 
 /// An external issuer and its cached keys.
-pub struct Jwks {
+pub(crate) struct Jwks {
     spec: JwksSpec,
     client: reqwest::Client,
     keys: tokio::sync::RwLock<HashMap<String, DecodingKey>>,
@@ -109,7 +109,7 @@ impl Jwks {
     ///
     /// # Errors
     /// The HTTP client cannot be built.
-    pub async fn new(spec: JwksSpec) -> Result<Self, JwksError> {
+    pub(crate) async fn new(spec: JwksSpec) -> Result<Self, JwksError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -132,7 +132,7 @@ impl Jwks {
     }
 
     /// The issuer whose tokens this verifies.
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.spec.issuer
     }
 
@@ -180,7 +180,7 @@ impl Jwks {
     ///
     /// # Errors
     /// Why the token is refused.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Actor>, JwksError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<Actor>, JwksError> {
         let header = jsonwebtoken::decode_header(token).map_err(JwksError::NotJwt)?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(JwksError::SymmetricAlgorithm {
@@ -248,7 +248,7 @@ impl Jwks {
 }
 
 /// The `iss` of a token, read without verifying: only to choose who verifies it.
-pub fn unverified_issuer(token: &str) -> Option<String> {
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

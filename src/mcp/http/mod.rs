@@ -7,8 +7,8 @@
 //! accepting, drains the calls in flight, then closes the sessions. It must not decide
 //! anything about a call beyond who makes it: the engine does the rest.
 
-pub mod auth;
-pub mod jwks;
+pub(crate) mod auth;
+pub(crate) mod jwks;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,7 +33,7 @@ use crate::mcp::McpServer;
 /// Why the HTTP server cannot start or stopped with an error. The CLI prints it with its
 /// causes (`{:#}`), so a message does not repeat its source.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// The external issuer cannot be set up.
     #[error(transparent)]
     Jwks(#[from] jwks::JwksError),
@@ -61,11 +61,11 @@ pub enum HttpError {
 }
 
 /// Where the MCP endpoint is mounted.
-pub const MCP_PATH: &str = "/mcp";
+pub(crate) const MCP_PATH: &str = "/mcp";
 
 /// How `serve --http` runs: `mcpd.yaml`'s `http:` section with the flags applied.
 #[derive(Debug, Clone)]
-pub struct HttpOptions {
+pub(crate) struct HttpOptions {
     /// The address to listen on (`127.0.0.1:0` picks a free port).
     pub addr: SocketAddr,
     /// `Host` values accepted.
@@ -169,7 +169,7 @@ struct AppState {
 ///
 /// # Errors
 /// When the address cannot be bound or auth is on without a way to verify tokens.
-pub async fn serve(
+pub(crate) async fn serve(
     engine: Arc<Engine>,
     opts: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -322,7 +322,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
