@@ -20,7 +20,7 @@ use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
 use crate::upstream::request::DEFAULT_RETRIES;
-use crate::upstream::{BodyTpl, RequestPlan, Upstreams};
+use crate::upstream::{BodyTpl, RequestPlan, Secrets, Upstreams};
 use crate::util::duration::parse as parse_duration;
 
 /// A variable a template reads that the tool cannot give it.
@@ -120,7 +120,7 @@ impl ToolCompiler<'_> {
             output,
             request: request?,
             response,
-            secrets: self.secrets.iter().cloned().collect(),
+            secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>()),
             limits,
             idempotency,
             cost,

@@ -11,7 +11,7 @@ use crate::limits::{CostPlan, ToolLimits};
 use crate::response::ResponseMap;
 use crate::telemetry::slo::Slo;
 use crate::template::{TemplateSet, Tpl};
-use crate::upstream::request::RequestPlan;
+use crate::upstream::request::{RequestError, RequestPlan, Secrets};
 
 /// A tool's idempotency: the key template and how long results replay.
 #[derive(Debug)]
@@ -44,8 +44,10 @@ pub struct Tool {
     pub request: RequestPlan,
     /// How replies become results.
     pub response: ResponseMap,
-    /// Environment variables its templates read as `secret.NAME`.
-    pub secrets: Vec<String>,
+    /// The values of the environment variables its templates read as `secret.NAME`,
+    /// read when it was compiled; a missing one fails each call that needs it, not the
+    /// compile (`mcpd validate` runs without secrets).
+    pub secrets: Result<Secrets, RequestError>,
     /// Its rate limit and concurrency cap.
     pub limits: ToolLimits,
     /// How its calls are made idempotent, for writes.

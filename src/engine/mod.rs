@@ -171,7 +171,7 @@ impl Engine {
             // 10. send with the tool's timeout; only idempotent requests are retried
             let reply = send(c, &out, claim.is_some()).await?;
             // 11. map the reply: status to error, select, masks, detectors, output schema
-            self.map(c, &decision, &reply, &out.secrets).await
+            self.map(c, &decision, &reply, out.secrets).await
         }
         .await;
         // 7b. the key keeps this outcome when the upstream answered (< 500), else it is
@@ -462,8 +462,8 @@ enum Claimed {
 
 /// A rendered request on its way out: the request, the secrets it holds (to scrub from
 /// messages) and its `upstream.request` span.
-struct Outgoing {
+struct Outgoing<'a> {
     request: Prepared,
-    secrets: Secrets,
+    secrets: &'a Secrets,
     span: tracing::Span,
 }

@@ -18,7 +18,7 @@ use crate::idempotency::{self, Claim, Stored};
 use crate::identity::Actor;
 use crate::policy::Decision;
 use crate::store::StoreError;
-use crate::upstream::{Reply, Secrets};
+use crate::upstream::Reply;
 
 /// Step 2: the transport's verified actor, the stdio caller's token, or the configured
 /// default actor; otherwise the call is refused.
@@ -118,16 +118,16 @@ pub(super) fn state_failure(e: StoreError) -> Failure {
 
 /// Step 9: the request rendered from the tool's templates, with the trace and key
 /// headers, checked against egress on its final URL.
-pub(super) fn render(
-    c: &mut Call<'_>,
+pub(super) fn render<'a>(
+    c: &mut Call<'a>,
     base: &reqwest::Url,
     claim: Option<&Claim>,
-) -> Result<Outgoing, Failure> {
+) -> Result<Outgoing<'a>, Failure> {
     let tool = c.tool;
-    let secrets = Secrets::read(&tool.secrets).map_err(|e| Failure::Request(e.to_string()))?;
+    let secrets = (tool.secrets.as_ref()).map_err(|e| Failure::Request(e.to_string()))?;
     let args = c.template_args().clone();
     let mut request = (tool.request)
-        .render(&tool.id, &tool.templates, base, &args, &secrets)
+        .render(&tool.id, &tool.templates, base, &args, secrets)
         .map_err(|e| Failure::Request(e.to_string()))?;
     let span = record::upstream_span(tool, request.url.host_str().unwrap_or_default());
     // The upstream continues the trace under this request's span (exported or not).
@@ -155,7 +155,11 @@ pub(super) fn render(
 
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
 /// is idempotent (GET, PUT, DELETE, or keyed); never after a timeout.
-pub(super) async fn send(c: &mut Call<'_>, out: &Outgoing, keyed: bool) -> Result<Reply, Failure> {
+pub(super) async fn send(
+    c: &mut Call<'_>,
+    out: &Outgoing<'_>,
+    keyed: bool,
+) -> Result<Reply, Failure> {
     let plan = &c.tool.request;
     let retries = if plan.retryable(keyed) {
         plan.retries

@@ -96,10 +96,13 @@ pub enum RequestError {
     HostChanged(String),
 }
 
-/// The values of the secrets one tool reads (`secret.NAME`), read for one call.
+/// The values of the secrets one tool reads (`secret.NAME`), read from the environment
+/// once, when the tool is compiled (a process's environment does not change under it).
 #[derive(Default)]
 pub struct Secrets {
     values: Vec<(String, String)>,
+    /// What templates see as `secret`, built once.
+    template: minijinja::Value,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -122,8 +125,13 @@ impl Secrets {
                     .map(|v| (name.clone(), v))
                     .map_err(|_| RequestError::MissingSecret(name.clone()))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { values })
+            .collect::<Result<Vec<_>, _>>()?;
+        let map: Map<String, Value> = values
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let template = crate::template::to_value(&map);
+        Ok(Self { values, template })
     }
 
     /// Replaces every secret value in `text`, so no error or log carries one.
@@ -134,16 +142,6 @@ impl Secrets {
             }
         }
         text
-    }
-
-    /// What templates see as `secret`.
-    fn to_template(&self) -> minijinja::Value {
-        let map: Map<String, Value> = self
-            .values
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        crate::template::to_value(&map)
     }
 }
 
@@ -161,7 +159,7 @@ impl RequestPlan {
         args: &minijinja::Value,
         secrets: &Secrets,
     ) -> Result<Prepared, RequestError> {
-        let ctx = minijinja::context! { args => args.clone(), secret => secrets.to_template() };
+        let ctx = minijinja::context! { args => args.clone(), secret => secrets.template.clone() };
         let fail = |field: &str, e: RenderError| RequestError::Template {
             tool: tool.to_owned(),
             field: field.to_owned(),
