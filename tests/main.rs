@@ -12,6 +12,7 @@ mod util;
 
 mod audit;
 mod call;
+mod docs;
 mod host_config;
 mod http;
 mod identity;

@@ -185,21 +185,3 @@ fn github_actions_example_runs_validate_and_test() {
         std::fs::read_to_string(repo().join(".github/pull_request_template.md")).unwrap();
     assert!(template.contains("**golden** case") && template.contains("**adversarial** case"));
 }
-
-#[test]
-fn the_readme_example_case_file_passes() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme.split("## Writing tests").nth(1).unwrap();
-    let example = section
-        .split("```yaml\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), example).unwrap();
-    let (code, out, err) = mcpd_test(&repo(), &["--cases", file.path().to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("2 passed, 0 failed"), "{out}");
-}

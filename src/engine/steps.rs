@@ -38,7 +38,7 @@ pub(super) fn identify(catalog: &Catalog, ctx: &CallContext) -> Result<Arc<Actor
     }
     Err(Failure::Unauthenticated(match &catalog.identity {
         Some(identity) => crate::identity::TokenError::Missing(identity.token_source()).to_string(),
-        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (README: Identity)".to_owned(),
+        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (docs/identity.md)".to_owned(),
     }))
 }
 

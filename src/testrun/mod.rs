@@ -54,9 +54,7 @@ pub(crate) enum RunError {
     #[error("invalid configuration in '{0}' (run 'mcpd validate'):\n{1}")]
     Config(PathBuf, Diagnostics),
     /// No case files where they were looked for.
-    #[error(
-        "no test cases in '{0}': add YAML files with a 'cases:' list (see README, 'Writing tests')"
-    )]
+    #[error("no test cases in '{0}': add YAML files with a 'cases:' list (see docs/testing.md)")]
     NoCases(PathBuf),
     /// The case directory cannot be read.
     #[error("cannot read '{0}'")]
