@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::tool::{DEFAULT_IDEM_TTL, IdemPlan, Tool, wire_name};
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
-use crate::config::{Located, ToolSpec};
+use crate::config::{Located, ToolSpec, Vars};
 use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::telemetry::slo::Slo;
@@ -53,6 +53,8 @@ pub(super) struct ToolCompiler<'a> {
     pub(super) templates: TemplateSet,
     pub(super) diags: Diagnostics,
     pub(super) secrets: BTreeSet<String>,
+    /// Where `secret.NAME` values come from.
+    pub(super) vars: &'a Vars,
 }
 
 impl ToolCompiler<'_> {
@@ -120,7 +122,7 @@ impl ToolCompiler<'_> {
             output,
             request: request?,
             response,
-            secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>()),
+            secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>(), self.vars),
             limits,
             idempotency,
             cost,

@@ -75,7 +75,6 @@ impl Catalog {
         let upstreams = Upstreams::compile(
             server_path,
             server,
-            vars,
             previous.map(|c| &c.upstreams),
             &mut diags,
         )
@@ -125,6 +124,7 @@ impl Catalog {
                             templates: TemplateSet::new(),
                             diags: Diagnostics::default(),
                             secrets: BTreeSet::new(),
+                            vars,
                         };
                         let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
                         diags.extend(c.diags);

@@ -446,7 +446,7 @@ pub(crate) fn check(
     dir: &Path,
     vars: &Vars,
 ) -> Result<(config::Loaded, Catalog), crate::config::diag::Diagnostics> {
-    let (loaded, mut diags) = config::load_dir(dir);
+    let (loaded, mut diags) = config::load_dir_with(dir, vars, None);
     let compiled = Catalog::compile(&loaded, vars);
     match compiled {
         Ok(catalog) if diags.is_empty() => Ok((loaded, catalog)),

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -165,9 +166,11 @@ pub struct RequestSpec {
     /// Path below the upstream's base URL, starting with `/`. Values inserted by
     /// `{{ ... }}` are URL-encoded as one path segment each.
     pub path: Located<String>,
-    /// Query parameters; each value is a template. A value that renders empty is left out.
+    /// Query parameters, sent in the order written; each value is a template. A value
+    /// that renders empty is left out, so an optional argument is written
+    /// `"{{ args.limit | default('') }}"`.
     #[serde(default)]
-    pub query: BTreeMap<String, Located<String>>,
+    pub query: IndexMap<String, Located<String>>,
     /// Request headers; each value is a template. Use `secret.*` for credentials.
     #[serde(default)]
     pub headers: BTreeMap<String, Located<String>>,

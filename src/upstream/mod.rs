@@ -19,7 +19,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::config::diag::{Diagnostic, Diagnostics};
-use crate::config::{Located, ServerSpec, Vars, expand_env};
+use crate::config::{Located, ServerSpec};
 use crate::util::duration::parse as parse_duration;
 
 /// Default time allowed for a whole request.
@@ -178,24 +178,24 @@ impl Upstream {
 pub struct Upstreams(BTreeMap<String, Arc<Upstream>>);
 
 impl Upstreams {
-    /// Builds clients for every upstream in `mcpd.yaml` (`path`), reporting every bad
-    /// URL, unset variable or bad duration at its position. An upstream of `previous`
+    /// Builds clients for every upstream in `mcpd.yaml` (`path`, its `${VAR}` already
+    /// expanded when it was loaded), reporting every bad URL or bad duration at its
+    /// position. An upstream of `previous`
     /// whose settings are unchanged is reused as is, so a reload keeps its connection pool
     /// (and skips building a TLS client, ~35 ms each).
     pub fn compile(
         path: &Path,
         spec: &ServerSpec,
-        vars: &Vars,
         previous: Option<&Upstreams>,
         diags: &mut Diagnostics,
     ) -> Option<Self> {
         let before = diags.len();
         let mut out = BTreeMap::new();
         for (name, up) in &spec.upstreams {
-            let base = parse_base(path, name, &up.url, vars, diags);
+            let base = parse_base(path, name, &up.url, diags);
             let mut regions = BTreeMap::new();
             for (region, url) in &up.regions {
-                if let Some(u) = parse_base(path, name, url, vars, diags) {
+                if let Some(u) = parse_base(path, name, url, diags) {
                     regions.insert(region.clone(), u);
                 }
             }
@@ -263,20 +263,13 @@ fn parse_base(
     path: &Path,
     name: &str,
     url: &Located<String>,
-    vars: &Vars,
     diags: &mut Diagnostics,
 ) -> Option<Url> {
-    let expanded = match expand_env(&url.value, vars) {
-        Ok(s) => s,
-        Err(e) => {
-            diags.push(Diagnostic::new(
-                path,
-                url.pos,
-                format!("upstream '{name}': {e}"),
-            ));
-            return None;
-        }
-    };
+    if url.value.contains("${") {
+        // A variable that could not be expanded: reported when the file was loaded.
+        return None;
+    }
+    let expanded = &url.value;
     match Url::parse(expanded.trim_end_matches('/')) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
         Ok(u) => {

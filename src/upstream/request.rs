@@ -13,6 +13,7 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 
 use super::Upstream;
+use crate::config::Vars;
 use crate::template::{RenderError, TemplateSet, Tpl};
 
 /// Default extra attempts for an idempotent request.
@@ -113,17 +114,18 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Reads the environment variables `names`.
+    /// Reads the secrets `names` from `vars` (the environment, or placeholders in a
+    /// test run).
     ///
     /// # Errors
     /// The first one that is not set.
-    pub fn read(names: &[String]) -> Result<Self, RequestError> {
+    pub fn read(names: &[String], vars: &Vars) -> Result<Self, RequestError> {
         let values = names
             .iter()
             .map(|name| {
-                std::env::var(name)
+                vars.secret(name)
                     .map(|v| (name.clone(), v))
-                    .map_err(|_| RequestError::MissingSecret(name.clone()))
+                    .ok_or_else(|| RequestError::MissingSecret(name.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let map: Map<String, Value> = values
