@@ -43,6 +43,21 @@ enum VariableError {
     UnnamedSecret,
 }
 
+/// The name in the first `${NAME}` (or `${NAME:-default}`) of a template: tool files are
+/// not expanded like `mcpd.yaml`, so such text is a mistake to point out, not to send.
+fn shell_variable(text: &str) -> Option<&str> {
+    text.match_indices("${").find_map(|(i, _)| {
+        let inner = text.get(i + 2..)?;
+        let end = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+        let name = inner.get(..end)?;
+        let closed = inner
+            .get(end..)
+            .is_some_and(|r| r.starts_with('}') || r.starts_with(":-"));
+        (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) && closed)
+            .then_some(name)
+    })
+}
+
 /// Longest tool id (hosts reject longer names).
 const MAX_NAME: usize = 64;
 
@@ -293,6 +308,16 @@ impl ToolCompiler<'_> {
         args: &BTreeSet<String>,
         roots: &[&str],
     ) -> Option<Tpl> {
+        if let Some(var) = shell_variable(&src.value) {
+            self.err(
+                src.pos,
+                field,
+                format!(
+                    "'${{{var}}}' is not expanded in tool files: read environment variable {var} with '{{{{ secret.{var} }}}}' (for a literal '${{', write {{{{ '${{' }}}})"
+                ),
+            );
+            return None;
+        }
         let name = format!("{}/{field}", self.id);
         match self.templates.add(&name, &src.value, slot) {
             Ok((tpl, vars)) => {
@@ -523,5 +548,19 @@ impl ToolCompiler<'_> {
             masks,
             errors,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_variable;
+
+    #[test]
+    fn shell_variables_in_templates_are_found_and_literals_are_not() {
+        assert_eq!(shell_variable("Bearer ${API_TOKEN}"), Some("API_TOKEN"));
+        assert_eq!(shell_variable("${HOST:-x}/a"), Some("HOST"));
+        assert_eq!(shell_variable("a {{ '${' }} b"), None);
+        assert_eq!(shell_variable("price: $5, {x}"), None);
+        assert_eq!(shell_variable("${1}"), None);
     }
 }

@@ -452,7 +452,18 @@ pub(crate) fn check(
         Ok(catalog) if diags.is_empty() => Ok((loaded, catalog)),
         Ok(_) => Err(diags),
         Err(more) => {
-            diags.extend(more);
+            // A file that did not load was compiled as its empty default: leave out what
+            // follows only from that (no upstreams, no egress), not the user's mistakes.
+            let broken = |path: &Path| diags.0.iter().any(|d| d.file == path);
+            let (server_broken, policy_broken) =
+                (broken(&loaded.server.0), broken(&loaded.policy.0));
+            let more = more.0.into_iter().filter(|d| {
+                !(server_broken && d.message.contains("request.upstream: unknown upstream")
+                    || policy_broken
+                        && d.file == loaded.server.0
+                        && d.message.contains("egress to host"))
+            });
+            diags.extend(crate::config::diag::Diagnostics(more.collect()));
             diags.sort();
             diags.0.dedup();
             Err(diags)

@@ -9,6 +9,7 @@ pub mod expand;
 pub mod policy;
 pub mod server;
 pub mod tool;
+pub mod yaml;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -114,13 +115,7 @@ fn yaml_diagnostic(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
         .location()
         .map(|l| Pos::new(l.line(), l.column()))
         .unwrap_or_default();
-    let message = e.without_snippet().to_string();
-    // The parser appends its own "at line X column Y"; the position is already in front.
-    let message = match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(&message).to_owned(),
-        None => message,
-    };
-    Diagnostic::new(path, pos, message)
+    Diagnostic::new(path, pos, yaml::message(e))
 }
 
 fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {

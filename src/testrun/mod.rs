@@ -109,14 +109,9 @@ fn position(e: &serde_saphyr::Error) -> String {
         .unwrap_or_default()
 }
 
-/// A parse error's message without the parser's snippet and its own "at line X column Y"
-/// (the position is already in front).
+/// A parse error's message as a YAML author reads it (the position is already in front).
 fn parse_message(e: &serde_saphyr::Error) -> String {
-    let msg = e.without_snippet().to_string();
-    match msg.rfind(" at line ") {
-        Some(i) => msg.get(..i).unwrap_or_default().to_owned(),
-        None => msg,
-    }
+    config::yaml::message(e)
 }
 
 /// The case files at `path`: the file itself, or the YAML files of a directory, sorted.
