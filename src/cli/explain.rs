@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use crate::catalog::{Catalog, Tool};
+use crate::catalog::Tool;
 use crate::config::Vars;
 use crate::config::policy::Mode;
 use crate::policy::{Facts, effect_name};
@@ -112,7 +112,7 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         None => {
             println!(
                 "request   {}",
-                request_line(&catalog, &tool, &args, d.route.as_deref())
+                request_line(&tool, &args, d.route.as_deref())
             );
             println!("decision  ALLOW (no upstream request was made)");
             Ok(ExitCode::SUCCESS)
@@ -126,7 +126,7 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
 
 /// The request the call would send: method and final URL (the upstream's, or the routed
 /// region's), with each secret shown as `[secret NAME]`; or why there would be none.
-fn request_line(catalog: &Catalog, tool: &Tool, args: &Value, region: Option<&str>) -> String {
+fn request_line(tool: &Tool, args: &Value, region: Option<&str>) -> String {
     let upstream = &tool.request.upstream;
     let Some(base) = upstream.base_for(region) else {
         return format!(
@@ -144,11 +144,7 @@ fn request_line(catalog: &Catalog, tool: &Tool, args: &Value, region: Option<&st
         Ok(req) => {
             // The values are placeholders (URL-safe), so scrubbing finds them verbatim.
             let url = secrets.scrub(req.url.to_string());
-            let egress = match catalog.egress.check(&req.url) {
-                Ok(()) => String::new(),
-                Err(e) => format!(" (refused: {e})"),
-            };
-            format!("{} {url}{egress}", req.method)
+            format!("{} {url}", req.method)
         }
         Err(e) => format!("cannot be built: {e}"),
     }

@@ -289,4 +289,87 @@ mod tests {
             "environment variable 'MCPD_T_SURELY_UNSET' is not set (write '${MCPD_T_SURELY_UNSET:-default}' to give a default)"
         );
     }
+
+    fn policy(egress: &[&str]) -> PolicySpec {
+        let yaml = format!("default: allow\negress: [{}]\n", egress.join(", "));
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn egress_entries_expand_drop_when_empty_and_split_comma_lists() {
+        let vars = Vars::default()
+            .with("MCPD_T_ONE", "stub.local:8099")
+            .with("MCPD_T_TWO", " a.example , b.example:443 ,");
+        let mut spec = policy(&[
+            "api.example",
+            "\"${MCPD_T_NOTHING:-}\"",
+            "\"${MCPD_T_ONE}\"",
+            "\"${MCPD_T_TWO}\"",
+        ]);
+        let mut diags = Diagnostics::default();
+        expand_policy(Path::new("p.yaml"), &mut spec, &vars, &mut diags);
+        assert!(diags.is_empty(), "{diags}");
+        let hosts: Vec<&str> = spec.egress.iter().map(|e| e.value.as_str()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "api.example",
+                "stub.local:8099",
+                "a.example",
+                "b.example:443"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unset_variable_in_egress_is_reported_at_its_entry_and_left_out() {
+        let mut spec = policy(&["api.example", "\"${MCPD_T_SURELY_UNSET}\""]);
+        let mut diags = Diagnostics::default();
+        expand_policy(Path::new("p.yaml"), &mut spec, &Vars::default(), &mut diags);
+        assert_eq!(spec.egress.len(), 1);
+        let text = diags.to_string();
+        assert!(
+            text.starts_with(
+                "p.yaml:2:23: egress[1]: environment variable 'MCPD_T_SURELY_UNSET' is not set"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_listed_server_field_expands() {
+        let yaml = r#"
+upstreams:
+  a: { url: "${MCPD_T_H}/v1", regions: { eu: "${MCPD_T_H}/eu" } }
+state: "${MCPD_T_H}/state.redb"
+audit: { path: "${MCPD_T_H}/audit.jsonl" }
+identity: { audience: "${MCPD_T_H}", issuer: "${MCPD_T_H}", token_file: "${MCPD_T_H}" }
+telemetry: { otlp: { endpoint: "${MCPD_T_H}", headers: { k: "${MCPD_T_H}" } } }
+http:
+  allowed_hosts: ["${MCPD_T_H}"]
+  allowed_origins: ["${MCPD_T_H}"]
+  resource_url: "${MCPD_T_H}"
+  authorization_servers: ["${MCPD_T_H}"]
+  jwks: { url: "${MCPD_T_H}", issuer: "${MCPD_T_H}", audience: "${MCPD_T_H}" }
+"#;
+        let mut spec: ServerSpec = serde_saphyr::from_str(yaml).unwrap();
+        let mut diags = Diagnostics::default();
+        let vars = Vars::default().with("MCPD_T_H", "X");
+        expand_server(Path::new("m.yaml"), &mut spec, &vars, &mut diags);
+        assert!(diags.is_empty(), "{diags}");
+        let debug = format!("{spec:?}");
+        assert!(!debug.contains("${"), "{debug}");
+        assert_eq!(debug.matches("\"X").count(), 16, "{debug}");
+    }
+
+    #[test]
+    fn a_placeholder_run_never_reads_a_secret_from_the_environment() {
+        let vars = Vars::default().with("MCPD_T_KEY", "real");
+        assert_eq!(vars.secret("MCPD_T_KEY").as_deref(), Some("real"));
+        let vars = vars.with_placeholder_secrets();
+        assert_eq!(
+            vars.secret("MCPD_T_KEY").as_deref(),
+            Some("placeholder-MCPD_T_KEY")
+        );
+    }
 }
