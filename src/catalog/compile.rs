@@ -241,7 +241,18 @@ impl ToolCompiler<'_> {
         {
             Ok(v) => Some(v),
             Err(e) => {
-                self.err(schema.pos, field, format!("invalid JSON Schema: {e}"));
+                let at = e.instance_path().to_string();
+                let message = if at.rsplit('/').next() == Some("type") {
+                    // The meta-schema's own words ("not valid under any of the schemas
+                    // listed in the 'anyOf' keyword") do not say what a type may be.
+                    format!(
+                        "invalid JSON Schema at {at}: {} is not a type; write string, number, integer, boolean, object, array or null",
+                        e.instance()
+                    )
+                } else {
+                    format!("invalid JSON Schema: {e}")
+                };
+                self.err(schema.pos, field, message);
                 None
             }
         }
