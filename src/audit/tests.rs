@@ -254,3 +254,31 @@ fn an_intent_without_its_call_record_is_open() {
         (3, 3, Some("k2"))
     );
 }
+
+#[test]
+fn a_log_written_before_records_of_intent_verifies_and_has_none_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // The record shape of earlier versions: no event, intent or outcome fields.
+    let signer = Signer::Hmac(KEY.to_vec());
+    let mut prev = GENESIS.to_owned();
+    let mut text = String::new();
+    for seq in 1..=3 {
+        let old = serde_json::json!({
+            "actor": "user:local-dev", "tool": "flag.set", "args": {"env": "staging"},
+            "decision": "allowed", "rules": [], "shadow": [], "status": 200,
+            "idempotency_key": "flag-staging-x-5", "trace_id": "t", "pii_count": 0,
+        });
+        let line = sign::sign_line(&signer, seq, &prev, &old);
+        prev = sha256_hex(line.as_bytes());
+        text.push_str(&line);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(verify(&path, KEY), Ok(3));
+    assert_eq!(open_intents(&path).unwrap(), vec![]);
+    // A new mcpd continues the old chain.
+    let log = AuditLog::open(&path, KEY.to_vec()).unwrap();
+    assert_eq!(log.record(&Entry::default()), Some(4));
+    assert_eq!(verify(&path, KEY), Ok(4));
+}

@@ -66,10 +66,14 @@ impl Failure {
     /// unknown); other kinds are returned as they are.
     #[must_use]
     pub fn noted(self, note: &str) -> Self {
+        let add = |m: String| {
+            let sep = if m.ends_with('.') { " " } else { ". " };
+            format!("{m}{sep}{note}")
+        };
         match self {
-            Self::Unreachable(m) => Self::Unreachable(m + note),
-            Self::UpstreamStatus(s, m) => Self::UpstreamStatus(s, m + note),
-            Self::Response(m) => Self::Response(m + note),
+            Self::Unreachable(m) => Self::Unreachable(add(m)),
+            Self::UpstreamStatus(s, m) => Self::UpstreamStatus(s, add(m)),
+            Self::Response(m) => Self::Response(add(m)),
             other => other,
         }
     }

@@ -65,11 +65,11 @@ pub fn conflict(key: &str, first: &ClaimInfo, now_ms: u64) -> String {
 pub fn held_note(key: &str, dedupes: bool) -> String {
     if dedupes {
         format!(
-            " The request may have reached the upstream; it deduplicates on Idempotency-Key, so retrying with the same key ('{key}') is safe."
+            "The request may have reached the upstream; it deduplicates on Idempotency-Key, so retrying with the same key ('{key}') is safe."
         )
     } else {
         format!(
-            " The write may have reached the upstream: its outcome is unknown, so idempotency key '{key}' is now held and no retry will send it again. Do not retry it under another key; tell the user the outcome must be checked (operators see it in `mcpd idempotency list --held`)."
+            "The write may have reached the upstream: its outcome is unknown, so idempotency key '{key}' is now held and no retry will send it again. Do not retry it under another key; tell the user the outcome must be checked (operators see it in `mcpd idempotency list --held`)."
         )
     }
 }
