@@ -25,6 +25,8 @@ mod policy;
 mod python_client;
 mod reload;
 mod replicas;
+mod safe_writes;
+mod safe_writes_kill;
 mod schema;
 mod state;
 mod stdio;

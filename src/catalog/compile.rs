@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::tool::{DEFAULT_IDEM_TTL, IdemPlan, Tool, wire_name};
+use super::tool::{Tool, wire_name};
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Located, ToolSpec, Vars};
@@ -73,7 +73,7 @@ pub(super) struct ToolCompiler<'a> {
 }
 
 impl ToolCompiler<'_> {
-    fn err(&mut self, pos: Pos, field: &str, msg: impl std::fmt::Display) {
+    pub(super) fn err(&mut self, pos: Pos, field: &str, msg: impl std::fmt::Display) {
         let msg = if field.is_empty() {
             format!("tool '{}': {msg}", self.id)
         } else {
@@ -101,22 +101,13 @@ impl ToolCompiler<'_> {
             .and_then(Value::as_object)
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
-        let request = self.request(&spec.request, &args, upstreams, check_upstream);
+        let request = self.request("request", &spec.request, &args, upstreams, check_upstream);
         let response = self.response(&spec.response, &args);
         let limits = self.limits(spec);
-        let idempotency = spec.idempotency.as_ref().and_then(|i| {
-            let key = self.template("idempotency.key", &i.key, Slot::Text, &args, &["args"]);
-            let ttl = match &i.ttl {
-                None => Some(DEFAULT_IDEM_TTL),
-                Some(t) => parse_duration(&t.value)
-                    .map_err(|e| self.err(t.pos, "idempotency.ttl", e))
-                    .ok(),
-            };
-            Some(IdemPlan {
-                key: key?,
-                ttl: ttl?,
-            })
-        });
+        let idempotency = spec
+            .idempotency
+            .as_ref()
+            .and_then(|i| self.idempotency(i, &spec.request, &args, upstreams, check_upstream));
         let slo = spec.slo.as_ref().and_then(|s| {
             parse_duration(&s.p95.value)
                 .map_err(|e| self.err(s.p95.pos, "slo.p95", e))
@@ -311,7 +302,7 @@ impl ToolCompiler<'_> {
     }
 
     /// Compiles a template and checks the variables it reads.
-    fn template(
+    pub(super) fn template(
         &mut self,
         field: &str,
         src: &Located<String>,
@@ -378,8 +369,11 @@ impl ToolCompiler<'_> {
         }
     }
 
-    fn request(
+    /// Compiles a request; `field` names it in diagnostics (`request`, or
+    /// `idempotency.reconcile` for a reconcile GET).
+    pub(super) fn request(
         &mut self,
+        field: &str,
         spec: &RequestSpec,
         args: &BTreeSet<String>,
         upstreams: &Upstreams,
@@ -392,7 +386,7 @@ impl ToolCompiler<'_> {
                 if check {
                     self.err(
                         spec.upstream.pos,
-                        "request.upstream",
+                        &format!("{field}.upstream"),
                         format!(
                             "unknown upstream '{}' (declare it under 'upstreams' in mcpd.yaml)",
                             spec.upstream.value
@@ -403,35 +397,40 @@ impl ToolCompiler<'_> {
             }
         };
         if !spec.path.value.starts_with('/') {
-            self.err(spec.path.pos, "request.path", "must start with '/'");
+            self.err(
+                spec.path.pos,
+                &format!("{field}.path"),
+                "must start with '/'",
+            );
         }
-        let path = self.template("request.path", &spec.path, Slot::Path, args, ROOTS);
+        let path = self.template(
+            &format!("{field}.path"),
+            &spec.path,
+            Slot::Path,
+            args,
+            ROOTS,
+        );
         let mut query = Vec::new();
         for (k, v) in &spec.query {
             if let Some(t) =
-                self.template(&format!("request.query.{k}"), v, Slot::Text, args, ROOTS)
+                self.template(&format!("{field}.query.{k}"), v, Slot::Text, args, ROOTS)
             {
                 query.push((k.clone(), t));
             }
         }
         let mut headers = Vec::new();
         for (k, v) in &spec.headers {
+            let name = format!("{field}.headers.{k}");
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                self.err(
-                    v.pos,
-                    &format!("request.headers.{k}"),
-                    "not a valid header name",
-                );
+                self.err(v.pos, &name, "not a valid header name");
             }
-            if let Some(t) =
-                self.template(&format!("request.headers.{k}"), v, Slot::Text, args, ROOTS)
-            {
+            if let Some(t) = self.template(&name, v, Slot::Text, args, ROOTS) {
                 headers.push((k.clone(), t));
             }
         }
         let body = spec.body.as_ref().map(|b| {
             let pos = b.pos;
-            self.body(&b.value, "request.body", pos, args, ROOTS)
+            self.body(&b.value, &format!("{field}.body"), pos, args, ROOTS)
         });
         let timeout = spec
             .timeout
@@ -439,7 +438,7 @@ impl ToolCompiler<'_> {
             .and_then(|t| match parse_duration(&t.value) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    self.err(t.pos, "request.timeout", e);
+                    self.err(t.pos, &format!("{field}.timeout"), e);
                     None
                 }
             });

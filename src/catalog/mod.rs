@@ -6,9 +6,10 @@
 //! call path only reads a `Catalog`; it never parses.
 
 mod compile;
+mod compile_idem;
 mod tool;
 
-pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Tool, wire_name};
+pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Reconcile, Tool, wire_name};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;

@@ -40,6 +40,8 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// It deduplicates requests on their `Idempotency-Key` header.
+    pub dedupes: bool,
     client: reqwest::Client,
 }
 
@@ -50,6 +52,17 @@ pub struct Reply {
     pub status: u16,
     /// The raw body.
     pub body: bytes::Bytes,
+}
+
+/// What [`Upstream::send_retrying`] ended with: the last attempt's reply or error, and
+/// whether any attempt may have reached the upstream (anything but a failed connect: a
+/// request that got a reply, timed out or broke off may have been acted on).
+#[derive(Debug)]
+pub struct Sent {
+    /// The last attempt's outcome.
+    pub reply: Result<Reply, SendError>,
+    /// Whether any attempt may have reached the upstream.
+    pub reached: bool,
 }
 
 /// Why a request got no reply. Messages name the upstream, never a header or secret.
@@ -119,17 +132,10 @@ impl Upstream {
     /// Sends `req` for `tool`, sending it again after a connection failure or a
     /// 502/503/504 up to `retries` more times, with backoff. A timeout is never retried:
     /// the first attempt may still be running. Records `attempts` on the current span.
-    ///
-    /// # Errors
-    /// As [`Self::send`], for the last attempt.
-    pub async fn send_retrying(
-        &self,
-        tool: &str,
-        req: &Prepared,
-        retries: u8,
-    ) -> Result<Reply, SendError> {
+    pub async fn send_retrying(&self, tool: &str, req: &Prepared, retries: u8) -> Sent {
         let attempts = u32::from(retries) + 1;
         let mut attempt = 0;
+        let mut reached = false;
         loop {
             attempt += 1;
             let sent = self.send(req).await;
@@ -138,9 +144,13 @@ impl Upstream {
                 Ok(r) => matches!(r.status, 502..=504),
                 Err(_) => false,
             };
+            reached |= !matches!(sent, Err(SendError::Connect { .. }));
             if !transient || attempt >= attempts {
                 tracing::Span::current().record("attempts", attempt);
-                return sent;
+                return Sent {
+                    reply: sent,
+                    reached,
+                };
             }
             tracing::debug!(tool, attempt, "transient upstream failure; retrying");
             tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
@@ -210,7 +220,8 @@ impl Upstreams {
                 let same = old.base == *base
                     && old.regions == regions
                     && old.timeout == timeout
-                    && old.connect_timeout == connect;
+                    && old.connect_timeout == connect
+                    && old.dedupes == up.dedupes_idempotency_key;
                 if same {
                     out.insert(name.clone(), old.clone());
                     continue;
@@ -233,6 +244,7 @@ impl Upstreams {
                             regions,
                             timeout,
                             connect_timeout: connect,
+                            dedupes: up.dedupes_idempotency_key,
                             client,
                         }),
                     );

@@ -211,10 +211,12 @@ impl RequestPlan {
     }
 
     /// Whether a failed attempt may be sent again: GET, PUT and DELETE are idempotent by
-    /// definition; any other method only when the call carries an idempotency key.
-    pub fn retryable(&self, keyed: bool) -> bool {
+    /// definition; any other method only when the call carries an idempotency key that
+    /// the upstream deduplicates on (`deduped`). A key alone is not enough: a POST that
+    /// got a 503 may have been acted on, and sending it again would be a second write.
+    pub fn retryable(&self, deduped: bool) -> bool {
         use reqwest::Method;
-        keyed
+        deduped
             || self.method == Method::GET
             || self.method == Method::PUT
             || self.method == Method::DELETE
