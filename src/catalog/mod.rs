@@ -159,6 +159,10 @@ impl Catalog {
                 tools.push(tool);
             }
         }
+        if let Some(p) = compiled_policy.as_ref().filter(|_| have_upstreams) {
+            let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            diags.extend(p.check_upstreams(policy_path, &names));
+        }
         let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();
             return Err(diags);

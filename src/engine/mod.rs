@@ -26,15 +26,17 @@ use crate::catalog::{Catalog, DEFAULT_IDEM_TTL, Tool};
 use crate::idempotency::{self, Begin, Claim, Stored};
 use crate::identity::Actor;
 use crate::limits::{Metered, Refusal};
-use crate::policy::{Decision, Facts};
+use crate::policy::{Decision, Facts, Request, Sent};
 use crate::redact::{redact_text, redact_value};
 use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
+use crate::upstream::request::Parts;
 use crate::upstream::{Prepared, Reply, Secrets};
 use crate::util::Clock;
 use steps::{
-    check_output, idempotency_key, identify, render, replay, route, send, state_failure, validate,
+    check_output, idempotency_key, identify, render, render_parts, replay, route, send,
+    state_failure, validate,
 };
 
 /// Runs calls against the current catalog.
@@ -180,11 +182,35 @@ impl Engine {
         outcome
     }
 
-    /// Step 5: reads the elevation grant when a rule needs it, evaluates the rules.
+    /// Step 5: renders the request first when a rule selects or reads what is sent (step
+    /// 9 then sends exactly that), reads the elevation grant when a rule needs it,
+    /// evaluates the rules.
     async fn policy(&self, c: &mut Call<'_>, actor: &Actor) -> Result<Decision, Failure> {
         let (catalog, tool) = (c.catalog, c.tool);
+        let plan = &tool.request;
+        let mut request = Request {
+            upstream: &plan.upstream.name,
+            method: plan.method.as_str(),
+            path_shape: &plan.path_shape,
+            sent: None,
+        };
+        let sent = if catalog.policy.needs_request(&tool.id, &request) {
+            let parts = render_parts(c)?;
+            let sent = Sent::new(
+                request.upstream,
+                request.method,
+                &parts.path,
+                &parts.query,
+                parts.body.as_ref(),
+            );
+            c.parts = Some(parts);
+            Some(sent)
+        } else {
+            None
+        };
+        request.sent = sent.as_ref();
         let grant = match &catalog.identity {
-            Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
+            Some(identity) if catalog.policy.needs_elevation(&tool.id, &request) => {
                 let store = self.store.as_ref();
                 crate::identity::elevation::find(store, identity, &actor.subject, &tool.id, &c.args)
                     .await
@@ -197,6 +223,7 @@ impl Engine {
         let decision = span.in_scope(|| {
             catalog.policy.evaluate(&Facts {
                 tool: &tool.id,
+                request,
                 args: &c.args,
                 actor: actor.facts(),
                 elevation: elevation.as_ref(),
@@ -405,6 +432,8 @@ struct Call<'a> {
     template_args: Option<minijinja::Value>,
     /// The arguments' digest, computed once per call when a step needs it.
     digest: Option<String>,
+    /// The request's parts, when policy judged them before they are sent.
+    parts: Option<Parts>,
 }
 
 impl<'a> Call<'a> {
@@ -440,6 +469,7 @@ impl<'a> Call<'a> {
             result,
             template_args: None,
             digest: None,
+            parts: None,
         }
     }
 

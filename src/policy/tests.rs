@@ -48,13 +48,23 @@ rules:
     reason: exports over a month need review
 "#;
 
-/// One call as the rules see it: a tool, its arguments, the actor and an elevation grant.
+/// One call as the rules see it: a tool, its arguments, the actor, an elevation grant
+/// and what it does (upstream, method, path template, and the rendered request).
 #[derive(Debug)]
 struct Call {
     tool: &'static str,
     args: Value,
     actor: Value,
     elevation: Option<Value>,
+    does: Option<Does>,
+}
+
+#[derive(Debug)]
+struct Does {
+    upstream: &'static str,
+    method: &'static str,
+    shape: &'static str,
+    sent: Option<Sent>,
 }
 
 /// A call of `tool` with `args` by an actor with no fields and no elevation.
@@ -64,10 +74,48 @@ fn call(tool: &'static str, args: Value) -> Call {
         args,
         actor: json!({}),
         elevation: None,
+        does: None,
     }
 }
 
 impl Call {
+    /// Its tool sends `method` to `upstream` with path template `shape`; this call
+    /// rendered it as `path` with `body`.
+    fn sends(
+        self,
+        (upstream, method, shape): (&'static str, &'static str, &'static str),
+        path: &str,
+        body: Value,
+    ) -> Self {
+        let body = (!body.is_null()).then_some(body);
+        let sent = Sent::new(upstream, method, path, &[], body.as_ref());
+        Self {
+            does: Some(Does {
+                upstream,
+                method,
+                shape,
+                sent: Some(sent),
+            }),
+            ..self
+        }
+    }
+
+    /// As `sends`, but the request was not rendered.
+    fn unrendered(
+        self,
+        (upstream, method, shape): (&'static str, &'static str, &'static str),
+    ) -> Self {
+        Self {
+            does: Some(Does {
+                upstream,
+                method,
+                shape,
+                sent: None,
+            }),
+            ..self
+        }
+    }
+
     fn by(self, actor: Value) -> Self {
         Self { actor, ..self }
     }
@@ -81,8 +129,15 @@ impl Call {
 }
 
 fn facts<'a>(c: &'a Call, env: &'a Value) -> Facts<'a> {
+    let request = c.does.as_ref().map_or(Request::UNKNOWN, |d| Request {
+        upstream: d.upstream,
+        method: d.method,
+        path_shape: d.shape,
+        sent: d.sent.as_ref(),
+    });
     Facts {
         tool: c.tool,
+        request,
         args: &c.args,
         actor: &c.actor,
         elevation: c.elevation.as_ref(),
@@ -120,6 +175,7 @@ enum Reason {
 enum Outcome {
     Matched(bool),
     FailedWith(&'static str),
+    OffPath,
 }
 
 /// What a decision must show. Besides `allowed` and the denying rule, only what a case
@@ -215,6 +271,12 @@ impl Want {
         self
     }
 
+    /// The rule selects the tool but the call's rendered path does not match.
+    fn off_path(mut self, id: &'static str) -> Self {
+        self.outcomes.push((id, Outcome::OffPath));
+        self
+    }
+
     /// The rule's condition could not be evaluated, with an error containing `part`.
     fn failed(mut self, id: &'static str, part: &'static str) -> Self {
         self.outcomes.push((id, Outcome::FailedWith(part)));
@@ -260,6 +322,12 @@ impl Want {
             let o = outcome(d, id);
             match want {
                 Outcome::Matched(m) => assert_eq!(o.matched, *m, "rule '{id}': {o:?}"),
+                Outcome::OffPath => {
+                    assert!(
+                        o.path_mismatch && !o.applies && !o.matched,
+                        "rule '{id}': {o:?}"
+                    );
+                }
                 Outcome::FailedWith(s) => {
                     let error = o
                         .error
@@ -309,6 +377,163 @@ fn outcome(d: &Decision, id: &str) -> RuleOutcome {
 )]
 fn the_seed_policy(#[case] call: Call, #[case] want: Want) {
     want.check(&decide(&policy(SEED), &call));
+}
+
+/// The shipped prod rule: it selects what a call does, whatever the tool is called.
+const BY_REQUEST: &str = r#"
+default: allow
+rules:
+  - id: prod-write-needs-ticket
+    match: { upstream: flags, methods: [PUT, POST, PATCH, DELETE], path: "/flags/prod/*" }
+    when: not (request.body.percent is number and request.body.percent <= 10) and not elevation.ticket
+    effect: deny
+    reason: prod changes above 10 percent need a ticket
+  - id: no-flag-deletes
+    tools: [flag.*]
+    match: { methods: [DELETE] }
+    effect: deny
+    reason: flags are not deleted
+  - id: flags-read-in-query
+    match: { upstream: flags, methods: [GET] }
+    when: request.query.env == "prod" and request.method == "GET"
+    effect: deny
+    reason: no prod reads
+"#;
+
+const FLAGS_PUT: (&str, &str, &str) = ("flags", "PUT", "/flags/*/*");
+
+#[rstest]
+#[case::the_shipped_tool_writing_prod_above_ten_is_denied(
+    call("flag.set", json!({})).sends(FLAGS_PUT, "/flags/prod/checkout_v2", json!({"percent": 50})),
+    denied("prod-write-needs-ticket").reason("prod changes above 10 percent need a ticket")
+)]
+#[case::another_tool_id_with_other_argument_names_is_denied_the_same(
+    call("flags.rollout", json!({"environment": "prod", "pct": 50}))
+        .sends(FLAGS_PUT, "/flags/prod/checkout_v2", json!({"percent": 50})),
+    denied("prod-write-needs-ticket")
+)]
+#[case::ten_percent_in_prod_is_allowed(
+    call("flags.rollout", json!({})).sends(FLAGS_PUT, "/flags/prod/x", json!({"percent": 10})),
+    allowed().fired("prod-write-needs-ticket", false)
+)]
+#[case::staging_is_another_path(
+    call("flags.rollout", json!({})).sends(FLAGS_PUT, "/flags/staging/x", json!({"percent": 90})),
+    allowed().off_path("prod-write-needs-ticket")
+)]
+#[case::a_percent_sent_as_a_string_is_no_number_at_most_ten(
+    call("t", json!({})).sends(FLAGS_PUT, "/flags/prod/x", json!({"percent": "5"})),
+    denied("prod-write-needs-ticket")
+)]
+#[case::a_body_without_percent_is_denied_not_waved_through(
+    call("t", json!({})).sends(("flags", "POST", "/flags/*/*"), "/flags/prod/x", json!({"pct": 5})),
+    denied("prod-write-needs-ticket")
+)]
+#[case::an_escaped_segment_is_decoded_before_matching(
+    call("t", json!({})).sends(("flags", "PUT", "/flags/pr%6Fd/*"), "/flags/pr%6Fd/x", json!({"percent": 50})),
+    denied("prod-write-needs-ticket")
+)]
+#[case::dot_segments_are_resolved_before_matching(
+    call("t", json!({})).sends(("flags", "PUT", "/flags/staging/../*/*"), "/flags/staging/../prod/x", json!({"percent": 50})),
+    denied("prod-write-needs-ticket")
+)]
+#[case::a_ticket_lets_it_through(
+    call("t", json!({})).sends(FLAGS_PUT, "/flags/prod/x", json!({"percent": 50})).elevated(json!({"ticket": "CHG-1"})),
+    allowed()
+)]
+#[case::a_read_of_the_same_path_is_not_a_write(
+    call("flag.get", json!({})).sends(("flags", "GET", "/flags/*/*"), "/flags/prod/x", Value::Null),
+    allowed().fired("flags-read-in-query", false)
+)]
+#[case::another_upstream_is_not_selected(
+    call("t", json!({})).sends(("orders", "PUT", "/flags/*/*"), "/flags/prod/x", json!({"percent": 50})),
+    allowed()
+)]
+#[case::a_path_that_must_be_matched_per_call_but_was_not_rendered_fails_closed(
+    call("t", json!({})).unrendered(FLAGS_PUT),
+    denied("prod-write-needs-ticket").reason_has("the request was not rendered")
+)]
+#[case::tools_and_match_must_both_select(
+    call("flag.delete", json!({})).sends(("flags", "DELETE", "/flags/staging/x"), "/flags/staging/x", Value::Null),
+    denied("no-flag-deletes")
+)]
+#[case::match_alone_does_not_select_another_tool_family(
+    call("orders.delete", json!({})).sends(("orders", "DELETE", "/orders/*"), "/orders/1", Value::Null),
+    allowed()
+)]
+#[case::conditions_read_the_rendered_query(
+    call("flag.get", json!({})).sends(("flags", "GET", "/flags?env=*"), "/flags?env=prod", Value::Null),
+    denied("flags-read-in-query")
+)]
+fn rules_select_what_a_call_does(#[case] call: Call, #[case] want: Want) {
+    want.check(&decide(&policy(BY_REQUEST), &call));
+}
+
+#[test]
+fn only_calls_a_path_rule_may_select_are_rendered_before_policy() {
+    let p = policy(BY_REQUEST);
+    let req = |upstream, method, path_shape| Request {
+        upstream,
+        method,
+        path_shape,
+        sent: None,
+    };
+    assert!(p.needs_request("flag.set", &req("flags", "PUT", "/flags/*/*")));
+    // The path is known without rendering: the rule always applies, nothing to render.
+    assert!(
+        p.needs_request("x", &req("flags", "PUT", "/flags/prod/x")),
+        "the condition reads request.body"
+    );
+    assert!(!p.needs_request("orders.export", &req("orders", "GET", "/orders")));
+    assert!(!p.needs_request("y", &req("flags", "PUT", "/admin/reset")));
+    // A condition on request.method and .query: the query needs rendering.
+    assert!(p.needs_request("flag.get", &req("flags", "GET", "/flags")));
+}
+
+#[test]
+fn match_upstreams_are_checked_against_mcpd_yaml() {
+    let p = policy(BY_REQUEST);
+    assert!(
+        p.check_upstreams(Path::new("policies.yaml"), &["flags", "orders"])
+            .is_empty()
+    );
+    let d = p
+        .check_upstreams(Path::new("policies.yaml"), &["orders"])
+        .to_string();
+    assert!(
+        d.contains("policies.yaml:5:24: rule 'prod-write-needs-ticket': match.upstream: no upstream is named 'flags' (mcpd.yaml declares: orders)"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_write_tool_that_escapes_a_guarding_rule_is_warned_about() {
+    let by_id = policy(
+        "default: allow\nrules:\n  - { id: prod, tools: [flag.set], effect: deny, reason: r }\n",
+    );
+    let tool = |id, method, path_shape| WriteTool {
+        id,
+        upstream: "flags",
+        method,
+        path_shape,
+        file: Path::new("tools.d/x.yaml"),
+        pos: crate::config::diag::Pos::new(1, 7),
+    };
+    let tools = [
+        tool("flag.set", "PUT", "/flags/*/*"),
+        tool("flags.rollout", "PUT", "/flags/*/*"),
+        tool("flag.get", "GET", "/flags/*/*"),
+    ];
+    let d = by_id.escapes(&tools).to_string();
+    assert_eq!(
+        d,
+        "tools.d/x.yaml:1:7: warning: tool 'flags.rollout' (PUT /flags/*/* on upstream 'flags') escapes rule 'prod', which guards the other writes to 'flags' (flag.set): add it to the rule's tools, or select what calls do with match: { upstream: flags, methods: [...], path: \"...\" }"
+    );
+    // Selecting what calls do covers both; a write elsewhere on the upstream escapes.
+    let by_request = policy(BY_REQUEST);
+    assert!(by_request.escapes(&tools[..]).is_empty());
+    let reset = [tools[0], tool("flags.reset", "POST", "/admin/reset")];
+    let d = by_request.escapes(&reset).to_string();
+    assert!(d.contains("tool 'flags.reset' (POST /admin/reset on upstream 'flags') escapes rule 'prod-write-needs-ticket'"), "{d}");
 }
 
 const READS_ONLY: &str =
