@@ -19,6 +19,7 @@ mod import;
 mod limits;
 mod otlp;
 mod policy;
+mod policy_reload;
 mod python_client;
 mod reload;
 mod replicas;

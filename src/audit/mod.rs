@@ -1,4 +1,6 @@
-//! The audit log: one signed JSON line per call, each chained to the one before.
+//! The audit log: one signed JSON line per call, each chained to the one before, and
+//! one per policy change a reload applies or holds (`"kind": "config"`; call records
+//! have no `kind`, so logs written before config records existed verify unchanged).
 //!
 //! Owns the record format, appending (durably, off the call path) and verification.
 //! Every line carries `seq` (1, 2, ...), `prev` (SHA-256 of the previous line, hex; 64
@@ -69,6 +71,36 @@ pub struct Entry {
     pub trace_id: String,
     /// Values redacted in the result.
     pub pii_count: usize,
+}
+
+/// What a policy change leaves in the audit log (`"kind": "config"`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigEntry {
+    /// Always `config`: tells these records from call records.
+    pub kind: &'static str,
+    /// `policy_applied`, or `policy_held` (changed on disk, pinned: not applied).
+    pub event: String,
+    /// The file that changed.
+    pub file: String,
+    /// What started the reload: `file change`, `SIGHUP` or `mcpd reload`.
+    pub trigger: String,
+    /// Ids of rules added.
+    pub rules_added: Vec<String>,
+    /// Ids of rules removed.
+    pub rules_removed: Vec<String>,
+    /// Ids of rules changed.
+    pub rules_changed: Vec<String>,
+    /// Every change that takes protection away.
+    pub weakened: Vec<Weakened>,
+}
+
+/// One change that takes protection away, as the audit log records it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Weakened {
+    /// The rule's id (or `default`, `egress`).
+    pub rule: String,
+    /// What happened to it.
+    pub change: String,
 }
 
 /// A problem opening or writing the log.
@@ -157,6 +189,15 @@ impl AuditLog {
     /// Appends one record; it is in the file (it survives mcpd being killed) when this
     /// returns, and on disk within a few milliseconds.
     pub fn record(&self, entry: &Entry) {
+        self.append(entry);
+    }
+
+    /// Appends one config record, as [`Self::record`] does a call's.
+    pub fn record_config(&self, entry: &ConfigEntry) {
+        self.append(entry);
+    }
+
+    fn append(&self, entry: &impl Serialize) {
         let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = w.append(entry) {
             tracing::error!(path = %self.path.display(), error = %e, "audit write failed");
@@ -195,7 +236,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn append(&mut self, e: &Entry) -> std::io::Result<()> {
+    fn append(&mut self, e: &impl Serialize) -> std::io::Result<()> {
         let line = sign_line(&self.signer, self.seq + 1, &self.prev, e);
         self.file.write_all(format!("{line}\n").as_bytes())?;
         self.seq += 1;

@@ -93,6 +93,13 @@ impl Catalog {
             .map(Arc::new);
         let elevation =
             ElevationRules::compile(server_path, &server.elevation, &mut diags).unwrap_or_default();
+        if let (Some(s), Err(e)) = (&server.reload.settle, server.reload.read_settle()) {
+            diags.push(Diagnostic::new(
+                server_path,
+                s.pos,
+                format!("reload.settle: {e}"),
+            ));
+        }
         let egress = Egress::compile(policy_path, &policy.egress, &mut diags).unwrap_or_default();
         for up in upstreams.iter() {
             for url in std::iter::once(&up.base).chain(up.regions.values()) {
