@@ -153,7 +153,8 @@ impl Engine {
         // 4. scope: a tool (or environment) outside the actor's scopes goes no further
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
-        //    the actor's elevation grant is read only for tools whose rules look at it
+        //    the actor's elevation grant is read only for tools whose rules look at it,
+        //    the request rendered first only when a rule judges what is sent
         let decision = self.policy(c, actor).await?;
         // 6. route: the upstream's URL for the decided region, never another region's
         let base = route(c, &decision)?;
