@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Checks one installed `mcpd` command the way a new user's first minutes use it.
+
+    check.py --label L --version V --commit C [--cwd DIR] -- COMMAND...
+
+COMMAND is how the user starts mcpd (`/venv/bin/mcpd`, `uvx ... mcpd@0.1.0`,
+`npx -y mcpd@0.1.0`). It must:
+  1. print its version, the commit it was built from and the MCP protocol versions;
+  2. create a starter config (`init`) that `validate` accepts (exit 0), and fail a
+     broken config with exit 1 and the problem on stdout (the exit code and stdout pass
+     through any launcher);
+  3. serve MCP over stdio: initialize, then tools/list lists the starter's tool; every
+     line on stdout is a JSON-RPC message (a launcher adds nothing); and exit by itself
+     once stdin closes, as hosts stop stdio servers.
+Prints "LABEL: all checks passed", or what failed and exits 1. Standard library only.
+"""
+
+import argparse
+import json
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+DEADLINE = 60.0  # seconds for any one step: npx and uvx start slowly on a busy machine
+
+
+class Failed(Exception):
+    pass
+
+
+def run(cmd, cwd):
+    try:
+        p = subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as e:
+        raise Failed(f"{' '.join(cmd)} did not finish in {DEADLINE:.0f} s") from e
+    return p.returncode, p.stdout, p.stderr
+
+
+def expect(cond, what, out="", err=""):
+    if not cond:
+        raise Failed(f"{what}\n--- stdout:\n{out}\n--- stderr:\n{err}")
+
+
+def check_version(cmd, cwd, version, commit):
+    code, out, err = run(cmd + ["--version"], cwd)
+    expect(code == 0, f"--version exited {code}", out, err)
+    lines = out.strip().splitlines()
+    expect(len(lines) == 3, "--version prints three lines", out, err)
+    expect(lines[0] == f"mcpd {version}", f"--version line 1 is 'mcpd {version}'", out, err)
+    expect(lines[1] == f"commit: {commit}", f"--version line 2 is 'commit: {commit}'", out, err)
+    protocols = lines[2].removeprefix("MCP protocol versions: ").split(", ")
+    expect(
+        lines[2].startswith("MCP protocol versions: ") and "2025-11-25" in protocols,
+        "--version line 3 lists the MCP protocol versions, 2025-11-25 among them",
+        out,
+        err,
+    )
+
+
+def check_init_and_validate(cmd, cwd, work):
+    starter = work / "starter"
+    code, out, err = run(cmd + ["init", str(starter)], cwd)
+    expect(code == 0, f"init exited {code}", out, err)
+    code, out, err = run(cmd + ["validate", str(starter)], cwd)
+    expect(code == 0 and out.startswith("ok: 1 tools"), f"validate of the starter exited {code}", out, err)
+
+    broken = work / "broken"
+    shutil.copytree(starter, broken)
+    tool = broken / "tools.d" / "orders.list.yaml"
+    tool.write_text(tool.read_text().replace("  method: GET", "  metod: GET"))
+    code, out, err = run(cmd + ["validate", str(broken)], cwd)
+    expect(code == 1, f"validate of a broken config exits 1, not {code}", out, err)
+    expect("unknown field `metod`" in out, "the problem is printed on stdout", out, err)
+    return starter
+
+
+def check_stdio(cmd, cwd, config):
+    proc = subprocess.Popen(
+        cmd + ["serve", "--config", str(config), "--no-watch"],
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lines = queue.Queue()
+    stderr = []
+    # Bytes, not text: text mode would turn "\n" into "\r\n" on Windows.
+    def pump_stdout():
+        for raw in proc.stdout:
+            lines.put(raw.decode("utf-8", "replace"))
+        lines.put(None)
+
+    def pump_stderr():
+        for raw in proc.stderr:
+            stderr.append(raw.decode("utf-8", "replace"))
+
+    threading.Thread(target=pump_stdout, daemon=True).start()
+    threading.Thread(target=pump_stderr, daemon=True).start()
+    seen = []
+
+    def fail(what):
+        proc.kill()
+        raise Failed(f"{what}\n--- stdout:\n{''.join(seen)}\n--- stderr:\n{''.join(stderr)}")
+
+    def send(msg):
+        proc.stdin.write((json.dumps(msg) + "\n").encode())
+        proc.stdin.flush()
+
+    def reply(id_):
+        end = time.monotonic() + DEADLINE
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                fail(f"no reply to request {id_} in {DEADLINE:.0f} s")
+            if line is None:
+                fail(f"stdout closed before the reply to request {id_}")
+            seen.append(line)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                fail(f"a line on stdout is not a JSON-RPC message: {line!r}")
+            if msg.get("id") == id_:
+                return msg
+
+    send(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "packaging-check", "version": "0"},
+            },
+        }
+    )
+    init = reply(1)
+    if init.get("result", {}).get("serverInfo", {}).get("name") != "mcpd":
+        fail(f"initialize did not answer as mcpd: {init}")
+    send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    listed = reply(2)
+    names = [t.get("name") for t in listed.get("result", {}).get("tools", [])]
+    if names != ["orders_list"]:
+        fail(f"tools/list gave {names}, expected ['orders_list']")
+    proc.stdin.close()
+    try:
+        code = proc.wait(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        fail(f"mcpd did not exit within {DEADLINE:.0f} s of stdin closing")
+    if code != 0:
+        fail(f"mcpd exited {code} after stdin closed")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--commit", required=True)
+    parser.add_argument("--cwd", default=None)
+    parser.add_argument("command", nargs="+")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mcpd-packaging-") as tmp:
+        try:
+            check_version(args.command, args.cwd, args.version, args.commit)
+            starter = check_init_and_validate(args.command, args.cwd, Path(tmp))
+            check_stdio(args.command, args.cwd, starter)
+        except Failed as e:
+            print(f"{args.label}: FAILED: {e}")
+            return 1
+    print(f"{args.label}: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
