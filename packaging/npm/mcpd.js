@@ -51,6 +51,19 @@ for (const signal of forwarded) {
   });
 }
 
+// npx runs this file through `sh -c`, and passes a host's SIGTERM to that shell only:
+// the shell dies and this process is handed to another parent. Notice that and stop
+// the binary, so it is not left running without its host. (POSIX only: Windows does
+// not hand orphans over.)
+if (process.platform !== "win32") {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent && child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+    }
+  }, 250).unref();
+}
+
 child.on("error", (e) => fail(`cannot start ${bin}: ${e.message}`));
 child.on("exit", (code, signal) => {
   if (signal) {

@@ -11,14 +11,17 @@ COMMAND is how the user starts mcpd (`/venv/bin/mcpd`, `uvx ... mcpd@0.1.0`,
      through any launcher);
   3. serve MCP over stdio: initialize, then tools/list lists the starter's tool; every
      line on stdout is a JSON-RPC message (a launcher adds nothing); and exit by itself
-     once stdin closes, as hosts stop stdio servers.
+     once stdin closes, as hosts stop stdio servers;
+  4. stop, mcpd included, on SIGTERM to the command (POSIX), as hosts also stop them.
 Prints "LABEL: all checks passed", or what failed and exits 1. Standard library only.
 """
 
 import argparse
 import json
+import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -81,57 +84,78 @@ def check_init_and_validate(cmd, cwd, work):
     return starter
 
 
-def check_stdio(cmd, cwd, config):
-    proc = subprocess.Popen(
-        cmd + ["serve", "--config", str(config), "--no-watch"],
-        cwd=cwd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    lines = queue.Queue()
-    stderr = []
+class Session:
+    """`COMMAND serve --config DIR --no-watch` with stdio pipes and a line reader."""
+
+    def __init__(self, cmd, cwd, config):
+        self.proc = subprocess.Popen(
+            cmd + ["serve", "--config", str(config), "--no-watch"],
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # Its own process group, so a failed check can end everything it started,
+            # a binary a launcher left behind included.
+            start_new_session=os.name == "posix",
+        )
+        self.lines = queue.Queue()
+        self.stderr = []
+        self.seen = []
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
     # Bytes, not text: text mode would turn "\n" into "\r\n" on Windows.
-    def pump_stdout():
-        for raw in proc.stdout:
-            lines.put(raw.decode("utf-8", "replace"))
-        lines.put(None)
+    def _pump_stdout(self):
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode("utf-8", "replace"))
+        self.lines.put(None)
 
-    def pump_stderr():
-        for raw in proc.stderr:
-            stderr.append(raw.decode("utf-8", "replace"))
+    def _pump_stderr(self):
+        for raw in self.proc.stderr:
+            self.stderr.append(raw.decode("utf-8", "replace"))
 
-    threading.Thread(target=pump_stdout, daemon=True).start()
-    threading.Thread(target=pump_stderr, daemon=True).start()
-    seen = []
+    def kill(self):
+        if os.name == "posix":
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            self.proc.kill()
 
-    def fail(what):
-        proc.kill()
-        raise Failed(f"{what}\n--- stdout:\n{''.join(seen)}\n--- stderr:\n{''.join(stderr)}")
+    def fail(self, what):
+        self.kill()
+        raise Failed(
+            f"{what}\n--- stdout:\n{''.join(self.seen)}\n--- stderr:\n{''.join(self.stderr)}"
+        )
 
-    def send(msg):
-        proc.stdin.write((json.dumps(msg) + "\n").encode())
-        proc.stdin.flush()
+    def send(self, msg):
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        self.proc.stdin.flush()
 
-    def reply(id_):
+    def next_line(self, end, waiting_for):
+        try:
+            return self.lines.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            self.fail(f"nothing on stdout in {DEADLINE:.0f} s, waiting for {waiting_for}")
+
+    def reply(self, id_):
         end = time.monotonic() + DEADLINE
         while True:
-            try:
-                line = lines.get(timeout=max(0.0, end - time.monotonic()))
-            except queue.Empty:
-                fail(f"no reply to request {id_} in {DEADLINE:.0f} s")
+            line = self.next_line(end, f"the reply to request {id_}")
             if line is None:
-                fail(f"stdout closed before the reply to request {id_}")
-            seen.append(line)
+                self.fail(f"stdout closed before the reply to request {id_}")
+            self.seen.append(line)
             try:
                 msg = json.loads(line)
             except ValueError:
-                fail(f"a line on stdout is not a JSON-RPC message: {line!r}")
+                self.fail(f"a line on stdout is not a JSON-RPC message: {line!r}")
             if msg.get("id") == id_:
                 return msg
 
-    send(
-        {
+    def initialize(self):
+        self.send(
+            {
             "jsonrpc": "2.0",
             "id": 1,
             "method": "initialize",
@@ -142,22 +166,48 @@ def check_stdio(cmd, cwd, config):
             },
         }
     )
-    init = reply(1)
-    if init.get("result", {}).get("serverInfo", {}).get("name") != "mcpd":
-        fail(f"initialize did not answer as mcpd: {init}")
-    send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-    listed = reply(2)
+        init = self.reply(1)
+        if init.get("result", {}).get("serverInfo", {}).get("name") != "mcpd":
+            self.fail(f"initialize did not answer as mcpd: {init}")
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def wait_stdout_closed(self, after):
+        """Every process holding the stdout pipe (a launcher and mcpd) has exited."""
+        end = time.monotonic() + DEADLINE
+        while self.next_line(end, f"stdout to close after {after}") is not None:
+            pass
+        try:
+            return self.proc.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.fail(f"the command did not exit within {DEADLINE:.0f} s of {after}")
+
+
+def check_stdio(cmd, cwd, config):
+    s = Session(cmd, cwd, config)
+    s.initialize()
+    s.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    listed = s.reply(2)
     names = [t.get("name") for t in listed.get("result", {}).get("tools", [])]
     if names != ["orders_list"]:
-        fail(f"tools/list gave {names}, expected ['orders_list']")
-    proc.stdin.close()
-    try:
-        code = proc.wait(timeout=DEADLINE)
-    except subprocess.TimeoutExpired:
-        fail(f"mcpd did not exit within {DEADLINE:.0f} s of stdin closing")
+        s.fail(f"tools/list gave {names}, expected ['orders_list']")
+    s.proc.stdin.close()
+    code = s.wait_stdout_closed("stdin closing")
     if code != 0:
-        fail(f"mcpd exited {code} after stdin closed")
+        s.fail(f"exited {code} after stdin closed")
+
+
+def check_sigterm(cmd, cwd, config):
+    """A host that stops the server with SIGTERM stops mcpd too, not only a launcher
+    in front of it: the stdout pipe, which mcpd holds, must close."""
+    if os.name != "posix":
+        return
+    s = Session(cmd, cwd, config)
+    s.initialize()
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        s.wait_stdout_closed("SIGTERM")
+    finally:
+        s.kill()
 
 
 def main():
@@ -173,6 +223,7 @@ def main():
             check_version(args.command, args.cwd, args.version, args.commit)
             starter = check_init_and_validate(args.command, args.cwd, Path(tmp))
             check_stdio(args.command, args.cwd, starter)
+            check_sigterm(args.command, args.cwd, starter)
         except Failed as e:
             print(f"{args.label}: FAILED: {e}")
             return 1
