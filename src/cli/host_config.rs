@@ -43,11 +43,17 @@ pub enum Launcher {
 impl Launcher {
     /// The command and the arguments before `serve`, with this version pinned, so the
     /// host keeps running the mcpd this entry was written by until it is rewritten.
-    fn command(self, bin: &str) -> (String, Vec<String>) {
+    /// On Windows `npx` is a batch file (`npx.cmd`) that hosts cannot start directly,
+    /// so it goes through `cmd /c`.
+    fn command(self, bin: &str, windows: bool) -> (String, Vec<String>) {
         let pinned = format!("mcpd@{}", env!("CARGO_PKG_VERSION"));
         match self {
             Launcher::Binary => (bin.to_owned(), Vec::new()),
             Launcher::Uvx => ("uvx".to_owned(), vec![pinned]),
+            Launcher::Npx if windows => (
+                "cmd".to_owned(),
+                ["/c", "npx", "-y", &pinned].map(str::to_owned).to_vec(),
+            ),
             Launcher::Npx => ("npx".to_owned(), vec!["-y".to_owned(), pinned]),
         }
     }
@@ -96,7 +102,7 @@ pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode>
         }
         (None, Launcher::Uvx | Launcher::Npx) => String::new(),
     };
-    let (command, launch_args) = opts.launcher.command(&bin);
+    let (command, launch_args) = opts.launcher.command(&bin, cfg!(windows));
     // The variable the config's `identity.token_env` names (default MCPD_TOKEN).
     let (loaded, _) = crate::config::load_dir(config_dir);
     let token_env = loaded
@@ -121,7 +127,8 @@ pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode>
             entry.launch_args.join(" ")
         ),
         Launcher::Npx => eprintln!(
-            "the host will run `npx {}`: Node.js 18 or newer must be on the PATH the host starts servers with (docs/install.md)",
+            "the host will run `{} {}`: Node.js 18 or newer must be on the PATH the host starts servers with (docs/install.md)",
+            entry.command,
             entry.launch_args.join(" ")
         ),
     }
@@ -414,5 +421,34 @@ fn report_tools(dir: &Path) {
             dir.display(),
             dir.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Launcher;
+
+    #[test]
+    fn launchers_pin_this_version_and_npx_goes_through_cmd_on_windows() {
+        let v = format!("mcpd@{}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            Launcher::Binary.command("/opt/mcpd", false),
+            ("/opt/mcpd".to_owned(), vec![])
+        );
+        assert_eq!(
+            Launcher::Uvx.command("", true),
+            ("uvx".to_owned(), vec![v.clone()])
+        );
+        assert_eq!(
+            Launcher::Npx.command("", false),
+            ("npx".to_owned(), vec!["-y".to_owned(), v.clone()])
+        );
+        assert_eq!(
+            Launcher::Npx.command("", true),
+            (
+                "cmd".to_owned(),
+                vec!["/c".to_owned(), "npx".to_owned(), "-y".to_owned(), v]
+            )
+        );
     }
 }

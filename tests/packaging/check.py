@@ -12,7 +12,8 @@ COMMAND is how the user starts mcpd (`/venv/bin/mcpd`, `uvx ... mcpd@0.1.0`,
   3. serve MCP over stdio: initialize, then tools/list lists the starter's tool; every
      line on stdout is a JSON-RPC message (a launcher adds nothing); and exit by itself
      once stdin closes, as hosts stop stdio servers;
-  4. stop, mcpd included, on SIGTERM to the command (POSIX), as hosts also stop them.
+  4. stop, mcpd included, on SIGTERM to the command (POSIX), as hosts also stop them;
+     with --sighup, first reload on SIGHUP to the command (tools/list_changed).
 Prints "LABEL: all checks passed", or what failed and exits 1. Standard library only.
 """
 
@@ -196,13 +197,27 @@ def check_stdio(cmd, cwd, config):
         s.fail(f"exited {code} after stdin closed")
 
 
-def check_sigterm(cmd, cwd, config):
-    """A host that stops the server with SIGTERM stops mcpd too, not only a launcher
-    in front of it: the stdout pipe, which mcpd holds, must close."""
+def check_signals(cmd, cwd, config, sighup):
+    """With `sighup`, SIGHUP to the command reaches mcpd: it reloads the edited config
+    and tells the client the tool list changed. Then a host that stops the server with
+    SIGTERM stops mcpd too, not only a launcher in front of it: the stdout pipe, which
+    mcpd holds, must close."""
     if os.name != "posix":
         return
     s = Session(cmd, cwd, config)
     s.initialize()
+    if sighup:
+        tool = Path(config) / "tools.d" / "orders.list.yaml"
+        tool.write_text(tool.read_text().replace("title: List orders", "title: List the orders"))
+        s.proc.send_signal(signal.SIGHUP)
+        end = time.monotonic() + DEADLINE
+        while True:
+            line = s.next_line(end, "notifications/tools/list_changed after SIGHUP")
+            if line is None:
+                s.fail("stdout closed after SIGHUP: the signal ended mcpd instead of reloading it")
+            s.seen.append(line)
+            if json.loads(line).get("method") == "notifications/tools/list_changed":
+                break
     s.proc.send_signal(signal.SIGTERM)
     try:
         s.wait_stdout_closed("SIGTERM")
@@ -216,6 +231,9 @@ def main():
     parser.add_argument("--version", required=True)
     parser.add_argument("--commit", required=True)
     parser.add_argument("--cwd", default=None)
+    parser.add_argument(
+        "--sighup", action="store_true", help="also check that SIGHUP reaches mcpd (a reload)"
+    )
     parser.add_argument("command", nargs="+")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcpd-packaging-") as tmp:
@@ -223,7 +241,7 @@ def main():
             check_version(args.command, args.cwd, args.version, args.commit)
             starter = check_init_and_validate(args.command, args.cwd, Path(tmp))
             check_stdio(args.command, args.cwd, starter)
-            check_sigterm(args.command, args.cwd, starter)
+            check_signals(args.command, args.cwd, starter, args.sighup)
         except Failed as e:
             print(f"{args.label}: FAILED: {e}")
             return 1
