@@ -128,12 +128,12 @@ def cmd_wheel(args):
             cmd += ["--compatibility", "manylinux_2_17", "musllinux_1_2"]
     if args.zig:
         cmd.append("--zig")
-    before = set(out.glob("*.whl")) if out.exists() else set()
     run(cmd, cwd=ROOT)
-    made = sorted(set(out.glob("*.whl")) - before) or sorted(out.glob("mcpd-*.whl"))
+    made = list(out.glob("*.whl"))
     if not made:
         raise UsageError(f"maturin wrote no wheel into {out}")
-    print(made[-1])
+    # The one maturin just wrote (or rewrote) is the newest.
+    print(max(made, key=lambda p: p.stat().st_mtime))
 
 
 def stage_dir(out):

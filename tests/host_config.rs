@@ -206,8 +206,16 @@ fn launcher_uvx_and_npx_write_the_one_line_form_with_the_version_pinned() {
     let root = repo().canonicalize().unwrap();
     let root = root.to_str().unwrap();
     let pinned = format!("mcpd@{}", env!("CARGO_PKG_VERSION"));
+    // The PyPI package uvx runs is the one pyproject.toml builds.
+    let pyproject = std::fs::read_to_string(repo().join("pyproject.toml")).unwrap();
+    let pypi = pyproject
+        .lines()
+        .find_map(|l| l.strip_prefix("name = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let from = format!("{pypi}=={}", env!("CARGO_PKG_VERSION"));
     for (launcher, command, prefix) in [
-        ("uvx", "uvx", vec![pinned.as_str()]),
+        ("uvx", "uvx", vec!["--from", from.as_str(), "mcpd"]),
         ("npx", "npx", vec!["-y", pinned.as_str()]),
     ] {
         let mut args = prefix.clone();

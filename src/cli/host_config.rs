@@ -1,8 +1,8 @@
 //! `mcpd host-config HOST [--write] [--launcher binary|uvx|npx]`: the MCP host's config
 //! entry for mcpd on this machine (how to start mcpd: the binary's absolute path, or a
-//! one-line `uvx mcpd@VERSION` / `npx -y mcpd@VERSION` with this version pinned; the
-//! config directory's absolute path; the token variable), printed, or merged into the
-//! host's config file keeping every other server.
+//! one-line `uvx --from mcpd-server==VERSION mcpd` / `npx -y mcpd@VERSION` with this
+//! version pinned; the config directory's absolute path; the token variable), printed,
+//! or merged into the host's config file keeping every other server.
 //!
 //! Owns the four hosts' file shapes and where they keep them. It must not touch any
 //! other key of a host's file, and never writes a token: the token variable is
@@ -29,12 +29,17 @@ pub enum Host {
     Continue,
 }
 
+/// The PyPI distribution holding the binary (pyproject.toml's `name`). Not `mcpd`:
+/// that PyPI name belongs to another project, so `uvx mcpd` would run theirs.
+pub(crate) const PYPI_PACKAGE: &str = "mcpd-server";
+
 /// How the host starts mcpd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Launcher {
     /// This mcpd binary by its absolute path (or the one --bin names).
     Binary,
-    /// `uvx mcpd@VERSION`: the PyPI package, run by uv (no Rust toolchain needed).
+    /// `uvx --from mcpd-server==VERSION mcpd`: the PyPI package, run by uv (no Rust
+    /// toolchain needed).
     Uvx,
     /// `npx -y mcpd@VERSION`: the npm package, run by npx (no Rust toolchain needed).
     Npx,
@@ -46,10 +51,18 @@ impl Launcher {
     /// On Windows `npx` is a batch file (`npx.cmd`) that hosts cannot start directly,
     /// so it goes through `cmd /c`.
     fn command(self, bin: &str, windows: bool) -> (String, Vec<String>) {
-        let pinned = format!("mcpd@{}", env!("CARGO_PKG_VERSION"));
+        let version = env!("CARGO_PKG_VERSION");
+        let pinned = format!("mcpd@{version}");
         match self {
             Launcher::Binary => (bin.to_owned(), Vec::new()),
-            Launcher::Uvx => ("uvx".to_owned(), vec![pinned]),
+            Launcher::Uvx => (
+                "uvx".to_owned(),
+                vec![
+                    "--from".to_owned(),
+                    format!("{PYPI_PACKAGE}=={version}"),
+                    "mcpd".to_owned(),
+                ],
+            ),
             Launcher::Npx if windows => (
                 "cmd".to_owned(),
                 ["/c", "npx", "-y", &pinned].map(str::to_owned).to_vec(),
@@ -437,7 +450,14 @@ mod tests {
         );
         assert_eq!(
             Launcher::Uvx.command("", true),
-            ("uvx".to_owned(), vec![v.clone()])
+            (
+                "uvx".to_owned(),
+                vec![
+                    "--from".to_owned(),
+                    format!("mcpd-server=={}", env!("CARGO_PKG_VERSION")),
+                    "mcpd".to_owned()
+                ]
+            )
         );
         assert_eq!(
             Launcher::Npx.command("", false),
