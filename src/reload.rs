@@ -77,7 +77,7 @@ impl Reloader {
             .last_good
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (fresh, problems) = config::load_dir_with(&self.root, Some(&last_good));
+        let (fresh, problems) = config::load_dir_with(&self.root, &self.vars, Some(&last_good));
         let mut report = Report {
             problems: problems.clone(),
             ..Report::default()

@@ -6,9 +6,10 @@
 //! call path only reads a `Catalog`; it never parses.
 
 mod compile;
+mod compile_idem;
 mod tool;
 
-pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Tool, wire_name};
+pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Reconcile, Tool, wire_name};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -75,7 +76,6 @@ impl Catalog {
         let upstreams = Upstreams::compile(
             server_path,
             server,
-            vars,
             previous.map(|c| &c.upstreams),
             &mut diags,
         )
@@ -125,6 +125,7 @@ impl Catalog {
                             templates: TemplateSet::new(),
                             diags: Diagnostics::default(),
                             secrets: BTreeSet::new(),
+                            vars,
                         };
                         let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
                         diags.extend(c.diags);

@@ -5,9 +5,11 @@
 //! is the catalog's job, so the call path never parses.
 
 pub mod diag;
+pub mod expand;
 pub mod policy;
 pub mod server;
 pub mod tool;
+pub mod yaml;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 
+pub use expand::{ExpandError, Vars, expand_env};
 pub use policy::PolicySpec;
 pub use server::ServerSpec;
 pub use tool::ToolSpec;
@@ -97,92 +100,6 @@ pub struct Loaded {
     pub fingerprints: (u64, u64),
 }
 
-/// Where environment variables come from while loading: the process environment, with
-/// overrides on top (the demo and the tests point upstreams at a local API this way,
-/// without touching the process environment).
-#[derive(Debug, Clone, Default)]
-pub struct Vars {
-    overrides: Vec<(String, String)>,
-}
-
-impl Vars {
-    /// The process environment, no overrides.
-    pub fn from_env() -> Self {
-        Self::default()
-    }
-
-    /// Adds an override that wins over the process environment.
-    pub fn with(mut self, name: &str, value: &str) -> Self {
-        self.overrides.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// Looks a variable up.
-    pub fn get(&self, name: &str) -> Option<String> {
-        self.overrides
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-    }
-}
-
-/// Why `${VAR}` expansion failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExpandError {
-    /// A `${` with no closing `}`; holds the whole input.
-    #[error("unclosed '${{' in '{input}'")]
-    Unclosed {
-        /// The text being expanded.
-        input: String,
-    },
-    /// A variable that is unset and has no default.
-    #[error(
-        "environment variable '{name}' is not set (write '${{{name}:-default}}' to give a default)"
-    )]
-    Unset {
-        /// The variable's name.
-        name: String,
-    },
-}
-
-/// Expands `${VAR}` and `${VAR:-default}` in `input`.
-///
-/// # Errors
-/// Names the first variable that is unset and has no default, or an unclosed `${`.
-pub fn expand_env(input: &str, vars: &Vars) -> Result<String, ExpandError> {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(start) = rest.find("${") {
-        out.push_str(rest.get(..start).unwrap_or_default());
-        let after = rest.get(start + 2..).unwrap_or_default();
-        let Some(end) = after.find('}') else {
-            return Err(ExpandError::Unclosed {
-                input: input.to_owned(),
-            });
-        };
-        let inner = after.get(..end).unwrap_or_default();
-        let (name, default) = match inner.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner, None),
-        };
-        match (vars.get(name), default) {
-            (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
-            (_, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(ExpandError::Unset {
-                    name: name.to_owned(),
-                });
-            }
-            (Some(v), None) => out.push_str(&v),
-        }
-        rest = after.get(end + 1..).unwrap_or_default();
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// Parses one YAML document into `T`, turning a parse error into a diagnostic.
 fn parse_one<T: for<'de> Deserialize<'de>>(path: &Path, src: &str) -> Result<T, Diagnostic> {
     serde_saphyr::from_str::<T>(src).map_err(|e| yaml_diagnostic(path, &e))
@@ -198,13 +115,7 @@ fn yaml_diagnostic(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
         .location()
         .map(|l| Pos::new(l.line(), l.column()))
         .unwrap_or_default();
-    let message = e.without_snippet().to_string();
-    // The parser appends its own "at line X column Y"; the position is already in front.
-    let message = match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(&message).to_owned(),
-        None => message,
-    };
-    Diagnostic::new(path, pos, message)
+    Diagnostic::new(path, pos, yaml::message(e))
 }
 
 fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {
@@ -294,25 +205,32 @@ pub fn load_tool_file_with(
 /// secure default: no upstreams, deny everything) and every problem found, so callers
 /// can go on to report compile problems in the files that did parse.
 pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
-    load_dir_with(root, None)
+    load_dir_with(root, &Vars::from_env(), None)
 }
 
-/// As [`load_dir`], reusing the parse of every tool file unchanged since `previous`.
-pub fn load_dir_with(root: &Path, previous: Option<&Loaded>) -> (Loaded, Diagnostics) {
+/// As [`load_dir`], with `${VAR}` read from `vars`, reusing the parse of every tool
+/// file unchanged since `previous`.
+pub fn load_dir_with(root: &Path, vars: &Vars, previous: Option<&Loaded>) -> (Loaded, Diagnostics) {
     let mut diags = Diagnostics::default();
 
     let server_path = root.join(SERVER_FILE);
-    let (server, server_fp) = load_required::<ServerSpec>(
+    let (mut server, server_fp) = load_required::<ServerSpec>(
         &server_path,
         "it declares the upstream APIs tools call",
         &mut diags,
     );
+    if let Some(spec) = &mut server {
+        expand::expand_server(&server_path, spec, vars, &mut diags);
+    }
     let policy_path = root.join(POLICY_FILE);
-    let (policy, policy_fp) = load_required::<PolicySpec>(
+    let (mut policy, policy_fp) = load_required::<PolicySpec>(
         &policy_path,
         "create one with at least 'default: allow' and an 'egress' list",
         &mut diags,
     );
+    if let Some(spec) = &mut policy {
+        expand::expand_policy(&policy_path, spec, vars, &mut diags);
+    }
 
     let tools_dir = root.join(TOOLS_DIR);
     let mut tools = Vec::new();
@@ -384,39 +302,6 @@ pub fn tool_paths(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expands_set_variables_and_defaults() {
-        let vars = Vars::default().with("MCPD_T_HOST", "10.0.0.1");
-        assert_eq!(
-            expand_env("http://${MCPD_T_HOST}:${MCPD_T_PORT:-8080}/x", &vars),
-            Ok("http://10.0.0.1:8080/x".to_owned())
-        );
-    }
-
-    #[test]
-    fn unset_variable_without_default_is_an_error_naming_it() {
-        let err = expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("'MCPD_T_SURELY_UNSET'"), "{err}");
-    }
-
-    #[test]
-    fn expansion_errors_say_what_to_write() {
-        assert_eq!(
-            expand_env("a ${B", &Vars::default())
-                .unwrap_err()
-                .to_string(),
-            "unclosed '${' in 'a ${B'"
-        );
-        assert_eq!(
-            expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default())
-                .unwrap_err()
-                .to_string(),
-            "environment variable 'MCPD_T_SURELY_UNSET' is not set (write '${MCPD_T_SURELY_UNSET:-default}' to give a default)"
-        );
-    }
 
     #[test]
     fn editor_temp_files_are_not_tool_files() {

@@ -251,6 +251,17 @@ pub enum Detector {
     Secret,
 }
 
+impl Detector {
+    /// The detector's name as `policies.yaml` spells it: `email`, `pan`, `secret`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Detector::Email => "email",
+            Detector::Pan => "pan",
+            Detector::Secret => "secret",
+        }
+    }
+}
+
 /// What a `require` rule asks of a call.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -265,4 +265,10 @@ pub struct UpstreamSpec {
     /// Time allowed to open a connection, e.g. `2s` (default `2s`).
     #[serde(default)]
     pub connect_timeout: Option<Located<String>>,
+    /// The API deduplicates requests on their `Idempotency-Key` header: a repeat with a
+    /// key it has seen gets the first answer and changes nothing (default `false`). Then
+    /// a keyed write whose outcome is unknown may be sent again, and keyed POSTs are
+    /// retried. A tool may say otherwise with `idempotency.upstream_dedupes`.
+    #[serde(default)]
+    pub dedupes_idempotency_key: bool,
 }

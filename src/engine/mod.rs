@@ -8,6 +8,7 @@
 //! atomically swapped snapshot: a call finishes on the snapshot it started with. It
 //! knows nothing of MCP.
 
+mod keys;
 mod record;
 mod result;
 mod steps;
@@ -22,8 +23,8 @@ use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
 use crate::audit::AuditLog;
-use crate::catalog::{Catalog, DEFAULT_IDEM_TTL, Tool};
-use crate::idempotency::{self, Begin, Claim, Stored};
+use crate::catalog::{Catalog, Tool};
+use crate::idempotency::{self, ClaimInfo};
 use crate::identity::Actor;
 use crate::limits::{Metered, Refusal};
 use crate::policy::{Decision, Facts};
@@ -33,9 +34,8 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
 use crate::upstream::{Prepared, Reply, Secrets};
 use crate::util::Clock;
-use steps::{
-    check_output, idempotency_key, identify, render, replay, route, send, state_failure, validate,
-};
+use keys::Claimed;
+use steps::{check_output, identify, render, route, send, validate};
 
 /// Runs calls against the current catalog.
 #[derive(Debug)]
@@ -156,9 +156,10 @@ impl Engine {
         // 6. route: the upstream's URL for the decided region, never another region's
         let base = route(c, &decision)?;
         // 7. idempotency, before limits because a replay is free (no upstream call,
-        //    nothing counted): a finished key replays, a key in flight is refused, a new
-        //    key is claimed durably before anything is sent
-        let claim = match self.claim(c).await? {
+        //    nothing counted): a finished key replays, a key in flight or with its
+        //    outcome unknown is refused, a new key is claimed durably before anything
+        //    is sent (keys.rs)
+        let claim = match self.claim(c, base).await? {
             Claimed::Replay(outcome) => return outcome,
             Claimed::New(claim) => claim,
         };
@@ -168,16 +169,17 @@ impl Engine {
             let _permit = self.admit(c).await?;
             // 9. render the request (with traceparent and Idempotency-Key), check egress
             let out = render(c, base, claim.as_ref())?;
+            // 9b. a write leaves an audit record of intent before it is sent
+            self.intent(c, &out);
             // 10. send with the tool's timeout; only idempotent requests are retried
-            let reply = send(c, &out, claim.is_some()).await?;
+            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await?;
             // 11. map the reply: status to error, select, masks, detectors, output schema
             self.map(c, &decision, &reply, out.secrets).await
         }
         .await;
-        // 7b. the key keeps this outcome when the upstream answered (< 500), else it is
-        //     released so a retry may go (with the same Idempotency-Key)
-        self.settle(c, claim, &outcome).await;
-        outcome
+        // 7b. the key keeps this outcome when the upstream answered (< 500), is released
+        //     when nothing reached it, and is held when the outcome is unknown
+        self.settle(c, claim, outcome).await
     }
 
     /// Step 5: reads the elevation grant when a rule needs it, evaluates the rules.
@@ -220,71 +222,6 @@ impl Engine {
         match &decision.denial {
             Some((rule, reason)) => Err(Failure::Denied(format!("{reason} [rule {rule}]"))),
             None => Ok(decision),
-        }
-    }
-
-    /// Step 7: the call's key (the client's, else the tool's template), claimed.
-    async fn claim(&self, c: &mut Call<'_>) -> Result<Claimed, Failure> {
-        let Some(key) = idempotency_key(c)? else {
-            return Ok(Claimed::New(None));
-        };
-        c.result.idempotency_key = Some(key.clone());
-        let tool = c.tool;
-        let ttl = tool
-            .idempotency
-            .as_ref()
-            .map_or(DEFAULT_IDEM_TTL, |p| p.ttl);
-        let lapse = tool.request.timeout * (u32::from(tool.request.retries) + 1);
-        let store = self.store.as_ref();
-        match idempotency::begin(store, &tool.id, &c.result.actor, key, lapse, ttl)
-            .await
-            .map_err(state_failure)?
-        {
-            Begin::Replay(stored) if stored.args != c.digest() => {
-                Err(Failure::InvalidArguments(format!(
-                    "idempotency key '{}' was already used with other arguments; use a new key for a different write",
-                    c.result.idempotency_key.as_deref().unwrap_or_default()
-                )))
-            }
-            Begin::Replay(stored) => {
-                self.metrics.replay(&tool.id);
-                Ok(Claimed::Replay(replay(stored, &mut c.result)))
-            }
-            Begin::InFlight(key) => {
-                self.metrics.refusal(&tool.id, "in_flight");
-                Err(Failure::Limited(format!(
-                    "a call with idempotency key '{key}' is still in flight; retry in a few seconds to get its result (it is never sent twice)"
-                )))
-            }
-            Begin::Claimed(claim) => Ok(Claimed::New(Some(claim))),
-        }
-    }
-
-    /// Step 7b: stores the outcome under the key, or releases it.
-    async fn settle(
-        &self,
-        c: &mut Call<'_>,
-        claim: Option<Claim>,
-        outcome: &Result<Value, Failure>,
-    ) {
-        let Some(claim) = claim else { return };
-        let store = self.store.as_ref();
-        match c.result.status {
-            // The upstream answered: this outcome is the key's for its whole TTL.
-            Some(status) if status < 500 => {
-                let stored = Stored {
-                    status,
-                    ok: outcome.as_ref().ok().cloned(),
-                    error: outcome.as_ref().err().map(Failure::message),
-                    trace_id: c.trace.trace_id.clone(),
-                    args: c.digest().to_owned(),
-                };
-                if let Err(e) = idempotency::finish(store, &claim, &stored).await {
-                    tracing::error!(error = %e, tool = %c.tool.id, "the write was sent but its idempotency record could not be stored; a retry after the claim lapses may repeat it");
-                }
-            }
-            // Never sent, or its effect is unknown: a retry may go (same Idempotency-Key).
-            _ => idempotency::abandon(store, &claim).await,
         }
     }
 
@@ -405,6 +342,10 @@ struct Call<'a> {
     template_args: Option<minijinja::Value>,
     /// The arguments' digest, computed once per call when a step needs it.
     digest: Option<String>,
+    /// The claim this call holds on its idempotency key, as stored.
+    claimed: Option<ClaimInfo>,
+    /// Whether a request may have reached the upstream (anything past a failed connect).
+    reached: bool,
 }
 
 impl<'a> Call<'a> {
@@ -429,6 +370,8 @@ impl<'a> Call<'a> {
             region: None,
             idempotency_key: None,
             replayed: false,
+            held: false,
+            intent: None,
             ticket: None,
         };
         Self {
@@ -440,6 +383,8 @@ impl<'a> Call<'a> {
             result,
             template_args: None,
             digest: None,
+            claimed: None,
+            reached: false,
         }
     }
 
@@ -452,12 +397,6 @@ impl<'a> Call<'a> {
         self.digest
             .get_or_insert_with(|| idempotency::digest(&self.args))
     }
-}
-
-/// What step 7 found: a stored outcome to return, or the claim (if the call is keyed).
-enum Claimed {
-    Replay(Result<Value, Failure>),
-    New(Option<Claim>),
 }
 
 /// A rendered request on its way out: the request, the secrets it holds (to scrub from

@@ -38,7 +38,7 @@ pub(super) fn identify(catalog: &Catalog, ctx: &CallContext) -> Result<Arc<Actor
     }
     Err(Failure::Unauthenticated(match &catalog.identity {
         Some(identity) => crate::identity::TokenError::Missing(identity.token_source()).to_string(),
-        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (README: Identity)".to_owned(),
+        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (docs/identity.md)".to_owned(),
     }))
 }
 
@@ -154,22 +154,26 @@ pub(super) fn render<'a>(
 }
 
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
-/// is idempotent (GET, PUT, DELETE, or keyed); never after a timeout.
+/// is idempotent (GET, PUT, DELETE, or keyed to an upstream that deduplicates); never
+/// after a timeout. Notes whether anything may have reached the upstream.
 pub(super) async fn send(
     c: &mut Call<'_>,
     out: &Outgoing<'_>,
-    keyed: bool,
+    deduped: bool,
 ) -> Result<Reply, Failure> {
     let plan = &c.tool.request;
-    let retries = if plan.retryable(keyed) {
+    let retries = if plan.retryable(deduped) {
         plan.retries
     } else {
         0
     };
-    let reply = (plan.upstream)
+    let sent = (plan.upstream)
         .send_retrying(&c.tool.id, &out.request, retries)
         .instrument(out.span.clone())
-        .await
+        .await;
+    c.reached = sent.reached;
+    let reply = sent
+        .reply
         .map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
     out.span.record("http.status", reply.status);
     c.result.status = Some(reply.status);

@@ -13,6 +13,7 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 
 use super::Upstream;
+use crate::config::Vars;
 use crate::template::{RenderError, TemplateSet, Tpl};
 
 /// Default extra attempts for an idempotent request.
@@ -113,17 +114,18 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Reads the environment variables `names`.
+    /// Reads the secrets `names` from `vars` (the environment, or placeholders in a
+    /// test run).
     ///
     /// # Errors
     /// The first one that is not set.
-    pub fn read(names: &[String]) -> Result<Self, RequestError> {
+    pub fn read(names: &[String], vars: &Vars) -> Result<Self, RequestError> {
         let values = names
             .iter()
             .map(|name| {
-                std::env::var(name)
+                vars.secret(name)
                     .map(|v| (name.clone(), v))
-                    .map_err(|_| RequestError::MissingSecret(name.clone()))
+                    .ok_or_else(|| RequestError::MissingSecret(name.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let map: Map<String, Value> = values
@@ -209,10 +211,12 @@ impl RequestPlan {
     }
 
     /// Whether a failed attempt may be sent again: GET, PUT and DELETE are idempotent by
-    /// definition; any other method only when the call carries an idempotency key.
-    pub fn retryable(&self, keyed: bool) -> bool {
+    /// definition; any other method only when the call carries an idempotency key that
+    /// the upstream deduplicates on (`deduped`). A key alone is not enough: a POST that
+    /// got a 503 may have been acted on, and sending it again would be a second write.
+    pub fn retryable(&self, deduped: bool) -> bool {
         use reqwest::Method;
-        keyed
+        deduped
             || self.method == Method::GET
             || self.method == Method::PUT
             || self.method == Method::DELETE
