@@ -16,10 +16,11 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Located, ToolSpec};
 use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
+use crate::response::cost::PARSED_PER_BYTE;
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
-use crate::upstream::request::DEFAULT_RETRIES;
+use crate::upstream::request::{DEFAULT_MAX_BYTES, DEFAULT_RETRIES};
 use crate::upstream::{BodyTpl, RequestPlan, Secrets, Upstreams};
 use crate::util::duration::parse as parse_duration;
 
@@ -85,7 +86,11 @@ impl ToolCompiler<'_> {
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
         let request = self.request(&spec.request, &args, upstreams, check_upstream);
-        let response = self.response(&spec.response, &args);
+        let max_bytes = self.max_bytes(&spec.response);
+        let response = ResponseMap {
+            max_parsed: max_bytes.saturating_mul(PARSED_PER_BYTE),
+            ..self.response(&spec.response, &args)
+        };
         let limits = self.limits(spec);
         let idempotency = spec.idempotency.as_ref().and_then(|i| {
             let key = self.template("idempotency.key", &i.key, Slot::Text, &args, &["args"]);
@@ -118,7 +123,10 @@ impl ToolCompiler<'_> {
             listing,
             input: input?,
             output,
-            request: request?,
+            request: RequestPlan {
+                max_bytes,
+                ..request?
+            },
             response,
             secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>()),
             limits,
@@ -410,6 +418,7 @@ impl ToolCompiler<'_> {
             method: spec.method.to_http(),
             timeout: timeout.unwrap_or(upstream.timeout),
             retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
+            max_bytes: DEFAULT_MAX_BYTES,
             upstream,
             path: path?,
             query,
@@ -455,6 +464,18 @@ impl ToolCompiler<'_> {
                     .collect(),
             ),
             other => BodyTpl::Literal(other.clone()),
+        }
+    }
+
+    /// `response.max_bytes`, at least one byte; the default when absent.
+    fn max_bytes(&mut self, spec: &ResponseSpec) -> u64 {
+        match &spec.max_bytes {
+            None => DEFAULT_MAX_BYTES,
+            Some(m) if m.value == 0 => {
+                self.err(m.pos, "response.max_bytes", "must be at least 1 byte");
+                DEFAULT_MAX_BYTES
+            }
+            Some(m) => m.value,
         }
     }
 
@@ -520,6 +541,7 @@ impl ToolCompiler<'_> {
             select,
             masks,
             errors,
+            max_parsed: DEFAULT_MAX_BYTES * PARSED_PER_BYTE,
         }
     }
 }

@@ -18,6 +18,11 @@ use crate::template::{RenderError, TemplateSet, Tpl};
 /// Default extra attempts for an idempotent request.
 pub const DEFAULT_RETRIES: u8 = 2;
 
+/// The most bytes of a reply a tool reads unless its `response.max_bytes` says
+/// otherwise: 2 MiB, about half a million tokens, more than a model's context holds.
+/// It keeps a call's memory (the reply, its parsed form, the answer) under 100 MB.
+pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
 /// A JSON body whose string leaves are templates.
 #[derive(Debug, Clone)]
 pub enum BodyTpl {
@@ -50,6 +55,8 @@ pub struct RequestPlan {
     pub timeout: Duration,
     /// Extra attempts after a connection failure or 502/503/504, for idempotent requests.
     pub retries: u8,
+    /// The most bytes of a reply read (`response.max_bytes`).
+    pub max_bytes: u64,
 }
 
 /// A request rendered from a tool's templates, ready to send.
@@ -65,6 +72,8 @@ pub struct Prepared {
     pub body: Option<Value>,
     /// Time allowed for the request.
     pub timeout: Duration,
+    /// The most bytes of the reply read.
+    pub max_bytes: u64,
 }
 
 /// Why a request could not be built. Messages never carry a secret's value.
@@ -126,6 +135,10 @@ impl Secrets {
                     .map_err(|_| RequestError::MissingSecret(name.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Known from now on: scrubbed from everything that leaves, whatever it looks like.
+        for (name, value) in &values {
+            crate::redact::register_secret(name, value);
+        }
         let map: Map<String, Value> = values
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
@@ -205,6 +218,7 @@ impl RequestPlan {
             headers,
             body,
             timeout: self.timeout,
+            max_bytes: self.max_bytes,
         })
     }
 
