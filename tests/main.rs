@@ -12,12 +12,17 @@ mod util;
 
 mod audit;
 mod call;
+mod egress;
 mod host_config;
 mod http;
 mod identity;
 mod import;
+mod leaks;
 mod limits;
+mod memory;
+mod numbers;
 mod otlp;
+mod pii;
 mod policy;
 mod python_client;
 mod reload;
