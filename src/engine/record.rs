@@ -2,7 +2,8 @@
 //! stderr, the metrics, the SLO sample and the audit record.
 //!
 //! Owns what is written about a call and that nothing written carries raw arguments,
-//! results or secrets: arguments and reasons pass every detector first. It decides
+//! results or secrets: arguments, reasons and the idempotency key pass every detector
+//! and the known secret values first. It decides
 //! nothing about the call itself.
 
 use std::sync::LazyLock;

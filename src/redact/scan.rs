@@ -223,14 +223,22 @@ impl Scan<'_> {
         {
             i += skip;
             let found = match b.get(i).map_or(0, |c| class(*c)) & mask {
-                DIGIT => match pan_at(b, i) {
-                    Some(end) => Some((i, end, Kind::Pan)),
-                    // No card starts here or inside this run of digits.
-                    None => {
-                        i = run_end(b, i);
-                        continue;
+                DIGIT => {
+                    let card = pan_at(b, i);
+                    // Digits inside a trace id or a digest are no card.
+                    match (card, card.and_then(|_| digest_end(b, i))) {
+                        (_, Some(end)) => {
+                            i = end;
+                            continue;
+                        }
+                        (Some(end), None) => Some((i, end, Kind::Pan)),
+                        // No card starts here or inside this run of digits.
+                        (None, _) => {
+                            i = run_end(b, i);
+                            continue;
+                        }
                     }
-                },
+                }
                 AT => {
                     // An address whose local part runs back into the previous address
                     // (`a@b.jane@example.com`) is one hit with it, so neither survives.
@@ -295,6 +303,20 @@ impl Scan<'_> {
             }
         }
     }
+}
+
+/// When the digit at `i` sits in a token of exactly 32, 40 or 64 hexadecimal characters
+/// (a trace id, a SHA-1 or SHA-256 digest), the token's end: its digits are no card.
+fn digest_end(b: &[u8], i: usize) -> Option<usize> {
+    let alnum = |c: &&u8| c.is_ascii_alphanumeric();
+    let before = b.get(..i)?.iter().rev().take_while(alnum).take(65).count();
+    let after = b.get(i..)?.iter().take_while(alnum).take(65).count();
+    if before + after < 32 {
+        return None;
+    }
+    let token = b.get(i - before..i + after)?;
+    let digest = matches!(token.len(), 32 | 40 | 64) && token.iter().all(u8::is_ascii_hexdigit);
+    digest.then_some(i + after)
 }
 
 /// `s` with each hit's range (in order, not overlapping) replaced; and the count.

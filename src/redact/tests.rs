@@ -312,6 +312,20 @@ fn cards_glued_to_letters_are_cards_when_they_pass_luhn() {
     );
 }
 
+/// Hex digests and trace ids hold long runs of digits; they are not cards.
+#[test]
+fn digits_inside_a_trace_id_or_digest_are_no_card() {
+    for token in [
+        "ab4111111111111111cdef0123456789",
+        "4111111111111111aaaabbbbccccddddeeeeffff",
+        "trace 00000000004111111111111111000000",
+    ] {
+        assert_eq!(all(token), (token.to_owned(), 0), "{token}");
+    }
+    // One character more and it is no digest: the card is found.
+    assert_eq!(all("ab4111111111111111cdef0123456789a").1, 1);
+}
+
 /// Regression (issue 14, item 3): a no-break space or an en dash between groups.
 #[test]
 fn cards_grouped_with_unicode_spaces_dashes_or_json_escapes_are_cards() {

@@ -166,8 +166,11 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if ip.is_loopback() {
         return Some("a loopback address");
     }
-    if [a, b, c, d, e] == [0; 5] && (f == 0xffff || f == 0) {
-        return special_v4(embedded(g, h)).or(Some("an IPv4-mapped address"));
+    if [a, b, c, d, e, f] == [0, 0, 0, 0, 0, 0xffff] {
+        return special_v4(embedded(g, h));
+    }
+    if [a, b, c, d, e, f] == [0; 6] {
+        return special_v4(embedded(g, h)).or(Some("a reserved (IPv4-compatible) address"));
     }
     if [a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return special_v4(embedded(g, h));
