@@ -114,6 +114,11 @@ impl Scan<'_> {
     /// `None` when nothing was found (and nothing copied).
     pub(super) fn string(&self, s: &str) -> Option<(String, usize)> {
         let b = s.as_bytes();
+        // Shorter than the shortest thing to find (an email, a known value); decoding
+        // only makes text shorter.
+        if b.len() < MIN_EMAIL.min(known::MIN_KNOWN) {
+            return None;
+        }
         let hits = self.hits(b);
         if !percent::has_escape(b) {
             if hits.is_empty() {
