@@ -16,7 +16,7 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Located, ToolSpec};
 use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
-use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
+use crate::response::{Path as JsonPath, ResponseMap, StatusMatch, Wrap};
 use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
 use crate::upstream::request::DEFAULT_RETRIES;
@@ -85,7 +85,8 @@ impl ToolCompiler<'_> {
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
         let request = self.request(&spec.request, &args, upstreams, check_upstream);
-        let response = self.response(&spec.response, &args);
+        let mut response = self.response(&spec.response, &args);
+        response.wrap = output_wrap(spec);
         let limits = self.limits(spec);
         let idempotency = spec.idempotency.as_ref().and_then(|i| {
             let key = self.template("idempotency.key", &i.key, Slot::Text, &args, &["args"]);
@@ -256,7 +257,9 @@ impl ToolCompiler<'_> {
             ..
         }) = &spec.output
         {
-            let wrapped = if out.get("type").and_then(Value::as_str) == Some("object") {
+            // The result is wrapped exactly when `response.always_wrap` says (the same
+            // test), so every result matches what is advertised here.
+            let wrapped = if output_wrap(spec) != Wrap::Always {
                 out.clone()
             } else {
                 let key = spec
@@ -520,6 +523,21 @@ impl ToolCompiler<'_> {
             select,
             masks,
             errors,
+            wrap: Wrap::NonObjects,
         }
+    }
+}
+
+/// How the tool's results are wrapped, from its `output:` schema: an object schema
+/// (`type: object`) describes the result as sent; any other (`type: array`, no `type`)
+/// describes the selection, always wrapped in an object (`structuredContent` must be
+/// one) and advertised so in `tools/list`.
+fn output_wrap(spec: &ToolSpec) -> Wrap {
+    match spec.output.as_ref().map(|o| &o.value) {
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("object") => {
+            Wrap::Never
+        }
+        Some(Value::Object(_)) => Wrap::Always,
+        _ => Wrap::NonObjects,
     }
 }

@@ -176,15 +176,25 @@ pub(super) async fn send(
     Ok(reply)
 }
 
-/// Step 11's last check: the result against the tool's output schema, if it has one.
+/// Step 11's last check: the selection against the tool's output schema, if it has one.
+/// The message names where (a JSON pointer into `structuredContent`) and what, never
+/// the value itself: a reply can be large, and it is the tool's author who must act.
 pub(super) fn check_output(tool: &Tool, structured: &Value) -> Result<(), Failure> {
     let Some(out) = &tool.output else {
         return Ok(());
     };
+    let (selection, prefix) = tool.response.selection(structured);
     let errors: Vec<String> = out
-        .iter_errors(structured)
+        .iter_errors(selection)
         .take(3)
-        .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
+        .map(|e| {
+            let at = format!("{prefix}{}", e.instance_path());
+            if at.is_empty() {
+                e.masked_with("the result").to_string()
+            } else {
+                format!("'{at}': {}", e.masked_with("the value"))
+            }
+        })
         .collect();
     if errors.is_empty() {
         Ok(())
