@@ -12,6 +12,7 @@
 //! registry and `/metrics`) and [`slo`] (latency objectives).
 
 pub mod metrics;
+pub mod rpc_errors;
 pub mod slo;
 pub mod trace;
 
@@ -127,6 +128,11 @@ pub fn init(
 ) -> Result<Telemetry, TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // rmcp's debug-formatted line for each JSON-RPC error becomes one clean line.
+    use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+    let filter = filter.and(filter_fn(|m| !rpc_errors::is_rmcp_error_event(m)));
+    let clean_errors =
+        rpc_errors::CleanRpcErrors.with_filter(filter_fn(rpc_errors::is_rmcp_error_event));
     let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -156,6 +162,7 @@ pub fn init(
     };
     tracing_subscriber::registry()
         .with(fmt)
+        .with(clean_errors)
         .with(otel)
         .try_init()
         .map_err(TelemetryError::Subscriber)?;
