@@ -14,6 +14,7 @@ mod audit;
 mod call;
 mod host_config;
 mod http;
+mod http_auth;
 mod identity;
 mod import;
 mod limits;

@@ -43,6 +43,13 @@ pub(super) async fn run(
     let (loaded, catalog) = super::load(dir, &vars)?;
     let transport = if http.http.is_some() { "http" } else { "stdio" };
     tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, transport, "serving MCP");
+    // A host that did not expand its variable, or an expired token: say so at start, in
+    // the host's log, rather than only in each refused call.
+    if let (None, Some(identity)) = (http.http, &catalog.identity)
+        && let Err(e) = identity.stdio_actor()
+    {
+        tracing::warn!(token = %identity.token_source(), "every call will be refused until the host's config is fixed: {e}");
+    }
     let http_opts = match http.http {
         Some(addr) => Some(http_options(addr, &loaded.server.1.http, http, metrics)?),
         None => None,
