@@ -53,7 +53,11 @@ struct Batch {
 /// The transport over a reader and a writer (stdin and stdout in `serve`).
 pub(crate) struct LineTransport<R, W> {
     reader: BufReader<R>,
+    /// The line being read. It survives a cancelled read (rmcp polls `receive` in a
+    /// `select!`), so the next call resumes it; it is cleared once handled.
     line: Vec<u8>,
+    /// The line being read is over [`MAX_LINE`]: only its head is kept.
+    oversized: bool,
     writer: Arc<tokio::sync::Mutex<W>>,
     session: Arc<Mutex<Session>>,
     /// Messages of a batch, handed to rmcp one at a time.
@@ -65,6 +69,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
         Self {
             reader: BufReader::new(reader),
             line: Vec::new(),
+            oversized: false,
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             session: Arc::new(Mutex::new(Session::default())),
             queue: VecDeque::new(),
@@ -81,16 +86,15 @@ enum Read {
 }
 
 impl<R: AsyncRead + Unpin, W> LineTransport<R, W> {
-    /// Reads one line into `self.line` (without its newline), never holding more than
-    /// [`MAX_LINE`] bytes of it.
+    /// Reads up to the end of a line into `self.line` (without its newline), never
+    /// holding more than [`MAX_LINE`] bytes of it. Cancellation-safe: `fill_buf` takes
+    /// nothing, and what is taken is in `self.line` before the next await.
     async fn read_line(&mut self) -> std::io::Result<Read> {
-        self.line.clear();
-        let mut oversized = false;
         loop {
             let available = self.reader.fill_buf().await?;
             if available.is_empty() {
                 // A last line without a newline is still a message.
-                return Ok(if oversized {
+                return Ok(if self.oversized {
                     Read::Oversized
                 } else if self.line.is_empty() {
                     Read::Eof
@@ -102,22 +106,20 @@ impl<R: AsyncRead + Unpin, W> LineTransport<R, W> {
             let chunk = available
                 .get(..newline.unwrap_or(available.len()))
                 .unwrap_or_default();
-            if oversized || self.line.len() + chunk.len() > MAX_LINE {
+            if self.oversized || self.line.len() + chunk.len() > MAX_LINE {
                 // Keep the head only: it may show the request's id.
-                let room = HEAD.saturating_sub(self.line.len());
+                let room = HEAD.saturating_sub(self.line.len()).min(chunk.len());
                 self.line
-                    .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
-                if !oversized {
-                    self.line.truncate(HEAD);
-                }
-                oversized = true;
+                    .extend_from_slice(chunk.get(..room).unwrap_or_default());
+                self.line.truncate(HEAD);
+                self.oversized = true;
             } else {
                 self.line.extend_from_slice(chunk);
             }
             let used = newline.map_or(available.len(), |i| i + 1);
             self.reader.consume(used);
             if newline.is_some() {
-                return Ok(if oversized {
+                return Ok(if self.oversized {
                     Read::Oversized
                 } else {
                     Read::Line
@@ -131,36 +133,64 @@ impl<R, W> LineTransport<R, W>
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    /// Answers an unreadable message with an error, logging one line.
-    async fn refuse(&mut self, id: Option<Value>, code: i64, message: &str) -> std::io::Result<()> {
-        write_line(&self.writer, &error(id, code, message)).await
+    /// Writes `value` as a line from a task of its own: `receive` may be cancelled at
+    /// any await, and a write cut in half would corrupt the stream.
+    fn answer(&self, value: Value) {
+        let writer = Arc::clone(&self.writer);
+        tokio::spawn(async move {
+            if let Err(e) = write_line(&writer, &value).await {
+                tracing::warn!(error = %e, "cannot write an error answer to stdout");
+            }
+        });
+    }
+
+    /// Handles the line in `self.line`; returns what rmcp gets, if anything.
+    fn handle(&mut self, read: &Read) -> Option<ClientJsonRpcMessage> {
+        if matches!(read, Read::Oversized) {
+            let msg = format!(
+                "parse error: the message is over the limit of {MAX_LINE} bytes (16 MiB) for \
+                 one line; it was not read"
+            );
+            self.answer(error(sniff_id(&self.line), -32700, &msg));
+            return None;
+        }
+        let line = trim(&self.line);
+        if line.is_empty() {
+            return None;
+        }
+        match serde_json::from_slice::<ClientJsonRpcMessage>(line) {
+            Ok(msg) => {
+                self.note(&msg);
+                Some(msg)
+            }
+            Err(e) => {
+                let line = line.to_vec();
+                self.unreadable(&line, &e)
+            }
+        }
     }
 
     /// A line rmcp cannot read as a message: a parse error, a batch, or a message of the
     /// wrong shape. Returns what rmcp gets now, if anything.
-    async fn unreadable(
-        &mut self,
-        line: &[u8],
-        why: &serde_json::Error,
-    ) -> std::io::Result<Option<ClientJsonRpcMessage>> {
+    fn unreadable(&mut self, line: &[u8], why: &serde_json::Error) -> Option<ClientJsonRpcMessage> {
         match serde_json::from_slice::<Value>(line) {
             Err(e) => {
                 let msg = format!(
                     "parse error: the line is not JSON that mcpd can read ({e}); send one \
                      JSON-RPC message per line"
                 );
-                self.refuse(sniff_id(line), -32700, &msg).await?;
-                Ok(None)
+                self.answer(error(sniff_id(line), -32700, &msg));
+                None
             }
             Ok(Value::Array(items)) => {
-                self.batch(items).await?;
-                Ok(self.queue.pop_front())
+                self.batch(items);
+                self.queue.pop_front()
             }
             Ok(one) => {
                 if let Some(answer) = refusal(&one, why) {
-                    write_line(&self.writer, &answer).await?;
+                    self.answer(answer);
                 }
-                Ok(None)
+                None
             }
         }
     }
@@ -175,11 +205,10 @@ where
     }
 
     /// A batch array: run on 2025-03-26, refused on every other version.
-    async fn batch(&mut self, items: Vec<Value>) -> std::io::Result<()> {
+    fn batch(&mut self, items: Vec<Value>) {
         if items.is_empty() {
-            return self
-                .refuse(None, -32600, "invalid request: an empty batch")
-                .await;
+            self.answer(error(None, -32600, "invalid request: an empty batch"));
+            return;
         }
         let protocol = self.lock().protocol.clone();
         if protocol.as_deref() != Some(BATCH_VERSION) {
@@ -193,11 +222,12 @@ where
                 .filter_map(|m| m.get("id"))
                 .map(|id| error(Some(id.clone()), -32600, &why))
                 .collect();
-            return if answers.is_empty() {
-                self.refuse(None, -32600, &why).await
+            self.answer(if answers.is_empty() {
+                error(None, -32600, &why)
             } else {
-                write_line(&self.writer, &Value::Array(answers)).await
-            };
+                Value::Array(answers)
+            });
+            return;
         }
         let mut batch = Batch {
             waiting: HashSet::new(),
@@ -219,12 +249,11 @@ where
         if batch.waiting.is_empty() {
             // Only notifications and refusals: nothing more will come for it.
             if !batch.answers.is_empty() {
-                write_line(&self.writer, &Value::Array(batch.answers)).await?;
+                self.answer(Value::Array(batch.answers));
             }
         } else {
             self.lock().batches.push(batch);
         }
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
@@ -284,43 +313,19 @@ where
                 return Some(msg);
             }
             let read = match self.read_line().await {
+                Ok(Read::Eof) => return None,
                 Ok(read) => read,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read stdin; the session ends");
                     return None;
                 }
             };
-            let outcome = match read {
-                Read::Eof => return None,
-                Read::Oversized => {
-                    let id = sniff_id(&self.line);
-                    let msg = format!(
-                        "parse error: the message is over the limit of {MAX_LINE} bytes (16 MiB) \
-                         for one line; it was not read"
-                    );
-                    self.refuse(id, -32700, &msg).await.map(|()| None)
-                }
-                Read::Line => {
-                    let line = trim(&self.line).to_vec();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_slice::<ClientJsonRpcMessage>(&line) {
-                        Ok(msg) => {
-                            self.note(&msg);
-                            return Some(msg);
-                        }
-                        Err(e) => self.unreadable(&line, &e).await,
-                    }
-                }
-            };
-            match outcome {
-                Ok(Some(msg)) => return Some(msg),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot write to stdout; the session ends");
-                    return None;
-                }
+            // No await from here on: the whole line is handled, then forgotten.
+            let msg = self.handle(&read);
+            self.line.clear();
+            self.oversized = false;
+            if let Some(msg) = msg {
+                return Some(msg);
             }
         }
     }

@@ -185,3 +185,24 @@ async fn a_request_that_is_not_a_readable_message_is_answered() {
         ]
     );
 }
+
+/// rmcp polls `receive` inside a `select!` and drops it whenever another branch is
+/// ready (an answer going out): a line read in two parts must survive that.
+#[tokio::test]
+async fn a_read_cancelled_mid_line_resumes_the_same_line() {
+    let (mut client, server_in) = tokio::io::duplex(1 << 16);
+    let (server_out, _client_out) = tokio::io::duplex(1 << 16);
+    let mut t = LineTransport::new(server_in, server_out);
+    client
+        .write_all(br#"{"jsonrpc":"2.0","id":41,"#)
+        .await
+        .unwrap();
+    let cancelled = tokio::time::timeout(std::time::Duration::from_millis(20), t.receive()).await;
+    assert!(cancelled.is_err(), "the line is not complete yet");
+    client.write_all(b"\"method\":\"ping\"}\n").await.unwrap();
+    let msg = t.receive().await.unwrap();
+    let JsonRpcMessage::Request(r) = msg else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(serde_json::to_value(&r.id).unwrap(), json!(41));
+}
