@@ -20,6 +20,7 @@ mod import;
 mod limits;
 mod otlp;
 mod policy;
+mod protocol;
 mod python_client;
 mod reload;
 mod replicas;
