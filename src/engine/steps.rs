@@ -154,7 +154,8 @@ pub(super) fn render<'a>(
 }
 
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
-/// is idempotent (GET, PUT, DELETE, or keyed); never after a timeout.
+/// is idempotent (GET, PUT, DELETE, or keyed); never after a timeout. The client's
+/// cancellation aborts the request.
 pub(super) async fn send(
     c: &mut Call<'_>,
     out: &Outgoing<'_>,
@@ -166,11 +167,27 @@ pub(super) async fn send(
     } else {
         0
     };
-    let reply = (plan.upstream)
+    let sending = (plan.upstream)
         .send_retrying(&c.tool.id, &out.request, retries)
-        .instrument(out.span.clone())
-        .await
-        .map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
+        .instrument(out.span.clone());
+    let sent = match c.cancelled {
+        None => sending.await,
+        Some(token) => tokio::select! {
+            biased;
+            () = token.cancelled() => {
+                // Dropping the request aborts it; the outcome is unknown, as after a
+                // timeout (no status), and the call settles the same way.
+                tracing::info!(tool = %c.tool.id, "the client cancelled the call: upstream request aborted");
+                return Err(Failure::Unreachable(
+                    "the client cancelled the call; the upstream request was aborted, so \
+                     whether it took effect is unknown"
+                        .to_owned(),
+                ));
+            }
+            sent = sending => sent,
+        },
+    };
+    let reply = sent.map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
     out.span.record("http.status", reply.status);
     c.result.status = Some(reply.status);
     Ok(reply)

@@ -255,6 +255,8 @@ impl ServerHandler for McpServer {
                 .get::<axum::http::request::Parts>()
                 .and_then(|p| p.extensions.get::<Arc<Actor>>())
                 .cloned(),
+            // rmcp cancels it on `notifications/cancelled` for this request.
+            cancelled: Some(context.ct.clone()),
         };
         match self
             .engine
