@@ -7,6 +7,7 @@
 //! to stdout (logs go to stderr, see `cli`).
 
 mod errors;
+pub(crate) mod hosts;
 pub(crate) mod http;
 mod stdio;
 
