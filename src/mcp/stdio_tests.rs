@@ -46,21 +46,28 @@ async fn exchange(lines: &[&str]) -> (Vec<ClientJsonRpcMessage>, Vec<serde_json:
     let (mut client, server_in) = tokio::io::duplex(1 << 16);
     let (server_out, client_out) = tokio::io::duplex(1 << 16);
     let mut t = LineTransport::new(server_in, server_out);
-    for l in lines {
-        client.write_all(format!("{l}\n").as_bytes()).await.unwrap();
-    }
-    drop(client);
+    // Write and read beside the transport: the pipes hold 64 KiB each.
+    let input: Vec<String> = lines.iter().map(|l| format!("{l}\n")).collect();
+    let writer = tokio::spawn(async move {
+        for l in input {
+            client.write_all(l.as_bytes()).await.unwrap();
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut written = Vec::new();
+        let mut reader = tokio::io::BufReader::new(client_out).lines();
+        while let Some(line) = reader.next_line().await.unwrap() {
+            written.push(serde_json::from_str(&line).unwrap());
+        }
+        written
+    });
     let mut got = Vec::new();
     while let Some(m) = t.receive().await {
         got.push(m);
     }
+    writer.await.unwrap();
     drop(t);
-    let mut written = Vec::new();
-    let mut reader = tokio::io::BufReader::new(client_out).lines();
-    while let Some(line) = reader.next_line().await.unwrap() {
-        written.push(serde_json::from_str(&line).unwrap());
-    }
-    (got, written)
+    (got, reader.await.unwrap())
 }
 
 #[tokio::test]
@@ -205,4 +212,102 @@ async fn a_read_cancelled_mid_line_resumes_the_same_line() {
         panic!("{msg:?}")
     };
     assert_eq!(serde_json::to_value(&r.id).unwrap(), json!(41));
+}
+
+/// A small deterministic generator (xorshift), so the mutations are the same each run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Mutates the params of a request line: whatever becomes of them, a line that still
+/// starts as request N either reaches rmcp as request N or is answered under id N, and
+/// exactly once. Cases: 300, or `MCPD_FUZZ_CASES`.
+#[tokio::test]
+async fn every_mutated_request_line_is_delivered_or_answered_under_its_id() {
+    let cases: usize = std::env::var("MCPD_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    let pieces = [
+        "1e400",
+        "\"",
+        "]",
+        "}",
+        "{",
+        ",",
+        "null",
+        "[1,2]",
+        "\\u0000",
+        "-",
+        "9999999999999999999999",
+        "\"arguments\":",
+        "tools/call",
+        " ",
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut lines = Vec::new();
+    for n in 0..cases {
+        let mut params: Vec<char> =
+            r#"{"name":"flag_set","arguments":{"env":"prod","percent":10}}}"#
+                .chars()
+                .collect();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(params.len() + 1);
+            match rng.below(3) {
+                0 if !params.is_empty() => {
+                    let end = (at + 1 + rng.below(6)).min(params.len());
+                    params.drain(at.min(end)..end);
+                }
+                1 if at < params.len() => {
+                    params[at] = pieces[rng.below(pieces.len())]
+                        .chars()
+                        .next()
+                        .unwrap_or(' ')
+                }
+                _ => {
+                    let piece = pieces[rng.below(pieces.len())];
+                    params.splice(at..at, piece.chars());
+                }
+            }
+        }
+        let params: String = params.into_iter().collect();
+        lines.push(format!(
+            r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{params}"#
+        ));
+    }
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let (got, written) = exchange(&refs).await;
+    let mut seen = vec![0u32; cases];
+    for msg in &got {
+        let JsonRpcMessage::Request(r) = msg else {
+            panic!("not a request: {msg:?}")
+        };
+        let id = serde_json::to_value(&r.id).unwrap().as_u64().unwrap() as usize;
+        seen[id] += 1;
+    }
+    for answer in &written {
+        let id = answer["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("answer without its id: {answer}")) as usize;
+        assert!(answer["error"]["code"].is_i64(), "{answer}");
+        seen[id] += 1;
+    }
+    for (n, count) in seen.iter().enumerate() {
+        assert_eq!(
+            *count, 1,
+            "line {n} was handled {count} times: {}",
+            lines[n]
+        );
+    }
 }

@@ -311,7 +311,7 @@ async fn unknown_session(
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
-        .map(|id| Arc::<str>::from(id));
+        .map(Arc::<str>::from);
     match id {
         Some(id) if !sessions.has_session(&id).await.unwrap_or(true) => (
             StatusCode::NOT_FOUND,
