@@ -4,7 +4,9 @@
 //! exercise mcpd end to end: orders with customer emails and card numbers in two data
 //! regions (`/orders` is the US store, `/eu/orders` the EU store), filtered by date;
 //! flags that store a percent per environment. `/_requests` lets tests see exactly what
-//! reached the upstream. It is demo code: in memory, no auth.
+//! reached the upstream, and `/writes` is a slow (or failing) write endpoint that counts
+//! the writes it applied per `Idempotency-Key` (`/_writes`), for tests of "one write per
+//! key". It is demo code: in memory, no auth.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,10 +67,26 @@ pub struct DemoState {
     flags: Mutex<HashMap<(String, String), u8>>,
     seen: Mutex<Vec<Seen>>,
     flaky: Mutex<HashMap<String, u32>>,
+    writes: Mutex<Writes>,
     /// `/slow` requests: how many began, and how many ran to their answer (the rest
     /// were dropped when the caller went away, e.g. mcpd aborting a cancelled call).
     slow_started: AtomicUsize,
     slow_answered: AtomicUsize,
+}
+
+/// What `/writes` applied.
+#[derive(Debug, Default)]
+struct Writes {
+    /// Writes applied in all.
+    total: u64,
+    /// Writes applied per `Idempotency-Key` ("" for none).
+    by_key: HashMap<String, u64>,
+    /// The last write of each `ref`.
+    by_ref: HashMap<String, Value>,
+    /// The first write of each key, for `dedupe=true` repeats.
+    first: HashMap<String, Value>,
+    /// Requests seen per `ref`, for `fail_first`.
+    attempts: HashMap<String, u32>,
 }
 
 impl DemoState {
@@ -99,6 +117,9 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/slow", get(slow).put(slow).post(slow))
         .route("/_slow", get(slow_stats))
         .route("/flaky/{id}", any(flaky))
+        .route("/writes", axum::routing::post(write))
+        .route("/writes/{reference}", get(get_write))
+        .route("/_writes", get(writes_applied))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
@@ -205,6 +226,101 @@ async fn flaky(
     } else {
         Json(json!({ "id": id, "attempt": attempt })).into_response()
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct WriteQuery {
+    /// Milliseconds before the write is applied.
+    ms: Option<u64>,
+    /// The status to answer with once it is applied (default 201): a 5xx here is a
+    /// write that landed although the client was told it failed.
+    status: Option<u16>,
+    /// Deduplicate on `Idempotency-Key`: a repeat gets the first answer, nothing applied.
+    dedupe: Option<bool>,
+    /// The first this many requests for each `ref` fail with 503 and apply nothing.
+    fail_first: Option<u32>,
+}
+
+/// Applies a write after `ms` (at most 10 s), even when the client stopped waiting, as a
+/// service that got the request would; counts it under its `Idempotency-Key`.
+async fn write(
+    State(state): State<Arc<DemoState>>,
+    Query(q): Query<WriteQuery>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let ms = q.ms.unwrap_or(0).min(10_000);
+    let dedupe = q.dedupe.unwrap_or(false);
+    let status = q
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::CREATED);
+    let fail_first = q.fail_first.unwrap_or(0);
+    let applied = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        let mut w = state.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        let reference = body.get("ref").and_then(Value::as_str).map(str::to_owned);
+        let attempt = {
+            let n = w
+                .attempts
+                .entry(reference.clone().unwrap_or_default())
+                .or_insert(0);
+            *n += 1;
+            *n
+        };
+        if attempt <= fail_first {
+            return None;
+        }
+        if dedupe && let Some(first) = w.first.get(&key) {
+            let mut again = first.clone();
+            if let Some(o) = again.as_object_mut() {
+                o.insert("deduplicated".to_owned(), Value::Bool(true));
+            }
+            return Some(again);
+        }
+        w.total += 1;
+        let n = {
+            let n = w.by_key.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let record = json!({ "key": key, "ref": reference, "write": w.total, "applied": n });
+        if let Some(r) = reference {
+            w.by_ref.insert(r, record.clone());
+        }
+        w.first.entry(key).or_insert_with(|| record.clone());
+        Some(record)
+    });
+    match applied.await {
+        Ok(Some(record)) => (status, Json(record)).into_response(),
+        Ok(None) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "try again (nothing was written)",
+        ),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the write task failed"),
+    }
+}
+
+async fn get_write(State(state): State<Arc<DemoState>>, Path(reference): Path<String>) -> Response {
+    let w = state.writes.lock().unwrap_or_else(PoisonError::into_inner);
+    match w.by_ref.get(&reference) {
+        Some(record) => Json(record.clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no write with ref '{reference}'"),
+        ),
+    }
+}
+
+async fn writes_applied(State(state): State<Arc<DemoState>>) -> Json<Value> {
+    let w = state.writes.lock().unwrap_or_else(PoisonError::into_inner);
+    Json(json!({ "total": w.total, "by_key": w.by_key }))
 }
 
 async fn slow(State(state): State<Arc<DemoState>>, Query(q): Query<Sleep>) -> Json<Value> {

@@ -1,5 +1,6 @@
 //! The audit log and trace stitching through the real binary: every call leaves one
-//! signed record (arguments redacted), `mcpd audit verify` passes on the clean log and
+//! signed record (arguments redacted; a write also its record of intent, written before
+//! it is sent), `mcpd audit verify` passes on the clean log and
 //! names the first edited, deleted or reordered record; a caller's `traceparent` in
 //! `_meta` continues into the upstream request and the record.
 
@@ -85,15 +86,23 @@ fn every_call_is_recorded_and_the_log_verifies() {
     let cfg = with_audit();
     let stderr = three_calls(&cfg, &api);
     let lines = records(&cfg);
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    let recs: Vec<Value> = lines
+    // Three calls, and the write's record of intent written before it was sent.
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let all_recs: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let (intents, recs): (Vec<Value>, Vec<Value>) =
+        all_recs.into_iter().partition(|r| r["event"] == "intent");
+    assert_eq!(recs.len(), 3, "{lines:?}");
     assert_eq!(recs[0]["tool"], "orders.export");
     assert_eq!(recs[0]["decision"], "allowed");
     assert_eq!(recs[1]["decision"], "invalid");
     assert_eq!(recs[2]["status"], 200);
+    assert_eq!(intents.len(), 1);
+    assert_eq!(intents[0]["tool"], "flag.set");
+    assert_eq!(intents[0]["method"], "PUT");
+    assert_eq!(recs[2]["intent"], intents[0]["seq"]);
     // arguments are redacted before they are recorded or logged
     let all = format!("{}{stderr}", lines.join("\n"));
     assert!(
@@ -102,7 +111,7 @@ fn every_call_is_recorded_and_the_log_verifies() {
     );
     let (code, out) = verify(&cfg);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("OK: 3 records"), "{out}");
+    assert!(out.starts_with("OK: 4 records"), "{out}");
 }
 
 #[test]
@@ -323,7 +332,8 @@ fn an_ed25519_signed_log_verifies_with_the_public_key_alone() {
 
     let (code, out) = verify_with(&cfg, &["--public-key", &public], None);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("OK: 2 records"), "{out}");
+    // Two calls and the write's record of intent.
+    assert!(out.starts_with("OK: 3 records"), "{out}");
     cfg.write("public.key", &format!("{public}\n"));
     let key_file = cfg.path().join("public.key");
     let (code, out) = verify_with(&cfg, &["--public-key", key_file.to_str().unwrap()], None);

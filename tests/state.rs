@@ -251,10 +251,16 @@ input: { type: object }
 request: { upstream: flags, method: POST, path: /flaky/post }
 ---
 name: flaky.keyed
-description: POST with an idempotency key.
+description: POST with an idempotency key, to an endpoint that deduplicates on it.
 input: { type: object }
 request: { upstream: flags, method: POST, path: /flaky/keyed }
-idempotency: { key: \"k1\" }
+idempotency: { key: \"k1\", upstream_dedupes: true }
+---
+name: flaky.keyed_plain
+description: POST with an idempotency key the upstream does not deduplicate on.
+input: { type: object }
+request: { upstream: flags, method: POST, path: /flaky/plain }
+idempotency: { key: \"k2\" }
 ";
 
 #[test]
@@ -277,6 +283,10 @@ fn only_idempotent_requests_are_retried() {
             .iter()
             .all(|r| r["headers"]["idempotency-key"] == "k1")
     );
+    // A key alone does not make a POST safe to resend: a 503 may come after the write.
+    let plain = c.call("flaky_keyed_plain", json!({}));
+    assert!(is_error(&plain), "{plain}");
+    assert_eq!(seen(&api, "POST", "/flaky/plain").len(), 1);
 }
 
 #[test]

@@ -187,19 +187,45 @@ fn github_actions_example_runs_validate_and_test() {
 }
 
 #[test]
-fn the_readme_example_case_file_passes() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme.split("## Writing tests").nth(1).unwrap();
-    let example = section
-        .split("```yaml\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), example).unwrap();
-    let (code, out, err) = mcpd_test(&repo(), &["--cases", file.path().to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("2 passed, 0 failed"), "{out}");
+fn a_request_expectation_that_is_not_a_request_says_how_to_write_one() {
+    let cfg = ConfigDir::shipped();
+    cfg.write(
+        "tests.d/requests.yaml",
+        r#"
+cases:
+  - name: no method
+    call: { tool: orders.export, args: { from: "2025-08-01", to: "2025-08-02" } }
+    recorded: [{ body: { orders: [] } }]
+    expect:
+      requests: ["/orders?from=2025-08-01&to=2025-08-02"]
+  - name: a URL where the path goes
+    call: { tool: orders.export, args: { from: "2025-08-01", to: "2025-08-02" } }
+    recorded: [{ body: { orders: [] } }]
+    expect:
+      requests: [{ request: "GET http://127.0.0.1:8080/orders", upstream: orders }]
+"#,
+    );
+    cfg.write(
+        "tests.d/shape.yaml",
+        "cases:\n  - name: typo\n    call: { tool: orders.export }\n    expect:\n      requests: [{ request: \"GET /orders\", upstrem: orders }]\n",
+    );
+    cfg.write(
+        "tests.d/empty.yaml",
+        "cases:\n  - name: empty decision\n    call: { tool: orders.export }\n    expect:\n      decision:\n",
+    );
+    let (code, out, _) = mcpd_test(cfg.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("requests[0]: write 'METHOD /path?query' or 'METHOD https://host/path?query', e.g. 'GET /orders?from=2025-08-01'\n"),
+        "{out}"
+    );
+    assert!(out.contains("(with upstream:, the path only)"), "{out}");
+    assert!(
+        out.contains("tests.d/shape.yaml:5:18: expected `METHOD /path?query` (or `METHOD https://host/path`), or `{ request: \"METHOD /path?query\", upstream: NAME, region: NAME }`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tests.d/empty.yaml:5:15: this key has no value: write one of allow, deny, invalid, error"),
+        "{out}"
+    );
 }

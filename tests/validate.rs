@@ -182,8 +182,8 @@ fn every_problem_of_the_server_and_policy_files_is_reported_at_once() {
         ),
         (
             "policies.yaml",
-            "when: args.env == \"prod\" and",
-            "when: args.env == \"prod\" and and",
+            "when: not (request.body.percent is number and",
+            "when: not (request.body.percent is number and and",
         ),
         (
             "policies.yaml",
@@ -266,4 +266,106 @@ fn what_hosts_leave_out_or_refuse_is_a_warning_naming_the_host() {
         "{out}"
     );
     assert!(out.contains("ok: 3 tools"), "{out}");
+}
+
+#[test]
+fn yaml_mistakes_are_reported_in_yaml_words_with_what_to_write() {
+    for (edit, want) in [
+        (
+            (
+                "tools.d/orders.export.yaml",
+                "description: >-",
+                "description:\nnotes: >-",
+            ),
+            "orders.export.yaml:4:12: this key has no value: write one after the colon (\"\" for empty text)",
+        ),
+        (
+            ("tools.d/orders.export.yaml", "  method: GET", "  method:"),
+            "orders.export.yaml:26:9: this key has no value: write one of GET, POST, PUT, PATCH, DELETE",
+        ),
+        (
+            ("tools.d/orders.export.yaml", "  method: GET\n", ""),
+            "missing key `method`: it is required here, add `method: ...`",
+        ),
+        (
+            (
+                "tools.d/orders.export.yaml",
+                "  concurrency: 8",
+                "  concurrency: eight",
+            ),
+            "orders.export.yaml:40:16: expected a whole number, 0 or more",
+        ),
+        (
+            (
+                "tools.d/orders.export.yaml",
+                "  timeout: 5s",
+                "  timeout: 5s\n  retries: 300",
+            ),
+            "expected a whole number from 0 to 255",
+        ),
+        (
+            ("tools.d/orders.export.yaml", "cost: 0.002", "cost: cheap"),
+            "expected a number (cost units per call), or `{ per_call: 0.01, from_response: \"$.usage.cost\" }`",
+        ),
+        (
+            (
+                "tools.d/orders.export.yaml",
+                "  readOnlyHint: true",
+                "  readOnlyHint: yes please",
+            ),
+            "expected true or false",
+        ),
+        (
+            (
+                "tools.d/orders.export.yaml",
+                "  mask:\n    - \"$[*].email\"",
+                "  mask: \"$[*].email\"",
+            ),
+            "expected a list: `- item` lines, or `[a, b]`",
+        ),
+        (
+            (
+                "tools.d/orders.export.yaml",
+                "title: Export orders",
+                "title: Export orders\ntitle: again",
+            ),
+            "key `title` appears twice in this mapping: keep one",
+        ),
+        (
+            ("mcpd.yaml", "  audience: mcpd-demo", "  audience:"),
+            "mcpd.yaml:19:11: this key has no value",
+        ),
+    ] {
+        let out = problems(&shipped_with(&[edit]));
+        assert!(out.contains(want), "{edit:?}: {out}");
+        for rust in ["Option<", "u32", "u8", "untagged", "Options", "CostSpec"] {
+            assert!(!out.contains(rust), "{edit:?}: {out}");
+        }
+    }
+}
+
+#[test]
+fn a_broken_policy_file_is_one_problem_not_every_upstream_refused_by_egress() {
+    let cfg = shipped_with(&[("policies.yaml", "    cost: 5.00", "    cost: five")]);
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("policies.yaml:49:11: expected a number"),
+        "{out}"
+    );
+    assert!(err.contains("1 problem found"), "{out}{err}");
+}
+
+#[test]
+fn a_broken_server_file_is_one_problem_not_every_tool_missing_its_upstream() {
+    let cfg = shipped_with(&[(
+        "mcpd.yaml",
+        "    timeout: 10s\n  flags:",
+        "    timeout: 10s\n  flags: [",
+    )]);
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("mcpd.yaml:"), "{out}");
+    assert!(!out.contains("unknown upstream"), "{out}");
+    assert!(err.contains("1 problem found"), "{out}{err}");
 }

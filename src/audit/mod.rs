@@ -1,4 +1,6 @@
-//! The audit log: one signed JSON line per call, each chained to the one before.
+//! The audit log: one signed JSON line per call, each chained to the one before, and
+//! one per policy change a reload applies or holds (`"kind": "config"`; call records
+//! have no `kind`, so logs written before config records existed verify unchanged).
 //!
 //! Owns the record format, appending (durably, off the call path) and verification.
 //! Every line carries `seq` (1, 2, ...), `prev` (SHA-256 of the previous line, hex; 64
@@ -8,18 +10,22 @@
 //! reordering breaks `seq` and `prev`, a cut tail shows as a torn last line.
 //! Arguments reach this module already redacted; it never sees secrets.
 //!
-//! This file holds the record ([`Entry`]), the writer with its sync thread, and picking
-//! up the chain where an existing log ends; keys and signatures are in `sign.rs`,
-//! checking a whole log in `verify.rs`.
+//! A write about to be sent leaves an [`Intent`] record first (`"event":"intent"`), and
+//! the call's own record names it (`"intent": SEQ`): an intent with no record naming it
+//! is a write that may have happened while mcpd was stopped ([`open_intents`]).
+//!
+//! This file holds the records ([`Entry`], [`Intent`]), the writer with its sync thread,
+//! and picking up the chain where the log ends, also when other processes append to it;
+//! keys and signatures are in `sign.rs`, checking a whole log in `verify.rs`.
 
 mod sign;
 mod verify;
 
 pub use sign::{KeyError, SignatureError, Signer, Verifier, ed25519_keygen};
-pub use verify::{Broken, verify};
+pub use verify::{Broken, OpenIntent, open_intents, verify};
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -69,6 +75,69 @@ pub struct Entry {
     pub trace_id: String,
     /// Values redacted in the result.
     pub pii_count: usize,
+    /// The `seq` of the record of intent written before the request was sent (writes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent: Option<u64>,
+    /// `unknown` when the write's outcome is unknown and its idempotency key is held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// What a write leaves in the log just before it is sent (`"event":"intent"`): if mcpd
+/// dies before the call's own record, this one still shows the write that may have
+/// happened. The call's record names it in `intent`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Intent {
+    /// Always `intent`.
+    pub event: &'static str,
+    /// Who called (subject).
+    pub actor: String,
+    /// The tool id.
+    pub tool: String,
+    /// The arguments, redacted.
+    pub args: Value,
+    /// The HTTP method.
+    pub method: String,
+    /// The upstream's name.
+    pub upstream: String,
+    /// The idempotency key, for keyed writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The change ticket of the elevation grant the call runs under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// The W3C trace id of the call.
+    pub trace_id: String,
+}
+
+/// What a policy change leaves in the audit log (`"kind": "config"`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigEntry {
+    /// Always `config`: tells these records from call records.
+    pub kind: &'static str,
+    /// `policy_applied`, or `policy_held` (changed on disk, pinned: not applied).
+    pub event: String,
+    /// The file that changed.
+    pub file: String,
+    /// What started the reload: `file change`, `SIGHUP` or `mcpd reload`.
+    pub trigger: String,
+    /// Ids of rules added.
+    pub rules_added: Vec<String>,
+    /// Ids of rules removed.
+    pub rules_removed: Vec<String>,
+    /// Ids of rules changed.
+    pub rules_changed: Vec<String>,
+    /// Every change that takes protection away.
+    pub weakened: Vec<Weakened>,
+}
+
+/// One change that takes protection away, as the audit log records it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Weakened {
+    /// The rule's id (or `default`, `egress`).
+    pub rule: String,
+    /// What happened to it.
+    pub change: String,
 }
 
 /// A problem opening or writing the log.
@@ -100,6 +169,11 @@ pub enum AuditError {
 /// An open audit log. Records are appended under a lock by the calling thread (no hop
 /// to another thread per call); a background thread syncs the file to disk every few
 /// milliseconds when something was written (group commit).
+///
+/// Several processes may append to one log (two stdio hosts on one config, `mcpd
+/// idempotency resolve` beside `mcpd serve`): each append takes an exclusive `flock` on
+/// the file and first reads whatever the others appended since its last one, so every
+/// line continues the one chain. The file must be on a local filesystem.
 #[derive(Debug)]
 pub struct AuditLog {
     state: Arc<Mutex<Writer>>,
@@ -123,25 +197,24 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let (seq, prev, torn) = tail(path).map_err(io)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io)?;
-        if torn {
-            // Keep the torn bytes (verify reports them) and start a fresh line after them.
-            tracing::warn!(path = %path.display(), "audit log ends in a torn record; appending after it");
-            file.write_all(b"\n").map_err(io)?;
-        }
         let sync_handle = file.try_clone().map_err(io)?;
-        let state = Arc::new(Mutex::new(Writer {
+        let mut writer = Writer {
             file,
+            path: path.to_path_buf(),
             signer,
-            seq,
-            prev,
+            seq: 0,
+            prev: GENESIS.to_owned(),
+            end: 0,
             dirty: false,
-        }));
+        };
+        // Reads the chain so far now, so a log that cannot be read stops mcpd at start.
+        writer.locked(|_| Ok(())).map_err(io)?;
+        let state = Arc::new(Mutex::new(writer));
         let weak = Arc::downgrade(&state);
         let sync_path = path.to_path_buf();
         std::thread::Builder::new()
@@ -154,13 +227,23 @@ impl AuditLog {
         })
     }
 
-    /// Appends one record; it is in the file (it survives mcpd being killed) when this
-    /// returns, and on disk within a few milliseconds.
-    pub fn record(&self, entry: &Entry) {
+    /// Appends one record (an [`Entry`], an [`Intent`]); it is in the file (it survives
+    /// mcpd being killed) when this returns, and on disk within a few milliseconds.
+    /// Returns its `seq`, or `None` when the write failed (logged).
+    pub fn record<T: Serialize>(&self, record: &T) -> Option<u64> {
         let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = w.append(entry) {
-            tracing::error!(path = %self.path.display(), error = %e, "audit write failed");
+        match w.append(record) {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "audit write failed");
+                None
+            }
         }
+    }
+
+    /// Appends one config record (a policy applied or held), as [`Self::record`] does.
+    pub fn record_config(&self, entry: &ConfigEntry) {
+        self.record(entry);
     }
 
     /// Syncs every record written so far to disk.
@@ -188,57 +271,77 @@ fn sync_loop(state: &std::sync::Weak<Mutex<Writer>>, file: &File, path: &Path) {
 #[derive(Debug)]
 struct Writer {
     file: File,
+    path: PathBuf,
     signer: Signer,
+    /// The chain as of byte `end` of the file: the last `seq` and line hash.
     seq: u64,
     prev: String,
+    end: u64,
     dirty: bool,
 }
 
 impl Writer {
-    fn append(&mut self, e: &Entry) -> std::io::Result<()> {
-        let line = sign_line(&self.signer, self.seq + 1, &self.prev, e);
-        self.file.write_all(format!("{line}\n").as_bytes())?;
-        self.seq += 1;
-        self.prev = sha256_hex(line.as_bytes());
-        self.dirty = true;
+    fn append<T: Serialize>(&mut self, record: &T) -> std::io::Result<u64> {
+        self.locked(|w| {
+            let line = sign_line(&w.signer, w.seq + 1, &w.prev, record);
+            let bytes = format!("{line}\n");
+            w.file.write_all(bytes.as_bytes())?;
+            w.seq += 1;
+            w.prev = sha256_hex(line.as_bytes());
+            w.end += bytes.len() as u64;
+            w.dirty = true;
+            Ok(w.seq)
+        })
+    }
+
+    /// Runs `f` holding the file's lock, with the chain caught up to the file's end.
+    fn locked<R>(&mut self, f: impl FnOnce(&mut Self) -> std::io::Result<R>) -> std::io::Result<R> {
+        rustix::fs::flock(&self.file, rustix::fs::FlockOperation::LockExclusive)?;
+        let out = self.catch_up().and_then(|()| f(self));
+        // Closing the file (or the process dying) releases the lock too.
+        let unlocked = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock);
+        let out = out?;
+        unlocked?;
+        Ok(out)
+    }
+
+    /// Reads the lines other processes appended since this one's last write (all of
+    /// them, the first time), so the next line continues the chain.
+    fn catch_up(&mut self) -> std::io::Result<()> {
+        let len = self.file.metadata()?.len();
+        if len == self.end {
+            return Ok(());
+        }
+        if len < self.end {
+            // The file was cut or replaced: read it again from the start.
+            (self.seq, self.prev, self.end) = (0, GENESIS.to_owned(), 0);
+        }
+        let mut reader = File::open(&self.path)?;
+        reader.seek(SeekFrom::Start(self.end))?;
+        let mut new = Vec::new();
+        reader.take(len - self.end).read_to_end(&mut new)?;
+        for line in new.split(|b| *b == b'\n') {
+            let seq = serde_json::from_slice::<Value>(line)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(Value::as_u64));
+            if let Some(seq) = seq {
+                (self.seq, self.prev) = (seq, sha256_hex(line));
+            }
+        }
+        self.end = len;
+        if new.last().is_some_and(|b| *b != b'\n') {
+            // A writer died mid-line (we hold the lock, so nobody is writing it): keep the
+            // torn bytes (verify reports them) and start a fresh line after them.
+            tracing::warn!(path = %self.path.display(), "audit log ends in a torn record; appending after it");
+            self.file.write_all(b"\n")?;
+            self.end += 1;
+        }
         Ok(())
     }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
-}
-
-/// The last good `seq` and line hash of an existing log, and whether its tail is torn.
-fn tail(path: &Path) -> std::io::Result<(u64, String, bool)> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((0, GENESIS.to_owned(), false));
-        }
-        Err(e) => return Err(e),
-    };
-    let len = file.seek(SeekFrom::End(0))?;
-    let torn = if len > 0 {
-        file.seek(SeekFrom::End(-1))?;
-        let mut last = [0u8; 1];
-        file.read_exact(&mut last)?;
-        last != *b"\n"
-    } else {
-        false
-    };
-    file.seek(SeekFrom::Start(0))?;
-    let mut state = (0, GENESIS.to_owned());
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        let seq = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v.get("seq").and_then(Value::as_u64));
-        if let Some(seq) = seq {
-            state = (seq, sha256_hex(line.as_bytes()));
-        }
-    }
-    Ok((state.0, state.1, torn))
 }
 
 #[cfg(test)]

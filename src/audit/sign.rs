@@ -12,7 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Entry, SIG_FIELD};
+use super::SIG_FIELD;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -173,7 +173,12 @@ fn hex32(text: &str) -> Option<[u8; 32]> {
 }
 
 /// The signed line for record `seq` after a line hashing to `prev`.
-pub(super) fn sign_line(signer: &Signer, seq: u64, prev: &str, e: &Entry) -> String {
+pub(super) fn sign_line<T: serde::Serialize>(
+    signer: &Signer,
+    seq: u64,
+    prev: &str,
+    e: &T,
+) -> String {
     let now = SystemTime::now();
     let ms = now
         .duration_since(UNIX_EPOCH)

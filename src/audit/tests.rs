@@ -167,3 +167,118 @@ fn reopening_continues_the_chain() {
     log.flush();
     assert_eq!(verify(&path, KEY), Ok(3));
 }
+
+#[test]
+fn two_writers_on_one_file_keep_one_chain() {
+    // Two opens of one file lock against each other as two processes do.
+    let (_d, path) = write_log(1);
+    let a = AuditLog::open(&path, KEY.to_vec()).unwrap();
+    let b = AuditLog::open(&path, KEY.to_vec()).unwrap();
+    std::thread::scope(|s| {
+        for log in [&a, &b] {
+            s.spawn(move || {
+                for i in 0..200 {
+                    log.record(&Entry {
+                        tool: format!("t{i}"),
+                        ..Entry::default()
+                    });
+                }
+            });
+        }
+    });
+    assert_eq!(verify(&path, KEY), Ok(401));
+    let seqs: Vec<u64> = lines(&path)
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=401).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_writer_appends_after_a_torn_line_another_left() {
+    let (_d, path) = write_log(2);
+    let log = AuditLog::open(&path, KEY.to_vec()).unwrap();
+    // Another process died mid-line after this one opened the log.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"seq\":3,\"prev\":\"cut")
+        .unwrap();
+    assert_eq!(log.record(&Entry::default()), Some(3));
+    let l = lines(&path);
+    assert_eq!(l.len(), 4);
+    let last: Value = serde_json::from_str(&l[3]).unwrap();
+    assert_eq!(last["seq"], 3, "{}", l[3]);
+    assert_eq!(verify(&path, KEY).unwrap_err().line, 3);
+}
+
+#[test]
+fn an_intent_without_its_call_record_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path, KEY.to_vec()).unwrap();
+    let intent = |key: &str, trace: &str| Intent {
+        event: "intent",
+        actor: "agent:a".into(),
+        tool: "order.place".into(),
+        args: Value::Null,
+        method: "POST".into(),
+        upstream: "orders".into(),
+        idempotency_key: Some(key.into()),
+        ticket: None,
+        trace_id: trace.into(),
+    };
+    let done = log.record(&intent("k1", "t1"));
+    log.record(&Entry {
+        intent: done,
+        ..Entry::default()
+    });
+    log.record(&intent("k2", "t2"));
+    log.record(&intent("k3", "t3"));
+    log.record(&serde_json::json!({"event": "resolve", "idempotency_key": "k3", "trace_id": "t3"}));
+    log.flush();
+    assert_eq!(verify(&path, KEY), Ok(5));
+    let open = open_intents(&path).unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (
+            open[0].line,
+            open[0].seq,
+            open[0].idempotency_key.as_deref()
+        ),
+        (3, 3, Some("k2"))
+    );
+}
+
+#[test]
+fn a_log_written_before_records_of_intent_verifies_and_has_none_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // The record shape of earlier versions: no event, intent or outcome fields.
+    let signer = Signer::Hmac(KEY.to_vec());
+    let mut prev = GENESIS.to_owned();
+    let mut text = String::new();
+    for seq in 1..=3 {
+        let old = serde_json::json!({
+            "actor": "user:local-dev", "tool": "flag.set", "args": {"env": "staging"},
+            "decision": "allowed", "rules": [], "shadow": [], "status": 200,
+            "idempotency_key": "flag-staging-x-5", "trace_id": "t", "pii_count": 0,
+        });
+        let line = sign::sign_line(&signer, seq, &prev, &old);
+        prev = sha256_hex(line.as_bytes());
+        text.push_str(&line);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(verify(&path, KEY), Ok(3));
+    assert_eq!(open_intents(&path).unwrap(), vec![]);
+    // A new mcpd continues the old chain.
+    let log = AuditLog::open(&path, KEY.to_vec()).unwrap();
+    assert_eq!(log.record(&Entry::default()), Some(4));
+    assert_eq!(verify(&path, KEY), Ok(4));
+}

@@ -78,3 +78,61 @@ pub fn verify(path: &Path, verifier: impl Into<Verifier>) -> Result<u64, Broken>
     }
     Ok(expect - 1)
 }
+
+/// A record of intent no call record names: a write that may have reached its upstream
+/// while no outcome was recorded (mcpd stopped between the send and the record, or the
+/// call is still in flight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIntent {
+    /// 1-based line number.
+    pub line: usize,
+    /// Its `seq`.
+    pub seq: u64,
+    /// The tool id.
+    pub tool: String,
+    /// The idempotency key, for keyed writes.
+    pub idempotency_key: Option<String>,
+    /// The call's trace id.
+    pub trace_id: String,
+    /// When it was written (RFC 3339).
+    pub time: String,
+}
+
+/// Every record of intent in the log that no call record names (nor an operator's
+/// resolution of its idempotency key, `"event":"resolve"` with its key and trace), in log
+/// order. Reads what it can: run [`verify`] for the log's integrity.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn open_intents(path: &Path) -> std::io::Result<Vec<OpenIntent>> {
+    let text = std::fs::read(path)?;
+    let text = String::from_utf8_lossy(&text);
+    let mut open: Vec<OpenIntent> = Vec::new();
+    let mut closed = std::collections::HashSet::new();
+    let mut resolved = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let text_of = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        if v.get("event").and_then(Value::as_str) == Some("intent") {
+            open.push(OpenIntent {
+                line: i + 1,
+                seq: v.get("seq").and_then(Value::as_u64).unwrap_or(0),
+                tool: text_of("tool").unwrap_or_default(),
+                idempotency_key: text_of("idempotency_key"),
+                trace_id: text_of("trace_id").unwrap_or_default(),
+                time: text_of("time").unwrap_or_default(),
+            });
+        } else if v.get("event").and_then(Value::as_str) == Some("resolve") {
+            resolved.insert((text_of("idempotency_key"), text_of("trace_id")));
+        } else if let Some(seq) = v.get("intent").and_then(Value::as_u64) {
+            closed.insert(seq);
+        }
+    }
+    open.retain(|o| {
+        !closed.contains(&o.seq)
+            && !resolved.contains(&(o.idempotency_key.clone(), Some(o.trace_id.clone())))
+    });
+    Ok(open)
+}

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::tool::{DEFAULT_IDEM_TTL, IdemPlan, Tool, wire_name};
+use super::tool::{Tool, wire_name};
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
-use crate::config::{Located, ToolSpec};
+use crate::config::{Located, ToolSpec, Vars};
 use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch, Wrap};
 use crate::telemetry::slo::Slo;
@@ -43,6 +43,21 @@ enum VariableError {
     UnnamedSecret,
 }
 
+/// The name in the first `${NAME}` (or `${NAME:-default}`) of a template: tool files are
+/// not expanded like `mcpd.yaml`, so such text is a mistake to point out, not to send.
+fn shell_variable(text: &str) -> Option<&str> {
+    text.match_indices("${").find_map(|(i, _)| {
+        let inner = text.get(i + 2..)?;
+        let end = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+        let name = inner.get(..end)?;
+        let closed = inner
+            .get(end..)
+            .is_some_and(|r| r.starts_with('}') || r.starts_with(":-"));
+        (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) && closed)
+            .then_some(name)
+    })
+}
+
 /// Longest tool id (hosts reject longer names).
 const MAX_NAME: usize = 64;
 
@@ -53,10 +68,12 @@ pub(super) struct ToolCompiler<'a> {
     pub(super) templates: TemplateSet,
     pub(super) diags: Diagnostics,
     pub(super) secrets: BTreeSet<String>,
+    /// Where `secret.NAME` values come from.
+    pub(super) vars: &'a Vars,
 }
 
 impl ToolCompiler<'_> {
-    fn err(&mut self, pos: Pos, field: &str, msg: impl std::fmt::Display) {
+    pub(super) fn err(&mut self, pos: Pos, field: &str, msg: impl std::fmt::Display) {
         let msg = if field.is_empty() {
             format!("tool '{}': {msg}", self.id)
         } else {
@@ -84,23 +101,14 @@ impl ToolCompiler<'_> {
             .and_then(Value::as_object)
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
-        let request = self.request(&spec.request, &args, upstreams, check_upstream);
+        let request = self.request("request", &spec.request, &args, upstreams, check_upstream);
         let mut response = self.response(&spec.response, &args);
         response.wrap = output_wrap(spec);
         let limits = self.limits(spec);
-        let idempotency = spec.idempotency.as_ref().and_then(|i| {
-            let key = self.template("idempotency.key", &i.key, Slot::Text, &args, &["args"]);
-            let ttl = match &i.ttl {
-                None => Some(DEFAULT_IDEM_TTL),
-                Some(t) => parse_duration(&t.value)
-                    .map_err(|e| self.err(t.pos, "idempotency.ttl", e))
-                    .ok(),
-            };
-            Some(IdemPlan {
-                key: key?,
-                ttl: ttl?,
-            })
-        });
+        let idempotency = spec
+            .idempotency
+            .as_ref()
+            .and_then(|i| self.idempotency(i, &spec.request, &args, upstreams, check_upstream));
         let slo = spec.slo.as_ref().and_then(|s| {
             parse_duration(&s.p95.value)
                 .map_err(|e| self.err(s.p95.pos, "slo.p95", e))
@@ -121,7 +129,7 @@ impl ToolCompiler<'_> {
             output,
             request: request?,
             response,
-            secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>()),
+            secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>(), self.vars),
             limits,
             idempotency,
             cost,
@@ -225,7 +233,18 @@ impl ToolCompiler<'_> {
         {
             Ok(v) => Some(v),
             Err(e) => {
-                self.err(schema.pos, field, format!("invalid JSON Schema: {e}"));
+                let at = e.instance_path().to_string();
+                let message = if at.rsplit('/').next() == Some("type") {
+                    // The meta-schema's own words ("not valid under any of the schemas
+                    // listed in the 'anyOf' keyword") do not say what a type may be.
+                    format!(
+                        "invalid JSON Schema at {at}: {} is not a type; write string, number, integer, boolean, object, array or null",
+                        e.instance()
+                    )
+                } else {
+                    format!("invalid JSON Schema: {e}")
+                };
+                self.err(schema.pos, field, message);
                 None
             }
         }
@@ -286,7 +305,7 @@ impl ToolCompiler<'_> {
     }
 
     /// Compiles a template and checks the variables it reads.
-    fn template(
+    pub(super) fn template(
         &mut self,
         field: &str,
         src: &Located<String>,
@@ -294,6 +313,16 @@ impl ToolCompiler<'_> {
         args: &BTreeSet<String>,
         roots: &[&str],
     ) -> Option<Tpl> {
+        if let Some(var) = shell_variable(&src.value) {
+            self.err(
+                src.pos,
+                field,
+                format!(
+                    "'${{{var}}}' is not expanded in tool files: read environment variable {var} with '{{{{ secret.{var} }}}}' (for a literal '${{', write {{{{ '${{' }}}})"
+                ),
+            );
+            return None;
+        }
         let name = format!("{}/{field}", self.id);
         match self.templates.add(&name, &src.value, slot) {
             Ok((tpl, vars)) => {
@@ -343,8 +372,11 @@ impl ToolCompiler<'_> {
         }
     }
 
-    fn request(
+    /// Compiles a request; `field` names it in diagnostics (`request`, or
+    /// `idempotency.reconcile` for a reconcile GET).
+    pub(super) fn request(
         &mut self,
+        field: &str,
         spec: &RequestSpec,
         args: &BTreeSet<String>,
         upstreams: &Upstreams,
@@ -357,7 +389,7 @@ impl ToolCompiler<'_> {
                 if check {
                     self.err(
                         spec.upstream.pos,
-                        "request.upstream",
+                        &format!("{field}.upstream"),
                         format!(
                             "unknown upstream '{}' (declare it under 'upstreams' in mcpd.yaml)",
                             spec.upstream.value
@@ -368,35 +400,40 @@ impl ToolCompiler<'_> {
             }
         };
         if !spec.path.value.starts_with('/') {
-            self.err(spec.path.pos, "request.path", "must start with '/'");
+            self.err(
+                spec.path.pos,
+                &format!("{field}.path"),
+                "must start with '/'",
+            );
         }
-        let path = self.template("request.path", &spec.path, Slot::Path, args, ROOTS);
+        let path = self.template(
+            &format!("{field}.path"),
+            &spec.path,
+            Slot::Path,
+            args,
+            ROOTS,
+        );
         let mut query = Vec::new();
         for (k, v) in &spec.query {
             if let Some(t) =
-                self.template(&format!("request.query.{k}"), v, Slot::Text, args, ROOTS)
+                self.template(&format!("{field}.query.{k}"), v, Slot::Text, args, ROOTS)
             {
                 query.push((k.clone(), t));
             }
         }
         let mut headers = Vec::new();
         for (k, v) in &spec.headers {
+            let name = format!("{field}.headers.{k}");
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                self.err(
-                    v.pos,
-                    &format!("request.headers.{k}"),
-                    "not a valid header name",
-                );
+                self.err(v.pos, &name, "not a valid header name");
             }
-            if let Some(t) =
-                self.template(&format!("request.headers.{k}"), v, Slot::Text, args, ROOTS)
-            {
+            if let Some(t) = self.template(&name, v, Slot::Text, args, ROOTS) {
                 headers.push((k.clone(), t));
             }
         }
         let body = spec.body.as_ref().map(|b| {
             let pos = b.pos;
-            self.body(&b.value, "request.body", pos, args, ROOTS)
+            self.body(&b.value, &format!("{field}.body"), pos, args, ROOTS)
         });
         let timeout = spec
             .timeout
@@ -404,7 +441,7 @@ impl ToolCompiler<'_> {
             .and_then(|t| match parse_duration(&t.value) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    self.err(t.pos, "request.timeout", e);
+                    self.err(t.pos, &format!("{field}.timeout"), e);
                     None
                 }
             });
@@ -415,6 +452,7 @@ impl ToolCompiler<'_> {
             retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
             upstream,
             path: path?,
+            path_shape: crate::template::shape(&spec.path.value),
             query,
             headers,
             body,
@@ -539,5 +577,19 @@ fn output_wrap(spec: &ToolSpec) -> Wrap {
         }
         Some(Value::Object(_)) => Wrap::Always,
         _ => Wrap::NonObjects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_variable;
+
+    #[test]
+    fn shell_variables_in_templates_are_found_and_literals_are_not() {
+        assert_eq!(shell_variable("Bearer ${API_TOKEN}"), Some("API_TOKEN"));
+        assert_eq!(shell_variable("${HOST:-x}/a"), Some("HOST"));
+        assert_eq!(shell_variable("a {{ '${' }} b"), None);
+        assert_eq!(shell_variable("price: $5, {x}"), None);
+        assert_eq!(shell_variable("${1}"), None);
     }
 }

@@ -6,9 +6,10 @@
 //! call path only reads a `Catalog`; it never parses.
 
 mod compile;
+mod compile_idem;
 mod tool;
 
-pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Tool, wire_name};
+pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Reconcile, Tool, wire_name};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -75,7 +76,6 @@ impl Catalog {
         let upstreams = Upstreams::compile(
             server_path,
             server,
-            vars,
             previous.map(|c| &c.upstreams),
             &mut diags,
         )
@@ -93,6 +93,13 @@ impl Catalog {
             .map(Arc::new);
         let elevation =
             ElevationRules::compile(server_path, &server.elevation, &mut diags).unwrap_or_default();
+        if let (Some(s), Err(e)) = (&server.reload.settle, server.reload.read_settle()) {
+            diags.push(Diagnostic::new(
+                server_path,
+                s.pos,
+                format!("reload.settle: {e}"),
+            ));
+        }
         let egress = Egress::compile(policy_path, &policy.egress, &mut diags).unwrap_or_default();
         for up in upstreams.iter() {
             for url in std::iter::once(&up.base).chain(up.regions.values()) {
@@ -125,6 +132,7 @@ impl Catalog {
                             templates: TemplateSet::new(),
                             diags: Diagnostics::default(),
                             secrets: BTreeSet::new(),
+                            vars,
                         };
                         let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
                         diags.extend(c.diags);
@@ -158,6 +166,10 @@ impl Catalog {
                 let Some(tool) = tool else { continue };
                 tools.push(tool);
             }
+        }
+        if let Some(p) = compiled_policy.as_ref().filter(|_| have_upstreams) {
+            let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            diags.extend(p.check_upstreams(policy_path, &names));
         }
         let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();

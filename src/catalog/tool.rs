@@ -7,19 +7,40 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::idempotency::Scope;
 use crate::limits::{CostPlan, ToolLimits};
 use crate::response::ResponseMap;
+use crate::response::jsonpath::JsonPath;
 use crate::telemetry::slo::Slo;
 use crate::template::{TemplateSet, Tpl};
 use crate::upstream::request::{RequestError, RequestPlan, Secrets};
 
-/// A tool's idempotency: the key template and how long results replay.
+/// A tool's idempotency: the key template, how long keys live, whose they are, and
+/// what may be done with a key whose outcome is unknown.
 #[derive(Debug)]
 pub struct IdemPlan {
     /// Key template over `args`.
     pub key: Tpl,
-    /// How long a completed result is replayed.
+    /// How long a completed result is replayed (and an unknown outcome held).
     pub ttl: Duration,
+    /// Whose key it is.
+    pub scope: Scope,
+    /// The endpoint deduplicates on `Idempotency-Key` (the tool's word, else the
+    /// upstream's).
+    pub dedupes: bool,
+    /// The GET that tells whether a held write landed.
+    pub reconcile: Option<Reconcile>,
+}
+
+/// A reconcile request: a GET and the condition on its reply that says the write landed.
+#[derive(Debug)]
+pub struct Reconcile {
+    /// The GET (on the tool's upstream; no body, no retries beyond its own).
+    pub request: RequestPlan,
+    /// Selects the node that shows the write.
+    pub landed: JsonPath,
+    /// What that node must equal (a typed template over `args`), if anything.
+    pub equals: Option<Tpl>,
 }
 
 /// Default time a completed idempotent call is replayed.
@@ -60,6 +81,16 @@ pub struct Tool {
     pub templates: TemplateSet,
     /// The fingerprint of the file it was compiled from.
     pub fingerprint: u64,
+}
+
+impl Tool {
+    /// Whether the tool's endpoint deduplicates on `Idempotency-Key` (for a client key on
+    /// a tool without `idempotency:`, the upstream's word).
+    pub fn dedupes(&self) -> bool {
+        self.idempotency
+            .as_ref()
+            .map_or(self.request.upstream.dedupes, |p| p.dedupes)
+    }
 }
 
 /// The wire name of a tool id: dots become underscores.

@@ -44,6 +44,24 @@ pub(super) fn verify(
                 "OK: {n} records, signatures and chain intact ({})",
                 file.display()
             );
+            let open = crate::audit::open_intents(file)
+                .with_context(|| format!("cannot read '{}'", file.display()))?;
+            if !open.is_empty() {
+                println!(
+                    "note: {} write(s) have a record of intent but no outcome: mcpd stopped after (or while) sending them, or they are still in flight. Check each in its upstream:",
+                    open.len()
+                );
+            }
+            for o in open {
+                let key = o
+                    .idempotency_key
+                    .map(|k| format!(" key '{k}'"))
+                    .unwrap_or_default();
+                println!(
+                    "  line {} (seq {}) {} {}{key} trace {}",
+                    o.line, o.seq, o.time, o.tool, o.trace_id
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(broken) => {

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use crate::catalog::Tool;
 use crate::config::Vars;
 use crate::config::policy::Mode;
-use crate::policy::{Facts, effect_name};
+use crate::policy::{Facts, Request, Sent, effect_name};
 
 /// Who the explained call is made as (defaults: the configured actor).
 #[derive(Debug, Default, clap::Args)]
@@ -33,7 +34,8 @@ pub struct AsActor {
 /// Prints every rule's outcome and the decision; exit 0 when allowed, 1 when denied.
 pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::Result<ExitCode> {
     let args: Value = serde_json::from_str(args).context("--args is not valid JSON")?;
-    let catalog = super::load_catalog(dir, &Vars::from_env())?;
+    // Explain never sends, so it needs no secret: templates see placeholders.
+    let catalog = super::load_catalog(dir, &Vars::from_env().with_placeholder_secrets())?;
     let tool = catalog
         .get(tool)
         .with_context(|| format!("unknown tool '{tool}' (mcpd validate lists the tools)"))?
@@ -72,8 +74,51 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         return Ok(ExitCode::FAILURE);
     }
     println!("arguments valid");
+    let plan = &tool.request;
+    let mut request = Request {
+        upstream: &plan.upstream.name,
+        method: plan.method.as_str(),
+        path_shape: &plan.path_shape,
+        sent: None,
+    };
+    // Rendered as a call would be when a rule selects or reads what is sent.
+    let sent = if catalog.policy.needs_request(&tool.id, &request) {
+        let rendered = tool
+            .secrets
+            .as_ref()
+            .map_err(ToString::to_string)
+            .and_then(|secrets| {
+                let args = crate::template::to_value(&args);
+                (plan.render_parts(&tool.id, &tool.templates, &args, secrets))
+                    .map_err(|e| e.to_string())
+            });
+        match rendered {
+            Ok(parts) => {
+                let sent = Sent::new(
+                    request.upstream,
+                    request.method,
+                    &parts.path,
+                    &parts.query,
+                    parts.body.as_ref(),
+                );
+                println!(
+                    "request   {} {} (upstream {})",
+                    request.method, sent.path, request.upstream
+                );
+                Some(sent)
+            }
+            Err(e) => {
+                println!("request   cannot be rendered: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    request.sent = sent.as_ref();
     let d = catalog.policy.explain(&Facts {
         tool: &tool.id,
+        request,
         args: &args,
         actor: &actor,
         elevation: elevation.as_ref(),
@@ -91,6 +136,7 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         };
         let state = match (&o.error, o.applies, o.matched) {
             (Some(e), _, _) => format!("ERROR ({e})"),
+            (None, false, _) if o.path_mismatch => "path does not match".to_owned(),
             (None, false, _) => "not for this tool".to_owned(),
             (None, true, true) => "MATCHED".to_owned(),
             (None, true, false) => "condition false".to_owned(),
@@ -101,13 +147,17 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         println!("route     region '{r}'");
     }
     if !d.detectors.is_empty() {
-        println!("redact    {:?}", d.detectors);
+        println!("redact    {} (detectors run over the result)", d.detectors);
     }
     if !d.shadow.is_empty() {
         println!("shadow    would have: {}", d.shadow.join(", "));
     }
     match &d.denial {
         None => {
+            println!(
+                "request   {}",
+                request_line(&tool, &args, d.route.as_deref())
+            );
             println!("decision  ALLOW (no upstream request was made)");
             Ok(ExitCode::SUCCESS)
         }
@@ -115,5 +165,31 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
             println!("decision  DENY by {rule}: {reason}");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// The request the call would send: method and final URL (the upstream's, or the routed
+/// region's), with each secret shown as `[secret NAME]`; or why there would be none.
+fn request_line(tool: &Tool, args: &Value, region: Option<&str>) -> String {
+    let upstream = &tool.request.upstream;
+    let Some(base) = upstream.base_for(region) else {
+        return format!(
+            "none: upstream '{}' has no '{}' endpoint, so the call is refused",
+            upstream.name,
+            region.unwrap_or_default()
+        );
+    };
+    let secrets = match &tool.secrets {
+        Ok(s) => s,
+        Err(e) => return format!("cannot be built: {e}"),
+    };
+    let args = crate::template::to_value(args);
+    match (tool.request).render(&tool.id, &tool.templates, base, &args, secrets) {
+        Ok(req) => {
+            // The values are placeholders (URL-safe), so scrubbing finds them verbatim.
+            let url = secrets.scrub(req.url.to_string());
+            format!("{} {url}", req.method)
+        }
+        Err(e) => format!("cannot be built: {e}"),
     }
 }

@@ -10,7 +10,9 @@ mod demo;
 mod elevate;
 mod explain;
 mod host_config;
+mod idempotency;
 mod import;
+mod reload;
 mod schema;
 mod serve;
 mod test;
@@ -63,6 +65,9 @@ pub enum Command {
         #[command(flatten)]
         http: serve::HttpFlags,
     },
+    /// Apply the config directory's changes now in every `mcpd serve` running on it
+    /// (also a pinned policy: reload.policy: manual), and print what each applied.
+    Reload,
     /// Check tools.d, policies.yaml and mcpd.yaml; print every problem as file:line:col.
     Validate {
         /// The config directory to check (default: --config).
@@ -145,6 +150,13 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         revoke: Option<String>,
     },
+    /// See idempotency keys (in flight, held with their outcome unknown, done) and
+    /// resolve a held one once the upstream was checked.
+    Idempotency {
+        /// What to do.
+        #[command(subcommand)]
+        action: IdempotencyAction,
+    },
     /// Start the bundled demo API and play the demo flows through mcpd.
     Demo,
     /// Check the audit log: signatures, sequence and hash chain.
@@ -203,6 +215,45 @@ pub enum TokenAction {
     },
 }
 
+/// `mcpd idempotency` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum IdempotencyAction {
+    /// List the keys in the state store: tool, key, actor, state, age, expiry.
+    List {
+        /// Only this tool's keys.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Only held keys (outcome unknown: an operator must check the upstream).
+        #[arg(long)]
+        held: bool,
+    },
+    /// Settle a held key once the upstream was checked: --sent-ok (it landed; retries
+    /// get a success) or --not-sent (it did not; the next call sends it).
+    Resolve {
+        /// The idempotency key, as `list` shows it.
+        key: String,
+        /// The tool id.
+        #[arg(long)]
+        tool: String,
+        /// The write landed.
+        #[arg(
+            long,
+            conflicts_with = "not_sent",
+            required_unless_present = "not_sent"
+        )]
+        sent_ok: bool,
+        /// The write did not land.
+        #[arg(long)]
+        not_sent: bool,
+        /// Whose key, when several actors hold it (their subject).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Who resolves it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
 /// `mcpd audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
@@ -245,6 +296,7 @@ pub fn main() -> ExitCode {
                 http,
             } => serve::run(&cli.config, !no_watch, strict, metrics, &http).await,
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
+            Command::Reload => reload::run(&cli.config).await,
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
             Command::Token { action } => match action {
@@ -297,11 +349,7 @@ pub fn main() -> ExitCode {
                                 tool: tool.unwrap_or_default(),
                                 env,
                                 ticket: ticket.unwrap_or_default(),
-                                granted_by: by
-                                    .or_else(|| {
-                                        std::env::var("USER").ok().map(|u| format!("user:{u}"))
-                                    })
-                                    .unwrap_or_else(|| "unknown-operator".to_owned()),
+                                granted_by: by.unwrap_or_else(operator),
                                 ttl,
                             })
                         })
@@ -312,6 +360,32 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Budget { actor } => budget::run(&cli.config, actor.as_deref()).await,
+            Command::Idempotency { action } => {
+                let action = match action {
+                    IdempotencyAction::List { tool, held } => {
+                        idempotency::Action::List { tool, held }
+                    }
+                    IdempotencyAction::Resolve {
+                        key,
+                        tool,
+                        sent_ok,
+                        not_sent: _,
+                        actor,
+                        by,
+                    } => idempotency::Action::Resolve {
+                        key,
+                        tool,
+                        actor,
+                        to: if sent_ok {
+                            crate::idempotency::operator::Resolution::SentOk
+                        } else {
+                            crate::idempotency::operator::Resolution::NotSent
+                        },
+                        by: by.unwrap_or_else(operator),
+                    },
+                };
+                idempotency::run(&cli.config, action).await
+            }
             Command::Explain { tool, args, actor } => {
                 explain::run(&cli.config, &tool, &args, &actor)
             }
@@ -346,6 +420,14 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Who runs this command, for grants and resolutions: `user:$USER`.
+fn operator() -> String {
+    std::env::var("USER")
+        .ok()
+        .map(|u| format!("user:{u}"))
+        .unwrap_or_else(|| "unknown-operator".to_owned())
 }
 
 /// Logs go to stderr, always: stdout carries MCP messages (serve) or results (call).
@@ -438,7 +520,17 @@ pub(crate) fn load_catalog(dir: &Path, vars: &Vars) -> anyhow::Result<Catalog> {
 
 /// As [`load_catalog`], keeping what was loaded (the server file's settings).
 pub(crate) fn load(dir: &Path, vars: &Vars) -> anyhow::Result<(config::Loaded, Catalog)> {
-    check(dir, vars).map_err(|d| {
+    load_settled(dir, vars, &config::Settle::IMMEDIATE)
+}
+
+/// As [`load`], reading each file only once it has settled (`mcpd serve` at start: a
+/// file being written is never served half-way).
+pub(crate) fn load_settled(
+    dir: &Path,
+    vars: &Vars,
+    settle: &config::Settle,
+) -> anyhow::Result<(config::Loaded, Catalog)> {
+    check_settled(dir, vars, settle).map_err(|d| {
         anyhow::anyhow!(
             "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
             dir.display()
@@ -451,13 +543,33 @@ pub(crate) fn check(
     dir: &Path,
     vars: &Vars,
 ) -> Result<(config::Loaded, Catalog), crate::config::diag::Diagnostics> {
-    let (loaded, mut diags) = config::load_dir(dir);
+    check_settled(dir, vars, &config::Settle::IMMEDIATE)
+}
+
+/// As [`check`], reading files as `settle` says.
+fn check_settled(
+    dir: &Path,
+    vars: &Vars,
+    settle: &config::Settle,
+) -> Result<(config::Loaded, Catalog), crate::config::diag::Diagnostics> {
+    let (loaded, mut diags) = config::load_dir_with(dir, vars, None, settle);
     let compiled = Catalog::compile(&loaded, vars);
     match compiled {
         Ok(catalog) if diags.is_empty() => Ok((loaded, catalog)),
         Ok(_) => Err(diags),
         Err(more) => {
-            diags.extend(more);
+            // A file that did not load was compiled as its empty default: leave out what
+            // follows only from that (no upstreams, no egress), not the user's mistakes.
+            let broken = |path: &Path| diags.0.iter().any(|d| d.file == path);
+            let (server_broken, policy_broken) =
+                (broken(&loaded.server.0), broken(&loaded.policy.0));
+            let more = more.0.into_iter().filter(|d| {
+                !(server_broken && d.message.contains("request.upstream: unknown upstream")
+                    || policy_broken
+                        && d.file == loaded.server.0
+                        && d.message.contains("egress to host"))
+            });
+            diags.extend(crate::config::diag::Diagnostics(more.collect()));
             diags.sort();
             diags.0.dedup();
             Err(diags)

@@ -46,10 +46,12 @@ pub(super) async fn run(
     http: &HttpFlags,
 ) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env();
+    // Each file is read once it has settled: one being written is never served half-way.
+    let settle = crate::config::Settle::default();
     let (loaded, catalog) = if strict {
-        super::load(dir, &vars)?
+        super::load_settled(dir, &vars, &settle)?
     } else {
-        load_what_compiles(dir, &vars)?
+        load_what_compiles(dir, &vars, &settle)?
     };
     let transport = if http.http.is_some() { "http" } else { "stdio" };
     tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, transport, "serving MCP");
@@ -76,7 +78,15 @@ pub(super) async fn run(
         crate::telemetry::metrics::serve(addr, engine.metrics().clone()).await?;
     }
     let reloader = Arc::new(Reloader::new(dir, vars, engine.clone(), loaded));
-    let _watcher = reload::spawn(reloader, watch)?;
+    let _watcher = reload::spawn(reloader.clone(), watch)?;
+    // `mcpd reload` reaches this process here; without it SIGHUP still works.
+    let _control = match reload::control::listen(reloader, transport) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "mcpd reload cannot reach this server; SIGHUP still reloads");
+            None
+        }
+    };
     match http_opts {
         Some(opts) => {
             crate::mcp::http::serve(engine.clone(), opts, crate::mcp::http::shutdown_signal())
@@ -94,8 +104,12 @@ pub(super) async fn run(
 /// reported (as hot reload would leave it out), so one team's typo does not take every
 /// other tool away at a host's restart. A broken `mcpd.yaml` or `policies.yaml` still
 /// refuses to start: there is no policy to serve under.
-fn load_what_compiles(dir: &Path, vars: &Vars) -> anyhow::Result<(Loaded, Catalog)> {
-    let (mut loaded, mut problems) = config::load_dir(dir);
+fn load_what_compiles(
+    dir: &Path,
+    vars: &Vars,
+    settle: &config::Settle,
+) -> anyhow::Result<(Loaded, Catalog)> {
+    let (mut loaded, mut problems) = config::load_dir_with(dir, vars, None, settle);
     let tools_dir = dir.join(config::TOOLS_DIR);
     let mut skipped = Diagnostics::default();
     // Leave out the files that do not parse, then those that do not compile; a third

@@ -1,6 +1,6 @@
 //! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
-//! what MCP hosts would leave out or refuse as `file:line:col: warning: ...` (warnings
-//! do not fail it).
+//! warnings (`file:line:col: warning: ...`) that do not fail it: write tools that escape
+//! a rule, and what MCP hosts would leave out or refuse.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,13 +9,15 @@ use crate::config::Vars;
 
 /// Checks a config directory; exit 0 when clean, 1 with diagnostics.
 pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
-    let (loaded, _) = crate::config::load_dir(dir);
-    // As the server's default name in a host's config (host-config --name changes it).
-    for w in crate::mcp::hosts::check(&loaded, super::host_config::DEFAULT_NAME) {
-        println!("{}", w.diagnostic());
-    }
     match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
+            for w in &warnings(&loaded, &catalog).0 {
+                println!("{w}");
+            }
+            // As the server's default name in a host's config (host-config --name).
+            for w in crate::mcp::hosts::check(&loaded, super::host_config::DEFAULT_NAME) {
+                println!("{}", w.diagnostic());
+            }
             println!(
                 "ok: {} tools in {} files, {} upstreams, policy {}",
                 catalog.tools.len(),
@@ -34,4 +36,29 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Write tools that escape a rule guarding their upstream's other writes.
+fn warnings(
+    loaded: &crate::config::Loaded,
+    catalog: &crate::catalog::Catalog,
+) -> crate::config::diag::Diagnostics {
+    let specs: Vec<(&Path, &crate::config::ToolSpec, String)> = loaded
+        .tools
+        .iter()
+        .flat_map(|f| f.tools.iter().map(move |t| (f.path.as_path(), t)))
+        .map(|(file, t)| (file, t, crate::template::shape(&t.request.path.value)))
+        .collect();
+    let tools: Vec<crate::policy::WriteTool<'_>> = specs
+        .iter()
+        .map(|(file, t, shape)| crate::policy::WriteTool {
+            id: &t.name.value,
+            upstream: &t.request.upstream.value,
+            method: t.request.method.as_str(),
+            path_shape: shape,
+            file,
+            pos: t.name.pos,
+        })
+        .collect();
+    catalog.policy.escapes(&tools)
 }

@@ -5,9 +5,12 @@
 //! is the catalog's job, so the call path never parses.
 
 pub mod diag;
+pub mod expand;
 pub mod policy;
 pub mod server;
+pub mod settle;
 pub mod tool;
+pub mod yaml;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -17,8 +20,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 
+pub use expand::{ExpandError, Vars, expand_env};
 pub use policy::PolicySpec;
 pub use server::ServerSpec;
+pub use settle::Settle;
 pub use tool::ToolSpec;
 
 /// The name of the server file in a config directory.
@@ -97,92 +102,6 @@ pub struct Loaded {
     pub fingerprints: (u64, u64),
 }
 
-/// Where environment variables come from while loading: the process environment, with
-/// overrides on top (the demo and the tests point upstreams at a local API this way,
-/// without touching the process environment).
-#[derive(Debug, Clone, Default)]
-pub struct Vars {
-    overrides: Vec<(String, String)>,
-}
-
-impl Vars {
-    /// The process environment, no overrides.
-    pub fn from_env() -> Self {
-        Self::default()
-    }
-
-    /// Adds an override that wins over the process environment.
-    pub fn with(mut self, name: &str, value: &str) -> Self {
-        self.overrides.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// Looks a variable up.
-    pub fn get(&self, name: &str) -> Option<String> {
-        self.overrides
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-    }
-}
-
-/// Why `${VAR}` expansion failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExpandError {
-    /// A `${` with no closing `}`; holds the whole input.
-    #[error("unclosed '${{' in '{input}'")]
-    Unclosed {
-        /// The text being expanded.
-        input: String,
-    },
-    /// A variable that is unset and has no default.
-    #[error(
-        "environment variable '{name}' is not set (write '${{{name}:-default}}' to give a default)"
-    )]
-    Unset {
-        /// The variable's name.
-        name: String,
-    },
-}
-
-/// Expands `${VAR}` and `${VAR:-default}` in `input`.
-///
-/// # Errors
-/// Names the first variable that is unset and has no default, or an unclosed `${`.
-pub fn expand_env(input: &str, vars: &Vars) -> Result<String, ExpandError> {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(start) = rest.find("${") {
-        out.push_str(rest.get(..start).unwrap_or_default());
-        let after = rest.get(start + 2..).unwrap_or_default();
-        let Some(end) = after.find('}') else {
-            return Err(ExpandError::Unclosed {
-                input: input.to_owned(),
-            });
-        };
-        let inner = after.get(..end).unwrap_or_default();
-        let (name, default) = match inner.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner, None),
-        };
-        match (vars.get(name), default) {
-            (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
-            (_, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(ExpandError::Unset {
-                    name: name.to_owned(),
-                });
-            }
-            (Some(v), None) => out.push_str(&v),
-        }
-        rest = after.get(end + 1..).unwrap_or_default();
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// Parses one YAML document into `T`, turning a parse error into a diagnostic.
 fn parse_one<T: for<'de> Deserialize<'de>>(path: &Path, src: &str) -> Result<T, Diagnostic> {
     serde_saphyr::from_str::<T>(src).map_err(|e| yaml_diagnostic(path, &e))
@@ -198,30 +117,22 @@ fn yaml_diagnostic(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
         .location()
         .map(|l| Pos::new(l.line(), l.column()))
         .unwrap_or_default();
-    let message = e.without_snippet().to_string();
-    // The parser appends its own "at line X column Y"; the position is already in front.
-    let message = match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(&message).to_owned(),
-        None => message,
-    };
-    Diagnostic::new(path, pos, message)
+    Diagnostic::new(path, pos, yaml::message(e))
 }
 
-fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Some(s),
+/// Reads a config file once it has settled (see [`settle`]); a problem is a diagnostic.
+fn read(path: &Path, settle: &Settle, diags: &mut Diagnostics) -> Option<String> {
+    match settle::read(path, settle) {
+        Ok((s, _)) => Some(s),
         Err(e) => {
-            diags.push(Diagnostic::new(
-                path,
-                Pos::default(),
-                format!("cannot read file: {e}"),
-            ));
+            diags.push(Diagnostic::new(path, Pos::default(), e.to_string()));
             None
         }
     }
 }
 
-fn fingerprint(text: &str) -> u64 {
+/// A hash of a file's text: equal fingerprints mean an unchanged file.
+pub fn fingerprint(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
@@ -243,20 +154,21 @@ pub fn is_tool_file(path: &Path) -> bool {
 /// # Errors
 /// The file's diagnostic when it cannot be read or parsed.
 pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
-    load_tool_file_with(path, None)
+    load_tool_file_with(path, None, &Settle::IMMEDIATE)
 }
 
 /// As [`load_tool_file`], but a file whose text is unchanged since `previous` was read
-/// is not parsed again: its earlier result is reused.
+/// is not parsed again: its earlier result is reused. The file is read as `settle` says.
 ///
 /// # Errors
 /// The file's diagnostic when it cannot be read or parsed.
 pub fn load_tool_file_with(
     path: &Path,
     previous: Option<&Loaded>,
+    settle: &Settle,
 ) -> Result<ToolFile, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let Some(src) = read(path, &mut diags) else {
+    let Some(src) = read(path, settle, &mut diags) else {
         return Err(diags);
     };
     let fp = fingerprint(&src);
@@ -292,34 +204,51 @@ pub fn load_tool_file_with(
 ///
 /// Returns what parsed (a missing or broken `mcpd.yaml` / `policies.yaml` reads as the
 /// secure default: no upstreams, deny everything) and every problem found, so callers
-/// can go on to report compile problems in the files that did parse.
+/// can go on to report compile problems in the files that did parse. Each file is read
+/// at once, and again if it changed while it was read.
 pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
-    load_dir_with(root, None)
+    load_dir_with(root, &Vars::from_env(), None, &Settle::IMMEDIATE)
 }
 
-/// As [`load_dir`], reusing the parse of every tool file unchanged since `previous`.
-pub fn load_dir_with(root: &Path, previous: Option<&Loaded>) -> (Loaded, Diagnostics) {
+/// As [`load_dir`], with `${VAR}` read from `vars`, reusing the parse of every tool file
+/// unchanged since `previous`, and reading each file only once it has settled as
+/// `settle` says: a file still being written is a problem (its diagnostic says so),
+/// never a parse of half a file.
+pub fn load_dir_with(
+    root: &Path,
+    vars: &Vars,
+    previous: Option<&Loaded>,
+    settle: &Settle,
+) -> (Loaded, Diagnostics) {
     let mut diags = Diagnostics::default();
 
     let server_path = root.join(SERVER_FILE);
-    let (server, server_fp) = load_required::<ServerSpec>(
+    let (mut server, server_fp) = load_required::<ServerSpec>(
         &server_path,
         "it declares the upstream APIs tools call",
+        settle,
         &mut diags,
     );
+    if let Some(spec) = &mut server {
+        expand::expand_server(&server_path, spec, vars, &mut diags);
+    }
     let policy_path = root.join(POLICY_FILE);
-    let (policy, policy_fp) = load_required::<PolicySpec>(
+    let (mut policy, policy_fp) = load_required::<PolicySpec>(
         &policy_path,
         "create one with at least 'default: allow' and an 'egress' list",
+        settle,
         &mut diags,
     );
+    if let Some(spec) = &mut policy {
+        expand::expand_policy(&policy_path, spec, vars, &mut diags);
+    }
 
     let tools_dir = root.join(TOOLS_DIR);
     let mut tools = Vec::new();
     match tool_paths(&tools_dir) {
         Ok(paths) => {
             for path in paths {
-                match load_tool_file_with(&path, previous) {
+                match load_tool_file_with(&path, previous, settle) {
                     Ok(f) => tools.push(f),
                     Err(d) => diags.extend(d),
                 }
@@ -344,6 +273,7 @@ pub fn load_dir_with(root: &Path, previous: Option<&Loaded>) -> (Loaded, Diagnos
 fn load_required<T: for<'de> Deserialize<'de>>(
     path: &Path,
     why: &str,
+    settle: &Settle,
     diags: &mut Diagnostics,
 ) -> (Option<T>, u64) {
     if !path.exists() {
@@ -358,7 +288,7 @@ fn load_required<T: for<'de> Deserialize<'de>>(
         ));
         return (None, 0);
     }
-    let Some(src) = read(path, diags) else {
+    let Some(src) = read(path, settle, diags) else {
         return (None, 0);
     };
     let parsed = parse_one::<T>(path, &src).map_err(|d| diags.push(d)).ok();
@@ -384,39 +314,6 @@ pub fn tool_paths(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expands_set_variables_and_defaults() {
-        let vars = Vars::default().with("MCPD_T_HOST", "10.0.0.1");
-        assert_eq!(
-            expand_env("http://${MCPD_T_HOST}:${MCPD_T_PORT:-8080}/x", &vars),
-            Ok("http://10.0.0.1:8080/x".to_owned())
-        );
-    }
-
-    #[test]
-    fn unset_variable_without_default_is_an_error_naming_it() {
-        let err = expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("'MCPD_T_SURELY_UNSET'"), "{err}");
-    }
-
-    #[test]
-    fn expansion_errors_say_what_to_write() {
-        assert_eq!(
-            expand_env("a ${B", &Vars::default())
-                .unwrap_err()
-                .to_string(),
-            "unclosed '${' in 'a ${B'"
-        );
-        assert_eq!(
-            expand_env("${MCPD_T_SURELY_UNSET}", &Vars::default())
-                .unwrap_err()
-                .to_string(),
-            "environment variable 'MCPD_T_SURELY_UNSET' is not set (write '${MCPD_T_SURELY_UNSET:-default}' to give a default)"
-        );
-    }
 
     #[test]
     fn editor_temp_files_are_not_tool_files() {

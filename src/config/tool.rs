@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -97,16 +98,69 @@ pub struct LimitsSpec {
     pub concurrency: Option<Located<u32>>,
 }
 
-/// Idempotency for a write tool.
+/// Idempotency for a write tool: one key, at most one upstream write (docs/safe-writes.md).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencySpec {
     /// Template of the key, over `args`: calls with the same key are one write. A client
     /// may send its own key in `_meta["dev.mcpd/idempotencyKey"]`, which wins.
     pub key: Located<String>,
-    /// How long a completed call's result is replayed, e.g. `24h` (default `24h`).
+    /// How long a key is remembered, e.g. `24h` (default `24h`): a completed call's result
+    /// is replayed, and a key whose outcome is unknown stays held, for this long.
     #[serde(default)]
     pub ttl: Option<Located<String>>,
+    /// Whose key it is: `actor` (default: each actor has its own keys, and one actor can
+    /// never replay or block another's) or `tool` (one key space for the tool: two agents
+    /// retrying one business key, such as an order reference, make one write, and the
+    /// second gets the first one's result).
+    #[serde(default)]
+    pub scope: IdempotencyScope,
+    /// Whether this endpoint deduplicates requests on their `Idempotency-Key` header
+    /// (default: the upstream's `dedupes_idempotency_key`). When it does, a write whose
+    /// outcome is unknown may be sent again with the same key, and keyed requests are
+    /// retried on connection failures and 502/503/504.
+    #[serde(default)]
+    pub upstream_dedupes: Option<bool>,
+    /// A GET that tells whether a write whose outcome is unknown landed: a retry of a
+    /// held key sends it first, and sends the write only when it proves the write did
+    /// not land.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileSpec>,
+}
+
+/// Whose idempotency key it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdempotencyScope {
+    /// Each actor has its own keys.
+    #[default]
+    Actor,
+    /// All actors of the tool share one key space.
+    Tool,
+}
+
+/// The reconcile request of a keyed write: a GET on the tool's upstream and a condition
+/// on its JSON reply.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSpec {
+    /// Path of the GET below the upstream's base URL (a template over `args`, as
+    /// `request.path`), e.g. `/orders/by-ref/{{ args.ref }}`.
+    pub path: Located<String>,
+    /// Query parameters; each value is a template.
+    #[serde(default)]
+    pub query: IndexMap<String, Located<String>>,
+    /// Request headers (templates); default: the tool's `request.headers`.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, Located<String>>>,
+    /// JSONPath into the reply: the write landed when it selects a node (equal to
+    /// `equals`, when given). A 2xx reply where it does not, or a 404, proves the write
+    /// did not land; any other answer leaves the outcome unknown.
+    pub landed: Located<String>,
+    /// The value the selected node must equal, a template over `args` (a string that is
+    /// exactly `{{ expr }}` keeps its JSON type), e.g. `"{{ args.amount }}"`.
+    #[serde(default)]
+    pub equals: Option<Located<String>>,
 }
 
 /// MCP tool annotations (hints to hosts).
@@ -144,6 +198,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name, upper case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
     /// The method as reqwest knows it.
     pub fn to_http(self) -> reqwest::Method {
         match self {
@@ -168,9 +233,11 @@ pub struct RequestSpec {
     /// Path below the upstream's base URL, starting with `/`. Values inserted by
     /// `{{ ... }}` are URL-encoded as one path segment each.
     pub path: Located<String>,
-    /// Query parameters; each value is a template. A value that renders empty is left out.
+    /// Query parameters, sent in the order written; each value is a template. A value
+    /// that renders empty is left out, so an optional argument is written
+    /// `"{{ args.limit | default('') }}"`.
     #[serde(default)]
-    pub query: BTreeMap<String, Located<String>>,
+    pub query: IndexMap<String, Located<String>>,
     /// Request headers; each value is a template. Use `secret.*` for credentials.
     #[serde(default)]
     pub headers: BTreeMap<String, Located<String>>,
@@ -182,9 +249,9 @@ pub struct RequestSpec {
     #[serde(default)]
     pub timeout: Option<Located<String>>,
     /// Extra attempts after a connection failure or a 502/503/504 (default 2). Only
-    /// idempotent requests are retried: GET, PUT, DELETE, or any call with an
-    /// idempotency key (the upstream sees the same `Idempotency-Key`); POST and PATCH
-    /// without a key are sent once.
+    /// idempotent requests are retried: GET, PUT, DELETE, or a keyed call to an upstream
+    /// that deduplicates on `Idempotency-Key` (it sees the same key); any other POST or
+    /// PATCH is sent once.
     #[serde(default)]
     pub retries: Option<u8>,
 }

@@ -8,6 +8,7 @@
 //! atomically swapped snapshot: a call finishes on the snapshot it started with. It
 //! knows nothing of MCP.
 
+mod keys;
 mod record;
 mod result;
 mod steps;
@@ -22,20 +23,20 @@ use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
 use crate::audit::AuditLog;
-use crate::catalog::{Catalog, DEFAULT_IDEM_TTL, Tool};
-use crate::idempotency::{self, Begin, Claim, Stored};
+use crate::catalog::{Catalog, Tool};
+use crate::idempotency::{self, ClaimInfo};
 use crate::identity::Actor;
 use crate::limits::{Metered, Refusal};
-use crate::policy::{Decision, Facts};
+use crate::policy::{Decision, Facts, Request, Sent};
 use crate::redact::{redact_text, redact_value};
 use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
+use crate::upstream::request::Parts;
 use crate::upstream::{Prepared, Reply, Secrets};
 use crate::util::Clock;
-use steps::{
-    check_output, idempotency_key, identify, render, replay, route, send, state_failure, validate,
-};
+use keys::Claimed;
+use steps::{check_output, identify, render, render_parts, route, send, validate};
 
 /// Runs calls against the current catalog.
 #[derive(Debug)]
@@ -151,14 +152,16 @@ impl Engine {
         // 4. scope: a tool (or environment) outside the actor's scopes goes no further
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
-        //    the actor's elevation grant is read only for tools whose rules look at it
+        //    the actor's elevation grant is read only for tools whose rules look at it,
+        //    the request rendered first only when a rule judges what is sent
         let decision = self.policy(c, actor).await?;
         // 6. route: the upstream's URL for the decided region, never another region's
         let base = route(c, &decision)?;
         // 7. idempotency, before limits because a replay is free (no upstream call,
-        //    nothing counted): a finished key replays, a key in flight is refused, a new
-        //    key is claimed durably before anything is sent
-        let claim = match self.claim(c).await? {
+        //    nothing counted): a finished key replays, a key in flight or with its
+        //    outcome unknown is refused, a new key is claimed durably before anything
+        //    is sent (keys.rs)
+        let claim = match self.claim(c, base).await? {
             Claimed::Replay(outcome) => return outcome,
             Claimed::New(claim) => claim,
         };
@@ -168,24 +171,49 @@ impl Engine {
             let _permit = self.admit(c).await?;
             // 9. render the request (with traceparent and Idempotency-Key), check egress
             let out = render(c, base, claim.as_ref())?;
+            // 9b. a write leaves an audit record of intent before it is sent
+            self.intent(c, &out);
             // 10. send with the tool's timeout; only idempotent requests are retried; a
             //     client's cancellation aborts it, settled below as a timeout would be
-            let reply = send(c, &out, claim.is_some()).await?;
+            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await?;
             // 11. map the reply: status to error, select, masks, detectors, output schema
             self.map(c, &decision, &reply, out.secrets).await
         }
         .await;
-        // 7b. the key keeps this outcome when the upstream answered (< 500), else it is
-        //     released so a retry may go (with the same Idempotency-Key)
-        self.settle(c, claim, &outcome).await;
-        outcome
+        // 7b. the key keeps this outcome when the upstream answered (< 500), is released
+        //     when nothing reached it, and is held when the outcome is unknown
+        self.settle(c, claim, outcome).await
     }
 
-    /// Step 5: reads the elevation grant when a rule needs it, evaluates the rules.
+    /// Step 5: renders the request first when a rule selects or reads what is sent (step
+    /// 9 then sends exactly that), reads the elevation grant when a rule needs it,
+    /// evaluates the rules.
     async fn policy(&self, c: &mut Call<'_>, actor: &Actor) -> Result<Decision, Failure> {
         let (catalog, tool) = (c.catalog, c.tool);
+        let plan = &tool.request;
+        let mut request = Request {
+            upstream: &plan.upstream.name,
+            method: plan.method.as_str(),
+            path_shape: &plan.path_shape,
+            sent: None,
+        };
+        let sent = if catalog.policy.needs_request(&tool.id, &request) {
+            let parts = render_parts(c)?;
+            let sent = Sent::new(
+                request.upstream,
+                request.method,
+                &parts.path,
+                &parts.query,
+                parts.body.as_ref(),
+            );
+            c.parts = Some(parts);
+            Some(sent)
+        } else {
+            None
+        };
+        request.sent = sent.as_ref();
         let grant = match &catalog.identity {
-            Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
+            Some(identity) if catalog.policy.needs_elevation(&tool.id, &request) => {
                 let store = self.store.as_ref();
                 crate::identity::elevation::find(store, identity, &actor.subject, &tool.id, &c.args)
                     .await
@@ -198,6 +226,7 @@ impl Engine {
         let decision = span.in_scope(|| {
             catalog.policy.evaluate(&Facts {
                 tool: &tool.id,
+                request,
                 args: &c.args,
                 actor: actor.facts(),
                 elevation: elevation.as_ref(),
@@ -221,71 +250,6 @@ impl Engine {
         match &decision.denial {
             Some((rule, reason)) => Err(Failure::Denied(format!("{reason} [rule {rule}]"))),
             None => Ok(decision),
-        }
-    }
-
-    /// Step 7: the call's key (the client's, else the tool's template), claimed.
-    async fn claim(&self, c: &mut Call<'_>) -> Result<Claimed, Failure> {
-        let Some(key) = idempotency_key(c)? else {
-            return Ok(Claimed::New(None));
-        };
-        c.result.idempotency_key = Some(key.clone());
-        let tool = c.tool;
-        let ttl = tool
-            .idempotency
-            .as_ref()
-            .map_or(DEFAULT_IDEM_TTL, |p| p.ttl);
-        let lapse = tool.request.timeout * (u32::from(tool.request.retries) + 1);
-        let store = self.store.as_ref();
-        match idempotency::begin(store, &tool.id, &c.result.actor, key, lapse, ttl)
-            .await
-            .map_err(state_failure)?
-        {
-            Begin::Replay(stored) if stored.args != c.digest() => {
-                Err(Failure::InvalidArguments(format!(
-                    "idempotency key '{}' was already used with other arguments; use a new key for a different write",
-                    c.result.idempotency_key.as_deref().unwrap_or_default()
-                )))
-            }
-            Begin::Replay(stored) => {
-                self.metrics.replay(&tool.id);
-                Ok(Claimed::Replay(replay(stored, &mut c.result)))
-            }
-            Begin::InFlight(key) => {
-                self.metrics.refusal(&tool.id, "in_flight");
-                Err(Failure::Limited(format!(
-                    "a call with idempotency key '{key}' is still in flight; retry in a few seconds to get its result (it is never sent twice)"
-                )))
-            }
-            Begin::Claimed(claim) => Ok(Claimed::New(Some(claim))),
-        }
-    }
-
-    /// Step 7b: stores the outcome under the key, or releases it.
-    async fn settle(
-        &self,
-        c: &mut Call<'_>,
-        claim: Option<Claim>,
-        outcome: &Result<Value, Failure>,
-    ) {
-        let Some(claim) = claim else { return };
-        let store = self.store.as_ref();
-        match c.result.status {
-            // The upstream answered: this outcome is the key's for its whole TTL.
-            Some(status) if status < 500 => {
-                let stored = Stored {
-                    status,
-                    ok: outcome.as_ref().ok().cloned(),
-                    error: outcome.as_ref().err().map(Failure::message),
-                    trace_id: c.trace.trace_id.clone(),
-                    args: c.digest().to_owned(),
-                };
-                if let Err(e) = idempotency::finish(store, &claim, &stored).await {
-                    tracing::error!(error = %e, tool = %c.tool.id, "the write was sent but its idempotency record could not be stored; a retry after the claim lapses may repeat it");
-                }
-            }
-            // Never sent, or its effect is unknown: a retry may go (same Idempotency-Key).
-            _ => idempotency::abandon(store, &claim).await,
         }
     }
 
@@ -407,6 +371,12 @@ struct Call<'a> {
     template_args: Option<minijinja::Value>,
     /// The arguments' digest, computed once per call when a step needs it.
     digest: Option<String>,
+    /// The claim this call holds on its idempotency key, as stored.
+    claimed: Option<ClaimInfo>,
+    /// Whether a request may have reached the upstream (anything past a failed connect).
+    reached: bool,
+    /// The request's parts, when policy judged them before they are sent.
+    parts: Option<Parts>,
 }
 
 impl<'a> Call<'a> {
@@ -431,6 +401,8 @@ impl<'a> Call<'a> {
             region: None,
             idempotency_key: None,
             replayed: false,
+            held: false,
+            intent: None,
             ticket: None,
         };
         Self {
@@ -443,6 +415,9 @@ impl<'a> Call<'a> {
             result,
             template_args: None,
             digest: None,
+            claimed: None,
+            reached: false,
+            parts: None,
         }
     }
 
@@ -455,12 +430,6 @@ impl<'a> Call<'a> {
         self.digest
             .get_or_insert_with(|| idempotency::digest(&self.args))
     }
-}
-
-/// What step 7 found: a stored outcome to return, or the claim (if the call is keyed).
-enum Claimed {
-    Replay(Result<Value, Failure>),
-    New(Option<Claim>),
 }
 
 /// A rendered request on its way out: the request, the secrets it holds (to scrub from

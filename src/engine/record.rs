@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 
 use super::result::CallResult;
-use crate::audit::{AuditLog, Entry as AuditEntry};
+use crate::audit::{AuditLog, Entry as AuditEntry, Intent as AuditIntent};
 use crate::catalog::Tool;
 use crate::config::policy::RedactionSpec;
 use crate::limits::{Left, Refusal, amount};
@@ -150,10 +150,29 @@ pub(super) fn finish(
     }
 }
 
+/// The audit record of intent for a write about to be sent: who, what, with which key.
+pub(super) fn intent(tool: &Tool, args: &Value, r: &CallResult, method: &str) -> AuditIntent {
+    let mut args = args.clone();
+    redact_value(&mut args, DetectorSet::ALL, &RECORD_STYLE);
+    AuditIntent {
+        event: "intent",
+        actor: r.actor.clone(),
+        tool: r.tool.clone(),
+        args,
+        method: method.to_owned(),
+        upstream: tool.request.upstream.name.clone(),
+        idempotency_key: r.idempotency_key.clone(),
+        ticket: r.ticket.clone(),
+        trace_id: r.trace_id.clone(),
+    }
+}
+
 fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
     let mut args = args.clone();
     redact_value(&mut args, DetectorSet::ALL, &RECORD_STYLE);
     AuditEntry {
+        intent: r.intent,
+        outcome: r.held.then(|| "unknown".to_owned()),
         actor: r.actor.clone(),
         tool: r.tool.clone(),
         args,

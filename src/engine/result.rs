@@ -35,6 +35,9 @@ pub enum Failure {
     /// A rate limit, concurrency cap or in-flight idempotency key refused the call;
     /// says when to retry.
     Limited(String),
+    /// An earlier call with this idempotency key ended with its outcome unknown: the key
+    /// is held and nothing was sent; says what is known and what to do.
+    OutcomeUnknown(String),
     /// The state store failed; nothing was sent.
     State(String),
     /// No valid identity: no token (and no default actor), or a token that does not
@@ -53,8 +56,25 @@ impl Failure {
             Self::UpstreamStatus(..) => "upstream_status",
             Self::Response(_) => "response",
             Self::Limited(_) => "limited",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::State(_) => "state",
             Self::Unauthenticated(_) => "unauthenticated",
+        }
+    }
+
+    /// The same failure with `note` added to its message (for a send whose outcome is
+    /// unknown); other kinds are returned as they are.
+    #[must_use]
+    pub fn noted(self, note: &str) -> Self {
+        let add = |m: String| {
+            let sep = if m.ends_with('.') { " " } else { ". " };
+            format!("{m}{sep}{note}")
+        };
+        match self {
+            Self::Unreachable(m) => Self::Unreachable(add(m)),
+            Self::UpstreamStatus(s, m) => Self::UpstreamStatus(s, add(m)),
+            Self::Response(m) => Self::Response(add(m)),
+            other => other,
         }
     }
 
@@ -68,6 +88,7 @@ impl Failure {
             | Self::Unreachable(m)
             | Self::Response(m)
             | Self::Limited(m)
+            | Self::OutcomeUnknown(m)
             | Self::State(m)
             | Self::UpstreamStatus(_, m) => m.clone(),
         }
@@ -101,6 +122,11 @@ pub struct CallResult {
     pub idempotency_key: Option<String>,
     /// The result is a stored one: the upstream was not called again.
     pub replayed: bool,
+    /// The call's idempotency key is held: this call's outcome (or an earlier one's) is
+    /// unknown, and nothing will send the write again.
+    pub held: bool,
+    /// The `seq` of the audit record of intent written before the request was sent.
+    pub intent: Option<u64>,
     /// The ticket of the elevation grant the call ran under.
     pub ticket: Option<String>,
 }
@@ -112,6 +138,7 @@ impl CallResult {
             Ok(_) => "allowed",
             Err(Failure::Denied(_) | Failure::Unauthenticated(_)) => "denied",
             Err(Failure::Limited(_)) => "limited",
+            Err(Failure::OutcomeUnknown(_)) => "held",
             Err(Failure::InvalidArguments(_)) => "invalid",
             Err(_) => "error",
         }

@@ -19,6 +19,7 @@ use crate::identity::Actor;
 use crate::policy::Decision;
 use crate::store::StoreError;
 use crate::upstream::Reply;
+use crate::upstream::request::Parts;
 
 /// Step 2: the transport's verified actor, the stdio caller's token, or the configured
 /// default actor; otherwise the call is refused.
@@ -38,7 +39,7 @@ pub(super) fn identify(catalog: &Catalog, ctx: &CallContext) -> Result<Arc<Actor
     }
     Err(Failure::Unauthenticated(match &catalog.identity {
         Some(identity) => crate::identity::TokenError::Missing(identity.token_source()).to_string(),
-        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (README: Identity)".to_owned(),
+        None => "no actor: this mcpd has neither identity (tokens) nor a default_actor in mcpd.yaml; configure one (docs/identity.md)".to_owned(),
     }))
 }
 
@@ -116,8 +117,19 @@ pub(super) fn state_failure(e: StoreError) -> Failure {
     ))
 }
 
-/// Step 9: the request rendered from the tool's templates, with the trace and key
-/// headers, checked against egress on its final URL.
+/// The request's path, query, headers and body from the tool's templates (step 9, or
+/// step 5 when policy judges them).
+pub(super) fn render_parts(c: &mut Call<'_>) -> Result<Parts, Failure> {
+    let tool = c.tool;
+    let secrets = (tool.secrets.as_ref()).map_err(|e| Failure::Request(e.to_string()))?;
+    let args = c.template_args().clone();
+    (tool.request)
+        .render_parts(&tool.id, &tool.templates, &args, secrets)
+        .map_err(|e| Failure::Request(e.to_string()))
+}
+
+/// Step 9: the request rendered from the tool's templates (the parts policy judged, if
+/// it did), with the trace and key headers, checked against egress on its final URL.
 pub(super) fn render<'a>(
     c: &mut Call<'a>,
     base: &reqwest::Url,
@@ -125,9 +137,12 @@ pub(super) fn render<'a>(
 ) -> Result<Outgoing<'a>, Failure> {
     let tool = c.tool;
     let secrets = (tool.secrets.as_ref()).map_err(|e| Failure::Request(e.to_string()))?;
-    let args = c.template_args().clone();
+    let parts = match c.parts.take() {
+        Some(parts) => parts,
+        None => render_parts(c)?,
+    };
     let mut request = (tool.request)
-        .render(&tool.id, &tool.templates, base, &args, secrets)
+        .assemble(&tool.id, base, parts)
         .map_err(|e| Failure::Request(e.to_string()))?;
     let span = record::upstream_span(tool, request.url.host_str().unwrap_or_default());
     // The upstream continues the trace under this request's span (exported or not).
@@ -154,15 +169,16 @@ pub(super) fn render<'a>(
 }
 
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
-/// is idempotent (GET, PUT, DELETE, or keyed); never after a timeout. The client's
+/// is idempotent (GET, PUT, DELETE, or keyed to an upstream that deduplicates); never
+/// after a timeout. Notes whether anything may have reached the upstream. The client's
 /// cancellation aborts the request.
 pub(super) async fn send(
     c: &mut Call<'_>,
     out: &Outgoing<'_>,
-    keyed: bool,
+    deduped: bool,
 ) -> Result<Reply, Failure> {
     let plan = &c.tool.request;
-    let retries = if plan.retryable(keyed) {
+    let retries = if plan.retryable(deduped) {
         plan.retries
     } else {
         0
@@ -172,11 +188,18 @@ pub(super) async fn send(
         .instrument(out.span.clone());
     let sent = match c.cancelled {
         None => sending.await,
+        // Cancelled before anything went out: nothing reached the upstream.
+        Some(token) if token.is_cancelled() => {
+            return Err(Failure::Unreachable(
+                "the client cancelled the call before it was sent; nothing reached the upstream"
+                    .to_owned(),
+            ));
+        }
         Some(token) => tokio::select! {
-            biased;
             () = token.cancelled() => {
-                // Dropping the request aborts it; the outcome is unknown, as after a
-                // timeout (no status), and the call settles the same way.
+                // Dropping the request aborts it. Once begun it may have reached the
+                // upstream, as a timed-out one may: the call settles the same way.
+                c.reached = true;
                 tracing::info!(tool = %c.tool.id, "the client cancelled the call: upstream request aborted");
                 return Err(Failure::Unreachable(
                     "the client cancelled the call; the upstream request was aborted, so \
@@ -187,7 +210,10 @@ pub(super) async fn send(
             sent = sending => sent,
         },
     };
-    let reply = sent.map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
+    c.reached = sent.reached;
+    let reply = sent
+        .reply
+        .map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
     out.span.record("http.status", reply.status);
     c.result.status = Some(reply.status);
     Ok(reply)

@@ -36,6 +36,9 @@ pub(crate) const IDEMPOTENCY_META: &str = "dev.mcpd/idempotencyKey";
 /// The result `_meta` key that says a result was replayed for its idempotency key.
 pub(crate) const REPLAYED_META: &str = "dev.mcpd/replayed";
 
+/// The result `_meta` key that says a write's outcome is unknown (its key is held).
+pub(crate) const OUTCOME_META: &str = "dev.mcpd/outcome";
+
 const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools. Every call \
 is checked against policy; a refused call comes back as an error whose text says why and \
 what would be allowed.";
@@ -89,6 +92,9 @@ pub(crate) fn to_mcp_result(r: CallResult) -> CallToolResult {
         let mut meta = serde_json::Map::new();
         meta.insert(IDEMPOTENCY_META.to_owned(), key.into());
         meta.insert(REPLAYED_META.to_owned(), r.replayed.into());
+        if r.held {
+            meta.insert(OUTCOME_META.to_owned(), "unknown".into());
+        }
         result.meta = Some(rmcp::model::MetaObject(meta));
     }
     result

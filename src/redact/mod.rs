@@ -73,6 +73,14 @@ impl std::fmt::Debug for DetectorSet {
     }
 }
 
+/// As `policies.yaml` writes them: `email, pan, secret`.
+impl std::fmt::Display for DetectorSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.iter().map(|d| d.name()).collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
 impl From<Detector> for DetectorSet {
     fn from(d: Detector) -> Self {
         Self(Self::bit(d))

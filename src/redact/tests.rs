@@ -308,6 +308,7 @@ fn detector_sets_list_in_order_without_duplicates() {
         vec![Detector::Email, Detector::Secret]
     );
     assert_eq!(format!("{set:?}"), "[Email, Secret]");
+    assert_eq!(set.to_string(), "email, secret");
     assert!(DetectorSet::NONE.is_empty());
     assert_eq!(DetectorSet::ALL.iter().count(), 3);
 }

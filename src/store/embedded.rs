@@ -31,7 +31,9 @@ use redb::{
 use tokio::sync::oneshot;
 
 use super::record::{self, Change, Op, Record, Reply};
-use super::{Admission, AllOrNone, Counter, Idem, Incr, Store, StoreError, check_key, millis};
+use super::{
+    Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, Store, StoreError, check_key, millis,
+};
 use crate::util::Clock;
 
 /// Every entry: key → encoded [`Record`].
@@ -396,9 +398,47 @@ impl Tables<'_> {
 
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
-    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError> {
-        let ttl_ms = millis("the in-flight ttl", in_flight_ttl)?;
-        self.write(key, Op::IdemBegin { ttl_ms }).await?.idem()
+    async fn idem_claim(&self, key: &str, claim: &IdemClaim<'_>) -> Result<Idem, StoreError> {
+        self.write(key, record::claim_op(claim)?).await?.idem()
+    }
+
+    async fn idem_hold(&self, key: &str, held: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let ttl_ms = millis("the ttl", ttl)?;
+        let held = held.to_vec();
+        self.write(key, Op::IdemHold { held, ttl_ms }).await?.unit()
+    }
+
+    async fn idem_resolve(
+        &self,
+        key: &str,
+        to: Option<(&[u8], Duration)>,
+    ) -> Result<Option<Idem>, StoreError> {
+        self.write(key, record::resolve_op(to)?).await?.found()
+    }
+
+    async fn idem_list(&self, prefix: &str) -> Result<Vec<(String, Idem, Duration)>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.read(move |entries, now| {
+            let mut found = Vec::new();
+            for item in entries
+                .range::<&str>(prefix.as_str()..)
+                .map_err(StoreError::storage)?
+            {
+                let (key, bytes) = item.map_err(StoreError::storage)?;
+                let key = key.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                // As in scan_prefix: unreadable records are skipped.
+                if let Some((idem, left)) =
+                    Record::decode(bytes.value()).and_then(|r| record::read_idem(r, now))
+                {
+                    found.push((key.to_owned(), idem, left));
+                }
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError> {

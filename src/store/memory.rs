@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::record::{self, Body, Change, Op, Record, Reply};
-use super::{Admission, AllOrNone, Counter, Idem, Incr, Store, StoreError, check_key, millis};
+use super::{
+    Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, Store, StoreError, check_key, millis,
+};
 use crate::util::Clock;
 
 /// How often (ms) a write also removes expired entries.
@@ -132,9 +134,35 @@ fn sweep(entries: &mut BTreeMap<String, Record>, now: u64) -> usize {
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
-    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError> {
-        let ttl_ms = millis("the in-flight ttl", in_flight_ttl)?;
-        self.write(key, Op::IdemBegin { ttl_ms })?.idem()
+    async fn idem_claim(&self, key: &str, claim: &IdemClaim<'_>) -> Result<Idem, StoreError> {
+        self.write(key, record::claim_op(claim)?)?.idem()
+    }
+
+    async fn idem_hold(&self, key: &str, held: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let ttl_ms = millis("the ttl", ttl)?;
+        let held = held.to_vec();
+        self.write(key, Op::IdemHold { held, ttl_ms })?.unit()
+    }
+
+    async fn idem_resolve(
+        &self,
+        key: &str,
+        to: Option<(&[u8], Duration)>,
+    ) -> Result<Option<Idem>, StoreError> {
+        self.write(key, record::resolve_op(to)?)?.found()
+    }
+
+    async fn idem_list(&self, prefix: &str) -> Result<Vec<(String, Idem, Duration)>, StoreError> {
+        let now = self.clock.now_ms();
+        let state = self.lock();
+        Ok(state
+            .entries
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, r)| {
+                record::read_idem(r.clone(), now).map(|(i, left)| (k.clone(), i, left))
+            })
+            .collect())
     }
 
     async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError> {

@@ -9,9 +9,9 @@
 //!
 //! Every operation is atomic on its key, and every write is durable before its future
 //! completes. The trait asks for nothing Redis cannot do atomically in one round trip:
-//! `SET NX PX` ([`Store::idem_begin`]), `INCRBY` with `PEXPIRE NX` ([`Store::incr`]), a
-//! short Lua script ([`Store::incr_within`], [`Store::idem_abandon`]), `SET PX`, `GET`,
-//! `DEL`, `SCAN MATCH`.
+//! a short Lua script where a read decides a write ([`Store::idem_claim`],
+//! [`Store::incr_within`], [`Store::idem_abandon`]), `INCRBY` with `PEXPIRE`, `SET PX`,
+//! `GET`, `DEL`, `SCAN MATCH`.
 //!
 //! Keys start with a namespace naming their owner: [`ns::IDEM`], [`ns::RATE`],
 //! [`ns::BUDGET`], [`ns::GRANT`]. Every entry has an expiry; an expired entry is
@@ -50,16 +50,46 @@ pub mod ns {
     pub const GRANT: &str = "grant:";
 }
 
-/// What [`Store::idem_begin`] found under an idempotency key.
+/// What [`Store::idem_claim`] found under an idempotency key (or [`Store::idem_list`]
+/// and [`Store::idem_resolve`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idem {
-    /// No live record: this caller now holds the key and must send the request, then
-    /// call [`Store::idem_finish`] (or [`Store::idem_abandon`] if it never sends it).
+    /// No live record (or a retaken one): this caller now holds the key and must send
+    /// the request, then call [`Store::idem_finish`], [`Store::idem_hold`] (outcome
+    /// unknown) or [`Store::idem_abandon`] (never sent).
     Started,
-    /// Another call holds the key and has not finished: refuse, the caller may retry.
-    InFlight,
+    /// Another call holds the key and its lease has not lapsed: refuse, the caller may
+    /// retry. `claim` is what the holder wrote about itself.
+    InFlight {
+        /// Time until the holder's lease lapses.
+        lapses_in: Duration,
+        /// The holder's claim bytes.
+        claim: Vec<u8>,
+    },
+    /// A claim whose lease lapsed before its holder settled it (the holder died, or lost
+    /// the store): the outcome is unknown. Holds the claim bytes.
+    Lapsed(Vec<u8>),
+    /// A call with this key ended with its outcome unknown (stored by
+    /// [`Store::idem_hold`]).
+    Held(Vec<u8>),
     /// A call with this key completed: replay its stored result.
     Done(Vec<u8>),
+}
+
+/// A claim on an idempotency key, for [`Store::idem_claim`].
+#[derive(Debug, Clone, Copy)]
+pub struct IdemClaim<'a> {
+    /// What the holder says about itself (opaque to the store), returned to callers
+    /// that find the key in flight or lapsed.
+    pub claim: &'a [u8],
+    /// How long the holder is taken to be alive; after it the claim has lapsed.
+    pub lease: Duration,
+    /// How long the record lives in all (a lapsed claim stays, unknown, until then).
+    pub hold: Duration,
+    /// Take the key over when it is [`Idem::Lapsed`] or [`Idem::Held`] (the caller may
+    /// send again: the upstream deduplicates, or a reconcile request proved the write
+    /// did not land), instead of reporting it.
+    pub retake: bool,
 }
 
 /// A fixed-window counter after an increment, or as it stood when one was refused.
@@ -108,18 +138,48 @@ pub type AllOrNone = Result<Vec<Counter>, (usize, Counter)>;
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// Claims an idempotency key, atomically: of concurrent callers on a free key exactly
-    /// one gets [`Idem::Started`]. The claim lapses after `in_flight_ttl`, so a holder
-    /// that died does not block the key for ever; choose it longer than the call can take
-    /// (the tool's timeout plus a margin), or a slow call and its retry both run.
-    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError>;
+    /// one gets [`Idem::Started`]. The claim's lease ends after `claim.lease`: later
+    /// callers then get [`Idem::Lapsed`] (the outcome is unknown), not the key, until
+    /// the record ends after `claim.hold` (or `retake` takes it over).
+    async fn idem_claim(&self, key: &str, claim: &IdemClaim<'_>) -> Result<Idem, StoreError>;
+
+    /// A claim that simply ends after `in_flight_ttl` (lease and record alike), with no
+    /// claim bytes: [`Store::idem_claim`] for callers that need no lapsed state.
+    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError> {
+        let claim = IdemClaim {
+            claim: &[],
+            lease: in_flight_ttl,
+            hold: in_flight_ttl,
+            retake: false,
+        };
+        self.idem_claim(key, &claim).await
+    }
+
+    /// Stores that the call holding `key` ended with its outcome unknown, for `ttl`:
+    /// later claims get [`Idem::Held`] with `held`.
+    async fn idem_hold(&self, key: &str, held: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// Settles a held key or a lapsed claim, as an operator decided: `None` removes it
+    /// (the write was not made; the next call sends it), `Some((result, ttl))` stores
+    /// `result` as the key's outcome. Any other record is left alone. Returns what was
+    /// found (`None`: nothing live).
+    async fn idem_resolve(
+        &self,
+        key: &str,
+        to: Option<(&[u8], Duration)>,
+    ) -> Result<Option<Idem>, StoreError>;
+
+    /// Every live idempotency record whose key starts with `prefix`, in key order, with
+    /// what it means now and when it expires. For operators (`mcpd idempotency list`).
+    async fn idem_list(&self, prefix: &str) -> Result<Vec<(String, Idem, Duration)>, StoreError>;
 
     /// Stores a completed call's result under its key for `ttl`; later
-    /// [`Store::idem_begin`] calls get [`Idem::Done`] with these bytes.
+    /// [`Store::idem_claim`] calls get [`Idem::Done`] with these bytes.
     async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError>;
 
-    /// Releases a key claimed by [`Store::idem_begin`] whose request was never sent, so
-    /// a retry can start at once. A completed record is kept. Returns whether a claim
-    /// was released.
+    /// Releases a key claimed by [`Store::idem_claim`] whose request was never sent (or
+    /// whose upstream deduplicates), so a retry can start at once. A held or completed
+    /// record is kept. Returns whether a claim was released.
     async fn idem_abandon(&self, key: &str) -> Result<bool, StoreError>;
 
     /// Adds `by` to a fixed-window counter and returns it. The window opens at the first

@@ -20,8 +20,14 @@ pub(crate) struct Record {
 /// The kinds of entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Body {
-    /// An idempotency key claimed by a call that has not finished.
-    InFlight,
+    /// An idempotency key claimed by a call that has not finished: until `lease_ms`
+    /// (Unix ms) its holder is taken to be alive; after it the claim has lapsed (the
+    /// holder died or lost the store) and the outcome is unknown. `claim` is the
+    /// holder's description of itself, opaque here.
+    InFlight { lease_ms: u64, claim: Vec<u8> },
+    /// An idempotency key whose call's outcome is unknown (a timeout, a 5xx): held, with
+    /// what its holder knew.
+    Held(Vec<u8>),
     /// An idempotency key whose call finished, with its result.
     Done(Vec<u8>),
     /// A fixed-window counter.
@@ -30,16 +36,19 @@ pub(crate) enum Body {
     Value(Vec<u8>),
 }
 
+/// A claim of an mcpd before leases: its lease ends with the entry.
 const TAG_IN_FLIGHT: u8 = 1;
 const TAG_DONE: u8 = 2;
 const TAG_COUNTER: u8 = 3;
 const TAG_VALUE: u8 = 4;
+const TAG_CLAIM: u8 = 5;
+const TAG_HELD: u8 = 6;
 
 impl Body {
     /// The kind, as error messages name it.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Self::InFlight | Self::Done(_) => "an idempotency record",
+            Self::InFlight { .. } | Self::Held(_) | Self::Done(_) => "an idempotency record",
             Self::Counter(_) => "a counter",
             Self::Value(_) => "a value",
         }
@@ -61,16 +70,19 @@ impl Record {
     /// older mcpd reports it as unreadable rather than misreading it.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let (tag, payload): (u8, &[u8]) = match &self.body {
-            Body::InFlight => (TAG_IN_FLIGHT, &[]),
+            Body::InFlight { claim, .. } => (TAG_CLAIM, claim),
+            Body::Held(b) => (TAG_HELD, b),
             Body::Done(b) => (TAG_DONE, b),
             Body::Counter(_) => (TAG_COUNTER, &[]),
             Body::Value(b) => (TAG_VALUE, b),
         };
-        let mut out = Vec::with_capacity(1 + 8 + payload.len().max(8));
+        let mut out = Vec::with_capacity(1 + 8 + 8 + payload.len());
         out.push(tag);
         out.extend_from_slice(&self.expires_ms.to_le_bytes());
-        if let Body::Counter(n) = self.body {
-            out.extend_from_slice(&n.to_le_bytes());
+        match self.body {
+            Body::Counter(n) => out.extend_from_slice(&n.to_le_bytes()),
+            Body::InFlight { lease_ms, .. } => out.extend_from_slice(&lease_ms.to_le_bytes()),
+            _ => {}
         }
         out.extend_from_slice(payload);
         out
@@ -80,30 +92,85 @@ impl Record {
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let (&tag, rest) = bytes.split_first()?;
         let (expiry, payload) = rest.split_first_chunk::<8>()?;
+        let expires_ms = u64::from_le_bytes(*expiry);
         let body = match tag {
-            TAG_IN_FLIGHT if payload.is_empty() => Body::InFlight,
+            TAG_IN_FLIGHT if payload.is_empty() => Body::InFlight {
+                lease_ms: expires_ms,
+                claim: Vec::new(),
+            },
+            TAG_CLAIM => {
+                let (lease, claim) = payload.split_first_chunk::<8>()?;
+                Body::InFlight {
+                    lease_ms: u64::from_le_bytes(*lease),
+                    claim: claim.to_vec(),
+                }
+            }
+            TAG_HELD => Body::Held(payload.to_vec()),
             TAG_DONE => Body::Done(payload.to_vec()),
             TAG_COUNTER => Body::Counter(u64::from_le_bytes(*<&[u8; 8]>::try_from(payload).ok()?)),
             TAG_VALUE => Body::Value(payload.to_vec()),
             _ => return None,
         };
-        Some(Self {
-            expires_ms: u64::from_le_bytes(*expiry),
-            body,
-        })
+        Some(Self { expires_ms, body })
     }
 }
 
 /// A write operation on one key. Durations are already checked and in milliseconds.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    IdemBegin { ttl_ms: u64 },
-    IdemFinish { result: Vec<u8>, ttl_ms: u64 },
+    IdemBegin {
+        lease_ms: u64,
+        hold_ms: u64,
+        claim: Vec<u8>,
+        retake: bool,
+    },
+    IdemFinish {
+        result: Vec<u8>,
+        ttl_ms: u64,
+    },
+    IdemHold {
+        held: Vec<u8>,
+        ttl_ms: u64,
+    },
     IdemAbandon,
-    Incr { by: u64, window_ms: u64 },
-    IncrWithin { by: u64, limit: u64, window_ms: u64 },
-    Put { value: Vec<u8>, ttl_ms: u64 },
+    /// Settles a held key (or a lapsed claim): removes it (`None`) or stores this result.
+    IdemResolve {
+        to: Option<(Vec<u8>, u64)>,
+    },
+    Incr {
+        by: u64,
+        window_ms: u64,
+    },
+    IncrWithin {
+        by: u64,
+        limit: u64,
+        window_ms: u64,
+    },
+    Put {
+        value: Vec<u8>,
+        ttl_ms: u64,
+    },
     Delete,
+}
+
+/// The write of [`super::Store::idem_claim`], its durations checked.
+pub(crate) fn claim_op(c: &super::IdemClaim<'_>) -> Result<Op, StoreError> {
+    Ok(Op::IdemBegin {
+        lease_ms: super::millis("the claim's lease", c.lease)?,
+        hold_ms: super::millis("the claim's hold", c.hold)?,
+        claim: c.claim.to_vec(),
+        retake: c.retake,
+    })
+}
+
+/// The write of [`super::Store::idem_resolve`], its duration checked.
+pub(crate) fn resolve_op(to: Option<(&[u8], Duration)>) -> Result<Op, StoreError> {
+    Ok(Op::IdemResolve {
+        to: match to {
+            None => None,
+            Some((result, ttl)) => Some((result.to_vec(), super::millis("the ttl", ttl)?)),
+        },
+    })
 }
 
 /// What a write does to the stored entry.
@@ -121,6 +188,7 @@ pub(crate) enum Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
     Idem(Idem),
+    Found(Option<Idem>),
     Counter(Counter),
     Admission(Admission),
     Flag(bool),
@@ -136,6 +204,12 @@ impl Reply {
     pub(crate) fn idem(self) -> Result<Idem, StoreError> {
         match self {
             Self::Idem(i) => Ok(i),
+            other => Err(other.mismatch()),
+        }
+    }
+    pub(crate) fn found(self) -> Result<Option<Idem>, StoreError> {
+        match self {
+            Self::Found(f) => Ok(f),
             other => Err(other.mismatch()),
         }
     }
@@ -197,48 +271,52 @@ pub(crate) fn apply(
     let live = current.filter(|r| r.live(now));
     let at = |ms: u64| now.saturating_add(ms);
     Ok(match op {
-        Op::IdemBegin { ttl_ms } => match live {
-            None => (
-                Change::Write(Record {
-                    expires_ms: at(ttl_ms),
-                    body: Body::InFlight,
-                }),
-                Reply::Idem(Idem::Started),
-            ),
-            Some(Record {
-                body: Body::InFlight,
-                ..
-            }) => (Change::Keep, Reply::Idem(Idem::InFlight)),
-            Some(Record {
-                body: Body::Done(result),
-                ..
-            }) => (Change::Keep, Reply::Idem(Idem::Done(result))),
-            Some(other) => return Err(wrong(key, &other.body, "an idempotency record")),
+        Op::IdemBegin {
+            lease_ms,
+            hold_ms,
+            claim,
+            retake,
+        } => {
+            let fresh = || {
+                let record = Record {
+                    expires_ms: at(hold_ms.max(lease_ms)),
+                    body: Body::InFlight {
+                        lease_ms: at(lease_ms),
+                        claim,
+                    },
+                };
+                (Change::Write(record), Reply::Idem(Idem::Started))
+            };
+            match live.map(|r| idem_state(r, now)) {
+                None => fresh(),
+                Some(Ok(Idem::Lapsed(_) | Idem::Held(_))) if retake => fresh(),
+                Some(Ok(found)) => (Change::Keep, Reply::Idem(found)),
+                Some(Err(body)) => return Err(wrong(key, &body, "an idempotency record")),
+            }
+        }
+        Op::IdemFinish { result, ttl_ms } => idem_write(key, live, at(ttl_ms), Body::Done(result))?,
+        Op::IdemHold { held, ttl_ms } => idem_write(key, live, at(ttl_ms), Body::Held(held))?,
+        Op::IdemAbandon => match live.map(|r| idem_state(r, now)) {
+            Some(Ok(Idem::InFlight { .. } | Idem::Lapsed(_))) => {
+                (Change::Remove, Reply::Flag(true))
+            }
+            None | Some(Ok(_)) => (Change::Keep, Reply::Flag(false)),
+            Some(Err(body)) => return Err(wrong(key, &body, "an idempotency record")),
         },
-        Op::IdemFinish { result, ttl_ms } => match live {
-            Some(Record {
-                body: body @ (Body::Counter(_) | Body::Value(_)),
-                ..
-            }) => return Err(wrong(key, &body, "an idempotency record")),
-            _ => (
-                Change::Write(Record {
-                    expires_ms: at(ttl_ms),
-                    body: Body::Done(result),
-                }),
-                Reply::Unit,
-            ),
-        },
-        Op::IdemAbandon => match live {
-            Some(Record {
-                body: Body::InFlight,
-                ..
-            }) => (Change::Remove, Reply::Flag(true)),
-            None
-            | Some(Record {
-                body: Body::Done(_),
-                ..
-            }) => (Change::Keep, Reply::Flag(false)),
-            Some(other) => return Err(wrong(key, &other.body, "an idempotency record")),
+        Op::IdemResolve { to } => match live.map(|r| idem_state(r, now)) {
+            Some(Ok(found @ (Idem::Lapsed(_) | Idem::Held(_)))) => {
+                let change = match to {
+                    None => Change::Remove,
+                    Some((result, ttl_ms)) => Change::Write(Record {
+                        expires_ms: at(ttl_ms),
+                        body: Body::Done(result),
+                    }),
+                };
+                (change, Reply::Found(Some(found)))
+            }
+            Some(Ok(found)) => (Change::Keep, Reply::Found(Some(found))),
+            None => (Change::Keep, Reply::Found(None)),
+            Some(Err(body)) => return Err(wrong(key, &body, "an idempotency record")),
         },
         Op::Incr { by, window_ms } => {
             let (total, expires_ms) = counted(key, live, now, window_ms)?;
@@ -279,6 +357,47 @@ pub(crate) fn apply(
         // An expired entry is removed too, but reported as absent.
         Op::Delete => (Change::Remove, Reply::Flag(live.is_some())),
     })
+}
+
+/// What an idempotency record means at `now`; the body back when it is another kind.
+pub(crate) fn idem_state(record: Record, now: u64) -> Result<Idem, Body> {
+    Ok(match record.body {
+        Body::InFlight { lease_ms, claim } if lease_ms > now => Idem::InFlight {
+            lapses_in: Duration::from_millis(lease_ms - now),
+            claim,
+        },
+        Body::InFlight { claim, .. } => Idem::Lapsed(claim),
+        Body::Held(b) => Idem::Held(b),
+        Body::Done(b) => Idem::Done(b),
+        other => return Err(other),
+    })
+}
+
+/// Replaces an idempotency record (or nothing) with `body`, expiring at `expires_ms`.
+fn idem_write(
+    key: &str,
+    live: Option<Record>,
+    expires_ms: u64,
+    body: Body,
+) -> Result<(Change, Reply), StoreError> {
+    if let Some(Record {
+        body: other @ (Body::Counter(_) | Body::Value(_)),
+        ..
+    }) = live
+    {
+        return Err(wrong(key, &other, "an idempotency record"));
+    }
+    Ok((Change::Write(Record { expires_ms, body }), Reply::Unit))
+}
+
+/// A live idempotency record, for listing: what it means and when it expires; `None`
+/// for a dead entry or one of another kind.
+pub(crate) fn read_idem(current: Record, now: u64) -> Option<(Idem, Duration)> {
+    if !current.live(now) {
+        return None;
+    }
+    let left = current.remaining(now);
+    idem_state(current, now).ok().map(|i| (i, left))
 }
 
 /// A live counter's total and expiry, or a fresh window's.
@@ -380,79 +499,5 @@ pub(crate) fn read_value(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_kind_of_record_survives_encoding() {
-        for body in [
-            Body::InFlight,
-            Body::Done(b"{\"ok\":true}".to_vec()),
-            Body::Counter(u64::MAX - 3),
-            Body::Value(vec![]),
-            Body::Value(vec![0, 1, 2]),
-        ] {
-            let r = Record {
-                expires_ms: 1_700_000_000_123,
-                body,
-            };
-            assert_eq!(Record::decode(&r.encode()), Some(r));
-        }
-    }
-
-    #[test]
-    fn unknown_or_truncated_bytes_do_not_decode() {
-        assert_eq!(Record::decode(&[]), None);
-        assert_eq!(Record::decode(&[TAG_VALUE, 1, 2]), None);
-        assert_eq!(Record::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]), None);
-        assert_eq!(
-            Record::decode(&[TAG_COUNTER, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
-            None
-        );
-    }
-
-    #[test]
-    fn a_counter_is_not_an_idempotency_record() {
-        let current = Some(Record {
-            expires_ms: 10,
-            body: Body::Counter(1),
-        });
-        let err = apply("k", Op::IdemBegin { ttl_ms: 5 }, current, 0).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "state key 'k' holds a counter, not an idempotency record: keys of different kinds must not share a name"
-        );
-    }
-
-    #[test]
-    fn an_expired_entry_of_another_kind_is_simply_replaced() {
-        let current = Some(Record {
-            expires_ms: 10,
-            body: Body::Value(vec![1]),
-        });
-        let (change, reply) = apply(
-            "k",
-            Op::Incr {
-                by: 2,
-                window_ms: 5,
-            },
-            current,
-            10,
-        )
-        .unwrap();
-        assert_eq!(
-            change,
-            Change::Write(Record {
-                expires_ms: 15,
-                body: Body::Counter(2)
-            })
-        );
-        assert_eq!(
-            reply,
-            Reply::Counter(Counter {
-                total: 2,
-                resets_in: Duration::from_millis(5)
-            })
-        );
-    }
-}
+#[path = "record_tests.rs"]
+mod tests;

@@ -4,7 +4,8 @@
 //! suffices (`SET PX`, `GET`, `DEL`), a short Lua script where a read decides a write
 //! (claiming an idempotency key, counting within a limit, all-or-none increments).
 //! Expiry is Redis's own (`PX`, `PEXPIRE`), so `sweep` has nothing to do. Entries carry
-//! their kind: idempotency records are `I` (in flight) or `D` + result, values are
+//! their kind: idempotency records are `C` + lease + claim (in flight), `H` + what is
+//! known (held: outcome unknown) or `D` + result, values are
 //! `V` + bytes, counters are Redis integers; using a key as another kind is
 //! [`StoreError::WrongKind`]. Durability is the server's (`appendonly yes` with
 //! `appendfsync always` for the embedded store's guarantee).
@@ -17,7 +18,9 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, Script};
 
-use super::{Admission, AllOrNone, Counter, Idem, Incr, Store, StoreError, check_key, millis};
+use super::{
+    Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, Store, StoreError, check_key, millis,
+};
 
 /// A store on one Redis server (or primary).
 pub struct RedisStore {
@@ -26,6 +29,8 @@ pub struct RedisStore {
     begin: Script,
     finish: Script,
     abandon: Script,
+    resolve: Script,
+    look: Script,
     incr: Script,
     within: Script,
     all: Script,
@@ -51,38 +56,88 @@ fn redacted(url: &str) -> String {
     }
 }
 
-const BEGIN: &str = r"
+// Idempotency records: `C<lease, Unix ms>:<claim>` (a claim), `H<bytes>` (held),
+// `D<bytes>` (done); `I` is a claim of an mcpd before leases (its lease is its expiry).
+// Time is the server's (TIME), so replicas with skewed clocks agree on a lease.
+const NOW: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], 'I', 'PX', ARGV[1])
-  return {0, ''}
+local function now_ms() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+-- {state, bytes, ms}: 1 in flight (ms until its lease lapses), 2 done, 3 held, 4 lapsed
+local function state(v, now)
+  local t = string.sub(v, 1, 1)
+  if t == 'I' then return {1, '', redis.call('PTTL', KEYS[1])} end
+  if t == 'C' then
+    local sep = string.find(v, ':', 2, true)
+    local lease = tonumber(string.sub(v, 2, sep - 1))
+    local claim = string.sub(v, sep + 1)
+    if lease > now then return {1, claim, lease - now} end
+    return {4, claim, 0}
+  end
+  if t == 'D' then return {2, string.sub(v, 2), 0} end
+  if t == 'H' then return {3, string.sub(v, 2), 0} end
+  return nil
 end
-local t = string.sub(v, 1, 1)
-if t == 'I' then return {1, ''} end
-if t == 'D' then return {2, string.sub(v, 2)} end
-return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1])
 ";
 
-const FINISH: &str = r"
-local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
+// ARGV: lease ms, hold ms, claim bytes, retake (0/1). Returns {0} when claimed.
+const BEGIN: &str = r"
+local now = now_ms()
 local v = redis.call('GET', KEYS[1])
+local st = nil
 if v then
-  local t = string.sub(v, 1, 1)
-  if t ~= 'I' and t ~= 'D' then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1]) end
+  st = state(v, now)
+  if not st then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1]) end
 end
-redis.call('SET', KEYS[1], 'D' .. ARGV[1], 'PX', ARGV[2])
+if (not v) or (ARGV[4] == '1' and (st[1] == 3 or st[1] == 4)) then
+  local lease, hold = tonumber(ARGV[1]), tonumber(ARGV[2])
+  redis.call('SET', KEYS[1], 'C' .. string.format('%d', now + lease) .. ':' .. ARGV[3], 'PX', math.max(lease, hold))
+  return {0, '', 0}
+end
+return st
+";
+
+// ARGV: tag (D or H), bytes, ttl ms.
+const FINISH: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and (tonumber(v) or string.sub(v, 1, 1) == 'V') then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
 const ABANDON: &str = r"
-local function kind(v) if tonumber(v) then return 'counter' end local t = string.sub(v, 1, 1) if t == 'V' then return 'value' end return 'idem' end
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local t = string.sub(v, 1, 1)
-if t == 'I' then redis.call('DEL', KEYS[1]) return 1 end
-if t == 'D' then return 0 end
+if t == 'I' or t == 'C' then redis.call('DEL', KEYS[1]) return 1 end
+if t == 'D' or t == 'H' then return 0 end
 return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1])
+";
+
+// ARGV: mode (0: remove, 1: store done), bytes, ttl ms. Returns what was found
+// ({-1} for nothing); only a held record or a lapsed claim is changed.
+const RESOLVE: &str = r"
+local now = now_ms()
+local v = redis.call('GET', KEYS[1])
+if not v then return {-1, '', 0} end
+local st = state(v, now)
+if not st then return redis.error_reply('WRONGKIND ' .. kind(v) .. ' ' .. KEYS[1]) end
+if st[1] == 3 or st[1] == 4 then
+  if ARGV[1] == '1' then redis.call('SET', KEYS[1], 'D' .. ARGV[2], 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
+end
+return st
+";
+
+// One key of a listing: {state, bytes, ms until its lease lapses, ms until it expires};
+// {-1} when it is gone or not an idempotency record.
+const LOOK: &str = r"
+local now = now_ms()
+local v = redis.call('GET', KEYS[1])
+if not v then return {-1, '', 0, 0} end
+local st = state(v, now)
+if not st then return {-1, '', 0, 0} end
+table.insert(st, redis.call('PTTL', KEYS[1]))
+return st
 ";
 
 // A counter: INCRBY, and the window opens with the first increment.
@@ -157,13 +212,65 @@ impl RedisStore {
         Ok(Self {
             conn,
             url: url.to_owned(),
-            begin: Script::new(BEGIN),
-            finish: Script::new(FINISH),
-            abandon: Script::new(ABANDON),
+            begin: Script::new(&format!("{NOW}{BEGIN}")),
+            finish: Script::new(&format!("{NOW}{FINISH}")),
+            abandon: Script::new(&format!("{NOW}{ABANDON}")),
+            resolve: Script::new(&format!("{NOW}{RESOLVE}")),
+            look: Script::new(&format!("{NOW}{LOOK}")),
             incr: Script::new(INCR),
             within: Script::new(WITHIN),
             all: Script::new(ALL),
         })
+    }
+
+    /// Stores a settled idempotency record: `tag` `D` (done) or `H` (held).
+    async fn settle(
+        &self,
+        key: &str,
+        tag: &[u8],
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        check_key(key)?;
+        let ttl = millis("the ttl", ttl)?;
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .finish
+            .key(key)
+            .arg(tag)
+            .arg(bytes)
+            .arg(ttl)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.error(&e, "an idempotency record"))?;
+        Ok(())
+    }
+
+    /// Every key starting with `prefix`, sorted.
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}*", escape_glob(prefix));
+        let mut c = self.conn.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.error(&e, "a value"))?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
     }
 
     fn error(&self, e: &redis::RedisError, wanted: &'static str) -> StoreError {
@@ -200,6 +307,21 @@ fn kind_of(bytes: &[u8]) -> &'static str {
     }
 }
 
+/// An idempotency record as the scripts return it: `None` for nothing there.
+fn idem(state: i64, bytes: Vec<u8>, ms: i64) -> Option<Idem> {
+    Some(match state {
+        0 => Idem::Started,
+        1 => Idem::InFlight {
+            lapses_in: ms_dur(ms),
+            claim: bytes,
+        },
+        2 => Idem::Done(bytes),
+        3 => Idem::Held(bytes),
+        4 => Idem::Lapsed(bytes),
+        _ => return None,
+    })
+}
+
 fn ms_dur(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
@@ -210,37 +332,71 @@ fn count(n: i64) -> u64 {
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
-    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError> {
+    async fn idem_claim(&self, key: &str, claim: &IdemClaim<'_>) -> Result<Idem, StoreError> {
         check_key(key)?;
-        let ttl = millis("the in-flight ttl", in_flight_ttl)?;
+        let lease = millis("the claim's lease", claim.lease)?;
+        let hold = millis("the claim's hold", claim.hold)?;
         let mut c = self.conn.clone();
-        let (state, result): (i64, Vec<u8>) = self
+        let (state, bytes, ms): (i64, Vec<u8>, i64) = self
             .begin
             .key(key)
-            .arg(ttl)
+            .arg(lease)
+            .arg(hold)
+            .arg(claim.claim)
+            .arg(u8::from(claim.retake))
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.error(&e, "an idempotency record"))?;
-        Ok(match state {
-            0 => Idem::Started,
-            1 => Idem::InFlight,
-            _ => Idem::Done(result),
-        })
+        Ok(idem(state, bytes, ms).unwrap_or(Idem::Started))
     }
 
     async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.settle(key, b"D", result, ttl).await
+    }
+
+    async fn idem_hold(&self, key: &str, held: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.settle(key, b"H", held, ttl).await
+    }
+
+    async fn idem_resolve(
+        &self,
+        key: &str,
+        to: Option<(&[u8], Duration)>,
+    ) -> Result<Option<Idem>, StoreError> {
         check_key(key)?;
-        let ttl = millis("the ttl", ttl)?;
+        let (mode, result, ttl) = match to {
+            None => (0, &[][..], 1),
+            Some((r, ttl)) => (1, r, millis("the ttl", ttl)?),
+        };
         let mut c = self.conn.clone();
-        let _: i64 = self
-            .finish
+        let (state, bytes, ms): (i64, Vec<u8>, i64) = self
+            .resolve
             .key(key)
+            .arg(mode)
             .arg(result)
             .arg(ttl)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.error(&e, "an idempotency record"))?;
-        Ok(())
+        Ok(idem(state, bytes, ms))
+    }
+
+    async fn idem_list(&self, prefix: &str) -> Result<Vec<(String, Idem, Duration)>, StoreError> {
+        let keys = self.keys(prefix).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        let mut c = self.conn.clone();
+        for key in keys {
+            let (state, bytes, ms, ttl): (i64, Vec<u8>, i64, i64) = self
+                .look
+                .key(&key)
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| self.error(&e, "an idempotency record"))?;
+            if let Some(i) = idem(state, bytes, ms) {
+                out.push((key, i, ms_dur(ttl)));
+            }
+        }
+        Ok(out)
     }
 
     async fn idem_abandon(&self, key: &str) -> Result<bool, StoreError> {
@@ -405,31 +561,11 @@ impl Store for RedisStore {
     }
 
     async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let pattern = format!("{}*", escape_glob(prefix));
-        let mut c = self.conn.clone();
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.error(&e, "a value"))?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
+        let keys = self.keys(prefix).await?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let mut c = self.conn.clone();
         let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut c)

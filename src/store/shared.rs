@@ -14,12 +14,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{Admission, AllOrNone, Counter, EmbeddedStore, Idem, Incr, Store, StoreError};
+use super::{
+    Admission, AllOrNone, Counter, EmbeddedStore, Idem, IdemClaim, Incr, Store, StoreError,
+};
+
+#[path = "shared_wire.rs"]
+mod wire;
+
+use wire::{
+    IdemWire, Req, Resp, millis, serve_one, to_bool, to_counter, to_unit, unexpected, unhex,
+};
 
 /// A store on a state file, owned by this process or forwarded to the one that owns it.
 #[derive(Debug)]
@@ -39,85 +47,6 @@ enum Mode {
 struct Conn {
     read: BufReader<OwnedReadHalf>,
     write: OwnedWriteHalf,
-}
-
-/// One store call on the wire.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum Req {
-    IdemBegin {
-        key: String,
-        ttl_ms: u64,
-    },
-    IdemFinish {
-        key: String,
-        result: String,
-        ttl_ms: u64,
-    },
-    IdemAbandon {
-        key: String,
-    },
-    Incr {
-        key: String,
-        by: u64,
-        window_ms: u64,
-    },
-    IncrWithin {
-        key: String,
-        by: u64,
-        limit: u64,
-        window_ms: u64,
-    },
-    IncrAll {
-        incs: Vec<Incr>,
-    },
-    GetCounter {
-        key: String,
-    },
-    Put {
-        key: String,
-        value: String,
-        ttl_ms: u64,
-    },
-    Get {
-        key: String,
-    },
-    Delete {
-        key: String,
-    },
-    Scan {
-        prefix: String,
-    },
-    Sweep,
-}
-
-/// Its answer.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Resp {
-    Started,
-    InFlight,
-    Done(String),
-    Counter {
-        total: u64,
-        resets_in_ms: u64,
-    },
-    Refused {
-        total: u64,
-        resets_in_ms: u64,
-    },
-    Number(u64),
-    Counters(Vec<(u64, u64)>),
-    RefusedAt {
-        index: usize,
-        total: u64,
-        resets_in_ms: u64,
-    },
-    Value(Option<String>),
-    Bool(bool),
-    Entries(Vec<(String, String)>),
-    Unit,
-    Error(String),
 }
 
 impl FileStore {
@@ -286,122 +215,68 @@ async fn answer(store: Arc<EmbeddedStore>, stream: UnixStream) {
     }
 }
 
-async fn serve_one(s: &dyn Store, req: Req) -> Result<Resp, StoreError> {
-    let ms = Duration::from_millis;
-    Ok(match req {
-        Req::IdemBegin { key, ttl_ms } => match s.idem_begin(&key, ms(ttl_ms)).await? {
-            Idem::Started => Resp::Started,
-            Idem::InFlight => Resp::InFlight,
-            Idem::Done(b) => Resp::Done(hex::encode(b)),
-        },
-        Req::IdemFinish {
-            key,
-            result,
-            ttl_ms,
-        } => {
-            s.idem_finish(&key, &unhex(&result)?, ms(ttl_ms)).await?;
-            Resp::Unit
-        }
-        Req::IdemAbandon { key } => Resp::Bool(s.idem_abandon(&key).await?),
-        Req::Incr { key, by, window_ms } => counter(s.incr(&key, by, ms(window_ms)).await?),
-        Req::IncrWithin {
-            key,
-            by,
-            limit,
-            window_ms,
-        } => match s.incr_within(&key, by, limit, ms(window_ms)).await? {
-            Admission::Admitted(c) => counter(c),
-            Admission::Refused(c) => Resp::Refused {
-                total: c.total,
-                resets_in_ms: millis(c.resets_in),
-            },
-        },
-        Req::IncrAll { incs } => match s.incr_all(&incs).await? {
-            Ok(cs) => Resp::Counters(cs.iter().map(|c| (c.total, millis(c.resets_in))).collect()),
-            Err((index, c)) => Resp::RefusedAt {
-                index,
-                total: c.total,
-                resets_in_ms: millis(c.resets_in),
-            },
-        },
-        Req::GetCounter { key } => Resp::Number(s.get_counter(&key).await?),
-        Req::Put { key, value, ttl_ms } => {
-            s.put(&key, &unhex(&value)?, ms(ttl_ms)).await?;
-            Resp::Unit
-        }
-        Req::Get { key } => Resp::Value(s.get(&key).await?.map(hex::encode)),
-        Req::Delete { key } => Resp::Bool(s.delete(&key).await?),
-        Req::Scan { prefix } => Resp::Entries(
-            s.scan_prefix(&prefix)
-                .await?
-                .into_iter()
-                .map(|(k, v)| (k, hex::encode(v)))
-                .collect(),
-        ),
-        Req::Sweep => Resp::Number(u64::try_from(s.sweep().await?).unwrap_or(u64::MAX)),
-    })
-}
-
-fn counter(c: Counter) -> Resp {
-    Resp::Counter {
-        total: c.total,
-        resets_in_ms: millis(c.resets_in),
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn unhex(s: &str) -> Result<Vec<u8>, StoreError> {
-    hex::decode(s).map_err(|e| StoreError::InvalidArgument(format!("bad hex value: {e}")))
-}
-
-fn unexpected(r: &Resp) -> StoreError {
-    StoreError::Stopped(format!("unexpected answer from the state owner: {r:?}"))
-}
-
-fn to_counter(r: Resp) -> Result<Counter, StoreError> {
-    match r {
-        Resp::Counter {
-            total,
-            resets_in_ms,
-        } => Ok(Counter {
-            total,
-            resets_in: Duration::from_millis(resets_in_ms),
-        }),
-        other => Err(unexpected(&other)),
-    }
-}
-
-fn to_bool(r: Resp) -> Result<bool, StoreError> {
-    match r {
-        Resp::Bool(b) => Ok(b),
-        other => Err(unexpected(&other)),
-    }
-}
-
-fn to_unit(r: Resp) -> Result<(), StoreError> {
-    match r {
-        Resp::Unit => Ok(()),
-        other => Err(unexpected(&other)),
-    }
-}
-
 #[async_trait::async_trait]
 impl Store for FileStore {
-    async fn idem_begin(&self, key: &str, in_flight_ttl: Duration) -> Result<Idem, StoreError> {
+    async fn idem_claim(&self, key: &str, claim: &IdemClaim<'_>) -> Result<Idem, StoreError> {
         if let Some(s) = self.owner() {
-            return s.idem_begin(key, in_flight_ttl).await;
+            return s.idem_claim(key, claim).await;
         }
-        let req = Req::IdemBegin {
+        let req = Req::IdemClaim {
             key: key.to_owned(),
-            ttl_ms: millis(in_flight_ttl),
+            claim: hex::encode(claim.claim),
+            lease_ms: millis(claim.lease),
+            hold_ms: millis(claim.hold),
+            retake: claim.retake,
         };
         match self.call(req).await? {
-            Resp::Started => Ok(Idem::Started),
-            Resp::InFlight => Ok(Idem::InFlight),
-            Resp::Done(h) => Ok(Idem::Done(unhex(&h)?)),
+            Resp::Idem(i) => i.into_idem(),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn idem_hold(&self, key: &str, held: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        if let Some(s) = self.owner() {
+            return s.idem_hold(key, held, ttl).await;
+        }
+        let req = Req::IdemHold {
+            key: key.to_owned(),
+            held: hex::encode(held),
+            ttl_ms: millis(ttl),
+        };
+        to_unit(self.call(req).await?)
+    }
+
+    async fn idem_resolve(
+        &self,
+        key: &str,
+        to: Option<(&[u8], Duration)>,
+    ) -> Result<Option<Idem>, StoreError> {
+        if let Some(s) = self.owner() {
+            return s.idem_resolve(key, to).await;
+        }
+        let req = Req::IdemResolve {
+            key: key.to_owned(),
+            result: to.map(|(r, _)| hex::encode(r)),
+            ttl_ms: to.map_or(0, |(_, ttl)| millis(ttl)),
+        };
+        match self.call(req).await? {
+            Resp::Found(f) => f.map(IdemWire::into_idem).transpose(),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn idem_list(&self, prefix: &str) -> Result<Vec<(String, Idem, Duration)>, StoreError> {
+        if let Some(s) = self.owner() {
+            return s.idem_list(prefix).await;
+        }
+        let req = Req::IdemList {
+            prefix: prefix.to_owned(),
+        };
+        match self.call(req).await? {
+            Resp::IdemEntries(e) => e
+                .into_iter()
+                .map(|(k, i, left)| Ok((k, i.into_idem()?, Duration::from_millis(left))))
+                .collect(),
             other => Err(unexpected(&other)),
         }
     }

@@ -45,10 +45,10 @@ async fn a_claim_left_by_a_crash_blocks_the_key_only_until_its_ttl() {
     );
     // The holder never finishes: the process stops with the request's outcome unknown.
     h.restart();
-    assert_eq!(
+    assert!(matches!(
         h.store.idem_begin("idem:k", 30 * SEC).await.unwrap(),
-        Idem::InFlight
-    );
+        Idem::InFlight { .. }
+    ));
     h.advance(30 * SEC);
     assert_eq!(
         h.store.idem_begin("idem:k", 30 * SEC).await.unwrap(),
@@ -171,4 +171,31 @@ async fn an_unreadable_record_is_reported_and_can_be_replaced() {
     );
     h.store = Arc::new(MemoryStore::new());
     assert_eq!(assert_index_in_step(&h.path()), 1);
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_lapses_into_unknown_and_stays_held_across_a_restart() {
+    let mut h = Harness::embedded();
+    let claim = IdemClaim {
+        claim: b"holder",
+        lease: 30 * SEC,
+        hold: 24 * 60 * MIN,
+        retake: false,
+    };
+    assert_eq!(
+        h.store.idem_claim("idem:k", &claim).await.unwrap(),
+        Idem::Started
+    );
+    // The holder never finishes: the process stops with the request's outcome unknown.
+    h.restart();
+    assert!(matches!(
+        h.store.idem_claim("idem:k", &claim).await.unwrap(),
+        Idem::InFlight { .. }
+    ));
+    h.advance(30 * SEC);
+    h.restart();
+    assert_eq!(
+        h.store.idem_claim("idem:k", &claim).await.unwrap(),
+        Idem::Lapsed(b"holder".to_vec())
+    );
 }

@@ -68,6 +68,40 @@ async fn idempotency_records_keep_binary_results_and_claims_lapse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_whose_lease_lapsed_is_unknown_on_the_server_clock() {
+    let Some(srv) = server() else { return };
+    let s = store(&srv).await;
+    let claim = IdemClaim {
+        claim: b"holder \x00 bytes",
+        lease: Duration::from_millis(150),
+        hold: MIN,
+        retake: false,
+    };
+    assert_eq!(
+        s.idem_claim("idem:t:a:l", &claim).await.unwrap(),
+        Idem::Started
+    );
+    let Idem::InFlight {
+        lapses_in,
+        claim: by,
+    } = s.idem_claim("idem:t:a:l", &claim).await.unwrap()
+    else {
+        panic!("in flight");
+    };
+    assert!(lapses_in <= Duration::from_millis(150), "{lapses_in:?}");
+    assert_eq!(by, b"holder \x00 bytes");
+    // Real time on the server: Redis keeps its own clock.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        s.idem_claim("idem:t:a:l", &claim).await.unwrap(),
+        Idem::Lapsed(b"holder \x00 bytes".to_vec())
+    );
+    let listed = s.idem_list("idem:t:a:").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].2 > Duration::from_secs(50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refusals_say_when_the_window_resets_and_windows_restart() {
     let Some(srv) = server() else { return };
     let s = store(&srv).await;

@@ -136,9 +136,14 @@ pub(crate) struct Expect {
     #[serde(default)]
     pub upstream_requests: Option<usize>,
     /// With `upstream: recorded`: the requests the upstream must have received, in
-    /// order, each as `METHOD /path?query` (e.g. `GET /v1/pets?limit=2`).
+    /// order. Each is `METHOD /path?query` (e.g. `GET /v1/pets?limit=2`: any upstream),
+    /// `METHOD URL` with the URL the request went to (the upstream's or region's base URL
+    /// from `mcpd.yaml`, then the path: `GET https://eu.api.internal/v1/pets`), or
+    /// `{ request: "METHOD /path?query", upstream: NAME, region: NAME }` naming the
+    /// upstream and the region (no `region`: the upstream's main `url`). Query
+    /// parameters are in the tool file's order.
     #[serde(default)]
-    pub requests: Option<Vec<String>>,
+    pub requests: Option<Vec<ExpectedRequest>>,
     /// Whether the result must be a replay of an earlier call's (same idempotency key
     /// within the file): the upstream is not called again.
     #[serde(default)]
@@ -149,6 +154,30 @@ pub(crate) struct Expect {
     /// Enforced rules (ids) that must have matched.
     #[serde(default)]
     pub rules: Vec<String>,
+}
+
+/// One request the upstream must have received.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum ExpectedRequest {
+    /// `METHOD /path?query`, or `METHOD URL` (the base URL it went to, then the path).
+    Line(String),
+    /// A request and the upstream (and region) it was sent to.
+    Routed(RoutedRequest),
+}
+
+/// A request and where it was sent.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoutedRequest {
+    /// `METHOD /path?query`, e.g. `GET /orders?from=2025-08-01`.
+    pub request: String,
+    /// The upstream's name in `mcpd.yaml`.
+    pub upstream: String,
+    /// The region whose URL it went to (`regions:` in `mcpd.yaml`); without it, the
+    /// upstream's main `url`.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// The expected decision.

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::case::{Assertion, Case, Decision, Expect, UpstreamMode};
+use super::case::{Assertion, Case, Decision, Expect, ExpectedRequest, UpstreamMode};
+use super::stub::StubRequest;
 use crate::engine::{CallResult, Failure};
 use crate::redact::{DetectorSet, redact_value};
 use crate::response::jsonpath::JsonPath;
@@ -15,8 +16,8 @@ pub(super) struct Seen {
     pub requests: usize,
     /// Requests that found no recorded response.
     pub unanswered: usize,
-    /// The requests as `METHOD target`, when the upstream is the stub.
-    pub targets: Option<Vec<String>>,
+    /// The requests, when the upstream is the stub.
+    pub targets: Option<Vec<StubRequest>>,
 }
 
 /// Problems in the case itself, found before it runs.
@@ -49,6 +50,24 @@ pub(super) fn well_formed(case: &Case, mode: UpstreamMode) -> Result<(), Vec<Str
                     "recorded[{i}].headers: '{k}' is not a valid header"
                 ));
             }
+        }
+    }
+    for (i, r) in case.expect.requests.iter().flatten().enumerate() {
+        let ok = match r {
+            ExpectedRequest::Line(line) => parse_line(line).is_some(),
+            ExpectedRequest::Routed(r) => {
+                parse_line(&r.request).is_some_and(|(_, at)| at.starts_with('/'))
+            }
+        };
+        if !ok {
+            problems.push(format!(
+                "requests[{i}]: write 'METHOD /path?query' or 'METHOD https://host/path?query', e.g. 'GET /orders?from=2025-08-01'{}",
+                if matches!(r, ExpectedRequest::Routed(_)) {
+                    " (with upstream:, the path only)"
+                } else {
+                    ""
+                }
+            ));
         }
     }
     for (i, a) in case.expect.assert.iter().enumerate() {
@@ -96,13 +115,95 @@ pub(super) fn judge(expect: &Expect, result: &CallResult, seen: &Seen) -> Vec<St
         ));
     }
     if let (Some(want), Some(got)) = (&expect.requests, &seen.targets)
-        && want != got
+        && !requests_match(want, got)
     {
+        // Shown in the form the expectations were written in.
+        let plain = want.iter().all(|w| matches!(w, ExpectedRequest::Line(l) if parse_line(l).is_some_and(|(_, at)| at.starts_with('/'))));
+        let want: Vec<String> = want.iter().map(describe_expected).collect();
+        let got: Vec<String> = got
+            .iter()
+            .map(|r| {
+                if plain {
+                    format!("{} {}", r.method, r.target)
+                } else {
+                    describe_seen(r)
+                }
+            })
+            .collect();
         problems.push(format!(
             "expected the upstream to receive {want:?}, it received {got:?}"
         ));
     }
     problems
+}
+
+/// `METHOD rest` split at the first space; `None` unless `rest` is a path (`/...`) or
+/// an absolute http(s) URL.
+fn parse_line(line: &str) -> Option<(&str, &str)> {
+    let (method, at) = line.trim().split_once(' ')?;
+    let at = at.trim();
+    let ok = at.starts_with('/') || at.starts_with("http://") || at.starts_with("https://");
+    (ok && !method.is_empty()).then_some((method, at))
+}
+
+/// Whether the requests seen are the ones expected, in order.
+fn requests_match(want: &[ExpectedRequest], got: &[StubRequest]) -> bool {
+    want.len() == got.len() && want.iter().zip(got).all(|(w, g)| request_matches(w, g))
+}
+
+fn request_matches(want: &ExpectedRequest, got: &StubRequest) -> bool {
+    match want {
+        ExpectedRequest::Line(line) => match parse_line(line) {
+            Some((method, at)) if at.starts_with('/') => method == got.method && at == got.target,
+            Some((method, url)) => {
+                method == got.method
+                    && got
+                        .route
+                        .as_ref()
+                        .is_some_and(|r| format!("{}{}", r.origin, got.target) == url)
+            }
+            None => false,
+        },
+        ExpectedRequest::Routed(want) => {
+            parse_line(&want.request).is_some_and(|(m, at)| m == got.method && at == got.target)
+                && got
+                    .route
+                    .as_ref()
+                    .is_some_and(|r| r.upstream == want.upstream && r.region == want.region)
+        }
+    }
+}
+
+fn describe_expected(want: &ExpectedRequest) -> String {
+    match want {
+        ExpectedRequest::Line(line) => line.clone(),
+        ExpectedRequest::Routed(r) => format!(
+            "{} (upstream '{}', {})",
+            r.request,
+            r.upstream,
+            r.region
+                .as_ref()
+                .map_or_else(|| "main url".to_owned(), |g| format!("region '{g}'"))
+        ),
+    }
+}
+
+/// A request as it would have gone to the real backend, and where.
+fn describe_seen(r: &StubRequest) -> String {
+    match &r.route {
+        Some(route) => format!(
+            "{} {}{} (upstream '{}', {})",
+            r.method,
+            route.origin,
+            r.target,
+            route.upstream,
+            route
+                .region
+                .as_ref()
+                .map_or_else(|| "main url".to_owned(), |g| format!("region '{g}'"))
+        ),
+        None => format!("{} {}", r.method, r.target),
+    }
 }
 
 /// The expectations about the call's result, decision and rules.

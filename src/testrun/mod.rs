@@ -54,9 +54,7 @@ pub(crate) enum RunError {
     #[error("invalid configuration in '{0}' (run 'mcpd validate'):\n{1}")]
     Config(PathBuf, Diagnostics),
     /// No case files where they were looked for.
-    #[error(
-        "no test cases in '{0}': add YAML files with a 'cases:' list (see README, 'Writing tests')"
-    )]
+    #[error("no test cases in '{0}': add YAML files with a 'cases:' list (see docs/testing.md)")]
     NoCases(PathBuf),
     /// The case directory cannot be read.
     #[error("cannot read '{0}'")]
@@ -111,14 +109,9 @@ fn position(e: &serde_saphyr::Error) -> String {
         .unwrap_or_default()
 }
 
-/// A parse error's message without the parser's snippet and its own "at line X column Y"
-/// (the position is already in front).
+/// A parse error's message as a YAML author reads it (the position is already in front).
 fn parse_message(e: &serde_saphyr::Error) -> String {
-    let msg = e.without_snippet().to_string();
-    match msg.rfind(" at line ") {
-        Some(i) => msg.get(..i).unwrap_or_default().to_owned(),
-        None => msg,
-    }
+    config::yaml::message(e)
 }
 
 /// The case files at `path`: the file itself, or the YAML files of a directory, sorted.
@@ -216,9 +209,14 @@ async fn run_file(
             (stub.url.clone(), Upstream::Stub(stub))
         }
     };
-    let vars = with_throwaway_key(loaded, Vars::from_env())?;
-    let catalog = Catalog::compile(&pointed_at(loaded, &url, &vars), &vars)
-        .map_err(|d| RunError::Config(dir.to_path_buf(), d))?;
+    // No real secret is read or sent: templates see placeholders.
+    let vars = with_throwaway_key(loaded, Vars::from_env().with_placeholder_secrets())?;
+    let (pointed, routes) = pointed_at(loaded, &url, matches!(upstream, Upstream::Stub(_)));
+    if let Upstream::Stub(stub) = &upstream {
+        stub.set_routes(routes);
+    }
+    let catalog =
+        Catalog::compile(&pointed, &vars).map_err(|d| RunError::Config(dir.to_path_buf(), d))?;
     // Each file starts from nothing: its state lives in memory for the run.
     let engine = Engine::new(catalog, Arc::new(crate::store::MemoryStore::new()));
     let mut reports = Vec::new();
@@ -251,21 +249,39 @@ fn with_throwaway_key(loaded: &config::Loaded, vars: Vars) -> Result<Vars, RunEr
 
 /// The loaded config with every upstream (and region) pointed at `url`, keeping each
 /// base URL's path (`https://api.internal/v1` becomes `<url>/v1`), and loopback
-/// allowed by egress: the cases never reach a real backend.
-fn pointed_at(loaded: &config::Loaded, url: &str, vars: &Vars) -> config::Loaded {
-    let moved = |original: &str| {
-        let path = config::expand_env(original, vars)
-            .ok()
-            .and_then(|u| reqwest::Url::parse(&u).ok())
+/// allowed by egress: the cases never reach a real backend. With `routed`, each base
+/// URL gets its own prefix (`<url>/_mcpd/N/v1`, route `N` of the list returned) so the
+/// stub can tell which upstream and region a request was sent to.
+fn pointed_at(
+    loaded: &config::Loaded,
+    url: &str,
+    routed: bool,
+) -> (config::Loaded, Vec<stub::Route>) {
+    let mut routes = Vec::new();
+    let mut moved = |upstream: &str, region: Option<&str>, original: &str| {
+        let parsed = reqwest::Url::parse(original).ok();
+        let path = parsed
+            .as_ref()
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default();
-        Located::unplaced(format!("{url}{path}"))
+        let prefix = if routed {
+            stub::route_prefix(routes.len())
+        } else {
+            String::new()
+        };
+        routes.push(stub::Route {
+            upstream: upstream.to_owned(),
+            region: region.map(str::to_owned),
+            origin: parsed
+                .map_or_else(|| original.to_owned(), |u| u.origin().ascii_serialization()),
+        });
+        Located::unplaced(format!("{url}{prefix}{path}"))
     };
     let mut loaded = loaded.clone();
-    for up in loaded.server.1.upstreams.values_mut() {
-        up.url = moved(&up.url.value);
-        for u in up.regions.values_mut() {
-            *u = moved(&u.value);
+    for (name, up) in &mut loaded.server.1.upstreams {
+        up.url = moved(name, None, &up.url.value);
+        for (region, u) in &mut up.regions {
+            *u = moved(name, Some(region), &u.value);
         }
     }
     loaded
@@ -273,7 +289,7 @@ fn pointed_at(loaded: &config::Loaded, url: &str, vars: &Vars) -> config::Loaded
         .1
         .egress
         .push(Located::unplaced("127.0.0.1".to_owned()));
-    loaded
+    (loaded, routes)
 }
 
 async fn run_case(
@@ -322,12 +338,7 @@ async fn run_case(
             Upstream::Demo(_) => 0,
         },
         targets: match upstream {
-            Upstream::Stub(stub) => Some(
-                stub.requests()
-                    .into_iter()
-                    .map(|r| format!("{} {}", r.method, r.target))
-                    .collect(),
-            ),
+            Upstream::Stub(stub) => Some(stub.requests()),
             Upstream::Demo(_) => None,
         },
     };

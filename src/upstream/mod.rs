@@ -19,7 +19,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::config::diag::{Diagnostic, Diagnostics};
-use crate::config::{Located, ServerSpec, Vars, expand_env};
+use crate::config::{Located, ServerSpec};
 use crate::util::duration::parse as parse_duration;
 
 /// Default time allowed for a whole request.
@@ -40,6 +40,8 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// It deduplicates requests on their `Idempotency-Key` header.
+    pub dedupes: bool,
     client: reqwest::Client,
 }
 
@@ -50,6 +52,17 @@ pub struct Reply {
     pub status: u16,
     /// The raw body.
     pub body: bytes::Bytes,
+}
+
+/// What [`Upstream::send_retrying`] ended with: the last attempt's reply or error, and
+/// whether any attempt may have reached the upstream (anything but a failed connect: a
+/// request that got a reply, timed out or broke off may have been acted on).
+#[derive(Debug)]
+pub struct Sent {
+    /// The last attempt's outcome.
+    pub reply: Result<Reply, SendError>,
+    /// Whether any attempt may have reached the upstream.
+    pub reached: bool,
 }
 
 /// Why a request got no reply. Messages name the upstream, never a header or secret.
@@ -119,17 +132,10 @@ impl Upstream {
     /// Sends `req` for `tool`, sending it again after a connection failure or a
     /// 502/503/504 up to `retries` more times, with backoff. A timeout is never retried:
     /// the first attempt may still be running. Records `attempts` on the current span.
-    ///
-    /// # Errors
-    /// As [`Self::send`], for the last attempt.
-    pub async fn send_retrying(
-        &self,
-        tool: &str,
-        req: &Prepared,
-        retries: u8,
-    ) -> Result<Reply, SendError> {
+    pub async fn send_retrying(&self, tool: &str, req: &Prepared, retries: u8) -> Sent {
         let attempts = u32::from(retries) + 1;
         let mut attempt = 0;
+        let mut reached = false;
         loop {
             attempt += 1;
             let sent = self.send(req).await;
@@ -138,9 +144,13 @@ impl Upstream {
                 Ok(r) => matches!(r.status, 502..=504),
                 Err(_) => false,
             };
+            reached |= !matches!(sent, Err(SendError::Connect { .. }));
             if !transient || attempt >= attempts {
                 tracing::Span::current().record("attempts", attempt);
-                return sent;
+                return Sent {
+                    reply: sent,
+                    reached,
+                };
             }
             tracing::debug!(tool, attempt, "transient upstream failure; retrying");
             tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
@@ -178,24 +188,24 @@ impl Upstream {
 pub struct Upstreams(BTreeMap<String, Arc<Upstream>>);
 
 impl Upstreams {
-    /// Builds clients for every upstream in `mcpd.yaml` (`path`), reporting every bad
-    /// URL, unset variable or bad duration at its position. An upstream of `previous`
+    /// Builds clients for every upstream in `mcpd.yaml` (`path`, its `${VAR}` already
+    /// expanded when it was loaded), reporting every bad URL or bad duration at its
+    /// position. An upstream of `previous`
     /// whose settings are unchanged is reused as is, so a reload keeps its connection pool
     /// (and skips building a TLS client, ~35 ms each).
     pub fn compile(
         path: &Path,
         spec: &ServerSpec,
-        vars: &Vars,
         previous: Option<&Upstreams>,
         diags: &mut Diagnostics,
     ) -> Option<Self> {
         let before = diags.len();
         let mut out = BTreeMap::new();
         for (name, up) in &spec.upstreams {
-            let base = parse_base(path, name, &up.url, vars, diags);
+            let base = parse_base(path, name, &up.url, diags);
             let mut regions = BTreeMap::new();
             for (region, url) in &up.regions {
-                if let Some(u) = parse_base(path, name, url, vars, diags) {
+                if let Some(u) = parse_base(path, name, url, diags) {
                     regions.insert(region.clone(), u);
                 }
             }
@@ -210,7 +220,8 @@ impl Upstreams {
                 let same = old.base == *base
                     && old.regions == regions
                     && old.timeout == timeout
-                    && old.connect_timeout == connect;
+                    && old.connect_timeout == connect
+                    && old.dedupes == up.dedupes_idempotency_key;
                 if same {
                     out.insert(name.clone(), old.clone());
                     continue;
@@ -233,6 +244,7 @@ impl Upstreams {
                             regions,
                             timeout,
                             connect_timeout: connect,
+                            dedupes: up.dedupes_idempotency_key,
                             client,
                         }),
                     );
@@ -263,20 +275,13 @@ fn parse_base(
     path: &Path,
     name: &str,
     url: &Located<String>,
-    vars: &Vars,
     diags: &mut Diagnostics,
 ) -> Option<Url> {
-    let expanded = match expand_env(&url.value, vars) {
-        Ok(s) => s,
-        Err(e) => {
-            diags.push(Diagnostic::new(
-                path,
-                url.pos,
-                format!("upstream '{name}': {e}"),
-            ));
-            return None;
-        }
-    };
+    if url.value.contains("${") {
+        // A variable that could not be expanded: reported when the file was loaded.
+        return None;
+    }
+    let expanded = &url.value;
     match Url::parse(expanded.trim_end_matches('/')) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
         Ok(u) => {

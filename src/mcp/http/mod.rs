@@ -40,7 +40,7 @@ pub(crate) enum HttpError {
     /// Auth is on and nothing can verify a token.
     #[error(
         "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no \
-         identity: section (or http.jwks) to verify them: add one (README: Identity), \
+         identity: section (or http.jwks) to verify them: add one (docs/identity.md), \
          or pass --no-auth (or http.auth: false) for local use"
     )]
     NoVerifier,
@@ -391,7 +391,7 @@ mod tests {
     fn startup_errors_read_as_before() {
         assert_eq!(
             HttpError::NoVerifier.to_string(),
-            "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no identity: section (or http.jwks) to verify them: add one (README: Identity), or pass --no-auth (or http.auth: false) for local use"
+            "serve --http authenticates callers with bearer tokens, but mcpd.yaml has no identity: section (or http.jwks) to verify them: add one (docs/identity.md), or pass --no-auth (or http.auth: false) for local use"
         );
         let bind = HttpError::Bind {
             addr: SocketAddr::from(([127, 0, 0, 1], 80)),
