@@ -293,7 +293,7 @@ fn yaml_mistakes_are_reported_in_yaml_words_with_what_to_write() {
                 "  concurrency: 8",
                 "  concurrency: eight",
             ),
-            "orders.export.yaml:40:16: expected a whole number, 0 or more",
+            "orders.export.yaml:57:16: expected a whole number, 0 or more",
         ),
         (
             (
