@@ -1,5 +1,6 @@
 //! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
-//! warnings (`file:line:col: warning: ...`) that do not fail it.
+//! warnings (`file:line:col: warning: ...`) that do not fail it: write tools that escape
+//! a rule, and what MCP hosts would leave out or refuse.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,6 +13,10 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         Ok((loaded, catalog)) => {
             for w in &warnings(&loaded, &catalog).0 {
                 println!("{w}");
+            }
+            // As the server's default name in a host's config (host-config --name).
+            for w in crate::mcp::hosts::check(&loaded, super::host_config::DEFAULT_NAME) {
+                println!("{}", w.diagnostic());
             }
             println!(
                 "ok: {} tools in {} files, {} upstreams, policy {}",
