@@ -15,6 +15,7 @@ mod call;
 mod docs;
 mod egress;
 mod explain;
+mod forwarding;
 mod host_config;
 mod http;
 mod http_auth;

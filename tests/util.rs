@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: temp config dirs, the demo API as a child
 //! process, and a raw JSON-RPC client over the binary's stdio; raw HTTP (a client and
 //! a recording proxy) in `util/http.rs`, a redis-server in `util/redis_server.rs`, an
-//! API mcpd has never seen in `util/stub_api.rs`.
+//! API mcpd has never seen in `util/stub_api.rs`, the Node programs of `tests/sso/` in
+//! `util/node.rs`.
 
 #![allow(dead_code)]
 
@@ -14,10 +15,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod http;
+mod node;
 mod redis_server;
 mod stub_api;
 
 pub(crate) use http::{RecordingProxy, Reply, http_get_json, http_get_text, request, try_request};
+pub(crate) use node::NodeProgram;
 pub(crate) use redis_server::RedisServer;
 pub(crate) use stub_api::StubApi;
 

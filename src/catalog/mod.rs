@@ -50,6 +50,8 @@ pub struct Catalog {
     pub identity: Option<Arc<Identity>>,
     /// Rules for elevation grants.
     pub elevation: ElevationRules,
+    /// What each upstream is told of the caller (`upstreams.*.identity`).
+    pub forwarding: crate::identity::forward::Forwarding,
 }
 
 impl Catalog {
@@ -96,6 +98,13 @@ impl Catalog {
             .map(Arc::new);
         let elevation =
             ElevationRules::compile(server_path, &server.elevation, &mut diags).unwrap_or_default();
+        let forwarding = crate::identity::forward::Forwarding::compile(
+            server_path,
+            server,
+            identity.as_deref(),
+            vars,
+            &mut diags,
+        );
         if let (Some(s), Err(e)) = (&server.reload.settle, server.reload.read_settle()) {
             diags.push(Diagnostic::new(
                 server_path,
@@ -193,6 +202,7 @@ impl Catalog {
             limits,
             identity,
             elevation,
+            forwarding,
         })
     }
 

@@ -248,6 +248,9 @@ pub enum TokenAction {
         /// The token.
         token: String,
     },
+    /// Print the verification keys as a JWKS document, for upstreams that check mcpd's
+    /// identity assertions (`serve --http` also serves it at /.well-known/jwks.json).
+    Jwks,
 }
 
 /// `mcpd idempotency` subcommands.
@@ -360,6 +363,7 @@ pub fn main() -> ExitCode {
                     }
                 }
                 TokenAction::Verify { token } => token::run_verify(&cli.config, &token),
+                TokenAction::Jwks => token::run_jwks(&cli.config),
             },
             Command::Elevate {
                 subject,

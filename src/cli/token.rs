@@ -1,4 +1,5 @@
-//! `mcpd token`: make signing keys, issue short-lived tokens, check a token.
+//! `mcpd token`: make signing keys, issue short-lived tokens, check a token, publish
+//! the verification keys (JWKS).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,6 +32,24 @@ pub(super) fn run_issue(dir: &Path, req: &TokenRequest) -> anyhow::Result<ExitCo
     })?;
     let token = identity.issue(req).map_err(anyhow::Error::msg)?;
     println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpd token jwks`: prints mcpd's verification keys as a JWKS document, for an
+/// upstream that checks its assertions (stdio deployments have no `/.well-known/jwks.json`).
+pub(super) fn run_jwks(dir: &Path) -> anyhow::Result<ExitCode> {
+    let catalog = super::load_catalog(dir, &Vars::from_env())?;
+    let identity = catalog
+        .identity
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("mcpd.yaml has no 'identity:' section"))?;
+    let jwks = identity.jwks();
+    if jwks.get("keys").and_then(serde_json::Value::as_array).is_none_or(Vec::is_empty) {
+        anyhow::bail!(
+            "no keys to publish: set MCPD_TOKEN_KEY (or identity.signing_key_env) to the signing key, or list public keys in identity.keys"
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&jwks)?);
     Ok(ExitCode::SUCCESS)
 }
 

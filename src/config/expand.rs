@@ -126,8 +126,8 @@ pub fn expand_env(input: &str, vars: &Vars) -> Result<String, ExpandError> {
 }
 
 /// Expands, in place, the fields of `mcpd.yaml` that take `${VAR}`, reporting a variable
-/// that is unset (with no default) at its field. The fields: `upstreams.*.url` and
-/// `regions`, `state`, `audit.path`, `identity.audience`, `issuer` and `token_file`,
+/// that is unset (with no default) at its field. The fields: `upstreams.*.url`,
+/// `regions` and `token_exchange.token_url`, `state`, `audit.path`, `identity.audience`, `issuer` and `token_file`,
 /// `telemetry.otlp.endpoint` and `headers`, and under `http:` `allowed_hosts`,
 /// `allowed_origins`, `resource_url`, `authorization_servers` and `jwks` (`url`,
 /// `issuer`, `audience`).
@@ -137,6 +137,12 @@ pub fn expand_server(path: &Path, spec: &mut ServerSpec, vars: &Vars, diags: &mu
         x.located(&format!("upstreams.{name}.url"), &mut up.url);
         for (region, url) in &mut up.regions {
             x.located(&format!("upstreams.{name}.regions.{region}"), url);
+        }
+        if let Some(te) = &mut up.token_exchange {
+            x.located(
+                &format!("upstreams.{name}.token_exchange.token_url"),
+                &mut te.token_url,
+            );
         }
     }
     if let Some(state) = &mut spec.state {

@@ -326,4 +326,68 @@ pub struct UpstreamSpec {
     /// retried. A tool may say otherwise with `idempotency.upstream_dedupes`.
     #[serde(default)]
     pub dedupes_idempotency_key: bool,
+    /// What this upstream is told of the caller, beside the static secrets its tools
+    /// send (docs/identity.md): `assertion` (a short-lived JWT mcpd signs per call, its
+    /// keys published at `/.well-known/jwks.json` and by `mcpd token jwks`) or
+    /// `token_exchange` (a token from your SSO, RFC 8693). Absent: nothing. The caller's
+    /// own token is never sent.
+    #[serde(default)]
+    pub identity: Option<ForwardMode>,
+    /// Settings of `identity: assertion` (all optional).
+    #[serde(default)]
+    pub assertion: Option<AssertionSpec>,
+    /// Settings of `identity: token_exchange` (required with it).
+    #[serde(default)]
+    pub token_exchange: Option<TokenExchangeSpec>,
+}
+
+/// How the caller's identity reaches an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardMode {
+    /// A JWT mcpd signs per call with its identity key (`sub` the actor, `aud` the
+    /// upstream, the actor's scopes, purpose, ticket, trace id and tool).
+    Assertion,
+    /// A token your SSO issues for this upstream in exchange for an assertion of the
+    /// actor (RFC 8693), cached per subject until shortly before it expires.
+    TokenExchange,
+}
+
+/// `identity: assertion` settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionSpec {
+    /// The `aud` the upstream checks, e.g. `orders-api` (default: the upstream's name).
+    /// It may not be `identity.audience`: an assertion is never a token for mcpd.
+    #[serde(default)]
+    pub audience: Option<Located<String>>,
+    /// The header that carries it (default `Authorization`, as `Bearer JWT`; any other
+    /// header carries the JWT alone), e.g. `X-Actor-Assertion`.
+    #[serde(default)]
+    pub header: Option<Located<String>>,
+    /// How long an assertion is valid, e.g. `60s` (default `60s`, at most `1h`).
+    #[serde(default)]
+    pub ttl: Option<Located<String>>,
+}
+
+/// `identity: token_exchange` settings: where the SSO issues tokens, and for what.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeSpec {
+    /// The SSO's token endpoint, e.g. `https://sso.example.com/oauth/token`. `${VAR}`
+    /// is expanded.
+    pub token_url: Located<String>,
+    /// The `audience` asked for: the upstream as the SSO knows it, e.g. `orders-api`.
+    pub audience: String,
+    /// The `scope` asked for, e.g. `[orders.read]` (default: none asked).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The environment variable holding mcpd's client id at the SSO.
+    pub client_id_env: String,
+    /// The environment variable holding mcpd's client secret at the SSO (sent with HTTP
+    /// Basic authentication).
+    pub client_secret_env: String,
+    /// The header that carries the token (default `Authorization`, as `Bearer TOKEN`).
+    #[serde(default)]
+    pub header: Option<Located<String>>,
 }

@@ -172,8 +172,9 @@ impl Engine {
             // 8. limits: stop rules, rates and budgets counted in one store write, then
             //    the concurrency permit, held until the reply is mapped
             let _permit = self.admit(c).await?;
-            // 9. render the request (with traceparent and Idempotency-Key), check egress
-            let out = render(c, base, claim.as_ref())?;
+            // 9. render the request (with traceparent, Idempotency-Key and the caller's
+            //    identity where the upstream asks for it), check egress
+            let out = render(c, base, claim.as_ref(), actor).await?;
             // 9b. a write leaves an audit record of intent before it is sent
             self.intent(c, &out);
             // 10. send with the tool's timeout; only idempotent requests are retried; a

@@ -129,11 +129,13 @@ pub(super) fn render_parts(c: &mut Call<'_>) -> Result<Parts, Failure> {
 }
 
 /// Step 9: the request rendered from the tool's templates (the parts policy judged, if
-/// it did), with the trace and key headers, checked against egress on its final URL.
-pub(super) fn render<'a>(
+/// it did), with the trace and key headers and the caller's identity where the upstream
+/// asks for it, checked against egress on its final URL.
+pub(super) async fn render<'a>(
     c: &mut Call<'a>,
     base: &reqwest::Url,
     claim: Option<&Claim>,
+    actor: &Actor,
 ) -> Result<Outgoing<'a>, Failure> {
     let tool = c.tool;
     let secrets = (tool.secrets.as_ref()).map_err(|e| Failure::Request(e.to_string()))?;
@@ -158,6 +160,12 @@ pub(super) fn render<'a>(
     if let Some(claim) = claim {
         headers.push(("Idempotency-Key".to_owned(), claim.key.clone()));
     }
+    if let Some(h) = forwarded_identity(c, actor).await? {
+        request
+            .headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(&h.0));
+        request.headers.push(h);
+    }
     (c.catalog.egress)
         .check(&request.url)
         .map_err(|e| Failure::Denied(e.to_string()))?;
@@ -166,6 +174,28 @@ pub(super) fn render<'a>(
         secrets,
         span,
     })
+}
+
+/// The header that tells the upstream who calls (`upstreams.*.identity`), if it asks.
+async fn forwarded_identity(
+    c: &Call<'_>,
+    actor: &Actor,
+) -> Result<Option<(String, String)>, Failure> {
+    let catalog = c.catalog;
+    let (Some(forward), Some(identity)) = (
+        catalog.forwarding.get(&c.tool.request.upstream.name),
+        catalog.identity.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    let call = crate::identity::forward::CallInfo {
+        tool: &c.tool.id,
+        trace_id: &c.trace.trace_id,
+        ticket: c.result.ticket.as_deref(),
+    };
+    (forward.header(identity, actor, &call).await)
+        .map(Some)
+        .map_err(|e| Failure::Request(e.to_string()))
 }
 
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request

@@ -1,5 +1,6 @@
 //! Identity: who calls (the typed [`Actor`]), short-lived signed tokens ([`token`]),
-//! scopes ([`scope`]) and just-in-time elevation grants ([`elevation`]).
+//! scopes ([`scope`]), just-in-time elevation grants ([`elevation`]), and what an
+//! upstream is told of the caller ([`forward`], [`exchange`]).
 //!
 //! Owns proving and describing the caller. An actor is built once, when a token is
 //! verified (or the default actor compiled), and shared as `Arc<Actor>`: its scopes are
@@ -8,6 +9,8 @@
 
 pub mod elevation;
 pub mod error;
+pub mod exchange;
+pub mod forward;
 pub mod scope;
 pub mod token;
 

@@ -97,6 +97,8 @@ pub struct Identity {
     key_env: String,
     signer: Option<Signer>,
     verifiers: HashMap<String, DecodingKey>,
+    /// The verification keys' public halves (base64url), by key id: the JWKS.
+    publics: std::collections::BTreeMap<String, String>,
     token_env: String,
     token_file: Option<PathBuf>,
     /// The longest token `issue` makes.
@@ -190,7 +192,9 @@ impl Identity {
             None => None,
         };
         let mut verifiers = HashMap::new();
+        let mut publics = std::collections::BTreeMap::new();
         for (kid, public) in &spec.keys {
+            publics.insert(kid.clone(), public.trim().to_owned());
             let key = DecodingKey::from_ed_components(public.trim()).map_err(|e| {
                 IdentityError::PublicKey {
                     kid: kid.clone(),
@@ -206,6 +210,7 @@ impl Identity {
                     reason: e.to_string(),
                 })?;
             verifiers.insert(s.kid.clone(), key);
+            publics.insert(s.kid.clone(), s.public.clone());
         }
         let max_ttl = match &spec.max_ttl {
             None => DEFAULT_MAX_TTL,
@@ -220,6 +225,7 @@ impl Identity {
             key_env,
             signer,
             verifiers,
+            publics,
             token_env: spec
                 .token_env
                 .clone()
@@ -252,6 +258,20 @@ impl Identity {
     /// The issuer tokens must name.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The verification keys as a JWKS document (RFC 7517, Ed25519 keys as RFC 8037
+    /// `OKP`): what `/.well-known/jwks.json` serves and `mcpd token jwks` prints, so an
+    /// upstream can check mcpd's assertions with any JWT library.
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .publics
+            .iter()
+            .map(|(kid, x)| {
+                json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"})
+            })
+            .collect();
+        json!({ "keys": keys })
     }
 
     /// Signs a token.

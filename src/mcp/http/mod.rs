@@ -207,6 +207,7 @@ pub(crate) async fn serve(
             count_inflight,
         ))
         .merge(auth::metadata_routes(verifier))
+        .route(JWKS_PATH, get(publish_jwks).with_state(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready).with_state(state.clone()));
     if opts.metrics {
@@ -328,6 +329,26 @@ async fn unknown_session(
             }
             response
         }
+    }
+}
+
+/// Where mcpd's verification keys are published (for upstreams checking its assertions).
+pub(crate) const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// mcpd's verification keys as a JWKS document, from the current catalog (a reload that
+/// adds a key publishes it at once); 404 saying why when there is no `identity:`.
+async fn publish_jwks(State(state): State<AppState>) -> Response {
+    match &state.engine.catalog().identity {
+        Some(identity) => (
+            [(axum::http::header::CACHE_CONTROL, "max-age=300")],
+            axum::Json(identity.jwks()),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this mcpd has no identity: section, so it signs nothing and publishes no keys\n",
+        )
+            .into_response(),
     }
 }
 
