@@ -125,6 +125,7 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/echo", any(echo))
         .route("/probe/{*rest}", get(probe))
         .route("/big", get(big))
+        .route("/tickets/{id}", get(ticket))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
@@ -509,6 +510,48 @@ async fn slow_stats(State(state): State<Arc<DemoState>>) -> Json<Value> {
 struct Range {
     from: Option<String>,
     to: Option<String>,
+}
+
+/// The bearer token the ticket endpoint wants (`mcpd demo` sends it from a secret).
+pub const TICKETS_TOKEN: &str = "demo-tickets-token";
+
+/// A small change-ticket system for `elevation.ticket_check`: CHG-1234 is approved for
+/// prod with its change window open, CHG-1300 is pending approval, CHG-1400 is approved
+/// but its window closed yesterday, INC-77 is approved for staging. Windows are relative
+/// to now. Needs `Authorization: Bearer demo-tickets-token`.
+async fn ticket(headers: axum::http::HeaderMap, Path(id): Path<String>) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(TICKETS_TOKEN) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the ticket system needs its bearer token",
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (hour, day) = (3600, 86_400);
+    let (status, env, opens, closes) = match id.as_str() {
+        "CHG-1234" => ("approved", "prod", now - hour, now + 8 * hour),
+        "CHG-1300" => ("pending", "prod", now - hour, now + 8 * hour),
+        "CHG-1400" => ("approved", "prod", now - 2 * day, now - day),
+        "INC-77" => ("approved", "staging", now - hour, now + 8 * hour),
+        _ => return error(StatusCode::NOT_FOUND, format!("no ticket {id}")),
+    };
+    let time = |s: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+            .to_string()
+    };
+    Json(json!({
+        "id": id,
+        "status": status,
+        "environment": env,
+        "window": { "start": time(opens), "end": time(closes) },
+    }))
+    .into_response()
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {

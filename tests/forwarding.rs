@@ -144,12 +144,14 @@ fn over_stdio_the_upstream_verifies_each_calls_assertion_with_the_jwks_from_mcpd
         return;
     };
     let token = issue(&cfg, &key, "agent:release", &["whoami", "orders.*"], "15m");
+    cfg.append("mcpd.yaml", "\naudit:\n  path: audit.jsonl\n");
     let mut c = StdioClient::start(
         cfg.path(),
         &[
             ("VERIFIED_URL", &up.url),
             ("MCPD_TOKEN_KEY", &key),
             ("MCPD_TOKEN", &token),
+            ("MCPD_AUDIT_KEY", "forwarding-test-audit-key-0123456789"),
         ],
     );
     let first = c.call("whoami", json!({}));
@@ -163,6 +165,26 @@ fn over_stdio_the_upstream_verifies_each_calls_assertion_with_the_jwks_from_mcpd
         second["structuredContent"]["claims"]["jti"]
     );
     assert!(seen(&up).iter().all(|s| !s.to_string().contains(&token)));
+    // Each call's audit record names the assertion it sent (its id, never the JWT).
+    drop(c);
+    let audit = cfg.read("audit.jsonl");
+    assert!(!audit.contains(&a) && !audit.contains(&b));
+    let ids: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|r| {
+            assert_eq!(r["forwarded"]["as"], "assertion", "{r}");
+            assert_eq!(r["forwarded"]["audience"], "orders-api", "{r}");
+            r["forwarded"]["id"].clone()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            first["structuredContent"]["claims"]["jti"].clone(),
+            second["structuredContent"]["claims"]["jti"].clone()
+        ]
+    );
 }
 
 #[test]

@@ -68,6 +68,9 @@ pub struct Entry {
     /// The change ticket of the elevation grant the call ran under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    /// What the upstream was told of the caller (`upstreams.*.identity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<Value>,
     /// Whether the result was replayed for its idempotency key (no upstream call).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
@@ -108,6 +111,28 @@ pub struct Intent {
     pub ticket: Option<String>,
     /// The W3C trace id of the call.
     pub trace_id: String,
+}
+
+/// What `mcpd elevate` leaves in the log when it grants (`"event":"grant"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantEntry {
+    /// Always `grant`.
+    pub event: &'static str,
+    /// Who granted it.
+    pub actor: String,
+    /// The grant's id.
+    pub grant: String,
+    /// Who may make the call.
+    pub subject: String,
+    /// The tool id or glob.
+    pub tool: String,
+    /// The environment it is limited to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// The change ticket.
+    pub ticket: String,
+    /// When it expires (Unix seconds).
+    pub expires: u64,
 }
 
 /// What a policy change leaves in the audit log (`"kind": "config"`).

@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::{Loaded, ToolFile, ToolSpec, Vars};
 use crate::identity::elevation::Rules as ElevationRules;
+use crate::identity::ticket::TicketCheck;
 use crate::identity::{Actor, Identity, Source};
 use crate::limits::Limits;
 use crate::policy::Policy;
@@ -50,6 +51,8 @@ pub struct Catalog {
     pub identity: Option<Arc<Identity>>,
     /// Rules for elevation grants.
     pub elevation: ElevationRules,
+    /// What `tools/list` shows an actor.
+    pub tools_list: crate::config::server::ToolsList,
     /// What each upstream is told of the caller (`upstreams.*.identity`).
     pub forwarding: crate::identity::forward::Forwarding,
 }
@@ -96,8 +99,11 @@ impl Catalog {
             .as_ref()
             .and_then(|spec| Identity::compile(server_path, spec, vars, &mut diags))
             .map(Arc::new);
-        let elevation =
+        let mut elevation =
             ElevationRules::compile(server_path, &server.elevation, &mut diags).unwrap_or_default();
+        elevation.ticket_check = (server.elevation.ticket_check.as_ref())
+            .and_then(|spec| TicketCheck::compile(server_path, spec, vars, &mut diags))
+            .map(Arc::new);
         let forwarding = crate::identity::forward::Forwarding::compile(
             server_path,
             server,
@@ -202,6 +208,7 @@ impl Catalog {
             limits,
             identity,
             elevation,
+            tools_list: server.tools_list,
             forwarding,
         })
     }
@@ -221,6 +228,23 @@ impl Catalog {
     /// The `tools/list` entries.
     pub fn listing(&self) -> Vec<rmcp::model::Tool> {
         self.tools.iter().map(|t| t.listing.clone()).collect()
+    }
+
+    /// What `tools/list` shows `actor`: the tools its scopes let it call (every tool with
+    /// `tools_list: all`, or when no actor could be established: each call then says
+    /// why it is refused).
+    pub fn listing_for(&self, actor: Option<&Actor>) -> Vec<rmcp::model::Tool> {
+        let shown = |t: &&Arc<Tool>| match actor {
+            Some(a) if self.tools_list == crate::config::server::ToolsList::Scoped => {
+                a.may_call(&t.id)
+            }
+            _ => true,
+        };
+        self.tools
+            .iter()
+            .filter(shown)
+            .map(|t| t.listing.clone())
+            .collect()
     }
 }
 

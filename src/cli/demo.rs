@@ -101,9 +101,19 @@ fn flows() -> Vec<Flow> {
         )
         .with_token("agent:release", &["flag.set"]),
         Flow {
+            elevate: Some("CHG-1300"),
+            ..Flow::new(
+                "adversarial: an operator tries to grant agent:release prod under CHG-1300, which the ticket system has not approved; no grant, the write is denied",
+                "flag.set",
+                json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
+                false,
+            )
+            .with_token("agent:release", &["flag.set"])
+        },
+        Flow {
             elevate: Some("CHG-1234"),
             ..Flow::new(
-                "elevation: an operator grants agent:release flag.set in prod under CHG-1234 for 10 min; the write goes",
+                "elevation: an operator grants agent:release flag.set in prod under CHG-1234 (approved for prod, change window open) for 10 min; the write goes",
                 "flag.set",
                 json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
                 true,
@@ -122,7 +132,10 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env()
         .with("DEMO_API_URL", &url)
         .with(crate::identity::DEFAULT_KEY_ENV, &key);
-    let catalog = super::load_catalog(dir, &vars)?;
+    let mut catalog = super::load_catalog(dir, &vars)?;
+    if catalog.elevation.ticket_check.is_none() {
+        catalog.elevation.ticket_check = Some(demo_ticket_check(dir, &url)?);
+    }
     println!(
         "mcpd demo: demo API on {url}; {} tools from {}",
         catalog.tools.len(),
@@ -136,7 +149,6 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let mut unexpected = 0;
     let catalog = engine.catalog();
     for (i, flow) in flows().iter().enumerate() {
-        let before = state_requests(&state);
         println!("\n[{}] {}", i + 1, flow.title);
         let mut ctx = CallContext::default();
         if let Some((subject, scopes)) = flow.token {
@@ -170,19 +182,21 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
                     granted_by: "user:ops-demo".to_owned(),
                     ttl: std::time::Duration::from_secs(600),
                 };
-                let g = crate::identity::elevation::grant(
+                let granted = crate::identity::elevation::grant(
                     engine.store().as_ref(),
                     identity,
                     &catalog.elevation,
                     &req,
                 )
-                .await
-                .map_err(anyhow::Error::msg)?;
+                .await;
+                let outcome = match granted {
+                    Ok(g) => g.jti,
+                    Err(e) => format!("refused: {e}"),
+                };
                 println!(
-                    "    grant mcpd elevate --subject {subject} --tool {} --env {} --ticket {ticket} --ttl 10m  -> {}",
+                    "    grant mcpd elevate --subject {subject} --tool {} --env {} --ticket {ticket} --ttl 10m  -> {outcome}",
                     flow.tool,
                     req.env.as_deref().unwrap_or("-"),
-                    g.jti
                 );
             }
         }
@@ -190,6 +204,8 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         let Value::Object(args) = flow.args.clone() else {
             continue;
         };
+        // The ticket lookup of a grant is not the call's.
+        let before = state_requests(&state);
         let result = engine.call(flow.tool, Some(args), &ctx).await?;
         print_result(&result, state_requests(&state) - before);
         if result.outcome.is_ok() != flow.expect_ok {
@@ -204,6 +220,28 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         println!("demo finished: {unexpected} flow(s) did not behave as expected");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The demo API's ticket system as `elevation.ticket_check`, when mcpd.yaml has none:
+/// what docs/identity.md shows, pointed at the demo API.
+fn demo_ticket_check(
+    dir: &Path,
+    url: &str,
+) -> anyhow::Result<std::sync::Arc<crate::identity::ticket::TicketCheck>> {
+    let yaml = format!(
+        "url: \"{url}/tickets/{{{{ ticket }}}}\"\n\
+         headers: {{ Authorization: \"Bearer {{{{ secret.DEMO_TICKETS_TOKEN }}}}\" }}\n\
+         require: {{ \"$.status\": approved }}\n\
+         environment: \"$.environment\"\n\
+         window: {{ start: \"$.window.start\", end: \"$.window.end\" }}\n"
+    );
+    let spec: crate::config::server::TicketCheckSpec = serde_saphyr::from_str(&yaml)?;
+    let vars = Vars::default().with("DEMO_TICKETS_TOKEN", demo_api::TICKETS_TOKEN);
+    let mut diags = crate::config::diag::Diagnostics::default();
+    let path = dir.join("mcpd.yaml");
+    crate::identity::ticket::TicketCheck::compile(&path, &spec, &vars, &mut diags)
+        .map(std::sync::Arc::new)
+        .ok_or_else(|| anyhow::anyhow!("the demo's ticket check does not compile: {diags}"))
 }
 
 fn state_requests(state: &demo_api::DemoState) -> usize {

@@ -30,9 +30,27 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
     let store = super::open_store(dir, &loaded.server.1).await?;
     match action {
         Action::Grant(req) => {
+            // A grant is audited, with its ticket: open the log before granting.
+            let audit = super::open_audit(dir, &loaded.server.1).unwrap_or_else(|e| {
+                eprintln!("warning: this grant is not recorded in the audit log: {e:#}");
+                None
+            });
             let g = elevation::grant(store.as_ref(), identity, &catalog.elevation, &req)
                 .await
                 .map_err(anyhow::Error::msg)?;
+            if let Some(audit) = &audit {
+                audit.record(&crate::audit::GrantEntry {
+                    event: "grant",
+                    actor: g.granted_by.clone(),
+                    grant: g.jti.clone(),
+                    subject: g.sub.clone(),
+                    tool: g.tool.clone(),
+                    env: g.env.clone(),
+                    ticket: g.ticket.clone(),
+                    expires: g.exp,
+                });
+                audit.flush();
+            }
             println!(
                 "granted {}: {} may call {}{} under ticket {} for {} (granted by {})",
                 g.jti,
@@ -43,9 +61,12 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                     .map(|e| format!(" in {e}"))
                     .unwrap_or_default(),
                 g.ticket,
-                crate::util::duration::human(req.ttl),
+                crate::util::duration::human(Duration::from_secs(g.exp.saturating_sub(g.iat))),
                 g.granted_by
             );
+            if g.exp.saturating_sub(g.iat) < req.ttl.as_secs() {
+                println!("(shortened: the ticket's change window closes then)");
+            }
         }
         Action::List(subject) => {
             let grants = elevation::list(store.as_ref(), identity, subject.as_deref())

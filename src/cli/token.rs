@@ -44,7 +44,11 @@ pub(super) fn run_jwks(dir: &Path) -> anyhow::Result<ExitCode> {
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("mcpd.yaml has no 'identity:' section"))?;
     let jwks = identity.jwks();
-    if jwks.get("keys").and_then(serde_json::Value::as_array).is_none_or(Vec::is_empty) {
+    if jwks
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
         anyhow::bail!(
             "no keys to publish: set MCPD_TOKEN_KEY (or identity.signing_key_env) to the signing key, or list public keys in identity.keys"
         );

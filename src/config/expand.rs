@@ -127,7 +127,7 @@ pub fn expand_env(input: &str, vars: &Vars) -> Result<String, ExpandError> {
 
 /// Expands, in place, the fields of `mcpd.yaml` that take `${VAR}`, reporting a variable
 /// that is unset (with no default) at its field. The fields: `upstreams.*.url`,
-/// `regions` and `token_exchange.token_url`, `state`, `audit.path`, `identity.audience`, `issuer` and `token_file`,
+/// `regions` and `token_exchange.token_url`, `state`, `elevation.ticket_check.url`, `audit.path`, `identity.audience`, `issuer` and `token_file`,
 /// `telemetry.otlp.endpoint` and `headers`, and under `http:` `allowed_hosts`,
 /// `allowed_origins`, `resource_url`, `authorization_servers` and `jwks` (`url`,
 /// `issuer`, `audience`).
@@ -147,6 +147,9 @@ pub fn expand_server(path: &Path, spec: &mut ServerSpec, vars: &Vars, diags: &mu
     }
     if let Some(state) = &mut spec.state {
         x.plain("state", state);
+    }
+    if let Some(check) = &mut spec.elevation.ticket_check {
+        x.located("elevation.ticket_check.url", &mut check.url);
     }
     if let Some(audit) = &mut spec.audit {
         x.plain("audit.path", &mut audit.path);

@@ -35,6 +35,11 @@ pub struct ServerSpec {
     /// Just-in-time elevation grants (`mcpd elevate`).
     #[serde(default)]
     pub elevation: ElevationSpec,
+    /// What `tools/list` shows an actor: `scoped` (the default) lists only the tools its
+    /// scopes let it call; `all` lists every tool to everyone (calls are checked either
+    /// way).
+    #[serde(default)]
+    pub tools_list: ToolsList,
     /// Where traces go. Read at start.
     #[serde(default)]
     pub telemetry: TelemetrySpec,
@@ -45,6 +50,17 @@ pub struct ServerSpec {
     /// changed `policies.yaml` applies by itself or waits for a deliberate reload.
     #[serde(default)]
     pub reload: ReloadSpec,
+}
+
+/// What `tools/list` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolsList {
+    /// The tools the actor's scopes let it call.
+    #[default]
+    Scoped,
+    /// Every tool.
+    All,
 }
 
 /// How `mcpd serve` applies config changes (docs/operations.md, "Hot reload").
@@ -153,6 +169,10 @@ pub struct JwksSpec {
     /// OAuth default) or an array (`scp`, `roles`). Default `scope`.
     #[serde(default)]
     pub scopes_claim: Option<String>,
+    /// Clock skew tolerated on its tokens' `exp` and `nbf`, e.g. `30s` (default `5s`,
+    /// at most `5m`).
+    #[serde(default)]
+    pub leeway: Option<String>,
 }
 
 impl Default for HttpSpec {
@@ -242,6 +262,10 @@ pub struct IdentitySpec {
     /// The longest lifetime `mcpd token issue` grants, e.g. `24h` (default `24h`).
     #[serde(default)]
     pub max_ttl: Option<Located<String>>,
+    /// Clock skew tolerated on a token's and a grant's expiry: one is accepted until
+    /// this long after its `exp`, e.g. `0s` or `30s` (default `5s`, at most `5m`).
+    #[serde(default)]
+    pub leeway: Option<Located<String>>,
 }
 
 /// Rules for elevation grants.
@@ -254,6 +278,54 @@ pub struct ElevationSpec {
     /// The longest grant, e.g. `1h` (default `1h`).
     #[serde(default)]
     pub max_ttl: Option<Located<String>>,
+    /// Look each ticket up in the ticket system before a grant is made under it: it
+    /// must exist, meet `require`, be for the grant's environment and be inside its
+    /// change window (docs/identity.md). Fails closed.
+    #[serde(default)]
+    pub ticket_check: Option<TicketCheckSpec>,
+}
+
+/// An HTTP lookup of a change ticket.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketCheckSpec {
+    /// The ticket's URL, a template with `{{ ticket }}` (and `{{ env }}`), each inserted
+    /// value encoded as a path segment, e.g.
+    /// `https://tickets.example.com/api/changes/{{ ticket }}`. `${VAR}` is expanded.
+    pub url: Located<String>,
+    /// Headers sent, templates that may read `secret.NAME` (environment variable NAME),
+    /// e.g. `{ Authorization: "Bearer {{ secret.TICKETS_TOKEN }}" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Conditions the ticket must meet: a JSONPath into the answer, and the value it
+    /// must select, e.g. `{ "$.status": approved }`.
+    #[serde(default)]
+    pub require: BTreeMap<String, serde_json::Value>,
+    /// A JSONPath to the ticket's environment, e.g. `$.environment`: it must equal the
+    /// grant's `--env` (a grant without one is refused).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// JSONPaths to the ticket's change window (RFC 3339 UTC times or Unix seconds):
+    /// grants are made only inside it, and end when it closes.
+    #[serde(default)]
+    pub window: Option<WindowSpec>,
+    /// How long a ticket that passed is reused without asking again, e.g. `30s`
+    /// (default `30s`; its window is checked again on every use).
+    #[serde(default)]
+    pub cache: Option<Located<String>>,
+    /// The time allowed for a lookup, e.g. `5s` (default `5s`).
+    #[serde(default)]
+    pub timeout: Option<Located<String>>,
+}
+
+/// Where a ticket's change window is.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// A JSONPath to when it opens, e.g. `$.window.start`.
+    pub start: String,
+    /// A JSONPath to when it closes, e.g. `$.window.end`.
+    pub end: String,
 }
 
 /// An actor: who makes calls, for what, from where.

@@ -110,6 +110,17 @@ impl Engine {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// What `tools/list` shows the caller: `actor` as the transport verified it, else
+    /// the stdio caller's token or the default actor, as a call would be identified.
+    pub fn listing(&self, actor: Option<Arc<Actor>>) -> Vec<rmcp::model::Tool> {
+        let catalog = self.catalog.load_full();
+        let ctx = CallContext {
+            actor,
+            ..CallContext::default()
+        };
+        catalog.listing_for(identify(&catalog, &ctx).ok().as_deref())
+    }
+
     /// One call through the whole pipeline.
     ///
     /// # Errors
@@ -408,6 +419,7 @@ impl<'a> Call<'a> {
             held: false,
             intent: None,
             ticket: None,
+            forwarded: None,
         };
         Self {
             catalog,

@@ -190,6 +190,7 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
         pii_count: r.masked,
         idempotency_key: r.idempotency_key.as_deref().map(shown_key),
         ticket: r.ticket.clone(),
+        forwarded: r.forwarded.clone(),
         replayed: r.replayed,
     }
 }

@@ -129,6 +129,8 @@ pub struct CallResult {
     pub intent: Option<u64>,
     /// The ticket of the elevation grant the call ran under.
     pub ticket: Option<String>,
+    /// What the upstream was told of the caller, as the audit record shows it.
+    pub forwarded: Option<Value>,
 }
 
 impl CallResult {

@@ -160,7 +160,8 @@ pub(super) async fn render<'a>(
     if let Some(claim) = claim {
         headers.push(("Idempotency-Key".to_owned(), claim.key.clone()));
     }
-    if let Some(h) = forwarded_identity(c, actor).await? {
+    if let Some((h, record)) = forwarded_identity(c, actor).await? {
+        c.result.forwarded = Some(record);
         request
             .headers
             .retain(|(k, _)| !k.eq_ignore_ascii_case(&h.0));
@@ -176,11 +177,12 @@ pub(super) async fn render<'a>(
     })
 }
 
-/// The header that tells the upstream who calls (`upstreams.*.identity`), if it asks.
+/// The header that tells the upstream who calls (`upstreams.*.identity`), if it asks,
+/// and what the audit record says of it.
 async fn forwarded_identity(
     c: &Call<'_>,
     actor: &Actor,
-) -> Result<Option<(String, String)>, Failure> {
+) -> Result<Option<((String, String), Value)>, Failure> {
     let catalog = c.catalog;
     let (Some(forward), Some(identity)) = (
         catalog.forwarding.get(&c.tool.request.upstream.name),

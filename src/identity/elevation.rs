@@ -81,6 +81,12 @@ pub enum ElevationError {
         /// The pattern.
         pattern: String,
     },
+    /// The ticket system says no (or could not be asked).
+    #[error(transparent)]
+    TicketRefused(#[from] super::ticket::TicketRefused),
+    /// A subject that is a pattern: a grant names one subject.
+    #[error("--subject '{0}' is a pattern; a grant names exactly one subject (e.g. agent:release)")]
+    SubjectPattern(String),
     /// A lifetime of zero or over the maximum.
     #[error("--ttl must be between 1s and elevation.max_ttl ({})", human(*.0))]
     Ttl(Duration),
@@ -114,6 +120,8 @@ pub struct GrantRequest {
 pub struct Rules {
     ticket: Option<regex::Regex>,
     max_ttl: Duration,
+    /// The ticket system's check (`elevation.ticket_check`), compiled by the catalog.
+    pub ticket_check: Option<std::sync::Arc<super::ticket::TicketCheck>>,
 }
 
 impl Default for Rules {
@@ -121,6 +129,7 @@ impl Default for Rules {
         Self {
             ticket: None,
             max_ttl: DEFAULT_MAX_TTL,
+            ticket_check: None,
         }
     }
 }
@@ -151,7 +160,11 @@ impl Rules {
                 }
             },
         };
-        Some(Self { ticket, max_ttl })
+        Some(Self {
+            ticket,
+            max_ttl,
+            ticket_check: None,
+        })
     }
 }
 
@@ -173,6 +186,11 @@ pub async fn grant(
     if req.subject.trim().is_empty() || req.tool.trim().is_empty() {
         return Err(ElevationError::Incomplete);
     }
+    // Grants are found by their exact subject: a pattern would grant nobody while
+    // reading as if it granted everyone.
+    if req.subject.contains(['*', '?', '[', ']', '{', '}']) || req.subject.trim() != req.subject {
+        return Err(ElevationError::SubjectPattern(req.subject.clone()));
+    }
     if req.ticket.trim().is_empty() {
         return Err(ElevationError::NoTicket);
     }
@@ -187,7 +205,15 @@ pub async fn grant(
     if req.ttl.is_zero() || req.ttl > rules.max_ttl {
         return Err(ElevationError::Ttl(rules.max_ttl));
     }
+    let mut ttl = req.ttl;
     let now = identity.clock().now_s();
+    if let Some(check) = &rules.ticket_check {
+        let ok = check.check(&req.ticket, req.env.as_deref()).await?;
+        // A grant ends when its ticket's change window closes.
+        if let Some(end) = ok.window_end {
+            ttl = ttl.min(Duration::from_secs(end.saturating_sub(now)));
+        }
+    }
     let grant = Grant {
         jti: format!("g-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         sub: req.subject.clone(),
@@ -198,11 +224,13 @@ pub async fn grant(
         ticket: req.ticket.clone(),
         granted_by: req.granted_by.clone(),
         iat: now,
-        exp: now + req.ttl.as_secs().max(1),
+        exp: now + ttl.as_secs().max(1),
     };
     let signed = identity.sign(&grant, "mcpd-grant")?;
     let key = format!("{}{}:{}", ns::GRANT, grant.sub, grant.jti);
-    store.put(&key, signed.as_bytes(), req.ttl).await?;
+    store
+        .put(&key, signed.as_bytes(), ttl.max(Duration::from_secs(1)))
+        .await?;
     Ok(grant)
 }
 

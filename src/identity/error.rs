@@ -124,6 +124,9 @@ pub enum IdentityError {
     /// `identity.max_ttl` is not a duration.
     #[error("identity.max_ttl: {0}")]
     MaxTtl(DurationError),
+    /// `identity.leeway` is not a duration, or too long.
+    #[error("identity.leeway: {0}")]
+    Leeway(String),
     /// `mcpd token issue` without a subject.
     #[error("--subject is required, e.g. agent:copilot")]
     NoSubject,

@@ -140,7 +140,22 @@ impl Exchange {
         identity: &Identity,
         actor: &Actor,
         call: &CallInfo<'_>,
-    ) -> Result<(String, String), ForwardError> {
+    ) -> Result<((String, String), serde_json::Value), ForwardError> {
+        let record = serde_json::json!({
+            "as": "token_exchange", "audience": self.audience, "ticket": call.ticket,
+        });
+        self.token(identity, actor, call)
+            .await
+            .map(|t| (self.header.with(&t), record))
+    }
+
+    /// The actor's token: the cached one while it is fresh, else a new exchange.
+    async fn token(
+        &self,
+        identity: &Identity,
+        actor: &Actor,
+        call: &CallInfo<'_>,
+    ) -> Result<String, ForwardError> {
         let now = identity.clock().now_s();
         let cached = self
             .cache
@@ -150,7 +165,7 @@ impl Exchange {
             .filter(|c| now < c.refresh_at)
             .map(|c| c.token.clone());
         if let Some(token) = cached {
-            return Ok(self.header.with(&token));
+            return Ok(token);
         }
         let (token, expires_in) = self.exchange(identity, actor, call).await?;
         let margin = REFRESH_BEFORE_S.min(expires_in / 2);
@@ -165,7 +180,7 @@ impl Exchange {
                     refresh_at,
                 },
             );
-        Ok(self.header.with(&token))
+        Ok(token)
     }
 
     /// One exchange: the actor's assertion (audience: the token endpoint) for a token

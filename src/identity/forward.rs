@@ -146,7 +146,19 @@ impl Assertion {
         actor: &Actor,
         call: &CallInfo<'_>,
     ) -> Result<String, IdentityError> {
+        Self::mint_with_id(identity, audience, ttl, actor, call).map(|(jwt, _)| jwt)
+    }
+
+    /// As [`Self::mint`], with the assertion's id (`jti`).
+    pub(crate) fn mint_with_id(
+        identity: &Identity,
+        audience: &str,
+        ttl: Duration,
+        actor: &Actor,
+        call: &CallInfo<'_>,
+    ) -> Result<(String, String), IdentityError> {
         let now = identity.clock().now_s();
+        let jti = uuid::Uuid::new_v4().to_string();
         let claims = AssertionClaims {
             iss: identity.issuer().to_owned(),
             sub: actor.subject.clone(),
@@ -154,7 +166,7 @@ impl Assertion {
             iat: now,
             nbf: now,
             exp: now + ttl.as_secs().max(1),
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: jti.clone(),
             scope: (actor.scopes.iter())
                 .map(super::Scope::as_str)
                 .collect::<Vec<_>>()
@@ -164,7 +176,7 @@ impl Assertion {
             trace_id: call.trace_id.to_owned(),
             tool: call.tool.to_owned(),
         };
-        identity.sign(&claims, "JWT")
+        identity.sign(&claims, "JWT").map(|jwt| (jwt, jti))
     }
 }
 
@@ -178,7 +190,9 @@ pub enum Forward {
 }
 
 impl Forward {
-    /// The header that carries the caller's identity for this call.
+    /// The header that carries the caller's identity for this call, and what the
+    /// call's audit record says of it (never the credential: the mode, the audience,
+    /// an assertion's id and ticket).
     ///
     /// # Errors
     /// No signing key, a missing client credential, the SSO refusing the exchange.
@@ -187,16 +201,18 @@ impl Forward {
         identity: &Identity,
         actor: &Actor,
         call: &CallInfo<'_>,
-    ) -> Result<(String, String), ForwardError> {
+    ) -> Result<((String, String), serde_json::Value), ForwardError> {
         match self {
             Self::Assertion(a) => {
-                let jwt = Assertion::mint(identity, &a.audience, a.ttl, actor, call).map_err(
-                    |source| ForwardError::Sign {
+                let (jwt, jti) = Assertion::mint_with_id(identity, &a.audience, a.ttl, actor, call)
+                    .map_err(|source| ForwardError::Sign {
                         upstream: a.upstream.clone(),
                         source,
-                    },
-                )?;
-                Ok(a.header.with(&jwt))
+                    })?;
+                let record = serde_json::json!({
+                    "as": "assertion", "audience": a.audience, "id": jti, "ticket": call.ticket,
+                });
+                Ok((a.header.with(&jwt), record))
             }
             Self::Exchange(x) => x.header(identity, actor, call).await,
         }
@@ -325,5 +341,56 @@ fn compile_one(
             }
             Exchange::compile(name, spec, vars).map(|x| Some(Forward::Exchange(Arc::new(x))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::server::IdentitySpec;
+    use crate::identity::Source;
+
+    #[test]
+    fn an_assertion_carries_the_actor_the_call_and_its_ticket() {
+        let (key, _) = crate::identity::keygen("k1").unwrap();
+        let spec: IdentitySpec = serde_saphyr::from_str("audience: mcpd-test\n").unwrap();
+        let vars = Vars::default().with(crate::identity::DEFAULT_KEY_ENV, &key);
+        let mut diags = Diagnostics::default();
+        let identity = Identity::compile(Path::new("mcpd.yaml"), &spec, &vars, &mut diags).unwrap();
+        let actor = Actor::new(
+            "agent:release".into(),
+            vec!["flag.set:prod".into(), "orders.*".into()],
+            Some("release".into()),
+            None,
+            Source::Token,
+            serde_json::Map::new(),
+        );
+        let call = CallInfo {
+            tool: "flag.set",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            ticket: Some("CHG-1234"),
+        };
+        let (jwt, jti) = Assertion::mint_with_id(
+            &identity,
+            "flags-api",
+            Duration::from_secs(60),
+            &actor,
+            &call,
+        )
+        .unwrap();
+        // Verified as any upstream would: mcpd's key, the upstream's audience.
+        let claims: AssertionClaims = identity.verify_as(&jwt, "flags-api").unwrap();
+        assert_eq!(claims.jti, jti);
+        assert_eq!(claims.sub, "agent:release");
+        assert_eq!(claims.scope, "flag.set:prod orders.*");
+        assert_eq!(claims.purpose.as_deref(), Some("release"));
+        assert_eq!(claims.ticket.as_deref(), Some("CHG-1234"));
+        assert_eq!(claims.tool, "flag.set");
+        assert_eq!(claims.trace_id, call.trace_id);
+        assert_eq!(claims.exp - claims.iat, 60);
+        // Never a token of mcpd: its audience is the upstream's.
+        assert!(identity.verify(&jwt).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Identity: who calls (the typed [`Actor`]), short-lived signed tokens ([`token`]),
 //! scopes ([`scope`]), just-in-time elevation grants ([`elevation`]), and what an
-//! upstream is told of the caller ([`forward`], [`exchange`]).
+//! upstream is told of the caller ([`forward`], [`exchange`]), and change tickets
+//! checked in the ticket system ([`ticket`]).
 //!
 //! Owns proving and describing the caller. An actor is built once, when a token is
 //! verified (or the default actor compiled), and shared as `Arc<Actor>`: its scopes are
@@ -12,6 +13,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod scope;
+pub mod ticket;
 pub mod token;
 
 pub use error::{IdentityError, TokenError};
@@ -109,6 +111,11 @@ impl Actor {
     /// What policy conditions see as `actor` (and `mcpd token verify` prints).
     pub fn facts(&self) -> &Value {
         &self.facts
+    }
+
+    /// Whether the actor's scopes let it call `tool` at all: `tools/list` shows it.
+    pub fn may_call(&self, tool: &str) -> bool {
+        scope::may_call(&self.scopes, tool, self.purpose.as_deref())
     }
 
     /// Whether the actor's scopes cover a call of `tool` with `args`.

@@ -72,6 +72,14 @@ impl Scope {
     }
 }
 
+/// Whether `scopes` let a caller with `purpose` call `tool` at all (in some environment):
+/// what `tools/list` shows it.
+pub fn may_call(scopes: &[Scope], tool: &str, purpose: Option<&str>) -> bool {
+    scopes
+        .iter()
+        .any(|s| glob(&s.tool, tool) && s.purpose.as_deref().is_none_or(|p| purpose == Some(p)))
+}
+
 /// Checks a scope's form: `TOOL[:ENV][@PURPOSE]`.
 ///
 /// # Errors
@@ -141,6 +149,12 @@ mod tests {
         let e = check("audit.read", json!({})).unwrap_err().to_string();
         assert!(e.contains("lacks scope 'audit.read'"), "{e}");
         assert!(check_syntax("flag.set:prod@release").is_ok());
+        // Listed where some call is allowed: any environment, the actor's purpose only.
+        assert!(may_call(&scopes, "flag.set", Some("support")));
+        assert!(may_call(&scopes, "orders.export", None));
+        assert!(!may_call(&scopes, "audit.read", Some("support")));
+        assert!(may_call(&scopes, "audit.read", Some("compliance")));
+        assert!(!may_call(&scopes, "flag.get", Some("support")));
         assert!(check_syntax("flag set").is_err());
     }
 }

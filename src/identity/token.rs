@@ -40,8 +40,10 @@ pub const DEFAULT_TOKEN_ENV: &str = "MCPD_TOKEN";
 pub const DEFAULT_ISSUER: &str = "mcpd";
 /// The longest token by default.
 const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_S: u64 = 5;
+/// Clock skew tolerated on `exp` by default (`identity.leeway`).
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+/// The most `identity.leeway` may be.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// What a token says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -103,6 +105,8 @@ pub struct Identity {
     token_file: Option<PathBuf>,
     /// The longest token `issue` makes.
     pub max_ttl: Duration,
+    /// Seconds a token or grant is still accepted after its `exp` (clock skew).
+    leeway_s: u64,
     /// The caller's token, its actor and its expiry, as last read and verified (tokens
     /// are reused for many calls; the signature is checked once per token, the expiry
     /// every call).
@@ -137,6 +141,20 @@ pub fn keygen(kid: &str) -> Result<(String, String), IdentityError> {
         format!("{kid}:{}", B64.encode(pkcs8.as_ref())),
         B64.encode(pair.public_key().as_ref()),
     ))
+}
+
+/// Reads a clock-skew leeway: a duration of at most [`MAX_LEEWAY`].
+///
+/// # Errors
+/// Not a duration, or longer than 5 minutes.
+pub fn parse_leeway(text: &str) -> Result<Duration, String> {
+    let d = crate::util::duration::parse(text).map_err(|e| e.to_string())?;
+    if d > MAX_LEEWAY {
+        return Err(format!(
+            "'{text}' is more than the 5m a clock can reasonably be off"
+        ));
+    }
+    Ok(d)
 }
 
 /// Reads `KID:BASE64URL-PKCS8`.
@@ -216,7 +234,12 @@ impl Identity {
             None => DEFAULT_MAX_TTL,
             Some(t) => crate::util::duration::parse(&t.value).map_err(IdentityError::MaxTtl)?,
         };
+        let leeway = match &spec.leeway {
+            None => DEFAULT_LEEWAY,
+            Some(l) => parse_leeway(&l.value).map_err(IdentityError::Leeway)?,
+        };
         Ok(Self {
+            leeway_s: leeway.as_secs(),
             audience: spec.audience.clone(),
             issuer: spec
                 .issuer
@@ -394,7 +417,7 @@ impl Identity {
     /// Whether a token whose signature verified is past its `exp` (and the leeway).
     fn expired(&self, token: &str) -> bool {
         let exp = unverified_claim(token, "exp").parse::<u64>().unwrap_or(0);
-        exp.saturating_add(LEEWAY_S) < self.clock.now_s()
+        exp.saturating_add(self.leeway_s) < self.clock.now_s()
     }
 
     fn expiry_of(&self, token: &str) -> String {
@@ -437,7 +460,7 @@ impl Identity {
             }
         };
         drop(cache);
-        if exp.saturating_add(LEEWAY_S) < self.clock.now_s() {
+        if exp.saturating_add(self.leeway_s) < self.clock.now_s() {
             return Err(TokenError::Expired(self.expiry_of(token)));
         }
         Ok(actor)
@@ -545,7 +568,7 @@ mod tests {
         let id = identity(&clock, "mcpd-test");
         let t = token(&id, 60);
         assert_eq!(id.actor_for(&t).unwrap().subject, "agent:a");
-        clock.advance(Duration::from_secs(60 + LEEWAY_S));
+        clock.advance(Duration::from_secs(60) + DEFAULT_LEEWAY);
         assert!(
             id.actor_for(&t).is_ok(),
             "still within the clock-skew leeway"
@@ -558,6 +581,33 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the token expired 6 s ago; issue a new one with 'mcpd token issue' and update the host's config"
+        );
+    }
+
+    #[test]
+    fn identity_leeway_sets_how_long_after_exp_a_token_is_accepted() {
+        let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let (key, _) = keygen("k1").unwrap();
+        let vars = Vars::default().with(DEFAULT_KEY_ENV, &key);
+        let with = |leeway: &str| {
+            let spec: IdentitySpec =
+                serde_saphyr::from_str(&format!("audience: a\nleeway: {leeway}\n")).unwrap();
+            Identity::build(&spec, &vars, Path::new("."))
+        };
+        let strict = with("0s").unwrap().with_clock(clock.clone());
+        let loose = with("30s").unwrap().with_clock(clock.clone());
+        let t = token(&strict, 60);
+        clock.advance(Duration::from_secs(60));
+        assert!(strict.verify(&t).is_ok(), "valid up to its exp");
+        clock.advance(Duration::from_secs(1));
+        assert!(matches!(strict.verify(&t), Err(TokenError::Expired(_))));
+        assert!(loose.verify(&t).is_ok());
+        clock.advance(Duration::from_secs(30));
+        assert!(matches!(loose.verify(&t), Err(TokenError::Expired(_))));
+        let e = with("10m").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "identity.leeway: '10m' is more than the 5m a clock can reasonably be off"
         );
     }
 

@@ -123,18 +123,21 @@ impl ServerHandler for McpServer {
         std::borrow::Cow::Borrowed(protocol_versions())
     }
 
-    /// Every tool in one page: a cursor is one this server never gave out.
+    /// Every tool the caller may call, in one page: a cursor is one this server never
+    /// gave out. Over HTTP the caller is the request's bearer token's (so a new token
+    /// shows at once), over stdio the current token's.
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         if let Some(cursor) = request.and_then(|r| r.cursor) {
             return Err(errors::unknown_cursor(&cursor));
         }
-        Ok(ListToolsResult::with_all_items(
-            self.engine.catalog().listing(),
-        ))
+        let actor = (context.extensions.get::<axum::http::request::Parts>())
+            .and_then(|p| p.extensions.get::<Arc<Actor>>())
+            .cloned();
+        Ok(ListToolsResult::with_all_items(self.engine.listing(actor)))
     }
 
     // The methods of capabilities mcpd does not have: -32601 saying what it serves (rmcp's

@@ -1,9 +1,10 @@
 // A test upstream that trusts mcpd's identity assertions the way a real API would: every
 // request must carry a JWT that verifies, with the `jose` library, against mcpd's JWKS
 // (its /.well-known/jwks.json, or a file from `mcpd token jwks`) for this API's audience
-// and mcpd's issuer, EdDSA only. It answers with the verified claims, or 401 and why.
+// and mcpd's issuer, EdDSA only (or, for token exchange, the SSO's JWKS, issuer and
+// algorithm). It answers with the verified claims, or 401 and why.
 //
-// Env: AUDIENCE, ISSUER, HEADER (default authorization; "Bearer " is stripped there),
+// Env: AUDIENCE, ISSUER, ALGORITHMS (default EdDSA), HEADER (default authorization; "Bearer " is stripped there),
 // JWKS_FILE (else POST /_jwks {"url": ...} sets the remote JWKS before the first call).
 // Prints its URL on stdout. Test endpoints: POST /_verify {token, audience?, at?}
 // verifies a token again (at a Unix time of the test's choosing), GET /_seen lists the
@@ -13,6 +14,7 @@ import fs from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify } from 'jose';
 
 const { AUDIENCE, ISSUER, JWKS_FILE } = process.env;
+const ALGORITHMS = (process.env.ALGORITHMS || 'EdDSA').split(',');
 const HEADER = (process.env.HEADER || 'authorization').toLowerCase();
 let keys = JWKS_FILE ? createLocalJWKSet(JSON.parse(fs.readFileSync(JWKS_FILE, 'utf8'))) : null;
 const seen = [];
@@ -22,7 +24,7 @@ async function verify(token, { audience, at } = {}) {
   const { payload, protectedHeader } = await jwtVerify(token, keys, {
     issuer: ISSUER,
     audience: audience ?? AUDIENCE,
-    algorithms: ['EdDSA'],
+    algorithms: ALGORITHMS,
     currentDate: at == null ? undefined : new Date(at * 1000),
   });
   return { ...payload, kid: protectedHeader.kid };

