@@ -199,6 +199,11 @@ pub struct ElevationSpec {
     /// The longest grant, e.g. `1h` (default `1h`).
     #[serde(default)]
     pub max_ttl: Option<Located<String>>,
+    /// How long mcpd waits for a human to answer an approval it asked for through the
+    /// client (a ticket or a yes, see `require: { approval: true }`), e.g. `2m` (default
+    /// `2m`). No answer in time is a denial.
+    #[serde(default)]
+    pub approval_timeout: Option<Located<String>>,
 }
 
 /// An actor: who makes calls, for what, from where.

@@ -8,11 +8,15 @@
 //! atomically swapped snapshot: a call finishes on the snapshot it started with. It
 //! knows nothing of MCP.
 
+mod approval;
 mod keys;
 mod record;
+mod report;
 mod result;
 mod steps;
 
+pub use approval::{Answer, Approval, ApprovalRequest, Approver};
+pub use report::{Level, Reporter};
 pub use result::{CallContext, CallResult, Failure, UnknownTool};
 
 use std::sync::Arc;
@@ -151,7 +155,9 @@ impl Engine {
         // 4. scope: a tool (or environment) outside the actor's scopes goes no further
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
-        //    the actor's elevation grant is read only for tools whose rules look at it
+        //    the actor's elevation grant is read only for tools whose rules look at it;
+        //    a denial a ticket or a yes could lift, or a destructive tool, is put to the
+        //    human when the client can ask (approval.rs)
         let decision = self.policy(c, actor).await?;
         // 6. route: the upstream's URL for the decided region, never another region's
         let base = route(c, &decision)?;
@@ -195,30 +201,16 @@ impl Engine {
             _ => None,
         };
         let elevation = grant.as_ref().map(crate::identity::elevation::Grant::facts);
-        let span = record::policy_span();
-        let decision = span.in_scope(|| {
-            catalog.policy.evaluate(&Facts {
-                tool: &tool.id,
-                args: &c.args,
-                actor: actor.facts(),
-                elevation: elevation.as_ref(),
-                env: &catalog.env,
-            })
-        });
-        let verdict = if decision.denial.is_some() {
-            "deny"
-        } else {
-            "allow"
-        };
-        span.record("decision", verdict);
-        span.record("rules", decision.matched.join(","));
-        span.record("shadow", decision.shadow.join(","));
-        if let Some(g) = &grant {
-            span.record("ticket", g.ticket.as_str());
-        }
         c.result.ticket = grant.map(|g| g.ticket);
-        c.result.rules.clone_from(&decision.matched);
-        c.result.shadow.clone_from(&decision.shadow);
+        let span = record::policy_span();
+        let mut decision = evaluate(c, actor, elevation.as_ref(), &span);
+        if let Some(given) = approval::ask(c, &decision).await? {
+            decision = evaluate(c, actor, Some(&given), &span);
+        }
+        if let Some(t) = &c.result.ticket {
+            span.record("ticket", t.as_str());
+        }
+        report::decision(c, &decision);
         match &decision.denial {
             Some((rule, reason)) => Err(Failure::Denied(format!("{reason} [rule {rule}]"))),
             None => Ok(decision),
@@ -245,7 +237,10 @@ impl Engine {
         };
         let now = self.clock.now_ms();
         match limits.admit(self.store.as_ref(), &metered, now).await {
-            Ok(left) => record::budgets_left(&self.metrics, &left),
+            Ok(left) => {
+                record::budgets_left(&self.metrics, &left);
+                report::budgets(c, &left);
+            }
             Err(r) => {
                 record::refused(&self.metrics, &tool.id, actor, &r);
                 return Err(match r {
@@ -330,6 +325,36 @@ impl Engine {
     }
 }
 
+/// Evaluates the rules for the call (with `elevation` as its elevation), records the
+/// decision on `span` and the result.
+fn evaluate(
+    c: &mut Call<'_>,
+    actor: &Actor,
+    elevation: Option<&Value>,
+    span: &tracing::Span,
+) -> Decision {
+    let decision = span.in_scope(|| {
+        c.catalog.policy.evaluate(&Facts {
+            tool: &c.tool.id,
+            args: &c.args,
+            actor: actor.facts(),
+            elevation,
+            env: &c.catalog.env,
+        })
+    });
+    let verdict = if decision.denial.is_some() {
+        "deny"
+    } else {
+        "allow"
+    };
+    span.record("decision", verdict);
+    span.record("rules", decision.matched.join(","));
+    span.record("shadow", decision.shadow.join(","));
+    c.result.rules.clone_from(&decision.matched);
+    c.result.shadow.clone_from(&decision.shadow);
+    decision
+}
+
 /// One call in progress: what its steps read, and the result they fill.
 struct Call<'a> {
     catalog: &'a Catalog,
@@ -346,6 +371,10 @@ struct Call<'a> {
     claimed: Option<ClaimInfo>,
     /// Whether a request may have reached the upstream (anything past a failed connect).
     reached: bool,
+    /// Who can approve the call, if anyone.
+    approver: Option<&'a dyn Approver>,
+    /// Where the call's messages go, if anywhere.
+    reporter: Option<&'a dyn Reporter>,
 }
 
 impl<'a> Call<'a> {
@@ -373,6 +402,7 @@ impl<'a> Call<'a> {
             held: false,
             intent: None,
             ticket: None,
+            approval: None,
         };
         Self {
             catalog,
@@ -385,6 +415,15 @@ impl<'a> Call<'a> {
             digest: None,
             claimed: None,
             reached: false,
+            approver: ctx.approver.as_deref(),
+            reporter: ctx.reporter.as_deref(),
+        }
+    }
+
+    /// Tells the caller `message` at `level`, when it listens.
+    fn log(&self, level: Level, message: impl FnOnce() -> String) {
+        if let Some(r) = self.reporter {
+            r.log(level, &message());
         }
     }
 

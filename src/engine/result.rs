@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::approval::{Approval, Approver};
+use super::report::Reporter;
 use crate::identity::Actor;
 use crate::telemetry::trace::TraceContext;
 
@@ -127,8 +129,11 @@ pub struct CallResult {
     pub held: bool,
     /// The `seq` of the audit record of intent written before the request was sent.
     pub intent: Option<u64>,
-    /// The ticket of the elevation grant the call ran under.
+    /// The ticket of the elevation grant the call ran under, or the one a human gave
+    /// when asked.
     pub ticket: Option<String>,
+    /// How a human's approval came out, when one was asked for.
+    pub approval: Option<Approval>,
 }
 
 impl CallResult {
@@ -158,4 +163,9 @@ pub struct CallContext {
     /// The verified caller; `None` runs as the stdio caller's token or the configured
     /// default actor.
     pub actor: Option<Arc<Actor>>,
+    /// Who can approve this call when policy needs a human (the client, through
+    /// elicitation); `None` asks nobody and a denial stays a denial.
+    pub approver: Option<Arc<dyn Approver>>,
+    /// Where the call's log messages and progress go; `None` says nothing.
+    pub reporter: Option<Arc<dyn Reporter>>,
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 use super::record;
+use super::report::{Level, retry_message};
 use super::result::{CallContext, CallResult, Failure};
 use super::{Call, Outgoing};
 use crate::catalog::{Catalog, Tool};
@@ -18,7 +19,7 @@ use crate::idempotency::{self, Claim, Stored};
 use crate::identity::Actor;
 use crate::policy::Decision;
 use crate::store::StoreError;
-use crate::upstream::Reply;
+use crate::upstream::{Reply, Retry};
 
 /// Step 2: the transport's verified actor, the stdio caller's token, or the configured
 /// default actor; otherwise the call is refused.
@@ -167,10 +168,33 @@ pub(super) async fn send(
     } else {
         0
     };
+    let (upstream, request) = (&plan.upstream.name, &out.request);
+    c.log(Level::Debug, || {
+        let url = out.secrets.scrub(request.url.to_string());
+        format!("{}: sending {} {url} (upstream '{upstream}')", c.tool.id, request.method)
+    });
+    let on_retry = |r: &Retry| {
+        let message = retry_message(upstream, r);
+        c.log(Level::Info, || message.clone());
+        if let Some(reporter) = c.reporter {
+            reporter.progress(&message);
+        }
+    };
+    let started = std::time::Instant::now();
     let sent = (plan.upstream)
-        .send_retrying(&c.tool.id, &out.request, retries)
+        .send_retrying(&c.tool.id, request, retries, &on_retry)
         .instrument(out.span.clone())
         .await;
+    if let Ok(reply) = &sent.reply {
+        c.log(Level::Debug, || {
+            format!(
+                "{}: upstream '{upstream}' answered HTTP {} in {} ms",
+                c.tool.id,
+                reply.status,
+                started.elapsed().as_millis()
+            )
+        });
+    }
     c.reached = sent.reached;
     let reply = sent
         .reply

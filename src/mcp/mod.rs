@@ -179,6 +179,8 @@ impl ServerHandler for McpServer {
                 .get::<axum::http::request::Parts>()
                 .and_then(|p| p.extensions.get::<Arc<Actor>>())
                 .cloned(),
+            approver: None,
+            reporter: None,
         };
         match self
             .engine

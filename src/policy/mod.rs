@@ -132,6 +132,10 @@ pub struct Decision {
     pub denial: Option<(String, String)>,
     /// The first enforced `require` rule left unmet, and what was missing.
     pub require_unmet: Option<(String, String)>,
+    /// What a human could give, when asked, that might lift the denial: every enforced
+    /// rule that denied reads the caller's elevation (a change ticket) or asks for an
+    /// approval. `None` when the call is allowed or nothing a human says can change it.
+    pub lift: Option<Lift>,
     /// The region the call must be served from.
     pub route: Option<String>,
     /// Detectors to run on the result: the union of the enforced redact rules that fired.
@@ -144,6 +148,16 @@ pub struct Decision {
     pub default_used: bool,
     /// Every rule, in file order, applicable or not: filled by [`Policy::explain`] only.
     pub outcomes: Vec<RuleOutcome>,
+}
+
+/// What a human could give to lift a denial; a ticket also counts as an approval, so
+/// it orders above a yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lift {
+    /// An explicit yes for this call: a `require: { approval: true }` rule.
+    Confirm,
+    /// A change ticket: a rule that denied reads `elevation` (or requires a ticket).
+    Ticket,
 }
 
 /// A tool as [`Policy::check_tools`] sees it.
@@ -212,6 +226,7 @@ impl Policy {
             allowed: false,
             denial: None,
             require_unmet: None,
+            lift: None,
             route: None,
             detectors: DetectorSet::NONE,
             matched: Vec::new(),
@@ -234,6 +249,8 @@ impl Policy {
                 }
             });
         let (mut allowed_by_rule, mut denied_by_rule) = (false, false);
+        // What a human could give to lift every enforced denial, if anything can.
+        let mut lift = Some(Lift::Confirm);
         if explain {
             // Every rule gets a line, in file order; applicable ones are filled in below.
             d.outcomes = self
@@ -266,6 +283,10 @@ impl Policy {
             d.matched.push(rule.id.clone());
             if let Some(reason) = act.deny {
                 denied_by_rule = true;
+                lift = match (lift, act.lift) {
+                    (Some(have), Some(want)) => Some(have.max(want)),
+                    _ => None,
+                };
                 // The first enforced denial is the one reported; deny always wins.
                 d.denial.get_or_insert_with(|| (rule.id.clone(), reason));
             }
@@ -277,13 +298,18 @@ impl Policy {
                 Effect::Allow => allowed_by_rule = true,
                 Effect::Redact => d.detectors.extend(rule.detectors),
                 Effect::Route if !denies => {
-                    denied_by_rule |= route(&mut d, rule);
+                    let conflict = route(&mut d, rule);
+                    denied_by_rule |= conflict;
+                    if conflict {
+                        lift = None;
+                    }
                 }
                 Effect::Deny | Effect::Require | Effect::Route => {}
             }
         }
         d.default_used = !denied_by_rule && !allowed_by_rule;
         d.allowed = !denied_by_rule && (allowed_by_rule || self.default == DefaultEffect::Allow);
+        d.lift = lift.filter(|_| denied_by_rule);
         if !d.allowed && d.denial.is_none() {
             d.denial = Some((
                 "default".to_owned(),
@@ -327,6 +353,8 @@ struct Act {
     deny: Option<String>,
     /// What a `require` rule found missing.
     unmet: Option<String>,
+    /// What a human could give to lift its denial.
+    lift: Option<Lift>,
 }
 
 impl Rule {
@@ -341,6 +369,7 @@ impl Rule {
             fires,
             deny: None,
             unmet: None,
+            lift: None,
         };
         if !fires {
             return act;
@@ -358,9 +387,14 @@ impl Rule {
             return act;
         }
         match self.effect {
-            Effect::Deny => act.deny = Some(self.reason.clone()),
+            Effect::Deny => {
+                act.deny = Some(self.reason.clone());
+                act.lift = self.uses_elevation.then_some(Lift::Ticket);
+            }
             Effect::Require => {
-                act.unmet = self.require.as_ref().and_then(|r| unmet(r, facts));
+                let missing = self.require.as_ref().map(|r| unmet(r, facts));
+                act.lift = missing.as_ref().and_then(|m| m.lift);
+                act.unmet = missing.and_then(|m| m.text);
                 act.deny = act
                     .unmet
                     .as_ref()
@@ -392,18 +426,33 @@ impl Rule {
     }
 }
 
+/// What a `require` rule finds missing, and what a human could give to supply it.
+struct Missing {
+    /// The missing things, in words (`None`: nothing is missing).
+    text: Option<String>,
+    /// `Some` when a human can supply everything missing.
+    lift: Option<Lift>,
+}
+
 /// What a `require` rule finds missing, if anything.
-fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Option<String> {
+fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Missing {
     let mut missing = Vec::new();
-    if r.ticket {
-        let ticket = facts
+    let elevation = |field: &str| {
+        facts
             .elevation
-            .and_then(|e| e.get("ticket"))
+            .and_then(|e| e.get(field))
             .and_then(Value::as_str)
-            .unwrap_or_default();
-        if ticket.trim().is_empty() {
-            missing.push("an elevation with a ticket".to_owned());
-        }
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let mut lift = Some(Lift::Confirm);
+    if r.ticket && elevation("ticket").is_empty() {
+        missing.push("an elevation with a ticket".to_owned());
+        lift = Some(Lift::Ticket);
+    }
+    if r.approval && elevation("approval").is_empty() {
+        missing.push("a human's approval of this call".to_owned());
     }
     if !r.purpose.is_empty() {
         let purpose = facts
@@ -413,6 +462,7 @@ fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Option<String> {
             .unwrap_or_default();
         if !r.purpose.iter().any(|p| p == purpose) {
             missing.push(format!("purpose {}", r.purpose.join(" or ")));
+            lift = None;
         }
     }
     if let Some(scope) = &r.scope {
@@ -423,9 +473,13 @@ fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Option<String> {
             .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(scope)));
         if !has {
             missing.push(format!("scope '{scope}'"));
+            lift = None;
         }
     }
-    (!missing.is_empty()).then(|| missing.join(", "))
+    Missing {
+        text: (!missing.is_empty()).then(|| missing.join(", ")),
+        lift,
+    }
 }
 
 /// The effect's name as policies.yaml spells it.

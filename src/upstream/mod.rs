@@ -54,6 +54,19 @@ pub struct Reply {
     pub body: bytes::Bytes,
 }
 
+/// One retry of a request, as [`Upstream::send_retrying`] reports it before waiting.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// The attempt that failed (1-based).
+    pub attempt: u32,
+    /// How many attempts are allowed.
+    pub attempts: u32,
+    /// What went wrong, e.g. `answered HTTP 503`.
+    pub why: String,
+    /// How long until the next attempt.
+    pub backoff: Duration,
+}
+
 /// What [`Upstream::send_retrying`] ended with: the last attempt's reply or error, and
 /// whether any attempt may have reached the upstream (anything but a failed connect: a
 /// request that got a reply, timed out or broke off may have been acted on).
@@ -131,8 +144,15 @@ impl Upstream {
 
     /// Sends `req` for `tool`, sending it again after a connection failure or a
     /// 502/503/504 up to `retries` more times, with backoff. A timeout is never retried:
-    /// the first attempt may still be running. Records `attempts` on the current span.
-    pub async fn send_retrying(&self, tool: &str, req: &Prepared, retries: u8) -> Sent {
+    /// the first attempt may still be running. Records `attempts` on the current span;
+    /// tells `on_retry` before each wait.
+    pub async fn send_retrying(
+        &self,
+        tool: &str,
+        req: &Prepared,
+        retries: u8,
+        on_retry: &(dyn Fn(&Retry) + Send + Sync),
+    ) -> Sent {
         let attempts = u32::from(retries) + 1;
         let mut attempt = 0;
         let mut reached = false;
@@ -153,7 +173,17 @@ impl Upstream {
                 };
             }
             tracing::debug!(tool, attempt, "transient upstream failure; retrying");
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            let backoff = Duration::from_millis(50 << attempt.min(6));
+            on_retry(&Retry {
+                attempt,
+                attempts,
+                why: match &sent {
+                    Ok(r) => format!("answered HTTP {}", r.status),
+                    Err(_) => "could not be reached (connection failed)".to_owned(),
+                },
+                backoff,
+            });
+            tokio::time::sleep(backoff).await;
         }
     }
 
