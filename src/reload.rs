@@ -91,6 +91,7 @@ impl Reloader {
             report.unchanged = true;
             report.elapsed = started.elapsed();
             log(&report);
+            self.tell_sessions(&report);
             self.engine.metrics().reload("unchanged");
             return report;
         }
@@ -118,10 +119,36 @@ impl Reloader {
         report.kept.dedup();
         report.elapsed = started.elapsed();
         log(&report);
+        self.tell_sessions(&report);
         self.engine
             .metrics()
             .reload(if report.applied { "applied" } else { "failed" });
         report
+    }
+
+    /// What a remote user needs to know about this reload, for the MCP sessions that
+    /// listen (over HTTP nobody sees mcpd's stderr): each problem, and what was kept.
+    fn tell_sessions(&self, r: &Report) {
+        use crate::engine::Level;
+        for d in &r.problems.0 {
+            self.engine.notice(Level::Error, format!("config problem: {d}"));
+        }
+        if !r.kept.is_empty() {
+            let kept: Vec<String> = r.kept.iter().map(|p| p.display().to_string()).collect();
+            self.engine.notice(
+                Level::Warning,
+                format!(
+                    "reload kept the last good version of {} (the new one has the problems above)",
+                    kept.join(", ")
+                ),
+            );
+        }
+        if !r.applied && !r.unchanged {
+            self.engine.notice(
+                Level::Warning,
+                "reload failed; the last good catalog stays".to_owned(),
+            );
+        }
     }
 
     /// Whether a changed path can affect the catalog.

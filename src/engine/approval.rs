@@ -129,10 +129,12 @@ pub(super) async fn ask(c: &mut Call<'_>, decision: &Decision) -> Result<Option<
         timeout: rules.approval_timeout(),
     };
     let answer = approver.approve(&request).await;
+    // Whoever answered did so in the caller's session: the caller, through their client.
+    let who = |client: String| format!("{} via {client}", c.result.actor);
     let (outcome, by, ticket) = match answer {
         Answer::Unavailable => return Ok(None),
-        Answer::Approved { ticket, by } => match (ask, ticket) {
-            (Lift::Ticket, t) => {
+        Answer::Approved { ticket, by } => match (ask, ticket, who(by)) {
+            (Lift::Ticket, t, by) => {
                 let t = t.unwrap_or_default().trim().to_owned();
                 let refused = if t.is_empty() {
                     Some("no ticket was given".to_owned())
@@ -150,9 +152,9 @@ pub(super) async fn ask(c: &mut Call<'_>, decision: &Decision) -> Result<Option<
                 }
                 ("ticket", Some(by), Some(t))
             }
-            (Lift::Confirm, t) => ("confirmed", Some(by), t),
+            (Lift::Confirm, t, by) => ("confirmed", Some(by), t),
         },
-        Answer::Declined { by } => ("declined", Some(by), None),
+        Answer::Declined { by } => ("declined", Some(who(by)), None),
         Answer::Cancelled => ("cancelled", None, None),
         Answer::TimedOut => ("timeout", None, None),
         Answer::Failed(why) => {

@@ -16,7 +16,7 @@ mod result;
 mod steps;
 
 pub use approval::{Answer, Approval, ApprovalRequest, Approver};
-pub use report::{Level, Reporter};
+pub use report::{Level, Notice, Reporter};
 pub use result::{CallContext, CallResult, Failure, UnknownTool};
 
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub struct Engine {
     clock: Clock,
     /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
     generation: tokio::sync::watch::Sender<u64>,
+    /// Messages about the server (reloads), for the sessions that listen.
+    notices: tokio::sync::broadcast::Sender<Notice>,
 }
 
 impl Engine {
@@ -64,6 +66,7 @@ impl Engine {
             metrics: Arc::new(Metrics::new()),
             clock: Clock::system(),
             generation: tokio::sync::watch::Sender::new(0),
+            notices: tokio::sync::broadcast::Sender::new(64),
         }
     }
 
@@ -99,6 +102,17 @@ impl Engine {
     /// Watches catalog swaps: the value changes after each one.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// Listens to messages about the server (see [`Self::notice`]).
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Tells every listening session something about the server (nobody listening is
+    /// fine: the same is logged on stderr by whoever calls this).
+    pub fn notice(&self, level: Level, message: String) {
+        let _ = self.notices.send(Notice { level, message });
     }
 
     /// The current snapshot.

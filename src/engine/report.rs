@@ -44,6 +44,16 @@ impl Level {
     }
 }
 
+/// A message about the server rather than a call (a reload that kept the last good
+/// file, a tool that does not compile), for every session that listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// How much it matters.
+    pub level: Level,
+    /// What happened, in words.
+    pub message: String,
+}
+
 /// Where a call's messages go. Implementations must not block: they queue.
 pub trait Reporter: Send + Sync + fmt::Debug {
     /// A log message about this call.

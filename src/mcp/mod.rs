@@ -6,7 +6,10 @@
 //! `isError` results, unknown tools as JSON-RPC errors. It writes nothing but protocol
 //! to stdout (logs go to stderr, see `cli`).
 
+mod approval;
 pub(crate) mod http;
+mod logging;
+mod progress;
 
 use std::sync::Arc;
 
@@ -48,16 +51,19 @@ pub(crate) enum StdioError {
     SessionTask(#[from] tokio::task::JoinError),
 }
 
-/// The rmcp handler.
+/// The rmcp handler, one per session (HTTP makes one for each session it opens).
 #[derive(Debug, Clone)]
 pub(crate) struct McpServer {
     engine: Arc<Engine>,
+    /// This session's log to the client (its level, rate limit and queue).
+    log: Arc<logging::ClientLog>,
 }
 
 impl McpServer {
-    /// A handler over `engine`.
+    /// A handler for a new session over `engine`.
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        let log = Arc::new(logging::ClientLog::new(crate::util::Clock::system()));
+        Self { engine, log }
     }
 
     /// Serves MCP over this process's stdin and stdout until the client goes away.
@@ -94,10 +100,13 @@ pub(crate) fn to_mcp_result(r: CallResult) -> CallToolResult {
 }
 
 impl ServerHandler for McpServer {
+    // `enable_logging` is deprecated with logging itself (see `set_level`).
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         let caps = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed()
+            .enable_logging()
             .build();
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("mcpd", env!("CARGO_PKG_VERSION")))
@@ -117,6 +126,7 @@ impl ServerHandler for McpServer {
     /// Sessions that began with `initialize` (protocol up to 2025-11-25) get
     /// `notifications/tools/list_changed` after every catalog swap.
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.log.start(context.peer.clone(), &self.engine);
         let mut swaps = self.engine.subscribe();
         let peer = context.peer;
         tokio::spawn(async move {
@@ -150,6 +160,18 @@ impl ServerHandler for McpServer {
         }
     }
 
+    // SEP-2577 deprecates logging for 2026-07-28; sessions on earlier versions (every
+    // host today) use it, and nobody else sees mcpd's stderr over HTTP.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.log.set_level(request.level);
+        Ok(())
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -167,6 +189,8 @@ impl ServerHandler for McpServer {
         let span =
             tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
         crate::telemetry::continue_trace(&span, &trace);
+        let token = metas.clone().find_map(|m| m.get_progress_token());
+        let report = Arc::new(progress::CallReport::new(self.log.clone(), token));
         let ctx = CallContext {
             trace: Some(trace),
             idempotency_key: metas
@@ -179,15 +203,12 @@ impl ServerHandler for McpServer {
                 .get::<axum::http::request::Parts>()
                 .and_then(|p| p.extensions.get::<Arc<Actor>>())
                 .cloned(),
-            approver: None,
-            reporter: None,
+            // A human's approval comes only from this session's elicitation answers.
+            approver: Some(Arc::new(approval::ElicitApprover::new(context.peer.clone()))),
+            reporter: Some(report.clone()),
         };
-        match self
-            .engine
-            .call(&request.name, request.arguments, &ctx)
-            .instrument(span)
-            .await
-        {
+        let call = self.engine.call(&request.name, request.arguments, &ctx);
+        match report.around(&request.name, call).instrument(span).await {
             Ok(result) => Ok(to_mcp_result(result).into()),
             Err(unknown) => Err(ErrorData::invalid_params(
                 format!("{unknown}: tools/list names the tools this server has"),

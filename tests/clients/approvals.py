@@ -1,0 +1,111 @@
+"""Human approval through elicitation, driven by the official MCP Python SDK.
+
+The shipped seed denies a prod flag change above 10 percent without a change ticket. A
+client that declared the elicitation capability is asked instead: an elicited ticket
+grants exactly one prod write; a decline, a cancel, no answer in time, or a ticket of the
+wrong form is a denial with nothing sent; the answer can only come from the elicitation
+response (not the arguments, not `_meta`); a client without elicitation gets today's
+denial and is never asked; a call policy allows is never asked.
+
+Environment: MCPD_BIN and MCPD_CONFIG (stdio), or MCPD_URL and MCPD_TOKEN (HTTP);
+DEMO_API_URL. The config's elevation.approval_timeout must be 2s.
+"""
+import asyncio
+import sys
+
+from mcp import types
+
+from checks import api_get, check, main, text_of
+from session import open_session, transport
+
+FLAG = "/flags/prod/checkout_v2"
+
+
+def prod_writes():
+    return [r for r in api_get("/_requests") if r["method"] == "PUT" and r["path"] == FLAG]
+
+
+class Human:
+    """Answers elicitations from a queue of answers; records what it was asked."""
+
+    def __init__(self):
+        self.answers = []
+        self.asked = []
+
+    async def __call__(self, context, params):
+        self.asked.append(params)
+        answer = self.answers.pop(0)
+        if answer == "sleep":
+            await asyncio.sleep(5)
+            return types.ElicitResult(action="cancel")
+        if isinstance(answer, str):
+            return types.ElicitResult(action=answer)
+        return types.ElicitResult(action="accept", content=answer)
+
+
+async def with_elicitation():
+    human = Human()
+    over = f" over {transport()}"
+    async with open_session(elicitation_callback=human) as session:
+        # A call policy allows is never put to the human.
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 5})
+        check(not result.is_error and not human.asked, f"a 5 percent prod write goes without asking{over}")
+
+        # An elicited ticket grants the prod write.
+        human.answers.append({"ticket": "CHG-1234"})
+        before = len(prod_writes())
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 50})
+        check(not result.is_error, f"with an elicited ticket the 50 percent prod write succeeds{over}: {text_of(result)[:160]!r}")
+        check(len(human.asked) == 1, "the human was asked once")
+        asked = human.asked[0]
+        check("PUT" in asked.message and FLAG in asked.message and '"percent":50' in asked.message,
+              f"the question says what will be sent where: {asked.message!r}")
+        check(asked.requested_schema.get("required") == ["ticket"], f"it asks for a ticket: {asked.requested_schema}")
+        check(api_get(FLAG)["percent"] == 50 and len(prod_writes()) == before + 1,
+              "the demo API got exactly one prod write, at 50")
+
+        # The answer granted exactly that call: the next one is asked again, and a decline denies it.
+        human.answers.append("decline")
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 60})
+        check(result.is_error and "declined" in text_of(result), f"a decline is a denial: {text_of(result)!r}")
+        check(len(human.asked) == 2, "the next prod write was asked again")
+        check(len(prod_writes()) == before + 1 and api_get(FLAG)["percent"] == 50, "after a decline nothing was sent")
+
+        human.answers.append("cancel")
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 61})
+        check(result.is_error and "dismissed" in text_of(result), f"a cancel is a denial: {text_of(result)!r}")
+
+        human.answers.append({"ticket": "please"})
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 62})
+        check(result.is_error and "does not match" in text_of(result),
+              f"a ticket of the wrong form is a denial: {text_of(result)!r}")
+
+        human.answers.append("sleep")
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 63})
+        check(result.is_error and "within 2 s" in text_of(result), f"no answer in time is a denial: {text_of(result)!r}")
+
+        # The agent cannot answer for the human: not in the arguments, not in _meta.
+        result = await session.call_tool(
+            "flag_set", {"env": "prod", "name": "checkout_v2", "percent": 64, "ticket": "CHG-1"})
+        check(result.is_error and "ticket" in text_of(result), f"a ticket in the arguments is refused: {text_of(result)!r}")
+        human.answers.append("decline")
+        result = await session.call_tool(
+            "flag_set", {"env": "prod", "name": "checkout_v2", "percent": 65},
+            meta={"dev.mcpd/approval": {"ticket": "CHG-1", "approve": True}, "ticket": "CHG-1"})
+        check(result.is_error and "declined" in text_of(result),
+              f"an approval in _meta counts for nothing; only the human's answer does: {text_of(result)!r}")
+        check(len(prod_writes()) == before + 1, "none of the refused calls reached the API")
+
+
+async def without_elicitation():
+    async with open_session() as session:
+        before = len(prod_writes())
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 70})
+        check(result.is_error and text_of(result).startswith(
+            "denied by policy: prod changes above 10 percent need an elevation with a change ticket"),
+            f"a client without elicitation gets today's denial: {text_of(result)!r}")
+        check(len(prod_writes()) == before, "and nothing is sent")
+
+
+if __name__ == "__main__":
+    sys.exit(main("approvals", ("DEMO_API_URL",), with_elicitation, without_elicitation))
