@@ -501,3 +501,5 @@ fn describe(e: &minijinja::Error) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lift;
