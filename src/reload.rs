@@ -131,7 +131,8 @@ impl Reloader {
     fn tell_sessions(&self, r: &Report) {
         use crate::engine::Level;
         for d in &r.problems.0 {
-            self.engine.notice(Level::Error, format!("config problem: {d}"));
+            self.engine
+                .notice(Level::Error, format!("config problem: {d}"));
         }
         if !r.kept.is_empty() {
             let kept: Vec<String> = r.kept.iter().map(|p| p.display().to_string()).collect();

@@ -103,6 +103,8 @@ impl ToolCompiler<'_> {
             .unwrap_or_default();
         let request = self.request("request", &spec.request, &args, upstreams, check_upstream);
         let response = self.response(&spec.response, &args);
+        let present = self.present(&spec.response, &args);
+        let resource = self.resource(spec, &input_schema);
         let limits = self.limits(spec);
         let idempotency = spec
             .idempotency
@@ -128,6 +130,8 @@ impl ToolCompiler<'_> {
             output,
             request: request?,
             response,
+            present,
+            resource,
             secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>(), self.vars),
             limits,
             idempotency,

@@ -7,8 +7,10 @@
 
 mod compile;
 mod compile_idem;
+mod resource;
 mod tool;
 
+pub use resource::{ResourceDecl, resolve};
 pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Reconcile, Tool, wire_name};
 
 use std::collections::{BTreeSet, HashMap};
@@ -160,6 +162,7 @@ impl Catalog {
                 tools.push(tool);
             }
         }
+        check_resource_uris(&tools, loaded, &mut diags);
         let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();
             return Err(diags);
@@ -197,7 +200,40 @@ impl Catalog {
 
     /// The `tools/list` entries.
     pub fn listing(&self) -> Vec<rmcp::model::Tool> {
-        self.tools.iter().map(|t| t.listing.clone()).collect()
+        (self.tools.iter())
+            .filter(|t| t.is_tool())
+            .map(|t| t.listing.clone())
+            .collect()
+    }
+
+    /// The tools declared as resources, with their declarations, in file order.
+    pub fn resources(&self) -> impl Iterator<Item = (&Arc<Tool>, &ResourceDecl)> {
+        (self.tools.iter()).filter_map(|t| t.resource.as_ref().map(|r| (t, r)))
+    }
+}
+
+/// Two tools may not declare the same resource URI (or template): a read would not know
+/// which to call.
+fn check_resource_uris(tools: &[Arc<Tool>], loaded: &Loaded, diags: &mut Diagnostics) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for t in tools {
+        let Some(r) = &t.resource else { continue };
+        if let Some(first) = seen.insert(r.uri.as_str(), t.id.as_str()) {
+            let pos = (loaded.tools.iter())
+                .flat_map(|f| f.tools.iter())
+                .find(|s| s.name.value == t.id)
+                .and_then(|s| s.resource.as_ref())
+                .map(|r| r.uri.pos)
+                .unwrap_or_default();
+            diags.push(Diagnostic::new(
+                &t.file,
+                pos,
+                format!(
+                    "tool '{}': resource.uri: '{}' is already the resource of tool '{first}'",
+                    t.id, r.uri
+                ),
+            ));
+        }
     }
 }
 

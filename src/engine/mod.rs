@@ -10,14 +10,17 @@
 
 mod approval;
 mod keys;
+mod present;
 mod record;
 mod report;
+mod resource;
 mod result;
 mod steps;
 
 pub use approval::{Answer, Approval, ApprovalRequest, Approver};
 pub use report::{Level, Notice, Reporter};
-pub use result::{CallContext, CallResult, Failure, UnknownTool};
+pub use resource::{Read, ReadError};
+pub use result::{CallContext, CallResult, Failure, Link, Shown, UnknownTool};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,16 +140,28 @@ impl Engine {
         args: Option<Map<String, Value>>,
         ctx: &CallContext,
     ) -> Result<CallResult, UnknownTool> {
-        let started = Instant::now();
         // 1. look up the tool in the current snapshot; the call finishes on this snapshot
+        //    (a tool declared as a resource only is not called as a tool)
         let catalog = self.catalog.load_full();
-        let tool = catalog
-            .get(name)
+        let tool = (catalog.get(name))
+            .filter(|t| t.is_tool())
             .ok_or_else(|| UnknownTool(name.to_owned()))?;
+        Ok(self.run(&catalog, tool, args, ctx).await)
+    }
+
+    /// Steps 2 to 12 of a call of `tool`, from `catalog`.
+    async fn run(
+        &self,
+        catalog: &Catalog,
+        tool: &Tool,
+        args: Option<Map<String, Value>>,
+        ctx: &CallContext,
+    ) -> CallResult {
+        let started = Instant::now();
         // 2. identify the actor: verified by the transport, the stdio caller's token, or
         //    the configured default actor; otherwise refused as unauthenticated
-        let actor = identify(&catalog, ctx);
-        let mut call = Call::new(&catalog, tool, args, ctx, actor.as_deref());
+        let actor = identify(catalog, ctx);
+        let mut call = Call::new(catalog, tool, args, ctx, actor.as_deref());
         let source = actor.as_ref().map_or("none", |a| a.source.as_str());
         let span = record::open(tool, &mut call.trace, &call.result.actor, source);
         call.result.trace_id.clone_from(&call.trace.trace_id);
@@ -154,12 +169,15 @@ impl Engine {
             Ok(actor) => self.steps(&mut call, actor).instrument(span.clone()).await,
             Err(f) => Err(f.clone()),
         };
+        // 11b. present: media, text, and a result too large to send inline kept for the
+        //      caller behind a link (present.rs)
+        self.present(&mut call).instrument(span.clone()).await;
         call.result.elapsed = started.elapsed();
         // 12. record: the span's fields, a log line, metrics, the SLO sample and the audit
         //     record (written before the call is answered)
         let audit = self.audit.as_ref();
         record::finish(&span, tool, &call.args, &call.result, &self.metrics, audit);
-        Ok(call.result)
+        call.result
     }
 
     /// Steps 3 to 11, for an identified actor; fills the result on the way.
@@ -298,12 +316,16 @@ impl Engine {
             let (msg, _) = redact_text(&msg, decision.detectors, redaction);
             return Err(Failure::UpstreamStatus(reply.status, secrets.scrub(msg)));
         }
+        if let Some(described) = present::media(c, reply) {
+            return Ok(described);
+        }
         let mapped = (tool.response)
             .map_success(&reply.body)
             .map_err(|e| Failure::Response(e.to_string()))?;
         let mut structured = mapped.structured;
         let redacted = redact_value(&mut structured, decision.detectors, redaction);
         c.result.masked = mapped.masked + redacted;
+        present::text_reply(c, mapped.text, &structured);
         check_output(tool, &structured)?;
         if let Some(path) = &tool.cost.from_response {
             self.charge_reply(c, path, &reply.body).await;
@@ -417,6 +439,7 @@ impl<'a> Call<'a> {
             intent: None,
             ticket: None,
             approval: None,
+            shown: result::Shown::default(),
         };
         Self {
             catalog,

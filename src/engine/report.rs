@@ -11,8 +11,8 @@ use std::fmt;
 
 use super::Call;
 use crate::limits::Left;
-use crate::upstream::Retry;
 use crate::policy::Decision;
+use crate::upstream::Retry;
 use crate::util::duration::human;
 
 /// How much a message matters, lowest first (the MCP log levels mcpd uses).

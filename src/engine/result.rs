@@ -134,6 +134,37 @@ pub struct CallResult {
     pub ticket: Option<String>,
     /// How a human's approval came out, when one was asked for.
     pub approval: Option<Approval>,
+    /// How the result is shown beside its JSON (text, media, a link to a kept result).
+    pub shown: Shown,
+}
+
+/// How a successful result is shown to the model beside `outcome`'s JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Shown {
+    /// Text to send instead of the JSON: the tool's `response.text` rendering, or a
+    /// `text/*` reply's text (redacted).
+    pub text: Option<String>,
+    /// An image or audio reply: its MIME type and bytes.
+    pub media: Option<(String, bytes::Bytes)>,
+    /// The reply's MIME type (its `Content-Type` without parameters).
+    pub mime: Option<String>,
+    /// The result was too large to send inline: where it is kept and what it holds.
+    pub link: Option<Link>,
+    /// The URI to embed the reply at (`response.resource`).
+    pub embed: Option<String>,
+}
+
+/// A result kept behind a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// `mcpd://results/<id>`.
+    pub uri: String,
+    /// What the model reads about it: size, where it is, the rows shown.
+    pub summary: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its MIME type.
+    pub mime: String,
 }
 
 impl CallResult {

@@ -171,7 +171,10 @@ pub(super) async fn send(
     let (upstream, request) = (&plan.upstream.name, &out.request);
     c.log(Level::Debug, || {
         let url = out.secrets.scrub(request.url.to_string());
-        format!("{}: sending {} {url} (upstream '{upstream}')", c.tool.id, request.method)
+        format!(
+            "{}: sending {} {url} (upstream '{upstream}')",
+            c.tool.id, request.method
+        )
     });
     let on_retry = |r: &Retry| {
         let message = retry_message(upstream, r);

@@ -145,19 +145,20 @@ impl Rules {
                 }
             },
         };
-        let duration = |field: &str, value: &Option<Located<String>>, default, diags: &mut Diagnostics| {
-            match value {
-                None => Some(default),
-                Some(t) => match crate::util::duration::parse(&t.value) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        let msg = format!("elevation.{field}: {e}");
-                        diags.push(Diagnostic::new(path, t.pos, msg));
-                        None
-                    }
-                },
-            }
-        };
+        let duration =
+            |field: &str, value: &Option<Located<String>>, default, diags: &mut Diagnostics| {
+                match value {
+                    None => Some(default),
+                    Some(t) => match crate::util::duration::parse(&t.value) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            let msg = format!("elevation.{field}: {e}");
+                            diags.push(Diagnostic::new(path, t.pos, msg));
+                            None
+                        }
+                    },
+                }
+            };
         let max_ttl = duration("max_ttl", &spec.max_ttl, DEFAULT_MAX_TTL, diags);
         let approval_timeout = duration(
             "approval_timeout",

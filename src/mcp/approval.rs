@@ -102,7 +102,9 @@ fn form(r: &ApprovalRequest) -> ElicitationSchema {
                 .title("Change ticket")
                 .description("The change ticket that approves this call, e.g. CHG-1234");
             if let Some(p) = &r.ticket_pattern {
-                s = s.description(format!("The change ticket that approves this call; it must match {p}"));
+                s = s.description(format!(
+                    "The change ticket that approves this call; it must match {p}"
+                ));
             }
             builder.required_property(TICKET, PrimitiveSchemaDefinition::String(s.min_length(1)))
         }
@@ -176,7 +178,10 @@ mod tests {
                 Answer::Declined { by: by() }
             );
         }
-        assert_eq!(read(Lift::Confirm, None, by()), Answer::Declined { by: by() });
+        assert_eq!(
+            read(Lift::Confirm, None, by()),
+            Answer::Declined { by: by() }
+        );
     }
 
     #[test]

@@ -142,9 +142,8 @@ impl ClientLog {
             None => return,
         };
         if dropped > 0 {
-            let note = format!(
-                "mcpd dropped {dropped} log message(s): more than {PER_SECOND} a second"
-            );
+            let note =
+                format!("mcpd dropped {dropped} log message(s): more than {PER_SECOND} a second");
             self.enqueue(Out::Log(LoggingLevel::Warning, note));
         }
         let (text, _) = redact_text(message, DetectorSet::ALL, &STYLE);

@@ -7,22 +7,27 @@
 //! to stdout (logs go to stderr, see `cli`).
 
 mod approval;
+mod content;
 pub(crate) mod http;
 mod logging;
 mod progress;
+mod resources;
+
+pub(crate) use content::to_mcp_result;
 
 use std::sync::Arc;
 
 use tracing::Instrument as _;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, Implementation, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 
-use crate::engine::{CallContext, CallResult, Engine};
+use crate::engine::{CallContext, Engine};
 use crate::identity::Actor;
 use crate::telemetry::trace::TraceContext;
 
@@ -80,23 +85,23 @@ impl McpServer {
     }
 }
 
-/// Turns an engine result into an MCP tool result.
-pub(crate) fn to_mcp_result(r: CallResult) -> CallToolResult {
-    let mut result = match r.outcome {
-        Ok(structured) => CallToolResult::structured(structured),
-        Err(f) => CallToolResult::error(vec![ContentBlock::text(f.message())]),
-    };
-    // A keyed call says which key it ran under, and whether this is a stored result.
-    if let Some(key) = r.idempotency_key {
-        let mut meta = serde_json::Map::new();
-        meta.insert(IDEMPOTENCY_META.to_owned(), key.into());
-        meta.insert(REPLAYED_META.to_owned(), r.replayed.into());
-        if r.held {
-            meta.insert(OUTCOME_META.to_owned(), "unknown".into());
+impl McpServer {
+    /// The caller of a request other than `tools/call` (which reads its `_meta` too): who
+    /// the transport proved it is, and how to reach the human and the session's log.
+    fn context(&self, context: &RequestContext<RoleServer>) -> CallContext {
+        CallContext {
+            actor: context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|p| p.extensions.get::<Arc<Actor>>())
+                .cloned(),
+            approver: Some(Arc::new(approval::ElicitApprover::new(
+                context.peer.clone(),
+            ))),
+            reporter: Some(Arc::new(progress::CallReport::new(self.log.clone(), None))),
+            ..CallContext::default()
         }
-        result.meta = Some(rmcp::model::MetaObject(meta));
     }
-    result
 }
 
 impl ServerHandler for McpServer {
@@ -107,6 +112,8 @@ impl ServerHandler for McpServer {
             .enable_tools()
             .enable_tool_list_changed()
             .enable_logging()
+            .enable_resources()
+            .enable_resources_list_changed()
             .build();
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("mcpd", env!("CARGO_PKG_VERSION")))
@@ -172,6 +179,35 @@ impl ServerHandler for McpServer {
         Ok(())
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        resources::list(&self.engine, &self.context(&context)).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates(&self.engine))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let ctx = self.context(&context);
+        let span = tracing::info_span!("mcp.request", mcp.method = "resources/read");
+        resources::read(&self.engine, &request.uri, &ctx)
+            .instrument(span)
+            .await
+            .map(Into::into)
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -204,7 +240,9 @@ impl ServerHandler for McpServer {
                 .and_then(|p| p.extensions.get::<Arc<Actor>>())
                 .cloned(),
             // A human's approval comes only from this session's elicitation answers.
-            approver: Some(Arc::new(approval::ElicitApprover::new(context.peer.clone()))),
+            approver: Some(Arc::new(approval::ElicitApprover::new(
+                context.peer.clone(),
+            ))),
             reporter: Some(report.clone()),
         };
         let call = self.engine.call(&request.name, request.arguments, &ctx);

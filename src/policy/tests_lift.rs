@@ -83,11 +83,15 @@ fn the_answer_as_elevation_lifts_what_it_should_and_no_more() {
     // A yes satisfies the approval, not the rule that wants a ticket.
     let yes = json!({"approval": "confirmed", "granted_by": "user:ana via host"});
     let d = decide(&yaml, json!({"percent": 50}), Some(yes.clone()));
-    assert_eq!(d.denial.as_ref().map(|(r, _)| r.as_str()), Some("needs-ticket"));
+    assert_eq!(
+        d.denial.as_ref().map(|(r, _)| r.as_str()),
+        Some("needs-ticket")
+    );
     let d = decide(&yaml, json!({"percent": 5}), Some(yes));
     assert!(d.allowed, "{d:?}");
     // A ticket satisfies both.
-    let ticket = json!({"approval": "ticket", "ticket": "CHG-1", "granted_by": "user:ana via host"});
+    let ticket =
+        json!({"approval": "ticket", "ticket": "CHG-1", "granted_by": "user:ana via host"});
     let d = decide(&yaml, json!({"percent": 50}), Some(ticket));
     assert!(d.allowed, "{d:?}");
     // A standing elevation grant (mcpd elevate) is not an approval of this call.
@@ -104,7 +108,8 @@ fn a_require_rule_may_ask_for_approval_alone() {
     let spec: PolicySpec = serde_saphyr::from_str(&rules(&[APPROVAL])).unwrap();
     let mut diags = Diagnostics::default();
     assert!(Policy::compile(Path::new("policies.yaml"), &spec, &mut diags).is_some());
-    let empty = "default: allow\nrules:\n  - id: r\n    effect: require\n    reason: x\n    require: {}\n";
+    let empty =
+        "default: allow\nrules:\n  - id: r\n    effect: require\n    reason: x\n    require: {}\n";
     let spec: PolicySpec = serde_saphyr::from_str(empty).unwrap();
     assert!(Policy::compile(Path::new("policies.yaml"), &spec, &mut diags).is_none());
     assert!(

@@ -38,6 +38,7 @@ impl StatusMatch {
 }
 
 pub mod jsonpath;
+pub mod present;
 
 pub use jsonpath::JsonPath as Path;
 
@@ -71,6 +72,8 @@ pub struct Mapped {
     pub structured: Value,
     /// How many values masks replaced.
     pub masked: usize,
+    /// The body was text, not JSON: the result is `{"result": "<the text>"}`.
+    pub text: bool,
 }
 
 impl ResponseMap {
@@ -79,9 +82,11 @@ impl ResponseMap {
     /// # Errors
     /// A body that is not JSON where a selection needs JSON.
     pub fn map_success(&self, body: &[u8]) -> Result<Mapped, ResponseError> {
+        let mut text = false;
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) if self.select.is_none() && self.masks.is_empty() => {
+                text = true;
                 Value::String(String::from_utf8_lossy(body).into_owned())
             }
             Err(e) => return Err(ResponseError::NotJson(e)),
@@ -104,7 +109,11 @@ impl ResponseMap {
                 Value::Object(serde_json::Map::from_iter([(key, other)]))
             }
         };
-        Ok(Mapped { structured, masked })
+        Ok(Mapped {
+            structured,
+            masked,
+            text,
+        })
     }
 
     /// The message for an error status.

@@ -48,6 +48,8 @@ pub mod ns {
     pub const BUDGET: &str = "budget:";
     /// Elevation grants: `grant:<actor>:<grant id>`.
     pub const GRANT: &str = "grant:";
+    /// Results too large to send inline, kept for their caller: `result:<actor>:<id>`.
+    pub const RESULT: &str = "result:";
 }
 
 /// What [`Store::idem_claim`] found under an idempotency key (or [`Store::idem_list`]

@@ -52,6 +52,8 @@ pub struct Reply {
     pub status: u16,
     /// The raw body.
     pub body: bytes::Bytes,
+    /// The `Content-Type` header, if the reply had one.
+    pub content_type: Option<String>,
 }
 
 /// One retry of a request, as [`Upstream::send_retrying`] reports it before waiting.
@@ -135,8 +137,15 @@ impl Upstream {
         let result = async {
             let resp = builder.send().await?;
             let status = resp.status().as_u16();
+            let content_type = (resp.headers().get(reqwest::header::CONTENT_TYPE))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>(Reply { status, body })
+            Ok::<_, reqwest::Error>(Reply {
+                status,
+                body,
+                content_type,
+            })
         }
         .await;
         result.map_err(|e| self.classify(e, &req.url, req.timeout))
