@@ -20,7 +20,9 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 
 use crate::catalog::Catalog;
 use crate::config::diag::Diagnostics;
-use crate::config::{self, Loaded, POLICY_FILE, SERVER_FILE, TOOLS_DIR, ToolFile, Vars};
+use crate::config::{
+    self, Loaded, POLICY_FILE, PROMPTS_DIR, SERVER_FILE, TOOLS_DIR, ToolFile, Vars,
+};
 use crate::engine::Engine;
 
 /// How long the watcher waits for a burst of file events to settle.
@@ -159,9 +161,9 @@ impl Reloader {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let in_root = path.parent() == Some(self.abs_root.as_path());
-        let in_tools = path.parent() == Some(self.abs_root.join(TOOLS_DIR).as_path());
+        let in_dir = |dir: &str| path.parent() == Some(self.abs_root.join(dir).as_path());
         (in_root && (name == SERVER_FILE || name == POLICY_FILE))
-            || (in_tools && config::is_tool_file(path))
+            || ((in_dir(TOOLS_DIR) || in_dir(PROMPTS_DIR)) && config::is_tool_file(path))
     }
 }
 
@@ -198,6 +200,14 @@ fn fallback(
         }
     }
     fresh.tools.sort_by(|a, b| a.path.cmp(&b.path));
+    fresh.prompts.retain(|f| !broken.contains(&f.path));
+    for path in broken.iter().filter(|p| p.exists()) {
+        if let Some(old) = good.prompts.iter().find(|f| &f.path == path) {
+            fresh.prompts.push(old.clone());
+            kept.push(path.clone());
+        }
+    }
+    fresh.prompts.sort_by(|a, b| a.path.cmp(&b.path));
     fresh
 }
 
@@ -209,7 +219,13 @@ fn same_inputs(a: &Loaded, b: &Loaded) -> bool {
             .map(|f| (f.path.clone(), f.fingerprint))
             .collect()
     };
-    a.fingerprints == b.fingerprints && files(a) == files(b)
+    let prompts = |l: &Loaded| -> Vec<(PathBuf, u64)> {
+        l.prompts
+            .iter()
+            .map(|f| (f.path.clone(), f.fingerprint))
+            .collect()
+    };
+    a.fingerprints == b.fingerprints && files(a) == files(b) && prompts(a) == prompts(b)
 }
 
 /// Fills added / removed / changed by comparing tool ids and file fingerprints.
@@ -321,6 +337,11 @@ pub fn spawn(reloader: Arc<Reloader>, watch_files: bool) -> Result<Option<Watche
             reloader.abs_root.join(TOOLS_DIR),
             RecursiveMode::NonRecursive,
         )?;
+        // prompts.d is optional: watched when it exists at start.
+        let prompts = reloader.abs_root.join(PROMPTS_DIR);
+        if prompts.is_dir() {
+            debouncer.watch(prompts, RecursiveMode::NonRecursive)?;
+        }
         Some(debouncer)
     } else {
         None

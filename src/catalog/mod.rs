@@ -7,9 +7,11 @@
 
 mod compile;
 mod compile_idem;
+mod prompt;
 mod resource;
 mod tool;
 
+pub use prompt::{Arg, Body, Complete, Message, Prompt};
 pub use resource::{ResourceDecl, resolve};
 pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Reconcile, Tool, wire_name};
 
@@ -52,6 +54,8 @@ pub struct Catalog {
     pub identity: Option<Arc<Identity>>,
     /// Rules for elevation grants.
     pub elevation: ElevationRules,
+    /// Prompts from `prompts.d`, in file order.
+    pub prompts: Vec<Arc<Prompt>>,
 }
 
 impl Catalog {
@@ -163,6 +167,7 @@ impl Catalog {
             }
         }
         check_resource_uris(&tools, loaded, &mut diags);
+        let prompts = compile_prompts(loaded, &tools, &mut diags);
         let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();
             return Err(diags);
@@ -183,7 +188,13 @@ impl Catalog {
             limits,
             identity,
             elevation,
+            prompts,
         })
+    }
+
+    /// The prompt called `name`, by wire name or by id.
+    pub fn prompt(&self, name: &str) -> Option<&Arc<Prompt>> {
+        (self.prompts.iter()).find(|p| p.wire == name || p.id == name)
     }
 
     /// The tool called `name`, by wire name or by id.
@@ -210,6 +221,52 @@ impl Catalog {
     pub fn resources(&self) -> impl Iterator<Item = (&Arc<Tool>, &ResourceDecl)> {
         (self.tools.iter()).filter_map(|t| t.resource.as_ref().map(|r| (t, r)))
     }
+}
+
+/// Compiles every prompt; names must be unique (by id and wire name) and a completion
+/// lookup must name a tool that exists.
+fn compile_prompts(
+    loaded: &Loaded,
+    tools: &[Arc<Tool>],
+    diags: &mut Diagnostics,
+) -> Vec<Arc<Prompt>> {
+    let mut out: Vec<Arc<Prompt>> = Vec::new();
+    for file in &loaded.prompts {
+        for spec in &file.prompts {
+            let Some(p) = Prompt::compile(&file.path, spec, diags) else {
+                continue;
+            };
+            if let Some(other) = out.iter().find(|o| o.wire == p.wire || o.id == p.id) {
+                diags.push(Diagnostic::new(
+                    &file.path,
+                    spec.name.pos,
+                    format!(
+                        "prompt '{}': name is already used by prompt '{}' in {}",
+                        p.id,
+                        other.id,
+                        other.file.display()
+                    ),
+                ));
+                continue;
+            }
+            for a in &p.arguments {
+                if let Some(Complete::Lookup { tool, pos, .. }) = &a.complete
+                    && !tools.iter().any(|t| &t.id == tool || &t.wire == tool)
+                {
+                    diags.push(Diagnostic::new(
+                        &file.path,
+                        *pos,
+                        format!(
+                            "prompt '{}': arguments.{}.complete.tool: no tool is named '{tool}'",
+                            p.id, a.name
+                        ),
+                    ));
+                }
+            }
+            out.push(Arc::new(p));
+        }
+    }
+    out
 }
 
 /// Two tools may not declare the same resource URI (or template): a read would not know

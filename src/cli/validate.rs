@@ -1,4 +1,5 @@
-//! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`.
+//! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`
+//! (`mcpd.yaml`, `policies.yaml`, `tools.d/`, `prompts.d/`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,8 +10,12 @@ use crate::config::Vars;
 pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
+            let prompts = match catalog.prompts.len() {
+                0 => String::new(),
+                n => format!(", {n} prompts in {} files", loaded.prompts.len()),
+            };
             println!(
-                "ok: {} tools in {} files, {} upstreams, policy {}",
+                "ok: {} tools in {} files, {} upstreams, policy {}{prompts}",
                 catalog.tools.len(),
                 loaded.tools.len(),
                 catalog.upstreams.iter().count(),

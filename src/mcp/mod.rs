@@ -11,6 +11,7 @@ mod content;
 pub(crate) mod http;
 mod logging;
 mod progress;
+mod prompts;
 mod resources;
 
 pub(crate) use content::to_mcp_result;
@@ -20,9 +21,11 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig, SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -114,6 +117,9 @@ impl ServerHandler for McpServer {
             .enable_logging()
             .enable_resources()
             .enable_resources_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_completions()
             .build();
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("mcpd", env!("CARGO_PKG_VERSION")))
@@ -138,7 +144,13 @@ impl ServerHandler for McpServer {
         let peer = context.peer;
         tokio::spawn(async move {
             while swaps.changed().await.is_ok() {
-                if peer.notify_tool_list_changed().await.is_err() {
+                // A reload may change tools, the resources they declare and prompts.
+                let sent = async {
+                    peer.notify_tool_list_changed().await?;
+                    peer.notify_resource_list_changed().await?;
+                    peer.notify_prompt_list_changed().await
+                };
+                if sent.await.is_err() {
                     break; // the client went away
                 }
             }
@@ -206,6 +218,35 @@ impl ServerHandler for McpServer {
             .instrument(span)
             .await
             .map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(prompts::list(&self.engine))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let ctx = self.context(&context);
+        let span = tracing::info_span!("mcp.request", mcp.method = "prompts/get");
+        prompts::get(&self.engine, &request.name, request.arguments, &ctx)
+            .instrument(span)
+            .await
+            .map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        prompts::complete(&self.engine, request, &self.context(&context)).await
     }
 
     async fn call_tool(

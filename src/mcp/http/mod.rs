@@ -187,9 +187,10 @@ pub(crate) async fn serve(
     if !opts.allowed_origins.is_empty() {
         config = config.with_allowed_origins(opts.allowed_origins.clone());
     }
-    let handler = McpServer::new(engine.clone());
+    // One handler per session: each has its own log level, rate limit and queue.
+    let for_sessions = engine.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(handler.clone()),
+        move || Ok(McpServer::new(for_sessions.clone())),
         Arc::new(LocalSessionManager::default()),
         config,
     );
