@@ -453,6 +453,7 @@ impl ToolCompiler<'_> {
             retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
             upstream,
             path: path?,
+            path_shape: crate::template::shape(&spec.path.value),
             query,
             headers,
             body,

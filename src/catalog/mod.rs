@@ -99,6 +99,13 @@ impl Catalog {
             .map(Arc::new);
         let elevation =
             ElevationRules::compile(server_path, &server.elevation, &mut diags).unwrap_or_default();
+        if let (Some(s), Err(e)) = (&server.reload.settle, server.reload.read_settle()) {
+            diags.push(Diagnostic::new(
+                server_path,
+                s.pos,
+                format!("reload.settle: {e}"),
+            ));
+        }
         let egress = Egress::compile(policy_path, &policy.egress, &mut diags).unwrap_or_default();
         for up in upstreams.iter() {
             for url in std::iter::once(&up.base).chain(up.regions.values()) {
@@ -165,6 +172,10 @@ impl Catalog {
                 let Some(tool) = tool else { continue };
                 tools.push(tool);
             }
+        }
+        if let Some(p) = compiled_policy.as_ref().filter(|_| have_upstreams) {
+            let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            diags.extend(p.check_upstreams(policy_path, &names));
         }
         check_resource_uris(&tools, loaded, &mut diags);
         let prompts = compile_prompts(loaded, &tools, &mut diags);

@@ -1,5 +1,6 @@
-//! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`
-//! (`mcpd.yaml`, `policies.yaml`, `tools.d/`, `prompts.d/`).
+//! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
+//! warnings (`file:line:col: warning: ...`) that do not fail it (`mcpd.yaml`,
+//! `policies.yaml`, `tools.d/`, `prompts.d/`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +11,9 @@ use crate::config::Vars;
 pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
+            for w in &warnings(&loaded, &catalog).0 {
+                println!("{w}");
+            }
             let prompts = match catalog.prompts.len() {
                 0 => String::new(),
                 n => format!(", {n} prompts in {} files", loaded.prompts.len()),
@@ -32,4 +36,29 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Write tools that escape a rule guarding their upstream's other writes.
+fn warnings(
+    loaded: &crate::config::Loaded,
+    catalog: &crate::catalog::Catalog,
+) -> crate::config::diag::Diagnostics {
+    let specs: Vec<(&Path, &crate::config::ToolSpec, String)> = loaded
+        .tools
+        .iter()
+        .flat_map(|f| f.tools.iter().map(move |t| (f.path.as_path(), t)))
+        .map(|(file, t)| (file, t, crate::template::shape(&t.request.path.value)))
+        .collect();
+    let tools: Vec<crate::policy::WriteTool<'_>> = specs
+        .iter()
+        .map(|(file, t, shape)| crate::policy::WriteTool {
+            id: &t.name.value,
+            upstream: &t.request.upstream.value,
+            method: t.request.method.as_str(),
+            path_shape: shape,
+            file,
+            pos: t.name.pos,
+        })
+        .collect();
+    catalog.policy.escapes(&tools)
 }

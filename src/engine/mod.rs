@@ -34,15 +34,16 @@ use crate::catalog::{Catalog, Tool};
 use crate::idempotency::{self, ClaimInfo};
 use crate::identity::Actor;
 use crate::limits::{Metered, Refusal};
-use crate::policy::{Decision, Facts};
+use crate::policy::{Decision, Facts, Request, Sent};
 use crate::redact::{redact_text, redact_value};
 use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
+use crate::upstream::request::Parts;
 use crate::upstream::{Prepared, Reply, Secrets};
 use crate::util::Clock;
 use keys::Claimed;
-use steps::{check_output, identify, render, route, send, validate};
+use steps::{check_output, identify, render, render_parts, route, send, validate};
 
 /// Runs calls against the current catalog.
 #[derive(Debug)]
@@ -187,9 +188,10 @@ impl Engine {
         // 4. scope: a tool (or environment) outside the actor's scopes goes no further
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
-        //    the actor's elevation grant is read only for tools whose rules look at it;
-        //    a denial a ticket or a yes could lift, or a destructive tool, is put to the
-        //    human when the client can ask (approval.rs)
+        //    the actor's elevation grant is read only for tools whose rules look at it,
+        //    the request rendered first only when a rule judges what is sent; a denial
+        //    a ticket or a yes could lift, or a destructive tool, is put to the human
+        //    when the client can ask (approval.rs)
         let decision = self.policy(c, actor).await?;
         // 6. route: the upstream's URL for the decided region, never another region's
         let base = route(c, &decision)?;
@@ -220,11 +222,35 @@ impl Engine {
         self.settle(c, claim, outcome).await
     }
 
-    /// Step 5: reads the elevation grant when a rule needs it, evaluates the rules.
+    /// Step 5: renders the request first when a rule selects or reads what is sent (step
+    /// 9 then sends exactly that), reads the elevation grant when a rule needs it,
+    /// evaluates the rules.
     async fn policy(&self, c: &mut Call<'_>, actor: &Actor) -> Result<Decision, Failure> {
         let (catalog, tool) = (c.catalog, c.tool);
+        let plan = &tool.request;
+        let mut request = Request {
+            upstream: &plan.upstream.name,
+            method: plan.method.as_str(),
+            path_shape: &plan.path_shape,
+            sent: None,
+        };
+        let sent = if catalog.policy.needs_request(&tool.id, &request) {
+            let parts = render_parts(c)?;
+            let sent = Sent::new(
+                request.upstream,
+                request.method,
+                &parts.path,
+                &parts.query,
+                parts.body.as_ref(),
+            );
+            c.parts = Some(parts);
+            Some(sent)
+        } else {
+            None
+        };
+        request.sent = sent.as_ref();
         let grant = match &catalog.identity {
-            Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
+            Some(identity) if catalog.policy.needs_elevation(&tool.id, &request) => {
                 let store = self.store.as_ref();
                 crate::identity::elevation::find(store, identity, &actor.subject, &tool.id, &c.args)
                     .await
@@ -235,9 +261,9 @@ impl Engine {
         let elevation = grant.as_ref().map(crate::identity::elevation::Grant::facts);
         c.result.ticket = grant.map(|g| g.ticket);
         let span = record::policy_span();
-        let mut decision = evaluate(c, actor, elevation.as_ref(), &span);
+        let mut decision = evaluate(c, actor, request, elevation.as_ref(), &span);
         if let Some(given) = approval::ask(c, &decision).await? {
-            decision = evaluate(c, actor, Some(&given), &span);
+            decision = evaluate(c, actor, request, Some(&given), &span);
         }
         if let Some(t) = &c.result.ticket {
             span.record("ticket", t.as_str());
@@ -366,12 +392,14 @@ impl Engine {
 fn evaluate(
     c: &mut Call<'_>,
     actor: &Actor,
+    request: Request<'_>,
     elevation: Option<&Value>,
     span: &tracing::Span,
 ) -> Decision {
     let decision = span.in_scope(|| {
         c.catalog.policy.evaluate(&Facts {
             tool: &c.tool.id,
+            request,
             args: &c.args,
             actor: actor.facts(),
             elevation,
@@ -407,6 +435,8 @@ struct Call<'a> {
     claimed: Option<ClaimInfo>,
     /// Whether a request may have reached the upstream (anything past a failed connect).
     reached: bool,
+    /// The request's parts, when policy judged them before they are sent.
+    parts: Option<Parts>,
     /// Who can approve the call, if anyone.
     approver: Option<&'a dyn Approver>,
     /// Where the call's messages go, if anywhere.
@@ -452,6 +482,7 @@ impl<'a> Call<'a> {
             digest: None,
             claimed: None,
             reached: false,
+            parts: None,
             approver: ctx.approver.as_deref(),
             reporter: ctx.reporter.as_deref(),
         }

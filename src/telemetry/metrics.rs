@@ -48,6 +48,11 @@ struct ResultLabel {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabel {
+    change: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -64,6 +69,7 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     replays: Family<ToolLabel, Counter>,
     budget_left: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    policy_changes: Family<ChangeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -120,8 +126,15 @@ impl Metrics {
             "What a budget has left after the last call it counted, by budget, unit (calls, cost) and scope",
             budget_left.clone(),
         );
+        let policy_changes = Family::<ChangeLabel, Counter>::default();
+        registry.register(
+            "policy_changes",
+            "Policy rule changes reloads applied (added, removed, changed, weakened: an enforced rule removed or weakened) and policy changes held by reload.policy: manual (held)",
+            policy_changes.clone(),
+        );
         Self {
             registry,
+            policy_changes,
             calls,
             latency,
             redactions,
@@ -188,6 +201,18 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `n` policy changes of one kind (`added`, `removed`, `changed`, `weakened`,
+    /// `held`); the series exists from the first reload that reports one.
+    pub fn policy_changes(&self, change: &str, n: usize) {
+        if n > 0 {
+            self.policy_changes
+                .get_or_create(&ChangeLabel {
+                    change: change.to_owned(),
+                })
+                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        }
     }
 
     /// The Prometheus text exposition.

@@ -2,9 +2,9 @@
 //! rule that denied reads `elevation`, a yes for `require: { approval: true }`, nothing
 //! when any denial is one a human cannot change.
 
-use super::*;
 use crate::config::PolicySpec;
 use crate::config::diag::Diagnostics;
+use crate::policy::*;
 use rstest::rstest;
 use serde_json::json;
 use std::path::Path;
@@ -19,6 +19,7 @@ fn decide(yaml: &str, args: Value, elevation: Option<Value>) -> Decision {
     .unwrap();
     policy.evaluate(&Facts {
         tool: "flag.set",
+        request: Request::UNKNOWN,
         args: &args,
         actor: &json!({"subject": "user:ana", "scopes": ["*"], "purpose": "ops"}),
         elevation: elevation.as_ref(),
