@@ -14,6 +14,7 @@ mod audit;
 mod call;
 mod docs;
 mod explain;
+mod features;
 mod host_config;
 mod http;
 mod identity;

@@ -185,7 +185,14 @@ pub(super) async fn send(
     };
     let (upstream, request) = (&plan.upstream.name, &out.request);
     c.log(Level::Debug, || {
-        let url = out.secrets.scrub(request.url.to_string());
+        // Decoded, so the session log's detectors see values as they are (an email in a
+        // query is `%40`-encoded on the wire) and secrets are scrubbed in their own form.
+        let url = request.url.to_string();
+        let url = out.secrets.scrub(
+            percent_encoding::percent_decode_str(&url)
+                .decode_utf8_lossy()
+                .into_owned(),
+        );
         format!(
             "{}: sending {} {url} (upstream '{upstream}')",
             c.tool.id, request.method

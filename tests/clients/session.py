@@ -17,15 +17,17 @@ def transport():
 
 
 @contextlib.asynccontextmanager
-async def open_session(**callbacks):
-    """An initialized ClientSession on the transport the environment names."""
+async def open_session(sse_limit=1024 * 1024, **callbacks):
+    """An initialized ClientSession on the transport the environment names; over HTTP,
+    `sse_limit` is the largest SSE event the SDK accepts (None: no limit)."""
     async with contextlib.AsyncExitStack() as stack:
         if transport() == "http":
             token = os.environ.get("MCPD_TOKEN")
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             client = await stack.enter_async_context(create_mcp_http_client(headers=headers))
             read, write = await stack.enter_async_context(
-                streamable_http_client(os.environ["MCPD_URL"], http_client=client))
+                streamable_http_client(os.environ["MCPD_URL"], http_client=client,
+                                       max_sse_event_size=sse_limit))
         else:
             server = StdioServerParameters(
                 command=os.environ["MCPD_BIN"],
