@@ -15,6 +15,7 @@ mod call;
 mod docs;
 mod explain;
 mod features;
+mod features_config;
 mod host_config;
 mod http;
 mod identity;

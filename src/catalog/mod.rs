@@ -244,6 +244,7 @@ fn compile_prompts(
     let mut out: Vec<Arc<Prompt>> = Vec::new();
     for file in &loaded.prompts {
         for spec in &file.prompts {
+            check_lookups(&file.path, spec, tools, diags);
             let Some(p) = Prompt::compile(&file.path, spec, diags) else {
                 continue;
             };
@@ -260,24 +261,34 @@ fn compile_prompts(
                 ));
                 continue;
             }
-            for a in &p.arguments {
-                if let Some(Complete::Lookup { tool, pos, .. }) = &a.complete
-                    && !tools.iter().any(|t| &t.id == tool || &t.wire == tool)
-                {
-                    diags.push(Diagnostic::new(
-                        &file.path,
-                        *pos,
-                        format!(
-                            "prompt '{}': arguments.{}.complete.tool: no tool is named '{tool}'",
-                            p.id, a.name
-                        ),
-                    ));
-                }
-            }
             out.push(Arc::new(p));
         }
     }
     out
+}
+
+/// A completion lookup must name a tool that exists.
+fn check_lookups(
+    file: &std::path::Path,
+    spec: &crate::config::PromptSpec,
+    tools: &[Arc<Tool>],
+    diags: &mut Diagnostics,
+) {
+    for a in &spec.arguments {
+        if let Some(l) = &a.complete_from {
+            let tool = &l.tool.value;
+            if !tools.iter().any(|t| &t.id == tool || &t.wire == tool) {
+                diags.push(Diagnostic::new(
+                    file,
+                    l.tool.pos,
+                    format!(
+                        "prompt '{}': arguments.{}.complete_from.tool: no tool is named '{tool}'",
+                        spec.name.value, a.name.value
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Two tools may not declare the same resource URI (or template): a read would not know

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Located;
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
-use crate::config::prompt::{CompleteSpec, MessageSpec, PromptSpec, RoleSpec};
+use crate::config::prompt::{MessageSpec, PromptSpec, RoleSpec};
 use crate::response::jsonpath::JsonPath;
 use crate::template::{Slot, TemplateSet, Tpl};
 
@@ -163,11 +163,20 @@ impl Prompt {
         };
         let mut arguments = Vec::new();
         for a in &spec.arguments {
-            let complete = match &a.complete {
-                None => None,
-                Some(CompleteSpec::Values(v)) => Some(Complete::Values(v.clone())),
-                Some(CompleteSpec::Lookup(l)) => {
-                    let field = format!("arguments.{}.complete", a.name.value);
+            if a.complete.is_some() && a.complete_from.is_some() {
+                err(
+                    a.name.pos,
+                    format!(
+                        "arguments.{}: set complete or complete_from, not both",
+                        a.name.value
+                    ),
+                );
+            }
+            let complete = match (&a.complete, &a.complete_from) {
+                (None, None) => None,
+                (Some(v), _) => Some(Complete::Values(v.clone())),
+                (None, Some(l)) => {
+                    let field = format!("arguments.{}.complete_from", a.name.value);
                     let mut args = Vec::new();
                     for (k, v) in &l.args {
                         let f = format!("{field}.args.{k}");
@@ -343,7 +352,7 @@ arguments:
   - { name: a }
   - { name: a }
   - name: b
-    complete: { tool: orders.export, select: "$[" }
+    complete_from: { tool: orders.export, select: "$[" }
 messages:
   - text: "{{ args.nope }} {{ secret.X }}"
   - { text: x, resource: "y://z" }
@@ -354,7 +363,7 @@ messages:
         for want in [
             "name: must be 1 to 64",
             "arguments: 'a' is listed twice",
-            "arguments.b.complete.select: invalid JSONPath '$['",
+            "arguments.b.complete_from.select: invalid JSONPath '$['",
             "messages[0].text: 'args.nope' is not an argument of the prompt (it has: a, b)",
             "messages[0].text: unknown variable 'secret.X' (it can read: args)",
             "messages[1]: set only one of text, resource or image (it sets text and resource)",

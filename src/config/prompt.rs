@@ -44,20 +44,14 @@ pub struct PromptArgSpec {
     /// undefined, so write `{{ args.NAME | default('...') }}`).
     #[serde(default)]
     pub required: bool,
-    /// Suggestions for `completion/complete`: a list of values, or a lookup through a
-    /// tool (under the same policy as any call).
+    /// Suggestions for `completion/complete`: these values (those starting with what was
+    /// typed, case-insensitive, are offered).
     #[serde(default)]
-    pub complete: Option<CompleteSpec>,
-}
-
-/// Where completion suggestions come from.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum CompleteSpec {
-    /// These values; those starting with what was typed (case-insensitive) are offered.
-    Values(Vec<String>),
-    /// A call of a tool whose result holds the values.
-    Lookup(LookupSpec),
+    pub complete: Option<Vec<String>>,
+    /// Or suggestions from a call of a tool (by the caller, under the same policy as any
+    /// call): the values a JSONPath selects in its result.
+    #[serde(default)]
+    pub complete_from: Option<LookupSpec>,
 }
 
 /// A completion lookup: a call of a tool (by the caller, under policy), and where the
