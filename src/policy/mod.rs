@@ -42,10 +42,12 @@ mod changes;
 mod compile;
 mod escapes;
 mod functions;
+mod lift;
 mod request;
 
 pub use changes::{Changes, Weakening, diff};
 pub use escapes::WriteTool;
+pub use lift::Lift;
 pub use request::{Request, Sent};
 
 use std::collections::HashMap;
@@ -59,6 +61,7 @@ use crate::config::policy::{DefaultEffect, Effect, Mode, RedactionSpec, RequireS
 use crate::redact::DetectorSet;
 use crate::template::to_value;
 use crate::util::glob;
+use lift::unmet;
 use request::{Match, Reach};
 
 /// One compiled rule.
@@ -199,16 +202,6 @@ pub struct Decision {
     pub default_used: bool,
     /// Every rule, in file order, applicable or not: filled by [`Policy::explain`] only.
     pub outcomes: Vec<RuleOutcome>,
-}
-
-/// What a human could give to lift a denial; a ticket also counts as an approval, so
-/// it orders above a yes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Lift {
-    /// An explicit yes for this call: a `require: { approval: true }` rule.
-    Confirm,
-    /// A change ticket: a rule that denied reads `elevation` (or requires a ticket).
-    Ticket,
 }
 
 /// A tool as [`Policy::check_tools`] sees it.
@@ -533,62 +526,6 @@ impl Rule {
             would_deny,
             error,
         }
-    }
-}
-
-/// What a `require` rule finds missing, and what a human could give to supply it.
-struct Missing {
-    /// The missing things, in words (`None`: nothing is missing).
-    text: Option<String>,
-    /// `Some` when a human can supply everything missing.
-    lift: Option<Lift>,
-}
-
-/// What a `require` rule finds missing, if anything.
-fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Missing {
-    let mut missing = Vec::new();
-    let elevation = |field: &str| {
-        facts
-            .elevation
-            .and_then(|e| e.get(field))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let mut lift = Some(Lift::Confirm);
-    if r.ticket && elevation("ticket").is_empty() {
-        missing.push("an elevation with a ticket".to_owned());
-        lift = Some(Lift::Ticket);
-    }
-    if r.approval && elevation("approval").is_empty() {
-        missing.push("a human's approval of this call".to_owned());
-    }
-    if !r.purpose.is_empty() {
-        let purpose = facts
-            .actor
-            .get("purpose")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !r.purpose.iter().any(|p| p == purpose) {
-            missing.push(format!("purpose {}", r.purpose.join(" or ")));
-            lift = None;
-        }
-    }
-    if let Some(scope) = &r.scope {
-        let has = facts
-            .actor
-            .get("scopes")
-            .and_then(Value::as_array)
-            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(scope)));
-        if !has {
-            missing.push(format!("scope '{scope}'"));
-            lift = None;
-        }
-    }
-    Missing {
-        text: (!missing.is_empty()).then(|| missing.join(", ")),
-        lift,
     }
 }
 
