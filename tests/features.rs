@@ -239,7 +239,7 @@ fn a_5_mb_export_returns_a_link_the_caller_alone_reads_redacted() {
         "tools.d/orders.big.yaml",
         "name: orders.big\ndescription: A very large export.\ninput: { type: object, properties: {} }\n\
          request: { upstream: big, method: GET, path: /orders }\n\
-         response:\n  select: \"$.orders\"\n  mask: [\"$[*].email\"]\n",
+         response:\n  select: \"$.orders\"\n  mask: [\"$[*].email\"]\n  max_bytes: 10000000\n",
     );
     let keys = Keys::new(&cfg);
     let (a, b) = (

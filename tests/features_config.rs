@@ -156,8 +156,15 @@ fn the_mcp_features_page_s_files_validate_as_written() {
     let rules = rules.split_once("rules:\n").unwrap().1;
     cfg.edit("policies.yaml", "rules:\n", &format!("rules:\n{rules}\n"));
     let elevation = block(page, "## Human approval through elicitation", "yaml", 1);
-    let timeout = elevation.lines().find(|l| l.contains("approval_timeout")).unwrap();
-    cfg.edit("mcpd.yaml", "  max_ttl: 1h\n", &format!("  max_ttl: 1h\n{timeout}\n"));
+    let timeout = elevation
+        .lines()
+        .find(|l| l.contains("approval_timeout"))
+        .unwrap();
+    cfg.edit(
+        "mcpd.yaml",
+        "  max_ttl: 1h\n",
+        &format!("  max_ttl: 1h\n{timeout}\n"),
+    );
     cfg.write(
         "tools.d/runbooks.yaml",
         &block(page, "## Resources declared in tool files", "yaml", 0),
@@ -166,9 +173,14 @@ fn the_mcp_features_page_s_files_validate_as_written() {
         "tools.d/orders.table.yaml",
         &block(page, "## Content types", "yaml", 0),
     );
-    cfg.write("prompts.d/orders.yaml", &block(page, "## Prompts", "yaml", 0));
+    cfg.write(
+        "prompts.d/orders.yaml",
+        &block(page, "## Prompts", "yaml", 0),
+    );
     let (code, out, err) = validate(cfg.path());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok: 5 tools in 4 files") && out.contains("3 prompts in 2 files"), "{out}");
+    assert!(
+        out.contains("ok: 5 tools in 4 files") && out.contains("3 prompts in 2 files"),
+        "{out}"
+    );
 }
-

@@ -200,3 +200,70 @@ fn the_token_variable_follows_identity_token_env() {
         "a config without policies.yaml is flagged: {err}"
     );
 }
+
+#[test]
+fn launcher_uvx_and_npx_write_the_one_line_form_with_the_version_pinned() {
+    let root = repo().canonicalize().unwrap();
+    let root = root.to_str().unwrap();
+    let pinned = format!("mcpd@{}", env!("CARGO_PKG_VERSION"));
+    // The PyPI package uvx runs is the one pyproject.toml builds.
+    let pyproject = std::fs::read_to_string(repo().join("pyproject.toml")).unwrap();
+    let pypi = pyproject
+        .lines()
+        .find_map(|l| l.strip_prefix("name = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let from = format!("{pypi}=={}", env!("CARGO_PKG_VERSION"));
+    for (launcher, command, prefix) in [
+        ("uvx", "uvx", vec!["--from", from.as_str(), "mcpd"]),
+        ("npx", "npx", vec!["-y", pinned.as_str()]),
+    ] {
+        let mut args = prefix.clone();
+        args.extend(["serve", "--config", root]);
+        for (host, key) in [("claude", "mcpServers"), ("vscode", "servers")] {
+            let (code, out, err) = host_config(&[host, "--launcher", launcher]);
+            assert_eq!(code, 0, "{err}");
+            let doc: Value = serde_json::from_str(&out).unwrap();
+            let server = &doc[key]["mcpd"];
+            assert_eq!(server["command"], command, "{host} {launcher}: {out}");
+            assert_eq!(server["args"], json!(args), "{host} {launcher}");
+            assert!(server["env"]["MCPD_TOKEN"].is_string(), "{out}");
+        }
+        let (code, out, err) = host_config(&["continue", "--launcher", launcher]);
+        assert_eq!(code, 0, "{err}");
+        let block: Value = serde_saphyr::from_str(&out).unwrap();
+        assert_eq!(block["mcpServers"][0]["command"], command);
+        assert_eq!(block["mcpServers"][0]["args"], json!(args));
+    }
+
+    // --bin names a binary; a launcher starts the package instead: not both.
+    let (code, _, err) = host_config(&["claude", "--launcher", "npx", "--bin", "/usr/bin/mcpd"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--bin") && err.contains("--launcher"), "{err}");
+    let (code, _, err) = host_config(&["claude", "--launcher", "cargo"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("binary, uvx, npx"), "{err}");
+}
+
+#[test]
+fn checked_in_launcher_templates_are_what_the_command_generates() {
+    for (host, launcher, config, file) in [
+        (
+            "claude",
+            "npx",
+            "/absolute/path/to/your/config",
+            "claude_desktop_config.npx.json",
+        ),
+        ("vscode", "uvx", "${workspaceFolder}", "vscode-mcp.uvx.json"),
+    ] {
+        let args = [host, "--launcher", launcher, "--config", config];
+        let (code, out, err) = host_config(&args);
+        assert_eq!(code, 0, "{err}");
+        let shipped = std::fs::read_to_string(repo().join("examples/hosts").join(file)).unwrap();
+        assert!(
+            out == shipped,
+            "examples/hosts/{file} is out of date (a version bump changes the pinned version); regenerate it with: mcpd host-config {} > examples/hosts/{file}",
+            args.join(" ")
+        );
+    }
+}

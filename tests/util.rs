@@ -253,6 +253,13 @@ impl StdioClient {
         stdin.flush().unwrap();
     }
 
+    /// Writes one raw line to mcpd's stdin (a message spelled exactly as given).
+    pub(crate) fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
     /// Sends a request and waits for the response with its id.
     pub(crate) fn request(&mut self, method: &str, params: Value) -> Value {
         let id = self.send_request(method, params);

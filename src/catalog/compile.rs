@@ -16,10 +16,11 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Located, ToolSpec, Vars};
 use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
+use crate::response::cost::PARSED_PER_BYTE;
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
-use crate::upstream::request::DEFAULT_RETRIES;
+use crate::upstream::request::{DEFAULT_MAX_BYTES, DEFAULT_RETRIES};
 use crate::upstream::{BodyTpl, RequestPlan, Secrets, Upstreams};
 use crate::util::duration::parse as parse_duration;
 
@@ -102,7 +103,11 @@ impl ToolCompiler<'_> {
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
         let request = self.request("request", &spec.request, &args, upstreams, check_upstream);
-        let response = self.response(&spec.response, &args);
+        let max_bytes = self.max_bytes(&spec.response);
+        let response = ResponseMap {
+            max_parsed: max_bytes.saturating_mul(PARSED_PER_BYTE),
+            ..self.response(&spec.response, &args)
+        };
         let present = self.present(&spec.response, &args);
         let resource = self.resource(spec, &input_schema);
         let limits = self.limits(spec);
@@ -128,7 +133,10 @@ impl ToolCompiler<'_> {
             listing,
             input: input?,
             output,
-            request: request?,
+            request: RequestPlan {
+                max_bytes,
+                ..request?
+            },
             response,
             present,
             resource,
@@ -451,6 +459,7 @@ impl ToolCompiler<'_> {
             method: spec.method.to_http(),
             timeout: timeout.unwrap_or(upstream.timeout),
             retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
+            max_bytes: DEFAULT_MAX_BYTES,
             upstream,
             path: path?,
             path_shape: crate::template::shape(&spec.path.value),
@@ -497,6 +506,18 @@ impl ToolCompiler<'_> {
                     .collect(),
             ),
             other => BodyTpl::Literal(other.clone()),
+        }
+    }
+
+    /// `response.max_bytes`, at least one byte; the default when absent.
+    fn max_bytes(&mut self, spec: &ResponseSpec) -> u64 {
+        match &spec.max_bytes {
+            None => DEFAULT_MAX_BYTES,
+            Some(m) if m.value == 0 => {
+                self.err(m.pos, "response.max_bytes", "must be at least 1 byte");
+                DEFAULT_MAX_BYTES
+            }
+            Some(m) => m.value,
         }
     }
 
@@ -562,6 +583,7 @@ impl ToolCompiler<'_> {
             select,
             masks,
             errors,
+            max_parsed: DEFAULT_MAX_BYTES * PARSED_PER_BYTE,
         }
     }
 }

@@ -322,4 +322,11 @@ pub struct ResponseSpec {
     /// `args`), e.g. `runbook://{{ args.name }}`, so a host can keep it as a document.
     #[serde(default)]
     pub resource: Option<Located<String>>,
+    /// The most bytes of a reply mcpd reads (default 2097152, 2 MiB). A larger reply is
+    /// cut off as it streams in (or refused by its Content-Length), and a reply whose
+    /// parsed form would take more than 12 times this much memory is refused unparsed;
+    /// either way the call fails with an error naming this field and nothing of the
+    /// reply reaches the model. A call's memory grows with this limit.
+    #[serde(default)]
+    pub max_bytes: Option<Located<u64>>,
 }

@@ -1,12 +1,17 @@
 //! The demo API's documents and media, for the resource and content-type demos: the
 //! team's runbooks as markdown (`/runbooks/{name}`), a one-pixel PNG and a short WAV
-//! (`/assets/{name}`).
+//! (`/assets/{name}`), and one order by id (`/orders/{id}`).
 
-use axum::extract::Path;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::error;
+use serde_json::json;
+
+use super::{DemoState, error};
 
 /// The team's runbooks, as markdown (one names an on-call address, which redaction
 /// masks on the way to the model).
@@ -71,5 +76,16 @@ pub(super) async fn asset(Path(name): Path<String>) -> Response {
         "pixel.png" => ([(CONTENT_TYPE, "image/png")], PIXEL_PNG).into_response(),
         "chime.wav" => ([(CONTENT_TYPE, "audio/wav")], chime_wav()).into_response(),
         _ => error(StatusCode::NOT_FOUND, format!("no asset '{name}'")),
+    }
+}
+
+/// One order by id, as `/orders` lists it.
+pub(super) async fn order_by_id(
+    State(s): State<Arc<DemoState>>,
+    Path(id): Path<String>,
+) -> Response {
+    match s.orders.iter().find(|o| o.id == id) {
+        Some(o) => Json(json!(o)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no order '{id}'")),
     }
 }

@@ -41,7 +41,7 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
 use crate::upstream::request::Parts;
 use crate::upstream::{Prepared, Reply, Secrets};
-use crate::util::Clock;
+use crate::util::{Clock, canonical_numbers};
 use keys::Claimed;
 use steps::{check_output, identify, render, render_parts, route, send, validate};
 
@@ -185,6 +185,9 @@ impl Engine {
     async fn steps(&self, c: &mut Call<'_>, actor: &Actor) -> Result<Value, Failure> {
         // 3. validate the arguments against the input schema, before anything reads them
         validate(c.tool, &c.args)?;
+        // 3b. canonical numbers, once: an integer written 1e1, 8.0 or -0 is 10, 8, 0 for
+        //     policy, the idempotency key and the request alike
+        canonical_numbers(&mut c.args);
         // 4. scope: a tool (or environment) outside the actor's scopes goes no further
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
@@ -346,7 +349,7 @@ impl Engine {
             return Ok(described);
         }
         let mapped = (tool.response)
-            .map_success(&reply.body)
+            .map_success(&tool.id, &reply.body)
             .map_err(|e| Failure::Response(e.to_string()))?;
         let mut structured = mapped.structured;
         let redacted = redact_value(&mut structured, decision.detectors, redaction);

@@ -2,7 +2,8 @@
 //! stderr, the metrics, the SLO sample and the audit record.
 //!
 //! Owns what is written about a call and that nothing written carries raw arguments,
-//! results or secrets: arguments and reasons pass every detector first. It decides
+//! results or secrets: arguments, reasons and the idempotency key pass every detector
+//! and the known secret values first. It decides
 //! nothing about the call itself.
 
 use std::sync::LazyLock;
@@ -141,7 +142,7 @@ pub(super) fn finish(
         span.record("http.status", s);
     }
     if let Some(k) = &result.idempotency_key {
-        span.record("idempotency.key", k.as_str());
+        span.record("idempotency.key", shown_key(k));
     }
     span.in_scope(|| log(result));
     metrics.call(
@@ -195,12 +196,18 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
         status: r.status,
         trace_id: r.trace_id.clone(),
         pii_count: r.masked,
-        idempotency_key: r.idempotency_key.clone(),
+        idempotency_key: r.idempotency_key.as_deref().map(shown_key),
         ticket: r.ticket.clone(),
         approval: r.approval.as_ref().map(|a| a.outcome.to_owned()),
         approved_by: r.approval.as_ref().and_then(|a| a.by.clone()),
         replayed: r.replayed,
     }
+}
+
+/// An idempotency key as records show it: a client's key, or one made of arguments,
+/// gets the arguments' redaction.
+fn shown_key(key: &str) -> String {
+    redact_text(key, DetectorSet::ALL, &RECORD_STYLE).0
 }
 
 /// Whether this successful call gets a log line: `MCPD_LOG_SAMPLE` (0 to 1, default 1)

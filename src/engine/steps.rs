@@ -20,7 +20,7 @@ use crate::identity::Actor;
 use crate::policy::Decision;
 use crate::store::StoreError;
 use crate::upstream::request::Parts;
-use crate::upstream::{Reply, Retry};
+use crate::upstream::{Reply, Retry, SendError};
 
 /// Step 2: the transport's verified actor, the stdio caller's token, or the configured
 /// default actor; otherwise the call is refused.
@@ -171,7 +171,8 @@ pub(super) fn render<'a>(
 
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
 /// is idempotent (GET, PUT, DELETE, or keyed to an upstream that deduplicates); never
-/// after a timeout. Notes whether anything may have reached the upstream.
+/// after a timeout, a refused address or a reply over `response.max_bytes`. Notes
+/// whether anything may have reached the upstream.
 pub(super) async fn send(
     c: &mut Call<'_>,
     out: &Outgoing<'_>,
@@ -221,9 +222,17 @@ pub(super) async fn send(
         });
     }
     c.reached = sent.reached;
-    let reply = sent
-        .reply
-        .map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
+    let reply = match sent.reply {
+        Ok(reply) => reply,
+        // Never connected: the name resolved only to addresses egress does not list.
+        Err(SendError::Refused(r)) => return Err(Failure::Denied(r.to_string())),
+        // The upstream answered, with more than the tool reads.
+        Err(e @ SendError::TooLarge { status, .. }) => {
+            c.result.status = Some(status);
+            return Err(Failure::Response(e.to_string()));
+        }
+        Err(e) => return Err(Failure::Unreachable(out.secrets.scrub(e.to_string()))),
+    };
     out.span.record("http.status", reply.status);
     c.result.status = Some(reply.status);
     Ok(reply)

@@ -48,6 +48,12 @@ const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools
 is checked against policy; a refused call comes back as an error whose text says why and \
 what would be allowed.";
 
+/// The MCP protocol revisions mcpd speaks: every one its rmcp knows. `initialize`
+/// negotiates among them and `mcpd --version` lists them, so the two cannot disagree.
+pub(crate) fn protocol_versions() -> &'static [rmcp::model::ProtocolVersion] {
+    rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+}
+
 /// Why serving over stdio stopped with an error. The messages are rmcp's and tokio's.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StdioError {
@@ -124,6 +130,12 @@ impl ServerHandler for McpServer {
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("mcpd", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    fn supported_protocol_versions(
+        &self,
+    ) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(protocol_versions())
     }
 
     async fn list_tools(

@@ -1,7 +1,8 @@
 //! Response mapping: an HTTP reply becomes a tool result or a tool error.
 //!
-//! Owns status-to-error mapping, the JSONPath selection, per-tool masks and the rule
-//! that `structuredContent` is always an object. It never sends requests.
+//! Owns status-to-error mapping, the JSONPath selection, per-tool masks, the rule that
+//! `structuredContent` is always an object, and refusing a reply too costly to parse
+//! (`cost.rs`). It never sends requests.
 
 use serde_json::Value;
 
@@ -37,6 +38,7 @@ impl StatusMatch {
     }
 }
 
+pub mod cost;
 pub mod jsonpath;
 pub mod present;
 
@@ -52,6 +54,20 @@ pub enum ResponseError {
     /// A 2xx body that is not JSON where a selection or mask needs JSON.
     #[error("upstream answered with a body that is not JSON ({0})")]
     NotJson(#[source] serde_json::Error),
+    /// A reply whose parsed form would take more memory than the tool allows.
+    #[error(
+        "the upstream's reply ({} bytes, {} values in {} objects) would take about {} MB of memory once parsed, more than tool '{tool}' allows ({} times response.max_bytes, {} MB); nothing of it was used: ask for less (a narrower range, a page), or raise response.max_bytes in its tool file",
+        shape.bytes, shape.values, shape.objects, shape.parsed_bytes() / 1_000_000,
+        cost::PARSED_PER_BYTE, limit / 1_000_000
+    )]
+    TooCostly {
+        /// The tool.
+        tool: String,
+        /// What the reply holds.
+        shape: cost::Shape,
+        /// The most its parsed form may take.
+        limit: u64,
+    },
 }
 
 /// How one tool maps replies.
@@ -63,6 +79,8 @@ pub struct ResponseMap {
     pub masks: Vec<Path>,
     /// `response.errors`, most specific first.
     pub errors: Vec<(StatusMatch, Tpl)>,
+    /// The most memory a reply may take once parsed, in bytes.
+    pub max_parsed: u64,
 }
 
 /// A successful mapping.
@@ -77,11 +95,19 @@ pub struct Mapped {
 }
 
 impl ResponseMap {
-    /// Maps a 2xx body.
+    /// Maps a 2xx body of `tool`'s.
     ///
     /// # Errors
-    /// A body that is not JSON where a selection needs JSON.
-    pub fn map_success(&self, body: &[u8]) -> Result<Mapped, ResponseError> {
+    /// A body that is not JSON where a selection needs JSON; a body too costly to parse.
+    pub fn map_success(&self, tool: &str, body: &[u8]) -> Result<Mapped, ResponseError> {
+        let shape = cost::Shape::of(body);
+        if shape.parsed_bytes() > self.max_parsed {
+            return Err(ResponseError::TooCostly {
+                tool: tool.to_owned(),
+                shape,
+                limit: self.max_parsed,
+            });
+        }
         let mut text = false;
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
@@ -125,8 +151,12 @@ impl ResponseMap {
         body: &[u8],
         args: &Value,
     ) -> String {
-        let parsed: Value = serde_json::from_slice(body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        // A body too costly to parse is shown as text (its excerpt is short anyway).
+        let affordable = cost::Shape::of(body).parsed_bytes() <= self.max_parsed;
+        let parsed: Value = affordable
+            .then(|| serde_json::from_slice(body).ok())
+            .flatten()
+            .unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()));
         let custom = self
             .errors
             .iter()
@@ -209,6 +239,7 @@ mod tests {
             select: select.map(|s| Path::compile(s).unwrap()),
             masks: masks.iter().map(|m| Path::compile(m).unwrap()).collect(),
             errors: vec![],
+            max_parsed: 1_000_000,
         }
     }
 
@@ -216,7 +247,7 @@ mod tests {
     fn selected_list_is_wrapped_under_its_name_and_masked() {
         let body = json!({"orders": [{"id": 1, "email": "ann@example.com"}, {"id": 2, "email": "bob@example.org"}]});
         let m = map(Some("$.orders"), &["$[*].email"])
-            .map_success(body.to_string().as_bytes())
+            .map_success("t", body.to_string().as_bytes())
             .unwrap();
         assert_eq!(m.masked, 2);
         assert_eq!(
@@ -227,14 +258,16 @@ mod tests {
 
     #[test]
     fn object_body_is_structured_content_as_is() {
-        let m = map(None, &[]).map_success(br#"{"percent": 10}"#).unwrap();
+        let m = map(None, &[])
+            .map_success("t", br#"{"percent": 10}"#)
+            .unwrap();
         assert_eq!(m.structured, json!({"percent": 10}));
     }
 
     #[test]
     fn a_body_that_is_not_json_is_refused_when_a_selection_needs_json() {
         let err = map(Some("$.orders"), &[])
-            .map_success(b"<html>")
+            .map_success("t", b"<html>")
             .unwrap_err();
         assert!(matches!(err, ResponseError::NotJson(_)), "{err:?}");
         assert_eq!(
