@@ -16,6 +16,7 @@ mod docs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{Path, Query, Request, State};
@@ -73,6 +74,10 @@ pub struct DemoState {
     seen: Mutex<Vec<Seen>>,
     flaky: Mutex<HashMap<String, u32>>,
     writes: Mutex<Writes>,
+    /// `/slow` requests: how many began, and how many ran to their answer (the rest
+    /// were dropped when the caller went away, e.g. mcpd aborting a cancelled call).
+    slow_started: AtomicUsize,
+    slow_answered: AtomicUsize,
 }
 
 /// What `/writes` applied.
@@ -116,6 +121,7 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/flags/{env}/{name}", get(get_flag).put(put_flag))
         .route("/_requests", get(requests).delete(clear_requests))
         .route("/slow", get(slow).put(slow).post(slow))
+        .route("/_slow", get(slow_stats))
         .route("/flaky/{id}", any(flaky))
         .route("/orders/{id}", get(docs::order_by_id))
         .route("/runbooks/{name}", get(docs::runbook))
@@ -329,9 +335,11 @@ async fn writes_applied(State(state): State<Arc<DemoState>>) -> Json<Value> {
     Json(json!({ "total": w.total, "by_key": w.by_key }))
 }
 
-async fn slow(Query(q): Query<Sleep>) -> Json<Value> {
+async fn slow(State(state): State<Arc<DemoState>>, Query(q): Query<Sleep>) -> Json<Value> {
     let ms = q.ms.unwrap_or(100).min(10_000);
+    state.slow_started.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    state.slow_answered.fetch_add(1, Ordering::SeqCst);
     Json(json!({ "slept_ms": ms }))
 }
 
@@ -493,6 +501,15 @@ impl http_body::Body for Generated {
             http_body::SizeHint::default()
         }
     }
+}
+
+/// How many `/slow` requests began and how many were answered; the difference were
+/// dropped mid-sleep because their caller went away.
+async fn slow_stats(State(state): State<Arc<DemoState>>) -> Json<Value> {
+    Json(json!({
+        "started": state.slow_started.load(Ordering::SeqCst),
+        "answered": state.slow_answered.load(Ordering::SeqCst),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,7 @@ fn each_host_gets_its_shape_with_absolute_paths_and_the_token_variable() {
         ("claude", "mcpServers"),
         ("cursor", "mcpServers"),
         ("vscode", "servers"),
+        ("claude-code", "mcpServers"),
     ] {
         let doc: Value = serde_json::from_str(&printed(host)).unwrap();
         let server = &doc[key]["mcpd"];
@@ -43,6 +44,10 @@ fn each_host_gets_its_shape_with_absolute_paths_and_the_token_variable() {
         );
         assert_eq!(server["args"], json!(["serve", "--config", root]), "{host}");
         assert!(server["env"]["MCPD_TOKEN"].is_string(), "{host}: {server}");
+        if host == "claude-code" {
+            assert_eq!(server["type"], "stdio");
+            assert_eq!(server["env"]["MCPD_TOKEN"], "${MCPD_TOKEN}");
+        }
         if host == "vscode" {
             assert_eq!(server["type"], "stdio");
             assert_eq!(server["env"]["MCPD_TOKEN"], "${input:mcpd-token}");
@@ -81,6 +86,11 @@ fn checked_in_templates_are_what_the_command_generates() {
         ),
         ("vscode", "${workspaceFolder}", "vscode-mcp.json"),
         ("cursor", "/absolute/path/to/mcpd", "cursor-mcp.json"),
+        (
+            "claude-code",
+            "/absolute/path/to/mcpd",
+            "claude-code-mcp.json",
+        ),
         ("continue", "/absolute/path/to/mcpd", "continue-mcpd.yaml"),
     ] {
         let mut args = vec![host, "--config", config];
@@ -266,4 +276,62 @@ fn checked_in_launcher_templates_are_what_the_command_generates() {
             args.join(" ")
         );
     }
+}
+
+/// Issue 15, item 9: nothing warned about tools a host will leave out or refuse.
+#[test]
+fn host_config_lists_what_that_host_leaves_out_and_strict_refuses() {
+    let cfg = crate::util::ConfigDir::shipped();
+    // 'mcpd' + 56 characters fits Cursor's 60; 'mcp__mcpd__' + 56 passes Claude Code's 64.
+    let long = "a".repeat(56);
+    let orders = cfg.read("tools.d/orders.export.yaml");
+    cfg.write(
+        "tools.d/long.yaml",
+        &orders.replace("name: orders.export", &format!("name: {long}")),
+    );
+    let dir = cfg.path().to_str().unwrap();
+
+    let (code, out, err) = host_config(&["cursor", "--config", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("leave out"), "{err}");
+    assert!(out.contains("mcpServers"));
+
+    let (code, out, err) = host_config(&["claude-code", "--config", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mcpServers"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "warning: Claude Code will leave out or refuse 1 tool(s): {long}"
+        )) && err.contains("tools.d/long.yaml:2:7: warning: tool")
+            && err.contains("67 characters, over its 64"),
+        "{err}"
+    );
+
+    // A longer server name pushes it past Cursor's limit too.
+    let (_, _, err) = host_config(&["cursor", "--config", dir, "--name", "internal-apis"]);
+    assert!(
+        err.contains("Cursor leaves it out: server name 'internal-apis'"),
+        "{err}"
+    );
+
+    let (code, out, err) = host_config(&["claude-code", "--config", dir, "--strict"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("--strict: not configuring Claude Code"),
+        "{err}"
+    );
+    // Nothing is written under --strict either.
+    let file = cfg.path().join("host.json");
+    let (code, _, _) = host_config(&[
+        "claude-code",
+        "--config",
+        dir,
+        "--strict",
+        "--write",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(!file.exists());
 }

@@ -17,7 +17,7 @@ use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Located, ToolSpec, Vars};
 use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
 use crate::response::cost::PARSED_PER_BYTE;
-use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
+use crate::response::{Path as JsonPath, ResponseMap, StatusMatch, Wrap};
 use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
 use crate::upstream::request::{DEFAULT_MAX_BYTES, DEFAULT_RETRIES};
@@ -104,10 +104,11 @@ impl ToolCompiler<'_> {
             .unwrap_or_default();
         let request = self.request("request", &spec.request, &args, upstreams, check_upstream);
         let max_bytes = self.max_bytes(&spec.response);
-        let response = ResponseMap {
+        let mut response = ResponseMap {
             max_parsed: max_bytes.saturating_mul(PARSED_PER_BYTE),
             ..self.response(&spec.response, &args)
         };
+        response.wrap = output_wrap(spec);
         let present = self.present(&spec.response, &args);
         let resource = self.resource(spec, &input_schema);
         let limits = self.limits(spec);
@@ -287,7 +288,9 @@ impl ToolCompiler<'_> {
             ..
         }) = &spec.output
         {
-            let wrapped = if out.get("type").and_then(Value::as_str) == Some("object") {
+            // The result is wrapped exactly when `response.always_wrap` says (the same
+            // test), so every result matches what is advertised here.
+            let wrapped = if output_wrap(spec) != Wrap::Always {
                 out.clone()
             } else {
                 let key = spec
@@ -584,7 +587,22 @@ impl ToolCompiler<'_> {
             masks,
             errors,
             max_parsed: DEFAULT_MAX_BYTES * PARSED_PER_BYTE,
+            wrap: Wrap::NonObjects,
         }
+    }
+}
+
+/// How the tool's results are wrapped, from its `output:` schema: an object schema
+/// (`type: object`) describes the result as sent; any other (`type: array`, no `type`)
+/// describes the selection, always wrapped in an object (`structuredContent` must be
+/// one) and advertised so in `tools/list`.
+fn output_wrap(spec: &ToolSpec) -> Wrap {
+    match spec.output.as_ref().map(|o| &o.value) {
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("object") => {
+            Wrap::Never
+        }
+        Some(Value::Object(_)) => Wrap::Always,
+        _ => Wrap::NonObjects,
     }
 }
 

@@ -4,17 +4,20 @@
 //! version pinned; the config directory's absolute path; the token variable), printed,
 //! or merged into the host's config file keeping every other server.
 //!
-//! Owns the four hosts' file shapes and where they keep them. It must not touch any
-//! other key of a host's file, and never writes a token: the token variable is
-//! referenced (VS Code prompts for it, Cursor and Continue read it from their
+//! Owns the hosts' file shapes and where they keep them. It must not touch any other
+//! key of a host's file, and never writes a token: the token variable is referenced
+//! (VS Code prompts for it, Cursor, Claude Code and Continue read it from their
 //! environment / secrets), or left empty for the user to fill in (Claude Desktop). The
-//! variable is the config's `identity.token_env` (default `MCPD_TOKEN`).
+//! variable is the config's `identity.token_env` (default `MCPD_TOKEN`). It also lists
+//! the tools that host would leave out or refuse (`mcp::hosts`); `--strict` refuses then.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use indexmap::IndexMap;
+
+use crate::mcp::hosts::HostKind;
 
 /// The MCP hosts mcpd writes config for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,6 +28,8 @@ pub enum Host {
     Vscode,
     /// Cursor (`~/.cursor/mcp.json`).
     Cursor,
+    /// Claude Code (`.mcp.json` in the project).
+    ClaudeCode,
     /// Continue (a block file, `.continue/mcpServers/mcpd.yaml` in the workspace).
     Continue,
 }
@@ -85,7 +90,7 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// The server's name in the host's config.
-    #[arg(long, default_value = "mcpd")]
+    #[arg(long, default_value = DEFAULT_NAME)]
     pub name: String,
     /// How the host starts mcpd: the binary's absolute path, or the published package
     /// through uvx (PyPI) or npx (npm), pinned to this version.
@@ -97,6 +102,26 @@ pub struct Options {
     /// Extra environment for mcpd, e.g. --env ORDERS_URL=https://orders.internal (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Refuse (exit 1, nothing printed or written) when the host would leave out or
+    /// refuse any tool.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// The server's name in a host's config unless `--name` says otherwise.
+pub(super) const DEFAULT_NAME: &str = "mcpd";
+
+impl Host {
+    /// The host as `mcp::hosts` knows its limits.
+    fn kind(self) -> HostKind {
+        match self {
+            Self::Claude => HostKind::ClaudeDesktop,
+            Self::Vscode => HostKind::VsCode,
+            Self::Cursor => HostKind::Cursor,
+            Self::ClaudeCode => HostKind::ClaudeCode,
+            Self::Continue => HostKind::Continue,
+        }
+    }
 }
 
 /// Prints the entry, or merges it into the host's file.
@@ -122,6 +147,7 @@ pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode>
         .server
         .1
         .identity
+        .clone()
         .and_then(|i| i.token_env)
         .unwrap_or_else(|| crate::identity::DEFAULT_TOKEN_ENV.to_owned());
     let entry = Entry {
@@ -144,6 +170,9 @@ pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode>
             entry.command,
             entry.launch_args.join(" ")
         ),
+    }
+    if !report_left_out(opts.host.kind(), &loaded, &opts.name, opts.strict) {
+        return Ok(ExitCode::FAILURE);
     }
     if !opts.write {
         print!("{}", render(opts.host, &entry, None)?);
@@ -243,6 +272,7 @@ pub(super) fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyho
         Host::Claude => String::new(),
         Host::Vscode => "${input:mcpd-token}".to_owned(),
         Host::Cursor => format!("${{env:{}}}", entry.token_env),
+        Host::ClaudeCode => format!("${{{}}}", entry.token_env),
         Host::Continue => format!("${{{{ secrets.{} }}}}", entry.token_env),
     };
     env.insert(entry.token_env.clone(), Ordered::String(token));
@@ -274,8 +304,12 @@ pub(super) fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyho
         _ => IndexMap::new(),
     };
     let (key, server) = match host {
-        Host::Vscode => (
-            "servers",
+        Host::Vscode | Host::ClaudeCode => (
+            if host == Host::Vscode {
+                "servers"
+            } else {
+                "mcpServers"
+            },
             Ordered::object([
                 ("type", Ordered::str("stdio")),
                 ("command", command),
@@ -383,6 +417,7 @@ fn default_file(host: Host, name: &str) -> anyhow::Result<PathBuf> {
         }
         Host::Vscode => PathBuf::from(".vscode/mcp.json"),
         Host::Cursor => home()?.join(".cursor/mcp.json"),
+        Host::ClaudeCode => PathBuf::from(".mcp.json"),
         Host::Continue => PathBuf::from(format!(".continue/mcpServers/{name}.yaml")),
     })
 }
@@ -414,6 +449,41 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
             }
         })
         .collect()
+}
+
+/// Lists on stderr the tools `host` would leave out or refuse; returns false when
+/// `strict` and there is one (the caller then refuses).
+fn report_left_out(
+    host: HostKind,
+    loaded: &crate::config::Loaded,
+    server: &str,
+    strict: bool,
+) -> bool {
+    let found: Vec<_> = crate::mcp::hosts::check(loaded, server)
+        .into_iter()
+        .filter(|w| w.applies_to(host))
+        .collect();
+    if found.is_empty() {
+        return true;
+    }
+    let mut tools: Vec<&str> = found.iter().map(|w| w.tool.as_str()).collect();
+    tools.dedup();
+    eprintln!(
+        "warning: {} will leave out or refuse {} tool(s): {}",
+        host.name(),
+        tools.len(),
+        tools.join(", ")
+    );
+    for w in &found {
+        eprintln!("  {}", w.diagnostic());
+    }
+    if strict {
+        eprintln!(
+            "error: --strict: not configuring {} while it would leave out or refuse a tool",
+            host.name()
+        );
+    }
+    !strict
 }
 
 /// Tells on stderr which tools the host will see (by wire name), or that the config

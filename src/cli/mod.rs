@@ -84,6 +84,10 @@ pub enum Command {
         /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Refuse to start when any file has a problem (by default a broken tool file is
+        /// left out and reported, and the other tools are served).
+        #[arg(long)]
+        strict: bool,
         /// Serve MCP over Streamable HTTP at http://ADDR/mcp instead of stdio.
         #[command(flatten)]
         http: serve::HttpFlags,
@@ -323,8 +327,9 @@ pub fn main() -> ExitCode {
             Command::Serve {
                 no_watch,
                 metrics,
+                strict,
                 http,
-            } => serve::run(&cli.config, !no_watch, metrics, &http).await,
+            } => serve::run(&cli.config, !no_watch, strict, metrics, &http).await,
             Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
             Command::Reload => reload::run(&cli.config).await,
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,

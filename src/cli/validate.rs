@@ -1,6 +1,7 @@
 //! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
-//! warnings (`file:line:col: warning: ...`) that do not fail it (`mcpd.yaml`,
-//! `policies.yaml`, `tools.d/`, `prompts.d/`).
+//! warnings (`file:line:col: warning: ...`) that do not fail it: write tools that escape
+//! a rule, and what MCP hosts would leave out or refuse (`mcpd.yaml`, `policies.yaml`,
+//! `tools.d/`, `prompts.d/`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,6 +14,10 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         Ok((loaded, catalog)) => {
             for w in &warnings(&loaded, &catalog).0 {
                 println!("{w}");
+            }
+            // As the server's default name in a host's config (host-config --name).
+            for w in crate::mcp::hosts::check(&loaded, super::host_config::DEFAULT_NAME) {
+                println!("{}", w.diagnostic());
             }
             let prompts = match catalog.prompts.len() {
                 0 => String::new(),

@@ -31,7 +31,10 @@ pub struct ToolSpec {
     /// validated against it before anything else happens.
     pub input: Located<serde_json::Value>,
     /// Optional JSON Schema of the result (after `response.select`); results that do not
-    /// match are tool errors.
+    /// match are tool errors. An object schema (`type: object`) describes the result as
+    /// sent. Any other (`type: array`, ...) describes the selection, which is then always
+    /// sent wrapped in an object under the select path's last name (`$.orders` →
+    /// `{"orders": [...]}`, else `result`) and advertised wrapped in `tools/list`.
     #[serde(default)]
     pub output: Option<Located<serde_json::Value>>,
     /// The HTTP request a call becomes.

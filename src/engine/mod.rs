@@ -214,7 +214,8 @@ impl Engine {
             let out = render(c, base, claim.as_ref())?;
             // 9b. a write leaves an audit record of intent before it is sent
             self.intent(c, &out);
-            // 10. send with the tool's timeout; only idempotent requests are retried
+            // 10. send with the tool's timeout; only idempotent requests are retried; a
+            //     client's cancellation aborts it, settled below as a timeout would be
             let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await?;
             // 11. map the reply: status to error, select, masks, detectors, output schema
             self.map(c, &decision, &reply, out.secrets).await
@@ -429,6 +430,7 @@ struct Call<'a> {
     args: Value,
     trace: TraceContext,
     client_key: Option<&'a str>,
+    cancelled: Option<&'a tokio_util::sync::CancellationToken>,
     result: CallResult,
     /// The arguments as templates see them, converted once per call.
     template_args: Option<minijinja::Value>,
@@ -480,6 +482,7 @@ impl<'a> Call<'a> {
             args: Value::Object(args.unwrap_or_default()),
             trace,
             client_key: ctx.idempotency_key.as_deref(),
+            cancelled: ctx.cancelled.as_ref(),
             result,
             template_args: None,
             digest: None,

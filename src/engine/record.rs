@@ -170,7 +170,7 @@ pub(super) fn intent(tool: &Tool, args: &Value, r: &CallResult, method: &str) ->
         args,
         method: method.to_owned(),
         upstream: tool.request.upstream.name.clone(),
-        idempotency_key: r.idempotency_key.clone(),
+        idempotency_key: r.idempotency_key.as_deref().map(shown_key),
         ticket: r.ticket.clone(),
         trace_id: r.trace_id.clone(),
     }

@@ -199,4 +199,8 @@ pub struct CallContext {
     pub approver: Option<Arc<dyn Approver>>,
     /// Where the call's log messages and progress go; `None` says nothing.
     pub reporter: Option<Arc<dyn Reporter>>,
+    /// Cancelled when the client gives up on the call (`notifications/cancelled`): the
+    /// upstream request is aborted, its concurrency slot freed, and the call settles as
+    /// after a timeout (its outcome is unknown).
+    pub cancelled: Option<tokio_util::sync::CancellationToken>,
 }

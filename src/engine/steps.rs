@@ -172,7 +172,8 @@ pub(super) fn render<'a>(
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
 /// is idempotent (GET, PUT, DELETE, or keyed to an upstream that deduplicates); never
 /// after a timeout, a refused address or a reply over `response.max_bytes`. Notes
-/// whether anything may have reached the upstream.
+/// whether anything may have reached the upstream. The client's cancellation aborts the
+/// request.
 pub(super) async fn send(
     c: &mut Call<'_>,
     out: &Outgoing<'_>,
@@ -207,10 +208,34 @@ pub(super) async fn send(
         }
     };
     let started = std::time::Instant::now();
-    let sent = (plan.upstream)
+    let sending = (plan.upstream)
         .send_retrying(&c.tool.id, request, retries, &on_retry)
-        .instrument(out.span.clone())
-        .await;
+        .instrument(out.span.clone());
+    let sent = match c.cancelled {
+        None => sending.await,
+        // Cancelled before anything went out: nothing reached the upstream.
+        Some(token) if token.is_cancelled() => {
+            return Err(Failure::Unreachable(
+                "the client cancelled the call before it was sent; nothing reached the upstream"
+                    .to_owned(),
+            ));
+        }
+        Some(token) => tokio::select! {
+            () = token.cancelled() => None,
+            sent = sending => Some(sent),
+        }
+        .ok_or_else(|| {
+            // Dropping the request aborts it. Once begun it may have reached the
+            // upstream, as a timed-out one may: the call settles the same way.
+            c.reached = true;
+            tracing::info!(tool = %c.tool.id, "the client cancelled the call: upstream request aborted");
+            Failure::Unreachable(
+                "the client cancelled the call; the upstream request was aborted, so \
+                 whether it took effect is unknown"
+                    .to_owned(),
+            )
+        })?,
+    };
     if let Ok(reply) = &sent.reply {
         c.log(Level::Debug, || {
             format!(
@@ -238,15 +263,25 @@ pub(super) async fn send(
     Ok(reply)
 }
 
-/// Step 11's last check: the result against the tool's output schema, if it has one.
+/// Step 11's last check: the selection against the tool's output schema, if it has one.
+/// The message names where (a JSON pointer into `structuredContent`) and what, never
+/// the value itself: a reply can be large, and it is the tool's author who must act.
 pub(super) fn check_output(tool: &Tool, structured: &Value) -> Result<(), Failure> {
     let Some(out) = &tool.output else {
         return Ok(());
     };
+    let (selection, prefix) = tool.response.selection(structured);
     let errors: Vec<String> = out
-        .iter_errors(structured)
+        .iter_errors(selection)
         .take(3)
-        .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
+        .map(|e| {
+            let at = format!("{prefix}{}", e.instance_path());
+            if at.is_empty() {
+                e.masked_with("the result").to_string()
+            } else {
+                format!("'{at}': {}", e.masked_with("the value"))
+            }
+        })
         .collect();
     if errors.is_empty() {
         Ok(())

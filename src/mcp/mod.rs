@@ -8,11 +8,14 @@
 
 mod approval;
 mod content;
+mod errors;
+pub(crate) mod hosts;
 pub(crate) mod http;
 mod logging;
 mod progress;
 mod prompts;
 mod resources;
+mod stdio;
 
 pub(crate) use content::to_mcp_result;
 
@@ -22,10 +25,10 @@ use tracing::Instrument as _;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SubscriptionFilter,
+    CustomRequest, CustomResult, GetPromptRequestParams, GetPromptResponse, Implementation,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -85,8 +88,9 @@ impl McpServer {
     /// # Errors
     /// When the transport fails before the session starts.
     pub(crate) async fn serve_stdio(self) -> Result<(), StdioError> {
+        let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
         let running = self
-            .serve(rmcp::transport::io::stdio_pipes())
+            .serve(stdio::LineTransport::new(stdin, stdout))
             .await
             .map_err(|e| StdioError::Handshake(Box::new(e)))?;
         running.waiting().await?;
@@ -138,13 +142,50 @@ impl ServerHandler for McpServer {
         std::borrow::Cow::Borrowed(protocol_versions())
     }
 
+    /// Every tool in one page: a cursor is one this server never gave out.
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        if let Some(cursor) = request.and_then(|r| r.cursor) {
+            return Err(errors::unknown_cursor(&cursor));
+        }
         Ok(ListToolsResult::with_all_items(
             self.engine.catalog().listing(),
+        ))
+    }
+
+    // Subscriptions to a resource's changes are a capability mcpd does not have: -32601
+    // saying what it serves (rmcp's own answer carries only the method's name).
+    #[allow(deprecated)] // legacy-only (2026-07-28 has subscriptions/listen); still sent
+    async fn subscribe(
+        &self,
+        _request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Err(errors::unsupported("resources/subscribe"))
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        _request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Err(errors::unsupported("resources/unsubscribe"))
+    }
+
+    /// An unknown method, or a known one whose params rmcp could not read (`arguments`
+    /// that is not an object): -32601 or -32602 saying which, and what was wrong.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        Err(errors::unreadable_request(
+            &request.method,
+            request.params.as_ref(),
         ))
     }
 
@@ -297,6 +338,8 @@ impl ServerHandler for McpServer {
                 context.peer.clone(),
             ))),
             reporter: Some(report.clone()),
+            // rmcp cancels it on `notifications/cancelled` for this request.
+            cancelled: Some(context.ct.clone()),
         };
         let call = self.engine.call(&request.name, request.arguments, &ctx);
         match report.around(&request.name, call).instrument(span).await {

@@ -81,12 +81,29 @@ pub struct ResponseMap {
     pub errors: Vec<(StatusMatch, Tpl)>,
     /// The most memory a reply may take once parsed, in bytes.
     pub max_parsed: u64,
+    /// When a selection is wrapped in an object (`structuredContent` must be one).
+    pub wrap: Wrap,
+}
+
+/// When a selection is wrapped, under [`ResponseMap::wrap_key`]. With an `output:`
+/// schema the schema decides, so every result has the shape `tools/list` advertises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wrap {
+    /// No `output:` schema: a selection that is not an object is wrapped.
+    #[default]
+    NonObjects,
+    /// `output:` describes something other than an object: always wrapped.
+    Always,
+    /// `output:` is an object schema: never wrapped (a non-object selection then fails
+    /// the output check).
+    Never,
 }
 
 /// A successful mapping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
-    /// The object sent as `structuredContent`.
+    /// The object sent as `structuredContent` (a non-object only with [`Wrap::Never`],
+    /// where the output check refuses it).
     pub structured: Value,
     /// How many values masks replaced.
     pub masked: usize,
@@ -126,20 +143,36 @@ impl ResponseMap {
             masked += apply_mask(m, &mut selected);
         }
         let structured = match selected {
-            Value::Object(_) => selected,
-            other => {
-                let key = self
-                    .select
-                    .as_ref()
-                    .map_or_else(|| "result".to_owned(), wrap_key);
-                Value::Object(serde_json::Map::from_iter([(key, other)]))
-            }
+            Value::Object(_) if self.wrap != Wrap::Always => selected,
+            other if self.wrap == Wrap::Never => other,
+            other => Value::Object(serde_json::Map::from_iter([(self.wrap_key(), other)])),
         };
         Ok(Mapped {
             structured,
             masked,
             text,
         })
+    }
+
+    /// The key a selection is wrapped under: the select path's last name, else `result`.
+    pub fn wrap_key(&self) -> String {
+        self.select
+            .as_ref()
+            .map_or_else(|| "result".to_owned(), wrap_key)
+    }
+
+    /// The selection inside a mapped result, and its JSON pointer there (`""` when the
+    /// result is the selection itself).
+    pub fn selection<'v>(&self, structured: &'v Value) -> (&'v Value, String) {
+        if self.wrap != Wrap::Always {
+            return (structured, String::new());
+        }
+        let key = self.wrap_key();
+        let inner = structured.get(&key).unwrap_or(&Value::Null);
+        (
+            inner,
+            format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+        )
     }
 
     /// The message for an error status.
@@ -240,6 +273,7 @@ mod tests {
             masks: masks.iter().map(|m| Path::compile(m).unwrap()).collect(),
             errors: vec![],
             max_parsed: 1_000_000,
+            wrap: Wrap::NonObjects,
         }
     }
 
@@ -273,6 +307,32 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "upstream answered with a body that is not JSON (expected value at line 1 column 1)"
+        );
+    }
+
+    #[test]
+    fn a_non_object_output_schema_wraps_every_selection_even_an_object() {
+        let mut m = map(Some("$.data"), &[]);
+        m.wrap = Wrap::Always;
+        let list = m.map_success("t", br#"{"data": [1, 2]}"#).unwrap();
+        assert_eq!(list.structured, json!({"data": [1, 2]}));
+        let object = m.map_success("t", br#"{"data": {"a": 1}}"#).unwrap();
+        assert_eq!(object.structured, json!({"data": {"a": 1}}));
+        assert_eq!(
+            m.selection(&object.structured),
+            (&json!({"a": 1}), "/data".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_object_output_schema_never_wraps_so_a_list_fails_its_check() {
+        let mut m = map(Some("$.data"), &[]);
+        m.wrap = Wrap::Never;
+        let list = m.map_success("t", br#"{"data": [1, 2]}"#).unwrap();
+        assert_eq!(list.structured, json!([1, 2]));
+        assert_eq!(
+            m.selection(&list.structured),
+            (&json!([1, 2]), String::new())
         );
     }
 

@@ -14,6 +14,7 @@
 //! registry and `/metrics`) and [`slo`] (latency objectives).
 
 pub mod metrics;
+pub mod rpc_errors;
 pub mod slo;
 pub mod trace;
 
@@ -27,7 +28,6 @@ use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -132,9 +132,15 @@ pub fn init(
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // rmcp logs raw arguments ("received request") and whole results ("response
     // message") at debug level: none of its lines below info are shown, at any MCPD_LOG.
-    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
-    }));
+    // Its debug-formatted line for each JSON-RPC error becomes one clean line.
+    use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+    let filter = filter
+        .and(filter_fn(|meta| {
+            !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
+        }))
+        .and(filter_fn(|m| !rpc_errors::is_rmcp_error_event(m)));
+    let clean_errors =
+        rpc_errors::CleanRpcErrors.with_filter(filter_fn(rpc_errors::is_rmcp_error_event));
     let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(RedactedStderr)
@@ -164,6 +170,7 @@ pub fn init(
     };
     tracing_subscriber::registry()
         .with(fmt)
+        .with(clean_errors)
         .with(otel)
         .try_init()
         .map_err(TelemetryError::Subscriber)?;
