@@ -125,6 +125,7 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/flaky/{id}", any(flaky))
         .route("/orders/{id}", get(docs::order_by_id))
         .route("/runbooks/{name}", get(docs::runbook))
+        .route("/tickets/{id}", get(docs::ticket))
         .route("/assets/{name}", get(docs::asset))
         .route("/writes", axum::routing::post(write))
         .route("/writes/{reference}", get(get_write))

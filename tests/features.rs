@@ -13,8 +13,8 @@ use crate::util::{ConfigDir, DemoApi, StubApi, bin, repo, run};
 
 const AUDIT_KEY: &str = "audit-key-for-tests-0123456789abcdef";
 
-/// The shipped config, plus the fixture's tools, rules and prompts, memory state, a 2 s
-/// approval timeout and an audit log.
+/// The shipped config, plus the fixture's tools, rules, budgets and prompts, memory state, a 2 s
+/// approval timeout, the demo API's ticket system (`tickets.get`) and an audit log.
 fn features() -> ConfigDir {
     let cfg = ConfigDir::shipped();
     let fixtures = repo().join("tests/fixtures/features");
@@ -30,10 +30,16 @@ fn features() -> ConfigDir {
     }
     let rules = std::fs::read_to_string(fixtures.join("policy-rules.yaml")).unwrap();
     cfg.edit("policies.yaml", "rules:\n", &format!("rules:\n{rules}\n"));
+    let budgets = std::fs::read_to_string(fixtures.join("policy-budgets.yaml")).unwrap();
+    cfg.edit(
+        "policies.yaml",
+        "budgets:\n",
+        &format!("budgets:\n{budgets}"),
+    );
     cfg.edit(
         "mcpd.yaml",
         "  max_ttl: 1h\n",
-        "  max_ttl: 1h\n  approval_timeout: 2s\n",
+        "  max_ttl: 1h\n  approval_timeout: 2s\n  ticket_tool: tickets.get\n",
     );
     cfg.append(
         "mcpd.yaml",
@@ -168,16 +174,33 @@ fn an_elicited_ticket_grants_one_prod_write_and_a_decline_denies_it_with_nothing
         ("declined", "a human declined this call"),
         ("cancelled", "dismissed without an answer"),
         ("rejected", "does not match elevation.ticket_pattern"),
+        (
+            "rejected",
+            "the ticket system did not confirm ticket 'CHG-9999' (tickets.get: ",
+        ),
         ("timeout", "no one approved this call within 2 s"),
     ] {
         let r = prod
             .iter()
-            .find(|r| r["approval"] == outcome)
-            .unwrap_or_else(|| panic!("no '{outcome}' record in {prod:#?}"));
+            .find(|r| r["approval"] == outcome && r["reason"].as_str().unwrap().contains(reason))
+            .unwrap_or_else(|| panic!("no '{outcome}' record saying '{reason}' in {prod:#?}"));
         assert_eq!(r["decision"], "denied", "{r}");
-        assert!(r["reason"].as_str().unwrap().contains(reason), "{r}");
         assert!(r.get("status").is_none(), "nothing was sent: {r}");
     }
+    // The ticket system was asked as the caller, and each lookup left its own record.
+    let lookups: Vec<(&Value, &Value)> = records
+        .iter()
+        .filter(|r| r["tool"] == "tickets.get")
+        .map(|r| (&r["args"]["ticket"], &r["status"]))
+        .collect();
+    assert_eq!(
+        lookups,
+        [
+            (&json!("CHG-1234"), &json!(200)),
+            (&json!("CHG-9999"), &json!(404))
+        ],
+        "{records:#?}"
+    );
     let (code, out, err) = run(Command::new(bin())
         .args(["audit", "verify"])
         .arg(cfg.path().join("state/audit.jsonl"))

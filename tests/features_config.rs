@@ -50,6 +50,29 @@ fn bad_prompts_and_resource_declarations_are_reported_at_their_place() {
 }
 
 #[test]
+fn a_ticket_tool_that_is_missing_or_takes_no_ticket_is_reported_at_its_place() {
+    let cfg = ConfigDir::shipped();
+    cfg.edit(
+        "mcpd.yaml",
+        "  max_ttl: 1h\n",
+        "  max_ttl: 1h\n  ticket_tool: tickets.lookup\n",
+    );
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("mcpd.yaml:34:16: elevation.ticket_tool: 'tickets.lookup': no tool has this id; name the tools.d tool that looks a ticket up"),
+        "{out}"
+    );
+    cfg.edit("mcpd.yaml", "tickets.lookup", "orders.export");
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("elevation.ticket_tool: 'orders.export': the tool has no 'ticket' argument; mcpd calls it with {\"ticket\": \"...\"}"),
+        "{out}"
+    );
+}
+
+#[test]
 fn the_shipped_prompts_and_the_conformance_fixture_validate() {
     let (code, out, err) = validate(&crate::util::repo());
     assert_eq!(code, 0, "{out}{err}");
@@ -156,14 +179,16 @@ fn the_mcp_features_page_s_files_validate_as_written() {
     let rules = rules.split_once("rules:\n").unwrap().1;
     cfg.edit("policies.yaml", "rules:\n", &format!("rules:\n{rules}\n"));
     let elevation = block(page, "## Human approval through elicitation", "yaml", 1);
-    let timeout = elevation
-        .lines()
-        .find(|l| l.contains("approval_timeout"))
-        .unwrap();
+    let line = |key: &str| elevation.lines().find(|l| l.contains(key)).unwrap();
+    let (timeout, ticket_tool) = (line("approval_timeout"), line("ticket_tool"));
     cfg.edit(
         "mcpd.yaml",
         "  max_ttl: 1h\n",
-        &format!("  max_ttl: 1h\n{timeout}\n"),
+        &format!("  max_ttl: 1h\n{timeout}\n{ticket_tool}\n"),
+    );
+    cfg.write(
+        "tools.d/tickets.yaml",
+        &block(page, "## Human approval through elicitation", "yaml", 2),
     );
     cfg.write(
         "tools.d/runbooks.yaml",
@@ -180,7 +205,7 @@ fn the_mcp_features_page_s_files_validate_as_written() {
     let (code, out, err) = validate(cfg.path());
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("ok: 5 tools in 4 files") && out.contains("3 prompts in 2 files"),
+        out.contains("ok: 6 tools in 5 files") && out.contains("3 prompts in 2 files"),
         "{out}"
     );
 }

@@ -180,6 +180,7 @@ impl Catalog {
             diags.extend(p.check_upstreams(policy_path, &names));
         }
         check_resource_uris(&tools, loaded, &mut diags);
+        check_ticket_tool(&elevation, &tools, server_path, &mut diags);
         let prompts = compile_prompts(loaded, &tools, &mut diags);
         let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();
@@ -316,6 +317,33 @@ fn check_resource_uris(tools: &[Arc<Tool>], loaded: &Loaded, diags: &mut Diagnos
             ));
         }
     }
+}
+
+/// `elevation.ticket_tool` names a tool of this catalog that takes a `ticket` argument.
+fn check_ticket_tool(
+    rules: &ElevationRules,
+    tools: &[Arc<Tool>],
+    path: &std::path::Path,
+    diags: &mut Diagnostics,
+) {
+    let Some(named) = rules.ticket_tool() else {
+        return;
+    };
+    let problem = match tools.iter().find(|t| t.id == named.value) {
+        None => "no tool has this id; name the tools.d tool that looks a ticket up",
+        Some(t) => {
+            let props = t.listing.input_schema.get("properties");
+            if props.and_then(|p| p.get("ticket")).is_some() {
+                return;
+            }
+            "the tool has no 'ticket' argument; mcpd calls it with {\"ticket\": \"...\"}"
+        }
+    };
+    diags.push(Diagnostic::new(
+        path,
+        named.pos,
+        format!("elevation.ticket_tool: '{}': {problem}", named.value),
+    ));
 }
 
 /// The previous catalog's compiled tool, when nothing it was built from changed: same

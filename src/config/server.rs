@@ -259,6 +259,12 @@ pub struct ElevationSpec {
     /// `2m`). No answer in time is a denial.
     #[serde(default)]
     pub approval_timeout: Option<Located<String>>,
+    /// The ticket system: a tool (by id, with a `ticket` argument) mcpd calls as the
+    /// caller with the ticket a human gave when asked to approve a call. The ticket is
+    /// accepted only when that call succeeds; a failure (e.g. the system's 404 for an
+    /// unknown ticket) rejects it. Without it only `ticket_pattern` is checked.
+    #[serde(default)]
+    pub ticket_tool: Option<Located<String>>,
 }
 
 /// An actor: who makes calls, for what, from where.

@@ -1,6 +1,7 @@
 //! The demo API's documents and media, for the resource and content-type demos: the
 //! team's runbooks as markdown (`/runbooks/{name}`), a one-pixel PNG and a short WAV
-//! (`/assets/{name}`), and one order by id (`/orders/{id}`).
+//! (`/assets/{name}`), one order by id (`/orders/{id}`), and a ticket system that knows
+//! two change tickets (`/tickets/{id}`: `CHG-1234`, `INC-42`; any other is a 404).
 
 use std::sync::Arc;
 
@@ -37,6 +38,21 @@ pub(super) async fn runbook(Path(name): Path<String>) -> Response {
         )
             .into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no runbook '{name}'")),
+    }
+}
+
+/// The tickets the demo's ticket system knows: an approved change and an open incident.
+const TICKETS: &[(&str, &str, &str)] = &[
+    ("CHG-1234", "change", "approved"),
+    ("INC-42", "incident", "open"),
+];
+
+pub(super) async fn ticket(Path(id): Path<String>) -> Response {
+    match TICKETS.iter().find(|(t, ..)| *t == id) {
+        Some((t, kind, status)) => {
+            Json(json!({"id": t, "kind": kind, "status": status})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no ticket '{id}'")),
     }
 }
 

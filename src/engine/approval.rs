@@ -4,7 +4,8 @@
 //! Owns when a human is asked (a denial every rule of which a ticket or a yes could
 //! lift, see [`Lift`]; a tool marked `destructiveHint` that policy allowed), what they
 //! are told (what will be sent where, in plain words), and what their answer means: a
-//! ticket (checked against `elevation.ticket_pattern`) or a yes is this one call's
+//! ticket (checked against `elevation.ticket_pattern`, then by a call of
+//! `elevation.ticket_tool` as the caller when one is configured) or a yes is this one call's
 //! elevation, seen by policy as `elevation` when the rules are evaluated again; a
 //! decline, a cancel or no answer in time is a denial. The answer comes only from the
 //! approver (for MCP: the elicitation response), never from the arguments or `_meta`.
@@ -18,8 +19,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Call;
-use super::result::Failure;
+use super::result::{CallContext, Failure};
+use super::{Call, Engine};
 use crate::policy::{Decision, Lift};
 use crate::redact::{DetectorSet, redact_text};
 
@@ -103,7 +104,11 @@ fn destructive(c: &Call<'_>) -> bool {
 /// # Errors
 /// A denial when the human declined, cancelled, did not answer in time, or gave a
 /// ticket of the wrong form.
-pub(super) async fn ask(c: &mut Call<'_>, decision: &Decision) -> Result<Option<Value>, Failure> {
+pub(super) async fn ask(
+    engine: &Engine,
+    c: &mut Call<'_>,
+    decision: &Decision,
+) -> Result<Option<Value>, Failure> {
     let Some(approver) = c.approver else {
         return Ok(None);
     };
@@ -138,8 +143,10 @@ pub(super) async fn ask(c: &mut Call<'_>, decision: &Decision) -> Result<Option<
                 let t = t.unwrap_or_default().trim().to_owned();
                 let refused = if t.is_empty() {
                     Some("no ticket was given".to_owned())
+                } else if let Err(e) = rules.check_ticket(&t) {
+                    Some(e.to_string())
                 } else {
-                    rules.check_ticket(&t).err().map(|e| e.to_string())
+                    in_ticket_system(engine, c, &t).await.err()
                 };
                 if let Some(why) = refused {
                     c.result.approval = Some(Approval {
@@ -190,6 +197,37 @@ pub(super) async fn ask(c: &mut Call<'_>, decision: &Decision) -> Result<Option<
         "approval": outcome,
         "tool": c.tool.id,
     })))
+}
+
+/// Checks `ticket` with the ticket system (`elevation.ticket_tool`), when one is
+/// configured: a call of that tool by the caller, through every step of a call (scope,
+/// policy, limits, audit), with `{"ticket": ticket}`. Only a success accepts the ticket.
+async fn in_ticket_system(engine: &Engine, c: &Call<'_>, ticket: &str) -> Result<(), String> {
+    let Some(named) = c.catalog.elevation.ticket_tool() else {
+        return Ok(());
+    };
+    let Some(tool) = c.catalog.get(&named.value) else {
+        return Err(format!(
+            "the ticket system's tool '{}' (elevation.ticket_tool) is not loaded",
+            named.value
+        ));
+    };
+    // The lookup asks nobody (a ticket is never approved by asking) and carries no key.
+    let ctx = CallContext {
+        trace: Some(c.trace.clone()),
+        idempotency_key: None,
+        approver: None,
+        ..c.ctx.clone()
+    };
+    let args = serde_json::Map::from_iter([("ticket".to_owned(), json!(ticket))]);
+    let looked_up = Box::pin(engine.run(c.catalog, tool, Some(args), &ctx)).await;
+    looked_up.outcome.map(drop).map_err(|f| {
+        format!(
+            "the ticket system did not confirm ticket '{ticket}' ({}: {})",
+            tool.id,
+            f.message()
+        )
+    })
 }
 
 /// The call in plain words: the tool, the request's method and URL and its body, with

@@ -266,7 +266,7 @@ impl Engine {
         c.result.ticket = grant.map(|g| g.ticket);
         let span = record::policy_span();
         let mut decision = evaluate(c, actor, request, elevation.as_ref(), &span);
-        if let Some(given) = approval::ask(c, &decision).await? {
+        if let Some(given) = approval::ask(self, c, &decision).await? {
             decision = evaluate(c, actor, request, Some(&given), &span);
         }
         if let Some(t) = &c.result.ticket {
@@ -446,6 +446,9 @@ struct Call<'a> {
     approver: Option<&'a dyn Approver>,
     /// Where the call's messages go, if anywhere.
     reporter: Option<&'a dyn Reporter>,
+    /// What the transport said about the call (for a call it makes in turn: the
+    /// ticket system's lookup).
+    ctx: &'a CallContext,
 }
 
 impl<'a> Call<'a> {
@@ -491,6 +494,7 @@ impl<'a> Call<'a> {
             parts: None,
             approver: ctx.approver.as_deref(),
             reporter: ctx.reporter.as_deref(),
+            ctx,
         }
     }
 

@@ -118,6 +118,8 @@ pub struct Rules {
     ticket: Option<regex::Regex>,
     max_ttl: Duration,
     approval_timeout: Duration,
+    /// The tool that checks a ticket against the ticket system, and where it is named.
+    ticket_tool: Option<Located<String>>,
 }
 
 impl Default for Rules {
@@ -126,6 +128,7 @@ impl Default for Rules {
             ticket: None,
             max_ttl: DEFAULT_MAX_TTL,
             approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
+            ticket_tool: None,
         }
     }
 }
@@ -170,7 +173,14 @@ impl Rules {
             ticket,
             max_ttl: max_ttl?,
             approval_timeout: approval_timeout?,
+            ticket_tool: spec.ticket_tool.clone(),
         })
+    }
+
+    /// The tool that checks a ticket against the ticket system (`ticket_tool`), with
+    /// where it is named.
+    pub fn ticket_tool(&self) -> Option<&Located<String>> {
+        self.ticket_tool.as_ref()
     }
 
     /// The pattern every ticket must match, as written.

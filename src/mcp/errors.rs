@@ -45,9 +45,7 @@ pub(crate) fn unsupported(method: &str) -> ErrorData {
     };
     ErrorData::new(
         ErrorCode::METHOD_NOT_FOUND,
-        format!(
-            "method '{method}' is not supported: mcpd serves {SERVED}{hint}"
-        ),
+        format!("method '{method}' is not supported: mcpd serves {SERVED}{hint}"),
         Some(json!({ "method": method })),
     )
 }

@@ -2,13 +2,15 @@
 
 The shipped seed denies a prod flag change above 10 percent without a change ticket. A
 client that declared the elicitation capability is asked instead: an elicited ticket
-grants exactly one prod write; a decline, a cancel, no answer in time, or a ticket of the
-wrong form is a denial with nothing sent; the answer can only come from the elicitation
+(that the ticket system, elevation.ticket_tool, knows) grants exactly one prod write; a
+decline, a cancel, no answer in time, a ticket of the wrong form or one the ticket system
+does not know is a denial with nothing sent; the answer can only come from the elicitation
 response (not the arguments, not `_meta`); a client without elicitation gets today's
 denial and is never asked; a call policy allows is never asked.
 
 Environment: MCPD_BIN and MCPD_CONFIG (stdio), or MCPD_URL and MCPD_TOKEN (HTTP);
-DEMO_API_URL. The config's elevation.approval_timeout must be 2s.
+DEMO_API_URL. The config's elevation.approval_timeout must be 2s and its
+elevation.ticket_tool the demo API's ticket lookup.
 """
 import asyncio
 import sys
@@ -79,6 +81,15 @@ async def with_elicitation():
         result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 62})
         check(result.is_error and "does not match" in text_of(result),
               f"a ticket of the wrong form is a denial: {text_of(result)!r}")
+
+        # A ticket of the right form that the ticket system does not know is refused too.
+        human.answers.append({"ticket": "CHG-9999"})
+        result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 62})
+        check(result.is_error and "the ticket system did not confirm ticket 'CHG-9999'" in text_of(result),
+              f"a ticket the ticket system does not know is a denial{over}: {text_of(result)!r}")
+        looked_up = [r["path"] for r in api_get("/_requests") if r["path"].startswith("/tickets/")]
+        check(looked_up == ["/tickets/CHG-1234", "/tickets/CHG-9999"],
+              f"the ticket system was asked about each ticket of the right form, once: {looked_up}")
 
         human.answers.append("sleep")
         result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 63})

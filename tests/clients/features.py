@@ -1,8 +1,9 @@
 """Issue 16's MCP features, driven by the official MCP Python SDK against the shipped
 config plus tests/fixtures/features (see tests/features.rs). One group per run:
 
-  logging    logging/setLevel filters what a session is sent; a shadow rule, a retry and
-             a reload that kept the last good file reach the client; messages are redacted;
+  logging    logging/setLevel filters what a session is sent; a shadow rule, a retry, a
+             budget at 80 % and a reload that kept the last good file reach the client;
+             messages are redacted;
              a second session keeps its own level
   progress   progress notifications during retries and a heartbeat past one second,
              increasing; none without a progressToken
@@ -74,6 +75,20 @@ async def logging_group():
         await session.call_tool("orders_flaky", {"id": f"log-{transport()}", "fail": 1})
         check(await log.wait_for("attempt 1 of 4: upstream 'orders' answered HTTP 503; retrying in"),
               "a retry is told at info")
+
+        # A budget of 5 calls: the 4th call takes it to 80 % and is told, once.
+        for i in range(3):
+            await session.call_tool("assets_chime", {})
+        check(not [t for t in log.texts() if "budget 'chime-calls'" in t],
+              f"a budget under 80 % is not told: {log.texts('warning')}")
+        await session.call_tool("assets_chime", {})
+        check(await log.wait_for("budget 'chime-calls' is 80 % spent: 1 of 5 calls left in this window for"),
+              f"the call that takes a budget to 80 % is told at warning{OVER}: {log.texts('warning')}")
+        await session.call_tool("assets_chime", {})
+        await asyncio.sleep(0.3)
+        told = [m for m in log.messages if "budget 'chime-calls'" in str(m.data)]
+        check(len(told) == 1 and told[0].level == "warning",
+              f"once, by the call that crosses the line: {[(m.level, m.data) for m in told]}")
 
         await session.set_logging_level("error")
         before = len(log.messages)
