@@ -156,7 +156,12 @@ fn over_http_prompts_and_resources_work_the_same() {
 #[test]
 fn an_elicited_ticket_grants_one_prod_write_and_a_decline_denies_it_with_nothing_sent() {
     let api = DemoApi::start();
+    let collector = crate::otlp::Collector::start();
     let cfg = features();
+    cfg.append(
+        "mcpd.yaml",
+        &format!("telemetry:\n  otlp:\n    endpoint: {}\n", collector.url),
+    );
     over_stdio(&cfg, &api, "approvals.py", &[], "approvals");
     let records = audit_records(&cfg);
     let prod: Vec<&Value> = records
@@ -201,6 +206,28 @@ fn an_elicited_ticket_grants_one_prod_write_and_a_decline_denies_it_with_nothing
         ],
         "{records:#?}"
     );
+    // The call's span says the same (mcpd flushed its spans when the client closed stdin).
+    let attr = crate::otlp::attr;
+    let spans = collector.spans();
+    let calls: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "tool.call" && attr(s, "approval").is_some())
+        .collect();
+    let approved = calls
+        .iter()
+        .find(|s| attr(s, "approval").as_deref() == Some("ticket"))
+        .unwrap_or_else(|| panic!("no approved tool.call span in {calls:#?}"));
+    assert_eq!(attr(approved, "ticket").as_deref(), Some("CHG-1234"));
+    assert_eq!(
+        attr(approved, "approved_by").as_deref(),
+        Some("user:local-dev via mcp")
+    );
+    assert_eq!(attr(approved, "decision").as_deref(), Some("allowed"));
+    let declined = calls
+        .iter()
+        .find(|s| attr(s, "approval").as_deref() == Some("declined"))
+        .unwrap_or_else(|| panic!("no declined tool.call span in {calls:#?}"));
+    assert_eq!(attr(declined, "decision").as_deref(), Some("denied"));
     let (code, out, err) = run(Command::new(bin())
         .args(["audit", "verify"])
         .arg(cfg.path().join("state/audit.jsonl"))

@@ -102,7 +102,7 @@ pub struct CutList {
 }
 
 /// Cuts `value` (the result object) to fit in `max` bytes of JSON: every list in it
-/// keeps its first rows (at most [`FIRST_ROWS`], fewer until it fits, at least one);
+/// keeps its first rows (at most `FIRST_ROWS`, 20, fewer until it fits, at least one);
 /// `None` when even that does not fit (the summary alone is then sent).
 pub fn cut(value: &Value, max: u64) -> Option<Cut> {
     let mut keep = FIRST_ROWS;
