@@ -184,6 +184,10 @@ fn an_elicited_ticket_grants_one_prod_write_and_a_decline_denies_it_with_nothing
             "the ticket system did not confirm ticket 'CHG-9999' (tickets.get: ",
         ),
         ("timeout", "no one approved this call within 2 s"),
+        (
+            "withdrawn",
+            "the client cancelled the call while a human was asked to approve it",
+        ),
     ] {
         let r = prod
             .iter()

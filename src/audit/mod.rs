@@ -70,7 +70,7 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
     /// How a human's approval came out, when one was asked for: `ticket`, `confirmed`,
-    /// `declined`, `cancelled`, `timeout`, `rejected` or `failed`.
+    /// `declined`, `cancelled`, `timeout`, `rejected`, `withdrawn` or `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
     /// Who answered the approval.

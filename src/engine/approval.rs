@@ -72,13 +72,17 @@ pub enum Answer {
     Unavailable,
     /// Asking failed (the connection broke, a malformed answer).
     Failed(String),
+    /// The client cancelled the call before the human answered: the question no longer
+    /// stands.
+    Withdrawn,
 }
 
 /// How the call's approval came out, for the audit record and the span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {
     /// `ticket`, `confirmed`, `declined`, `cancelled`, `timeout`, `rejected` (a ticket of
-    /// the wrong form) or `failed`.
+    /// the wrong form, or one the ticket system does not confirm), `withdrawn` (the client
+    /// cancelled the call first) or `failed`.
     pub outcome: &'static str,
     /// Who answered, when someone did.
     pub by: Option<String>,
@@ -133,7 +137,15 @@ pub(super) async fn ask(
         ticket_pattern: rules.ticket_pattern().map(str::to_owned),
         timeout: rules.approval_timeout(),
     };
-    let answer = approver.approve(&request).await;
+    // The client may give up on the call while the human is asked: the question is
+    // withdrawn and an answer that comes later grants nothing.
+    let answer = match c.cancelled {
+        Some(token) => tokio::select! {
+            answer = approver.approve(&request) => answer,
+            () = token.cancelled() => Answer::Withdrawn,
+        },
+        None => approver.approve(&request).await,
+    };
     // Whoever answered did so in the caller's session: the caller, through their client.
     let who = |client: String| format!("{} via {client}", c.result.actor);
     let (outcome, by, ticket) = match answer {
@@ -164,6 +176,7 @@ pub(super) async fn ask(
         Answer::Declined { by } => ("declined", Some(who(by)), None),
         Answer::Cancelled => ("cancelled", None, None),
         Answer::TimedOut => ("timeout", None, None),
+        Answer::Withdrawn => ("withdrawn", None, None),
         Answer::Failed(why) => {
             tracing::warn!(tool = %c.tool.id, error = %why, "asking for approval failed");
             ("failed", None, None)
@@ -181,6 +194,9 @@ pub(super) async fn ask(
             crate::util::duration::human(request.timeout)
         )),
         "failed" => Some("the approval could not be asked or its answer read".to_owned()),
+        "withdrawn" => {
+            Some("the client cancelled the call while a human was asked to approve it".to_owned())
+        }
         _ => None,
     };
     let by = approval.by.clone().unwrap_or_default();

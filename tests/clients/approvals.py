@@ -4,7 +4,8 @@ The shipped seed denies a prod flag change above 10 percent without a change tic
 client that declared the elicitation capability is asked instead: an elicited ticket
 (that the ticket system, elevation.ticket_tool, knows) grants exactly one prod write; a
 decline, a cancel, no answer in time, a ticket of the wrong form or one the ticket system
-does not know is a denial with nothing sent; the answer can only come from the elicitation
+does not know, or an answer after the client cancelled the call, is a denial with nothing
+sent; the answer can only come from the elicitation
 response (not the arguments, not `_meta`); a client without elicitation gets today's
 denial and is never asked; a call policy allows is never asked.
 
@@ -15,7 +16,7 @@ elevation.ticket_tool the demo API's ticket lookup.
 import asyncio
 import sys
 
-from mcp import types
+from mcp import MCPError, types
 
 from checks import api_get, check, main, text_of
 from session import open_session, transport
@@ -40,6 +41,9 @@ class Human:
         if answer == "sleep":
             await asyncio.sleep(5)
             return types.ElicitResult(action="cancel")
+        if isinstance(answer, tuple):  # ("late", content): accepts after a second
+            await asyncio.sleep(1)
+            return types.ElicitResult(action="accept", content=answer[1])
         if isinstance(answer, str):
             return types.ElicitResult(action=answer)
         return types.ElicitResult(action="accept", content=answer)
@@ -94,6 +98,22 @@ async def with_elicitation():
         human.answers.append("sleep")
         result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 63})
         check(result.is_error and "within 2 s" in text_of(result), f"no answer in time is a denial: {text_of(result)!r}")
+
+        # The client gives up while the human is asked: the question is withdrawn, and the
+        # ticket the human gives a second later grants nothing (it is not even looked up).
+        human.answers.append(("late", {"ticket": "CHG-1234"}))
+        asked = len(human.asked)
+        try:
+            await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 66},
+                                    read_timeout_seconds=0.5)
+            check(False, "the call should not have finished within 0.5 s")
+        except (MCPError, TimeoutError):
+            pass
+        check(len(human.asked) == asked + 1, "the human was asked before the client gave up")
+        await asyncio.sleep(1.5)  # past the late answer; within the 2 s approval timeout
+        lookups = [r["path"] for r in api_get("/_requests") if r["path"].startswith("/tickets/")]
+        check(len(prod_writes()) == before + 1 and api_get(FLAG)["percent"] == 50 and len(lookups) == 2,
+              f"a ticket given after the client cancelled grants nothing and is not looked up{over}: {lookups}")
 
         # The agent cannot answer for the human: not in the arguments, not in _meta.
         result = await session.call_tool(
