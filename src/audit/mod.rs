@@ -20,7 +20,7 @@ mod sign;
 mod verify;
 
 pub use sign::{KeyError, SignatureError, Signer, Verifier, ed25519_keygen};
-pub use verify::{Broken, OpenIntent, open_intents, verify};
+pub use verify::{Broken, ChainEnd, OpenIntent, Segment, open_intents, verify, verify_segment};
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -79,6 +79,36 @@ pub struct Entry {
     /// `unknown` when the write's outcome is unknown and its idempotency key is held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// What policy saw of the call and decided, so it can be replayed through another
+    /// policy (`mcpd backtest`); `null` when the call ended before policy (identity,
+    /// arguments, scope). Records written before mcpd recorded it have no `policy`.
+    pub policy: Option<PolicyRecord>,
+    /// JSON pointers into this record of the values the detectors changed before it was
+    /// written (`/args/email`, `/policy/actor/purpose`): a rule reading one of them
+    /// cannot be replayed on this record.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
+}
+
+/// What policy saw of a call and decided (a call record's `policy`), redacted as the
+/// arguments are.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PolicyRecord {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The rule that denied the call (or `default`), when policy denied it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<String>,
+    /// The actor as conditions saw it, but its subject (the record's `actor`): `scopes`,
+    /// `purpose`, `region`, `source`, and what its token says (`token_id`, `expires`).
+    pub actor: Value,
+    /// What conditions saw as `env`.
+    pub env: Value,
+    /// The elevation grant that applied (`ticket`, `granted_by`, `expires`, `tool`,
+    /// `env`, `id`), `null` when the caller's grants were looked up and none applied;
+    /// absent when no rule covering the tool reads elevation (they were not looked up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<Value>,
 }
 
 /// What a write leaves in the log just before it is sent (`"event":"intent"`): if mcpd

@@ -25,8 +25,47 @@ pub struct Broken {
 /// # Errors
 /// The first broken line and what is wrong with it; `Err` with line 0 if unreadable.
 pub fn verify(path: &Path, verifier: impl Into<Verifier>) -> Result<u64, Broken> {
-    let verifier = verifier.into();
-    let text = std::fs::read(path).map_err(|e| Broken {
+    verify_segment(path, &verifier.into(), None, |_, _| {}).map(|s| s.records)
+}
+
+/// Where a chain stands after a line: its `seq` and the line's SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEnd {
+    /// The last record's `seq`.
+    pub seq: u64,
+    /// The hash of its line: the next record's `prev`.
+    pub hash: String,
+}
+
+/// One verified file of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Records in the file.
+    pub records: u64,
+    /// The file starts a chain of its own (its first record is `seq` 1), rather than
+    /// continuing the file before it.
+    pub fresh: bool,
+    /// Where its chain ends (`None`: the file is empty).
+    pub end: Option<ChainEnd>,
+}
+
+/// Checks one file of a log, as [`verify`] does a whole log, and hands each verified
+/// record to `each` (its 1-based line and the parsed record). With `after` (where the
+/// file before it ends, for a log kept in several files), the file may continue that
+/// chain (its first record is `after.seq + 1` with `prev` the hash of that line) or
+/// start one of its own (`seq` 1 after 64 zeros: the writer started a new file); any
+/// other start is a gap. The file is read whole under a shared lock, so a record being
+/// appended meanwhile is either all there or not at all.
+///
+/// # Errors
+/// The first broken line and what is wrong with it; `Err` with line 0 if unreadable.
+pub fn verify_segment(
+    path: &Path,
+    verifier: &Verifier,
+    after: Option<&ChainEnd>,
+    mut each: impl FnMut(usize, &Value),
+) -> Result<Segment, Broken> {
+    let text = read_locked(path).map_err(|e| Broken {
         line: 0,
         what: format!("cannot read '{}': {e}", path.display()),
     })?;
@@ -35,6 +74,7 @@ pub fn verify(path: &Path, verifier: impl Into<Verifier>) -> Result<u64, Broken>
     let lines: Vec<&str> = text.lines().collect();
     let mut prev = GENESIS.to_owned();
     let mut expect = 1u64;
+    let mut fresh = true;
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
         let broken = |what: String| Broken { line: n, what };
@@ -54,8 +94,25 @@ pub fn verify(path: &Path, verifier: impl Into<Verifier>) -> Result<u64, Broken>
             .check(signed.as_bytes(), sig)
             .map_err(|e| broken(e.to_string()))?;
         let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        if n == 1
+            && let Some(end) = after
+            && seq != 1
+        {
+            // A file that continues the one before it.
+            (expect, prev, fresh) = (end.seq + 1, end.hash.clone(), false);
+        }
         if seq != expect {
-            let what = if seq > expect {
+            let what = if n == 1 && after.is_some() && seq > expect {
+                format!(
+                    "seq {seq} where {expect} (continuing the file before) or 1 (a new chain) was expected: record(s) {expect}..{} are missing between the files",
+                    seq - 1
+                )
+            } else if n == 1 && seq > expect {
+                format!(
+                    "seq {seq} where {expect} was expected: record(s) {expect}..{} are missing (in a rotated file not given?)",
+                    seq - 1
+                )
+            } else if seq > expect {
                 format!(
                     "seq {seq} where {expect} was expected: record(s) {expect}..{} are missing",
                     seq - 1
@@ -68,15 +125,39 @@ pub fn verify(path: &Path, verifier: impl Into<Verifier>) -> Result<u64, Broken>
             return Err(broken(what));
         }
         if v.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
-            return Err(broken(
+            let what = if n == 1 && !fresh {
+                "prev does not match the last line of the file before: a record was removed, or the files are not one log"
+            } else {
                 "prev does not match the line before: a record was removed, inserted or reordered"
-                    .into(),
-            ));
+            };
+            return Err(broken(what.into()));
         }
+        each(n, &v);
         prev = sha256_hex(line.as_bytes());
         expect += 1;
     }
-    Ok(expect - 1)
+    let end = (!lines.is_empty()).then(|| ChainEnd {
+        seq: expect - 1,
+        hash: prev,
+    });
+    Ok(Segment {
+        records: u64::try_from(lines.len()).unwrap_or(u64::MAX),
+        fresh,
+        end,
+    })
+}
+
+/// The file's bytes, read under a shared `flock`: writers append under an exclusive
+/// one, so no half-written record is read.
+fn read_locked(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)?;
+    let mut text = Vec::new();
+    let read = file.read_to_end(&mut text);
+    // Closing the file releases the lock too.
+    let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock);
+    read.map(|_| text)
 }
 
 /// A record of intent no call record names: a write that may have reached its upstream

@@ -4,6 +4,7 @@
 //! stdio protocol), the tokio runtime, exit codes, and rendering an error once.
 
 mod audit;
+mod backtest;
 mod budget;
 mod call;
 mod demo;
@@ -157,6 +158,15 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Replay the calls of a recorded audit log through a candidate policy, without
+    /// calling anything: what each rule would newly deny or allow, by tool and actor.
+    Backtest(backtest::BacktestArgs),
+    /// What shadow rules recorded they would have done.
+    Shadow {
+        /// What to do.
+        #[command(subcommand)]
+        action: ShadowAction,
+    },
     /// Print the JSON Schema (draft-07) of tool files, policies.yaml or mcpd.yaml, for editors.
     Schema {
         /// Which file's schema to print (all three with --out).
@@ -244,6 +254,13 @@ pub enum IdempotencyAction {
         #[arg(long)]
         by: Option<String>,
     },
+}
+
+/// `mcpd shadow` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ShadowAction {
+    /// Summarise what each shadow rule would have done over an audit log's period.
+    Report(backtest::LogArgs),
 }
 
 /// `mcpd audit` subcommands.
@@ -391,6 +408,10 @@ pub fn main() -> ExitCode {
                 action: AuditAction::Keygen,
             } => audit::keygen(),
             Command::DemoApi { port } => demo::run_api(port).await,
+            Command::Backtest(args) => backtest::run(&cli.config, &args),
+            Command::Shadow {
+                action: ShadowAction::Report(args),
+            } => backtest::run_shadow(&cli.config, &args),
             Command::Import { source } => import::run(&cli.config, &source),
             Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
             Command::Schema { kind, out } => schema::run(kind, out.as_deref()),

@@ -13,7 +13,7 @@ mod record;
 mod result;
 mod steps;
 
-pub use result::{CallContext, CallResult, Failure, UnknownTool};
+pub use result::{CallContext, CallResult, Elevation, Failure, PolicySeen, UnknownTool};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -185,6 +185,7 @@ impl Engine {
     /// Step 5: reads the elevation grant when a rule needs it, evaluates the rules.
     async fn policy(&self, c: &mut Call<'_>, actor: &Actor) -> Result<Decision, Failure> {
         let (catalog, tool) = (c.catalog, c.tool);
+        let looked = catalog.identity.is_none() || catalog.policy.needs_elevation(&tool.id);
         let grant = match &catalog.identity {
             Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
                 let store = self.store.as_ref();
@@ -216,6 +217,16 @@ impl Engine {
         if let Some(g) = &grant {
             span.record("ticket", g.ticket.as_str());
         }
+        c.result.policy = Some(PolicySeen {
+            actor: actor.facts().clone(),
+            env: catalog.env.clone(),
+            elevation: match elevation {
+                Some(facts) => Elevation::Grant(facts),
+                None if looked => Elevation::None,
+                None => Elevation::NotRead,
+            },
+            denied_by: decision.denial.as_ref().map(|(rule, _)| rule.clone()),
+        });
         c.result.ticket = grant.map(|g| g.ticket);
         c.result.rules.clone_from(&decision.matched);
         c.result.shadow.clone_from(&decision.shadow);
@@ -373,6 +384,7 @@ impl<'a> Call<'a> {
             held: false,
             intent: None,
             ticket: None,
+            policy: None,
         };
         Self {
             catalog,

@@ -70,6 +70,7 @@ impl Policy {
                 err(pos, msg);
             }
             let mut reads = Vec::new();
+            let mut sees = super::replay::Sees::default();
             let when = r.when.as_ref().and_then(|w| {
                 let name = format!("rule:{id}");
                 let source = format!("{{% if {} %}}1{{% endif %}}", w.value);
@@ -84,6 +85,7 @@ impl Policy {
                     .unwrap_or_default();
                 let problems;
                 (reads, problems) = variables(&vars);
+                sees = super::replay::Sees::of(&vars);
                 for msg in &problems {
                     err(w.pos, msg.clone());
                 }
@@ -95,6 +97,7 @@ impl Policy {
                 when,
                 when_pos: r.when.as_ref().map_or(r.id.pos, |w| w.pos),
                 reads,
+                sees: sees.with_require(r.require.as_ref()),
                 uses_elevation: r
                     .when
                     .as_ref()

@@ -29,10 +29,15 @@
 //!
 //! This file holds the compiled policy and the call path over it (evaluate, explain, the
 //! per-tool index of applicable rules); checking and compiling `policies.yaml` is in
-//! `compile.rs`, the functions conditions may call in `functions.rs`.
+//! `compile.rs`, the functions conditions may call in `functions.rs`, what a rule reads
+//! of a call and replaying a recorded call (`mcpd backtest`, `mcpd test --coverage`) in
+//! `replay.rs`.
 
 mod compile;
 mod functions;
+mod replay;
+
+pub use replay::{Hidden, Recorded, Replayed, RuleInfo, pointer_step};
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -56,6 +61,8 @@ struct Rule {
     when_pos: Pos,
     /// Argument names the condition reads (`args.NAME`), for [`Policy::check_tools`].
     reads: Vec<String>,
+    /// Every fact the rule reads (condition and requirement), for replaying a record.
+    sees: replay::Sees,
     /// The rule looks at the caller's elevation grant (its condition or `require.ticket`).
     uses_elevation: bool,
     effect: Effect,
@@ -208,6 +215,17 @@ impl Policy {
     }
 
     fn decide(&self, facts: &Facts<'_>, explain: bool) -> Decision {
+        self.decide_forcing(facts, explain, &|_| None)
+    }
+
+    /// Decides, taking the condition of every rule `force` names as given (`Some(held)`)
+    /// instead of evaluating it: a replayed record's hidden facts (`replay.rs`).
+    fn decide_forcing(
+        &self,
+        facts: &Facts<'_>,
+        explain: bool,
+        force: &dyn Fn(usize) -> Option<bool>,
+    ) -> Decision {
         let mut d = Decision {
             allowed: false,
             denial: None,
@@ -246,8 +264,9 @@ impl Policy {
             let Some(rule) = self.rules.get(i) else {
                 continue;
             };
-            let (matched, error) = match (&rule.when, &ctx) {
-                (Some(name), Some(ctx)) => self.condition(name, ctx),
+            let (matched, error) = match (force(i), &rule.when, &ctx) {
+                (Some(held), _, _) => (held, None),
+                (None, Some(name), Some(ctx)) => self.condition(name, ctx),
                 _ => (true, None),
             };
             let act = rule.act(matched, error.as_deref(), facts);
