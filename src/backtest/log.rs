@@ -166,10 +166,10 @@ pub fn read(paths: &[PathBuf], verifier: &Verifier) -> Result<Log, LogError> {
     if paths.is_empty() {
         return Err(LogError::NoFiles);
     }
-    let mut ordered: Vec<(Option<u64>, &PathBuf)> =
-        paths.iter().map(|p| (first_time_ms(p), p)).collect();
-    // Stable: files whose first record has no time (empty ones) keep their place last.
-    ordered.sort_by_key(|(t, _)| t.unwrap_or(u64::MAX));
+    let mut ordered: Vec<(Option<(u64, u64)>, &PathBuf)> =
+        paths.iter().map(|p| (first_record(p), p)).collect();
+    // Stable: files without a readable first record (empty ones) keep their place last.
+    ordered.sort_by_key(|(first, _)| first.unwrap_or((u64::MAX, u64::MAX)));
     let mut log = Log {
         files: Vec::new(),
         records: 0,
@@ -205,14 +205,14 @@ fn is_call(v: &Value) -> bool {
     v.get("event").is_none() && v.get("kind").is_none() && v.get("tool").is_some()
 }
 
-/// The `time_ms` of a file's first record (unverified: only to order the files).
-fn first_time_ms(path: &Path) -> Option<u64> {
+/// The `time_ms` and `seq` of a file's first record (unverified: only to order the
+/// files; a file that continues another's chain starts at a higher `seq`).
+fn first_record(path: &Path) -> Option<(u64, u64)> {
     use std::io::BufRead as _;
     let file = std::fs::File::open(path).ok()?;
     let mut first = String::new();
     std::io::BufReader::new(file).read_line(&mut first).ok()?;
-    serde_json::from_str::<Value>(&first)
-        .ok()?
-        .get("time_ms")
-        .and_then(Value::as_u64)
+    let v = serde_json::from_str::<Value>(&first).ok()?;
+    let field = |k: &str| v.get(k).and_then(Value::as_u64);
+    Some((field("time_ms")?, field("seq")?))
 }
