@@ -65,6 +65,10 @@ pub enum Command {
     Validate {
         /// The config directory to check (default: --config).
         dir: Option<PathBuf>,
+        /// Also run the cases in tests.d and require, for every enforced deny or require
+        /// rule, a passing case that makes it match and one that makes it not match.
+        #[arg(long)]
+        strict: bool,
     },
     /// Make one call through the full pipeline and print the MCP result as JSON.
     Call {
@@ -95,6 +99,10 @@ pub enum Command {
         /// Also write a JUnit XML report to this file.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Also report, for every enforced policy rule, whether some passing case made
+        /// it match and some made it not match.
+        #[arg(long)]
+        coverage: bool,
     },
     /// Print (or --write) an MCP host's config entry for mcpd, with this machine's paths.
     HostConfig(host_config::Options),
@@ -303,7 +311,9 @@ pub fn main() -> ExitCode {
                 metrics,
                 http,
             } => serve::run(&cli.config, !no_watch, metrics, &http).await,
-            Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
+            Command::Validate { dir, strict } => {
+                validate::run(dir.as_deref().unwrap_or(&cli.config), strict).await
+            }
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
             Command::Token { action } => match action {
@@ -415,9 +425,14 @@ pub fn main() -> ExitCode {
             Command::Import { source } => import::run(&cli.config, &source),
             Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
             Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
-            Command::Test { dir, cases, junit } => {
+            Command::Test {
+                dir,
+                cases,
+                junit,
+                coverage,
+            } => {
                 let dir = dir.as_deref().unwrap_or(&cli.config);
-                test::run(dir, cases.as_deref(), junit.as_deref()).await
+                test::run(dir, cases.as_deref(), junit.as_deref(), coverage).await
             }
         }
     });
