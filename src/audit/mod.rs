@@ -138,6 +138,31 @@ pub struct Intent {
     pub trace_id: String,
 }
 
+/// What opening a circuit breaker leaves in the log (`"event":"breaker"`), written by the
+/// mcpd whose call tipped it; calls refused while it is open have records of their own
+/// (`decision: limited`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerEvent {
+    /// Always `breaker`.
+    pub event: &'static str,
+    /// Which: `tool:ID`, `upstream:NAME`, `upstream:NAME@REGION`.
+    pub breaker: String,
+    /// Always `open` (it closes by itself at `until`).
+    pub state: &'static str,
+    /// Until when it refuses (RFC 3339).
+    pub until: String,
+    /// Calls in the window when it opened.
+    pub calls: u64,
+    /// Failures among them.
+    pub errors: u64,
+    /// The window, e.g. `1 min`.
+    pub over: String,
+    /// The tool whose failed call tipped it.
+    pub tool: String,
+    /// That call's trace id.
+    pub trace_id: String,
+}
+
 /// A problem opening or writing the log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

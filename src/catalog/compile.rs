@@ -15,7 +15,7 @@ use super::tool::{Tool, wire_name};
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Located, ToolSpec, Vars};
-use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
+use crate::limits::{Breaker, Cap, CostPlan, Rate, ToolLimits};
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
 use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
@@ -115,6 +115,10 @@ impl ToolCompiler<'_> {
                 .map(Slo::new)
         });
         let cost = self.cost(spec);
+        let breaker = spec
+            .breaker
+            .as_ref()
+            .and_then(|b| Breaker::compile(self.file, b, "tool", self.id, &mut self.diags));
         let listing = self.listing(spec, input_schema);
         if !self.diags.is_empty() {
             return None;
@@ -133,6 +137,7 @@ impl ToolCompiler<'_> {
             idempotency,
             cost,
             slo,
+            breaker,
             templates: std::mem::take(&mut self.templates),
             fingerprint,
         })

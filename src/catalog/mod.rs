@@ -21,7 +21,7 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::{Loaded, ToolFile, ToolSpec, Vars};
 use crate::identity::elevation::Rules as ElevationRules;
 use crate::identity::{Actor, Identity, Source};
-use crate::limits::Limits;
+use crate::limits::{Breaker, Limits};
 use crate::policy::Policy;
 use crate::template::TemplateSet;
 use crate::upstream::{Egress, Upstreams};
@@ -50,6 +50,8 @@ pub struct Catalog {
     pub identity: Option<Arc<Identity>>,
     /// Rules for elevation grants.
     pub elevation: ElevationRules,
+    /// Circuit breakers of upstreams (`breaker:` in mcpd.yaml), by upstream name.
+    pub breakers: HashMap<String, Breaker>,
 }
 
 impl Catalog {
@@ -94,6 +96,15 @@ impl Catalog {
         let elevation =
             ElevationRules::compile(server_path, &server.elevation, &mut diags).unwrap_or_default();
         let egress = Egress::compile(policy_path, &policy.egress, &mut diags).unwrap_or_default();
+        let breakers = server
+            .upstreams
+            .iter()
+            .filter_map(|(name, up)| {
+                let spec = up.breaker.as_ref()?;
+                Breaker::compile(server_path, spec, "upstream", name, &mut diags)
+                    .map(|b| (name.clone(), b))
+            })
+            .collect();
         for up in upstreams.iter() {
             for url in std::iter::once(&up.base).chain(up.regions.values()) {
                 if let Err(e) = egress.check(url) {
@@ -180,6 +191,7 @@ impl Catalog {
             limits,
             identity,
             elevation,
+            breakers,
         })
     }
 

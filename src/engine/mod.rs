@@ -8,6 +8,7 @@
 //! atomically swapped snapshot: a call finishes on the snapshot it started with. It
 //! knows nothing of MCP.
 
+mod breaker;
 mod keys;
 mod record;
 mod result;
@@ -48,6 +49,8 @@ pub struct Engine {
     clock: Clock,
     /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
     generation: tokio::sync::watch::Sender<u64>,
+    /// What this process last saw of each circuit breaker.
+    breaker_seen: crate::limits::breaker::Seen,
 }
 
 impl Engine {
@@ -60,6 +63,7 @@ impl Engine {
             metrics: Arc::new(Metrics::new()),
             clock: Clock::system(),
             generation: tokio::sync::watch::Sender::new(0),
+            breaker_seen: crate::limits::breaker::Seen::default(),
         }
     }
 
@@ -164,15 +168,20 @@ impl Engine {
             Claimed::New(claim) => claim,
         };
         let outcome = async {
-            // 8. limits: stop rules, rates and budgets counted in one store write, then
-            //    the concurrency permit, held until the reply is mapped
+            // 8. limits: an open circuit breaker refuses at once (8a); stop rules, rates
+            //    and budgets counted in one store write, then the concurrency permit,
+            //    held until the reply is mapped
+            let armed = self.breakers(c).await?;
             let _permit = self.admit(c).await?;
             // 9. render the request (with traceparent and Idempotency-Key), check egress
             let out = render(c, base, claim.as_ref())?;
             // 9b. a write leaves an audit record of intent before it is sent
             self.intent(c, &out);
             // 10. send with the tool's timeout; only idempotent requests are retried
-            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await?;
+            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await;
+            // 10b. the outcome counts toward the breakers (5xx, timeout, no connection)
+            self.observe(c, &armed, &reply).await;
+            let reply = reply?;
             // 11. map the reply: status to error, select, masks, detectors, output schema
             self.map(c, &decision, &reply, out.secrets).await
         }
