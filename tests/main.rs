@@ -11,6 +11,7 @@
 mod util;
 
 mod audit;
+mod backtest;
 mod call;
 mod docs;
 mod explain;

@@ -27,7 +27,7 @@ fn shipped_cases_pass_and_write_junit() {
     );
     let xml = std::fs::read_to_string(junit.path()).unwrap();
     assert!(
-        xml.contains(r#"<testsuites name="mcpd test" tests="14" skipped="0" failures="0""#),
+        xml.contains(r#"<testsuites name="mcpd test" tests="15" skipped="0" failures="0""#),
         "{xml}"
     );
 }
