@@ -1,5 +1,7 @@
-//! Benchmark: policy decision time with 10, 100 and 1,000 rules, and redaction
-//! throughput in MB/s on a ~1 MB JSON result (with PII, and with none to find).
+//! Benchmark: policy decision time with 10, 100 and 1,000 rules (with the prod rule
+//! selecting by tool id, and by what the call does: `match` on the rendered request),
+//! and redaction throughput in MB/s on a ~1 MB JSON result (with PII, and with none to
+//! find).
 //!
 //! `cargo bench --bench policy`. Targets: under 5 us per decision at 100 rules;
 //! redaction over 200 MB/s.
@@ -16,15 +18,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mcpd::config::PolicySpec;
-use mcpd::policy::{Facts, Policy};
+use mcpd::policy::{Facts, Policy, Request, Sent};
 use mcpd::redact::Redactor;
 use serde_json::{Value, json};
 
 /// `n` rules like a real deployment's: spread over 25 teams' tools, so a call meets the
 /// global rules and about one in 25 of the rest; most carry conditions, some are shadow.
-fn rules(n: usize) -> String {
+fn rules(n: usize, by_request: bool) -> String {
     let mut y = String::from("default: allow\nrules:\n");
-    y.push_str("  - id: prod-write-needs-ticket\n    tools: [flag.set]\n    when: args.env == \"prod\" and args.percent > 10 and not elevation.ticket\n    effect: deny\n    reason: need a ticket\n");
+    if by_request {
+        y.push_str("  - id: prod-write-needs-ticket\n    match: { upstream: flags, methods: [PUT, POST, PATCH, DELETE], path: \"/flags/prod/*\" }\n    when: not (request.body.percent is number and request.body.percent <= 10) and not elevation.ticket\n    effect: deny\n    reason: need a ticket\n");
+    } else {
+        y.push_str("  - id: prod-write-needs-ticket\n    tools: [flag.set]\n    when: args.env == \"prod\" and args.percent > 10 and not elevation.ticket\n    effect: deny\n    reason: need a ticket\n");
+    }
     y.push_str("  - id: redact-pii\n    effect: redact\n    detectors: [email, pan, secret]\n");
     for i in 2..n {
         let tools = if i % 25 == 0 {
@@ -41,8 +47,8 @@ fn rules(n: usize) -> String {
     y
 }
 
-fn decision_time(n: usize) -> Duration {
-    let spec: PolicySpec = serde_saphyr::from_str(&rules(n)).expect("rules parse");
+fn decision_time(n: usize, by_request: bool) -> Duration {
+    let spec: PolicySpec = serde_saphyr::from_str(&rules(n, by_request)).expect("rules parse");
     let mut diags = mcpd::config::diag::Diagnostics::default();
     let policy =
         Policy::compile(Path::new("policies.yaml"), &spec, &mut diags).expect("rules compile");
@@ -50,8 +56,26 @@ fn decision_time(n: usize) -> Duration {
     let actor =
         json!({"subject": "agent:bench", "scopes": [], "purpose": "support", "region": "us"});
     let env = json!({"name": "bench"});
+    // What the engine passes: the rendered request only when a rule needs it.
+    let sent = Sent::new(
+        "flags",
+        "PUT",
+        "/flags/prod/checkout_v2",
+        &[],
+        Some(&json!({"percent": 10})),
+    );
+    let mut request = Request {
+        upstream: "flags",
+        method: "PUT",
+        path_shape: "/flags/*/*",
+        sent: None,
+    };
+    if policy.needs_request("flag.set", &request) {
+        request.sent = Some(&sent);
+    }
     let facts = Facts {
         tool: "flag.set",
+        request,
         args: &args,
         actor: &actor,
         elevation: None,
@@ -134,12 +158,14 @@ fn redaction(pii: Pii) -> (f64, usize, usize) {
 
 fn main() {
     println!("mcpd policy benchmark");
-    for n in [10, 100, 1000] {
-        let t = decision_time(n);
-        println!(
-            "decision with {n:>4} rules: {:>8.2} us (median)",
-            t.as_secs_f64() * 1e6
-        );
+    for (by_request, how) in [(false, "by tool id"), (true, "by request")] {
+        for n in [10, 100, 1000] {
+            let t = decision_time(n, by_request);
+            println!(
+                "decision with {n:>4} rules, prod rule {how:<10}: {:>8.2} us (median)",
+                t.as_secs_f64() * 1e6
+            );
+        }
     }
     for (pii, what) in [
         (Pii::Full, "full of PII (every row)"),

@@ -205,6 +205,36 @@ pub fn to_value<T: serde::Serialize>(v: &T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(v))
 }
 
+/// What a template can render to, as a glob: its literal text with each `{{ expr }}`
+/// as `*` (any run of characters). From the first `{% %}` or `{# #}` on, whose blocks
+/// may drop literal text, it is `*`. Every string the template renders matches it.
+pub fn shape(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    loop {
+        let next = [rest.find("{{"), rest.find("{%"), rest.find("{#")]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(at) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(rest.get(..at).unwrap_or_default());
+        if !out.ends_with('*') {
+            out.push('*');
+        }
+        let after = rest.get(at..).unwrap_or_default();
+        if !after.starts_with("{{") {
+            return out;
+        }
+        match after.find("}}") {
+            Some(end) => rest = after.get(end + 2..).unwrap_or_default(),
+            None => return out,
+        }
+    }
+}
+
 /// The expression of a template that is exactly one `{{ expr }}`, if it is one.
 fn single_expression(source: &str) -> Option<&str> {
     let inner = source.trim().strip_prefix("{{")?.strip_suffix("}}")?;
@@ -293,6 +323,16 @@ mod tests {
         let (tpl, vars) = set.add("t", "/orders", Slot::Path).unwrap();
         assert_eq!(tpl, Tpl::Literal("/orders".to_owned()));
         assert!(vars.is_empty());
+    }
+
+    #[test]
+    fn a_shape_has_a_star_for_every_expression_and_ends_at_a_block() {
+        assert_eq!(shape("/orders"), "/orders");
+        assert_eq!(shape("/flags/{{ args.env }}/{{ args.name }}"), "/flags/*/*");
+        assert_eq!(shape("/f/{{ a }}{{ b }}x"), "/f/*x");
+        assert_eq!(shape("/a/{% if x %}b/{% endif %}c"), "/a/*");
+        assert_eq!(shape("/a/{# note #}b"), "/a/*");
+        assert_eq!(shape("/a/{{ unclosed"), "/a/*");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod limits;
 mod newuser;
 mod otlp;
 mod policy;
+mod policy_reload;
 mod python_client;
 mod reload;
 mod replicas;

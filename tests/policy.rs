@@ -193,8 +193,8 @@ fn bad_rules_are_validation_errors_with_line_and_column() {
     let cfg = ConfigDir::shipped();
     cfg.edit(
         "policies.yaml",
-        "when: args.env == \"prod\" and",
-        "when: args.env == and",
+        "when: not (request.body.percent is number and",
+        "when: not (request.body.percent is number and and",
     );
     cfg.edit(
         "policies.yaml",
@@ -204,7 +204,7 @@ fn bad_rules_are_validation_errors_with_line_and_column() {
     let (code, out, _) = validate(cfg.path());
     assert_eq!(code, 1);
     assert!(
-        out.contains("policies.yaml:21:11: rule 'prod-write-needs-ticket': invalid condition"),
+        out.contains("policies.yaml:24:11: rule 'prod-write-needs-ticket': invalid condition"),
         "{out}"
     );
     assert!(

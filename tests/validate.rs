@@ -182,8 +182,8 @@ fn every_problem_of_the_server_and_policy_files_is_reported_at_once() {
         ),
         (
             "policies.yaml",
-            "when: args.env == \"prod\" and",
-            "when: args.env == \"prod\" and and",
+            "when: not (request.body.percent is number and",
+            "when: not (request.body.percent is number and and",
         ),
         (
             "policies.yaml",

@@ -1,4 +1,6 @@
-//! The audit log: one signed JSON line per call, each chained to the one before.
+//! The audit log: one signed JSON line per call, each chained to the one before, and
+//! one per policy change a reload applies or holds (`"kind": "config"`; call records
+//! have no `kind`, so logs written before config records existed verify unchanged).
 //!
 //! Owns the record format, appending (durably, off the call path) and verification.
 //! Every line carries `seq` (1, 2, ...), `prev` (SHA-256 of the previous line, hex; 64
@@ -163,6 +165,36 @@ pub struct BreakerEvent {
     pub trace_id: String,
 }
 
+/// What a policy change leaves in the audit log (`"kind": "config"`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigEntry {
+    /// Always `config`: tells these records from call records.
+    pub kind: &'static str,
+    /// `policy_applied`, or `policy_held` (changed on disk, pinned: not applied).
+    pub event: String,
+    /// The file that changed.
+    pub file: String,
+    /// What started the reload: `file change`, `SIGHUP` or `mcpd reload`.
+    pub trigger: String,
+    /// Ids of rules added.
+    pub rules_added: Vec<String>,
+    /// Ids of rules removed.
+    pub rules_removed: Vec<String>,
+    /// Ids of rules changed.
+    pub rules_changed: Vec<String>,
+    /// Every change that takes protection away.
+    pub weakened: Vec<Weakened>,
+}
+
+/// One change that takes protection away, as the audit log records it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Weakened {
+    /// The rule's id (or `default`, `egress`).
+    pub rule: String,
+    /// What happened to it.
+    pub change: String,
+}
+
 /// A problem opening or writing the log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -262,6 +294,11 @@ impl AuditLog {
                 None
             }
         }
+    }
+
+    /// Appends one config record (a policy applied or held), as [`Self::record`] does.
+    pub fn record_config(&self, entry: &ConfigEntry) {
+        self.record(entry);
     }
 
     /// Syncs every record written so far to disk.

@@ -4,7 +4,10 @@
 //! Owns replaying each verified call record through a candidate policy, as it was
 //! recorded (arguments redacted as logged, the actor's scopes, purpose and region, the
 //! elevation grant that applied, `env`), and comparing the outcome with the decision
-//! recorded then; nothing is sent anywhere. A rule that reads a value the record hides
+//! recorded then; nothing is sent anywhere. What a call's request does (upstream,
+//! method, path, query, body: what `match` and `request.*` read) comes from the tool as
+//! the config declares it now, rendered again from the recorded arguments with
+//! placeholder secrets when a rule needs it. A rule that reads a value the record hides
 //! is counted apart, never guessed (`policy::replay`). Calls that ended before policy
 //! (identity, arguments, scope) cannot change and are only counted. It must not print
 //! (the CLI renders [`Report`]) and must not read a log that did not verify ([`log`]).
@@ -20,8 +23,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::catalog::{Catalog, Tool};
 use crate::config::policy::Mode;
-use crate::policy::{Facts, Hidden, Policy, Recorded, effect_name};
+use crate::policy::{Facts, Hidden, Policy, Recorded, Request, Sent, effect_name, template_hidden};
 
 /// What a candidate policy would have changed over a log.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +44,9 @@ pub struct Report {
     pub before_policy: usize,
     /// Call records written before mcpd recorded what policy saw: not replayed.
     pub not_recorded: usize,
+    /// Calls of tools the config no longer declares: not replayed (what their request
+    /// did is unknown).
+    pub tool_gone: usize,
     /// Calls replayed through the candidate.
     pub replayed: usize,
     /// Replayed calls allowed then and denied by the candidate.
@@ -168,10 +175,16 @@ impl RecordFacts {
         }
     }
 
-    pub(crate) fn recorded<'a>(&'a self, rec: &'a CallRecord) -> Recorded<'a> {
+    pub(crate) fn recorded<'a>(
+        &'a self,
+        rec: &'a CallRecord,
+        request: Request<'a>,
+        request_hidden: Option<Hidden>,
+    ) -> Recorded<'a> {
         Recorded {
             facts: Facts {
                 tool: &rec.tool,
+                request,
                 args: &rec.args,
                 actor: &self.actor,
                 elevation: self.elevation.as_ref(),
@@ -179,14 +192,49 @@ impl RecordFacts {
             },
             redacted: &rec.redacted,
             elevation_known: self.elevation_known,
+            request_hidden,
         }
     }
 }
 
+/// What a call of `tool` does, as policy selects on it (not rendered).
+fn request_of(tool: &Tool) -> Request<'_> {
+    Request {
+        upstream: &tool.request.upstream.name,
+        method: tool.request.method.as_str(),
+        path_shape: &tool.request.path_shape,
+        sent: None,
+    }
+}
+
+/// The request a recorded call sent, rendered again from its recorded arguments (with
+/// placeholder secrets), or why it cannot be trusted.
+fn render(tool: &Tool, rec: &CallRecord) -> (Option<Sent>, Option<Hidden>) {
+    let hidden = template_hidden(&tool.request_reads, &rec.redacted);
+    let Ok(secrets) = tool.secrets.as_ref() else {
+        return (None, Some(Hidden::NotRecorded));
+    };
+    let args = crate::template::to_value(&rec.args);
+    match (tool.request).render_parts(&tool.id, &tool.templates, &args, secrets) {
+        Ok(p) => {
+            let sent = Sent::new(
+                &tool.request.upstream.name,
+                tool.request.method.as_str(),
+                &p.path,
+                &p.query,
+                p.body.as_ref(),
+            );
+            (Some(sent), hidden)
+        }
+        Err(_) => (None, Some(hidden.unwrap_or(Hidden::NotRecorded))),
+    }
+}
+
 /// Replays every call record of `log` that reached policy through `candidate` and
-/// compares each outcome with the decision recorded then. `examples` caps the examples
-/// kept per count.
-pub fn backtest(log: &Log, candidate: &Policy, examples: usize) -> Report {
+/// compares each outcome with the decision recorded then; `catalog` (compiled with
+/// placeholder secrets) says what each tool's request does. `examples` caps the
+/// examples kept per count.
+pub fn backtest(log: &Log, candidate: &Policy, catalog: &Catalog, examples: usize) -> Report {
     let info = candidate.rules_info();
     let mut rules: Vec<RuleReport> = info
         .iter()
@@ -201,6 +249,7 @@ pub fn backtest(log: &Log, candidate: &Policy, examples: usize) -> Report {
         calls: log.calls.len(),
         before_policy: 0,
         not_recorded: 0,
+        tool_gone: 0,
         replayed: 0,
         newly_denied: 0,
         newly_allowed: 0,
@@ -224,9 +273,20 @@ pub fn backtest(log: &Log, candidate: &Policy, examples: usize) -> Report {
             report.not_recorded += 1;
             continue;
         };
+        let Some(tool) = catalog.get(&rec.tool) else {
+            report.tool_gone += 1;
+            continue;
+        };
         report.replayed += 1;
         let facts = RecordFacts::of(rec, seen);
-        let replayed = candidate.replay(&facts.recorded(rec));
+        let mut request = request_of(tool);
+        let (sent, request_hidden) = if candidate.needs_request(&tool.id, &request) {
+            render(tool, rec)
+        } else {
+            (None, None)
+        };
+        request.sent = sent.as_ref();
+        let replayed = candidate.replay(&facts.recorded(rec, request, request_hidden));
         let before = match rec.denied_by() {
             Some(rule) if !allowed_then => format!("denied by {rule}"),
             _ if !allowed_then => "denied".to_owned(),

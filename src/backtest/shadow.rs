@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::log::Log;
 use super::{Tally, mode_name};
+use crate::catalog::Catalog;
 use crate::policy::Policy;
 
 /// What each shadow rule did over a log.
@@ -40,8 +41,8 @@ pub struct ShadowRule {
     pub effect: String,
     /// Its mode in the current policy: `shadow`, `enforce`, or `absent`.
     pub now: &'static str,
-    /// Calls that reached policy with a tool the rule covers (per the current policy;
-    /// `None` when the rule is no longer there).
+    /// Calls that reached policy with a tool the rule can select (per the current policy
+    /// and tools; `None` when the rule is no longer there).
     pub covered: Option<usize>,
     /// Calls it recorded it would have acted on.
     pub fired: Tally,
@@ -52,7 +53,8 @@ pub struct ShadowRule {
 
 /// Summarises the shadow outcomes recorded in `log`; `policy` (the current one) says
 /// which rules are in shadow mode now and which tools each covers.
-pub fn shadow_report(log: &Log, policy: Option<&Policy>, examples: usize) -> ShadowReport {
+pub fn shadow_report(log: &Log, current: Option<&Catalog>, examples: usize) -> ShadowReport {
+    let policy = current.map(|c| &c.policy);
     let mut rules: Vec<ShadowRule> = Vec::new();
     let info = policy.map(Policy::rules_info).unwrap_or_default();
     for r in info
@@ -107,11 +109,11 @@ pub fn shadow_report(log: &Log, policy: Option<&Policy>, examples: usize) -> Sha
                 }
             }
         }
-        if let Some(policy) = policy {
+        if let Some(tool) = current.and_then(|c| c.get(&rec.tool)) {
+            let request = super::request_of(tool);
             for r in &mut rules {
-                if let (Some(n), Some(true)) =
-                    (&mut r.covered, policy.rule_covers(&r.id, &rec.tool))
-                {
+                let covers = policy.and_then(|p| p.rule_covers(&r.id, &tool.id, &request));
+                if let (Some(n), Some(true)) = (&mut r.covered, covers) {
                     *n += 1;
                 }
             }

@@ -7,6 +7,39 @@ use std::path::{Path, PathBuf};
 
 const KEY: &[u8] = b"backtest-test-key-backtest-test-key";
 
+/// A tool with an email argument, beside the shipped ones.
+const REFUND: &str = r#"
+name: customer.refund
+description: Refund a customer.
+input:
+  type: object
+  properties:
+    email: { type: string }
+    amount: { type: integer }
+request:
+  upstream: orders
+  method: POST
+  path: "/refunds/{{ args.email }}"
+  body: { amount: "{{ args.amount }}" }
+"#;
+
+/// The shipped config and `customer.refund`, with `policy` as policies.yaml.
+fn catalog(policy: &str) -> Catalog {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (mut loaded, diags) = crate::config::load_dir(root);
+    assert!(diags.is_empty(), "{diags}");
+    let dir = tempfile::tempdir().unwrap();
+    let refund = dir.path().join("customer.refund.yaml");
+    std::fs::write(&refund, REFUND).unwrap();
+    loaded
+        .tools
+        .push(crate::config::load_tool_file(&refund).unwrap());
+    loaded.policy.1 = serde_saphyr::from_str(policy).unwrap();
+    loaded.policy.1.egress = vec![crate::config::Located::unplaced("127.0.0.1".to_owned())];
+    let vars = crate::config::Vars::default().with_placeholder_secrets();
+    Catalog::compile(&loaded, &vars).unwrap()
+}
+
 fn policy(yaml: &str) -> Policy {
     let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
     Policy::compile(
@@ -103,7 +136,7 @@ fn a_tighter_rule_counts_the_calls_it_newly_denies_by_tool_and_actor() {
     let path = dir.path().join("audit.jsonl");
     write(&path, &flows());
     let log = read(&[path]).unwrap();
-    let r = backtest(&log, &policy(CANDIDATE), 1);
+    let r = backtest(&log, &policy(CANDIDATE), &catalog(CANDIDATE), 1);
     assert_eq!(
         (r.calls, r.replayed, r.before_policy, r.not_recorded),
         (5, 4, 1, 0)
@@ -133,7 +166,7 @@ fn a_looser_policy_counts_what_it_newly_allows_against_the_rule_that_denied() {
     let path = dir.path().join("audit.jsonl");
     write(&path, &flows());
     let log = read(&[path]).unwrap();
-    let r = backtest(&log, &policy("default: allow\n"), 3);
+    let r = backtest(&log, &policy("default: allow\n"), &catalog(CANDIDATE), 3);
     assert_eq!((r.newly_denied, r.newly_allowed), (0, 1));
     let gone = r
         .rules
@@ -147,7 +180,7 @@ fn a_looser_policy_counts_what_it_newly_allows_against_the_rule_that_denied() {
         "denied by prod-write-needs-ticket"
     );
     // default: deny newly denies everything allowed, charged to `default`
-    let r = backtest(&log, &policy("default: deny\n"), 3);
+    let r = backtest(&log, &policy("default: deny\n"), &catalog(CANDIDATE), 3);
     assert_eq!((r.newly_denied, r.newly_allowed), (3, 0));
     let default = r.rules.iter().find(|x| x.id == "default").unwrap();
     assert_eq!(default.newly_denies.calls, 3);
@@ -176,7 +209,7 @@ fn other_records_and_records_without_policy_facts_are_not_replayed() {
     log.flush();
     let read = read(&[path]).unwrap();
     assert_eq!((read.records, read.calls.len()), (4, 2));
-    let r = backtest(&read, &policy(CANDIDATE), 3);
+    let r = backtest(&read, &policy(CANDIDATE), &catalog(CANDIDATE), 3);
     assert_eq!((r.replayed, r.not_recorded, r.unchanged), (1, 1, 1));
 }
 
@@ -203,7 +236,7 @@ rules:
     reason: internal only
 "#,
     );
-    let r = backtest(&read(&[path]).unwrap(), &p, 3);
+    let r = backtest(&read(&[path]).unwrap(), &p, &catalog(CANDIDATE), 3);
     assert_eq!((r.undecided, r.newly_denied), (1, 0));
     assert_eq!(r.rules[0].unjudged_redacted.calls, 1);
     assert_eq!(r.rules[0].newly_denies.calls, 0);
@@ -272,7 +305,7 @@ fn shadow_outcomes_are_summed_against_the_calls_each_rule_covers() {
     ));
     write(&path, &flows);
     let log = read(&[path]).unwrap();
-    let r = shadow_report(&log, Some(&policy(CANDIDATE)), 3);
+    let r = shadow_report(&log, Some(&catalog(CANDIDATE)), 3);
     assert_eq!((r.calls, r.reached_policy), (6, 5));
     assert_eq!(r.rules.len(), 1);
     let s = &r.rules[0];
@@ -287,6 +320,6 @@ fn shadow_outcomes_are_summed_against_the_calls_each_rule_covers() {
         ("no-bulk-exports", "shadow", Some(2), 1, 1)
     );
     // a rule the current policy no longer has is still reported, without coverage
-    let r = shadow_report(&log, Some(&policy("default: allow\n")), 3);
+    let r = shadow_report(&log, Some(&catalog("default: allow\n")), 3);
     assert_eq!((r.rules[0].now, r.rules[0].covered), ("absent", None));
 }

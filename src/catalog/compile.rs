@@ -70,6 +70,8 @@ pub(super) struct ToolCompiler<'a> {
     pub(super) secrets: BTreeSet<String>,
     /// Where `secret.NAME` values come from.
     pub(super) vars: &'a Vars,
+    /// What the request's path, query and body templates read (`args.env`, `secret.K`).
+    pub(super) request_reads: BTreeSet<String>,
 }
 
 impl ToolCompiler<'_> {
@@ -138,6 +140,7 @@ impl ToolCompiler<'_> {
             cost,
             slo,
             breaker,
+            request_reads: std::mem::take(&mut self.request_reads),
             templates: std::mem::take(&mut self.templates),
             fingerprint,
         })
@@ -328,6 +331,12 @@ impl ToolCompiler<'_> {
         let name = format!("{}/{field}", self.id);
         match self.templates.add(&name, &src.value, slot) {
             Ok((tpl, vars)) => {
+                if ["request.path", "request.query.", "request.body"]
+                    .iter()
+                    .any(|p| field.starts_with(p))
+                {
+                    self.request_reads.extend(vars.iter().cloned());
+                }
                 let mut ok = true;
                 for var in vars {
                     if let Err(e) = self.check_var(&var, args, roots) {
@@ -454,6 +463,7 @@ impl ToolCompiler<'_> {
             retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
             upstream,
             path: path?,
+            path_shape: crate::template::shape(&spec.path.value),
             query,
             headers,
             body,

@@ -95,6 +95,13 @@ impl Catalog {
             .map(Arc::new);
         let elevation =
             ElevationRules::compile(server_path, &server.elevation, &mut diags).unwrap_or_default();
+        if let (Some(s), Err(e)) = (&server.reload.settle, server.reload.read_settle()) {
+            diags.push(Diagnostic::new(
+                server_path,
+                s.pos,
+                format!("reload.settle: {e}"),
+            ));
+        }
         let egress = Egress::compile(policy_path, &policy.egress, &mut diags).unwrap_or_default();
         let breakers = server
             .upstreams
@@ -137,6 +144,7 @@ impl Catalog {
                             diags: Diagnostics::default(),
                             secrets: BTreeSet::new(),
                             vars,
+                            request_reads: BTreeSet::new(),
                         };
                         let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
                         diags.extend(c.diags);
@@ -170,6 +178,10 @@ impl Catalog {
                 let Some(tool) = tool else { continue };
                 tools.push(tool);
             }
+        }
+        if let Some(p) = compiled_policy.as_ref().filter(|_| have_upstreams) {
+            let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            diags.extend(p.check_upstreams(policy_path, &names));
         }
         let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();

@@ -79,6 +79,10 @@ pub struct Tool {
     pub slo: Option<Slo>,
     /// Its own circuit breaker (its upstream's is the catalog's).
     pub breaker: Option<Breaker>,
+    /// What its request's path, query and body templates read (`args.env`,
+    /// `secret.KEY`): a replayed call whose recorded arguments hide one of them cannot
+    /// show policy the request it sent.
+    pub request_reads: std::collections::BTreeSet<String>,
     /// Its compiled templates.
     pub templates: TemplateSet,
     /// The fingerprint of the file it was compiled from.

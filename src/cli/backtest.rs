@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::backtest::{self, FileSummary, Report, ShadowReport, Tally};
 use crate::catalog::Catalog;
 use crate::config::{self, Vars};
-use crate::policy::Policy;
+use crate::policy::{Policy, ToolArgs};
 
 /// Which log to read and how to check it.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,14 +56,16 @@ pub struct BacktestArgs {
 
 /// Replays the log through the candidate and prints what would change.
 pub(super) fn run(dir: &Path, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
-    let vars = Vars::from_env();
+    // Requests are rendered again from recorded arguments: never with a real secret.
+    let vars = Vars::from_env().with_placeholder_secrets();
     let (loaded, catalog) = super::load(dir, &vars)?;
     let candidate = match &args.policies {
-        None => catalog.policy,
-        Some(path) => compile_candidate(&loaded, path, &vars)?,
+        None => None,
+        Some(path) => Some(compile_candidate(&loaded, &catalog, path, &vars)?),
     };
     let log = read_log(dir, &loaded.server.1, &args.log)?;
-    let report = backtest::backtest(&log, &candidate, args.log.examples);
+    let policy = candidate.as_ref().unwrap_or(&catalog.policy);
+    let report = backtest::backtest(&log, policy, &catalog, args.log.examples);
     let shown = args
         .policies
         .as_ref()
@@ -102,10 +104,10 @@ pub(super) fn run(dir: &Path, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints what each shadow rule recorded over the log.
 pub(super) fn run_shadow(dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
-    let vars = Vars::from_env();
+    let vars = Vars::from_env().with_placeholder_secrets();
     let (loaded, catalog) = super::load(dir, &vars)?;
     let log = read_log(dir, &loaded.server.1, args)?;
-    let report = backtest::shadow_report(&log, Some(&catalog.policy), args.examples);
+    let report = backtest::shadow_report(&log, Some(&catalog), args.examples);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -114,9 +116,16 @@ pub(super) fn run_shadow(dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// The candidate, checked as `mcpd validate` would check it in place of policies.yaml:
-/// against this config's tools and upstreams, every problem at its line in the file.
-fn compile_candidate(loaded: &config::Loaded, path: &Path, vars: &Vars) -> anyhow::Result<Policy> {
+/// The candidate, checked as `mcpd validate` would check it in place of policies.yaml
+/// (against this config's tools and upstreams), and its conditions' arguments against
+/// the tools they cover (a misspelt one would make a rule silently never match, and the
+/// backtest report it as loosening); every problem at its line in the file.
+fn compile_candidate(
+    loaded: &config::Loaded,
+    catalog: &Catalog,
+    path: &Path,
+    vars: &Vars,
+) -> anyhow::Result<Policy> {
     let spec = config::load_policy_file(path, vars).map_err(|d| {
         anyhow::anyhow!(
             "the candidate policy '{}' does not load:\n{d}",
@@ -125,7 +134,7 @@ fn compile_candidate(loaded: &config::Loaded, path: &Path, vars: &Vars) -> anyho
     })?;
     let mut with = loaded.clone();
     with.policy = (path.to_path_buf(), spec);
-    Catalog::compile(&with, vars)
+    let policy = Catalog::compile(&with, vars)
         .map(|c| c.policy)
         .map_err(|d| {
             anyhow::anyhow!(
@@ -133,7 +142,37 @@ fn compile_candidate(loaded: &config::Loaded, path: &Path, vars: &Vars) -> anyho
                 path.display(),
                 loaded.root.display()
             )
+        })?;
+    let schemas: Vec<(String, Vec<String>)> = catalog
+        .tools
+        .iter()
+        .map(|t| {
+            let args = t
+                .listing
+                .input_schema
+                .get("properties")
+                .and_then(serde_json::Value::as_object)
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            (t.id.clone(), args)
         })
+        .collect();
+    let tools: Vec<ToolArgs<'_>> = schemas
+        .iter()
+        .map(|(id, args)| ToolArgs {
+            id,
+            args: args.iter().map(String::as_str).collect(),
+        })
+        .collect();
+    let problems = policy.check_tools(path, &tools);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the candidate policy '{}' does not fit the tools in '{}':\n{problems}",
+            path.display(),
+            loaded.root.display()
+        );
+    }
+    Ok(policy)
 }
 
 /// The log's files (given, or mcpd.yaml's `audit.path`), verified and read.

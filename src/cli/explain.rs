@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::catalog::Tool;
 use crate::config::Vars;
 use crate::config::policy::Mode;
-use crate::policy::{Facts, effect_name};
+use crate::policy::{Facts, Request, Sent, effect_name};
 
 /// Who the explained call is made as (defaults: the configured actor).
 #[derive(Debug, Default, clap::Args)]
@@ -74,8 +74,51 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         return Ok(ExitCode::FAILURE);
     }
     println!("arguments valid");
+    let plan = &tool.request;
+    let mut request = Request {
+        upstream: &plan.upstream.name,
+        method: plan.method.as_str(),
+        path_shape: &plan.path_shape,
+        sent: None,
+    };
+    // Rendered as a call would be when a rule selects or reads what is sent.
+    let sent = if catalog.policy.needs_request(&tool.id, &request) {
+        let rendered = tool
+            .secrets
+            .as_ref()
+            .map_err(ToString::to_string)
+            .and_then(|secrets| {
+                let args = crate::template::to_value(&args);
+                (plan.render_parts(&tool.id, &tool.templates, &args, secrets))
+                    .map_err(|e| e.to_string())
+            });
+        match rendered {
+            Ok(parts) => {
+                let sent = Sent::new(
+                    request.upstream,
+                    request.method,
+                    &parts.path,
+                    &parts.query,
+                    parts.body.as_ref(),
+                );
+                println!(
+                    "request   {} {} (upstream {})",
+                    request.method, sent.path, request.upstream
+                );
+                Some(sent)
+            }
+            Err(e) => {
+                println!("request   cannot be rendered: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    request.sent = sent.as_ref();
     let d = catalog.policy.explain(&Facts {
         tool: &tool.id,
+        request,
         args: &args,
         actor: &actor,
         elevation: elevation.as_ref(),
@@ -93,6 +136,7 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         };
         let state = match (&o.error, o.applies, o.matched) {
             (Some(e), _, _) => format!("ERROR ({e})"),
+            (None, false, _) if o.path_mismatch => "path does not match".to_owned(),
             (None, false, _) => "not for this tool".to_owned(),
             (None, true, true) => "MATCHED".to_owned(),
             (None, true, false) => "condition false".to_owned(),

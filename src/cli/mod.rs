@@ -13,6 +13,7 @@ mod explain;
 mod host_config;
 mod idempotency;
 mod import;
+mod reload;
 mod schema;
 mod serve;
 mod test;
@@ -61,6 +62,9 @@ pub enum Command {
         #[command(flatten)]
         http: serve::HttpFlags,
     },
+    /// Apply the config directory's changes now in every `mcpd serve` running on it
+    /// (also a pinned policy: reload.policy: manual), and print what each applied.
+    Reload,
     /// Check tools.d, policies.yaml and mcpd.yaml; print every problem as file:line:col.
     Validate {
         /// The config directory to check (default: --config).
@@ -314,6 +318,7 @@ pub fn main() -> ExitCode {
             Command::Validate { dir, strict } => {
                 validate::run(dir.as_deref().unwrap_or(&cli.config), strict).await
             }
+            Command::Reload => reload::run(&cli.config).await,
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
             Command::Token { action } => match action {
@@ -546,7 +551,17 @@ pub(crate) fn load_catalog(dir: &Path, vars: &Vars) -> anyhow::Result<Catalog> {
 
 /// As [`load_catalog`], keeping what was loaded (the server file's settings).
 pub(crate) fn load(dir: &Path, vars: &Vars) -> anyhow::Result<(config::Loaded, Catalog)> {
-    check(dir, vars).map_err(|d| {
+    load_settled(dir, vars, &config::Settle::IMMEDIATE)
+}
+
+/// As [`load`], reading each file only once it has settled (`mcpd serve` at start: a
+/// file being written is never served half-way).
+pub(crate) fn load_settled(
+    dir: &Path,
+    vars: &Vars,
+    settle: &config::Settle,
+) -> anyhow::Result<(config::Loaded, Catalog)> {
+    check_settled(dir, vars, settle).map_err(|d| {
         anyhow::anyhow!(
             "invalid configuration in '{}' (run 'mcpd validate'):\n{d}",
             dir.display()
@@ -559,7 +574,16 @@ pub(crate) fn check(
     dir: &Path,
     vars: &Vars,
 ) -> Result<(config::Loaded, Catalog), crate::config::diag::Diagnostics> {
-    let (loaded, mut diags) = config::load_dir_with(dir, vars, None);
+    check_settled(dir, vars, &config::Settle::IMMEDIATE)
+}
+
+/// As [`check`], reading files as `settle` says.
+fn check_settled(
+    dir: &Path,
+    vars: &Vars,
+    settle: &config::Settle,
+) -> Result<(config::Loaded, Catalog), crate::config::diag::Diagnostics> {
+    let (loaded, mut diags) = config::load_dir_with(dir, vars, None, settle);
     let compiled = Catalog::compile(&loaded, vars);
     match compiled {
         Ok(catalog) if diags.is_empty() => Ok((loaded, catalog)),

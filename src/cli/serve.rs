@@ -40,7 +40,7 @@ pub(super) async fn run(
     http: &HttpFlags,
 ) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env();
-    let (loaded, catalog) = super::load(dir, &vars)?;
+    let (loaded, catalog) = super::load_settled(dir, &vars, &crate::config::Settle::default())?;
     let transport = if http.http.is_some() { "http" } else { "stdio" };
     tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, transport, "serving MCP");
     let http_opts = match http.http {
@@ -59,7 +59,15 @@ pub(super) async fn run(
         crate::telemetry::metrics::serve(addr, engine.metrics().clone()).await?;
     }
     let reloader = Arc::new(Reloader::new(dir, vars, engine.clone(), loaded));
-    let _watcher = reload::spawn(reloader, watch)?;
+    let _watcher = reload::spawn(reloader.clone(), watch)?;
+    // `mcpd reload` reaches this process here; without it SIGHUP still works.
+    let _control = match reload::control::listen(reloader, transport) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "mcpd reload cannot reach this server; SIGHUP still reloads");
+            None
+        }
+    };
     match http_opts {
         Some(opts) => {
             crate::mcp::http::serve(engine.clone(), opts, crate::mcp::http::shutdown_signal())

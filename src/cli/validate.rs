@@ -1,6 +1,7 @@
-//! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`.
-//! `--strict` also runs the cases of `tests.d/` and requires every enforced deny or
-//! require rule to be matched by a passing case and not matched by another.
+//! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
+//! warnings (`file:line:col: warning: ...`) that do not fail it. `--strict` also runs
+//! the cases of `tests.d/` and requires every enforced deny or require rule to be
+//! matched by a passing case and not matched by another.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,6 +13,9 @@ use crate::testrun;
 pub(super) async fn run(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
+            for w in &warnings(&loaded, &catalog).0 {
+                println!("{w}");
+            }
             if strict {
                 let diags = coverage_problems(dir, &loaded.policy.0).await?;
                 if !diags.is_empty() {
@@ -54,4 +58,29 @@ async fn coverage_problems(
     let rules = super::test::policy_rules(dir)?;
     let cov = testrun::coverage::coverage(&rules, &reports);
     Ok(testrun::coverage::strict_problems(policy_file, &cov))
+}
+
+/// Write tools that escape a rule guarding their upstream's other writes.
+fn warnings(
+    loaded: &crate::config::Loaded,
+    catalog: &crate::catalog::Catalog,
+) -> crate::config::diag::Diagnostics {
+    let specs: Vec<(&Path, &crate::config::ToolSpec, String)> = loaded
+        .tools
+        .iter()
+        .flat_map(|f| f.tools.iter().map(move |t| (f.path.as_path(), t)))
+        .map(|(file, t)| (file, t, crate::template::shape(&t.request.path.value)))
+        .collect();
+    let tools: Vec<crate::policy::WriteTool<'_>> = specs
+        .iter()
+        .map(|(file, t, shape)| crate::policy::WriteTool {
+            id: &t.name.value,
+            upstream: &t.request.upstream.value,
+            method: t.request.method.as_str(),
+            path_shape: shape,
+            file,
+            pos: t.name.pos,
+        })
+        .collect();
+    catalog.policy.escapes(&tools)
 }

@@ -8,6 +8,7 @@ pub mod diag;
 pub mod expand;
 pub mod policy;
 pub mod server;
+pub mod settle;
 pub mod tool;
 pub mod yaml;
 
@@ -22,6 +23,7 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 pub use expand::{ExpandError, Vars, expand_env};
 pub use policy::PolicySpec;
 pub use server::ServerSpec;
+pub use settle::Settle;
 pub use tool::ToolSpec;
 
 /// The name of the server file in a config directory.
@@ -118,21 +120,19 @@ fn yaml_diagnostic(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
     Diagnostic::new(path, pos, yaml::message(e))
 }
 
-fn read(path: &Path, diags: &mut Diagnostics) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Some(s),
+/// Reads a config file once it has settled (see [`settle`]); a problem is a diagnostic.
+fn read(path: &Path, settle: &Settle, diags: &mut Diagnostics) -> Option<String> {
+    match settle::read(path, settle) {
+        Ok((s, _)) => Some(s),
         Err(e) => {
-            diags.push(Diagnostic::new(
-                path,
-                Pos::default(),
-                format!("cannot read file: {e}"),
-            ));
+            diags.push(Diagnostic::new(path, Pos::default(), e.to_string()));
             None
         }
     }
 }
 
-fn fingerprint(text: &str) -> u64 {
+/// A hash of a file's text: equal fingerprints mean an unchanged file.
+pub fn fingerprint(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
@@ -154,20 +154,21 @@ pub fn is_tool_file(path: &Path) -> bool {
 /// # Errors
 /// The file's diagnostic when it cannot be read or parsed.
 pub fn load_tool_file(path: &Path) -> Result<ToolFile, Diagnostics> {
-    load_tool_file_with(path, None)
+    load_tool_file_with(path, None, &Settle::IMMEDIATE)
 }
 
 /// As [`load_tool_file`], but a file whose text is unchanged since `previous` was read
-/// is not parsed again: its earlier result is reused.
+/// is not parsed again: its earlier result is reused. The file is read as `settle` says.
 ///
 /// # Errors
 /// The file's diagnostic when it cannot be read or parsed.
 pub fn load_tool_file_with(
     path: &Path,
     previous: Option<&Loaded>,
+    settle: &Settle,
 ) -> Result<ToolFile, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let Some(src) = read(path, &mut diags) else {
+    let Some(src) = read(path, settle, &mut diags) else {
         return Err(diags);
     };
     let fp = fingerprint(&src);
@@ -203,20 +204,29 @@ pub fn load_tool_file_with(
 ///
 /// Returns what parsed (a missing or broken `mcpd.yaml` / `policies.yaml` reads as the
 /// secure default: no upstreams, deny everything) and every problem found, so callers
-/// can go on to report compile problems in the files that did parse.
+/// can go on to report compile problems in the files that did parse. Each file is read
+/// at once, and again if it changed while it was read.
 pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
-    load_dir_with(root, &Vars::from_env(), None)
+    load_dir_with(root, &Vars::from_env(), None, &Settle::IMMEDIATE)
 }
 
-/// As [`load_dir`], with `${VAR}` read from `vars`, reusing the parse of every tool
-/// file unchanged since `previous`.
-pub fn load_dir_with(root: &Path, vars: &Vars, previous: Option<&Loaded>) -> (Loaded, Diagnostics) {
+/// As [`load_dir`], with `${VAR}` read from `vars`, reusing the parse of every tool file
+/// unchanged since `previous`, and reading each file only once it has settled as
+/// `settle` says: a file still being written is a problem (its diagnostic says so),
+/// never a parse of half a file.
+pub fn load_dir_with(
+    root: &Path,
+    vars: &Vars,
+    previous: Option<&Loaded>,
+    settle: &Settle,
+) -> (Loaded, Diagnostics) {
     let mut diags = Diagnostics::default();
 
     let server_path = root.join(SERVER_FILE);
     let (mut server, server_fp) = load_required::<ServerSpec>(
         &server_path,
         "it declares the upstream APIs tools call",
+        settle,
         &mut diags,
     );
     if let Some(spec) = &mut server {
@@ -226,6 +236,7 @@ pub fn load_dir_with(root: &Path, vars: &Vars, previous: Option<&Loaded>) -> (Lo
     let (mut policy, policy_fp) = load_required::<PolicySpec>(
         &policy_path,
         "create one with at least 'default: allow' and an 'egress' list",
+        settle,
         &mut diags,
     );
     if let Some(spec) = &mut policy {
@@ -237,7 +248,7 @@ pub fn load_dir_with(root: &Path, vars: &Vars, previous: Option<&Loaded>) -> (Lo
     match tool_paths(&tools_dir) {
         Ok(paths) => {
             for path in paths {
-                match load_tool_file_with(&path, previous) {
+                match load_tool_file_with(&path, previous, settle) {
                     Ok(f) => tools.push(f),
                     Err(d) => diags.extend(d),
                 }
@@ -266,7 +277,12 @@ pub fn load_dir_with(root: &Path, vars: &Vars, previous: Option<&Loaded>) -> (Lo
 /// Every problem reading, parsing or expanding it.
 pub fn load_policy_file(path: &Path, vars: &Vars) -> Result<PolicySpec, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let (spec, _) = load_required::<PolicySpec>(path, "name an existing policy file", &mut diags);
+    let (spec, _) = load_required::<PolicySpec>(
+        path,
+        "name an existing policy file",
+        &Settle::IMMEDIATE,
+        &mut diags,
+    );
     match spec {
         Some(mut spec) if diags.is_empty() => {
             expand::expand_policy(path, &mut spec, vars, &mut diags);
@@ -283,6 +299,7 @@ pub fn load_policy_file(path: &Path, vars: &Vars) -> Result<PolicySpec, Diagnost
 fn load_required<T: for<'de> Deserialize<'de>>(
     path: &Path,
     why: &str,
+    settle: &Settle,
     diags: &mut Diagnostics,
 ) -> (Option<T>, u64) {
     if !path.exists() {
@@ -297,7 +314,7 @@ fn load_required<T: for<'de> Deserialize<'de>>(
         ));
         return (None, 0);
     }
-    let Some(src) = read(path, diags) else {
+    let Some(src) = read(path, settle, diags) else {
         return (None, 0);
     };
     let parsed = parse_one::<T>(path, &src).map_err(|d| diags.push(d)).ok();

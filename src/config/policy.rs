@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Located;
+use super::tool::Method;
 use crate::config::diag::Pos;
 
 /// The policy file.
@@ -132,9 +133,16 @@ pub struct RuleSpec {
     /// tool.
     #[serde(default)]
     pub tools: Vec<Located<String>>,
-    /// A condition (minijinja expression) over `tool`, `args`, `actor` (subject, scopes,
-    /// purpose, region), `elevation` (ticket, granted_by, expires; undefined without a
-    /// grant) and `env` (name), plus `days_between(from, to)` for `YYYY-MM-DD` dates.
+    /// What a call does, whatever its tool is called: the upstream its request goes
+    /// to, its method and its path. With `tools` as well, a call must be selected by
+    /// both. `match: { upstream: flags, methods: [PUT, POST, PATCH, DELETE], path:
+    /// "/flags/prod/*" }` covers every write to a prod flag, from any tool.
+    #[serde(default, rename = "match")]
+    pub matches: Option<MatchSpec>,
+    /// A condition (minijinja expression) over `tool`, `args`, `request` (what is sent:
+    /// upstream, method, path, query, body), `actor` (subject, scopes, purpose,
+    /// region), `elevation` (ticket, granted_by, expires; undefined without a grant) and
+    /// `env` (name), plus `days_between(from, to)` for `YYYY-MM-DD` dates.
     /// A missing field reads as undefined, which is false and orders below every value:
     /// `args.percent > 10` is false when `percent` is absent. A string orders above every
     /// number (`"50" > 10` and `"5" > 10` are true): compare like with like. No
@@ -193,6 +201,9 @@ impl RuleSpec {
             (Effect::Require, Some(_)) | (_, None) => {}
             (_, Some(_)) => at_id("'require' only applies to require rules"),
         }
+        if let Some(m) = &self.matches {
+            out.extend(m.problems(self.id.pos));
+        }
         for t in &self.tools {
             let ok = !t.value.is_empty()
                 && t.value
@@ -207,6 +218,53 @@ impl RuleSpec {
                     ),
                 ));
             }
+        }
+        out
+    }
+}
+
+/// What a call does, as a rule selects it. Every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// The upstream (a name from `mcpd.yaml`) the request goes to.
+    #[serde(default)]
+    pub upstream: Option<Located<String>>,
+    /// The request's HTTP method, one of these (`GET`, `POST`, `PUT`, `PATCH`,
+    /// `DELETE`); empty means any.
+    #[serde(default)]
+    pub methods: Vec<Located<Method>>,
+    /// A pattern for the request's path below the upstream's URL, as it is sent
+    /// (`.`/`..` resolved, `%XX` escapes decoded): `*` matches any run of characters,
+    /// `/` included, so `/flags/prod/*` matches `/flags/prod/checkout_v2`.
+    #[serde(default)]
+    pub path: Option<Located<String>>,
+}
+
+impl MatchSpec {
+    /// What is wrong with it: it selects nothing in particular, or its path is no path.
+    fn problems(&self, at: Pos) -> Vec<(Pos, String)> {
+        let mut out = Vec::new();
+        if self.upstream.is_none() && self.methods.is_empty() && self.path.is_none() {
+            out.push((
+                at,
+                "'match' selects nothing: give upstream, methods or path (or drop it)".to_owned(),
+            ));
+        }
+        if let Some(u) = self.upstream.as_ref().filter(|u| u.value.trim().is_empty()) {
+            out.push((
+                u.pos,
+                "match.upstream is empty: name an upstream from mcpd.yaml".to_owned(),
+            ));
+        }
+        if let Some(p) = self.path.as_ref().filter(|p| !p.value.starts_with('/')) {
+            out.push((
+                p.pos,
+                format!(
+                    "match.path '{}' must start with '/' (a path below the upstream's URL)",
+                    p.value
+                ),
+            ));
         }
         out
     }
@@ -263,7 +321,7 @@ impl Detector {
 }
 
 /// What a `require` rule asks of a call.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequireSpec {
     /// An elevation grant with a non-empty ticket.

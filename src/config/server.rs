@@ -41,6 +41,59 @@ pub struct ServerSpec {
     /// Serving MCP over Streamable HTTP (`mcpd serve --http ADDR`). Read at start.
     #[serde(default)]
     pub http: HttpSpec,
+    /// How `mcpd serve` applies changes to this directory while it runs: whether a
+    /// changed `policies.yaml` applies by itself or waits for a deliberate reload.
+    #[serde(default)]
+    pub reload: ReloadSpec,
+}
+
+/// How `mcpd serve` applies config changes (docs/operations.md, "Hot reload").
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSpec {
+    /// `auto` (the default): a changed `policies.yaml` applies once it has settled.
+    /// `manual`: a change is reported (a warning, `mcpd_policy_changes_total{change="held"}`,
+    /// an audit record) but applied only by a deliberate act: `mcpd reload`, SIGHUP or a
+    /// restart. While it is `manual`, an edit of this setting waits for one too.
+    #[serde(default)]
+    pub policy: PolicyReload,
+    /// How long a changed config file must stay unchanged before it is read, e.g.
+    /// `250ms` (default `100ms`); a file written in parts is never read half-way.
+    /// Raise it when files arrive slowly (a network file system, a slow deploy tool).
+    #[serde(default)]
+    pub settle: Option<Located<String>>,
+}
+
+impl ReloadSpec {
+    /// How files are read on a reload: `settle` parsed (the default when unset).
+    ///
+    /// # Errors
+    /// `settle` is not a duration, or is longer than the settle deadline.
+    pub fn read_settle(&self) -> Result<super::Settle, String> {
+        let Some(s) = &self.settle else {
+            return Ok(super::Settle::default());
+        };
+        let quiet = crate::util::duration::parse(&s.value).map_err(|e| e.to_string())?;
+        if quiet >= super::settle::DEFAULT_DEADLINE {
+            return Err(format!(
+                "'{}' is too long: a file must settle within {}",
+                s.value,
+                crate::util::duration::human(super::settle::DEFAULT_DEADLINE)
+            ));
+        }
+        Ok(super::Settle::quiet(quiet))
+    }
+}
+
+/// When a change to `policies.yaml` applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyReload {
+    /// When the file changes (and has settled).
+    #[default]
+    Auto,
+    /// Only on `mcpd reload`, SIGHUP or a restart.
+    Manual,
 }
 
 /// `mcpd serve --http`: who may connect and how callers authenticate.

@@ -224,6 +224,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name, upper case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
     /// The method as reqwest knows it.
     pub fn to_http(self) -> reqwest::Method {
         match self {

@@ -28,15 +28,16 @@ use crate::catalog::{Catalog, Tool};
 use crate::idempotency::{self, ClaimInfo};
 use crate::identity::Actor;
 use crate::limits::{Metered, Refusal};
-use crate::policy::{Decision, Facts};
+use crate::policy::{Decision, Facts, Request, Sent};
 use crate::redact::{redact_text, redact_value};
 use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
+use crate::upstream::request::Parts;
 use crate::upstream::{Prepared, Reply, Secrets};
 use crate::util::Clock;
 use keys::Claimed;
-use steps::{check_output, identify, render, route, send, validate};
+use steps::{check_output, identify, render, render_parts, route, send, validate};
 
 /// Runs calls against the current catalog.
 #[derive(Debug)]
@@ -155,7 +156,8 @@ impl Engine {
         // 4. scope: a tool (or environment) outside the actor's scopes goes no further
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
-        //    the actor's elevation grant is read only for tools whose rules look at it
+        //    the actor's elevation grant is read only for tools whose rules look at it,
+        //    the request rendered first only when a rule judges what is sent
         let decision = self.policy(c, actor).await?;
         // 6. route: the upstream's URL for the decided region, never another region's
         let base = route(c, &decision)?;
@@ -191,12 +193,36 @@ impl Engine {
         self.settle(c, claim, outcome).await
     }
 
-    /// Step 5: reads the elevation grant when a rule needs it, evaluates the rules.
+    /// Step 5: renders the request first when a rule selects or reads what is sent (step
+    /// 9 then sends exactly that), reads the elevation grant when a rule needs it,
+    /// evaluates the rules.
     async fn policy(&self, c: &mut Call<'_>, actor: &Actor) -> Result<Decision, Failure> {
         let (catalog, tool) = (c.catalog, c.tool);
-        let looked = catalog.identity.is_none() || catalog.policy.needs_elevation(&tool.id);
+        let plan = &tool.request;
+        let mut request = Request {
+            upstream: &plan.upstream.name,
+            method: plan.method.as_str(),
+            path_shape: &plan.path_shape,
+            sent: None,
+        };
+        let sent = if catalog.policy.needs_request(&tool.id, &request) {
+            let parts = render_parts(c)?;
+            let sent = Sent::new(
+                request.upstream,
+                request.method,
+                &parts.path,
+                &parts.query,
+                parts.body.as_ref(),
+            );
+            c.parts = Some(parts);
+            Some(sent)
+        } else {
+            None
+        };
+        request.sent = sent.as_ref();
+        let needs_grant = catalog.policy.needs_elevation(&tool.id, &request);
         let grant = match &catalog.identity {
-            Some(identity) if catalog.policy.needs_elevation(&tool.id) => {
+            Some(identity) if needs_grant => {
                 let store = self.store.as_ref();
                 crate::identity::elevation::find(store, identity, &actor.subject, &tool.id, &c.args)
                     .await
@@ -209,6 +235,7 @@ impl Engine {
         let decision = span.in_scope(|| {
             catalog.policy.evaluate(&Facts {
                 tool: &tool.id,
+                request,
                 args: &c.args,
                 actor: actor.facts(),
                 elevation: elevation.as_ref(),
@@ -231,9 +258,11 @@ impl Engine {
             env: catalog.env.clone(),
             elevation: match elevation {
                 Some(facts) => Elevation::Grant(facts),
-                None if looked => Elevation::None,
+                // Without identity no grant can exist: that is known too.
+                None if needs_grant || catalog.identity.is_none() => Elevation::None,
                 None => Elevation::NotRead,
             },
+            sent,
             denied_by: decision.denial.as_ref().map(|(rule, _)| rule.clone()),
         });
         c.result.ticket = grant.map(|g| g.ticket);
@@ -366,6 +395,8 @@ struct Call<'a> {
     claimed: Option<ClaimInfo>,
     /// Whether a request may have reached the upstream (anything past a failed connect).
     reached: bool,
+    /// The request's parts, when policy judged them before they are sent.
+    parts: Option<Parts>,
 }
 
 impl<'a> Call<'a> {
@@ -406,6 +437,7 @@ impl<'a> Call<'a> {
             digest: None,
             claimed: None,
             reached: false,
+            parts: None,
         }
     }
 

@@ -145,6 +145,9 @@ pub struct PolicySeen {
     pub env: Value,
     /// The elevation grant, as far as the call looked.
     pub elevation: Elevation,
+    /// The rendered request, when a rule needed it before the call was decided (not
+    /// recorded: a replay renders it again from the recorded arguments).
+    pub sent: Option<crate::policy::Sent>,
     /// The rule (or `default`) that denied the call, if policy denied it.
     pub denied_by: Option<String>,
 }

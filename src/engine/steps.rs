@@ -19,6 +19,7 @@ use crate::identity::Actor;
 use crate::policy::Decision;
 use crate::store::StoreError;
 use crate::upstream::Reply;
+use crate::upstream::request::Parts;
 
 /// Step 2: the transport's verified actor, the stdio caller's token, or the configured
 /// default actor; otherwise the call is refused.
@@ -116,8 +117,19 @@ pub(super) fn state_failure(e: StoreError) -> Failure {
     ))
 }
 
-/// Step 9: the request rendered from the tool's templates, with the trace and key
-/// headers, checked against egress on its final URL.
+/// The request's path, query, headers and body from the tool's templates (step 9, or
+/// step 5 when policy judges them).
+pub(super) fn render_parts(c: &mut Call<'_>) -> Result<Parts, Failure> {
+    let tool = c.tool;
+    let secrets = (tool.secrets.as_ref()).map_err(|e| Failure::Request(e.to_string()))?;
+    let args = c.template_args().clone();
+    (tool.request)
+        .render_parts(&tool.id, &tool.templates, &args, secrets)
+        .map_err(|e| Failure::Request(e.to_string()))
+}
+
+/// Step 9: the request rendered from the tool's templates (the parts policy judged, if
+/// it did), with the trace and key headers, checked against egress on its final URL.
 pub(super) fn render<'a>(
     c: &mut Call<'a>,
     base: &reqwest::Url,
@@ -125,9 +137,12 @@ pub(super) fn render<'a>(
 ) -> Result<Outgoing<'a>, Failure> {
     let tool = c.tool;
     let secrets = (tool.secrets.as_ref()).map_err(|e| Failure::Request(e.to_string()))?;
-    let args = c.template_args().clone();
+    let parts = match c.parts.take() {
+        Some(parts) => parts,
+        None => render_parts(c)?,
+    };
     let mut request = (tool.request)
-        .render(&tool.id, &tool.templates, base, &args, secrets)
+        .assemble(&tool.id, base, parts)
         .map_err(|e| Failure::Request(e.to_string()))?;
     let span = record::upstream_span(tool, request.url.host_str().unwrap_or_default());
     // The upstream continues the trace under this request's span (exported or not).

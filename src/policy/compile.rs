@@ -13,6 +13,7 @@ use std::sync::RwLock;
 use minijinja::{Environment, UndefinedBehavior};
 
 use super::functions::days_between;
+use super::request::Match;
 use super::{Policy, Rule, ToolArgs, describe};
 use crate::config::PolicySpec;
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
@@ -27,6 +28,7 @@ const ROOTS: &[(&str, &[&str])] = &[
     ("actor", &["subject", "scopes", "purpose", "region"]),
     ("elevation", &["ticket", "granted_by", "expires"]),
     ("env", &["name"]),
+    ("request", &["upstream", "method", "path", "query", "body"]),
     ("days_between", &[]),
     ("range", &[]),
     ("dict", &[]),
@@ -34,6 +36,20 @@ const ROOTS: &[(&str, &[&str])] = &[
 
 /// Map methods, callable on any root (`args.get('limit', 100)`): not fields.
 const MAP_METHODS: &[&str] = &["get", "items", "keys", "values"];
+
+/// The fields of `request` known before the call is rendered.
+const UNRENDERED: &[&str] = &["upstream", "method"];
+
+/// What a condition reads.
+#[derive(Debug, Default)]
+struct Reads {
+    /// Argument names (`args.NAME`).
+    args: Vec<String>,
+    /// `request` at all.
+    request: bool,
+    /// `request.path`, `.query`, `.body` (or `request` whole): the rendered request.
+    sent: bool,
+}
 
 impl Policy {
     /// Checks and compiles the rules of `policies.yaml` (`path`), reporting every
@@ -69,7 +85,7 @@ impl Policy {
             for (pos, msg) in r.problems() {
                 err(pos, msg);
             }
-            let mut reads = Vec::new();
+            let mut reads = Reads::default();
             let mut sees = super::replay::Sees::default();
             let when = r.when.as_ref().and_then(|w| {
                 let name = format!("rule:{id}");
@@ -94,9 +110,15 @@ impl Policy {
             rules.push(Rule {
                 id: id.to_owned(),
                 tools: r.tools.iter().map(|t| (t.value.clone(), t.pos)).collect(),
+                matches: r.matches.as_ref().map(|m| {
+                    let pos = m.upstream.as_ref().map_or(r.id.pos, |u| u.pos);
+                    (Match::compile(m), pos)
+                }),
                 when,
                 when_pos: r.when.as_ref().map_or(r.id.pos, |w| w.pos),
-                reads,
+                reads: reads.args,
+                reads_request: reads.request,
+                reads_sent: reads.sent,
                 sees: sees.with_require(r.require.as_ref()),
                 uses_elevation: r
                     .when
@@ -118,6 +140,33 @@ impl Policy {
             env,
             redaction: spec.redaction.clone(),
         })
+    }
+
+    /// Cross-checks `match.upstream` against the upstreams of `mcpd.yaml`: a name no
+    /// upstream has is a typo that would make the rule silently never match.
+    pub fn check_upstreams(&self, path: &Path, upstreams: &[&str]) -> Diagnostics {
+        let mut diags = Diagnostics::default();
+        for rule in &self.rules {
+            let Some((m, pos)) = &rule.matches else {
+                continue;
+            };
+            if let Some(u) = m.upstream.as_deref().filter(|u| !upstreams.contains(u)) {
+                diags.push(Diagnostic::new(
+                    path,
+                    *pos,
+                    format!(
+                        "rule '{}': match.upstream: no upstream is named '{u}' (mcpd.yaml declares: {})",
+                        rule.id,
+                        if upstreams.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            upstreams.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        diags
     }
 
     /// Cross-checks the rules against the catalog's tools. Reported: a tool id named
@@ -167,17 +216,21 @@ impl Policy {
     }
 }
 
-/// Sorts a condition's variables (dotted paths) into the arguments it reads and its
-/// problems: unknown roots, unknown fields of `actor`, `elevation` and `env`.
-fn variables(vars: &HashSet<String>) -> (Vec<String>, Vec<String>) {
-    let (mut args, mut roots, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+/// Sorts a condition's variables (dotted paths) into what it reads and its problems:
+/// unknown roots, unknown fields of `actor`, `elevation`, `env` and `request`.
+fn variables(vars: &HashSet<String>) -> (Reads, Vec<String>) {
+    let (mut reads, mut roots, mut problems) = (Reads::default(), Vec::new(), Vec::new());
     for v in vars {
         let mut segments = v.split('.');
         let root = segments.next().unwrap_or_default();
         let field = segments.next().filter(|f| !MAP_METHODS.contains(f));
+        if root == "request" {
+            reads.request = true;
+            reads.sent |= field.is_none_or(|f| !UNRENDERED.contains(&f));
+        }
         match (ROOTS.iter().find(|(r, _)| *r == root), field) {
             (None, _) => roots.push(root),
-            (Some(("args", _)), Some(f)) => args.push(f.to_owned()),
+            (Some(("args", _)), Some(f)) => reads.args.push(f.to_owned()),
             (Some((r, fields)), Some(f)) if !fields.is_empty() && !fields.contains(&f) => {
                 problems.push(format!(
                     "condition reads unknown field '{r}.{f}' ({r} has: {})",
@@ -191,12 +244,12 @@ fn variables(vars: &HashSet<String>) -> (Vec<String>, Vec<String>) {
         roots.sort_unstable();
         roots.dedup();
         problems.push(format!(
-            "condition reads unknown variable(s) {} (conditions can read tool, args, actor, elevation, env and call days_between)",
+            "condition reads unknown variable(s) {} (conditions can read tool, args, request, actor, elevation, env and call days_between)",
             roots.join(", ")
         ));
     }
     problems.sort_unstable();
-    args.sort_unstable();
-    args.dedup();
-    (args, problems)
+    reads.args.sort_unstable();
+    reads.args.dedup();
+    (reads, problems)
 }

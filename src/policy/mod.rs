@@ -27,17 +27,29 @@
 //!   fails closed: deny, require and route rules deny with their reason and the error,
 //!   redact rules redact, allow rules do not allow.
 //!
+//! Rules select calls by tool id (`tools`) and by what the call does (`match`: upstream,
+//! method, path pattern; see `request.rs`). What a tool's calls can reach is worked out
+//! once per tool; only a rule whose path pattern the tool's path template may or may not
+//! match is checked per call, on the rendered path, which the engine then sends as is.
+//!
 //! This file holds the compiled policy and the call path over it (evaluate, explain, the
 //! per-tool index of applicable rules); checking and compiling `policies.yaml` is in
-//! `compile.rs`, the functions conditions may call in `functions.rs`, what a rule reads
-//! of a call and replaying a recorded call (`mcpd backtest`, `mcpd test --coverage`) in
-//! `replay.rs`.
+//! `compile.rs`, the functions conditions may call in `functions.rs`, what a call does in
+//! `request.rs`, what changed between two policies in `changes.rs`, which write tools
+//! escape a guarding rule in `escapes.rs`, and what a rule reads of a call and replaying
+//! a recorded call (`mcpd backtest`, `mcpd test --coverage`) in `replay.rs`.
 
+mod changes;
 mod compile;
+mod escapes;
 mod functions;
 mod replay;
+mod request;
 
-pub use replay::{Hidden, Recorded, Replayed, RuleInfo, pointer_step};
+pub use changes::{Changes, Weakening, diff};
+pub use escapes::WriteTool;
+pub use replay::{Hidden, Recorded, Replayed, RuleInfo, pointer_step, template_hidden};
+pub use request::{Request, Sent};
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -50,17 +62,24 @@ use crate::config::policy::{DefaultEffect, Effect, Mode, RedactionSpec, RequireS
 use crate::redact::DetectorSet;
 use crate::template::to_value;
 use crate::util::glob;
+use request::{Match, Reach};
 
 /// One compiled rule.
 #[derive(Debug)]
 struct Rule {
     id: String,
     tools: Vec<(String, Pos)>,
+    /// What the call must do (`match`), with the position of its upstream.
+    matches: Option<(Match, Pos)>,
     /// The name of the condition's template in the environment.
     when: Option<String>,
     when_pos: Pos,
     /// Argument names the condition reads (`args.NAME`), for [`Policy::check_tools`].
     reads: Vec<String>,
+    /// The condition reads `request`; `request.path`, `.query` or `.body` when
+    /// `reads_sent` (those need the rendered request).
+    reads_request: bool,
+    reads_sent: bool,
     /// Every fact the rule reads (condition and requirement), for replaying a record.
     sees: replay::Sees,
     /// The rule looks at the caller's elevation grant (its condition or `require.ticket`).
@@ -77,9 +96,9 @@ struct Rule {
 pub struct Policy {
     default: DefaultEffect,
     rules: Vec<Rule>,
-    /// The rules whose `tools` cover a tool, computed on first use per tool. Tools reach
-    /// policy only after catalog lookup, so this holds at most one entry per tool.
-    by_tool: RwLock<HashMap<String, Arc<[usize]>>>,
+    /// The rules that can reach a tool's calls, computed on first use per tool. Tools
+    /// reach policy only after catalog lookup, so this holds at most one entry per tool.
+    by_tool: RwLock<HashMap<String, Arc<Applicable>>>,
     env: Environment<'static>,
     /// How detectors replace what they find.
     pub redaction: RedactionSpec,
@@ -94,11 +113,38 @@ impl std::fmt::Debug for Policy {
     }
 }
 
+/// The rules that can reach one tool's calls.
+#[derive(Debug)]
+struct Applicable {
+    /// What the tool does, as the index was built for it.
+    upstream: String,
+    method: String,
+    path_shape: String,
+    /// Rule indexes in file order, each with whether its path is checked per call.
+    rules: Box<[(usize, bool)]>,
+    /// Some rule needs the rendered request: a path checked per call, or a condition
+    /// reading `request.path`, `.query` or `.body`.
+    needs_request: bool,
+    /// Some rule's condition reads `request`.
+    reads_request: bool,
+    /// Some rule looks at elevation grants.
+    needs_elevation: bool,
+}
+
+impl Applicable {
+    fn built_for(&self, r: &Request<'_>) -> bool {
+        self.upstream == r.upstream && self.method == r.method && self.path_shape == r.path_shape
+    }
+}
+
 /// What the rules see of a call.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
     /// The tool id.
     pub tool: &'a str,
+    /// What the call does: its upstream, method and path (rendered when a rule needs
+    /// it; see [`Policy::needs_request`]).
+    pub request: Request<'a>,
     /// The validated arguments.
     pub args: &'a Value,
     /// The actor: subject, scopes, purpose, region.
@@ -119,8 +165,11 @@ pub struct RuleOutcome {
     pub mode: Mode,
     /// Its effect.
     pub effect: Effect,
-    /// Whether its `tools` cover the call's tool.
+    /// Whether it selects the call (its `tools` and `match`).
     pub applies: bool,
+    /// It selects the tool, but the call's rendered path does not match its
+    /// `match.path`.
+    pub path_mismatch: bool,
     /// Whether its condition held (false when it does not apply or failed).
     pub matched: bool,
     /// Whether it denies the call (enforced) or would have (shadow): a matching deny, an
@@ -182,31 +231,51 @@ impl Policy {
             .unwrap_or(usize::MAX)
     }
 
-    /// Whether any rule covering `tool` looks at elevation grants: only then does a call
-    /// need its caller's grants looked up.
-    pub fn needs_elevation(&self, tool: &str) -> bool {
-        self.applicable(tool)
-            .iter()
-            .any(|&i| self.rules.get(i).is_some_and(|r| r.uses_elevation))
+    /// Whether any rule that can reach `tool`'s calls looks at elevation grants: only
+    /// then does a call need its caller's grants looked up.
+    pub fn needs_elevation(&self, tool: &str, request: &Request<'_>) -> bool {
+        self.applicable(tool, request).needs_elevation
     }
 
-    /// The indexes of the rules whose `tools` cover `tool`, computed once per tool.
-    fn applicable(&self, tool: &str) -> Arc<[usize]> {
+    /// Whether a call of `tool` must be rendered before it is decided: a rule's path is
+    /// matched per call, or a condition reads `request.path`, `.query` or `.body`. The
+    /// caller then passes the rendered request in [`Facts::request`] and sends exactly it.
+    pub fn needs_request(&self, tool: &str, request: &Request<'_>) -> bool {
+        self.applicable(tool, request).needs_request
+    }
+
+    /// The rules that can reach `tool`'s calls, computed once per tool.
+    fn applicable(&self, tool: &str, request: &Request<'_>) -> Arc<Applicable> {
         if let Some(hit) = self
             .by_tool
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(tool)
+            .filter(|a| a.built_for(request))
         {
             return hit.clone();
         }
-        let list: Arc<[usize]> = self
+        let rules: Box<[(usize, bool)]> = self
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.covers(tool))
-            .map(|(i, _)| i)
+            .filter_map(|(i, r)| match r.reach(tool, request) {
+                Reach::Never => None,
+                Reach::Always => Some((i, false)),
+                Reach::PerCall => Some((i, true)),
+            })
             .collect();
+        let picked = || rules.iter().filter_map(|(i, _)| self.rules.get(*i));
+        let list = Arc::new(Applicable {
+            upstream: request.upstream.to_owned(),
+            method: request.method.to_owned(),
+            path_shape: request.path_shape.to_owned(),
+            needs_request: rules.iter().any(|(_, per_call)| *per_call)
+                || picked().any(|r| r.reads_sent),
+            reads_request: picked().any(|r| r.reads_request),
+            needs_elevation: picked().any(|r| r.uses_elevation),
+            rules: rules.clone(),
+        });
         self.by_tool
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -237,14 +306,24 @@ impl Policy {
             default_used: false,
             outcomes: Vec::new(),
         };
-        let applicable = self.applicable(facts.tool);
+        let applicable = self.applicable(facts.tool, &facts.request);
         let ctx = applicable
+            .rules
             .iter()
-            .filter_map(|i| self.rules.get(*i))
+            .filter_map(|(i, _)| self.rules.get(*i))
             .any(|r| r.when.is_some())
             .then(|| {
+                let request = match (applicable.reads_request, facts.request.sent) {
+                    (false, _) => minijinja::Value::UNDEFINED,
+                    (true, Some(sent)) => to_value(&sent.facts),
+                    (true, None) => minijinja::context! {
+                        upstream => facts.request.upstream,
+                        method => facts.request.method,
+                    },
+                };
                 minijinja::context! {
                     tool => facts.tool,
+                    request => request,
                     args => to_value(facts.args),
                     actor => to_value(facts.actor),
                     elevation => facts.elevation.map_or(minijinja::Value::UNDEFINED, to_value),
@@ -260,13 +339,33 @@ impl Policy {
                 .map(|r| r.outcome(false, false, false, None))
                 .collect();
         }
-        for &i in applicable.iter() {
+        for &(i, per_call) in applicable.rules.iter() {
             let Some(rule) = self.rules.get(i) else {
                 continue;
             };
-            let (matched, error) = match (force(i), &rule.when, &ctx) {
-                (Some(held), _, _) => (held, None),
-                (None, Some(name), Some(ctx)) => self.condition(name, ctx),
+            // A forced rule (replay: it reads what the record hides) stands for its
+            // selection and condition together.
+            let forced = force(i);
+            let unrendered = if per_call && forced.is_none() {
+                match (facts.request.sent, &rule.matches) {
+                    (Some(sent), Some((m, _))) if !m.path_matches(sent) => {
+                        if let Some(o) = d.outcomes.get_mut(i) {
+                            o.path_mismatch = true;
+                        }
+                        continue;
+                    }
+                    (None, _) => Some(
+                        "the request was not rendered, so its path cannot be matched".to_owned(),
+                    ),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            let (matched, error) = match (forced, unrendered, &rule.when, &ctx) {
+                (Some(held), _, _, _) => (held, None),
+                (None, Some(e), _, _) => (false, Some(e)),
+                (None, None, Some(name), Some(ctx)) => self.condition(name, ctx),
                 _ => (true, None),
             };
             let act = rule.act(matched, error.as_deref(), facts);
@@ -349,8 +448,19 @@ struct Act {
 }
 
 impl Rule {
+    /// Whether its `tools` cover `tool` (ids and globs only, not `match`).
     fn covers(&self, tool: &str) -> bool {
         self.tools.is_empty() || self.tools.iter().any(|(g, _)| glob(g, tool))
+    }
+
+    /// Whether it can select calls of `tool`, which do `request`.
+    fn reach(&self, tool: &str, request: &Request<'_>) -> Reach {
+        if !self.covers(tool) {
+            return Reach::Never;
+        }
+        self.matches
+            .as_ref()
+            .map_or(Reach::Always, |(m, _)| m.reach(request))
     }
 
     fn act(&self, matched: bool, error: Option<&str>, facts: &Facts<'_>) -> Act {
@@ -404,6 +514,7 @@ impl Rule {
             mode: self.mode,
             effect: self.effect,
             applies,
+            path_mismatch: false,
             matched,
             would_deny,
             error,

@@ -2,17 +2,16 @@
 //! `mcpd test --coverage` lists them.
 //!
 //! Owns what each rule reads of a call ([`Sees`]: which arguments, actor fields,
-//! elevation, env) and what follows when a record hides some of it: an argument the
-//! detectors redacted before it was logged, or an elevation grant that was never looked
-//! up. A rule that reads a hidden fact is never evaluated on a guess: the call is
+//! elevation, env; the rendered request, through its condition or a path matched per
+//! call) and what follows when a record hides some of it: an argument the detectors
+//! redacted before it was logged (or one the request was rendered from), or an
+//! elevation grant that was never looked up. A rule that reads a hidden fact is never evaluated on a guess: the call is
 //! decided twice, once with every such rule firing as strictly as it can (protective
 //! rules fire, allow rules do not) and once as loosely (the reverse), and the decision
 //! is known only when both agree (deny wins and allow only opens, so these are the two
 //! extremes). It reads records through [`Recorded`] and never opens a log.
 
-use std::collections::HashSet;
-
-use super::{Decision, Facts, Policy, RuleOutcome};
+use super::{Decision, Facts, Policy, Request, RuleOutcome};
 use crate::config::diag::Pos;
 use crate::config::policy::{Effect, Mode, RequireSpec};
 
@@ -38,7 +37,7 @@ const MAP_METHODS: &[&str] = &["get", "items", "keys", "values"];
 
 impl Sees {
     /// What a condition reads, from its undeclared variables (`args.env`, `actor`).
-    pub(super) fn of(vars: &HashSet<String>) -> Self {
+    pub(super) fn of<'a>(vars: impl IntoIterator<Item = &'a String>) -> Self {
         let mut s = Self::default();
         for v in vars {
             let mut parts = v.split('.');
@@ -106,6 +105,39 @@ impl Sees {
     }
 }
 
+/// Whether values rendered from `vars` (a tool's request templates: `args.env`,
+/// `secret.KEY`) are hidden in a record: an argument they read was redacted, or they
+/// read a secret (a replay renders with placeholders, never a real secret).
+pub fn template_hidden<'a>(
+    vars: impl IntoIterator<Item = &'a String> + Clone,
+    redacted: &[String],
+) -> Option<Hidden> {
+    let reads = Sees::of(vars.clone());
+    let rec = Recorded {
+        facts: Facts {
+            tool: "",
+            request: Request::UNKNOWN,
+            args: &serde_json::Value::Null,
+            actor: &serde_json::Value::Null,
+            elevation: None,
+            env: &serde_json::Value::Null,
+        },
+        redacted,
+        elevation_known: true,
+        request_hidden: None,
+    };
+    let args_only = Sees {
+        args: reads.args,
+        all_args: reads.all_args,
+        ..Sees::default()
+    };
+    match args_only.hidden(&rec) {
+        Some(h) => Some(h),
+        None if vars.into_iter().any(|v| v.starts_with("secret")) => Some(Hidden::NotRecorded),
+        None => None,
+    }
+}
+
 /// Where a call record keeps the actor's fields, its elevation and `env`, as JSON
 /// pointers into the record (redacted values are named by such pointers).
 const ACTOR: &str = "/policy/actor/";
@@ -139,6 +171,9 @@ pub struct Recorded<'a> {
     /// Whether the record says which elevation grant applied (none included): the
     /// caller's grants were looked up for the call.
     pub elevation_known: bool,
+    /// Why the rendered request in `facts.request.sent` cannot be trusted, if it cannot:
+    /// it was rendered from a redacted argument, or could not be rendered again.
+    pub request_hidden: Option<Hidden>,
 }
 
 /// A recorded call, decided by a policy.
@@ -178,18 +213,19 @@ impl Policy {
     /// evaluated: the decision is reported only when it is the same whether such rules
     /// fire or not.
     pub fn replay(&self, rec: &Recorded<'_>) -> Replayed {
-        let applicable = self.applicable(rec.facts.tool);
-        let hidden: Vec<Option<Hidden>> = self
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                applicable
-                    .contains(&i)
-                    .then(|| r.sees.hidden(rec))
-                    .flatten()
-            })
-            .collect();
+        let applicable = self.applicable(rec.facts.tool, &rec.facts.request);
+        let mut hidden: Vec<Option<Hidden>> = vec![None; self.rules.len()];
+        for &(i, per_call) in applicable.rules.iter() {
+            let (Some(rule), Some(slot)) = (self.rules.get(i), hidden.get_mut(i)) else {
+                continue;
+            };
+            let reads_request = per_call || rule.reads_sent;
+            *slot = match (rule.sees.hidden(rec), rec.request_hidden) {
+                (Some(h), _) => Some(h),
+                (None, Some(h)) if reads_request => Some(h),
+                _ => None,
+            };
+        }
         let effect = |i: usize| self.rules.get(i).map(|r| r.effect);
         let strict: &dyn Fn(usize) -> Option<bool> = &|i| {
             hidden
@@ -223,12 +259,14 @@ impl Policy {
         }
     }
 
-    /// Whether rule `id` covers `tool` (its `tools`); `None` when there is no such rule.
-    pub fn rule_covers(&self, id: &str, tool: &str) -> Option<bool> {
+    /// Whether rule `id` can select calls of `tool`, which do `request` (its `tools`
+    /// and `match`; a path matched per call counts as can); `None` when there is no
+    /// such rule.
+    pub fn rule_covers(&self, id: &str, tool: &str, request: &Request<'_>) -> Option<bool> {
         self.rules
             .iter()
             .find(|r| r.id == id)
-            .map(|r| r.covers(tool))
+            .map(|r| r.reach(tool, request) != super::request::Reach::Never)
     }
 
     /// Every rule, in file order.

@@ -1,7 +1,9 @@
+use super::super::Sent;
 use super::*;
 use crate::config::PolicySpec;
 use crate::config::diag::Diagnostics;
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::path::Path;
 
 fn policy(yaml: &str) -> Policy {
@@ -73,6 +75,7 @@ impl Rec {
         p.replay(&Recorded {
             facts: Facts {
                 tool: self.tool,
+                request: Request::UNKNOWN,
                 args: &self.args,
                 actor: &actor,
                 elevation: self.elevation.as_ref(),
@@ -80,6 +83,7 @@ impl Rec {
             },
             redacted: &self.redacted,
             elevation_known: self.elevation_known,
+            request_hidden: None,
         })
     }
 }
@@ -203,6 +207,7 @@ rules:
     let r = p.replay(&Recorded {
         facts: Facts {
             tool: "orders.export",
+            request: Request::UNKNOWN,
             args: &args,
             actor: &actor,
             elevation: None,
@@ -210,6 +215,7 @@ rules:
         },
         redacted: &redacted,
         elevation_known: true,
+        request_hidden: None,
     });
     assert_eq!(r.hidden[0], Some(Hidden::Redacted));
     assert_eq!(r.allowed, None);
@@ -254,4 +260,79 @@ fn what_a_condition_reads() {
     assert!(Sees::of(&vars(&["actor"])).all_actor);
     assert!(Sees::of(&vars(&["env.name"])).env);
     assert_eq!(pointer_step("a/b~c"), "a~1b~0c");
+}
+
+#[test]
+fn a_rule_on_the_rendered_request_waits_when_the_request_came_from_a_redacted_argument() {
+    let p = policy(
+        r#"
+default: allow
+rules:
+  - id: prod-writes
+    match: { upstream: flags, methods: [PUT], path: "/flags/prod/*" }
+    when: request.body.percent > 10
+    effect: deny
+    reason: too much
+  - id: any-flag-write
+    match: { upstream: flags, methods: [PUT] }
+    effect: deny
+    reason: frozen
+    mode: shadow
+"#,
+    );
+    let sent = Sent::new(
+        "flags",
+        "PUT",
+        "/flags/prod/x",
+        &[],
+        Some(&json!({"percent": 50})),
+    );
+    let (actor, env, args) = (json!({"subject": "a"}), json!({}), json!({}));
+    let replay = |hidden: Option<Hidden>| {
+        p.replay(&Recorded {
+            facts: Facts {
+                tool: "flag.set",
+                request: Request {
+                    upstream: "flags",
+                    method: "PUT",
+                    path_shape: "/flags/*/*",
+                    sent: Some(&sent),
+                },
+                args: &args,
+                actor: &actor,
+                elevation: None,
+                env: &env,
+            },
+            redacted: &[],
+            elevation_known: true,
+            request_hidden: hidden,
+        })
+    };
+    let known = replay(None);
+    assert_eq!(known.allowed, Some(false));
+    let hidden = replay(Some(Hidden::Redacted));
+    assert_eq!(hidden.hidden[0], Some(Hidden::Redacted));
+    // a rule that selects on upstream and method alone needs no rendered request
+    assert_eq!(hidden.hidden[1], None);
+    assert!(hidden.outcomes[1].would_deny);
+    assert_eq!(hidden.allowed, None);
+}
+
+#[test]
+fn request_templates_hide_what_they_read() {
+    let vars = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let redacted = vec!["/args/email".to_owned()];
+    assert_eq!(
+        template_hidden(&vars(&["args.email"]), &redacted),
+        Some(Hidden::Redacted)
+    );
+    assert_eq!(
+        template_hidden(&vars(&["args"]), &redacted),
+        Some(Hidden::Redacted)
+    );
+    assert_eq!(template_hidden(&vars(&["args.env"]), &redacted), None);
+    assert_eq!(
+        template_hidden(&vars(&["secret.K"]), &[]),
+        Some(Hidden::NotRecorded)
+    );
 }

@@ -53,6 +53,11 @@ struct ResultLabel {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabel {
+    change: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -71,6 +76,7 @@ pub struct Metrics {
     budget_left: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
     breaker_open: Family<BreakerLabel, Gauge>,
     breaker_openings: Family<BreakerLabel, Counter>,
+    policy_changes: Family<ChangeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -139,10 +145,17 @@ impl Metrics {
             "Times this mcpd opened a circuit breaker (a burst of upstream failures), by breaker",
             breaker_openings.clone(),
         );
+        let policy_changes = Family::<ChangeLabel, Counter>::default();
+        registry.register(
+            "policy_changes",
+            "Policy rule changes reloads applied (added, removed, changed, weakened: an enforced rule removed or weakened) and policy changes held by reload.policy: manual (held)",
+            policy_changes.clone(),
+        );
         Self {
             breaker_open,
             breaker_openings,
             registry,
+            policy_changes,
             calls,
             latency,
             redactions,
@@ -228,6 +241,18 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `n` policy changes of one kind (`added`, `removed`, `changed`, `weakened`,
+    /// `held`); the series exists from the first reload that reports one.
+    pub fn policy_changes(&self, change: &str, n: usize) {
+        if n > 0 {
+            self.policy_changes
+                .get_or_create(&ChangeLabel {
+                    change: change.to_owned(),
+                })
+                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        }
     }
 
     /// The Prometheus text exposition.

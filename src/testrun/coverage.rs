@@ -18,7 +18,7 @@ use crate::catalog::Catalog;
 use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::config::policy::{Effect, Mode};
 use crate::engine::{CallResult, Elevation};
-use crate::policy::{Facts, RuleInfo, RuleOutcome};
+use crate::policy::{Facts, Request, RuleInfo, RuleOutcome};
 
 /// How each rule came out for a call, replayed with what policy saw of it; `None` when
 /// the call ended before policy.
@@ -28,13 +28,21 @@ pub(crate) fn outcomes(
     result: &CallResult,
 ) -> Option<Vec<RuleOutcome>> {
     let seen = result.policy.as_ref()?;
+    let tool = catalog.get(&result.tool)?;
     let args = Value::Object(args.clone());
     let elevation = match &seen.elevation {
         Elevation::Grant(g) => Some(g),
         Elevation::None | Elevation::NotRead => None,
     };
+    let request = Request {
+        upstream: &tool.request.upstream.name,
+        method: tool.request.method.as_str(),
+        path_shape: &tool.request.path_shape,
+        sent: seen.sent.as_ref(),
+    };
     let decision = catalog.policy.explain(&Facts {
         tool: &result.tool,
+        request,
         args: &args,
         actor: &seen.actor,
         elevation,

@@ -41,6 +41,9 @@ pub struct RequestPlan {
     pub method: reqwest::Method,
     /// Path template (segments URL-encoded).
     pub path: Tpl,
+    /// The path template with every `{{ }}` as `*`: what policy knows of the path
+    /// before a call renders it.
+    pub path_shape: String,
     /// Query templates.
     pub query: Vec<(String, Tpl)>,
     /// Header templates.
@@ -51,6 +54,20 @@ pub struct RequestPlan {
     pub timeout: Duration,
     /// Extra attempts after a connection failure or 502/503/504, for idempotent requests.
     pub retries: u8,
+}
+
+/// The parts of a request rendered from a tool's templates, before it is placed below
+/// an upstream URL. Headers may hold secrets: never log them.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// The path, its inserted values encoded as path segments.
+    pub path: String,
+    /// Query parameters with a non-empty value, in order (not yet encoded).
+    pub query: Vec<(String, String)>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// JSON body, if any.
+    pub body: Option<Value>,
 }
 
 /// A request rendered from a tool's templates, ready to send.
@@ -161,6 +178,23 @@ impl RequestPlan {
         args: &minijinja::Value,
         secrets: &Secrets,
     ) -> Result<Prepared, RequestError> {
+        let parts = self.render_parts(tool, templates, args, secrets)?;
+        self.assemble(tool, base, parts)
+    }
+
+    /// Renders what does not depend on where the request goes: path, query, headers and
+    /// body. Policy judges these parts (`request.*`) and [`Self::assemble`] sends exactly
+    /// them.
+    ///
+    /// # Errors
+    /// A template that fails (its message scrubbed of secrets).
+    pub fn render_parts(
+        &self,
+        tool: &str,
+        templates: &TemplateSet,
+        args: &minijinja::Value,
+        secrets: &Secrets,
+    ) -> Result<Parts, RequestError> {
         let ctx = minijinja::context! { args => args.clone(), secret => secrets.template.clone() };
         let fail = |field: &str, e: RenderError| RequestError::Template {
             tool: tool.to_owned(),
@@ -170,25 +204,14 @@ impl RequestPlan {
         let path = templates
             .render_text(&self.path, &ctx)
             .map_err(|e| fail("request.path", e))?;
-        let root = base.as_str().trim_end_matches('/');
-        let mut url = Url::parse(&format!("{root}{path}")).map_err(|e| RequestError::Url {
-            tool: tool.to_owned(),
-            message: e.to_string(),
-        })?;
-        if url.host_str() != base.host_str() {
-            return Err(RequestError::HostChanged(tool.to_owned()));
-        }
-        if !self.query.is_empty() {
-            let mut pairs = Vec::with_capacity(self.query.len());
-            for (k, t) in &self.query {
-                let v = templates
-                    .render_text(t, &ctx)
-                    .map_err(|e| fail(&format!("request.query.{k}"), e))?;
-                if !v.is_empty() {
-                    pairs.push((k, v));
-                }
+        let mut query = Vec::with_capacity(self.query.len());
+        for (k, t) in &self.query {
+            let v = templates
+                .render_text(t, &ctx)
+                .map_err(|e| fail(&format!("request.query.{k}"), e))?;
+            if !v.is_empty() {
+                query.push((k.clone(), v));
             }
-            url.query_pairs_mut().extend_pairs(pairs);
         }
         let mut headers = Vec::with_capacity(self.headers.len());
         for (k, t) in &self.headers {
@@ -201,11 +224,36 @@ impl RequestPlan {
             Some(b) => Some(render_body(templates, b, &ctx).map_err(|e| fail("request.body", e))?),
             None => None,
         };
+        Ok(Parts {
+            path,
+            query,
+            headers,
+            body,
+        })
+    }
+
+    /// The request to send: `parts` below `base`.
+    ///
+    /// # Errors
+    /// A URL that does not parse, a path that changes the host.
+    pub fn assemble(&self, tool: &str, base: &Url, parts: Parts) -> Result<Prepared, RequestError> {
+        let root = base.as_str().trim_end_matches('/');
+        let mut url =
+            Url::parse(&format!("{root}{}", parts.path)).map_err(|e| RequestError::Url {
+                tool: tool.to_owned(),
+                message: e.to_string(),
+            })?;
+        if url.host_str() != base.host_str() {
+            return Err(RequestError::HostChanged(tool.to_owned()));
+        }
+        if !parts.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(parts.query);
+        }
         Ok(Prepared {
             method: self.method.clone(),
             url,
-            headers,
-            body,
+            headers: parts.headers,
+            body: parts.body,
             timeout: self.timeout,
         })
     }

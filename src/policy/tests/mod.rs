@@ -7,6 +7,8 @@ use rstest::rstest;
 use serde_json::json;
 use std::path::Path;
 
+mod matching;
+
 fn policy(yaml: &str) -> Policy {
     let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
     Policy::compile(
@@ -48,13 +50,23 @@ rules:
     reason: exports over a month need review
 "#;
 
-/// One call as the rules see it: a tool, its arguments, the actor and an elevation grant.
+/// One call as the rules see it: a tool, its arguments, the actor, an elevation grant
+/// and what it does (upstream, method, path template, and the rendered request).
 #[derive(Debug)]
 struct Call {
     tool: &'static str,
     args: Value,
     actor: Value,
     elevation: Option<Value>,
+    does: Option<Does>,
+}
+
+#[derive(Debug)]
+struct Does {
+    upstream: &'static str,
+    method: &'static str,
+    shape: &'static str,
+    sent: Option<Sent>,
 }
 
 /// A call of `tool` with `args` by an actor with no fields and no elevation.
@@ -64,10 +76,48 @@ fn call(tool: &'static str, args: Value) -> Call {
         args,
         actor: json!({}),
         elevation: None,
+        does: None,
     }
 }
 
 impl Call {
+    /// Its tool sends `method` to `upstream` with path template `shape`; this call
+    /// rendered it as `path` with `body`.
+    fn sends(
+        self,
+        (upstream, method, shape): (&'static str, &'static str, &'static str),
+        path: &str,
+        body: Value,
+    ) -> Self {
+        let body = (!body.is_null()).then_some(body);
+        let sent = Sent::new(upstream, method, path, &[], body.as_ref());
+        Self {
+            does: Some(Does {
+                upstream,
+                method,
+                shape,
+                sent: Some(sent),
+            }),
+            ..self
+        }
+    }
+
+    /// As `sends`, but the request was not rendered.
+    fn unrendered(
+        self,
+        (upstream, method, shape): (&'static str, &'static str, &'static str),
+    ) -> Self {
+        Self {
+            does: Some(Does {
+                upstream,
+                method,
+                shape,
+                sent: None,
+            }),
+            ..self
+        }
+    }
+
     fn by(self, actor: Value) -> Self {
         Self { actor, ..self }
     }
@@ -81,8 +131,15 @@ impl Call {
 }
 
 fn facts<'a>(c: &'a Call, env: &'a Value) -> Facts<'a> {
+    let request = c.does.as_ref().map_or(Request::UNKNOWN, |d| Request {
+        upstream: d.upstream,
+        method: d.method,
+        path_shape: d.shape,
+        sent: d.sent.as_ref(),
+    });
     Facts {
         tool: c.tool,
+        request,
         args: &c.args,
         actor: &c.actor,
         elevation: c.elevation.as_ref(),
@@ -120,6 +177,7 @@ enum Reason {
 enum Outcome {
     Matched(bool),
     FailedWith(&'static str),
+    OffPath,
 }
 
 /// What a decision must show. Besides `allowed` and the denying rule, only what a case
@@ -215,6 +273,12 @@ impl Want {
         self
     }
 
+    /// The rule selects the tool but the call's rendered path does not match.
+    fn off_path(mut self, id: &'static str) -> Self {
+        self.outcomes.push((id, Outcome::OffPath));
+        self
+    }
+
     /// The rule's condition could not be evaluated, with an error containing `part`.
     fn failed(mut self, id: &'static str, part: &'static str) -> Self {
         self.outcomes.push((id, Outcome::FailedWith(part)));
@@ -260,6 +324,12 @@ impl Want {
             let o = outcome(d, id);
             match want {
                 Outcome::Matched(m) => assert_eq!(o.matched, *m, "rule '{id}': {o:?}"),
+                Outcome::OffPath => {
+                    assert!(
+                        o.path_mismatch && !o.applies && !o.matched,
+                        "rule '{id}': {o:?}"
+                    );
+                }
                 Outcome::FailedWith(s) => {
                     let error = o
                         .error
