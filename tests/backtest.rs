@@ -61,12 +61,23 @@ fn rule<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no rule {id}: {report}"))
 }
 
-/// The shipped policy with its prod rule's condition replaced.
-fn candidate(cfg: &ConfigDir, name: &str, when: &str) -> String {
+/// The shipped prod rule's selection.
+const PROD_MATCH: &str =
+    r#"match: { upstream: flags, methods: [PUT, POST, PATCH, DELETE], path: "/flags/prod/*" }"#;
+/// Every write to a flag, in any environment.
+const ANY_FLAG_WRITE: &str = "match: { upstream: flags, methods: [PUT, POST, PATCH, DELETE] }";
+
+/// The shipped policy with its prod rule's selection (`match`) and condition replaced.
+fn candidate(cfg: &ConfigDir, name: &str, select: &str, when: &str) -> String {
     let shipped = cfg.read("policies.yaml");
-    let from = r#"when: args.env == "prod" and args.percent > 10 and not elevation.ticket"#;
-    assert!(shipped.contains(from));
-    cfg.write(name, &shipped.replacen(from, &format!("when: {when}"), 1));
+    let from = format!(
+        "{PROD_MATCH}\n    when: not (request.body.percent is number and request.body.percent <= 10) and not elevation.ticket"
+    );
+    assert!(shipped.contains(&from), "{shipped}");
+    cfg.write(
+        name,
+        &shipped.replacen(&from, &format!("{select}\n    when: {when}"), 1),
+    );
     cfg.path().join(name).display().to_string()
 }
 
@@ -107,7 +118,8 @@ fn a_tighter_prod_rule_newly_denies_the_staging_writes_with_exact_counts() {
     let tight = candidate(
         &cfg,
         "tight.yaml",
-        "args.percent > 5 and not elevation.ticket",
+        ANY_FLAG_WRITE,
+        "not (request.body.percent is number and request.body.percent <= 5) and not elevation.ticket",
     );
     let (code, r) = backtest(&cfg, &["--policies", &tight]);
     assert_eq!(code, 0);
@@ -183,7 +195,8 @@ fn a_looser_prod_rule_newly_allows_the_denied_prod_writes() {
     let loose = candidate(
         &cfg,
         "loose.yaml",
-        r#"args.env == "prod" and args.percent > 60 and not elevation.ticket"#,
+        PROD_MATCH,
+        "not (request.body.percent is number and request.body.percent <= 60) and not elevation.ticket",
     );
     let (code, r) = backtest(
         &cfg,
@@ -215,7 +228,7 @@ fn a_looser_prod_rule_newly_allows_the_denied_prod_writes() {
 #[test]
 fn a_candidate_that_does_not_compile_is_refused_with_its_position() {
     let cfg = demo_log();
-    let bad = candidate(&cfg, "bad.yaml", "args.envv == 1");
+    let bad = candidate(&cfg, "bad.yaml", "tools: [flag.set]", "args.envv == 1");
     let (code, out, err) = mcpd(&cfg, &["backtest", "--policies", &bad]);
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("bad.yaml:"), "{err}");
@@ -397,7 +410,8 @@ fn a_log_written_by_several_processes_and_rotated_into_two_files_is_read_whole()
     let tight = candidate(
         &cfg,
         "tight.yaml",
-        "args.percent > 0 and not elevation.ticket",
+        ANY_FLAG_WRITE,
+        "request.body.percent > 0 and not elevation.ticket",
     );
     let mut all = vec!["--policies", tight.as_str(), "--audit"];
     all.extend(&args);

@@ -13,6 +13,7 @@ mod util;
 mod audit;
 mod backtest;
 mod call;
+mod coverage;
 mod docs;
 mod explain;
 mod host_config;

@@ -6,7 +6,8 @@
 //! per-rule outcomes are the ones that decided the call. A rule *matches* a case when it
 //! covers the case's tool and its condition holds (a rule without a condition: when it
 //! covers the tool); it *does not match* when it covers the tool and its condition is
-//! false (without a condition: when the case calls a tool it does not cover). A rule
+//! false, or its `match.path` turns the call away (without a condition: when the case
+//! calls a tool it does not select). A rule
 //! with no condition that covers every tool cannot not match, and needs only a match.
 //! A condition that failed to evaluate counts as neither. Only passing cases count: a
 //! case that fails its expectations proves nothing about the rules. It must not print.
@@ -111,7 +112,9 @@ pub(crate) fn coverage(rules: &[RuleInfo], reports: &[CaseReport]) -> Vec<RuleCo
                 (true, _, Some(_)) => c.failed += 1,
                 (true, true, None) => bump(&mut c.matched),
                 (true, false, None) => bump(&mut c.unmatched),
-                (false, _, _) if !c.info.conditional => bump(&mut c.unmatched),
+                (false, _, _) if !c.info.conditional || o.path_mismatch => {
+                    bump(&mut c.unmatched);
+                }
                 (false, _, _) => {}
             }
         }
