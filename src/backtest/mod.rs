@@ -317,7 +317,12 @@ pub fn backtest(log: &Log, candidate: &Policy, catalog: &Catalog, examples: usiz
                     && o.would_deny
                     && let Some(r) = rules.get_mut(i)
                 {
-                    r.newly_denies.add(rec, &before, &after, examples);
+                    if o.mode == Mode::Shadow {
+                        let after = format!("{after} (denied by {} if enforced)", o.id);
+                        r.newly_denies.add(rec, &before, &after, examples);
+                    } else {
+                        r.newly_denies.add(rec, &before, &after, examples);
+                    }
                     by_rule |= o.mode == Mode::Enforce;
                 }
             }

@@ -204,8 +204,8 @@ fn render(r: &Report, candidate: &Path) -> String {
     log_lines(&mut out, &r.files, r.records, r.chains, r.period.as_ref());
     let _ = writeln!(
         out,
-        "calls      {} call records: {} replayed, {} ended before policy (identity, arguments, scope), {} recorded without what policy saw (not replayed)",
-        r.calls, r.replayed, r.before_policy, r.not_recorded
+        "calls      {} call records: {} replayed; not replayed: {} ended before policy (identity, arguments, scope), {} written without what policy saw, {} of tools no longer declared",
+        r.calls, r.replayed, r.before_policy, r.not_recorded, r.tool_gone
     );
     let _ = writeln!(
         out,
