@@ -136,19 +136,9 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     // With `audit:` in mcpd.yaml the flows are recorded like any call (`mcpd backtest`
     // can replay them).
     if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
-        println!(
-            "audit log {}",
-            dir.join(
-                &loaded
-                    .server
-                    .1
-                    .audit
-                    .as_ref()
-                    .map(|a| a.path.as_str())
-                    .unwrap_or_default()
-            )
-            .display()
-        );
+        if let Some(spec) = &loaded.server.1.audit {
+            println!("audit log {}", dir.join(&spec.path).display());
+        }
         engine = engine.with_audit(audit);
     }
     let mut unexpected = 0;
