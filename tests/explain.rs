@@ -94,5 +94,10 @@ fn a_denied_call_shows_no_request() {
         out.contains("decision  DENY by prod-write-needs-ticket"),
         "{out}"
     );
-    assert!(!out.contains("request "), "{out}");
+    // The request policy judged is shown (its path), never one built to be sent.
+    assert!(
+        out.contains("request   PUT /flags/prod/checkout_v2 (upstream flags)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("http://"), "{out}");
 }

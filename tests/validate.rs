@@ -318,7 +318,7 @@ fn a_broken_policy_file_is_one_problem_not_every_upstream_refused_by_egress() {
     let (code, out, err) = validate(cfg.path());
     assert_eq!(code, 1);
     assert!(
-        out.contains("policies.yaml:49:11: expected a number"),
+        out.contains("policies.yaml:52:11: expected a number"),
         "{out}"
     );
     assert!(err.contains("1 problem found"), "{out}{err}");

@@ -595,7 +595,9 @@ fn check_settled(
             let (server_broken, policy_broken) =
                 (broken(&loaded.server.0), broken(&loaded.policy.0));
             let more = more.0.into_iter().filter(|d| {
-                !(server_broken && d.message.contains("request.upstream: unknown upstream")
+                !(server_broken
+                    && (d.message.contains("request.upstream: unknown upstream")
+                        || d.message.contains("match.upstream: no upstream is named"))
                     || policy_broken
                         && d.file == loaded.server.0
                         && d.message.contains("egress to host"))
