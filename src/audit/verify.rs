@@ -4,6 +4,8 @@
 //! Owns [`Broken`]: the first thing wrong, and its line. It only reads the log, never
 //! repairs or rewrites it, and leaves how a signature is checked to `sign.rs`.
 
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
 
 use serde_json::Value;
@@ -54,8 +56,9 @@ pub struct Segment {
 /// file before it ends, for a log kept in several files), the file may continue that
 /// chain (its first record is `after.seq + 1` with `prev` the hash of that line) or
 /// start one of its own (`seq` 1 after 64 zeros: the writer started a new file); any
-/// other start is a gap. The file is read whole under a shared lock, so a record being
-/// appended meanwhile is either all there or not at all.
+/// other start is a gap. The file is read a line at a time up to its length under a
+/// shared lock, so a record being appended meanwhile is either all there or not at all,
+/// and a log of any size is checked in little memory.
 ///
 /// # Errors
 /// The first broken line and what is wrong with it; `Err` with line 0 if unreadable.
@@ -65,22 +68,30 @@ pub fn verify_segment(
     after: Option<&ChainEnd>,
     mut each: impl FnMut(usize, &Value),
 ) -> Result<Segment, Broken> {
-    let text = read_locked(path).map_err(|e| Broken {
+    let cannot_read = |e: std::io::Error| Broken {
         line: 0,
         what: format!("cannot read '{}': {e}", path.display()),
-    })?;
-    let text = String::from_utf8_lossy(&text);
-    let complete = text.is_empty() || text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
+    };
+    let mut reader = open_stable(path).map_err(cannot_read)?;
     let mut prev = GENESIS.to_owned();
     let mut expect = 1u64;
     let mut fresh = true;
-    for (i, line) in lines.iter().enumerate() {
-        let n = i + 1;
-        let broken = |what: String| Broken { line: n, what };
-        if !complete && n == lines.len() {
-            return Err(broken("torn record: the last line is incomplete (the log was cut or a write was interrupted)".into()));
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(cannot_read)? == 0 {
+            break;
         }
+        n += 1;
+        let broken = |what: String| Broken { line: n, what };
+        // Only the last line can lack its newline.
+        let Some(body) = buf.strip_suffix(b"\n") else {
+            return Err(broken("torn record: the last line is incomplete (the log was cut or a write was interrupted)".into()));
+        };
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let line = String::from_utf8_lossy(body);
+        let line = line.as_ref();
         let v: Value =
             serde_json::from_str(line).map_err(|e| broken(format!("not a JSON record ({e})")))?;
         let (Some(signed_part), Some(sig)) = (
@@ -136,28 +147,28 @@ pub fn verify_segment(
         prev = sha256_hex(line.as_bytes());
         expect += 1;
     }
-    let end = (!lines.is_empty()).then(|| ChainEnd {
+    let end = (n > 0).then(|| ChainEnd {
         seq: expect - 1,
         hash: prev,
     });
     Ok(Segment {
-        records: u64::try_from(lines.len()).unwrap_or(u64::MAX),
+        records: u64::try_from(n).unwrap_or(u64::MAX),
         fresh,
         end,
     })
 }
 
-/// The file's bytes, read under a shared `flock`: writers append under an exclusive
-/// one, so no half-written record is read.
-fn read_locked(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
+/// The file, to be read up to its length as it stood under a shared `flock`: writers
+/// append whole records under an exclusive one, so every record up to that length is
+/// complete, and the lock is not held while the file is read (appends go on meanwhile,
+/// after that length).
+fn open_stable(path: &Path) -> std::io::Result<BufReader<std::io::Take<File>>> {
+    let file = File::open(path)?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)?;
-    let mut text = Vec::new();
-    let read = file.read_to_end(&mut text);
-    // Closing the file releases the lock too.
-    let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock);
-    read.map(|_| text)
+    let len = file.metadata().map(|m| m.len());
+    // Closing the file would release the lock too; this one stays open for reading.
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock)?;
+    Ok(BufReader::new(file.take(len?)))
 }
 
 /// A record of intent no call record names: a write that may have reached its upstream

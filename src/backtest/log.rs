@@ -4,8 +4,10 @@
 //! Owns putting a log's files in order (by their first record's time: a log rotated
 //! into `audit.jsonl.2`, `audit.jsonl.1`, `audit.jsonl` can be given in any order) and
 //! telling call records from the others (records of intent, operators' resolutions,
-//! config changes, breaker events: any record with an `event` or a `kind`). It reads
-//! only what verified, and refuses the whole log at the first broken line.
+//! config changes, breaker events: any record with an `event` or a `kind`). Records are
+//! handed on one at a time as they verify, so a log of any size is read in little
+//! memory; a caller keeps what it makes of them only when the whole log verified (the
+//! first broken line refuses the whole log).
 
 use std::path::{Path, PathBuf};
 
@@ -26,29 +28,23 @@ pub struct FileSummary {
     pub new_chain: bool,
 }
 
-/// A verified log and its call records, in log order.
+/// A verified log: its files and counts (its call records were handed on as read).
 #[derive(Debug, Clone)]
 pub struct Log {
     /// The files, in the order read.
     pub files: Vec<FileSummary>,
     /// Records of every kind.
     pub records: u64,
-    /// The call records.
-    pub calls: Vec<CallRecord>,
+    /// Call records.
+    pub calls: usize,
+    /// The first and last call records' times (RFC 3339).
+    pub period: Option<(String, String)>,
 }
 
 impl Log {
     /// How many chains the files form (1 when each file continues the one before).
     pub fn chains(&self) -> usize {
         self.files.iter().filter(|f| f.new_chain).count()
-    }
-
-    /// The first and last call records' times (RFC 3339).
-    pub fn period(&self) -> Option<(&str, &str)> {
-        Some((
-            self.calls.first()?.time.as_str(),
-            self.calls.last()?.time.as_str(),
-        ))
     }
 }
 
@@ -156,13 +152,19 @@ pub enum LogError {
     NoFiles,
 }
 
-/// Verifies the files of one log and reads their call records. The files may be given
-/// in any order: they are read in the order of their first record's time, each either
-/// continuing the chain of the one before or starting its own.
+/// Verifies the files of one log and hands each call record to `each`, in log order.
+/// The files may be given in any order: they are read in the order of their first
+/// record's time, each either continuing the chain of the one before or starting its
+/// own. Records reach `each` as their line verifies: use what it gathered only when
+/// this returns `Ok`.
 ///
 /// # Errors
 /// The first file that does not verify, at its first broken line.
-pub fn read(paths: &[PathBuf], verifier: &Verifier) -> Result<Log, LogError> {
+pub fn read(
+    paths: &[PathBuf],
+    verifier: &Verifier,
+    mut each: impl FnMut(&CallRecord),
+) -> Result<Log, LogError> {
     if paths.is_empty() {
         return Err(LogError::NoFiles);
     }
@@ -173,14 +175,21 @@ pub fn read(paths: &[PathBuf], verifier: &Verifier) -> Result<Log, LogError> {
     let mut log = Log {
         files: Vec::new(),
         records: 0,
-        calls: Vec::new(),
+        calls: 0,
+        period: None,
     };
     let mut end: Option<ChainEnd> = None;
     for (i, (_, path)) in ordered.into_iter().enumerate() {
-        let calls = &mut log.calls;
+        let (calls, period) = (&mut log.calls, &mut log.period);
         let segment = verify_segment(path, verifier, end.as_ref(), |line, v| {
             if is_call(v) {
-                calls.push(CallRecord::read(i, line, v));
+                let rec = CallRecord::read(i, line, v);
+                *calls += 1;
+                match period {
+                    Some((_, last)) => last.clone_from(&rec.time),
+                    None => *period = Some((rec.time.clone(), rec.time.clone())),
+                }
+                each(&rec);
             }
         })
         .map_err(|broken| LogError::Broken {

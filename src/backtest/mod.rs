@@ -19,10 +19,12 @@ pub use log::{CallRecord, FileSummary, Log, LogError};
 pub use shadow::{ShadowReport, ShadowRule, shadow_report};
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::audit::Verifier;
 use crate::catalog::{Catalog, Tool};
 use crate::config::policy::Mode;
 use crate::policy::{Facts, Hidden, Policy, Recorded, Request, Sent, effect_name, template_hidden};
@@ -230,63 +232,87 @@ fn render(tool: &Tool, rec: &CallRecord) -> (Option<Sent>, Option<Hidden>) {
     }
 }
 
-/// Replays every call record of `log` that reached policy through `candidate` and
-/// compares each outcome with the decision recorded then; `catalog` (compiled with
-/// placeholder secrets) says what each tool's request does. `examples` caps the
-/// examples kept per count.
-pub fn backtest(log: &Log, candidate: &Policy, catalog: &Catalog, examples: usize) -> Report {
-    let info = candidate.rules_info();
-    let mut rules: Vec<RuleReport> = info
-        .iter()
-        .map(|r| RuleReport::new(&r.id, mode_name(r.mode), effect_name(r.effect)))
-        .collect();
-    let mut extra: Vec<RuleReport> = Vec::new();
-    let mut report = Report {
-        files: log.files.clone(),
-        records: log.records,
-        chains: log.chains(),
-        period: log.period().map(|(a, b)| (a.to_owned(), b.to_owned())),
-        calls: log.calls.len(),
-        before_policy: 0,
-        not_recorded: 0,
-        tool_gone: 0,
-        replayed: 0,
-        newly_denied: 0,
-        newly_allowed: 0,
-        undecided: 0,
-        unchanged: 0,
-        rules: Vec::new(),
-    };
-    for rec in &log.calls {
+/// A candidate policy replaying call records one at a time (as [`log::read`] hands them
+/// on), gathering the report.
+#[derive(Debug)]
+pub struct Replay<'a> {
+    candidate: &'a Policy,
+    catalog: &'a Catalog,
+    examples: usize,
+    rules: Vec<RuleReport>,
+    /// `default` and rules gone from the candidate.
+    extra: Vec<RuleReport>,
+    report: Report,
+}
+
+impl<'a> Replay<'a> {
+    /// Replays through `candidate`; `catalog` (compiled with placeholder secrets) says
+    /// what each tool's request does. `examples` caps the examples kept per count.
+    pub fn new(candidate: &'a Policy, catalog: &'a Catalog, examples: usize) -> Self {
+        let rules = candidate
+            .rules_info()
+            .iter()
+            .map(|r| RuleReport::new(&r.id, mode_name(r.mode), effect_name(r.effect)))
+            .collect();
+        Self {
+            candidate,
+            catalog,
+            examples,
+            rules,
+            extra: Vec::new(),
+            report: Report {
+                files: Vec::new(),
+                records: 0,
+                chains: 0,
+                period: None,
+                calls: 0,
+                before_policy: 0,
+                not_recorded: 0,
+                tool_gone: 0,
+                replayed: 0,
+                newly_denied: 0,
+                newly_allowed: 0,
+                undecided: 0,
+                unchanged: 0,
+                rules: Vec::new(),
+            },
+        }
+    }
+
+    /// Replays one call record (if it reached policy) and compares the outcome with the
+    /// decision recorded then.
+    pub fn add(&mut self, rec: &CallRecord) {
         let seen = match &rec.policy {
             None => {
-                report.not_recorded += 1;
-                continue;
+                self.report.not_recorded += 1;
+                return;
             }
             Some(None) => {
-                report.before_policy += 1;
-                continue;
+                self.report.before_policy += 1;
+                return;
             }
             Some(Some(seen)) => seen,
         };
         let Some(allowed_then) = rec.allowed_then() else {
-            report.not_recorded += 1;
-            continue;
+            self.report.not_recorded += 1;
+            return;
         };
-        let Some(tool) = catalog.get(&rec.tool) else {
-            report.tool_gone += 1;
-            continue;
+        let Some(tool) = self.catalog.get(&rec.tool) else {
+            self.report.tool_gone += 1;
+            return;
         };
-        report.replayed += 1;
+        self.report.replayed += 1;
         let facts = RecordFacts::of(rec, seen);
         let mut request = request_of(tool);
-        let (sent, request_hidden) = if candidate.needs_request(&tool.id, &request) {
+        let (sent, request_hidden) = if self.candidate.needs_request(&tool.id, &request) {
             render(tool, rec)
         } else {
             (None, None)
         };
         request.sent = sent.as_ref();
-        let replayed = candidate.replay(&facts.recorded(rec, request, request_hidden));
+        let replayed = self
+            .candidate
+            .replay(&facts.recorded(rec, request, request_hidden));
         let before = match rec.denied_by() {
             Some(rule) if !allowed_then => format!("denied by {rule}"),
             _ if !allowed_then => "denied".to_owned(),
@@ -299,11 +325,16 @@ pub fn backtest(log: &Log, candidate: &Policy, catalog: &Catalog, examples: usiz
             (Some(false), None) => "denied".to_owned(),
         };
         for (i, hidden) in replayed.hidden.iter().enumerate() {
-            let Some(r) = rules.get_mut(i) else { continue };
+            let Some(r) = self.rules.get_mut(i) else {
+                continue;
+            };
             match hidden {
-                Some(Hidden::Redacted) => r.unjudged_redacted.add(rec, &before, &after, examples),
+                Some(Hidden::Redacted) => {
+                    r.unjudged_redacted.add(rec, &before, &after, self.examples)
+                }
                 Some(Hidden::NotRecorded) => {
-                    r.unjudged_not_recorded.add(rec, &before, &after, examples);
+                    r.unjudged_not_recorded
+                        .add(rec, &before, &after, self.examples);
                 }
                 None => {}
             }
@@ -315,45 +346,73 @@ pub fn backtest(log: &Log, candidate: &Policy, catalog: &Catalog, examples: usiz
                 let known = replayed.hidden.get(i).is_some_and(Option::is_none);
                 if known
                     && o.would_deny
-                    && let Some(r) = rules.get_mut(i)
+                    && let Some(r) = self.rules.get_mut(i)
                 {
                     if o.mode == Mode::Shadow {
                         let after = format!("{after} (denied by {} if enforced)", o.id);
-                        r.newly_denies.add(rec, &before, &after, examples);
+                        r.newly_denies.add(rec, &before, &after, self.examples);
                     } else {
-                        r.newly_denies.add(rec, &before, &after, examples);
+                        r.newly_denies.add(rec, &before, &after, self.examples);
                     }
                     by_rule |= o.mode == Mode::Enforce;
                 }
             }
             if replayed.allowed == Some(false)
                 && !by_rule
-                && let Some(r) = rule_entry(&mut extra, "default", "enforce", "")
+                && let Some(r) = rule_entry(&mut self.extra, "default", "enforce", "")
             {
-                r.newly_denies.add(rec, &before, &after, examples);
+                r.newly_denies.add(rec, &before, &after, self.examples);
             }
         } else if replayed.allowed == Some(true) {
             let id = rec.denied_by().unwrap_or("default");
-            let entry = match rules.iter_mut().find(|r| r.id == id) {
+            let entry = match self.rules.iter_mut().find(|r| r.id == id) {
                 Some(r) => Some(r),
-                None if id == "default" => rule_entry(&mut extra, id, "enforce", ""),
-                None => rule_entry(&mut extra, id, "absent", ""),
+                None if id == "default" => rule_entry(&mut self.extra, id, "enforce", ""),
+                None => rule_entry(&mut self.extra, id, "absent", ""),
             };
             if let Some(r) = entry {
-                r.newly_allows.add(rec, &before, &after, examples);
+                r.newly_allows.add(rec, &before, &after, self.examples);
             }
         }
         match (allowed_then, replayed.allowed) {
-            (_, None) => report.undecided += 1,
-            (true, Some(false)) => report.newly_denied += 1,
-            (false, Some(true)) => report.newly_allowed += 1,
-            _ => report.unchanged += 1,
+            (_, None) => self.report.undecided += 1,
+            (true, Some(false)) => self.report.newly_denied += 1,
+            (false, Some(true)) => self.report.newly_allowed += 1,
+            _ => self.report.unchanged += 1,
         }
     }
-    extra.sort_by_key(|r| r.id != "default");
-    rules.extend(extra);
-    report.rules = rules;
-    report
+
+    /// The report, for the verified `log` the records came from.
+    pub fn finish(mut self, log: &Log) -> Report {
+        self.extra.sort_by_key(|r| r.id != "default");
+        self.rules.extend(self.extra);
+        Report {
+            files: log.files.clone(),
+            records: log.records,
+            chains: log.chains(),
+            period: log.period.clone(),
+            calls: log.calls,
+            rules: self.rules,
+            ..self.report
+        }
+    }
+}
+
+/// Verifies the log in `paths` and replays every call record that reached policy
+/// through `candidate` ([`Replay`]). Nothing is reported unless the whole log verified.
+///
+/// # Errors
+/// The log does not verify.
+pub fn backtest(
+    paths: &[PathBuf],
+    verifier: &Verifier,
+    candidate: &Policy,
+    catalog: &Catalog,
+    examples: usize,
+) -> Result<Report, LogError> {
+    let mut replay = Replay::new(candidate, catalog, examples);
+    let log = log::read(paths, verifier, |rec| replay.add(rec))?;
+    Ok(replay.finish(&log))
 }
 
 /// The entry for `id` in `list`, added when it is not there yet.

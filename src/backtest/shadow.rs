@@ -7,10 +7,14 @@
 
 use serde::Serialize;
 
-use super::log::Log;
+use std::path::PathBuf;
+
+use super::log::{CallRecord, Log, LogError};
 use super::{Tally, mode_name};
+use crate::audit::Verifier;
 use crate::catalog::Catalog;
-use crate::policy::Policy;
+use crate::config::policy::Mode;
+use crate::policy::RuleInfo;
 
 /// What each shadow rule did over a log.
 #[derive(Debug, Clone, Serialize)]
@@ -51,31 +55,66 @@ pub struct ShadowRule {
     pub fired_allowed: usize,
 }
 
-/// Summarises the shadow outcomes recorded in `log`; `policy` (the current one) says
-/// which rules are in shadow mode now and which tools each covers.
-pub fn shadow_report(log: &Log, current: Option<&Catalog>, examples: usize) -> ShadowReport {
-    let policy = current.map(|c| &c.policy);
-    let mut rules: Vec<ShadowRule> = Vec::new();
-    let info = policy.map(Policy::rules_info).unwrap_or_default();
-    for r in info
-        .iter()
-        .filter(|r| r.mode == crate::config::policy::Mode::Shadow)
-    {
-        rules.push(ShadowRule {
-            id: r.id.clone(),
-            effect: crate::policy::effect_name(r.effect).to_owned(),
-            now: "shadow",
-            covered: Some(0),
-            fired: Tally::default(),
-            fired_allowed: 0,
-        });
-    }
-    let mut reached = 0;
-    for rec in &log.calls {
-        if rec.seen().is_none() {
-            continue;
+/// Verifies the log in `paths` and summarises the shadow outcomes its call records
+/// carry; `current` (the config now, compiled with placeholder secrets) says which rules
+/// are in shadow mode now and which calls each can select. Nothing is reported unless
+/// the whole log verified.
+///
+/// # Errors
+/// The log does not verify.
+pub fn shadow_report(
+    paths: &[PathBuf],
+    verifier: &Verifier,
+    current: Option<&Catalog>,
+    examples: usize,
+) -> Result<ShadowReport, LogError> {
+    let mut tally = Shadows::new(current, examples);
+    let log = super::log::read(paths, verifier, |rec| tally.add(rec))?;
+    Ok(tally.finish(&log))
+}
+
+/// The shadow outcomes gathered so far.
+struct Shadows<'a> {
+    current: Option<&'a Catalog>,
+    info: Vec<RuleInfo>,
+    /// Per rule of the current policy (file order): calls that reached policy and that
+    /// it can select.
+    covered: Vec<usize>,
+    rules: Vec<ShadowRule>,
+    reached: usize,
+    examples: usize,
+}
+
+impl<'a> Shadows<'a> {
+    fn new(current: Option<&'a Catalog>, examples: usize) -> Self {
+        let info = current.map(|c| c.policy.rules_info()).unwrap_or_default();
+        let rules = info
+            .iter()
+            .filter(|r| r.mode == Mode::Shadow)
+            .map(|r| ShadowRule {
+                id: r.id.clone(),
+                effect: crate::policy::effect_name(r.effect).to_owned(),
+                now: "shadow",
+                covered: None,
+                fired: Tally::default(),
+                fired_allowed: 0,
+            })
+            .collect();
+        Self {
+            current,
+            covered: vec![0; info.len()],
+            info,
+            rules,
+            reached: 0,
+            examples,
         }
-        reached += 1;
+    }
+
+    fn add(&mut self, rec: &CallRecord) {
+        if rec.seen().is_none() {
+            return;
+        }
+        self.reached += 1;
         let before = match (rec.allowed_then(), rec.denied_by()) {
             (Some(false), Some(by)) => format!("denied by {by}"),
             (Some(false), None) => "denied".to_owned(),
@@ -83,49 +122,60 @@ pub fn shadow_report(log: &Log, current: Option<&Catalog>, examples: usize) -> S
         };
         for entry in &rec.shadow {
             let (id, effect) = entry.split_once(':').unwrap_or((entry.as_str(), ""));
-            let at = match rules.iter().position(|r| r.id == id) {
+            let at = match self.rules.iter().position(|r| r.id == id) {
                 Some(at) => at,
                 None => {
-                    let now = info
+                    let now = self
+                        .info
                         .iter()
                         .find(|r| r.id == id)
                         .map_or("absent", |r| mode_name(r.mode));
-                    rules.push(ShadowRule {
+                    self.rules.push(ShadowRule {
                         id: id.to_owned(),
                         effect: effect.to_owned(),
                         now,
-                        covered: (now != "absent").then_some(0),
+                        covered: None,
                         fired: Tally::default(),
                         fired_allowed: 0,
                     });
-                    rules.len() - 1
+                    self.rules.len() - 1
                 }
             };
-            if let Some(r) = rules.get_mut(at) {
+            if let Some(r) = self.rules.get_mut(at) {
                 let after = format!("would {}", if effect.is_empty() { "act" } else { effect });
-                r.fired.add(rec, &before, &after, examples);
+                r.fired.add(rec, &before, &after, self.examples);
                 if rec.allowed_then() == Some(true) {
                     r.fired_allowed += 1;
                 }
             }
         }
-        if let Some(tool) = current.and_then(|c| c.get(&rec.tool)) {
+        if let Some((catalog, tool)) = self.current.and_then(|c| c.get(&rec.tool).map(|t| (c, t))) {
             let request = super::request_of(tool);
-            for r in &mut rules {
-                let covers = policy.and_then(|p| p.rule_covers(&r.id, &tool.id, &request));
-                if let (Some(n), Some(true)) = (&mut r.covered, covers) {
+            for (i, r) in self.info.iter().enumerate() {
+                let covers = catalog.policy.rule_covers(&r.id, &tool.id, &request);
+                if let (Some(n), Some(true)) = (self.covered.get_mut(i), covers) {
                     *n += 1;
                 }
             }
         }
     }
-    ShadowReport {
-        files: log.files.clone(),
-        records: log.records,
-        chains: log.chains(),
-        period: log.period().map(|(a, b)| (a.to_owned(), b.to_owned())),
-        calls: log.calls.len(),
-        reached_policy: reached,
-        rules,
+
+    fn finish(mut self, log: &Log) -> ShadowReport {
+        for r in &mut self.rules {
+            r.covered = self
+                .info
+                .iter()
+                .position(|i| i.id == r.id)
+                .and_then(|i| self.covered.get(i).copied());
+        }
+        ShadowReport {
+            files: log.files.clone(),
+            records: log.records,
+            chains: log.chains(),
+            period: log.period.clone(),
+            calls: log.calls,
+            reached_policy: self.reached,
+            rules: self.rules,
+        }
     }
 }

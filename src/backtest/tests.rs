@@ -126,8 +126,19 @@ fn flows() -> Vec<Entry> {
     ]
 }
 
-fn read(paths: &[PathBuf]) -> Result<Log, LogError> {
-    log::read(paths, &Verifier::Hmac(KEY.to_vec()))
+fn verifier() -> Verifier {
+    Verifier::Hmac(KEY.to_vec())
+}
+
+/// The verified log and its call records.
+fn read(paths: &[PathBuf]) -> Result<(Log, Vec<CallRecord>), LogError> {
+    let mut calls = Vec::new();
+    let log = log::read(paths, &verifier(), |c| calls.push(c.clone()))?;
+    Ok((log, calls))
+}
+
+fn replay(paths: &[PathBuf], candidate: &Policy, examples: usize) -> Report {
+    backtest(paths, &verifier(), candidate, &catalog(CANDIDATE), examples).unwrap()
 }
 
 #[test]
@@ -135,8 +146,7 @@ fn a_tighter_rule_counts_the_calls_it_newly_denies_by_tool_and_actor() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     write(&path, &flows());
-    let log = read(&[path]).unwrap();
-    let r = backtest(&log, &policy(CANDIDATE), &catalog(CANDIDATE), 1);
+    let r = replay(&[path], &policy(CANDIDATE), 1);
     assert_eq!(
         (r.calls, r.replayed, r.before_policy, r.not_recorded),
         (5, 4, 1, 0)
@@ -165,8 +175,7 @@ fn a_looser_policy_counts_what_it_newly_allows_against_the_rule_that_denied() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     write(&path, &flows());
-    let log = read(&[path]).unwrap();
-    let r = backtest(&log, &policy("default: allow\n"), &catalog(CANDIDATE), 3);
+    let r = replay(std::slice::from_ref(&path), &policy("default: allow\n"), 3);
     assert_eq!((r.newly_denied, r.newly_allowed), (0, 1));
     let gone = r
         .rules
@@ -180,7 +189,7 @@ fn a_looser_policy_counts_what_it_newly_allows_against_the_rule_that_denied() {
         "denied by prod-write-needs-ticket"
     );
     // default: deny newly denies everything allowed, charged to `default`
-    let r = backtest(&log, &policy("default: deny\n"), &catalog(CANDIDATE), 3);
+    let r = replay(&[path], &policy("default: deny\n"), 3);
     assert_eq!((r.newly_denied, r.newly_allowed), (3, 0));
     let default = r.rules.iter().find(|x| x.id == "default").unwrap();
     assert_eq!(default.newly_denies.calls, 3);
@@ -207,9 +216,9 @@ fn other_records_and_records_without_policy_facts_are_not_replayed() {
     log.record(&json!({"actor": "user:a", "tool": "flag.set", "args": {}, "decision": "allowed"}));
     log.record(&call("user:a", "flag.set", json!({"percent": 1}), None));
     log.flush();
-    let read = read(&[path]).unwrap();
-    assert_eq!((read.records, read.calls.len()), (4, 2));
-    let r = backtest(&read, &policy(CANDIDATE), &catalog(CANDIDATE), 3);
+    let (log, calls) = read(std::slice::from_ref(&path)).unwrap();
+    assert_eq!((log.records, log.calls, calls.len()), (4, 2, 2));
+    let r = replay(&[path], &policy(CANDIDATE), 3);
     assert_eq!((r.replayed, r.not_recorded, r.unchanged), (1, 1, 1));
 }
 
@@ -236,7 +245,7 @@ rules:
     reason: internal only
 "#,
     );
-    let r = backtest(&read(&[path]).unwrap(), &p, &catalog(CANDIDATE), 3);
+    let r = replay(&[path], &p, 3);
     assert_eq!((r.undecided, r.newly_denied), (1, 0));
     assert_eq!(r.rules[0].unjudged_redacted.calls, 1);
     assert_eq!(r.rules[0].newly_denies.calls, 0);
@@ -257,10 +266,10 @@ fn a_log_in_several_files_is_read_in_order_and_a_gap_between_them_refused() {
     };
     // rotated by a writer that continues the chain: audit.jsonl.1 then audit.jsonl
     let (old, new) = (part("audit.jsonl.1", 0..2), part("audit.jsonl", 2..5));
-    let log = read(&[new.clone(), old.clone()]).unwrap();
-    assert_eq!((log.records, log.chains(), log.calls.len()), (5, 1, 5));
+    let (log, calls) = read(&[new.clone(), old.clone()]).unwrap();
+    assert_eq!((log.records, log.chains(), log.calls), (5, 1, 5));
     assert_eq!(log.files[0].path, old);
-    assert_eq!(log.calls[2].seq, 3);
+    assert_eq!(calls[2].seq, 3);
     // the newer file alone starts mid-chain: its earlier records are missing
     let err = read(std::slice::from_ref(&new)).unwrap_err().to_string();
     assert!(err.contains("record(s) 1..2 are missing"), "{err}");
@@ -271,8 +280,8 @@ fn a_log_in_several_files_is_read_in_order_and_a_gap_between_them_refused() {
     // a file that starts a chain of its own (the writer began a new file): read, noted
     let fresh = dir.path().join("fresh.jsonl");
     write(&fresh, &flows()[..1]);
-    let log = read(&[old, new, fresh]).unwrap();
-    assert_eq!((log.chains(), log.calls.len()), (2, 6));
+    let (log, _) = read(&[old, new, fresh]).unwrap();
+    assert_eq!((log.chains(), log.calls), (2, 6));
     assert!(log.files[2].new_chain);
 }
 
@@ -304,8 +313,8 @@ fn shadow_outcomes_are_summed_against_the_calls_each_rule_covers() {
         None,
     ));
     write(&path, &flows);
-    let log = read(&[path]).unwrap();
-    let r = shadow_report(&log, Some(&catalog(CANDIDATE)), 3);
+    let paths = [path];
+    let r = shadow_report(&paths, &verifier(), Some(&catalog(CANDIDATE)), 3).unwrap();
     assert_eq!((r.calls, r.reached_policy), (6, 5));
     assert_eq!(r.rules.len(), 1);
     let s = &r.rules[0];
@@ -320,6 +329,6 @@ fn shadow_outcomes_are_summed_against_the_calls_each_rule_covers() {
         ("no-bulk-exports", "shadow", Some(2), 1, 1)
     );
     // a rule the current policy no longer has is still reported, without coverage
-    let r = shadow_report(&log, Some(&catalog("default: allow\n")), 3);
+    let r = shadow_report(&paths, &verifier(), Some(&catalog("default: allow\n")), 3).unwrap();
     assert_eq!((r.rules[0].now, r.rules[0].covered), ("absent", None));
 }

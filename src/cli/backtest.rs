@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::audit::Verifier;
 use crate::backtest::{self, FileSummary, Report, ShadowReport, Tally};
 use crate::catalog::Catalog;
 use crate::config::{self, Vars};
@@ -63,9 +64,9 @@ pub(super) fn run(dir: &Path, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         None => None,
         Some(path) => Some(compile_candidate(&loaded, &catalog, path, &vars)?),
     };
-    let log = read_log(dir, &loaded.server.1, &args.log)?;
+    let (files, verifier) = log_files(dir, &loaded.server.1, &args.log)?;
     let policy = candidate.as_ref().unwrap_or(&catalog.policy);
-    let report = backtest::backtest(&log, policy, &catalog, args.log.examples);
+    let report = backtest::backtest(&files, &verifier, policy, &catalog, args.log.examples)?;
     let shown = args
         .policies
         .as_ref()
@@ -106,8 +107,8 @@ pub(super) fn run(dir: &Path, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn run_shadow(dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env().with_placeholder_secrets();
     let (loaded, catalog) = super::load(dir, &vars)?;
-    let log = read_log(dir, &loaded.server.1, args)?;
-    let report = backtest::shadow_report(&log, Some(&catalog), args.examples);
+    let (files, verifier) = log_files(dir, &loaded.server.1, args)?;
+    let report = backtest::shadow_report(&files, &verifier, Some(&catalog), args.examples)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -175,12 +176,12 @@ fn compile_candidate(
     Ok(policy)
 }
 
-/// The log's files (given, or mcpd.yaml's `audit.path`), verified and read.
-fn read_log(
+/// The log's files (given, or mcpd.yaml's `audit.path`) and what checks them.
+fn log_files(
     dir: &Path,
     server: &config::ServerSpec,
     args: &LogArgs,
-) -> anyhow::Result<backtest::Log> {
+) -> anyhow::Result<(Vec<PathBuf>, Verifier)> {
     let files = if args.files.is_empty() {
         let spec = server
             .audit
@@ -196,7 +197,7 @@ fn read_log(
         .or_else(|| server.audit.as_ref().map(|a| a.key_env.clone()))
         .unwrap_or_else(|| "MCPD_AUDIT_KEY".to_owned());
     let verifier = super::audit::verifier(&key_env, args.public_key.as_deref())?;
-    Ok(backtest::log::read(&files, &verifier)?)
+    Ok((files, verifier))
 }
 
 fn render(r: &Report, candidate: &Path) -> String {
