@@ -25,7 +25,7 @@ pub use sign::{KeyError, SignatureError, Signer, Verifier, ed25519_keygen};
 pub use verify::{Broken, ChainEnd, OpenIntent, Segment, open_intents, verify, verify_segment};
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead as _, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -371,20 +371,28 @@ impl Writer {
             // The file was cut or replaced: read it again from the start.
             (self.seq, self.prev, self.end) = (0, GENESIS.to_owned(), 0);
         }
-        let mut reader = File::open(&self.path)?;
-        reader.seek(SeekFrom::Start(self.end))?;
-        let mut new = Vec::new();
-        reader.take(len - self.end).read_to_end(&mut new)?;
-        for line in new.split(|b| *b == b'\n') {
-            let seq = serde_json::from_slice::<Value>(line)
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.end))?;
+        // A line at a time: a log of any size is caught up in little memory.
+        let mut reader = std::io::BufReader::new(file.take(len - self.end));
+        let mut line = Vec::new();
+        let mut torn = false;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            torn = line.last() != Some(&b'\n');
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let seq = serde_json::from_slice::<Value>(body)
                 .ok()
                 .and_then(|v| v.get("seq").and_then(Value::as_u64));
             if let Some(seq) = seq {
-                (self.seq, self.prev) = (seq, sha256_hex(line));
+                (self.seq, self.prev) = (seq, sha256_hex(body));
             }
         }
         self.end = len;
-        if new.last().is_some_and(|b| *b != b'\n') {
+        if torn {
             // A writer died mid-line (we hold the lock, so nobody is writing it): keep the
             // torn bytes (verify reports them) and start a fresh line after them.
             tracing::warn!(path = %self.path.display(), "audit log ends in a torn record; appending after it");

@@ -192,39 +192,49 @@ pub struct OpenIntent {
 
 /// Every record of intent in the log that no call record names (nor an operator's
 /// resolution of its idempotency key, `"event":"resolve"` with its key and trace), in log
-/// order. Reads what it can: run [`verify`] for the log's integrity.
+/// order. Reads what it can, a line at a time (only the intents still open are kept):
+/// run [`verify`] for the log's integrity.
 ///
 /// # Errors
 /// The file cannot be read.
 pub fn open_intents(path: &Path) -> std::io::Result<Vec<OpenIntent>> {
-    let text = std::fs::read(path)?;
-    let text = String::from_utf8_lossy(&text);
-    let mut open: Vec<OpenIntent> = Vec::new();
-    let mut closed = std::collections::HashSet::new();
+    let mut reader = BufReader::new(File::open(path)?);
+    // By `seq`, in log order; a call record naming one closes it.
+    let mut open: indexmap::IndexMap<u64, OpenIntent> = indexmap::IndexMap::new();
     let mut resolved = std::collections::HashSet::new();
-    for (i, line) in text.lines().enumerate() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        line += 1;
+        let Ok(v) = serde_json::from_slice::<Value>(&buf) else {
             continue;
         };
         let text_of = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         if v.get("event").and_then(Value::as_str) == Some("intent") {
-            open.push(OpenIntent {
-                line: i + 1,
-                seq: v.get("seq").and_then(Value::as_u64).unwrap_or(0),
-                tool: text_of("tool").unwrap_or_default(),
-                idempotency_key: text_of("idempotency_key"),
-                trace_id: text_of("trace_id").unwrap_or_default(),
-                time: text_of("time").unwrap_or_default(),
-            });
+            let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+            open.insert(
+                seq,
+                OpenIntent {
+                    line,
+                    seq,
+                    tool: text_of("tool").unwrap_or_default(),
+                    idempotency_key: text_of("idempotency_key"),
+                    trace_id: text_of("trace_id").unwrap_or_default(),
+                    time: text_of("time").unwrap_or_default(),
+                },
+            );
         } else if v.get("event").and_then(Value::as_str) == Some("resolve") {
             resolved.insert((text_of("idempotency_key"), text_of("trace_id")));
         } else if let Some(seq) = v.get("intent").and_then(Value::as_u64) {
-            closed.insert(seq);
+            open.shift_remove(&seq);
         }
     }
-    open.retain(|o| {
-        !closed.contains(&o.seq)
-            && !resolved.contains(&(o.idempotency_key.clone(), Some(o.trace_id.clone())))
-    });
-    Ok(open)
+    Ok(open
+        .into_values()
+        .filter(|o| !resolved.contains(&(o.idempotency_key.clone(), Some(o.trace_id.clone()))))
+        .collect())
 }
