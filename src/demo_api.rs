@@ -4,12 +4,15 @@
 //! exercise mcpd end to end: orders with customer emails and card numbers in two data
 //! regions (`/orders` is the US store, `/eu/orders` the EU store), filtered by date;
 //! flags that store a percent per environment. `/_requests` lets tests see exactly what
-//! reached the upstream, and `/writes` is a slow (or failing) write endpoint that counts
+//! reached the upstream; `/writes` is a slow (or failing) write endpoint that counts
 //! the writes it applied per `Idempotency-Key` (`/_writes`), for tests of "one write per
-//! key". It is demo code: in memory, no auth.
+//! key"; `/echo`, `/probe/...` and `/big` behave like the upstreams that leak or flood
+//! (an echo of the request, a 404 naming its path, a reply of any size). It is demo
+//! code: in memory, no auth.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{Path, Query, Request, State};
@@ -67,6 +70,10 @@ pub struct DemoState {
     seen: Mutex<Vec<Seen>>,
     flaky: Mutex<HashMap<String, u32>>,
     writes: Mutex<Writes>,
+    /// `/slow` requests: how many began, and how many ran to their answer (the rest
+    /// were dropped when the caller went away, e.g. mcpd aborting a cancelled call).
+    slow_started: AtomicUsize,
+    slow_answered: AtomicUsize,
 }
 
 /// What `/writes` applied.
@@ -110,10 +117,14 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/flags/{env}/{name}", get(get_flag).put(put_flag))
         .route("/_requests", get(requests).delete(clear_requests))
         .route("/slow", get(slow).put(slow).post(slow))
+        .route("/_slow", get(slow_stats))
         .route("/flaky/{id}", any(flaky))
         .route("/writes", axum::routing::post(write))
         .route("/writes/{reference}", get(get_write))
         .route("/_writes", get(writes_applied))
+        .route("/echo", any(echo))
+        .route("/probe/{*rest}", get(probe))
+        .route("/big", get(big))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
@@ -317,10 +328,181 @@ async fn writes_applied(State(state): State<Arc<DemoState>>) -> Json<Value> {
     Json(json!({ "total": w.total, "by_key": w.by_key }))
 }
 
-async fn slow(Query(q): Query<Sleep>) -> Json<Value> {
+async fn slow(State(state): State<Arc<DemoState>>, Query(q): Query<Sleep>) -> Json<Value> {
     let ms = q.ms.unwrap_or(100).min(10_000);
+    state.slow_started.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    state.slow_answered.fetch_add(1, Ordering::SeqCst);
     Json(json!({ "slept_ms": ms }))
+}
+
+/// Answers with what it received (`received`: method, path, query, headers, `doc` from
+/// the JSON body, and `raw`, the body's exact bytes, when the query has `raw=1`). A
+/// body whose `doc.status` is a number is answered with that status, the echo then
+/// serialised in the `error` field: an upstream that echoes requests in its errors.
+async fn echo(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let status = parsed
+        .pointer("/doc/status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), Value::from(v.to_str().ok()?))))
+        .collect();
+    let mut received = json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query(),
+        "headers": headers,
+        "doc": parsed.get("doc"),
+    });
+    let raw = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "raw=1"));
+    if let (true, Some(fields)) = (raw, received.as_object_mut()) {
+        fields.insert("raw".to_owned(), String::from_utf8_lossy(&body).into());
+    }
+    if status.is_success() {
+        Json(json!({ "received": received })).into_response()
+    } else {
+        error(status, received.to_string())
+    }
+}
+
+/// Answers 404 naming the path as it arrived (still percent-encoded), as many servers'
+/// "not found" pages do.
+async fn probe(uri: axum::http::Uri) -> Response {
+    error(StatusCode::NOT_FOUND, format!("not found {}", uri.path()))
+}
+
+#[derive(Debug, Deserialize)]
+struct Big {
+    bytes: u64,
+    shape: Option<String>,
+    /// `true` (any case) or `1`.
+    chunked: Option<String>,
+}
+
+/// A generated JSON reply of exactly `bytes` bytes, produced as it is sent (the demo
+/// API holds none of it): `shape=string` (one long string, the default), `numbers`
+/// (`[0,0,...]`), `objects` (`[{"id":0},...]`) or `orders` (orders with an email and a
+/// card each). With `chunked=true` it has no
+/// Content-Length. For testing how much of a reply mcpd reads.
+async fn big(Query(q): Query<Big>) -> Response {
+    let (prefix, unit, suffix): (&[u8], &[u8], &[u8]) = match q.shape.as_deref() {
+        Some("numbers") => (b"{\"n\":[0", b",0", b"]}"),
+        Some("objects") => (b"{\"o\":[{\"id\":0}", b",{\"id\":0}", b"]}"),
+        Some("orders") => (
+            b"{\"orders\":[{\"id\":0}",
+            b",{\"id\":\"ord-1001\",\"date\":\"2025-08-01\",\"region\":\"us\",\"customer\":\"ana silva\",\"email\":\"ana.silva1@example.com\",\"card\":\"4111111111111111\",\"amount_cents\":1000}",
+            b"]}",
+        ),
+        _ => (b"{\"s\":\"", b"x", b"\"}"),
+    };
+    let fixed = (prefix.len() + suffix.len()) as u64;
+    if q.bytes < fixed {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("bytes must be at least {fixed}"),
+        );
+    }
+    let body = Generated {
+        prefix,
+        unit,
+        suffix,
+        units: (q.bytes - fixed) / unit.len() as u64,
+        total: q.bytes,
+        pos: 0,
+        exact: !q
+            .chunked
+            .is_some_and(|c| c.eq_ignore_ascii_case("true") || c == "1"),
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+/// The body of [`big`]: prefix, `units` copies of a unit, spaces to fill, suffix.
+struct Generated {
+    prefix: &'static [u8],
+    unit: &'static [u8],
+    suffix: &'static [u8],
+    units: u64,
+    total: u64,
+    pos: u64,
+    exact: bool,
+}
+
+impl Generated {
+    fn byte(&self, i: u64) -> u8 {
+        let (p, s, u) = (
+            self.prefix.len() as u64,
+            self.suffix.len() as u64,
+            self.unit.len() as u64,
+        );
+        let at = |b: &[u8], i: u64| b.get(usize::try_from(i).unwrap_or(usize::MAX)).copied();
+        if i < p {
+            at(self.prefix, i)
+        } else if i >= self.total - s {
+            at(self.suffix, i - (self.total - s))
+        } else if i - p < self.units * u {
+            at(self.unit, (i - p) % u)
+        } else {
+            Some(b' ')
+        }
+        .unwrap_or(b' ')
+    }
+}
+
+impl http_body::Body for Generated {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        const CHUNK: u64 = 64 * 1024;
+        let this = self.get_mut();
+        if this.pos >= this.total {
+            return std::task::Poll::Ready(None);
+        }
+        let end = (this.pos + CHUNK).min(this.total);
+        let chunk: Vec<u8> = (this.pos..end).map(|i| this.byte(i)).collect();
+        this.pos = end;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pos >= self.total
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.exact {
+            http_body::SizeHint::with_exact(self.total - self.pos)
+        } else {
+            http_body::SizeHint::default()
+        }
+    }
+}
+
+/// How many `/slow` requests began and how many were answered; the difference were
+/// dropped mid-sleep because their caller went away.
+async fn slow_stats(State(state): State<Arc<DemoState>>) -> Json<Value> {
+    Json(json!({
+        "started": state.slow_started.load(Ordering::SeqCst),
+        "answered": state.slow_answered.load(Ordering::SeqCst),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

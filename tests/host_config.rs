@@ -31,6 +31,7 @@ fn each_host_gets_its_shape_with_absolute_paths_and_the_token_variable() {
         ("claude", "mcpServers"),
         ("cursor", "mcpServers"),
         ("vscode", "servers"),
+        ("claude-code", "mcpServers"),
     ] {
         let doc: Value = serde_json::from_str(&printed(host)).unwrap();
         let server = &doc[key]["mcpd"];
@@ -43,6 +44,10 @@ fn each_host_gets_its_shape_with_absolute_paths_and_the_token_variable() {
         );
         assert_eq!(server["args"], json!(["serve", "--config", root]), "{host}");
         assert!(server["env"]["MCPD_TOKEN"].is_string(), "{host}: {server}");
+        if host == "claude-code" {
+            assert_eq!(server["type"], "stdio");
+            assert_eq!(server["env"]["MCPD_TOKEN"], "${MCPD_TOKEN}");
+        }
         if host == "vscode" {
             assert_eq!(server["type"], "stdio");
             assert_eq!(server["env"]["MCPD_TOKEN"], "${input:mcpd-token}");
@@ -81,6 +86,11 @@ fn checked_in_templates_are_what_the_command_generates() {
         ),
         ("vscode", "${workspaceFolder}", "vscode-mcp.json"),
         ("cursor", "/absolute/path/to/mcpd", "cursor-mcp.json"),
+        (
+            "claude-code",
+            "/absolute/path/to/mcpd",
+            "claude-code-mcp.json",
+        ),
         ("continue", "/absolute/path/to/mcpd", "continue-mcpd.yaml"),
     ] {
         let mut args = vec![host, "--config", config];
@@ -199,4 +209,129 @@ fn the_token_variable_follows_identity_token_env() {
         err.contains("does not load"),
         "a config without policies.yaml is flagged: {err}"
     );
+}
+
+#[test]
+fn launcher_uvx_and_npx_write_the_one_line_form_with_the_version_pinned() {
+    let root = repo().canonicalize().unwrap();
+    let root = root.to_str().unwrap();
+    let pinned = format!("mcpd@{}", env!("CARGO_PKG_VERSION"));
+    // The PyPI package uvx runs is the one pyproject.toml builds.
+    let pyproject = std::fs::read_to_string(repo().join("pyproject.toml")).unwrap();
+    let pypi = pyproject
+        .lines()
+        .find_map(|l| l.strip_prefix("name = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let from = format!("{pypi}=={}", env!("CARGO_PKG_VERSION"));
+    for (launcher, command, prefix) in [
+        ("uvx", "uvx", vec!["--from", from.as_str(), "mcpd"]),
+        ("npx", "npx", vec!["-y", pinned.as_str()]),
+    ] {
+        let mut args = prefix.clone();
+        args.extend(["serve", "--config", root]);
+        for (host, key) in [("claude", "mcpServers"), ("vscode", "servers")] {
+            let (code, out, err) = host_config(&[host, "--launcher", launcher]);
+            assert_eq!(code, 0, "{err}");
+            let doc: Value = serde_json::from_str(&out).unwrap();
+            let server = &doc[key]["mcpd"];
+            assert_eq!(server["command"], command, "{host} {launcher}: {out}");
+            assert_eq!(server["args"], json!(args), "{host} {launcher}");
+            assert!(server["env"]["MCPD_TOKEN"].is_string(), "{out}");
+        }
+        let (code, out, err) = host_config(&["continue", "--launcher", launcher]);
+        assert_eq!(code, 0, "{err}");
+        let block: Value = serde_saphyr::from_str(&out).unwrap();
+        assert_eq!(block["mcpServers"][0]["command"], command);
+        assert_eq!(block["mcpServers"][0]["args"], json!(args));
+    }
+
+    // --bin names a binary; a launcher starts the package instead: not both.
+    let (code, _, err) = host_config(&["claude", "--launcher", "npx", "--bin", "/usr/bin/mcpd"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--bin") && err.contains("--launcher"), "{err}");
+    let (code, _, err) = host_config(&["claude", "--launcher", "cargo"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("binary, uvx, npx"), "{err}");
+}
+
+#[test]
+fn checked_in_launcher_templates_are_what_the_command_generates() {
+    for (host, launcher, config, file) in [
+        (
+            "claude",
+            "npx",
+            "/absolute/path/to/your/config",
+            "claude_desktop_config.npx.json",
+        ),
+        ("vscode", "uvx", "${workspaceFolder}", "vscode-mcp.uvx.json"),
+    ] {
+        let args = [host, "--launcher", launcher, "--config", config];
+        let (code, out, err) = host_config(&args);
+        assert_eq!(code, 0, "{err}");
+        let shipped = std::fs::read_to_string(repo().join("examples/hosts").join(file)).unwrap();
+        assert!(
+            out == shipped,
+            "examples/hosts/{file} is out of date (a version bump changes the pinned version); regenerate it with: mcpd host-config {} > examples/hosts/{file}",
+            args.join(" ")
+        );
+    }
+}
+
+/// Issue 15, item 9: nothing warned about tools a host will leave out or refuse.
+#[test]
+fn host_config_lists_what_that_host_leaves_out_and_strict_refuses() {
+    let cfg = crate::util::ConfigDir::shipped();
+    // 'mcpd' + 56 characters fits Cursor's 60; 'mcp__mcpd__' + 56 passes Claude Code's 64.
+    let long = "a".repeat(56);
+    let orders = cfg.read("tools.d/orders.export.yaml");
+    cfg.write(
+        "tools.d/long.yaml",
+        &orders.replace("name: orders.export", &format!("name: {long}")),
+    );
+    let dir = cfg.path().to_str().unwrap();
+
+    let (code, out, err) = host_config(&["cursor", "--config", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("leave out"), "{err}");
+    assert!(out.contains("mcpServers"));
+
+    let (code, out, err) = host_config(&["claude-code", "--config", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mcpServers"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "warning: Claude Code will leave out or refuse 1 tool(s): {long}"
+        )) && err.contains("tools.d/long.yaml:2:7: warning: tool")
+            && err.contains("67 characters, over its 64"),
+        "{err}"
+    );
+
+    // A longer server name pushes it past Cursor's limit too.
+    let (_, _, err) = host_config(&["cursor", "--config", dir, "--name", "internal-apis"]);
+    assert!(
+        err.contains("Cursor leaves it out: server name 'internal-apis'"),
+        "{err}"
+    );
+
+    let (code, out, err) = host_config(&["claude-code", "--config", dir, "--strict"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("--strict: not configuring Claude Code"),
+        "{err}"
+    );
+    // Nothing is written under --strict either.
+    let file = cfg.path().join("host.json");
+    let (code, _, _) = host_config(&[
+        "claude-code",
+        "--config",
+        dir,
+        "--strict",
+        "--write",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(!file.exists());
 }

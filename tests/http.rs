@@ -1,6 +1,7 @@
 //! `mcpd serve --http` through the real binary: the official Python SDK over Streamable
-//! HTTP, bearer auth (401 with the RFC 9728 metadata, 403 `insufficient_scope`), the
-//! Host check, and a SIGTERM that drains the call in flight.
+//! HTTP, bearer auth (401 with the RFC 9728 metadata where an authorization server is
+//! configured; a scope miss is a tool result), the Host check, and a SIGTERM that drains
+//! the call in flight.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -310,6 +311,11 @@ fn python_sdk_gets_list_changed_over_http_after_a_reload() {
 #[test]
 fn no_token_gets_401_pointing_at_the_protected_resource_metadata() {
     let cfg = token_only();
+    // An authorization server to sign in with: only then is the metadata advertised.
+    cfg.append(
+        "mcpd.yaml",
+        "\nhttp:\n  authorization_servers: [https://sso.example.com]\n",
+    );
     let keys = Keys::new(&cfg);
     let server = HttpServer::start(cfg.path(), &[("MCPD_TOKEN_KEY", &keys.key)], &[]);
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -330,6 +336,10 @@ fn no_token_gets_401_pointing_at_the_protected_resource_metadata() {
     assert_eq!(doc.status, 200);
     let doc: Value = serde_json::from_str(&doc.body).unwrap();
     assert_eq!(doc["resource"], server.mcp_url());
+    assert_eq!(
+        doc["authorization_servers"],
+        json!(["https://sso.example.com"])
+    );
     assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
     assert_eq!(
         doc["scopes_supported"],
@@ -356,7 +366,7 @@ fn no_token_gets_401_pointing_at_the_protected_resource_metadata() {
 }
 
 #[test]
-fn a_call_outside_the_tokens_scopes_gets_403_naming_the_scope_and_sends_nothing() {
+fn a_call_outside_the_tokens_scopes_is_a_tool_error_naming_the_scope_and_sends_nothing() {
     let api = DemoApi::start();
     let cfg = token_only();
     let keys = Keys::new(&cfg);
@@ -368,6 +378,9 @@ fn a_call_outside_the_tokens_scopes_gets_403_naming_the_scope_and_sends_nothing(
     );
     let session = open_session(&server, Some(&token));
 
+    // Issue 15, item 2: this was an HTTP 403 whose reason clients lose; an argument-
+    // dependent scope cannot be fixed by an OAuth step-up anyway. Over stdio it is a tool
+    // result with the reason, and now over HTTP too.
     let reply = call(
         &server,
         Some(&token),
@@ -376,11 +389,13 @@ fn a_call_outside_the_tokens_scopes_gets_403_naming_the_scope_and_sends_nothing(
         json!({"env": "prod", "name": "checkout_v2", "percent": 5}),
         None,
     );
-    assert_eq!(reply.status, 403, "{reply:?}");
-    let challenge = reply.header("www-authenticate").unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let result = &reply.message()["result"];
+    assert_eq!(result["isError"], json!(true), "{result}");
+    let text = result["content"][0]["text"].as_str().unwrap();
     assert!(
-        challenge.starts_with("Bearer error=\"insufficient_scope\", scope=\"flag.set:prod\""),
-        "{challenge}"
+        text.contains("agent:reader lacks scope 'flag.set:prod'"),
+        "{text}"
     );
     assert!(api.requests().is_empty(), "{:?}", api.requests());
 
@@ -703,7 +718,25 @@ fn an_external_issuers_jwt_is_verified_with_its_jwks() {
         json!({"env": "staging", "name": "checkout_v2", "percent": 5}),
         None,
     );
-    assert_eq!(reply.status, 403, "{reply:?}");
+    let result = &reply.message()["result"];
+    assert_eq!(result["isError"], json!(true), "{reply:?}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("lacks scope 'flag.set:staging'"),
+        "{result}"
+    );
+    // The issuer is the authorization server a host signs in with (issue 15, item 4).
+    let doc = request(
+        server.authority(),
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        &[],
+        None,
+    );
+    let doc: Value = serde_json::from_str(&doc.body).unwrap();
+    assert_eq!(doc["authorization_servers"], json!(["https://sso.test/"]));
     // mcpd's own tokens keep working beside the issuer's.
     let own = keys.token(&cfg, "agent:own", &["*"]);
     open_session(&server, Some(&own));

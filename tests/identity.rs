@@ -415,3 +415,36 @@ fn tokens_signed_with_the_previous_key_verify_during_rotation() {
     );
     assert!(!is_error(&r), "{r}");
 }
+
+/// Issue 15, item 6: a host that does not expand its variable syntax hands mcpd the
+/// placeholder itself; that was "token is malformed" with no hint.
+#[test]
+fn an_unexpanded_host_placeholder_is_called_that_with_each_hosts_spelling() {
+    let s = Setup::new();
+    for placeholder in [
+        "${env:MCPD_TOKEN}",
+        "${input:mcpd-token}",
+        "${{ secrets.MCPD_TOKEN }}",
+    ] {
+        let mut c = s.serve(Some(placeholder));
+        let result = c.call("flag_set", staging(10));
+        denied_with(
+            &result,
+            &format!("the token is '{placeholder}': a placeholder the host did not expand"),
+        );
+        let text = result["content"][0]["text"].as_str().unwrap().to_owned();
+        for spelling in [
+            "VS Code '${input:mcpd-token}'",
+            "Cursor '${env:MCPD_TOKEN}'",
+            "Claude Desktop expands none",
+        ] {
+            assert!(text.contains(spelling), "{text}");
+        }
+        // Said at start too, in the host's log.
+        c.wait_stderr("every call will be refused until the host's config is fixed");
+    }
+    assert!(
+        s.api.requests().is_empty(),
+        "nothing may reach the upstream"
+    );
+}

@@ -223,9 +223,9 @@ fn a_removed_prod_rule_is_reported_by_id_logged_at_warn_counted_and_audited() {
         json!([{"rule": "prod-write-needs-ticket", "change": "removed"}])
     );
     // Between the denied and the allowed call, in order; the log still verifies.
+    // (A write's record of intent before it is sent is not a decision: left out here.)
     let kinds: Vec<String> = records
         .iter()
-        // The allowed write's record of intent comes just before its own record.
         .filter(|r| r["event"] != "intent")
         .map(|r| {
             r["kind"]
@@ -241,7 +241,7 @@ fn a_removed_prod_rule_is_reported_by_id_logged_at_warn_counted_and_audited() {
         .arg(cfg.path().join("audit.jsonl"))
         .env("MCPD_AUDIT_KEY", KEY));
     assert_eq!(code, 0, "{out}{err}");
-    // with the allowed write's record of intent
+    // The three above and the allowed write's record of intent.
     assert!(out.contains("OK: 4 records"), "{out}");
 }
 
@@ -376,7 +376,7 @@ fn explain_shows_the_request_the_rules_judged() {
     let (code, out, _) = explain(r#"{"environment":"prod","flag":"checkout_v2","pct":50}"#);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("request   PUT /flags/prod/checkout_v2 (upstream flags)"),
+        out.contains("judged    PUT /flags/prod/checkout_v2 (upstream flags)"),
         "{out}"
     );
     assert!(

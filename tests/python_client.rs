@@ -61,3 +61,52 @@ fn python_sdk_sees_list_changed_and_the_new_tool() {
     let cfg = ConfigDir::shipped();
     assert_passes_over_stdio("reload_stdio.py", "reload stdio", cfg.path(), &api);
 }
+
+/// Issue 15, item 1: a non-object `output:` schema (the README's own `type: array`)
+/// failed every call of its tool, because the wrapped result was checked against the
+/// unwrapped schema. The SDK checks each result against what tools/list advertised.
+#[test]
+fn python_sdk_accepts_every_result_of_tools_with_output_schemas() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let strict = cfg
+        .read("tools.d/orders.export.yaml")
+        .replace("name: orders.export", "name: orders.strict");
+    let strict = strict.replace(
+        "required: [id, date, amount_cents, region]",
+        "required: [id, total]",
+    );
+    assert!(strict.contains("required: [id, total]"), "{strict}");
+    cfg.write("tools.d/orders.strict.yaml", &strict);
+    assert_passes_over_stdio("output_schema.py", "output schema", cfg.path(), &api);
+}
+
+/// Issue 15, item 7: after `notifications/cancelled` the upstream request ran to its
+/// end and kept its concurrency slot.
+#[test]
+fn python_sdk_cancellation_aborts_the_upstream_request_and_settles_its_key() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let tool = |name: &str, method: &str, extra: &str| {
+        format!(
+            "name: {name}\ndescription: Answers slowly.\ninput: {{ type: object, properties: {{ ms: {{ type: integer }}, n: {{ type: integer }} }} }}\nrequest: {{ upstream: orders, method: {method}, path: /slow, query: {{ ms: \"{{{{ args.ms }}}}\", n: \"{{{{ args.n }}}}\" }}{extra} }}\n"
+        )
+    };
+    cfg.write(
+        "tools.d/slow.read.yaml",
+        &format!(
+            "{}limits: {{ concurrency: 1 }}\n",
+            tool("slow.read", "GET", ", timeout: 10s")
+        ),
+    );
+    for (name, timeout) in [("slow.write", "10s"), ("slow.write.short", "400ms")] {
+        cfg.write(
+            &format!("tools.d/{name}.yaml"),
+            &format!(
+                "{}idempotency: {{ key: \"w-{{{{ args.n }}}}\" }}\n",
+                tool(name, "POST", &format!(", timeout: {timeout}"))
+            ),
+        );
+    }
+    assert_passes_over_stdio("cancel.py", "cancel", cfg.path(), &api);
+}

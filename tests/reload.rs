@@ -200,3 +200,65 @@ fn broken_policy_file_keeps_the_last_good_policy() {
     );
     assert!(!is_error(&r), "{}", text(&r));
 }
+
+/// Issue 15, item 5: one broken tool file at startup stopped the whole server (exit 2),
+/// so a host restart after one team's typo lost every tool.
+#[test]
+fn a_broken_tool_file_at_startup_is_left_out_and_the_others_are_served_until_it_is_fixed() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    let good = cfg.read("tools.d/flag.set.yaml");
+    cfg.write(
+        "tools.d/flag.set.yaml",
+        &good.replace("upstream: flags", "upstream: flagz"),
+    );
+    cfg.write("tools.d/typo.yaml", "name: [unclosed\n");
+
+    // --strict keeps the old refusal, naming every problem.
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["serve", "--strict", "--config"])
+        .arg(cfg.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("flag.set.yaml") && err.contains("typo.yaml"),
+        "{err}"
+    );
+
+    let mut c = serve(&cfg, &api);
+    assert_eq!(c.tool_names(), ["orders_export"]);
+    let log = c.wait_stderr("tool files with problems are left out");
+    assert!(
+        log.contains("tools.d/flag.set.yaml:") && log.contains("unknown upstream 'flagz'"),
+        "{log}"
+    );
+    assert!(log.contains("tools.d/typo.yaml:1:7"), "{log}");
+    let r = c.call(
+        "orders_export",
+        json!({"from": "2025-08-01", "to": "2025-08-02"}),
+    );
+    assert!(!is_error(&r), "{r}");
+
+    // Fixed, it is picked up like any new file.
+    cfg.write("tools.d/flag.set.yaml", &good);
+    c.wait_list_changed();
+    assert_eq!(c.tool_names(), ["flag_set", "orders_export"]);
+}
+
+#[test]
+fn a_broken_policies_yaml_at_startup_still_refuses_to_start() {
+    let cfg = ConfigDir::shipped();
+    cfg.append("policies.yaml", "\nrules: [oops\n");
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["serve", "--config"])
+        .arg(cfg.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("policies.yaml"), "{err}");
+}

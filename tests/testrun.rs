@@ -103,7 +103,7 @@ cases:
   - name: leaks
     call: { tool: orders.export, args: { from: "2025-08-01", to: "2025-08-01" } }
     recorded:
-      - body: { orders: [{ id: 1, email: "jane.doe@example.com", card: "4111111111111111" }] }
+      - body: { orders: [{ id: ord-1, date: "2025-08-01", amount_cents: 100, region: us, email: "jane.doe@example.com", card: "4111111111111111" }] }
     expect: { no_raw_pii: true }
 "#,
     );

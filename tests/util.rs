@@ -192,6 +192,11 @@ impl StdioClient {
 
     /// As `start`, with extra arguments to `serve`.
     pub(crate) fn start_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_on(dir, env, args, "2025-11-25")
+    }
+
+    /// As `start_with`, initializing with protocol version `version`.
+    pub(crate) fn start_on(dir: &Path, env: &[(&str, &str)], args: &[&str], version: &str) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .args(args)
@@ -237,11 +242,19 @@ impl StdioClient {
         };
         let init = c.request(
             "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "mcpd-tests", "version": "0"}}),
+            json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "mcpd-tests", "version": "0"}}),
         );
         assert!(init.get("result").is_some(), "initialize failed: {init}");
         c.notify("notifications/initialized", json!({}));
         c
+    }
+
+    /// Writes one raw line to mcpd's stdin (it need not be JSON).
+    pub(crate) fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
     }
 
     pub(crate) fn notify(&mut self, method: &str, params: Value) {

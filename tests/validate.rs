@@ -236,6 +236,38 @@ fn editor_temp_files_in_tools_d_are_ignored() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// Issue 15, item 9: validate accepted without comment what hosts reject; it warns now,
+/// naming the hosts, and still exits 0 (warnings are not errors).
+#[test]
+fn what_hosts_leave_out_or_refuse_is_a_warning_naming_the_host() {
+    let cfg = ConfigDir::shipped();
+    cfg.write(
+        "tools.d/search.yaml",
+        "name: orders.search\ndescription: Search orders.\ninput:\n  type: object\n  anyOf: [{ required: [q] }, { required: [id] }]\n  properties:\n    q: { type: [string, \"null\"] }\n    id: { $ref: \"#/$defs/id\" }\n  $defs: { id: { type: string } }\nrequest: { upstream: orders, method: GET, path: /orders }\n",
+    );
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), 3, "{out}");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.contains("tools.d/search.yaml:4:3: warning: tool 'orders.search': ")),
+        "{out}"
+    );
+    assert!(out.contains("'anyOf' at the top level, which the Anthropic API refuses (Claude Desktop and Claude Code"), "{out}");
+    assert!(
+        out.contains("type list with null at '/properties/q'")
+            && out.contains("Gemini models refuse and VS Code, Cursor and Continue"),
+        "{out}"
+    );
+    assert!(
+        out.contains("'$ref: #/$defs/id' at '/properties/id'"),
+        "{out}"
+    );
+    assert!(out.contains("ok: 3 tools"), "{out}");
+}
+
 #[test]
 fn yaml_mistakes_are_reported_in_yaml_words_with_what_to_write() {
     for (edit, want) in [
@@ -261,7 +293,7 @@ fn yaml_mistakes_are_reported_in_yaml_words_with_what_to_write() {
                 "  concurrency: 8",
                 "  concurrency: eight",
             ),
-            "orders.export.yaml:40:16: expected a whole number, 0 or more",
+            "orders.export.yaml:57:16: expected a whole number, 0 or more",
         ),
         (
             (

@@ -16,10 +16,11 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
 use crate::config::{Located, ToolSpec, Vars};
 use crate::limits::{Breaker, Cap, CostPlan, Rate, ToolLimits};
-use crate::response::{Path as JsonPath, ResponseMap, StatusMatch};
+use crate::response::cost::PARSED_PER_BYTE;
+use crate::response::{Path as JsonPath, ResponseMap, StatusMatch, Wrap};
 use crate::telemetry::slo::Slo;
 use crate::template::{Slot, TemplateSet, Tpl};
-use crate::upstream::request::DEFAULT_RETRIES;
+use crate::upstream::request::{DEFAULT_MAX_BYTES, DEFAULT_RETRIES};
 use crate::upstream::{BodyTpl, RequestPlan, Secrets, Upstreams};
 use crate::util::duration::parse as parse_duration;
 
@@ -104,7 +105,12 @@ impl ToolCompiler<'_> {
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
         let request = self.request("request", &spec.request, &args, upstreams, check_upstream);
-        let response = self.response(&spec.response, &args);
+        let max_bytes = self.max_bytes(&spec.response);
+        let mut response = ResponseMap {
+            max_parsed: max_bytes.saturating_mul(PARSED_PER_BYTE),
+            ..self.response(&spec.response, &args)
+        };
+        response.wrap = output_wrap(spec);
         let limits = self.limits(spec);
         let idempotency = spec
             .idempotency
@@ -132,7 +138,10 @@ impl ToolCompiler<'_> {
             listing,
             input: input?,
             output,
-            request: request?,
+            request: RequestPlan {
+                max_bytes,
+                ..request?
+            },
             response,
             secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>(), self.vars),
             limits,
@@ -283,7 +292,9 @@ impl ToolCompiler<'_> {
             ..
         }) = &spec.output
         {
-            let wrapped = if out.get("type").and_then(Value::as_str) == Some("object") {
+            // The result is wrapped exactly when `response.always_wrap` says (the same
+            // test), so every result matches what is advertised here.
+            let wrapped = if output_wrap(spec) != Wrap::Always {
                 out.clone()
             } else {
                 let key = spec
@@ -461,6 +472,7 @@ impl ToolCompiler<'_> {
             method: spec.method.to_http(),
             timeout: timeout.unwrap_or(upstream.timeout),
             retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
+            max_bytes: DEFAULT_MAX_BYTES,
             upstream,
             path: path?,
             path_shape: crate::template::shape(&spec.path.value),
@@ -507,6 +519,18 @@ impl ToolCompiler<'_> {
                     .collect(),
             ),
             other => BodyTpl::Literal(other.clone()),
+        }
+    }
+
+    /// `response.max_bytes`, at least one byte; the default when absent.
+    fn max_bytes(&mut self, spec: &ResponseSpec) -> u64 {
+        match &spec.max_bytes {
+            None => DEFAULT_MAX_BYTES,
+            Some(m) if m.value == 0 => {
+                self.err(m.pos, "response.max_bytes", "must be at least 1 byte");
+                DEFAULT_MAX_BYTES
+            }
+            Some(m) => m.value,
         }
     }
 
@@ -572,7 +596,23 @@ impl ToolCompiler<'_> {
             select,
             masks,
             errors,
+            max_parsed: DEFAULT_MAX_BYTES * PARSED_PER_BYTE,
+            wrap: Wrap::NonObjects,
         }
+    }
+}
+
+/// How the tool's results are wrapped, from its `output:` schema: an object schema
+/// (`type: object`) describes the result as sent; any other (`type: array`, no `type`)
+/// describes the selection, always wrapped in an object (`structuredContent` must be
+/// one) and advertised so in `tools/list`.
+fn output_wrap(spec: &ToolSpec) -> Wrap {
+    match spec.output.as_ref().map(|o| &o.value) {
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("object") => {
+            Wrap::Never
+        }
+        Some(Value::Object(_)) => Wrap::Always,
+        _ => Wrap::NonObjects,
     }
 }
 

@@ -75,9 +75,12 @@ impl Catalog {
         let mut diags = Diagnostics::default();
         let (server_path, server) = &loaded.server;
         let (policy_path, policy) = &loaded.policy;
+        // Egress first: its address entries go into every upstream client's resolver.
+        let egress = Egress::compile(policy_path, &policy.egress, &mut diags).unwrap_or_default();
         let upstreams = Upstreams::compile(
             server_path,
             server,
+            egress.addresses(),
             previous.map(|c| &c.upstreams),
             &mut diags,
         )
@@ -102,7 +105,6 @@ impl Catalog {
                 format!("reload.settle: {e}"),
             ));
         }
-        let egress = Egress::compile(policy_path, &policy.egress, &mut diags).unwrap_or_default();
         let breakers = server
             .upstreams
             .iter()

@@ -102,13 +102,13 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
                     parts.body.as_ref(),
                 );
                 println!(
-                    "request   {} {} (upstream {})",
+                    "judged    {} {} (upstream {})",
                     request.method, sent.path, request.upstream
                 );
                 Some(sent)
             }
             Err(e) => {
-                println!("request   cannot be rendered: {e}");
+                println!("judged    the request cannot be rendered: {e}");
                 None
             }
         }

@@ -1,18 +1,23 @@
-//! `mcpd host-config HOST [--write]`: the MCP host's config entry for mcpd on this
-//! machine (absolute paths to the binary and the config directory, the token variable),
-//! printed, or merged into the host's config file keeping every other server.
+//! `mcpd host-config HOST [--write] [--launcher binary|uvx|npx]`: the MCP host's config
+//! entry for mcpd on this machine (how to start mcpd: the binary's absolute path, or a
+//! one-line `uvx --from mcpd-server==VERSION mcpd` / `npx -y mcpd@VERSION` with this
+//! version pinned; the config directory's absolute path; the token variable), printed,
+//! or merged into the host's config file keeping every other server.
 //!
-//! Owns the four hosts' file shapes and where they keep them. It must not touch any
-//! other key of a host's file, and never writes a token: the token variable is
-//! referenced (VS Code prompts for it, Cursor and Continue read it from their
+//! Owns the hosts' file shapes and where they keep them. It must not touch any other
+//! key of a host's file, and never writes a token: the token variable is referenced
+//! (VS Code prompts for it, Cursor, Claude Code and Continue read it from their
 //! environment / secrets), or left empty for the user to fill in (Claude Desktop). The
-//! variable is the config's `identity.token_env` (default `MCPD_TOKEN`).
+//! variable is the config's `identity.token_env` (default `MCPD_TOKEN`). It also lists
+//! the tools that host would leave out or refuse (`mcp::hosts`); `--strict` refuses then.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use indexmap::IndexMap;
+
+use crate::mcp::hosts::HostKind;
 
 /// The MCP hosts mcpd writes config for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,8 +28,53 @@ pub enum Host {
     Vscode,
     /// Cursor (`~/.cursor/mcp.json`).
     Cursor,
+    /// Claude Code (`.mcp.json` in the project).
+    ClaudeCode,
     /// Continue (a block file, `.continue/mcpServers/mcpd.yaml` in the workspace).
     Continue,
+}
+
+/// The PyPI distribution holding the binary (pyproject.toml's `name`). Not `mcpd`:
+/// that PyPI name belongs to another project, so `uvx mcpd` would run theirs.
+pub(crate) const PYPI_PACKAGE: &str = "mcpd-server";
+
+/// How the host starts mcpd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Launcher {
+    /// This mcpd binary by its absolute path (or the one --bin names).
+    Binary,
+    /// `uvx --from mcpd-server==VERSION mcpd`: the PyPI package, run by uv (no Rust
+    /// toolchain needed).
+    Uvx,
+    /// `npx -y mcpd@VERSION`: the npm package, run by npx (no Rust toolchain needed).
+    Npx,
+}
+
+impl Launcher {
+    /// The command and the arguments before `serve`, with this version pinned, so the
+    /// host keeps running the mcpd this entry was written by until it is rewritten.
+    /// On Windows `npx` is a batch file (`npx.cmd`) that hosts cannot start directly,
+    /// so it goes through `cmd /c`.
+    fn command(self, bin: &str, windows: bool) -> (String, Vec<String>) {
+        let version = env!("CARGO_PKG_VERSION");
+        let pinned = format!("mcpd@{version}");
+        match self {
+            Launcher::Binary => (bin.to_owned(), Vec::new()),
+            Launcher::Uvx => (
+                "uvx".to_owned(),
+                vec![
+                    "--from".to_owned(),
+                    format!("{PYPI_PACKAGE}=={version}"),
+                    "mcpd".to_owned(),
+                ],
+            ),
+            Launcher::Npx if windows => (
+                "cmd".to_owned(),
+                ["/c", "npx", "-y", &pinned].map(str::to_owned).to_vec(),
+            ),
+            Launcher::Npx => ("npx".to_owned(), vec!["-y".to_owned(), pinned]),
+        }
+    }
 }
 
 /// What goes into the entry.
@@ -40,14 +90,38 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// The server's name in the host's config.
-    #[arg(long, default_value = "mcpd")]
+    #[arg(long, default_value = DEFAULT_NAME)]
     pub name: String,
-    /// The mcpd binary the host starts (default: this one).
+    /// How the host starts mcpd: the binary's absolute path, or the published package
+    /// through uvx (PyPI) or npx (npm), pinned to this version.
+    #[arg(long, value_enum, default_value = "binary")]
+    pub launcher: Launcher,
+    /// The mcpd binary the host starts (default: this one); only with --launcher binary.
     #[arg(long, value_name = "PATH")]
     pub bin: Option<PathBuf>,
     /// Extra environment for mcpd, e.g. --env ORDERS_URL=https://orders.internal (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Refuse (exit 1, nothing printed or written) when the host would leave out or
+    /// refuse any tool.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// The server's name in a host's config unless `--name` says otherwise.
+pub(super) const DEFAULT_NAME: &str = "mcpd";
+
+impl Host {
+    /// The host as `mcp::hosts` knows its limits.
+    fn kind(self) -> HostKind {
+        match self {
+            Self::Claude => HostKind::ClaudeDesktop,
+            Self::Vscode => HostKind::VsCode,
+            Self::Cursor => HostKind::Cursor,
+            Self::ClaudeCode => HostKind::ClaudeCode,
+            Self::Continue => HostKind::Continue,
+        }
+    }
 }
 
 /// Prints the entry, or merges it into the host's file.
@@ -56,26 +130,50 @@ pub struct Options {
 /// When a path cannot be resolved, an `--env` is malformed, or the host's file exists
 /// but is not valid JSON / YAML.
 pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode> {
-    let bin = match &opts.bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().context("cannot tell where this mcpd binary is")?,
+    let bin = match (&opts.bin, opts.launcher) {
+        (Some(_), Launcher::Uvx | Launcher::Npx) => bail!(
+            "--bin names a binary, but --launcher starts the published package instead: drop one of them"
+        ),
+        (Some(b), Launcher::Binary) => absolute(b)?,
+        (None, Launcher::Binary) => {
+            absolute(&std::env::current_exe().context("cannot tell where this mcpd binary is")?)?
+        }
+        (None, Launcher::Uvx | Launcher::Npx) => String::new(),
     };
+    let (command, launch_args) = opts.launcher.command(&bin, cfg!(windows));
     // The variable the config's `identity.token_env` names (default MCPD_TOKEN).
     let (loaded, _) = crate::config::load_dir(config_dir);
     let token_env = loaded
         .server
         .1
         .identity
+        .clone()
         .and_then(|i| i.token_env)
         .unwrap_or_else(|| crate::identity::DEFAULT_TOKEN_ENV.to_owned());
     let entry = Entry {
         name: opts.name.clone(),
-        command: absolute(&bin)?,
+        command,
+        launch_args,
         config: absolute(config_dir)?,
         env: parse_env(&opts.env)?,
         token_env,
     };
     report_tools(config_dir);
+    match opts.launcher {
+        Launcher::Binary => {}
+        Launcher::Uvx => eprintln!(
+            "the host will run `uvx {}`: uv must be on the PATH the host starts servers with (docs/install.md)",
+            entry.launch_args.join(" ")
+        ),
+        Launcher::Npx => eprintln!(
+            "the host will run `{} {}`: Node.js 18 or newer must be on the PATH the host starts servers with (docs/install.md)",
+            entry.command,
+            entry.launch_args.join(" ")
+        ),
+    }
+    if !report_left_out(opts.host.kind(), &loaded, &opts.name, opts.strict) {
+        return Ok(ExitCode::FAILURE);
+    }
     if !opts.write {
         print!("{}", render(opts.host, &entry, None)?);
         return Ok(ExitCode::SUCCESS);
@@ -125,8 +223,10 @@ pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode>
 pub(super) struct Entry {
     /// The server's name.
     pub name: String,
-    /// Absolute path of the mcpd binary.
+    /// What the host runs: the mcpd binary's absolute path, `uvx` or `npx`.
     pub command: String,
+    /// The launcher's arguments before `serve` (`mcpd@0.1.0` for uvx).
+    pub launch_args: Vec<String>,
     /// Absolute path of the config directory.
     pub config: String,
     /// Extra environment.
@@ -172,12 +272,16 @@ pub(super) fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyho
         Host::Claude => String::new(),
         Host::Vscode => "${input:mcpd-token}".to_owned(),
         Host::Cursor => format!("${{env:{}}}", entry.token_env),
+        Host::ClaudeCode => format!("${{{}}}", entry.token_env),
         Host::Continue => format!("${{{{ secrets.{} }}}}", entry.token_env),
     };
     env.insert(entry.token_env.clone(), Ordered::String(token));
     let args = Ordered::Array(
-        ["serve", "--config", entry.config.as_str()]
-            .into_iter()
+        entry
+            .launch_args
+            .iter()
+            .map(String::as_str)
+            .chain(["serve", "--config", entry.config.as_str()])
             .map(Ordered::str)
             .collect(),
     );
@@ -200,8 +304,12 @@ pub(super) fn render(host: Host, entry: &Entry, existing: Option<&str>) -> anyho
         _ => IndexMap::new(),
     };
     let (key, server) = match host {
-        Host::Vscode => (
-            "servers",
+        Host::Vscode | Host::ClaudeCode => (
+            if host == Host::Vscode {
+                "servers"
+            } else {
+                "mcpServers"
+            },
             Ordered::object([
                 ("type", Ordered::str("stdio")),
                 ("command", command),
@@ -309,6 +417,7 @@ fn default_file(host: Host, name: &str) -> anyhow::Result<PathBuf> {
         }
         Host::Vscode => PathBuf::from(".vscode/mcp.json"),
         Host::Cursor => home()?.join(".cursor/mcp.json"),
+        Host::ClaudeCode => PathBuf::from(".mcp.json"),
         Host::Continue => PathBuf::from(format!(".continue/mcpServers/{name}.yaml")),
     })
 }
@@ -342,6 +451,41 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// Lists on stderr the tools `host` would leave out or refuse; returns false when
+/// `strict` and there is one (the caller then refuses).
+fn report_left_out(
+    host: HostKind,
+    loaded: &crate::config::Loaded,
+    server: &str,
+    strict: bool,
+) -> bool {
+    let found: Vec<_> = crate::mcp::hosts::check(loaded, server)
+        .into_iter()
+        .filter(|w| w.applies_to(host))
+        .collect();
+    if found.is_empty() {
+        return true;
+    }
+    let mut tools: Vec<&str> = found.iter().map(|w| w.tool.as_str()).collect();
+    tools.dedup();
+    eprintln!(
+        "warning: {} will leave out or refuse {} tool(s): {}",
+        host.name(),
+        tools.len(),
+        tools.join(", ")
+    );
+    for w in &found {
+        eprintln!("  {}", w.diagnostic());
+    }
+    if strict {
+        eprintln!(
+            "error: --strict: not configuring {} while it would leave out or refuse a tool",
+            host.name()
+        );
+    }
+    !strict
+}
+
 /// Tells on stderr which tools the host will see (by wire name), or that the config
 /// does not load yet, so a wrong directory shows up before the host is restarted.
 fn report_tools(dir: &Path) {
@@ -360,5 +504,41 @@ fn report_tools(dir: &Path) {
             dir.display(),
             dir.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Launcher;
+
+    #[test]
+    fn launchers_pin_this_version_and_npx_goes_through_cmd_on_windows() {
+        let v = format!("mcpd@{}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            Launcher::Binary.command("/opt/mcpd", false),
+            ("/opt/mcpd".to_owned(), vec![])
+        );
+        assert_eq!(
+            Launcher::Uvx.command("", true),
+            (
+                "uvx".to_owned(),
+                vec![
+                    "--from".to_owned(),
+                    format!("mcpd-server=={}", env!("CARGO_PKG_VERSION")),
+                    "mcpd".to_owned()
+                ]
+            )
+        );
+        assert_eq!(
+            Launcher::Npx.command("", false),
+            ("npx".to_owned(), vec!["-y".to_owned(), v.clone()])
+        );
+        assert_eq!(
+            Launcher::Npx.command("", true),
+            (
+                "cmd".to_owned(),
+                vec!["/c".to_owned(), "npx".to_owned(), "-y".to_owned(), v]
+            )
+        );
     }
 }

@@ -13,6 +13,7 @@ mod explain;
 mod host_config;
 mod idempotency;
 mod import;
+mod init;
 mod reload;
 mod schema;
 mod serve;
@@ -30,7 +31,7 @@ use crate::config::{self, Vars};
 
 /// mcpd: internal HTTP APIs as governed MCP tools, described in YAML.
 #[derive(Debug, Parser)]
-#[command(name = "mcpd", version, about)]
+#[command(name = "mcpd", version = SHORT_VERSION, long_version = long_version(), about)]
 pub struct Cli {
     /// The config directory: mcpd.yaml, policies.yaml and tools.d/.
     #[arg(
@@ -46,6 +47,32 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `mcpd -V`: the version and the git commit it was built from ("unknown" when it
+/// was built outside a git checkout; see build.rs).
+const SHORT_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MCPD_GIT_COMMIT"),
+    ")"
+);
+
+/// `mcpd --version`: the version, the commit, and the MCP protocol revisions served.
+fn long_version() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let protocols: Vec<&str> = crate::mcp::protocol_versions()
+            .iter()
+            .map(rmcp::model::ProtocolVersion::as_str)
+            .collect();
+        format!(
+            "{}\ncommit: {}\nMCP protocol versions: {}",
+            env!("CARGO_PKG_VERSION"),
+            env!("MCPD_GIT_COMMIT"),
+            protocols.join(", ")
+        )
+    });
+    &TEXT
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -58,6 +85,10 @@ pub enum Command {
         /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Refuse to start when any file has a problem (by default a broken tool file is
+        /// left out and reported, and the other tools are served).
+        #[arg(long)]
+        strict: bool,
         /// Serve MCP over Streamable HTTP at http://ADDR/mcp instead of stdio.
         #[command(flatten)]
         http: serve::HttpFlags,
@@ -107,6 +138,14 @@ pub enum Command {
         /// it match and some made it not match.
         #[arg(long)]
         coverage: bool,
+    },
+    /// Create a starter config directory (one tool, policies, test cases, schemas).
+    Init {
+        /// Where to create it (default: --config).
+        dir: Option<PathBuf>,
+        /// Overwrite starter files that already exist.
+        #[arg(long)]
+        force: bool,
     },
     /// Print (or --write) an MCP host's config entry for mcpd, with this machine's paths.
     HostConfig(host_config::Options),
@@ -313,8 +352,9 @@ pub fn main() -> ExitCode {
             Command::Serve {
                 no_watch,
                 metrics,
+                strict,
                 http,
-            } => serve::run(&cli.config, !no_watch, metrics, &http).await,
+            } => serve::run(&cli.config, !no_watch, strict, metrics, &http).await,
             Command::Validate { dir, strict } => {
                 validate::run(dir.as_deref().unwrap_or(&cli.config), strict).await
             }
@@ -428,6 +468,7 @@ pub fn main() -> ExitCode {
                 action: ShadowAction::Report(args),
             } => backtest::run_shadow(&cli.config, &args),
             Command::Import { source } => import::run(&cli.config, &source),
+            Command::Init { dir, force } => init::run(dir.as_deref().unwrap_or(&cli.config), force),
             Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
             Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
             Command::Test {

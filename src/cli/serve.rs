@@ -7,8 +7,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Vars;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::catalog::Catalog;
+use crate::config::diag::Diagnostics;
 use crate::config::server::HttpSpec;
+use crate::config::{self, Loaded, Vars};
 use crate::engine::Engine;
 use crate::mcp::McpServer;
 use crate::mcp::http::HttpOptions;
@@ -36,13 +41,27 @@ pub struct HttpFlags {
 pub(super) async fn run(
     dir: &Path,
     watch: bool,
+    strict: bool,
     metrics: Option<SocketAddr>,
     http: &HttpFlags,
 ) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env();
-    let (loaded, catalog) = super::load_settled(dir, &vars, &crate::config::Settle::default())?;
+    // Each file is read once it has settled: one being written is never served half-way.
+    let settle = crate::config::Settle::default();
+    let (loaded, catalog) = if strict {
+        super::load_settled(dir, &vars, &settle)?
+    } else {
+        load_what_compiles(dir, &vars, &settle)?
+    };
     let transport = if http.http.is_some() { "http" } else { "stdio" };
     tracing::info!(tools = catalog.tools.len(), config = %dir.display(), watch, transport, "serving MCP");
+    // A host that did not expand its variable, or an expired token: say so at start, in
+    // the host's log, rather than only in each refused call.
+    if let (None, Some(identity)) = (http.http, &catalog.identity)
+        && let Err(e) = identity.stdio_actor()
+    {
+        tracing::warn!(token = %identity.token_source(), "every call will be refused until the host's config is fixed: {e}");
+    }
     let http_opts = match http.http {
         Some(addr) => Some(http_options(addr, &loaded.server.1.http, http, metrics)?),
         None => None,
@@ -79,6 +98,70 @@ pub(super) async fn run(
         audit.flush();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config with every tool file that compiles: a broken tool file is left out and
+/// reported (as hot reload would leave it out), so one team's typo does not take every
+/// other tool away at a host's restart. A broken `mcpd.yaml` or `policies.yaml` still
+/// refuses to start: there is no policy to serve under.
+fn load_what_compiles(
+    dir: &Path,
+    vars: &Vars,
+    settle: &config::Settle,
+) -> anyhow::Result<(Loaded, Catalog)> {
+    let (mut loaded, mut problems) = config::load_dir_with(dir, vars, None, settle);
+    let tools_dir = dir.join(config::TOOLS_DIR);
+    let mut skipped = Diagnostics::default();
+    // Leave out the files that do not parse, then those that do not compile; a third
+    // round catches a problem that only shows once another file is out.
+    for _ in 0..3 {
+        let broken: BTreeSet<PathBuf> = problems.0.iter().map(|d| d.file.clone()).collect();
+        // Only tool files may be left out; any other problem is fatal.
+        if broken
+            .iter()
+            .any(|f| f.parent() != Some(tools_dir.as_path()))
+        {
+            break;
+        }
+        loaded.tools.retain(|f| !broken.contains(&f.path));
+        skipped.extend(std::mem::take(&mut problems));
+        match Catalog::compile(&loaded, vars) {
+            Ok(catalog) => {
+                report_skipped(&mut skipped, &catalog);
+                return Ok((loaded, catalog));
+            }
+            Err(errors) => problems = errors,
+        }
+    }
+    skipped.extend(problems);
+    skipped.sort();
+    skipped.0.dedup();
+    anyhow::bail!(
+        "invalid configuration in '{}' (run 'mcpd validate'):\n{skipped}",
+        dir.display()
+    )
+}
+
+/// Logs the problems of the tool files left out, and what is served.
+fn report_skipped(skipped: &mut Diagnostics, catalog: &Catalog) {
+    if skipped.is_empty() {
+        return;
+    }
+    skipped.sort();
+    let files: BTreeSet<String> = skipped
+        .0
+        .iter()
+        .map(|d| d.file.display().to_string())
+        .collect();
+    for d in &skipped.0 {
+        tracing::warn!(problem = %d, "config problem");
+    }
+    tracing::warn!(
+        left_out = ?files,
+        serving = catalog.tools.len(),
+        "tool files with problems are left out; the other tools are served, and a fixed file \
+         is picked up by the next reload (serve --strict refuses to start instead)"
+    );
 }
 
 /// `mcpd.yaml`'s `http:` section with the flags applied.

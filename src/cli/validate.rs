@@ -1,7 +1,8 @@
 //! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
-//! warnings (`file:line:col: warning: ...`) that do not fail it. `--strict` also runs
-//! the cases of `tests.d/` and requires every enforced deny or require rule to be
-//! matched by a passing case and not matched by another.
+//! warnings (`file:line:col: warning: ...`) that do not fail it: write tools that escape
+//! a rule, and what MCP hosts would leave out or refuse. `--strict` also runs the cases
+//! of `tests.d/` and requires every enforced deny or require rule to be matched by a
+//! passing case and not matched by another.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,6 +16,10 @@ pub(super) async fn run(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
         Ok((loaded, catalog)) => {
             for w in &warnings(&loaded, &catalog).0 {
                 println!("{w}");
+            }
+            // As the server's default name in a host's config (host-config --name).
+            for w in crate::mcp::hosts::check(&loaded, super::host_config::DEFAULT_NAME) {
+                println!("{}", w.diagnostic());
             }
             if strict {
                 let diags = coverage_problems(dir, &loaded.policy.0).await?;

@@ -17,8 +17,11 @@ use crate::config::diag::Pos;
 pub struct PolicySpec {
     /// What happens to a call no rule decides: `allow` or `deny`.
     pub default: DefaultEffect,
-    /// Hosts requests may go to (`host` or `host:port`). Every other host is refused,
-    /// checked on the final URL after templates are rendered. Empty means no egress.
+    /// Where requests may go: host names, addresses (`127.0.0.1`, `[::1]`), either with
+    /// `:port`, and CIDRs (`10.0.0.0/8`). Every other host is refused, checked on the
+    /// final URL after templates are rendered; and a connection to a loopback, private,
+    /// link-local or cloud metadata address is refused unless an address or CIDR entry
+    /// lists it (checked on every connection, after DNS). Empty means no egress.
     #[serde(default)]
     pub egress: Vec<Located<String>>,
     /// How redaction detectors replace what they find.

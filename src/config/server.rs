@@ -122,8 +122,10 @@ pub struct HttpSpec {
     /// the request's `Host` as `http://HOST/mcp`; set it behind TLS or a proxy.
     #[serde(default)]
     pub resource_url: Option<String>,
-    /// Authorization servers that issue tokens for this mcpd, listed in the
-    /// protected-resource metadata so clients know where to get one.
+    /// Authorization servers that issue tokens for this mcpd (your SSO), listed in the
+    /// protected-resource metadata so OAuth-capable hosts know where to sign in. Empty:
+    /// the `jwks` issuer, if there is one; with neither, no metadata is advertised (a 401
+    /// says how to get a token instead: there would be nowhere to sign in).
     #[serde(default)]
     pub authorization_servers: Vec<String>,
     /// How long a shutdown (SIGTERM, SIGINT) waits for calls in flight, e.g. `30s`

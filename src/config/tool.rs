@@ -31,7 +31,10 @@ pub struct ToolSpec {
     /// validated against it before anything else happens.
     pub input: Located<serde_json::Value>,
     /// Optional JSON Schema of the result (after `response.select`); results that do not
-    /// match are tool errors.
+    /// match are tool errors. An object schema (`type: object`) describes the result as
+    /// sent. Any other (`type: array`, ...) describes the selection, which is then always
+    /// sent wrapped in an object under the select path's last name (`$.orders` →
+    /// `{"orders": [...]}`, else `result`) and advertised wrapped in `tools/list`.
     #[serde(default)]
     pub output: Option<Located<serde_json::Value>>,
     /// The HTTP request a call becomes.
@@ -300,4 +303,11 @@ pub struct ResponseSpec {
     /// Unlisted error statuses get a generic message with the status and a short excerpt.
     #[serde(default)]
     pub errors: BTreeMap<String, Located<String>>,
+    /// The most bytes of a reply mcpd reads (default 2097152, 2 MiB). A larger reply is
+    /// cut off as it streams in (or refused by its Content-Length), and a reply whose
+    /// parsed form would take more than 12 times this much memory is refused unparsed;
+    /// either way the call fails with an error naming this field and nothing of the
+    /// reply reaches the model. A call's memory grows with this limit.
+    #[serde(default)]
+    pub max_bytes: Option<Located<u64>>,
 }

@@ -35,7 +35,7 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::TraceContext;
 use crate::upstream::request::Parts;
 use crate::upstream::{Prepared, Reply, Secrets};
-use crate::util::Clock;
+use crate::util::{Clock, canonical_numbers};
 use keys::Claimed;
 use steps::{check_output, identify, render, render_parts, route, send, validate};
 
@@ -153,6 +153,9 @@ impl Engine {
     async fn steps(&self, c: &mut Call<'_>, actor: &Actor) -> Result<Value, Failure> {
         // 3. validate the arguments against the input schema, before anything reads them
         validate(c.tool, &c.args)?;
+        // 3b. canonical numbers, once: an integer written 1e1, 8.0 or -0 is 10, 8, 0 for
+        //     policy, the idempotency key and the request alike
+        canonical_numbers(&mut c.args);
         // 4. scope: a tool (or environment) outside the actor's scopes goes no further
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
@@ -179,7 +182,8 @@ impl Engine {
             let out = render(c, base, claim.as_ref())?;
             // 9b. a write leaves an audit record of intent before it is sent
             self.intent(c, &out);
-            // 10. send with the tool's timeout; only idempotent requests are retried
+            // 10. send with the tool's timeout; only idempotent requests are retried; a
+            //     client's cancellation aborts it, settled below as a timeout would be
             let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await;
             // 10b. the outcome counts toward the breakers (5xx, timeout, no connection)
             self.observe(c, &armed, &reply).await;
@@ -339,7 +343,7 @@ impl Engine {
             return Err(Failure::UpstreamStatus(reply.status, secrets.scrub(msg)));
         }
         let mapped = (tool.response)
-            .map_success(&reply.body)
+            .map_success(&tool.id, &reply.body)
             .map_err(|e| Failure::Response(e.to_string()))?;
         let mut structured = mapped.structured;
         let redacted = redact_value(&mut structured, decision.detectors, redaction);
@@ -386,6 +390,7 @@ struct Call<'a> {
     args: Value,
     trace: TraceContext,
     client_key: Option<&'a str>,
+    cancelled: Option<&'a tokio_util::sync::CancellationToken>,
     result: CallResult,
     /// The arguments as templates see them, converted once per call.
     template_args: Option<minijinja::Value>,
@@ -432,6 +437,7 @@ impl<'a> Call<'a> {
             args: Value::Object(args.unwrap_or_default()),
             trace,
             client_key: ctx.idempotency_key.as_deref(),
+            cancelled: ctx.cancelled.as_ref(),
             result,
             template_args: None,
             digest: None,

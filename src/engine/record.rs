@@ -2,7 +2,8 @@
 //! stderr, the metrics, the SLO sample and the audit record.
 //!
 //! Owns what is written about a call and that nothing written carries raw arguments,
-//! results or secrets: arguments and reasons pass every detector first. It decides
+//! results or secrets: arguments, reasons and the idempotency key pass every detector
+//! and the known secret values first. It decides
 //! nothing about the call itself.
 
 use std::sync::LazyLock;
@@ -133,7 +134,7 @@ pub(super) fn finish(
         span.record("http.status", s);
     }
     if let Some(k) = &result.idempotency_key {
-        span.record("idempotency.key", k.as_str());
+        span.record("idempotency.key", shown_key(k));
     }
     span.in_scope(|| log(result));
     metrics.call(
@@ -161,7 +162,7 @@ pub(super) fn intent(tool: &Tool, args: &Value, r: &CallResult, method: &str) ->
         args,
         method: method.to_owned(),
         upstream: tool.request.upstream.name.clone(),
-        idempotency_key: r.idempotency_key.clone(),
+        idempotency_key: r.idempotency_key.as_deref().map(shown_key),
         ticket: r.ticket.clone(),
         trace_id: r.trace_id.clone(),
     }
@@ -190,7 +191,7 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
         status: r.status,
         trace_id: r.trace_id.clone(),
         pii_count: r.masked,
-        idempotency_key: r.idempotency_key.clone(),
+        idempotency_key: r.idempotency_key.as_deref().map(shown_key),
         ticket: r.ticket.clone(),
         replayed: r.replayed,
     }
@@ -231,11 +232,17 @@ fn redacted_copy(value: &Value, at: &str, changed: &mut Vec<String>) -> Value {
     copy
 }
 
-/// The pointers where `after` differs from `before` (same shape: detectors only rewrite
-/// strings).
+/// The pointers where `after` differs from `before` (detectors rewrite strings, numbers
+/// shaped like cards and object keys). An object with a key they rewrote is named whole:
+/// what was under the old key is no longer where a rule would read it, and the old key
+/// itself must not reach the record.
 fn diff(before: &Value, after: &Value, at: String, changed: &mut Vec<String>) {
     match (before, after) {
         (Value::Object(b), Value::Object(a)) => {
+            if b.keys().any(|k| !a.contains_key(k)) {
+                changed.push(at);
+                return;
+            }
             for (k, bv) in b {
                 if let Some(av) = a.get(k) {
                     diff(
@@ -255,6 +262,12 @@ fn diff(before: &Value, after: &Value, at: String, changed: &mut Vec<String>) {
         (b, a) if b != a => changed.push(at),
         _ => {}
     }
+}
+
+/// An idempotency key as records show it: a client's key, or one made of arguments,
+/// gets the arguments' redaction.
+fn shown_key(key: &str) -> String {
+    redact_text(key, DetectorSet::ALL, &RECORD_STYLE).0
 }
 
 /// Whether this successful call gets a log line: `MCPD_LOG_SAMPLE` (0 to 1, default 1)
@@ -295,5 +308,29 @@ fn log(r: &CallResult) {
             latency_us = micros,
             "call failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_copy;
+    use serde_json::json;
+
+    #[test]
+    fn an_object_with_a_rewritten_key_is_named_whole_and_the_old_key_never_recorded() {
+        let args = json!({
+            "email": "jane@corp.example",
+            "tags": {"jane@corp.example": "vip", "plain": "x"},
+            "n": 1
+        });
+        let mut changed = Vec::new();
+        let copy = redacted_copy(&args, "/args", &mut changed);
+        changed.sort();
+        assert_eq!(changed, ["/args/email", "/args/tags"]);
+        assert!(!copy.to_string().contains("jane@"), "{copy}");
+        // a key among the arguments themselves: the arguments are named whole
+        let mut changed = Vec::new();
+        redacted_copy(&json!({"jane@corp.example": 1}), "/args", &mut changed);
+        assert_eq!(changed, ["/args"]);
     }
 }

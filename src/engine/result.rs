@@ -190,4 +190,8 @@ pub struct CallContext {
     /// The verified caller; `None` runs as the stdio caller's token or the configured
     /// default actor.
     pub actor: Option<Arc<Actor>>,
+    /// Cancelled when the client gives up on the call (`notifications/cancelled`): the
+    /// upstream request is aborted, its concurrency slot freed, and the call settles as
+    /// after a timeout (its outcome is unknown).
+    pub cancelled: Option<tokio_util::sync::CancellationToken>,
 }

@@ -18,8 +18,8 @@ use crate::idempotency::{self, Claim, Stored};
 use crate::identity::Actor;
 use crate::policy::Decision;
 use crate::store::StoreError;
-use crate::upstream::Reply;
 use crate::upstream::request::Parts;
+use crate::upstream::{Reply, SendError};
 
 /// Step 2: the transport's verified actor, the stdio caller's token, or the configured
 /// default actor; otherwise the call is refused.
@@ -170,7 +170,9 @@ pub(super) fn render<'a>(
 
 /// Step 10: sends, retrying a connection failure or a 502/503/504 only when the request
 /// is idempotent (GET, PUT, DELETE, or keyed to an upstream that deduplicates); never
-/// after a timeout. Notes whether anything may have reached the upstream.
+/// after a timeout, a refused address or a reply over `response.max_bytes`. Notes
+/// whether anything may have reached the upstream. The client's cancellation aborts the
+/// request.
 pub(super) async fn send(
     c: &mut Call<'_>,
     out: &Outgoing<'_>,
@@ -182,28 +184,69 @@ pub(super) async fn send(
     } else {
         0
     };
-    let sent = (plan.upstream)
+    let sending = (plan.upstream)
         .send_retrying(&c.tool.id, &out.request, retries)
-        .instrument(out.span.clone())
-        .await;
+        .instrument(out.span.clone());
+    let sent = match c.cancelled {
+        None => sending.await,
+        // Cancelled before anything went out: nothing reached the upstream.
+        Some(token) if token.is_cancelled() => {
+            return Err(Failure::Unreachable(
+                "the client cancelled the call before it was sent; nothing reached the upstream"
+                    .to_owned(),
+            ));
+        }
+        Some(token) => tokio::select! {
+            () = token.cancelled() => {
+                // Dropping the request aborts it. Once begun it may have reached the
+                // upstream, as a timed-out one may: the call settles the same way.
+                c.reached = true;
+                tracing::info!(tool = %c.tool.id, "the client cancelled the call: upstream request aborted");
+                return Err(Failure::Unreachable(
+                    "the client cancelled the call; the upstream request was aborted, so \
+                     whether it took effect is unknown"
+                        .to_owned(),
+                ));
+            }
+            sent = sending => sent,
+        },
+    };
     c.reached = sent.reached;
-    let reply = sent
-        .reply
-        .map_err(|e| Failure::Unreachable(out.secrets.scrub(e.to_string())))?;
+    let reply = match sent.reply {
+        Ok(reply) => reply,
+        // Never connected: the name resolved only to addresses egress does not list.
+        Err(SendError::Refused(r)) => return Err(Failure::Denied(r.to_string())),
+        // The upstream answered, with more than the tool reads.
+        Err(e @ SendError::TooLarge { status, .. }) => {
+            c.result.status = Some(status);
+            return Err(Failure::Response(e.to_string()));
+        }
+        Err(e) => return Err(Failure::Unreachable(out.secrets.scrub(e.to_string()))),
+    };
     out.span.record("http.status", reply.status);
     c.result.status = Some(reply.status);
     Ok(reply)
 }
 
-/// Step 11's last check: the result against the tool's output schema, if it has one.
+/// Step 11's last check: the selection against the tool's output schema, if it has one.
+/// The message names where (a JSON pointer into `structuredContent`) and what, never
+/// the value itself: a reply can be large, and it is the tool's author who must act.
 pub(super) fn check_output(tool: &Tool, structured: &Value) -> Result<(), Failure> {
     let Some(out) = &tool.output else {
         return Ok(());
     };
+    let (selection, prefix) = tool.response.selection(structured);
     let errors: Vec<String> = out
-        .iter_errors(structured)
+        .iter_errors(selection)
         .take(3)
-        .map(|e| format!("{}: {e}", pointer_or_root(&e.instance_path().to_string())))
+        .map(|e| {
+            let at = format!("{prefix}{}", e.instance_path());
+            if at.is_empty() {
+                e.masked_with("the result").to_string()
+            } else {
+                format!("'{at}': {}", e.masked_with("the value"))
+            }
+        })
         .collect();
     if errors.is_empty() {
         Ok(())

@@ -16,6 +16,15 @@ pub enum TokenError {
     /// Not a JWT at all.
     #[error("the token is malformed ({0}); issue a new one with 'mcpd token issue'")]
     Malformed(String),
+    /// A host's variable reference that the host passed on as is, instead of a token.
+    #[error(
+        "the token is '{0}': a placeholder the host did not expand, not a token. Each host \
+         spells its variables its own way: VS Code '${{input:mcpd-token}}' (declared under \
+         \"inputs\"), Cursor '${{env:MCPD_TOKEN}}', Claude Code '${{MCPD_TOKEN}}', Continue \
+         '${{{{ secrets.MCPD_TOKEN }}}}'; Claude Desktop expands none, so put the token itself \
+         there ('mcpd host-config HOST' writes the right form)"
+    )]
+    Unexpanded(String),
     /// Signed with a key this mcpd does not know.
     #[error(
         "the token was signed with key '{0}', which this mcpd does not trust; issue a new token, or add the key's public half to identity.keys"
@@ -55,6 +64,27 @@ pub enum TokenError {
         "this mcpd cannot verify tokens: it has no key (set {0} from 'mcpd token keygen', or list public keys in identity.keys)"
     )]
     NoKeys(String),
+}
+
+impl TokenError {
+    /// [`TokenError::Unexpanded`] when `token` is a variable reference rather than a
+    /// token (`${env:MCPD_TOKEN}`, `${{ secrets.X }}`, `$MCPD_TOKEN`, `%MCPD_TOKEN%`): a
+    /// JWT has none of these characters, so nothing real is refused this way.
+    pub fn unexpanded(token: &str) -> Option<Self> {
+        let t = token.trim();
+        let var =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let placeholder = t.contains("${")
+            || t.contains("{{")
+            || t.strip_prefix('$').is_some_and(var)
+            || t.strip_prefix('%')
+                .and_then(|r| r.strip_suffix('%'))
+                .is_some_and(var);
+        placeholder.then(|| {
+            let shown: String = t.chars().take(60).collect();
+            Self::Unexpanded(shown)
+        })
+    }
 }
 
 /// Why keys could not be made or read, or a token could not be issued. Each message
@@ -112,4 +142,47 @@ pub enum IdentityError {
     /// The JWT library refused to sign.
     #[error("cannot sign: {0}")]
     Sign(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenError;
+
+    #[test]
+    fn a_hosts_unexpanded_variable_is_named_a_placeholder_and_a_jwt_never_is() {
+        for placeholder in [
+            "${env:MCPD_TOKEN}",
+            "${input:mcpd-token}",
+            "${MCPD_TOKEN}",
+            "${{ secrets.MCPD_TOKEN }}",
+            "$MCPD_TOKEN",
+            "%MCPD_TOKEN%",
+            " ${env:MCPD_TOKEN} ",
+        ] {
+            let e = TokenError::unexpanded(placeholder);
+            assert_eq!(
+                e,
+                Some(TokenError::Unexpanded(placeholder.trim().to_owned())),
+                "{placeholder}"
+            );
+        }
+        let message = TokenError::unexpanded("${env:MCPD_TOKEN}")
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("placeholder the host did not expand")
+                && message.contains("Cursor '${env:MCPD_TOKEN}'")
+                && message.contains("Continue '${{ secrets.MCPD_TOKEN }}'")
+                && message.contains("Claude Desktop expands none"),
+            "{message}"
+        );
+        for token in [
+            "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln",
+            "not-a-token",
+            "$",
+            "%%",
+        ] {
+            assert_eq!(TokenError::unexpanded(token), None, "{token}");
+        }
+    }
 }

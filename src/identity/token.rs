@@ -320,6 +320,9 @@ impl Identity {
         token: &str,
         audience: &str,
     ) -> Result<T, TokenError> {
+        if let Some(e) = TokenError::unexpanded(token) {
+            return Err(e);
+        }
         if self.verifiers.is_empty() {
             return Err(TokenError::NoKeys(self.key_env.clone()));
         }

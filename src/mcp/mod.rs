@@ -6,15 +6,21 @@
 //! `isError` results, unknown tools as JSON-RPC errors. It writes nothing but protocol
 //! to stdout (logs go to stderr, see `cli`).
 
+mod errors;
+pub(crate) mod hosts;
 pub(crate) mod http;
+mod stdio;
 
 use std::sync::Arc;
 
 use tracing::Instrument as _;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, CustomRequest, CustomResult, GetPromptRequestParams, GetPromptResponse,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -36,6 +42,12 @@ pub(crate) const OUTCOME_META: &str = "dev.mcpd/outcome";
 const INSTRUCTIONS: &str = "mcpd serves an organisation's internal APIs as tools. Every call \
 is checked against policy; a refused call comes back as an error whose text says why and \
 what would be allowed.";
+
+/// The MCP protocol revisions mcpd speaks: every one its rmcp knows. `initialize`
+/// negotiates among them and `mcpd --version` lists them, so the two cannot disagree.
+pub(crate) fn protocol_versions() -> &'static [rmcp::model::ProtocolVersion] {
+    rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+}
 
 /// Why serving over stdio stopped with an error. The messages are rmcp's and tokio's.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +77,9 @@ impl McpServer {
     /// # Errors
     /// When the transport fails before the session starts.
     pub(crate) async fn serve_stdio(self) -> Result<(), StdioError> {
+        let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
         let running = self
-            .serve(rmcp::transport::io::stdio_pipes())
+            .serve(stdio::LineTransport::new(stdin, stdout))
             .await
             .map_err(|e| StdioError::Handshake(Box::new(e)))?;
         running.waiting().await?;
@@ -104,13 +117,95 @@ impl ServerHandler for McpServer {
             .with_instructions(INSTRUCTIONS)
     }
 
+    fn supported_protocol_versions(
+        &self,
+    ) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(protocol_versions())
+    }
+
+    /// Every tool in one page: a cursor is one this server never gave out.
     async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        if let Some(cursor) = request.and_then(|r| r.cursor) {
+            return Err(errors::unknown_cursor(&cursor));
+        }
+        Ok(ListToolsResult::with_all_items(
+            self.engine.catalog().listing(),
+        ))
+    }
+
+    // The methods of capabilities mcpd does not have: -32601 saying what it serves (rmcp's
+    // own answer carries only the method's name).
+    #[allow(deprecated)] // logging is deprecated (SEP-2577); hosts still send setLevel
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Err(errors::unsupported("logging/setLevel"))
+    }
+
+    async fn complete(
+        &self,
+        _request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        Err(errors::unsupported("completion/complete"))
+    }
+
+    async fn get_prompt(
+        &self,
+        _request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        Err(errors::unsupported("prompts/get"))
+    }
+
+    async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.engine.catalog().listing(),
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Err(errors::unsupported("prompts/list"))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Err(errors::unsupported("resources/list"))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Err(errors::unsupported("resources/templates/list"))
+    }
+
+    async fn read_resource(
+        &self,
+        _request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Err(errors::unsupported("resources/read"))
+    }
+
+    /// An unknown method, or a known one whose params rmcp could not read (`arguments`
+    /// that is not an object): -32601 or -32602 saying which, and what was wrong.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        Err(errors::unreadable_request(
+            &request.method,
+            request.params.as_ref(),
         ))
     }
 
@@ -179,6 +274,8 @@ impl ServerHandler for McpServer {
                 .get::<axum::http::request::Parts>()
                 .and_then(|p| p.extensions.get::<Arc<Actor>>())
                 .cloned(),
+            // rmcp cancels it on `notifications/cancelled` for this request.
+            cancelled: Some(context.ct.clone()),
         };
         match self
             .engine

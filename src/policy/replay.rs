@@ -80,15 +80,17 @@ impl Sees {
     fn hidden(&self, rec: &Recorded<'_>) -> Option<Hidden> {
         let under = |prefix: &str, names: &[String], all: bool| {
             rec.redacted.iter().any(|p| {
-                p.strip_prefix(prefix).is_some_and(|rest| {
-                    all || names.iter().any(|n| {
-                        let n = pointer_step(n);
-                        rest == n
-                            || rest
-                                .strip_prefix(n.as_str())
-                                .is_some_and(|r| r.starts_with('/'))
+                // The whole object named (a key in it was rewritten): all it held is hidden.
+                ((all || !names.is_empty()) && Some(p.as_str()) == prefix.strip_suffix('/'))
+                    || p.strip_prefix(prefix).is_some_and(|rest| {
+                        all || names.iter().any(|n| {
+                            let n = pointer_step(n);
+                            rest == n
+                                || rest
+                                    .strip_prefix(n.as_str())
+                                    .is_some_and(|r| r.starts_with('/'))
+                        })
                     })
-                })
             })
         };
         let redacted = under("/args/", &self.args, self.all_args)

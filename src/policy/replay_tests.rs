@@ -152,6 +152,30 @@ fn a_pointer_under_an_argument_hides_it_and_a_longer_name_does_not() {
 }
 
 #[test]
+fn arguments_named_whole_hide_every_argument_but_only_from_rules_that_read_one() {
+    // a key among the arguments was rewritten (it held an email): the record names /args
+    let p = policy(RULES);
+    let r = rec(
+        "customer.refund",
+        json!({"amount": 5, "j***@corp.example": 1}),
+    )
+    .redacting("/args")
+    .replay(&p);
+    assert_eq!(hidden(&r, &p, "internal-only"), Some(Hidden::Redacted));
+    assert_eq!(hidden(&r, &p, "big-refunds"), Some(Hidden::Redacted));
+    assert_eq!(r.allowed, None);
+    // the actor named whole hides nothing from rules that read no actor fact
+    let r = rec(
+        "customer.refund",
+        json!({"email": "a@corp.example", "amount": 5}),
+    )
+    .redacting("/policy/actor")
+    .replay(&p);
+    assert!(r.hidden.iter().all(Option::is_none), "{:?}", r.hidden);
+    assert_eq!(r.allowed, Some(true));
+}
+
+#[test]
 fn a_rule_reading_args_as_a_whole_is_hidden_by_any_redacted_argument() {
     let p = policy(RULES);
     let r = rec("misc.thing", json!({"x": 1, "token": "[REDACTED]"}))

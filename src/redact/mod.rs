@@ -2,7 +2,8 @@
 //!
 //! Owns the masked forms (`j***@example.com`, `************1111`, `[REDACTED]`) and the
 //! detectors that find emails, payment card numbers (Luhn-checked, so order ids stay)
-//! and secrets (bearer tokens, JWTs, API keys, private keys) inside any string. It
+//! and secrets (bearer tokens, JWTs, API keys, private keys) inside any string or
+//! object key, percent-encoded or not, plus the secret values mcpd knows exactly. It
 //! decides nothing about *where* to look: tool files name fields (`response.mask`),
 //! policy rules choose detectors for results, and logs and audit always get all three.
 //!
@@ -12,11 +13,18 @@
 //! allocated for. Hits are collected first and the output is built once.
 //!
 //! This file is the public face (detector sets, [`Redactor`], the Luhn check); the
-//! masked forms of one value are in `mask.rs`, the scanner in `scan.rs`.
+//! masked forms of one value are in `mask.rs`, the scanner in `scan.rs` (with the
+//! finders in `pan.rs` and `secret.rs`, known values in `known.rs`, decoding in
+//! `percent.rs`). docs/redaction.md states what is and is not found.
 
+mod known;
 mod mask;
+mod pan;
+mod percent;
 mod scan;
+mod secret;
 
+pub use known::{MIN_KNOWN, register as register_secret};
 pub use mask::{MASK, mask_emails_in_text, mask_str, mask_value};
 
 use serde_json::Value;
@@ -133,22 +141,27 @@ impl Iterator for Detectors {
     }
 }
 
-/// Redacts every string (and card-number-shaped integer) in `v` with `detectors`;
-/// returns how many values were replaced (the call's `pii.count`). Object keys are
-/// left alone.
+/// Redacts every string, object key and card-number-shaped number in `v` with
+/// `detectors`, and scrubs every known secret value (whatever `detectors` holds);
+/// returns how many values were replaced (the call's `pii.count`).
 pub fn redact_value(v: &mut Value, detectors: DetectorSet, style: &RedactionSpec) -> usize {
+    let known = known::snapshot();
     Scan {
         set: detectors,
         style,
+        known: &known,
     }
     .value(v)
 }
 
-/// Redacts free text (error messages, log lines); returns the text and the count.
+/// Redacts free text (error messages, log lines) with `detectors` and scrubs every known
+/// secret value; returns the text and the count.
 pub fn redact_text(s: &str, detectors: DetectorSet, style: &RedactionSpec) -> (String, usize) {
+    let known = known::snapshot();
     Scan {
         set: detectors,
         style,
+        known: &known,
     }
     .string(s)
     .unwrap_or_else(|| (s.to_owned(), 0))

@@ -1,15 +1,20 @@
 //! The one-pass scanner behind [`redact_value`](super::redact_value) and
-//! [`redact_text`](super::redact_text): where emails, card numbers and secrets start and
-//! end in a string, and how each is replaced.
+//! [`redact_text`](super::redact_text): where emails, card numbers, secrets and known
+//! secret values start and end in a string or an object key, and how each is replaced.
 //!
-//! Owns the byte-class table, the finders (email, PAN, bearer token, JWT, API key,
-//! private key block) and building the output once from the hits. It must not allocate
-//! or copy a string it finds nothing in, nor look back at bytes already replaced, and it
-//! never decides which detectors run: the caller's [`DetectorSet`] does.
+//! Owns the byte-class table, the email finder, merging hits and building the output
+//! once from them; cards are found by `pan.rs`, secret shapes by `secret.rs`, known
+//! values by `known.rs`, and a string holding `%XX` escapes is scanned decoded
+//! (`percent.rs`). It must not allocate or copy a string it finds nothing in, nor look
+//! back at bytes already replaced, and it never decides which detectors run: the
+//! caller's [`DetectorSet`] does (known values are always scrubbed).
 
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 
-use super::{DetectorSet, MASK, luhn, luhn_skipping};
+use super::known::{self, Known};
+use super::pan::{self, pan_at, run_end};
+use super::secret::secret_at;
+use super::{DetectorSet, MASK, luhn, percent};
 use crate::config::policy::{Detector, EmailStyle, PanStyle, RedactionSpec};
 
 /// What a hit is, for its replacement.
@@ -18,9 +23,11 @@ enum Kind {
     Email,
     Pan,
     Secret,
+    /// The known value at this index.
+    Known(usize),
 }
 
-/// A byte range of the scanned string to replace.
+/// A byte range of the scanned bytes to replace.
 #[derive(Debug, Clone, Copy)]
 struct Hit {
     start: usize,
@@ -34,7 +41,7 @@ const AT: u8 = 2;
 const SECRET: u8 = 4;
 
 /// Which detector a byte may start (or, for `@`, anchor); for secrets, the first bytes
-/// of every shape in [`secret_at`].
+/// of every shape in `secret.rs`.
 fn class(c: u8) -> u8 {
     match c {
         b'0'..=b'9' => DIGIT,
@@ -50,15 +57,16 @@ const MIN_EMAIL: usize = 6;
 const MIN_PAN: usize = 13;
 const MIN_SECRET: usize = 15;
 
-/// One redaction pass: detectors and style, borrowed.
+/// One redaction pass: detectors, style and the known secret values, borrowed.
 pub(super) struct Scan<'a> {
     pub(super) set: DetectorSet,
     pub(super) style: &'a RedactionSpec,
+    pub(super) known: &'a [Known],
 }
 
 impl Scan<'_> {
     pub(super) fn value(&self, v: &mut Value) -> usize {
-        if self.set.is_empty() {
+        if self.set.is_empty() && self.known.is_empty() {
             return 0;
         }
         match v {
@@ -69,50 +77,134 @@ impl Scan<'_> {
                 }
                 None => 0,
             },
-            // Only integers of 13+ digits can be card numbers; skip the rest cheaply.
-            Value::Number(n)
-                if self.set.contains(Detector::Pan)
-                    && n.as_u64().is_some_and(|x| x >= 1_000_000_000_000) =>
-            {
-                let digits = n.to_string();
-                if digits.len() <= 19 && luhn(&digits) {
+            Value::Number(n) if self.set.contains(Detector::Pan) => match card_number(n) {
+                Some(digits) => {
                     *v = Value::String(self.pan(digits.as_bytes()));
                     1
-                } else {
-                    0
                 }
-            }
+                None => 0,
+            },
             Value::Array(a) => a.iter_mut().map(|x| self.value(x)).sum(),
-            Value::Object(o) => o.values_mut().map(|x| self.value(x)).sum(),
+            Value::Object(o) => self.object(o),
             _ => 0,
         }
     }
 
-    /// `None` when nothing was found (and nothing copied).
-    pub(super) fn string(&self, s: &str) -> Option<(String, usize)> {
-        let hits = self.hits(s);
-        if hits.is_empty() {
-            return None;
+    /// An object's values, then its keys: a key holding an email or a card is rebuilt
+    /// (a key that masks to one already present gets ` (2)`, ` (3)`, ... so no value is
+    /// lost). An object whose keys hold nothing is not rebuilt.
+    fn object(&self, o: &mut Map<String, Value>) -> usize {
+        let mut n: usize = o.values_mut().map(|x| self.value(x)).sum();
+        if !o.keys().any(|k| self.string(k).is_some()) {
+            return n;
         }
-        let mut out = String::with_capacity(s.len());
-        let mut copied = 0;
-        for h in &hits {
-            out.push_str(s.get(copied..h.start).unwrap_or_default());
-            let found = s.get(h.start..h.end).unwrap_or_default();
-            match h.kind {
-                Kind::Email => self.email(found, &mut out),
-                Kind::Pan => out.push_str(&self.pan(found.as_bytes())),
-                Kind::Secret => out.push_str(&self.style.secret),
-            }
-            copied = h.end;
+        for (key, value) in std::mem::take(o) {
+            let key = match self.string(&key) {
+                Some((masked, found)) => {
+                    n += found;
+                    masked
+                }
+                None => key,
+            };
+            insert_unique(o, key, value);
         }
-        out.push_str(s.get(copied..).unwrap_or_default());
-        Some((out, hits.len()))
+        n
     }
 
-    /// Every hit in `s`, in order, not overlapping.
-    fn hits(&self, s: &str) -> Vec<Hit> {
+    /// `None` when nothing was found (and nothing copied).
+    pub(super) fn string(&self, s: &str) -> Option<(String, usize)> {
         let b = s.as_bytes();
+        // Shorter than the shortest thing to find (an email, a known value); decoding
+        // only makes text shorter.
+        if b.len() < MIN_EMAIL.min(known::MIN_KNOWN) {
+            return None;
+        }
+        let hits = self.hits(b);
+        if !percent::has_escape(b) {
+            if hits.is_empty() {
+                return None;
+            }
+            let found = |h: &Hit| b.get(h.start..h.end).unwrap_or_default();
+            let out = hits
+                .iter()
+                .map(|h| (h.start, h.end, self.replacement(h.kind, found(h))));
+            return Some(build(s, out));
+        }
+        // Escaped text is scanned twice, as written and decoded (`jane%40example.com`),
+        // and a hit in the decoded bytes replaces the escapes it came from.
+        let (decoded, origin) = percent::decode(b);
+        let at = |i: usize| origin.get(i).copied().unwrap_or(b.len());
+        let mut all: Vec<(usize, usize, String)> = Vec::new();
+        for h in &hits {
+            let found = b.get(h.start..h.end).unwrap_or_default();
+            all.push((h.start, h.end, self.replacement(h.kind, found)));
+        }
+        for h in self.hits(&decoded) {
+            let found = decoded.get(h.start..h.end).unwrap_or_default();
+            all.push((at(h.start), at(h.end), self.replacement(h.kind, found)));
+        }
+        if all.is_empty() {
+            return None;
+        }
+        all.sort_by_key(|(start, end, _)| (*start, std::cmp::Reverse(*end)));
+        let mut merged: Vec<(usize, usize, String)> = Vec::with_capacity(all.len());
+        for (start, end, rep) in all {
+            match merged.last_mut() {
+                // Overlapping hits become one, replaced by the wider one's mask.
+                Some(last) if start < last.1 => {
+                    if end - start > last.1 - last.0 {
+                        last.2 = rep;
+                    }
+                    last.1 = last.1.max(end);
+                }
+                _ => merged.push((start, end, rep)),
+            }
+        }
+        Some(build(s, merged.into_iter()))
+    }
+
+    /// What replaces `found`, a hit of `kind`.
+    fn replacement(&self, kind: Kind, found: &[u8]) -> String {
+        match kind {
+            Kind::Email => self.email(found),
+            Kind::Pan => self.pan(found),
+            Kind::Secret => self.style.secret.clone(),
+            Kind::Known(i) => self.known.get(i).map_or(MASK, |k| &k.label).to_owned(),
+        }
+    }
+
+    /// Every hit in `b`, in order, not overlapping: the detectors', then the known
+    /// values' merged in (a known value overlapping a detector's hit replaces both).
+    fn hits(&self, b: &[u8]) -> Vec<Hit> {
+        let mut hits = self.detected(b);
+        let mut found = Vec::new();
+        known::find_all(self.known, b, &mut found);
+        if found.is_empty() {
+            return hits;
+        }
+        hits.extend(found.into_iter().map(|(start, end, i)| Hit {
+            start,
+            end,
+            kind: Kind::Known(i),
+        }));
+        hits.sort_by_key(|h| h.start);
+        let mut merged: Vec<Hit> = Vec::with_capacity(hits.len());
+        for h in hits {
+            match merged.last_mut() {
+                Some(last) if h.start < last.end => {
+                    last.end = last.end.max(h.end);
+                    if matches!(h.kind, Kind::Known(_)) && !matches!(last.kind, Kind::Known(_)) {
+                        last.kind = h.kind;
+                    }
+                }
+                _ => merged.push(h),
+            }
+        }
+        merged
+    }
+
+    /// The detectors' hits in `b`, in order, not overlapping.
+    fn detected(&self, b: &[u8]) -> Vec<Hit> {
         let mut mask = 0;
         if self.set.contains(Detector::Email) && b.len() >= MIN_EMAIL {
             mask |= AT;
@@ -123,7 +215,7 @@ impl Scan<'_> {
         if self.set.contains(Detector::Secret) && b.len() >= MIN_SECRET {
             mask |= SECRET;
         }
-        let mut hits = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
         if mask == 0 {
             return hits;
         }
@@ -137,41 +229,90 @@ impl Scan<'_> {
             i += skip;
             let found = match b.get(i).map_or(0, |c| class(*c)) & mask {
                 DIGIT => {
-                    let glued = i > 0 && word_at(b, i - 1);
-                    match pan_at(b, i).filter(|_| !glued) {
-                        Some(end) => Some((i, end, Kind::Pan)),
+                    let card = pan_at(b, i);
+                    // Digits inside a trace id or a digest are no card.
+                    match (card, card.and_then(|_| digest_end(b, i))) {
+                        (_, Some(end)) => {
+                            i = end;
+                            continue;
+                        }
+                        (Some(end), None) => Some((i, end, Kind::Pan)),
                         // No card starts here or inside this run of digits.
-                        None => {
-                            i = digits_end(b, i);
+                        (None, _) => {
+                            i = run_end(b, i);
                             continue;
                         }
                     }
                 }
-                AT => email_at(b, i, floor).map(|(s, e)| (s, e, Kind::Email)),
+                AT => {
+                    // An address whose local part runs back into the previous address
+                    // (`a@b.jane@example.com`) is one hit with it, so neither survives.
+                    let last_email = hits
+                        .last()
+                        .filter(|h| h.kind == Kind::Email && h.end == floor);
+                    let back_to = last_email.map_or(floor, |h| h.start);
+                    match email_at(b, i, back_to) {
+                        Some((start, end)) if start < floor => {
+                            if let Some(last) = hits.last_mut() {
+                                last.end = end;
+                            }
+                            floor = end;
+                            i = end.max(i + 1);
+                            continue;
+                        }
+                        other => other.map(|(s, e)| (s, e, Kind::Email)),
+                    }
+                }
                 SECRET => secret_at(b, i).map(|(s, e)| (s, e, Kind::Secret)),
                 _ => None,
             };
-            match found {
-                Some((start, end, kind)) => {
+            // The partial mask keeps an address's domain, so a card number that starts
+            // in it (`a@x4111 1111 1111 1111`) is a hit of its own and the address ends
+            // where the card starts.
+            let card = match found {
+                Some((_, end, Kind::Email)) if mask & DIGIT != 0 => card_in(b, i + 1, end),
+                _ => None,
+            };
+            match (found, card) {
+                (Some((start, _, _)), Some((card, card_end))) => {
+                    hits.push(Hit {
+                        start,
+                        end: card,
+                        kind: Kind::Email,
+                    });
+                    hits.push(Hit {
+                        start: card,
+                        end: card_end,
+                        kind: Kind::Pan,
+                    });
+                    floor = card_end;
+                    i = card_end.max(i + 1);
+                }
+                (Some((start, end, kind)), None) => {
                     hits.push(Hit { start, end, kind });
                     floor = end;
                     i = end.max(i + 1);
                 }
-                None => i += 1,
+                (None, _) => i += 1,
             }
         }
         hits
     }
 
-    fn email(&self, found: &str, out: &mut String) {
-        match (self.style.email, found.split_once('@')) {
+    /// An address's mask: its first character, `***`, `@` and the domain after its
+    /// last `@` (`partial`), or `***` (`full`).
+    fn email(&self, found: &[u8]) -> String {
+        let found = String::from_utf8_lossy(found);
+        match (self.style.email, found.rsplit_once('@')) {
             (EmailStyle::Partial, Some((local, domain))) => {
+                let mut out = String::with_capacity(domain.len() + 8);
                 out.extend(local.chars().next());
                 out.push_str(MASK);
                 out.push('@');
                 out.push_str(domain);
+                out
             }
-            _ => out.push_str(MASK),
+            _ => MASK.to_owned(),
         }
     }
 
@@ -180,7 +321,7 @@ impl Scan<'_> {
         match self.style.pan {
             PanStyle::Full => MASK.to_owned(),
             PanStyle::Last4 => {
-                let digits: Vec<u8> = found.iter().copied().filter(u8::is_ascii_digit).collect();
+                let digits = pan::digits(found);
                 let hidden = digits.len().saturating_sub(4);
                 let mut out = "*".repeat(hidden);
                 out.extend(digits.iter().skip(hidden).map(|d| char::from(*d)));
@@ -190,55 +331,97 @@ impl Scan<'_> {
     }
 }
 
-/// Letters, digits and non-ASCII bytes: what glues a number or token to a word.
-fn word_at(b: &[u8], i: usize) -> bool {
-    b.get(i)
-        .is_some_and(|c| c.is_ascii_alphanumeric() || *c >= 0x80)
-}
-
-fn digits_end(b: &[u8], from: usize) -> usize {
-    from + run_len(b, from, |c| c.is_ascii_digit())
-}
-
-fn run_len(b: &[u8], from: usize, f: impl Fn(u8) -> bool) -> usize {
-    b.get(from..)
-        .map_or(0, |r| r.iter().take_while(|c| f(**c)).count())
-}
-
-/// A card number starting at `i` (a digit not glued to a word): 13 to 19 digits in one
-/// run, or grouped by one kind of separator (space or dash) as cards are printed: a
-/// first group of four, middle groups of four to six, a last group of one to six. The
-/// longest grouping that passes the Luhn check wins, so `4111 1111 1111 1111 2025`
-/// masks the card and keeps the year, and `2025-08-01` never groups (its second group
-/// is short).
-fn pan_at(b: &[u8], i: usize) -> Option<usize> {
-    let run = digits_end(b, i);
-    let len = run - i;
-    if len >= 13 {
-        let ok = len <= 19 && !word_at(b, run) && b.get(i..run).is_some_and(luhn_skipping);
-        return ok.then_some(run);
+/// The first card number starting in `b[from..to]` (an address's domain): its start
+/// and the byte after its last digit, which may lie past `to`.
+fn card_in(b: &[u8], from: usize, to: usize) -> Option<(usize, usize)> {
+    let mut j = from;
+    while j < to {
+        if !b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+            continue;
+        }
+        if let (Some(end), None) = (pan_at(b, j), digest_end(b, j)) {
+            return Some((j, end));
+        }
+        j = run_end(b, j).max(j + 1);
     }
-    let sep = match b.get(run) {
-        Some(&c @ (b' ' | b'-')) if len == 4 => c,
-        _ => return None,
+    None
+}
+
+/// When the digit at `i` sits in a token of exactly 32, 40 or 64 hexadecimal characters
+/// (a trace id, a SHA-1 or SHA-256 digest), the token's end: its digits are no card.
+fn digest_end(b: &[u8], i: usize) -> Option<usize> {
+    let alnum = |c: &&u8| c.is_ascii_alphanumeric();
+    let before = b.get(..i)?.iter().rev().take_while(alnum).take(65).count();
+    let after = b.get(i..)?.iter().take_while(alnum).take(65).count();
+    if before + after < 32 {
+        return None;
+    }
+    let token = b.get(i - before..i + after)?;
+    let digest = matches!(token.len(), 32 | 40 | 64) && token.iter().all(u8::is_ascii_hexdigit);
+    digest.then_some(i + after)
+}
+
+/// `s` with each hit's range (in order, not overlapping) replaced; and the count.
+fn build(s: &str, hits: impl Iterator<Item = (usize, usize, String)>) -> (String, usize) {
+    let mut out = String::with_capacity(s.len());
+    let (mut copied, mut count) = (0, 0);
+    for (start, end, replacement) in hits {
+        let (start, end) = widen(s, start.max(copied), end);
+        out.push_str(s.get(copied..start).unwrap_or_default());
+        out.push_str(&replacement);
+        copied = end;
+        count += 1;
+    }
+    out.push_str(s.get(copied..).unwrap_or_default());
+    (out, count)
+}
+
+/// `key` into `o`, or `key (2)`, `key (3)`, ... when `key` is taken.
+fn insert_unique(o: &mut Map<String, Value>, key: String, value: Value) {
+    if !o.contains_key(&key) {
+        o.insert(key, value);
+        return;
+    }
+    let mut n = 2_usize;
+    loop {
+        let candidate = format!("{key} ({n})");
+        if !o.contains_key(&candidate) {
+            o.insert(candidate, value);
+            return;
+        }
+        n += 1;
+    }
+}
+
+/// `start..end` widened to character boundaries of `s` (a hit mapped back from decoded
+/// bytes could in principle split a character; never drop text for that).
+fn widen(s: &str, mut start: usize, mut end: usize) -> (usize, usize) {
+    end = end.min(s.len());
+    start = start.min(end);
+    while !s.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !s.is_char_boundary(end) {
+        end += 1;
+    }
+    (start, end)
+}
+
+/// The digits of a JSON number that is a card number (13 to 19 digits, Luhn-valid),
+/// whether written as an integer, a negative one or an integer-valued float.
+fn card_number(n: &Number) -> Option<String> {
+    const LEAST: u64 = 1_000_000_000_000;
+    let digits = if let Some(u) = n.as_u64() {
+        (u >= LEAST).then(|| u.to_string())?
+    } else if let Some(i) = n.as_i64() {
+        (i.unsigned_abs() >= LEAST).then(|| i.unsigned_abs().to_string())?
+    } else {
+        let f = n.as_f64()?.abs();
+        let integral = (1e12..1e19).contains(&f) && f.fract() == 0.0;
+        integral.then(|| format!("{f:.0}"))?
     };
-    let (mut total, mut pos, mut best) = (len, run, None);
-    while b.get(pos) == Some(&sep) {
-        let end = digits_end(b, pos + 1);
-        let group = end - (pos + 1);
-        if group == 0 || group > 6 || total + group > 19 {
-            break;
-        }
-        total += group;
-        pos = end;
-        if total >= 13 && !word_at(b, end) && b.get(i..end).is_some_and(luhn_skipping) {
-            best = Some(end);
-        }
-        if group < 4 {
-            break;
-        }
-    }
-    best
+    ((13..=19).contains(&digits.len()) && luhn(&digits)).then_some(digits)
 }
 
 fn local_char(c: u8) -> bool {
@@ -249,9 +432,14 @@ fn domain_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c >= 0x80 || c == b'-'
 }
 
+fn alpha(c: &u8) -> bool {
+    c.is_ascii_alphabetic() || *c >= 0x80
+}
+
 /// An email address around the `@` at `at`: a local part back to `floor`, a domain of
-/// two or more labels ending in an alphabetic top-level label of two or more letters.
-/// Both ends stop at ASCII bytes, so the range is on character boundaries.
+/// two or more labels whose last one starts with two or more letters (what follows the
+/// letters, `example.com123`, is not part of it). Both ends stop at ASCII bytes, so the
+/// range is on character boundaries.
 fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     let mut start = at;
     while start > floor && b.get(start - 1).copied().is_some_and(local_char) {
@@ -263,7 +451,9 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
     if start == at {
         return None;
     }
-    let (mut pos, mut end, mut last_dot) = (at + 1, at + 1, None);
+    // The dots between labels, and where the domain ends.
+    let (mut pos, mut end) = (at + 1, at + 1);
+    let mut dots: Vec<usize> = Vec::new();
     while let Some(&c) = b.get(pos) {
         if domain_char(c) {
             end = pos + 1;
@@ -272,114 +462,16 @@ fn email_at(b: &[u8], at: usize, floor: usize) -> Option<(usize, usize)> {
             && pos > at + 1
             && b.get(pos + 1).copied().is_some_and(domain_char)
         {
-            last_dot = Some(pos);
+            dots.push(pos);
         } else {
             break;
         }
         pos += 1;
     }
-    let tld = b.get(last_dot? + 1..end)?;
-    let ok = tld.len() >= 2 && tld.iter().all(|c| c.is_ascii_alphabetic() || *c >= 0x80);
-    ok.then_some((start, end))
-}
-
-/// Well-known API key prefixes and the least number of `[A-Za-z0-9_-]` after them.
-const KEYS: &[(&[u8], usize)] = &[
-    (b"sk-", 16),
-    (b"sk_live_", 16),
-    (b"sk_test_", 16),
-    (b"rk_live_", 16),
-    (b"ghp_", 16),
-    (b"gho_", 16),
-    (b"ghu_", 16),
-    (b"ghs_", 16),
-    (b"ghr_", 16),
-    (b"github_pat_", 16),
-    (b"glpat-", 16),
-    (b"xoxb-", 10),
-    (b"xoxp-", 10),
-    (b"xoxa-", 10),
-    (b"xoxs-", 10),
-    (b"npm_", 30),
-    (b"pypi-", 30),
-];
-
-/// Fixed-length keys: AWS access key ids and Google API keys, exactly this long after
-/// the prefix.
-const FIXED_KEYS: &[(&[u8], usize)] = &[(b"AKIA", 16), (b"ASIA", 16), (b"AIza", 35)];
-
-fn key_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
-}
-
-fn token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
-}
-
-fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
-}
-
-/// A secret starting at `i`: the range to replace (for a bearer token, the token only).
-fn secret_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
-    let rest = b.get(i..)?;
-    if rest.starts_with(b"-----BEGIN ") {
-        return private_key_at(b, i);
-    }
-    if i > 0 && word_at(b, i - 1) {
-        return None;
-    }
-    if rest
-        .get(..6)
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
-    {
-        let spaces = run_len(b, i + 6, |c| c == b' ' || c == b'\t');
-        let start = i + 6 + spaces;
-        let len = run_len(b, start, token_char);
-        let token = b.get(start..start + len)?;
-        // "the bearer instrument" is prose; in lower case, a token must look like one.
-        let prose = rest.first() == Some(&b'b') && token.iter().all(u8::is_ascii_alphabetic);
-        return (spaces > 0 && len >= 8 && !prose).then_some((start, start + len));
-    }
-    if rest.starts_with(b"eyJ") {
-        // A JWT: three (or, encrypted, five) base64url parts; a trailing dot is prose.
-        let mut len = run_len(b, i, |c| key_char(c) || c == b'.');
-        while len > 0 && b.get(i + len - 1) == Some(&b'.') {
-            len -= 1;
-        }
-        let jwt = b.get(i..i + len)?;
-        let mut parts = jwt.split(|c| *c == b'.');
-        let heads = parts.next().is_some_and(|p| !p.is_empty())
-            && parts.next().is_some_and(|p| !p.is_empty());
-        let dots = jwt.iter().filter(|c| **c == b'.').count();
-        return (heads && dots >= 2 && len >= 20).then_some((i, i + len));
-    }
-    if let Some((prefix, len)) = FIXED_KEYS.iter().find(|(p, _)| rest.starts_with(p)) {
-        let body = i + prefix.len();
-        return (run_len(b, body, key_char) == *len).then_some((i, body + len));
-    }
-    let (prefix, min) = KEYS.iter().find(|(p, _)| rest.starts_with(p))?;
-    let body = i + prefix.len();
-    let len = run_len(b, body, key_char);
-    (len >= *min).then_some((i, body + len))
-}
-
-/// A PEM private key block from its `-----BEGIN` at `i` to the end of its `-----END
-/// ...-----` line, or to the end of the text when cut off. Other PEM blocks
-/// (certificates, public keys) are not secrets and are skipped.
-fn private_key_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
-    // The label is short (`ENCRYPTED PRIVATE KEY`): look no further than one line.
-    let line = b.get(i..b.len().min(i + 80))?;
-    let header_end = find(line, 11, b"-----")? + 5;
-    let header = line.get(..header_end)?;
-    if header.contains(&b'\n') || find(header, 0, b"PRIVATE KEY").is_none() {
-        return None;
-    }
-    let end = find(b, i + header_end, b"-----END")
-        .and_then(|e| find(b, e + 8, b"-----"))
-        .map_or(b.len(), |e| e + 5);
-    Some((i, end))
+    // The last label that starts with two letters ends the address.
+    dots.iter().rev().find_map(|&dot| {
+        let label = b.get(dot + 1..end)?;
+        let letters = label.iter().take_while(|c| alpha(c)).count();
+        (letters >= 2).then_some((start, dot + 1 + letters))
+    })
 }

@@ -139,8 +139,7 @@ fn dates_times_and_long_ids_are_not_cards() {
         "2025-08-01T10:00:00Z 2025-08-31T10:00:00Z",
         "call 0800 123 4567 or 0800 765 4321",
         "ref 41111111111111110000",
-        "sku A4111111111111111",
-        "id 4111111111111111x",
+        "id 4111111111111112x",
         "uuid 550e8400-e29b-41d4-a716-446655440000",
     ] {
         assert_eq!(all(s), (s.to_owned(), 0), "{s}");
@@ -265,19 +264,164 @@ fn only_the_chosen_detectors_run() {
 }
 
 #[test]
-fn values_count_every_replacement_and_keys_stay() {
+fn values_and_keys_count_every_replacement() {
     let mut v = json!({
         "ann@example.com": ["bob@example.com and eve@example.com", 4111111111111111u64],
         "nested": {"token": "Bearer abcdef123456789", "n": 12, "ok": true, "none": null}
+    });
+    assert_eq!(Redactor::all().redact_value(&mut v), 5);
+    assert_eq!(
+        v,
+        json!({
+            "a***@example.com": ["b***@example.com and e***@example.com", "************1111"],
+            "nested": {"token": "Bearer [REDACTED]", "n": 12, "ok": true, "none": null}
+        })
+    );
+}
+
+/// Regression (issue 14, item 3): keys were never scanned.
+#[test]
+fn keys_holding_pii_are_masked_and_keys_that_mask_alike_keep_their_values() {
+    let mut v = json!({
+        "jane@example.com": 1,
+        "joe@example.com": 2,
+        "4111 1111 1111 1111": {"5500005555555559": "x"},
+        "plain": 3
     });
     assert_eq!(Redactor::all().redact_value(&mut v), 4);
     assert_eq!(
         v,
         json!({
-            "ann@example.com": ["b***@example.com and e***@example.com", "************1111"],
-            "nested": {"token": "Bearer [REDACTED]", "n": 12, "ok": true, "none": null}
+            "j***@example.com": 1,
+            "j***@example.com (2)": 2,
+            "************1111": {"************5559": "x"},
+            "plain": 3
         })
     );
+}
+
+/// Regression (issue 14, item 3): letters next to the digits hid the card.
+#[test]
+fn cards_glued_to_letters_are_cards_when_they_pass_luhn() {
+    assert_eq!(
+        all("x4111111111111111x sku A4111111111111111 id 4111111111111111x"),
+        (
+            "x************1111x sku A************1111 id ************1111x".to_owned(),
+            3
+        )
+    );
+}
+
+/// Regression (found by the property test in tests/pii.rs): the partial mask keeps an
+/// address's domain, and a card number starting in it survived.
+#[test]
+fn a_card_number_starting_in_an_addresses_domain_is_masked_too() {
+    assert_eq!(
+        all("jane@x4111111111111111.com"),
+        ("j***@x************1111.com".to_owned(), 2)
+    );
+    assert_eq!(
+        all("Kc+@\u{e9}u1003\u{ad}\u{2012}\u{1680}2696\u{2010}\u{ff0d}95105.com end"),
+        ("K***@\u{e9}u*********5105.com end".to_owned(), 2)
+    );
+}
+
+/// Hex digests and trace ids hold long runs of digits; they are not cards.
+#[test]
+fn digits_inside_a_trace_id_or_digest_are_no_card() {
+    for token in [
+        "ab4111111111111111cdef0123456789",
+        "4111111111111111aaaabbbbccccddddeeeeffff",
+        "trace 00000000004111111111111111000000",
+    ] {
+        assert_eq!(all(token), (token.to_owned(), 0), "{token}");
+    }
+    // One character more and it is no digest: the card is found.
+    assert_eq!(all("ab4111111111111111cdef0123456789a").1, 1);
+}
+
+/// Regression (issue 14, item 3): a no-break space or an en dash between groups.
+#[test]
+fn cards_grouped_with_unicode_spaces_dashes_or_json_escapes_are_cards() {
+    for card in [
+        "4111\u{a0}1111\u{a0}1111\u{a0}1111",
+        "4111\u{202f}1111\u{202f}1111\u{202f}1111",
+        "4111\u{2013}1111\u{2013}1111\u{2013}1111",
+        "4111 1111-1111\u{3000}1111",
+        "4111\\u00a01111\\u00a01111\\u00a01111",
+        "4111\\t1111\\t1111\\t1111",
+        "41\u{200b}11 1111 1111 1111",
+    ] {
+        let (t, n) = all(&format!("card {card}."));
+        assert_eq!((t.as_str(), n), ("card ************1111.", 1), "{card:?}");
+    }
+}
+
+/// Regression (issue 14, item 4): an upstream's 404 echoed the encoded request path.
+#[test]
+fn percent_encoded_pii_is_found_and_its_escapes_replaced() {
+    assert_eq!(
+        all("not found /probe/jane.doe%40example.com?card=4111%201111%201111%201111&x=%2540"),
+        (
+            "not found /probe/j***@example.com?card=************1111&x=%2540".to_owned(),
+            2
+        )
+    );
+    // Found as written, too: an escape next to a card does not hide it.
+    assert_eq!(
+        all("%204111111111111111"),
+        ("%20************1111".to_owned(), 1)
+    );
+    assert_eq!(all("100% sure"), ("100% sure".to_owned(), 0));
+}
+
+#[test]
+fn addresses_running_into_each_other_are_masked_as_one() {
+    assert_eq!(
+        all("foo@jane.doe@example.com"),
+        ("f***@example.com".to_owned(), 1)
+    );
+    assert_eq!(
+        all("mail jane@example.com123 or ann@example.org.5"),
+        (
+            "mail j***@example.com123 or a***@example.org.5".to_owned(),
+            2
+        )
+    );
+}
+
+#[test]
+fn card_numbers_written_as_floats_or_negative_are_cards() {
+    let mut v: Value =
+        serde_json::from_str(r#"[4111111111111111.0, -4111111111111111, 4.111111111111111e15]"#)
+            .unwrap();
+    assert_eq!(Redactor::all().redact_value(&mut v), 3);
+    assert_eq!(
+        v,
+        json!(["************1111", "************1111", "************1111"])
+    );
+}
+
+#[test]
+fn known_secret_values_are_scrubbed_whatever_the_detectors() {
+    register_secret("MCPD_T_KNOWN", "hunter2Zq8unit");
+    register_secret("MCPD_T_SHORT", "abc");
+    let (t, n) = redact_text(
+        "echo hunter2Zq8unit and hunter2Zq8unit%21 abc",
+        DetectorSet::NONE,
+        &RedactionSpec::default(),
+    );
+    assert_eq!(
+        t,
+        "echo [secret MCPD_T_KNOWN] and [secret MCPD_T_KNOWN]%21 abc"
+    );
+    assert_eq!(n, 2);
+    let mut v = json!({"hunter2Zq8unit": "x"});
+    assert_eq!(
+        redact_value(&mut v, DetectorSet::NONE, &RedactionSpec::default()),
+        1
+    );
+    assert_eq!(v, json!({"[secret MCPD_T_KNOWN]": "x"}));
 }
 
 #[test]

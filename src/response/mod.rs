@@ -1,7 +1,8 @@
 //! Response mapping: an HTTP reply becomes a tool result or a tool error.
 //!
-//! Owns status-to-error mapping, the JSONPath selection, per-tool masks and the rule
-//! that `structuredContent` is always an object. It never sends requests.
+//! Owns status-to-error mapping, the JSONPath selection, per-tool masks, the rule that
+//! `structuredContent` is always an object, and refusing a reply too costly to parse
+//! (`cost.rs`). It never sends requests.
 
 use serde_json::Value;
 
@@ -37,6 +38,7 @@ impl StatusMatch {
     }
 }
 
+pub mod cost;
 pub mod jsonpath;
 
 pub use jsonpath::JsonPath as Path;
@@ -51,6 +53,20 @@ pub enum ResponseError {
     /// A 2xx body that is not JSON where a selection or mask needs JSON.
     #[error("upstream answered with a body that is not JSON ({0})")]
     NotJson(#[source] serde_json::Error),
+    /// A reply whose parsed form would take more memory than the tool allows.
+    #[error(
+        "the upstream's reply ({} bytes, {} values in {} objects) would take about {} MB of memory once parsed, more than tool '{tool}' allows ({} times response.max_bytes, {} MB); nothing of it was used: ask for less (a narrower range, a page), or raise response.max_bytes in its tool file",
+        shape.bytes, shape.values, shape.objects, shape.parsed_bytes() / 1_000_000,
+        cost::PARSED_PER_BYTE, limit / 1_000_000
+    )]
+    TooCostly {
+        /// The tool.
+        tool: String,
+        /// What the reply holds.
+        shape: cost::Shape,
+        /// The most its parsed form may take.
+        limit: u64,
+    },
 }
 
 /// How one tool maps replies.
@@ -62,23 +78,50 @@ pub struct ResponseMap {
     pub masks: Vec<Path>,
     /// `response.errors`, most specific first.
     pub errors: Vec<(StatusMatch, Tpl)>,
+    /// The most memory a reply may take once parsed, in bytes.
+    pub max_parsed: u64,
+    /// When a selection is wrapped in an object (`structuredContent` must be one).
+    pub wrap: Wrap,
+}
+
+/// When a selection is wrapped, under [`ResponseMap::wrap_key`]. With an `output:`
+/// schema the schema decides, so every result has the shape `tools/list` advertises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wrap {
+    /// No `output:` schema: a selection that is not an object is wrapped.
+    #[default]
+    NonObjects,
+    /// `output:` describes something other than an object: always wrapped.
+    Always,
+    /// `output:` is an object schema: never wrapped (a non-object selection then fails
+    /// the output check).
+    Never,
 }
 
 /// A successful mapping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
-    /// The object sent as `structuredContent`.
+    /// The object sent as `structuredContent` (a non-object only with [`Wrap::Never`],
+    /// where the output check refuses it).
     pub structured: Value,
     /// How many values masks replaced.
     pub masked: usize,
 }
 
 impl ResponseMap {
-    /// Maps a 2xx body.
+    /// Maps a 2xx body of `tool`'s.
     ///
     /// # Errors
-    /// A body that is not JSON where a selection needs JSON.
-    pub fn map_success(&self, body: &[u8]) -> Result<Mapped, ResponseError> {
+    /// A body that is not JSON where a selection needs JSON; a body too costly to parse.
+    pub fn map_success(&self, tool: &str, body: &[u8]) -> Result<Mapped, ResponseError> {
+        let shape = cost::Shape::of(body);
+        if shape.parsed_bytes() > self.max_parsed {
+            return Err(ResponseError::TooCostly {
+                tool: tool.to_owned(),
+                shape,
+                limit: self.max_parsed,
+            });
+        }
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) if self.select.is_none() && self.masks.is_empty() => {
@@ -95,16 +138,32 @@ impl ResponseMap {
             masked += apply_mask(m, &mut selected);
         }
         let structured = match selected {
-            Value::Object(_) => selected,
-            other => {
-                let key = self
-                    .select
-                    .as_ref()
-                    .map_or_else(|| "result".to_owned(), wrap_key);
-                Value::Object(serde_json::Map::from_iter([(key, other)]))
-            }
+            Value::Object(_) if self.wrap != Wrap::Always => selected,
+            other if self.wrap == Wrap::Never => other,
+            other => Value::Object(serde_json::Map::from_iter([(self.wrap_key(), other)])),
         };
         Ok(Mapped { structured, masked })
+    }
+
+    /// The key a selection is wrapped under: the select path's last name, else `result`.
+    pub fn wrap_key(&self) -> String {
+        self.select
+            .as_ref()
+            .map_or_else(|| "result".to_owned(), wrap_key)
+    }
+
+    /// The selection inside a mapped result, and its JSON pointer there (`""` when the
+    /// result is the selection itself).
+    pub fn selection<'v>(&self, structured: &'v Value) -> (&'v Value, String) {
+        if self.wrap != Wrap::Always {
+            return (structured, String::new());
+        }
+        let key = self.wrap_key();
+        let inner = structured.get(&key).unwrap_or(&Value::Null);
+        (
+            inner,
+            format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+        )
     }
 
     /// The message for an error status.
@@ -116,8 +175,12 @@ impl ResponseMap {
         body: &[u8],
         args: &Value,
     ) -> String {
-        let parsed: Value = serde_json::from_slice(body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        // A body too costly to parse is shown as text (its excerpt is short anyway).
+        let affordable = cost::Shape::of(body).parsed_bytes() <= self.max_parsed;
+        let parsed: Value = affordable
+            .then(|| serde_json::from_slice(body).ok())
+            .flatten()
+            .unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()));
         let custom = self
             .errors
             .iter()
@@ -200,6 +263,8 @@ mod tests {
             select: select.map(|s| Path::compile(s).unwrap()),
             masks: masks.iter().map(|m| Path::compile(m).unwrap()).collect(),
             errors: vec![],
+            max_parsed: 1_000_000,
+            wrap: Wrap::NonObjects,
         }
     }
 
@@ -207,7 +272,7 @@ mod tests {
     fn selected_list_is_wrapped_under_its_name_and_masked() {
         let body = json!({"orders": [{"id": 1, "email": "ann@example.com"}, {"id": 2, "email": "bob@example.org"}]});
         let m = map(Some("$.orders"), &["$[*].email"])
-            .map_success(body.to_string().as_bytes())
+            .map_success("t", body.to_string().as_bytes())
             .unwrap();
         assert_eq!(m.masked, 2);
         assert_eq!(
@@ -218,19 +283,47 @@ mod tests {
 
     #[test]
     fn object_body_is_structured_content_as_is() {
-        let m = map(None, &[]).map_success(br#"{"percent": 10}"#).unwrap();
+        let m = map(None, &[])
+            .map_success("t", br#"{"percent": 10}"#)
+            .unwrap();
         assert_eq!(m.structured, json!({"percent": 10}));
     }
 
     #[test]
     fn a_body_that_is_not_json_is_refused_when_a_selection_needs_json() {
         let err = map(Some("$.orders"), &[])
-            .map_success(b"<html>")
+            .map_success("t", b"<html>")
             .unwrap_err();
         assert!(matches!(err, ResponseError::NotJson(_)), "{err:?}");
         assert_eq!(
             err.to_string(),
             "upstream answered with a body that is not JSON (expected value at line 1 column 1)"
+        );
+    }
+
+    #[test]
+    fn a_non_object_output_schema_wraps_every_selection_even_an_object() {
+        let mut m = map(Some("$.data"), &[]);
+        m.wrap = Wrap::Always;
+        let list = m.map_success("t", br#"{"data": [1, 2]}"#).unwrap();
+        assert_eq!(list.structured, json!({"data": [1, 2]}));
+        let object = m.map_success("t", br#"{"data": {"a": 1}}"#).unwrap();
+        assert_eq!(object.structured, json!({"data": {"a": 1}}));
+        assert_eq!(
+            m.selection(&object.structured),
+            (&json!({"a": 1}), "/data".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_object_output_schema_never_wraps_so_a_list_fails_its_check() {
+        let mut m = map(Some("$.data"), &[]);
+        m.wrap = Wrap::Never;
+        let list = m.map_success("t", br#"{"data": [1, 2]}"#).unwrap();
+        assert_eq!(list.structured, json!([1, 2]));
+        assert_eq!(
+            m.selection(&list.structured),
+            (&json!([1, 2]), String::new())
         );
     }
 

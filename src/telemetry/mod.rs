@@ -1,7 +1,9 @@
 //! Logging and trace export: the tracing subscriber mcpd runs under.
 //!
 //! Logs always go to stderr (stdout belongs to the stdio protocol), as text or JSON
-//! (`MCPD_LOG_FORMAT=json`). When OTLP is configured (`telemetry.otlp` in mcpd.yaml, or
+//! (`MCPD_LOG_FORMAT=json`), and every line passes redaction on its way out (every
+//! detector, and the known secret values), whoever wrote it; rmcp's debug and trace
+//! lines, which print whole requests and results, are never shown. When OTLP is configured (`telemetry.otlp` in mcpd.yaml, or
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`), mcpd's own spans (`mcp.request`, `tool.call`,
 //! `policy.evaluate`, `upstream.request`) are also exported over OTLP/HTTP by a batch
 //! processor on its own thread, parent-based sampled, and flushed on exit. This module
@@ -12,6 +14,7 @@
 //! registry and `/metrics`) and [`slo`] (latency objectives).
 
 pub mod metrics;
+pub mod rpc_errors;
 pub mod slo;
 pub mod trace;
 
@@ -127,9 +130,20 @@ pub fn init(
 ) -> Result<Telemetry, TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // rmcp logs raw arguments ("received request") and whole results ("response
+    // message") at debug level: none of its lines below info are shown, at any MCPD_LOG.
+    // Its debug-formatted line for each JSON-RPC error becomes one clean line.
+    use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+    let filter = filter
+        .and(filter_fn(|meta| {
+            !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
+        }))
+        .and(filter_fn(|m| !rpc_errors::is_rmcp_error_event(m)));
+    let clean_errors =
+        rpc_errors::CleanRpcErrors.with_filter(filter_fn(rpc_errors::is_rmcp_error_event));
     let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(RedactedStderr)
         .with_ansi(false);
     // MCPD_LOG_FORMAT=json: one JSON object per line, with the call's span fields.
     let fmt = if json {
@@ -156,6 +170,7 @@ pub fn init(
     };
     tracing_subscriber::registry()
         .with(fmt)
+        .with(clean_errors)
         .with(otel)
         .try_init()
         .map_err(TelemetryError::Subscriber)?;
@@ -163,6 +178,47 @@ pub fn init(
         let _ = ENABLED.set(());
     }
     Ok(Telemetry { provider })
+}
+
+/// Where log lines go: stderr, each line redacted first (every detector, known secret
+/// values), so no log carries PII or a secret whichever crate wrote it.
+#[derive(Debug, Clone, Copy)]
+struct RedactedStderr;
+
+impl tracing_subscriber::fmt::MakeWriter<'_> for RedactedStderr {
+    type Writer = RedactedLine;
+
+    fn make_writer(&self) -> RedactedLine {
+        RedactedLine(Vec::new())
+    }
+}
+
+/// One log line as it is formatted; redacted and written to stderr when dropped.
+struct RedactedLine(Vec<u8>);
+
+impl std::io::Write for RedactedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        if self.0.is_empty() {
+            return;
+        }
+        let line = String::from_utf8_lossy(&self.0);
+        let style = crate::config::policy::RedactionSpec::default();
+        let (clean, _) = crate::redact::redact_text(&line, crate::redact::DetectorSet::ALL, &style);
+        // Nowhere to report a failed log write.
+        let _ = std::io::stderr().lock().write_all(clean.as_bytes());
+    }
 }
 
 fn provider(spec: &OtlpSpec, vars: &Vars) -> Result<SdkTracerProvider, TelemetryError> {

@@ -1,13 +1,20 @@
 //! Egress: the hosts requests may go to (`egress:` in policies.yaml), checked on the
 //! final URL after templates are rendered.
 //!
-//! Owns the allow-list and its check. Anything not listed is refused; it never resolves
-//! names or follows redirects.
+//! Owns the allow-list and its check. An entry is a host name (`orders.internal`), an
+//! address (`127.0.0.1`, `[::1]`), either with a port, or a CIDR (`10.0.0.0/8`).
+//! Anything not listed is refused. Addresses and CIDRs also allow connections to those
+//! addresses once a name resolves to them (`address.rs`, checked on every connection);
+//! it never resolves names itself or follows redirects.
 
+use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
+use ipnet::IpNet;
 use reqwest::Url;
 
+use super::address::Allowed;
 use crate::config::Located;
 use crate::config::diag::{Diagnostic, Diagnostics};
 
@@ -20,48 +27,86 @@ pub struct EgressDenied(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct Egress {
     allowed: Vec<(String, Option<u16>)>,
+    /// CIDR entries: a URL whose host is an address inside one is allowed.
+    ranges: Vec<IpNet>,
+    /// Every address and CIDR entry, for the resolver of each upstream client.
+    addresses: Arc<Allowed>,
+}
+
+/// One entry of `egress`, parsed.
+enum Entry {
+    Host(String, Option<u16>),
+    Address(String, IpAddr, Option<u16>),
+    Range(IpNet),
+}
+
+fn parse(raw: &str) -> Result<Entry, String> {
+    let raw = raw.trim().to_ascii_lowercase();
+    if raw.contains('/') {
+        if raw.contains("://") {
+            return Err("write a host or host:port, not a URL".to_owned());
+        }
+        return raw
+            .parse::<IpNet>()
+            .map(|net| Entry::Range(net.trunc()))
+            .map_err(|_| "not an address range (write e.g. 10.0.0.0/8 or fd00::/8)".to_owned());
+    }
+    let (host, port) = match raw.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
+            Ok(port) => (h.to_owned(), Some(port)),
+            Err(_) => return Err("port must be a number".to_owned()),
+        },
+        _ => (raw.clone(), None),
+    };
+    if host.is_empty() {
+        return Err("write a host or host:port, not a URL".to_owned());
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        // As the URL shows it: IPv6 in brackets.
+        Ok(ip @ IpAddr::V6(_)) => Ok(Entry::Address(format!("[{bare}]"), ip, port)),
+        Ok(ip) => Ok(Entry::Address(host, ip, port)),
+        Err(_) => Ok(Entry::Host(host, port)),
+    }
 }
 
 impl Egress {
-    /// Compiles the allow-list of `path`; entries are `host` or `host:port`. A malformed
-    /// entry is reported at its position.
+    /// Compiles the allow-list of `path`. A malformed entry is reported at its position.
     pub fn compile(
         path: &Path,
         entries: &[Located<String>],
         diags: &mut Diagnostics,
     ) -> Option<Self> {
         let before = diags.len();
-        let mut allowed = Vec::new();
+        let (mut allowed, mut ranges, mut nets) = (Vec::new(), Vec::new(), Vec::new());
         for e in entries {
-            let raw = e.value.trim().to_ascii_lowercase();
-            let (host, port) = match raw.rsplit_once(':') {
-                Some((h, p)) if !h.contains(':') || h.ends_with(']') => match p.parse::<u16>() {
-                    Ok(port) => (h.to_owned(), Some(port)),
-                    Err(_) => {
-                        diags.push(Diagnostic::new(
-                            path,
-                            e.pos,
-                            format!("egress entry '{}': port must be a number", e.value),
-                        ));
-                        continue;
-                    }
-                },
-                _ => (raw.clone(), None),
-            };
-            if host.is_empty() || host.contains('/') {
-                diags.push(Diagnostic::new(
+            match parse(&e.value) {
+                Ok(Entry::Host(host, port)) => allowed.push((host, port)),
+                Ok(Entry::Address(host, ip, port)) => {
+                    allowed.push((host, port));
+                    nets.push(IpNet::from(ip));
+                }
+                Ok(Entry::Range(net)) => {
+                    ranges.push(net);
+                    nets.push(net);
+                }
+                Err(why) => diags.push(Diagnostic::new(
                     path,
                     e.pos,
-                    format!(
-                        "egress entry '{}': write a host or host:port, not a URL",
-                        e.value
-                    ),
-                ));
-                continue;
+                    format!("egress entry '{}': {why}", e.value),
+                )),
             }
-            allowed.push((host, port));
         }
-        (diags.len() == before).then_some(Self { allowed })
+        (diags.len() == before).then(|| Self {
+            allowed,
+            ranges,
+            addresses: Arc::new(Allowed::new(nets)),
+        })
+    }
+
+    /// The address and CIDR entries, which upstream clients' resolvers check.
+    pub fn addresses(&self) -> &Arc<Allowed> {
+        &self.addresses
     }
 
     /// Whether a request to `url` may leave.
@@ -71,11 +116,22 @@ impl Egress {
     pub fn check(&self, url: &Url) -> Result<(), EgressDenied> {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let port = url.port_or_known_default();
-        let ok = self
+        let listed = self
             .allowed
             .iter()
             .any(|(h, p)| *h == host && (p.is_none() || *p == port));
-        if ok { Ok(()) } else { Err(EgressDenied(host)) }
+        // The URL parser writes an address host in its normal form (IPv6 in brackets).
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        let in_range = ip.is_some_and(|ip| self.ranges.iter().any(|n| n.contains(&ip)));
+        if listed || in_range {
+            Ok(())
+        } else {
+            Err(EgressDenied(host))
+        }
     }
 }
 
@@ -109,6 +165,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'evil.example'"), "{err}");
+    }
+
+    #[test]
+    fn a_cidr_entry_allows_addresses_inside_it() {
+        let entries = vec![
+            Located::unplaced("10.0.0.0/8".to_owned()),
+            Located::unplaced("fd00::/8".to_owned()),
+        ];
+        let eg =
+            Egress::compile(Path::new("p.yaml"), &entries, &mut Diagnostics::default()).unwrap();
+        assert!(
+            eg.check(&Url::parse("http://10.1.2.3:8080/x").unwrap())
+                .is_ok()
+        );
+        assert!(eg.check(&Url::parse("http://[fd00::5]/x").unwrap()).is_ok());
+        assert!(eg.check(&Url::parse("http://11.1.2.3/x").unwrap()).is_err());
+        assert!(eg.addresses().lists("10.9.9.9".parse().unwrap()));
     }
 
     #[test]

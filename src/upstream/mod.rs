@@ -1,13 +1,18 @@
 //! Upstreams: the named HTTP APIs tools call, one shared client each.
 //!
-//! Owns how a request leaves mcpd: the base URL (or its region variant), timeouts, no
-//! redirects, sending and the retries the caller allows. Rendering a tool's request is
-//! [`request`]'s; the allow-list checked on the final URL is [`egress`]'s. It never
-//! decides whether a request may be retried and never logs headers (they carry secrets).
+//! Owns how a request leaves mcpd and how much of the reply comes in: the base URL (or
+//! its region variant), timeouts, no redirects, sending, the retries the caller allows,
+//! and reading at most the tool's `response.max_bytes` of a reply. Rendering a tool's
+//! request is [`request`]'s; the allow-list checked on the final URL is [`egress`]'s and
+//! the addresses connections may use are [`address`]'s (every client resolves through
+//! it). It never decides whether a request may be retried and never logs headers (they
+//! carry secrets).
 
+pub mod address;
 pub mod egress;
 pub mod request;
 
+pub use address::{AddressRefused, Allowed};
 pub use egress::{Egress, EgressDenied};
 pub use request::{BodyTpl, Prepared, RequestError, RequestPlan, Secrets};
 
@@ -42,6 +47,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// It deduplicates requests on their `Idempotency-Key` header.
     pub dedupes: bool,
+    /// The addresses its connections may use beyond global ones (`egress` entries).
+    allowed: Arc<Allowed>,
     client: reqwest::Client,
 }
 
@@ -84,6 +91,24 @@ pub enum SendError {
         /// host:port tried.
         host: String,
     },
+    /// The host resolved only to addresses `egress` does not list.
+    #[error(transparent)]
+    Refused(AddressRefused),
+    /// The reply is larger than the tool reads (`response.max_bytes`); it was cut off.
+    #[error(
+        "upstream '{upstream}' sent more than {limit} bytes ({}), the most tool '{tool}' reads (response.max_bytes); nothing of the reply was used: ask for less (a narrower range, a page), or raise response.max_bytes in its tool file",
+        human_bytes(*.limit)
+    )]
+    TooLarge {
+        /// Upstream name.
+        upstream: String,
+        /// The tool whose limit it is.
+        tool: String,
+        /// `response.max_bytes`.
+        limit: u64,
+        /// The reply's status.
+        status: u16,
+    },
     /// Anything else on the wire.
     #[error("upstream '{upstream}' request failed: {reason}")]
     Other {
@@ -103,12 +128,14 @@ impl Upstream {
         }
     }
 
-    /// Sends a prepared request.
+    /// Sends a prepared request for `tool` and reads at most `req.max_bytes` of the
+    /// reply, as it streams in: a larger reply (by its Content-Length, or once more has
+    /// arrived) is dropped, its connection closed.
     ///
     /// # Errors
-    /// Timeout, connection failure, or another transport error; HTTP error statuses are
-    /// replies, not errors.
-    pub async fn send(&self, req: &Prepared) -> Result<Reply, SendError> {
+    /// Timeout, connection failure, a refused address, a reply over the limit, or
+    /// another transport error; HTTP error statuses are replies, not errors.
+    pub async fn send(&self, tool: &str, req: &Prepared) -> Result<Reply, SendError> {
         let mut builder = self
             .client
             .request(req.method.clone(), req.url.clone())
@@ -119,14 +146,30 @@ impl Upstream {
         if let Some(body) = &req.body {
             builder = builder.json(body);
         }
-        let result = async {
-            let resp = builder.send().await?;
-            let status = resp.status().as_u16();
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>(Reply { status, body })
+        let fail = |e| self.classify(e, &req.url, req.timeout);
+        let mut resp = builder.send().await.map_err(fail)?;
+        let status = resp.status().as_u16();
+        let too_large = || SendError::TooLarge {
+            upstream: self.name.clone(),
+            tool: tool.to_owned(),
+            limit: req.max_bytes,
+            status,
+        };
+        let announced = resp.content_length().unwrap_or(0);
+        if announced > req.max_bytes {
+            return Err(too_large());
         }
-        .await;
-        result.map_err(|e| self.classify(e, &req.url, req.timeout))
+        let mut body = bytes::BytesMut::with_capacity(usize::try_from(announced).unwrap_or(0));
+        while let Some(chunk) = resp.chunk().await.map_err(fail)? {
+            if (body.len() + chunk.len()) as u64 > req.max_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Reply {
+            status,
+            body: body.freeze(),
+        })
     }
 
     /// Sends `req` for `tool`, sending it again after a connection failure or a
@@ -138,13 +181,15 @@ impl Upstream {
         let mut reached = false;
         loop {
             attempt += 1;
-            let sent = self.send(req).await;
+            let sent = self.send(tool, req).await;
             let transient = match &sent {
                 Err(SendError::Connect { .. }) => true,
                 Ok(r) => matches!(r.status, 502..=504),
                 Err(_) => false,
             };
-            reached |= !matches!(sent, Err(SendError::Connect { .. }));
+            // Nothing reached the upstream when no connection was made (or egress refused
+            // every address the name resolved to).
+            reached |= !matches!(sent, Err(SendError::Connect { .. } | SendError::Refused(_)));
             if !transient || attempt >= attempts {
                 tracing::Span::current().record("attempts", attempt);
                 return Sent {
@@ -159,7 +204,9 @@ impl Upstream {
 
     fn classify(&self, e: reqwest::Error, url: &Url, timeout: Duration) -> SendError {
         let upstream = self.name.clone();
-        if e.is_timeout() {
+        if let Some(refused) = address::refusal(&e) {
+            SendError::Refused(refused.clone())
+        } else if e.is_timeout() {
             SendError::Timeout {
                 upstream,
                 after: timeout,
@@ -190,12 +237,14 @@ pub struct Upstreams(BTreeMap<String, Arc<Upstream>>);
 impl Upstreams {
     /// Builds clients for every upstream in `mcpd.yaml` (`path`, its `${VAR}` already
     /// expanded when it was loaded), reporting every bad URL or bad duration at its
-    /// position. An upstream of `previous`
-    /// whose settings are unchanged is reused as is, so a reload keeps its connection pool
-    /// (and skips building a TLS client, ~35 ms each).
+    /// position; their connections may use global addresses and those `allowed` lists.
+    /// An upstream of `previous` whose settings (and `allowed`) are unchanged is reused as
+    /// is, so a reload keeps its connection pool (and skips building a TLS client, ~35 ms
+    /// each).
     pub fn compile(
         path: &Path,
         spec: &ServerSpec,
+        allowed: &Arc<Allowed>,
         previous: Option<&Upstreams>,
         diags: &mut Diagnostics,
     ) -> Option<Self> {
@@ -221,7 +270,8 @@ impl Upstreams {
                     && old.regions == regions
                     && old.timeout == timeout
                     && old.connect_timeout == connect
-                    && old.dedupes == up.dedupes_idempotency_key;
+                    && old.dedupes == up.dedupes_idempotency_key
+                    && old.allowed == *allowed;
                 if same {
                     out.insert(name.clone(), old.clone());
                     continue;
@@ -233,6 +283,7 @@ impl Upstreams {
                 .timeout(timeout)
                 .pool_max_idle_per_host(64)
                 .tcp_nodelay(true)
+                .dns_resolver(address::Resolver::system(Arc::clone(allowed)))
                 .build();
             match (base, client) {
                 (Some(base), Ok(client)) => {
@@ -245,6 +296,7 @@ impl Upstreams {
                             timeout,
                             connect_timeout: connect,
                             dedupes: up.dedupes_idempotency_key,
+                            allowed: Arc::clone(allowed),
                             client,
                         }),
                     );
@@ -268,6 +320,17 @@ impl Upstreams {
     /// Every upstream.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.0.values()
+    }
+}
+
+/// `n` bytes as people read them: `10 MiB`, `64 KiB`, `1000 B`.
+fn human_bytes(n: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    match n {
+        _ if n >= MIB && n.is_multiple_of(MIB) => format!("{} MiB", n / MIB),
+        _ if n >= KIB && n.is_multiple_of(KIB) => format!("{} KiB", n / KIB),
+        _ => format!("{n} B"),
     }
 }
 

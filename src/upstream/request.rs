@@ -19,6 +19,11 @@ use crate::template::{RenderError, TemplateSet, Tpl};
 /// Default extra attempts for an idempotent request.
 pub const DEFAULT_RETRIES: u8 = 2;
 
+/// The most bytes of a reply a tool reads unless its `response.max_bytes` says
+/// otherwise: 2 MiB, about half a million tokens, more than a model's context holds.
+/// It keeps a call's memory (the reply, its parsed form, the answer) under 100 MB.
+pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
 /// A JSON body whose string leaves are templates.
 #[derive(Debug, Clone)]
 pub enum BodyTpl {
@@ -54,6 +59,8 @@ pub struct RequestPlan {
     pub timeout: Duration,
     /// Extra attempts after a connection failure or 502/503/504, for idempotent requests.
     pub retries: u8,
+    /// The most bytes of a reply read (`response.max_bytes`).
+    pub max_bytes: u64,
 }
 
 /// The parts of a request rendered from a tool's templates, before it is placed below
@@ -83,6 +90,8 @@ pub struct Prepared {
     pub body: Option<Value>,
     /// Time allowed for the request.
     pub timeout: Duration,
+    /// The most bytes of the reply read.
+    pub max_bytes: u64,
 }
 
 /// Why a request could not be built. Messages never carry a secret's value.
@@ -145,6 +154,10 @@ impl Secrets {
                     .ok_or_else(|| RequestError::MissingSecret(name.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Known from now on: scrubbed from everything that leaves, whatever it looks like.
+        for (name, value) in &values {
+            crate::redact::register_secret(name, value);
+        }
         let map: Map<String, Value> = values
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
@@ -255,6 +268,7 @@ impl RequestPlan {
             headers: parts.headers,
             body: parts.body,
             timeout: self.timeout,
+            max_bytes: self.max_bytes,
         })
     }
 

@@ -3,12 +3,15 @@
 //!
 //! Owns: reading `Authorization: Bearer`, verifying the token with the catalog's
 //! `identity` (so a reload of keys applies at once) or, for an external issuer's token,
-//! its JWKS ([`super::jwks`]), the 401 with `WWW-Authenticate`
-//! pointing at the RFC 9728 protected-resource metadata, that document, and the 403
-//! `insufficient_scope` for a `tools/call` the token's scopes do not cover. The verified
-//! actor goes to the handler in the request's extensions; the `Authorization` header is
+//! its JWKS ([`super::jwks`]), and the 401 saying how to get a token. Where an
+//! authorization server is known (`http.authorization_servers`, else the `http.jwks`
+//! issuer) the 401's `WWW-Authenticate` points at the RFC 9728 protected-resource
+//! metadata that names it; where none is, neither is advertised (the spec requires at
+//! least one, and a host would start a sign-in with nowhere to go). The verified actor
+//! goes to the handler in the request's extensions; the `Authorization` header is
 //! removed before rmcp sees the request, so the token can never reach an upstream. It
-//! must not decide policy: the engine checks scopes again and runs the rules.
+//! must not decide what the actor may do: the engine checks scopes (a miss is a tool
+//! result with the reason, on every transport) and runs the rules.
 
 use std::sync::Arc;
 
@@ -19,12 +22,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{HttpError, HttpOptions, MCP_PATH};
-use crate::catalog::Catalog;
 use crate::engine::Engine;
-use crate::identity::Actor;
 
 /// The RFC 9728 well-known path.
 pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -61,14 +62,37 @@ impl Auth {
                  address calls tools as default_actor; use this on a developer machine only"
             );
         }
+        // The SSO that issues the tokens mcpd accepts is where a host signs in.
+        let mut authorization_servers = opts.authorization_servers.clone();
+        if let (true, Some(j)) = (authorization_servers.is_empty(), &jwks) {
+            authorization_servers.push(j.issuer().to_owned());
+        }
         Ok(Self {
             engine: Arc::clone(engine),
             jwks,
             required: opts.auth,
             resource_url: opts.resource_url.clone(),
-            authorization_servers: opts.authorization_servers.clone(),
+            authorization_servers,
             max_body_bytes: opts.max_body_bytes,
         })
+    }
+
+    /// How a caller gets a token here: the SSO's sign-in where there is one, else an
+    /// operator.
+    fn how_to_get_a_token(&self, headers: &HeaderMap) -> String {
+        const OPERATOR: &str = "ask an operator of this mcpd for a token ('mcpd token issue \
+                                --subject YOU --scope TOOL' makes one) and have your host send \
+                                it as 'Authorization: Bearer TOKEN'";
+        if self.authorization_servers.is_empty() {
+            format!("This server has no OAuth sign-in: {OPERATOR}")
+        } else {
+            format!(
+                "Sign in with {} (a host that supports MCP authorization does this itself, \
+                 from {}), or {OPERATOR}",
+                self.authorization_servers.join(", "),
+                self.metadata_url(headers)
+            )
+        }
     }
 
     /// The MCP endpoint's URL as clients know it.
@@ -116,9 +140,13 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, req: Request, next: N
             &auth,
             req.headers(),
             None,
-            "this endpoint needs 'Authorization: Bearer TOKEN' (mcpd token issue makes one)",
+            "this endpoint needs 'Authorization: Bearer TOKEN'",
         );
     };
+    if let Some(e) = crate::identity::TokenError::unexpanded(token) {
+        let msg = format!("the bearer token is not accepted: {e}");
+        return unauthorized(&auth, req.headers(), Some("invalid_token"), &msg);
+    }
     let catalog = auth.engine.catalog();
     // The token's issuer picks the verifier: the external one's JWKS, else mcpd's keys.
     let external = auth
@@ -155,37 +183,10 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, req: Request, next: N
             )
                 .into_response();
         };
-        if let Some((scope, why)) = scope_denial(&catalog, &actor, &bytes) {
-            return forbidden(&auth, &parts.headers, &scope, &why);
-        }
         req = Request::from_parts(parts, Body::from(bytes));
     }
     req.extensions_mut().insert(actor);
     next.run(req).await
-}
-
-/// The scope a `tools/call` in `body` lacks, and why; `None` when every call is covered
-/// (or the body is not a call: rmcp answers the rest).
-fn scope_denial(catalog: &Catalog, actor: &Actor, body: &[u8]) -> Option<(String, String)> {
-    let parsed: Value = serde_json::from_slice(body).ok()?;
-    let messages = match parsed {
-        Value::Array(batch) => batch,
-        one => vec![one],
-    };
-    messages.iter().find_map(|m| {
-        if m.get("method").and_then(Value::as_str) != Some("tools/call") {
-            return None;
-        }
-        let params = m.get("params")?;
-        let tool = catalog.get(params.get("name").and_then(Value::as_str)?)?;
-        let args = params.get("arguments").cloned().unwrap_or(json!({}));
-        let why = actor.check_scope(&tool.id, &args).err()?.to_string();
-        let scope = args
-            .get("env")
-            .and_then(Value::as_str)
-            .map_or_else(|| tool.id.clone(), |env| format!("{}:{env}", tool.id));
-        Some((scope, why))
-    })
 }
 
 /// A quoted-string for `WWW-Authenticate` (RFC 9110): no quotes or backslashes inside.
@@ -201,35 +202,26 @@ fn challenge(params: &str) -> HeaderValue {
 }
 
 fn unauthorized(auth: &Auth, headers: &HeaderMap, error: Option<&str>, msg: &str) -> Response {
-    let metadata = auth.metadata_url(headers);
+    let description = format!("{msg}. {}", auth.how_to_get_a_token(headers));
+    // Without an authorization server, no metadata: a host would start a sign-in with
+    // nowhere to go. A request without a token gets no error code (RFC 6750 3.1).
+    let pointer = if auth.authorization_servers.is_empty() {
+        "realm=\"mcpd\"".to_owned()
+    } else {
+        format!("resource_metadata=\"{}\"", auth.metadata_url(headers))
+    };
     let value = match error {
         Some(e) => format!(
-            "Bearer error=\"{e}\", error_description=\"{}\", resource_metadata=\"{metadata}\"",
-            quoted(msg)
+            "Bearer error=\"{e}\", error_description=\"{}\", {pointer}",
+            quoted(&description)
         ),
-        None => format!("Bearer resource_metadata=\"{metadata}\""),
+        None => format!("Bearer {pointer}"),
     };
     tracing::info!(reason = msg, "http request refused: 401");
-    let body = json!({ "error": error.unwrap_or("invalid_request"), "error_description": msg });
+    let body =
+        json!({ "error": error.unwrap_or("invalid_request"), "error_description": description });
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, challenge(&value))],
-        axum::Json(body),
-    )
-        .into_response()
-}
-
-fn forbidden(auth: &Auth, headers: &HeaderMap, scope: &str, msg: &str) -> Response {
-    let value = format!(
-        "Bearer error=\"insufficient_scope\", scope=\"{}\", error_description=\"{}\", resource_metadata=\"{}\"",
-        quoted(scope),
-        quoted(msg),
-        auth.metadata_url(headers)
-    );
-    tracing::info!(scope, reason = msg, "http request refused: 403");
-    let body = json!({ "error": "insufficient_scope", "scope": scope, "error_description": msg });
-    (
-        StatusCode::FORBIDDEN,
         [(header::WWW_AUTHENTICATE, challenge(&value))],
         axum::Json(body),
     )
@@ -245,6 +237,15 @@ pub(crate) fn metadata_routes(auth: Auth) -> Router {
 }
 
 async fn metadata(State(auth): State<Auth>, headers: HeaderMap) -> Response {
+    if auth.authorization_servers.is_empty() {
+        let why = format!(
+            "this mcpd names no OAuth authorization server (http.authorization_servers or \
+             http.jwks in mcpd.yaml), so there is no sign-in to discover. {}",
+            auth.how_to_get_a_token(&headers)
+        );
+        let body = json!({ "error": "not_found", "error_description": why });
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
     let catalog = auth.engine.catalog();
     let mut scopes: Vec<&str> = catalog.tools.iter().map(|t| t.id.as_str()).collect();
     scopes.sort_unstable();

@@ -188,17 +188,16 @@ pub(crate) async fn serve(
         config = config.with_allowed_origins(opts.allowed_origins.clone());
     }
     let handler = McpServer::new(engine.clone());
-    let mcp = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
+    let sessions = Arc::new(LocalSessionManager::default());
+    let mcp =
+        StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config);
     let state = AppState {
         engine: engine.clone(),
         inflight: Arc::new(Inflight::default()),
     };
     let mut app = Router::new()
         .nest_service(MCP_PATH, mcp)
+        .layer(middleware::from_fn_with_state(sessions, unknown_session))
         .layer(middleware::from_fn_with_state(
             verifier.clone(),
             auth::authenticate,
@@ -294,6 +293,42 @@ async fn count_inflight(State(state): State<AppState>, req: Request, next: Next)
             _guard: guard,
         }),
     )
+}
+
+/// `DELETE /mcp` for a session this server does not have is 404 (as the spec asks of
+/// any request naming an unknown session), and a closed one is 204 No Content: rmcp
+/// answers both 202, which clients read as a failed close (the Python SDK warns).
+async fn unknown_session(
+    State(sessions): State<Arc<LocalSessionManager>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use rmcp::transport::streamable_http_server::SessionManager as _;
+    if req.method() != axum::http::Method::DELETE {
+        return next.run(req).await;
+    }
+    let id = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::<str>::from);
+    match id {
+        Some(id) if !sessions.has_session(&id).await.unwrap_or(true) => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no session '{id}' here: it has ended (or another replica holds it); \
+                 there is nothing to close\n"
+            ),
+        )
+            .into_response(),
+        _ => {
+            let mut response = next.run(req).await;
+            if response.status() == StatusCode::ACCEPTED {
+                *response.status_mut() = StatusCode::NO_CONTENT;
+            }
+            response
+        }
+    }
 }
 
 /// Ready when not draining and the state store answers.
