@@ -65,7 +65,7 @@ fn the_policy_page_policies_file_validates() {
     let cfg = ConfigDir::shipped();
     cfg.write(
         "policies.yaml",
-        &block("docs/policy.md", "# Policy: `policies.yaml`", "yaml", 0),
+        &block("docs/policy.md", "# Policy: policies.yaml", "yaml", 0),
     );
     let (code, out, err) = validate(cfg.path());
     assert_eq!(code, 0, "{out}{err}");
