@@ -1,8 +1,8 @@
 //! `mcpd backtest` and `mcpd shadow report` through the binary: the demo flows recorded
 //! in a signed audit log, replayed through a candidate that tightens the prod rule and
 //! one that loosens it (exact counts, CI thresholds), a tampered log refused, redacted
-//! arguments counted apart, a log written by several processes and rotated into several
-//! files, and what the shadow rule recorded.
+//! arguments (and an argument whose key held an email) counted apart, a log written by
+//! several processes and rotated into several files, and what the shadow rule recorded.
 
 use std::process::Command;
 
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::util::{ConfigDir, DemoApi, bin, run};
 
-const KEY: &str = "backtest-audit-key-0123456789abcdef";
+pub(crate) const KEY: &str = "backtest-audit-key-0123456789abcdef";
 
 /// `mcpd ARGS --config DIR` with the audit key: (exit code, stdout, stderr).
 fn mcpd(cfg: &ConfigDir, args: &[&str]) -> (i32, String, String) {
@@ -22,7 +22,7 @@ fn mcpd(cfg: &ConfigDir, args: &[&str]) -> (i32, String, String) {
 }
 
 /// The shipped config with an audit log, and the demo flows recorded in it.
-fn demo_log() -> ConfigDir {
+pub(crate) fn demo_log() -> ConfigDir {
     let cfg = ConfigDir::shipped();
     cfg.append("mcpd.yaml", "\naudit:\n  path: state/audit.jsonl\n");
     let (code, out, err) = mcpd(&cfg, &["demo"]);
@@ -42,7 +42,7 @@ fn backtest(cfg: &ConfigDir, args: &[&str]) -> (i32, Value) {
 }
 
 /// The numbers under `keys` in a report.
-fn counts(report: &Value, keys: &[&str]) -> Vec<u64> {
+pub(crate) fn counts(report: &Value, keys: &[&str]) -> Vec<u64> {
     keys.iter()
         .map(|k| {
             report[*k]
@@ -52,7 +52,7 @@ fn counts(report: &Value, keys: &[&str]) -> Vec<u64> {
         .collect()
 }
 
-fn rule<'a>(report: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn rule<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["rules"]
         .as_array()
         .unwrap()
@@ -453,114 +453,46 @@ fn a_log_written_by_several_processes_and_rotated_into_two_files_is_read_whole()
     assert!(err.contains("audit.jsonl.1"), "{err}");
 }
 
-/// `mcpd ARGS --config DIR` with the audit key, run to its end: its exit code, stdout and
-/// peak resident memory in bytes (the kernel's count for that one process).
-#[expect(
-    clippy::zombie_processes,
-    reason = "reaped by wait4, which also gives its peak memory"
-)]
-fn measured(cfg: &ConfigDir, args: &[&str]) -> (i32, String, u64) {
-    use std::io::Read as _;
-    let mut child = Command::new(bin())
-        .args(args)
-        .arg("--config")
+#[test]
+fn an_argument_whose_key_held_an_email_is_named_whole_and_never_judged() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.append("mcpd.yaml", "\naudit:\n  path: audit.jsonl\n");
+    let owners = "    email: { type: string }\n    owners: { type: object }\n";
+    let tool = CONTACT.replace("    email: { type: string }\n", owners);
+    cfg.write("tools.d/customer.contact.yaml", &tool);
+    let args =
+        json!({"id": "c1", "email": "ana@corp.example", "owners": {"bo@corp.example": "admin"}});
+    let (code, out, err) = run(Command::new(bin())
+        .args([
+            "call",
+            "customer.contact",
+            "--args",
+            &args.to_string(),
+            "--config",
+        ])
         .arg(cfg.path())
         .env("MCPD_AUDIT_KEY", KEY)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero `rusage` is a valid value; wait4 writes only through the two
-    // pointers, to live locals, and reaps only this child (std never waits for it after).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
-    assert_eq!(reaped, pid, "{}", std::io::Error::last_os_error());
-    // ru_maxrss is in KiB on Linux.
-    let peak = u64::try_from(usage.ru_maxrss).unwrap() * 1024;
-    (libc::WEXITSTATUS(status), out, peak)
-}
-
-#[test]
-fn a_log_far_larger_than_the_memory_it_takes_is_verified_and_backtested_in_full() {
-    const MIB: u64 = 1 << 20;
-    let cfg = demo_log();
-    // the demo's records again and again, each call's arguments carrying a 16 KiB note,
-    // signed into one chain of 24 MiB
-    let bodies: Vec<(Value, Value)> = cfg
-        .read("state/audit.jsonl")
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            let m = v.as_object_mut().unwrap();
-            let seq = m.remove("seq").unwrap();
-            for k in ["prev", "time", "time_ms", "sig"] {
-                m.remove(k);
-            }
-            if m.get("decision").is_some() {
-                m["args"]["note"] = json!("n".repeat(16 << 10));
-            }
-            (seq, v)
-        })
-        .collect();
-    assert_eq!(bodies.len(), 12);
-    let big = cfg.path().join("big.jsonl");
-    let log = mcpd::audit::AuditLog::open(&big, KEY.as_bytes().to_vec()).unwrap();
-    let mut rounds = 0;
-    while std::fs::metadata(&big).unwrap().len() < 24 * MIB {
-        // each call record names its record of intent by the seq it has in this log
-        let mut intents = std::collections::HashMap::new();
-        for (then, b) in &bodies {
-            let mut b = b.clone();
-            if let Some(intent) = b.get("intent").cloned() {
-                b["intent"] = json!(intents[&intent]);
-            }
-            intents.insert(then.clone(), log.record(&b).unwrap());
-        }
-        rounds += 1;
-    }
-    log.flush();
-    drop(log);
-    let big = big.to_str().unwrap();
-    // mcpd's own needs, on the demo log alone; the 24 MiB log may add 8 MiB at most
-    // (read whole, it would add its size and more)
-    let (code, _, small) = measured(&cfg, &["backtest", "--json"]);
-    assert_eq!(code, 0);
-    let (code, out, peak) = measured(&cfg, &["backtest", "--json", "--audit", big]);
-    assert_eq!(code, 0, "{out}");
-    let r: Value = serde_json::from_str(&out).unwrap();
-    // every call replayed: ten per round, eight of them reached policy
-    assert_eq!(
-        counts(&r, &["records", "calls", "replayed", "unchanged"]),
-        [12 * rounds, 10 * rounds, 8 * rounds, 8 * rounds]
-    );
-    assert_eq!(rule(&r, "no-bulk-exports")["newly_denies"]["calls"], rounds);
+        .env("DEMO_API_URL", &api.url));
+    assert_eq!(code, 0, "{out}{err}");
+    // the key is rewritten, and the record names the object, never the old key
+    let log = cfg.read("audit.jsonl");
+    assert!(!log.contains("bo@corp.example"), "{log}");
     assert!(
-        peak < small + 8 * MIB,
-        "backtest took {peak} bytes at peak, {small} on the demo log"
+        log.contains(r#""redacted":["/args/email","/args/owners"]"#),
+        "{log}"
     );
-    let demo = cfg.path().join("state/audit.jsonl");
-    let (code, _, small) = measured(&cfg, &["audit", "verify", demo.to_str().unwrap()]);
-    assert_eq!(code, 0);
-    let (code, out, peak) = measured(&cfg, &["audit", "verify", big]);
-    assert_eq!(code, 0, "{out}");
-    // every write's record of intent has its outcome: no note
+    let rule_text = "\n  - id: not-bos\n    tools: [customer.*]\n    when: '\"bo@corp.example\" in args.owners'\n    effect: deny\n    reason: not Bo's\n";
+    let text = cfg
+        .read("policies.yaml")
+        .replacen("rules:\n", &format!("rules:{rule_text}"), 1);
+    cfg.write("candidate.yaml", &text);
+    let path = cfg.path().join("candidate.yaml").display().to_string();
+    let (_, r) = backtest(&cfg, &["--policies", &path]);
+    // read as logged, the rule would not match: it is counted apart instead
+    assert_eq!(rule(&r, "not-bos")["unjudged_redacted"]["calls"], 1);
     assert_eq!(
-        out,
-        format!(
-            "OK: {} records, signatures and chain intact ({big})\n",
-            12 * rounds
-        )
-    );
-    assert!(
-        peak < small + 8 * MIB,
-        "audit verify took {peak} bytes at peak, {small} on the demo log"
+        counts(&r, &["undecided", "newly_denied", "unchanged"]),
+        [1, 0, 0]
     );
 }

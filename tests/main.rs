@@ -12,6 +12,7 @@ mod util;
 
 mod audit;
 mod backtest;
+mod backtest_memory;
 mod breaker;
 mod call;
 mod coverage;
