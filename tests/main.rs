@@ -11,7 +11,11 @@
 mod util;
 
 mod audit;
+mod backtest;
+mod backtest_memory;
+mod breaker;
 mod call;
+mod coverage;
 mod docs;
 mod egress;
 mod explain;

@@ -25,7 +25,7 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::{Loaded, ToolFile, ToolSpec, Vars};
 use crate::identity::elevation::Rules as ElevationRules;
 use crate::identity::{Actor, Identity, Source};
-use crate::limits::Limits;
+use crate::limits::{Breaker, Limits};
 use crate::policy::Policy;
 use crate::template::TemplateSet;
 use crate::upstream::{Egress, Upstreams};
@@ -56,6 +56,8 @@ pub struct Catalog {
     pub elevation: ElevationRules,
     /// Prompts from `prompts.d`, in file order.
     pub prompts: Vec<Arc<Prompt>>,
+    /// Circuit breakers of upstreams (`breaker:` in mcpd.yaml), by upstream name.
+    pub breakers: HashMap<String, Breaker>,
 }
 
 impl Catalog {
@@ -109,6 +111,15 @@ impl Catalog {
                 format!("reload.settle: {e}"),
             ));
         }
+        let breakers = server
+            .upstreams
+            .iter()
+            .filter_map(|(name, up)| {
+                let spec = up.breaker.as_ref()?;
+                Breaker::compile(server_path, spec, "upstream", name, &mut diags)
+                    .map(|b| (name.clone(), b))
+            })
+            .collect();
         for up in upstreams.iter() {
             for url in std::iter::once(&up.base).chain(up.regions.values()) {
                 if let Err(e) = egress.check(url) {
@@ -141,6 +152,7 @@ impl Catalog {
                             diags: Diagnostics::default(),
                             secrets: BTreeSet::new(),
                             vars,
+                            request_reads: BTreeSet::new(),
                         };
                         let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
                         diags.extend(c.diags);
@@ -203,6 +215,7 @@ impl Catalog {
             identity,
             elevation,
             prompts,
+            breakers,
         })
     }
 

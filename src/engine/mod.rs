@@ -9,6 +9,7 @@
 //! knows nothing of MCP.
 
 mod approval;
+mod breaker;
 mod keys;
 mod present;
 mod record;
@@ -20,7 +21,9 @@ mod steps;
 pub use approval::{Answer, Approval, ApprovalRequest, Approver};
 pub use report::{Level, Notice, Reporter};
 pub use resource::{Read, ReadError};
-pub use result::{CallContext, CallResult, Failure, Link, Shown, UnknownTool};
+pub use result::{
+    CallContext, CallResult, Elevation, Failure, Link, PolicySeen, Shown, UnknownTool,
+};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,6 +61,8 @@ pub struct Engine {
     generation: tokio::sync::watch::Sender<u64>,
     /// Messages about the server (reloads), for the sessions that listen.
     notices: tokio::sync::broadcast::Sender<Notice>,
+    /// What this process last saw of each circuit breaker.
+    breaker_seen: crate::limits::breaker::Seen,
 }
 
 impl Engine {
@@ -71,6 +76,7 @@ impl Engine {
             clock: Clock::system(),
             generation: tokio::sync::watch::Sender::new(0),
             notices: tokio::sync::broadcast::Sender::new(64),
+            breaker_seen: crate::limits::breaker::Seen::default(),
         }
     }
 
@@ -207,8 +213,10 @@ impl Engine {
             Claimed::New(claim) => claim,
         };
         let outcome = async {
-            // 8. limits: stop rules, rates and budgets counted in one store write, then
-            //    the concurrency permit, held until the reply is mapped
+            // 8. limits: an open circuit breaker refuses at once (8a); stop rules, rates
+            //    and budgets counted in one store write, then the concurrency permit,
+            //    held until the reply is mapped
+            let armed = self.breakers(c).await?;
             let _permit = self.admit(c).await?;
             // 9. render the request (with traceparent and Idempotency-Key), check egress
             let out = render(c, base, claim.as_ref())?;
@@ -216,7 +224,10 @@ impl Engine {
             self.intent(c, &out);
             // 10. send with the tool's timeout; only idempotent requests are retried; a
             //     client's cancellation aborts it, settled below as a timeout would be
-            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await?;
+            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await;
+            // 10b. the outcome counts toward the breakers (5xx, timeout, no connection)
+            self.observe(c, &armed, &reply).await;
+            let reply = reply?;
             // 11. map the reply: status to error, select, masks, detectors, output schema
             self.map(c, &decision, &reply, out.secrets).await
         }
@@ -253,8 +264,9 @@ impl Engine {
             None
         };
         request.sent = sent.as_ref();
+        let needs_grant = catalog.policy.needs_elevation(&tool.id, &request);
         let grant = match &catalog.identity {
-            Some(identity) if catalog.policy.needs_elevation(&tool.id, &request) => {
+            Some(identity) if needs_grant => {
                 let store = self.store.as_ref();
                 crate::identity::elevation::find(store, identity, &actor.subject, &tool.id, &c.args)
                     .await
@@ -266,8 +278,26 @@ impl Engine {
         c.result.ticket = grant.map(|g| g.ticket);
         let span = record::policy_span();
         let mut decision = evaluate(c, actor, request, elevation.as_ref(), &span);
+        // What policy saw, for `mcpd backtest`: a call denied after asking a human is
+        // recorded with this; an approved one with the answer as its elevation.
+        c.result.policy = Some(PolicySeen {
+            actor: actor.facts().clone(),
+            env: catalog.env.clone(),
+            elevation: match elevation {
+                Some(facts) => Elevation::Grant(facts),
+                // Without identity no grant can exist: that is known too.
+                None if needs_grant || catalog.identity.is_none() => Elevation::None,
+                None => Elevation::NotRead,
+            },
+            sent: sent.clone(),
+            denied_by: decision.denial.as_ref().map(|(rule, _)| rule.clone()),
+        });
         if let Some(given) = approval::ask(self, c, &decision).await? {
             decision = evaluate(c, actor, request, Some(&given), &span);
+            if let Some(seen) = c.result.policy.as_mut() {
+                seen.elevation = Elevation::Grant(given);
+                seen.denied_by = decision.denial.as_ref().map(|(rule, _)| rule.clone());
+            }
         }
         if let Some(t) = &c.result.ticket {
             span.record("ticket", t.as_str());
@@ -478,6 +508,7 @@ impl<'a> Call<'a> {
             ticket: None,
             approval: None,
             shown: result::Shown::default(),
+            policy: None,
         };
         Self {
             catalog,
