@@ -7,8 +7,12 @@
 //! reached the upstream; `/writes` is a slow (or failing) write endpoint that counts
 //! the writes it applied per `Idempotency-Key` (`/_writes`), for tests of "one write per
 //! key"; `/echo`, `/probe/...` and `/big` behave like the upstreams that leak or flood
-//! (an echo of the request, a 404 naming its path, a reply of any size). It is demo
-//! code: in memory, no auth.
+//! (an echo of the request, a 404 naming its path, a reply of any size). `/orders/{id}`
+//! answers one order; `/runbooks/{name}` and `/assets/{name}` (`docs.rs`) serve
+//! markdown, a PNG and a WAV for the resource and content-type demos. It is demo code:
+//! in memory, no auth.
+
+mod docs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -119,13 +123,16 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/slow", get(slow).put(slow).post(slow))
         .route("/_slow", get(slow_stats))
         .route("/flaky/{id}", any(flaky))
+        .route("/orders/{id}", get(docs::order_by_id))
+        .route("/runbooks/{name}", get(docs::runbook))
+        .route("/tickets/{id}", get(docs::ticket))
+        .route("/assets/{name}", get(docs::asset))
         .route("/writes", axum::routing::post(write))
         .route("/writes/{reference}", get(get_write))
         .route("/_writes", get(writes_applied))
         .route("/echo", any(echo))
         .route("/probe/{*rest}", get(probe))
         .route("/big", get(big))
-        .route("/tickets/{id}", get(ticket))
         .route("/healthz", get(|| async { "ok" }))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
@@ -512,49 +519,11 @@ struct Range {
     to: Option<String>,
 }
 
-/// The bearer token the ticket endpoint wants (`mcpd demo` sends it from a secret).
+/// The bearer token the ticket system checks when one is sent (`mcpd demo` sends it
+/// from a secret; a wrong one is refused with 401).
 pub const TICKETS_TOKEN: &str = "demo-tickets-token";
 
-/// A small change-ticket system for `elevation.ticket_check`: CHG-1234 is approved for
-/// prod with its change window open, CHG-1300 is pending approval, CHG-1400 is approved
-/// but its window closed yesterday, INC-77 is approved for staging. Windows are relative
-/// to now. Needs `Authorization: Bearer demo-tickets-token`.
-async fn ticket(headers: axum::http::HeaderMap, Path(id): Path<String>) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer != Some(TICKETS_TOKEN) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "the ticket system needs its bearer token",
-        );
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (hour, day) = (3600, 86_400);
-    let (status, env, opens, closes) = match id.as_str() {
-        "CHG-1234" => ("approved", "prod", now - hour, now + 8 * hour),
-        "CHG-1300" => ("pending", "prod", now - hour, now + 8 * hour),
-        "CHG-1400" => ("approved", "prod", now - 2 * day, now - day),
-        "INC-77" => ("approved", "staging", now - hour, now + 8 * hour),
-        _ => return error(StatusCode::NOT_FOUND, format!("no ticket {id}")),
-    };
-    let time = |s: u64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
-            .to_string()
-    };
-    Json(json!({
-        "id": id,
-        "status": status,
-        "environment": env,
-        "window": { "start": time(opens), "end": time(closes) },
-    }))
-    .into_response()
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 

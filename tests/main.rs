@@ -11,10 +11,16 @@
 mod util;
 
 mod audit;
+mod backtest;
+mod backtest_memory;
+mod breaker;
 mod call;
+mod coverage;
 mod docs;
 mod egress;
 mod explain;
+mod features;
+mod features_config;
 mod forwarding;
 mod host_config;
 mod http;

@@ -19,8 +19,9 @@ struct Flow {
     expect_ok: bool,
     /// Call with a token for this subject and these scopes (else as the default actor).
     token: Option<(&'static str, &'static [&'static str])>,
-    /// First record an elevation grant for the token's subject under this ticket.
-    elevate: Option<&'static str>,
+    /// First ask for an elevation grant for the token's subject under each ticket, in
+    /// order (the ticket system may refuse one).
+    elevate: &'static [&'static str],
 }
 
 impl Flow {
@@ -31,7 +32,7 @@ impl Flow {
             args,
             expect_ok,
             token: None,
-            elevate: None,
+            elevate: &[],
         }
     }
 
@@ -101,19 +102,9 @@ fn flows() -> Vec<Flow> {
         )
         .with_token("agent:release", &["flag.set"]),
         Flow {
-            elevate: Some("CHG-1300"),
+            elevate: &["CHG-1300", "CHG-1234"],
             ..Flow::new(
-                "adversarial: an operator tries to grant agent:release prod under CHG-1300, which the ticket system has not approved; no grant, the write is denied",
-                "flag.set",
-                json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
-                false,
-            )
-            .with_token("agent:release", &["flag.set"])
-        },
-        Flow {
-            elevate: Some("CHG-1234"),
-            ..Flow::new(
-                "elevation: an operator grants agent:release flag.set in prod under CHG-1234 (approved for prod, change window open) for 10 min; the write goes",
+                "elevation: the ticket system refuses CHG-1300 (not approved); under CHG-1234 (approved for prod, change window open) an operator grants agent:release flag.set in prod for 10 min; the write goes",
                 "flag.set",
                 json!({"env": "prod", "name": "checkout_v2", "percent": 50}),
                 true,
@@ -132,7 +123,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env()
         .with("DEMO_API_URL", &url)
         .with(crate::identity::DEFAULT_KEY_ENV, &key);
-    let mut catalog = super::load_catalog(dir, &vars)?;
+    let (loaded, mut catalog) = super::load(dir, &vars)?;
     if catalog.elevation.ticket_check.is_none() {
         catalog.elevation.ticket_check = Some(demo_ticket_check(dir, &url)?);
     }
@@ -142,10 +133,18 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         dir.join(crate::config::TOOLS_DIR).display()
     );
     // The demo starts from nothing each run: its state is in memory.
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         catalog,
         std::sync::Arc::new(crate::store::MemoryStore::new()),
     );
+    // With `audit:` in mcpd.yaml the flows are recorded like any call (`mcpd backtest`
+    // can replay them).
+    if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
+        if let Some(spec) = &loaded.server.1.audit {
+            println!("audit log {}", dir.join(&spec.path).display());
+        }
+        engine = engine.with_audit(audit);
+    }
     let mut unexpected = 0;
     let catalog = engine.catalog();
     for (i, flow) in flows().iter().enumerate() {
@@ -169,7 +168,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
                 scopes.join(" --scope ")
             );
             ctx.actor = Some(identity.actor_for(&token)?);
-            if let Some(ticket) = flow.elevate {
+            for &ticket in flow.elevate {
                 let req = crate::identity::elevation::GrantRequest {
                     subject: subject.to_owned(),
                     tool: flow.tool.to_owned(),

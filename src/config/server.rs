@@ -278,6 +278,17 @@ pub struct ElevationSpec {
     /// The longest grant, e.g. `1h` (default `1h`).
     #[serde(default)]
     pub max_ttl: Option<Located<String>>,
+    /// How long mcpd waits for a human to answer an approval it asked for through the
+    /// client (a ticket or a yes, see `require: { approval: true }`), e.g. `2m` (default
+    /// `2m`). No answer in time is a denial.
+    #[serde(default)]
+    pub approval_timeout: Option<Located<String>>,
+    /// The ticket system: a tool (by id, with a `ticket` argument) mcpd calls as the
+    /// caller with the ticket a human gave when asked to approve a call. The ticket is
+    /// accepted only when that call succeeds; a failure (e.g. the system's 404 for an
+    /// unknown ticket) rejects it. Without it only `ticket_pattern` is checked.
+    #[serde(default)]
+    pub ticket_tool: Option<Located<String>>,
     /// Look each ticket up in the ticket system before a grant is made under it: it
     /// must exist, meet `require`, be for the grant's environment and be inside its
     /// change window (docs/identity.md). Fails closed.
@@ -411,6 +422,12 @@ pub struct UpstreamSpec {
     /// Settings of `identity: token_exchange` (required with it).
     #[serde(default)]
     pub token_exchange: Option<TokenExchangeSpec>,
+    /// A circuit breaker on every call to this upstream (each region URL has its own):
+    /// when too many fail, writes to it are refused at once for a while. A tool file's
+    /// own `breaker:` counts that tool's calls alone; a call is refused when either is
+    /// open.
+    #[serde(default)]
+    pub breaker: Option<super::tool::BreakerSpec>,
 }
 
 /// How the caller's identity reaches an upstream.

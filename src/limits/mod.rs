@@ -1,6 +1,6 @@
 //! Limits: what may stop a call before it is sent because of how much is being called,
-//! not what: stop rules against runaway loops, rate limits, concurrency caps and
-//! budgets. Counters live in the state store, so they survive restarts and are shared
+//! not what: stop rules against runaway loops, rate limits, concurrency caps, budgets
+//! and circuit breakers ([`breaker`]: the upstream is failing). Counters live in the state store, so they survive restarts and are shared
 //! by replicas.
 //!
 //! Owns the meaning of the `rate:` and `budget:` keys. [`Limits::admit`] runs before a
@@ -9,11 +9,13 @@
 //! capacity. Rates and stop rules use fixed windows ([`rate`]); budgets are aligned to
 //! UTC hours or days ([`budget`]); caps are in-process permits ([`cap`]).
 
+pub mod breaker;
 pub mod budget;
 pub mod cap;
 pub mod rate;
 pub mod stop;
 
+pub use breaker::Breaker;
 pub use budget::{Budget, CostPlan, Remaining, amount};
 pub use cap::Cap;
 pub use rate::Rate;
@@ -94,6 +96,10 @@ pub struct Left {
     pub scope: String,
     /// What is left in this window.
     pub left: f64,
+    /// The budget's limit for the window.
+    pub limit: f64,
+    /// What this call counted against it.
+    pub charged: f64,
 }
 
 impl Limits {
@@ -216,7 +222,7 @@ impl Limits {
             Ok(counters) => Ok(checks
                 .iter()
                 .zip(counters)
-                .filter_map(|((check, _), c)| check.left(tool, actor, c))
+                .filter_map(|((check, incr), c)| check.left(tool, actor, c, incr.by))
                 .collect()),
         }
     }
@@ -336,10 +342,22 @@ impl Check<'_> {
         }
     }
 
-    fn left(&self, tool: &str, actor: &str, c: Counter) -> Option<Left> {
-        let (b, unit, left) = match self {
-            Self::Calls(b, limit, _) => (b, "calls", limit.saturating_sub(c.total) as f64),
-            Self::Cost(b, limit, _) => (b, "cost", limit.saturating_sub(c.total) as f64 / MICROS),
+    fn left(&self, tool: &str, actor: &str, c: Counter, by: u64) -> Option<Left> {
+        let (b, unit, left, limit, charged) = match self {
+            Self::Calls(b, limit, _) => (
+                b,
+                "calls",
+                limit.saturating_sub(c.total) as f64,
+                *limit as f64,
+                by as f64,
+            ),
+            Self::Cost(b, limit, _) => (
+                b,
+                "cost",
+                limit.saturating_sub(c.total) as f64 / MICROS,
+                *limit as f64 / MICROS,
+                by as f64 / MICROS,
+            ),
             _ => return None,
         };
         Some(Left {
@@ -347,6 +365,8 @@ impl Check<'_> {
             unit,
             scope: b.scope(tool, actor),
             left,
+            limit,
+            charged,
         })
     }
 }

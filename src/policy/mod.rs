@@ -35,17 +35,22 @@
 //! This file holds the compiled policy and the call path over it (evaluate, explain, the
 //! per-tool index of applicable rules); checking and compiling `policies.yaml` is in
 //! `compile.rs`, the functions conditions may call in `functions.rs`, what a call does in
-//! `request.rs`, what changed between two policies in `changes.rs` and which write tools
-//! escape a guarding rule in `escapes.rs`.
+//! `request.rs`, what changed between two policies in `changes.rs`, which write tools
+//! escape a guarding rule in `escapes.rs`, and what a rule reads of a call and replaying
+//! a recorded call (`mcpd backtest`, `mcpd test --coverage`) in `replay.rs`.
 
 mod changes;
 mod compile;
 mod escapes;
 mod functions;
+mod lift;
+mod replay;
 mod request;
 
 pub use changes::{Changes, Weakening, diff};
 pub use escapes::WriteTool;
+pub use lift::Lift;
+pub use replay::{Hidden, Recorded, Replayed, RuleInfo, pointer_step, template_hidden};
 pub use request::{Request, Sent};
 
 use std::collections::HashMap;
@@ -59,6 +64,7 @@ use crate::config::policy::{DefaultEffect, Effect, Mode, RedactionSpec, RequireS
 use crate::redact::DetectorSet;
 use crate::template::to_value;
 use crate::util::glob;
+use lift::unmet;
 use request::{Match, Reach};
 
 /// One compiled rule.
@@ -77,6 +83,8 @@ struct Rule {
     /// `reads_sent` (those need the rendered request).
     reads_request: bool,
     reads_sent: bool,
+    /// Every fact the rule reads (condition and requirement), for replaying a record.
+    sees: replay::Sees,
     /// The rule looks at the caller's elevation grant (its condition or `require.ticket`).
     uses_elevation: bool,
     effect: Effect,
@@ -183,6 +191,10 @@ pub struct Decision {
     pub denial: Option<(String, String)>,
     /// The first enforced `require` rule left unmet, and what was missing.
     pub require_unmet: Option<(String, String)>,
+    /// What a human could give, when asked, that might lift the denial: every enforced
+    /// rule that denied reads the caller's elevation (a change ticket) or asks for an
+    /// approval. `None` when the call is allowed or nothing a human says can change it.
+    pub lift: Option<Lift>,
     /// The region the call must be served from.
     pub route: Option<String>,
     /// Detectors to run on the result: the union of the enforced redact rules that fired.
@@ -279,10 +291,22 @@ impl Policy {
     }
 
     fn decide(&self, facts: &Facts<'_>, explain: bool) -> Decision {
+        self.decide_forcing(facts, explain, &|_| None)
+    }
+
+    /// Decides, taking the condition of every rule `force` names as given (`Some(held)`)
+    /// instead of evaluating it: a replayed record's hidden facts (`replay.rs`).
+    fn decide_forcing(
+        &self,
+        facts: &Facts<'_>,
+        explain: bool,
+        force: &dyn Fn(usize) -> Option<bool>,
+    ) -> Decision {
         let mut d = Decision {
             allowed: false,
             denial: None,
             require_unmet: None,
+            lift: None,
             route: None,
             detectors: DetectorSet::NONE,
             matched: Vec::new(),
@@ -315,6 +339,8 @@ impl Policy {
                 }
             });
         let (mut allowed_by_rule, mut denied_by_rule) = (false, false);
+        // What a human could give to lift every enforced denial, if anything can.
+        let mut lift = Some(Lift::Confirm);
         if explain {
             // Every rule gets a line, in file order; applicable ones are filled in below.
             d.outcomes = self
@@ -327,7 +353,10 @@ impl Policy {
             let Some(rule) = self.rules.get(i) else {
                 continue;
             };
-            let unrendered = if per_call {
+            // A forced rule (replay: it reads what the record hides) stands for its
+            // selection and condition together.
+            let forced = force(i);
+            let unrendered = if per_call && forced.is_none() {
                 match (facts.request.sent, &rule.matches) {
                     (Some(sent), Some((m, _))) if !m.path_matches(sent) => {
                         if let Some(o) = d.outcomes.get_mut(i) {
@@ -343,9 +372,10 @@ impl Policy {
             } else {
                 None
             };
-            let (matched, error) = match (unrendered, &rule.when, &ctx) {
-                (Some(e), _, _) => (false, Some(e)),
-                (None, Some(name), Some(ctx)) => self.condition(name, ctx),
+            let (matched, error) = match (forced, unrendered, &rule.when, &ctx) {
+                (Some(held), _, _, _) => (held, None),
+                (None, Some(e), _, _) => (false, Some(e)),
+                (None, None, Some(name), Some(ctx)) => self.condition(name, ctx),
                 _ => (true, None),
             };
             let act = rule.act(matched, error.as_deref(), facts);
@@ -364,6 +394,10 @@ impl Policy {
             d.matched.push(rule.id.clone());
             if let Some(reason) = act.deny {
                 denied_by_rule = true;
+                lift = match (lift, act.lift) {
+                    (Some(have), Some(want)) => Some(have.max(want)),
+                    _ => None,
+                };
                 // The first enforced denial is the one reported; deny always wins.
                 d.denial.get_or_insert_with(|| (rule.id.clone(), reason));
             }
@@ -375,13 +409,18 @@ impl Policy {
                 Effect::Allow => allowed_by_rule = true,
                 Effect::Redact => d.detectors.extend(rule.detectors),
                 Effect::Route if !denies => {
-                    denied_by_rule |= route(&mut d, rule);
+                    let conflict = route(&mut d, rule);
+                    denied_by_rule |= conflict;
+                    if conflict {
+                        lift = None;
+                    }
                 }
                 Effect::Deny | Effect::Require | Effect::Route => {}
             }
         }
         d.default_used = !denied_by_rule && !allowed_by_rule;
         d.allowed = !denied_by_rule && (allowed_by_rule || self.default == DefaultEffect::Allow);
+        d.lift = lift.filter(|_| denied_by_rule);
         if !d.allowed && d.denial.is_none() {
             d.denial = Some((
                 "default".to_owned(),
@@ -425,6 +464,8 @@ struct Act {
     deny: Option<String>,
     /// What a `require` rule found missing.
     unmet: Option<String>,
+    /// What a human could give to lift its denial.
+    lift: Option<Lift>,
 }
 
 impl Rule {
@@ -450,6 +491,7 @@ impl Rule {
             fires,
             deny: None,
             unmet: None,
+            lift: None,
         };
         if !fires {
             return act;
@@ -467,9 +509,14 @@ impl Rule {
             return act;
         }
         match self.effect {
-            Effect::Deny => act.deny = Some(self.reason.clone()),
+            Effect::Deny => {
+                act.deny = Some(self.reason.clone());
+                act.lift = self.uses_elevation.then_some(Lift::Ticket);
+            }
             Effect::Require => {
-                act.unmet = self.require.as_ref().and_then(|r| unmet(r, facts));
+                let missing = self.require.as_ref().map(|r| unmet(r, facts));
+                act.lift = missing.as_ref().and_then(|m| m.lift);
+                act.unmet = missing.and_then(|m| m.text);
                 act.deny = act
                     .unmet
                     .as_ref()
@@ -500,42 +547,6 @@ impl Rule {
             error,
         }
     }
-}
-
-/// What a `require` rule finds missing, if anything.
-fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Option<String> {
-    let mut missing = Vec::new();
-    if r.ticket {
-        let ticket = facts
-            .elevation
-            .and_then(|e| e.get("ticket"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if ticket.trim().is_empty() {
-            missing.push("an elevation with a ticket".to_owned());
-        }
-    }
-    if !r.purpose.is_empty() {
-        let purpose = facts
-            .actor
-            .get("purpose")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !r.purpose.iter().any(|p| p == purpose) {
-            missing.push(format!("purpose {}", r.purpose.join(" or ")));
-        }
-    }
-    if let Some(scope) = &r.scope {
-        let has = facts
-            .actor
-            .get("scopes")
-            .and_then(Value::as_array)
-            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(scope)));
-        if !has {
-            missing.push(format!("scope '{scope}'"));
-        }
-    }
-    (!missing.is_empty()).then(|| missing.join(", "))
 }
 
 /// The effect's name as policies.yaml spells it.

@@ -33,7 +33,9 @@ use std::time::Instant;
 use crate::catalog::Catalog;
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::server::PolicyReload;
-use crate::config::{self, Loaded, POLICY_FILE, SERVER_FILE, Settle, TOOLS_DIR, ToolFile, Vars};
+use crate::config::{
+    self, Loaded, POLICY_FILE, PROMPTS_DIR, SERVER_FILE, Settle, TOOLS_DIR, ToolFile, Vars,
+};
 use crate::engine::Engine;
 
 /// What started a reload.
@@ -225,9 +227,9 @@ impl Reloader {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let in_root = path.parent() == Some(self.abs_root.as_path());
-        let in_tools = path.parent() == Some(self.abs_root.join(TOOLS_DIR).as_path());
+        let in_dir = |dir: &str| path.parent() == Some(self.abs_root.join(dir).as_path());
         (in_root && (name == SERVER_FILE || name == POLICY_FILE))
-            || (in_tools && config::is_tool_file(path))
+            || ((in_dir(TOOLS_DIR) || in_dir(PROMPTS_DIR)) && config::is_tool_file(path))
     }
 
     /// The config directory, as given.
@@ -255,6 +257,17 @@ fn changed_files(fresh: &Loaded, last_good: &Loaded) -> Vec<(PathBuf, Option<u64
     }
     for o in &last_good.tools {
         if !fresh.tools.iter().any(|f| f.path == o.path) {
+            out.push((o.path.clone(), None));
+        }
+    }
+    for f in &fresh.prompts {
+        let old = last_good.prompts.iter().find(|o| o.path == f.path);
+        if old.is_none_or(|o| o.fingerprint != f.fingerprint) {
+            out.push((f.path.clone(), Some(f.fingerprint)));
+        }
+    }
+    for o in &last_good.prompts {
+        if !fresh.prompts.iter().any(|f| f.path == o.path) {
             out.push((o.path.clone(), None));
         }
     }
@@ -322,6 +335,14 @@ fn fallback(
         }
     }
     fresh.tools.sort_by(|a, b| a.path.cmp(&b.path));
+    fresh.prompts.retain(|f| !broken.contains(&f.path));
+    for path in broken.iter().filter(|p| p.exists()) {
+        if let Some(old) = good.prompts.iter().find(|f| &f.path == path) {
+            fresh.prompts.push(old.clone());
+            kept.push(path.clone());
+        }
+    }
+    fresh.prompts.sort_by(|a, b| a.path.cmp(&b.path));
     fresh
 }
 
@@ -333,7 +354,13 @@ fn same_inputs(a: &Loaded, b: &Loaded) -> bool {
             .map(|f| (f.path.clone(), f.fingerprint))
             .collect()
     };
-    a.fingerprints == b.fingerprints && files(a) == files(b)
+    let prompts = |l: &Loaded| -> Vec<(PathBuf, u64)> {
+        l.prompts
+            .iter()
+            .map(|f| (f.path.clone(), f.fingerprint))
+            .collect()
+    };
+    a.fingerprints == b.fingerprints && files(a) == files(b) && prompts(a) == prompts(b)
 }
 
 /// Fills added / removed / changed by comparing tool ids and file fingerprints.

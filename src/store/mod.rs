@@ -14,7 +14,7 @@
 //! `GET`, `DEL`, `SCAN MATCH`.
 //!
 //! Keys start with a namespace naming their owner: [`ns::IDEM`], [`ns::RATE`],
-//! [`ns::BUDGET`], [`ns::GRANT`]. Every entry has an expiry; an expired entry is
+//! [`ns::BUDGET`], [`ns::GRANT`], [`ns::BREAKER`]. Every entry has an expiry; an expired entry is
 //! invisible at once and its space is reclaimed by [`Store::sweep`], which each backend
 //! also runs on its own (see its module).
 
@@ -48,6 +48,10 @@ pub mod ns {
     pub const BUDGET: &str = "budget:";
     /// Elevation grants: `grant:<actor>:<grant id>`.
     pub const GRANT: &str = "grant:";
+    /// Results too large to send inline, kept for their caller: `result:<actor>:<id>`.
+    pub const RESULT: &str = "result:";
+    /// Circuit breakers: `breaker:<tool:ID|upstream:NAME>:open` and its counters.
+    pub const BREAKER: &str = "breaker:";
 }
 
 /// What [`Store::idem_claim`] found under an idempotency key (or [`Store::idem_list`]

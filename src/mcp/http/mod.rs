@@ -187,10 +187,14 @@ pub(crate) async fn serve(
     if !opts.allowed_origins.is_empty() {
         config = config.with_allowed_origins(opts.allowed_origins.clone());
     }
-    let handler = McpServer::new(engine.clone());
+    // One handler per session: each has its own log level, rate limit and queue.
+    let for_sessions = engine.clone();
     let sessions = Arc::new(LocalSessionManager::default());
-    let mcp =
-        StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config);
+    let mcp = StreamableHttpService::new(
+        move || Ok(McpServer::new(for_sessions.clone())),
+        Arc::clone(&sessions),
+        config,
+    );
     let state = AppState {
         engine: engine.clone(),
         inflight: Arc::new(Inflight::default()),
