@@ -180,6 +180,26 @@ fn elevate_grants_only_under_an_approved_ticket_for_the_environment_in_its_windo
 }
 
 #[test]
+fn a_ticket_given_in_band_is_checked_by_the_ticket_system_too() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.edit(
+        "mcpd.yaml",
+        "  max_ttl: 1h\n",
+        &format!("  max_ttl: 1h\n{CHECK}"),
+    );
+    cfg.append("mcpd.yaml", "\nstate: \"memory:\"\n");
+    let mut cmd = crate::python_client::client("approvals_ticket_check.py");
+    cmd.env("MCPD_BIN", bin())
+        .env("MCPD_CONFIG", cfg.path())
+        .env("DEMO_API_URL", &api.url)
+        .env("TICKETS_URL", &api.url)
+        .env("TICKETS_TOKEN", mcpd::demo_api::TICKETS_TOKEN)
+        .env("PYTHONWARNINGS", "ignore");
+    crate::python_client::assert_passes(&mut cmd, "approvals with ticket_check", &String::new);
+}
+
+#[test]
 fn a_grant_to_a_subject_pattern_is_refused() {
     let s = Setup::new();
     for subject in ["*", "agent:*", "agent:?", " agent:release"] {
