@@ -11,6 +11,7 @@
 mod util;
 
 mod audit;
+mod balancer;
 mod call;
 mod docs;
 mod egress;

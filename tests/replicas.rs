@@ -310,3 +310,48 @@ fn a_replica_killed_mid_load_leaves_the_other_serving_and_writes_once() {
     let ready = crate::util::request(b.authority(), "GET", "/readyz", &[], None);
     assert_eq!(ready.status, 200, "B is not ready: {}", b.stderr());
 }
+
+#[test]
+fn a_session_started_on_one_replica_is_served_by_the_other_and_closed_from_either() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    let cfg = replica_config(&redis);
+    let keys = Keys::new(&cfg);
+    let (a, b) = two_replicas(&cfg, &keys, &api);
+    let token = keys.token(&cfg, "agent:roamer", &["*"]);
+
+    // Started on A; B has never seen it and serves it all the same, as A does after.
+    let s = session(a.authority(), &token).unwrap();
+    let args = json!({"env": "staging", "name": "roam", "percent": 7});
+    let on_b = call(b.authority(), &token, &s, "flag_set", args.clone(), None).unwrap();
+    assert_ne!(on_b["isError"], true, "{on_b}");
+    let on_a = call(a.authority(), &token, &s, "flag_set", args, None).unwrap();
+    assert_ne!(on_a["isError"], true, "{on_a}");
+
+    // A session nobody started is still unknown everywhere.
+    let none = call(b.authority(), &token, "never-was", "flag_set", json!({}), None);
+    assert!(
+        none.as_ref().is_err_and(|e| e.to_string().contains("HTTP 404")),
+        "{none:?}"
+    );
+
+    // Closed through B: B drops it and so does the store, so no replica restores it.
+    let bearer = format!("Bearer {token}");
+    let delete = |on: &HttpServer| {
+        crate::util::request(
+            on.authority(),
+            "DELETE",
+            "/mcp",
+            &[("Authorization", &bearer), ("Mcp-Session-Id", &s)],
+            None,
+        )
+    };
+    assert_eq!(delete(&b).status, 204);
+    let again = call(b.authority(), &token, &s, "flag_set", json!({}), None);
+    assert!(
+        again.as_ref().is_err_and(|e| e.to_string().contains("HTTP 404")),
+        "{again:?}"
+    );
+}

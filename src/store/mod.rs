@@ -48,6 +48,8 @@ pub mod ns {
     pub const BUDGET: &str = "budget:";
     /// Elevation grants: `grant:<actor>:<grant id>`.
     pub const GRANT: &str = "grant:";
+    /// MCP sessions over HTTP: `session:<Mcp-Session-Id>` (the client's `initialize`).
+    pub const SESSION: &str = "session:";
 }
 
 /// What [`Store::idem_claim`] found under an idempotency key (or [`Store::idem_list`]
