@@ -266,13 +266,34 @@ impl Scan<'_> {
                 SECRET => secret_at(b, i).map(|(s, e)| (s, e, Kind::Secret)),
                 _ => None,
             };
-            match found {
-                Some((start, end, kind)) => {
+            // The partial mask keeps an address's domain, so a card number that starts
+            // in it (`a@x4111 1111 1111 1111`) is a hit of its own and the address ends
+            // where the card starts.
+            let card = match found {
+                Some((_, end, Kind::Email)) if mask & DIGIT != 0 => card_in(b, i + 1, end),
+                _ => None,
+            };
+            match (found, card) {
+                (Some((start, _, _)), Some((card, card_end))) => {
+                    hits.push(Hit {
+                        start,
+                        end: card,
+                        kind: Kind::Email,
+                    });
+                    hits.push(Hit {
+                        start: card,
+                        end: card_end,
+                        kind: Kind::Pan,
+                    });
+                    floor = card_end;
+                    i = card_end.max(i + 1);
+                }
+                (Some((start, end, kind)), None) => {
                     hits.push(Hit { start, end, kind });
                     floor = end;
                     i = end.max(i + 1);
                 }
-                None => i += 1,
+                (None, _) => i += 1,
             }
         }
         hits
@@ -308,6 +329,23 @@ impl Scan<'_> {
             }
         }
     }
+}
+
+/// The first card number starting in `b[from..to]` (an address's domain): its start
+/// and the byte after its last digit, which may lie past `to`.
+fn card_in(b: &[u8], from: usize, to: usize) -> Option<(usize, usize)> {
+    let mut j = from;
+    while j < to {
+        if !b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+            continue;
+        }
+        if let (Some(end), None) = (pan_at(b, j), digest_end(b, j)) {
+            return Some((j, end));
+        }
+        j = run_end(b, j).max(j + 1);
+    }
+    None
 }
 
 /// When the digit at `i` sits in a token of exactly 32, 40 or 64 hexadecimal characters

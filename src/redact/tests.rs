@@ -312,6 +312,20 @@ fn cards_glued_to_letters_are_cards_when_they_pass_luhn() {
     );
 }
 
+/// Regression (found by the property test in tests/pii.rs): the partial mask keeps an
+/// address's domain, and a card number starting in it survived.
+#[test]
+fn a_card_number_starting_in_an_addresses_domain_is_masked_too() {
+    assert_eq!(
+        all("jane@x4111111111111111.com"),
+        ("j***@x************1111.com".to_owned(), 2)
+    );
+    assert_eq!(
+        all("Kc+@\u{e9}u1003\u{ad}\u{2012}\u{1680}2696\u{2010}\u{ff0d}95105.com end"),
+        ("K***@\u{e9}u*********5105.com end".to_owned(), 2)
+    );
+}
+
 /// Hex digests and trace ids hold long runs of digits; they are not cards.
 #[test]
 fn digits_inside_a_trace_id_or_digest_are_no_card() {
