@@ -33,6 +33,7 @@ mod policy;
 mod policy_reload;
 mod protocol;
 mod python_client;
+mod redis_outage;
 mod reload;
 mod replicas;
 mod safe_writes;
