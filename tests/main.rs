@@ -22,6 +22,7 @@ mod http_auth;
 mod identity;
 mod import;
 mod init;
+mod kubernetes;
 mod leaks;
 mod limits;
 mod memory;

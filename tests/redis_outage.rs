@@ -16,7 +16,10 @@ fn result(reply: &crate::util::Reply) -> Value {
 }
 
 fn puts(api: &DemoApi) -> usize {
-    api.requests().iter().filter(|r| r["method"] == "PUT").count()
+    api.requests()
+        .iter()
+        .filter(|r| r["method"] == "PUT")
+        .count()
 }
 
 /// Polls `/readyz` until it answers `status`.
@@ -27,7 +30,12 @@ fn wait_ready(server: &HttpServer, status: u16) {
         if r.status == status {
             return;
         }
-        assert!(Instant::now() < end, "/readyz stayed {}: {}", r.status, r.body);
+        assert!(
+            Instant::now() < end,
+            "/readyz stayed {}: {}",
+            r.status,
+            r.body
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -64,7 +72,14 @@ fn calls_fail_closed_while_redis_is_down_and_resume_when_it_returns() {
     let key = |k: &str| Some(json!({"dev.mcpd/idempotencyKey": k}));
     let august = json!({"from": "2025-08-01", "to": "2025-08-31"});
 
-    let first = result(&call(&server, Some(&token), &s, "flag_set", flag(1), key("k1")));
+    let first = result(&call(
+        &server,
+        Some(&token),
+        &s,
+        "flag_set",
+        flag(1),
+        key("k1"),
+    ));
     assert_ne!(first["isError"], true, "{first}");
     assert_eq!(puts(&api), 1);
     wait_ready(&server, 200);
@@ -90,11 +105,22 @@ fn calls_fail_closed_while_redis_is_down_and_resume_when_it_returns() {
                 t.contains("state store is unreachable") && t.contains("not sent"),
                 "{down}: {tool}: {t}"
             );
-            assert!(started.elapsed() < Duration::from_secs(8), "{down}: {tool} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "{down}: {tool} took {:?}",
+                started.elapsed()
+            );
         }
         assert_eq!(api.requests().len(), before, "{down}: something was sent");
         // The read-only tool that may run uncounted does.
-        let peek = result(&call(&server, Some(&token), &s, "orders_peek", august.clone(), None));
+        let peek = result(&call(
+            &server,
+            Some(&token),
+            &s,
+            "orders_peek",
+            august.clone(),
+            None,
+        ));
         assert_ne!(peek["isError"], true, "{down}: {peek}");
         assert!(
             server.stderr().contains("serving uncounted"),
@@ -109,10 +135,24 @@ fn calls_fail_closed_while_redis_is_down_and_resume_when_it_returns() {
         }
         // No restart of mcpd: ready again, and calls resume.
         wait_ready(&server, 200);
-        let again = result(&call(&server, Some(&token), &s, "flag_set", flag(1), key("k1")));
+        let again = result(&call(
+            &server,
+            Some(&token),
+            &s,
+            "flag_set",
+            flag(1),
+            key("k1"),
+        ));
         assert_eq!(again["_meta"]["dev.mcpd/replayed"], true, "{down}: {again}");
         assert_eq!(puts(&api), 1, "{down}: k1 was written again");
-        let r = result(&call(&server, Some(&token), &s, "orders_export", august.clone(), None));
+        let r = result(&call(
+            &server,
+            Some(&token),
+            &s,
+            "orders_export",
+            august.clone(),
+            None,
+        ));
         assert_ne!(r["isError"], true, "{down}: {r}");
     }
 }
@@ -124,8 +164,18 @@ fn on_state_outage_serve_is_refused_on_a_tool_that_needs_the_store() {
     };
     let cfg = config(&redis);
     for (file, from, to, why) in [
-        ("flag.set", "limits:\n", "limits:\n  on_state_outage: serve\n", "not a GET"),
-        ("orders.export", "  concurrency: 8", "  concurrency: 8\n  on_state_outage: serve", "has a rate"),
+        (
+            "flag.set",
+            "limits:\n",
+            "limits:\n  on_state_outage: serve\n",
+            "not a GET",
+        ),
+        (
+            "orders.export",
+            "  concurrency: 8",
+            "  concurrency: 8\n  on_state_outage: serve",
+            "has a rate",
+        ),
     ] {
         let path = format!("tools.d/{file}.yaml");
         let before = cfg.read(&path);

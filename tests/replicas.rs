@@ -331,9 +331,17 @@ fn a_session_started_on_one_replica_is_served_by_the_other_and_closed_from_eithe
     assert_ne!(on_a["isError"], true, "{on_a}");
 
     // A session nobody started is still unknown everywhere.
-    let none = call(b.authority(), &token, "never-was", "flag_set", json!({}), None);
+    let none = call(
+        b.authority(),
+        &token,
+        "never-was",
+        "flag_set",
+        json!({}),
+        None,
+    );
     assert!(
-        none.as_ref().is_err_and(|e| e.to_string().contains("HTTP 404")),
+        none.as_ref()
+            .is_err_and(|e| e.to_string().contains("HTTP 404")),
         "{none:?}"
     );
 
@@ -351,7 +359,9 @@ fn a_session_started_on_one_replica_is_served_by_the_other_and_closed_from_eithe
     assert_eq!(delete(&b).status, 204);
     let again = call(b.authority(), &token, &s, "flag_set", json!({}), None);
     assert!(
-        again.as_ref().is_err_and(|e| e.to_string().contains("HTTP 404")),
+        again
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("HTTP 404")),
         "{again:?}"
     );
 }

@@ -218,10 +218,8 @@ impl RedisStore {
             client.get_connection_manager_with_config(config),
         )
         .await
-            .map_err(|_| {
-                StoreError::Stopped(format!("redis at {shown} did not answer within 5 s"))
-            })?
-            .map_err(|e| StoreError::Stopped(format!("cannot reach redis at {shown}: {e}")))?;
+        .map_err(|_| StoreError::Stopped(format!("redis at {shown} did not answer within 5 s")))?
+        .map_err(|e| StoreError::Stopped(format!("cannot reach redis at {shown}: {e}")))?;
         Ok(Self {
             conn,
             url: url.to_owned(),

@@ -43,6 +43,7 @@ class Client:
     def __init__(self, url, token):
         self.url, self.token = url, token
         self.served = []  # replica names, in order
+        self.streams = []  # GET and DELETE requests: method, status, replica
         self.changed, self.on_message = list_changed()
 
     async def open(self, stack):
@@ -52,6 +53,8 @@ class Client:
             name = response.headers.get("x-mcpd-replica")
             if name:
                 self.served.append(name)
+            if response.request.method != "POST":
+                self.streams.append(f"{response.request.method} {response.status_code} {name}")
 
         http.event_hooks["response"] = [record]
         await stack.enter_async_context(http)
@@ -90,7 +93,10 @@ async def scenario():
         (config / "tools.d" / "orders.recent.yaml").write_text(
             source.replace("name: orders.export", "name: orders.recent"))
         for i, c in enumerate(clients):
-            await asyncio.wait_for(c.changed.wait(), timeout=20)
+            try:
+                await asyncio.wait_for(c.changed.wait(), timeout=20)
+            except TimeoutError:
+                check(False, f"client {i} got notifications/tools/list_changed (its streams: {c.streams})")
             check(True, f"client {i} got notifications/tools/list_changed")
         c = clients[0]
         start = len(c.served)

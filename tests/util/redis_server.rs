@@ -63,7 +63,14 @@ impl RedisServer {
 
     fn spawn(&mut self) -> std::io::Result<()> {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
         match &self.dir {
             Some(dir) => {
                 cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])

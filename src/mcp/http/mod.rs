@@ -193,11 +193,8 @@ pub(crate) async fn serve(
     config.session_store = Some(Arc::new(stored.clone()));
     let handler = McpServer::new(engine.clone());
     let sessions = Arc::new(LocalSessionManager::default());
-    let mcp = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::clone(&sessions),
-        config,
-    );
+    let mcp =
+        StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config);
     let state = AppState {
         engine: engine.clone(),
         inflight: Arc::new(Inflight::default()),
@@ -325,8 +322,7 @@ async fn unknown_session(
         .map(Arc::<str>::from);
     let known = match &id {
         Some(id) => {
-            sessions.has_session(id).await.unwrap_or(true)
-                || stored.has(id).await.unwrap_or(true)
+            sessions.has_session(id).await.unwrap_or(true) || stored.has(id).await.unwrap_or(true)
         }
         None => true,
     };
