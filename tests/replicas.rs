@@ -365,3 +365,22 @@ fn a_session_started_on_one_replica_is_served_by_the_other_and_closed_from_eithe
         "{again:?}"
     );
 }
+
+#[test]
+fn a_session_outlives_a_restart_of_its_server_on_the_embedded_store() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::token_only("");
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:restart", &["*"]);
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", keys.key.as_str()),
+    ];
+    let mut first = HttpServer::start(cfg.path(), &env, &[]);
+    let s = session(first.authority(), &token).unwrap();
+    first.kill();
+    let second = HttpServer::start(cfg.path(), &env, &[]);
+    let args = json!({"env": "staging", "name": "restart", "percent": 3});
+    let r = call(second.authority(), &token, &s, "flag_set", args, None).unwrap();
+    assert_ne!(r["isError"], true, "{r}");
+}
