@@ -33,7 +33,7 @@ impl Haproxy {
         // replica: a request a replica received is never sent twice.
         let cfg = format!(
             "defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  \
-             timeout server 60s\n  retries 3\n  option redispatch 1\n\
+             timeout server 60s\n  timeout check 2s\n  retries 3\n  option redispatch 1\n\
              frontend mcp\n  bind 127.0.0.1:{port}\n  default_backend mcpd\n\
              backend mcpd\n  balance roundrobin\n  option httpchk GET /readyz\n  \
              http-check expect status 200\n  default-server inter 300ms fall 2 rise 1\n  \
