@@ -384,3 +384,69 @@ fn a_session_outlives_a_restart_of_its_server_on_the_embedded_store() {
     let r = call(second.authority(), &token, &s, "flag_set", args, None).unwrap();
     assert_ne!(r["isError"], true, "{r}");
 }
+
+/// A client's `initialize` answered by A, its `notifications/initialized` by B, its
+/// stream held by A (a balancer without affinity does this): a reload still reaches it.
+#[test]
+fn list_changed_reaches_a_stream_on_the_replica_that_answered_initialize_only() {
+    use std::io::{Read as _, Write as _};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    let cfg = replica_config(&redis);
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:split", &["*"]);
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", keys.key.as_str()),
+    ];
+    let a = HttpServer::start_watching(cfg.path(), &env, &[]);
+    let b = HttpServer::start_watching(cfg.path(), &env, &[]);
+    let init = try_rpc_at(
+        a.authority(),
+        Some(&token),
+        None,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "split", "version": "0"}}}),
+    )
+    .unwrap();
+    let s = init.header("mcp-session-id").unwrap().to_owned();
+    let done = try_rpc_at(
+        b.authority(),
+        Some(&token),
+        Some(&s),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .unwrap();
+    assert_eq!(done.status, 202, "{done:?}");
+
+    let mut stream = std::net::TcpStream::connect(a.authority()).unwrap();
+    write!(
+        stream,
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\nMcp-Session-Id: {s}\r\n\r\n",
+        a.authority()
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "the SSE stream did not open");
+    let recent = cfg
+        .read("tools.d/orders.export.yaml")
+        .replace("name: orders.export", "name: orders.recent");
+    cfg.write("tools.d/orders.recent.yaml", &recent);
+    a.wait_stderr("reload applied added=[\"orders.recent\"]");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    let mut seen = String::new();
+    while !seen.contains("notifications/tools/list_changed") {
+        assert!(Instant::now() < end, "no list_changed on A's stream: {seen}");
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = stream.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}

@@ -22,7 +22,7 @@ use rmcp::model::{
     ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
     ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
-use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 
 use crate::engine::{CallContext, CallResult, Engine};
@@ -210,8 +210,17 @@ impl ServerHandler for McpServer {
     }
 
     /// Sessions that began with `initialize` (protocol up to 2025-11-25) get
-    /// `notifications/tools/list_changed` after every catalog swap.
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+    /// `notifications/tools/list_changed` after every catalog swap. Armed at `initialize`,
+    /// not at `notifications/initialized`: over HTTP without affinity the two may reach
+    /// different replicas, and the replica that answered `initialize` may hold the
+    /// client's stream (a replica that rebuilds the session replays `initialize`).
+    async fn initialize(
+        &self,
+        request: rmcp::model::InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::InitializeResult, ErrorData> {
+        context.peer.set_peer_info(request.clone());
+        let result = self.negotiate_initialize(&request)?;
         let mut swaps = self.engine.subscribe();
         let peer = context.peer;
         tokio::spawn(async move {
@@ -221,6 +230,7 @@ impl ServerHandler for McpServer {
                 }
             }
         });
+        Ok(result)
     }
 
     /// Sessions on 2026-07-28 ask for notifications with `subscriptions/listen`.
