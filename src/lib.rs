@@ -20,9 +20,11 @@
 //! - `mcp`: the rmcp handler over stdio and Streamable HTTP;
 //! - [`util`]: leaf helpers (durations, globs, the clock) every step may use;
 //! - off the call path: [`cli`] (one file per subcommand), `testrun` (`mcpd test`),
+//!   [`backtest`] (`mcpd backtest`, `mcpd shadow report`),
 //!   `openapi` (`mcpd import openapi`), [`demo_api`] (the bundled orders/flags API).
 
 pub mod audit;
+pub mod backtest;
 pub mod catalog;
 pub mod cli;
 pub mod config;

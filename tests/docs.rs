@@ -119,3 +119,87 @@ fn the_testing_page_region_cases_pass_and_a_wrong_region_fails_naming_both() {
         "{out}"
     );
 }
+
+#[test]
+fn the_before_you_enforce_examples_run_as_written() {
+    const PAGE: &str = "docs/policy.md";
+    // The candidate: the page's rule in place of the shipped prod rule, replayed on the
+    // demo's recorded flows, says what the page says it says.
+    let rule = block(
+        PAGE,
+        "### Backtest a candidate on recorded calls: `mcpd backtest`",
+        "yaml",
+        0,
+    );
+    let rule = rule.strip_prefix("rules:\n").unwrap();
+    let cfg = ConfigDir::shipped();
+    cfg.append("mcpd.yaml", "\naudit:\n  path: state/audit.jsonl\n");
+    let shipped = cfg.read("policies.yaml");
+    let start = shipped.find("  - id: prod-write-needs-ticket").unwrap();
+    let end = shipped.find("  - id: redact-pii").unwrap();
+    let candidate = format!("{}{rule}\n{}", &shipped[..start], &shipped[end..]);
+    cfg.write("candidate.yaml", &candidate);
+    let key = ("MCPD_AUDIT_KEY", "docs-audit-key-0123456789abcdef");
+    let mcpd = |args: &[&str]| {
+        run(Command::new(bin())
+            .args(args)
+            .current_dir(cfg.path())
+            .env(key.0, key.1))
+    };
+    let (code, out, err) = mcpd(&["demo"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let shown = block(
+        PAGE,
+        "### Backtest a candidate on recorded calls: `mcpd backtest`",
+        "sh",
+        0,
+    );
+    let (code, out, err) = mcpd(&[
+        "backtest",
+        "--policies",
+        "candidate.yaml",
+        "--fail-if-denies-more-than",
+        "0",
+    ]);
+    let out = format!("{out}{err}");
+    assert_eq!(code, 1, "{out}");
+    for line in shown
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            ["summary", "calls", "  newly denies", "rule "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+    {
+        assert!(
+            out.contains(line),
+            "the page shows {line:?}; mcpd printed:\n{out}"
+        );
+    }
+    let shown = block(
+        PAGE,
+        "### What shadow rules did: `mcpd shadow report`",
+        "sh",
+        0,
+    );
+    let (code, out, _) = mcpd(&["shadow", "report"]);
+    assert_eq!(code, 0, "{out}");
+    for line in shown.lines().filter_map(|l| l.strip_prefix("# ")) {
+        if line.starts_with("rule ")
+            || line.starts_with("  would have")
+            || line.starts_with("calls")
+        {
+            assert!(
+                out.contains(line),
+                "the page shows {line:?}; mcpd printed:\n{out}"
+            );
+        }
+    }
+    // The breaker of the page, on a tool: it validates.
+    let breaker = block(PAGE, "### Circuit breakers", "yaml", 0);
+    let cfg = ConfigDir::shipped();
+    cfg.append("tools.d/flag.set.yaml", &breaker);
+    let (code, out, err) = validate(cfg.path());
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -94,5 +94,11 @@ fn a_denied_call_shows_no_request() {
         out.contains("decision  DENY by prod-write-needs-ticket"),
         "{out}"
     );
+    // The request policy judged is shown (its path), never one built to be sent.
     assert!(!out.contains("request "), "{out}");
+    assert!(
+        out.contains("judged    PUT /flags/prod/checkout_v2 (upstream flags)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("http://"), "{out}");
 }

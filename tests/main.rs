@@ -11,8 +11,12 @@
 mod util;
 
 mod audit;
+mod backtest;
+mod backtest_memory;
 mod balancer;
+mod breaker;
 mod call;
+mod coverage;
 mod docs;
 mod egress;
 mod explain;

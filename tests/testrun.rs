@@ -16,7 +16,7 @@ fn shipped_cases_pass_and_write_junit() {
     let junit = tempfile::NamedTempFile::new().unwrap();
     let (code, out, err) = mcpd_test(&repo(), &["--junit", junit.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("14 passed, 0 failed"), "{out}");
+    assert!(out.contains("15 passed, 0 failed"), "{out}");
     assert!(
         out.contains("PASS  tests.d/seed.yaml: adversarial: checkout_v2 to 50 percent in prod"),
         "{out}"
@@ -27,7 +27,7 @@ fn shipped_cases_pass_and_write_junit() {
     );
     let xml = std::fs::read_to_string(junit.path()).unwrap();
     assert!(
-        xml.contains(r#"<testsuites name="mcpd test" tests="14" skipped="0" failures="0""#),
+        xml.contains(r#"<testsuites name="mcpd test" tests="15" skipped="0" failures="0""#),
         "{xml}"
     );
 }

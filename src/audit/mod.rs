@@ -22,10 +22,10 @@ mod sign;
 mod verify;
 
 pub use sign::{KeyError, SignatureError, Signer, Verifier, ed25519_keygen};
-pub use verify::{Broken, OpenIntent, open_intents, verify};
+pub use verify::{Broken, ChainEnd, OpenIntent, Segment, open_intents, verify, verify_segment};
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead as _, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -81,6 +81,36 @@ pub struct Entry {
     /// `unknown` when the write's outcome is unknown and its idempotency key is held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// What policy saw of the call and decided, so it can be replayed through another
+    /// policy (`mcpd backtest`); `null` when the call ended before policy (identity,
+    /// arguments, scope). Records written before mcpd recorded it have no `policy`.
+    pub policy: Option<PolicyRecord>,
+    /// JSON pointers into this record of the values the detectors changed before it was
+    /// written (`/args/email`, `/policy/actor/purpose`): a rule reading one of them
+    /// cannot be replayed on this record.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
+}
+
+/// What policy saw of a call and decided (a call record's `policy`), redacted as the
+/// arguments are.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PolicyRecord {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The rule that denied the call (or `default`), when policy denied it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<String>,
+    /// The actor as conditions saw it, but its subject (the record's `actor`): `scopes`,
+    /// `purpose`, `region`, `source`, and what its token says (`token_id`, `expires`).
+    pub actor: Value,
+    /// What conditions saw as `env`.
+    pub env: Value,
+    /// The elevation grant that applied (`ticket`, `granted_by`, `expires`, `tool`,
+    /// `env`, `id`), `null` when the caller's grants were looked up and none applied;
+    /// absent when no rule covering the tool reads elevation (they were not looked up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<Value>,
 }
 
 /// What a write leaves in the log just before it is sent (`"event":"intent"`): if mcpd
@@ -107,6 +137,31 @@ pub struct Intent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
     /// The W3C trace id of the call.
+    pub trace_id: String,
+}
+
+/// What opening a circuit breaker leaves in the log (`"event":"breaker"`), written by the
+/// mcpd whose call tipped it; calls refused while it is open have records of their own
+/// (`decision: limited`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerEvent {
+    /// Always `breaker`.
+    pub event: &'static str,
+    /// Which: `tool:ID`, `upstream:NAME`, `upstream:NAME@REGION`.
+    pub breaker: String,
+    /// Always `open` (it closes by itself at `until`).
+    pub state: &'static str,
+    /// Until when it refuses (RFC 3339).
+    pub until: String,
+    /// Calls in the window when it opened.
+    pub calls: u64,
+    /// Failures among them.
+    pub errors: u64,
+    /// The window, e.g. `1 min`.
+    pub over: String,
+    /// The tool whose failed call tipped it.
+    pub tool: String,
+    /// That call's trace id.
     pub trace_id: String,
 }
 
@@ -316,20 +371,28 @@ impl Writer {
             // The file was cut or replaced: read it again from the start.
             (self.seq, self.prev, self.end) = (0, GENESIS.to_owned(), 0);
         }
-        let mut reader = File::open(&self.path)?;
-        reader.seek(SeekFrom::Start(self.end))?;
-        let mut new = Vec::new();
-        reader.take(len - self.end).read_to_end(&mut new)?;
-        for line in new.split(|b| *b == b'\n') {
-            let seq = serde_json::from_slice::<Value>(line)
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.end))?;
+        // A line at a time: a log of any size is caught up in little memory.
+        let mut reader = std::io::BufReader::new(file.take(len - self.end));
+        let mut line = Vec::new();
+        let mut torn = false;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            torn = line.last() != Some(&b'\n');
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let seq = serde_json::from_slice::<Value>(body)
                 .ok()
                 .and_then(|v| v.get("seq").and_then(Value::as_u64));
             if let Some(seq) = seq {
-                (self.seq, self.prev) = (seq, sha256_hex(line));
+                (self.seq, self.prev) = (seq, sha256_hex(body));
             }
         }
         self.end = len;
-        if new.last().is_some_and(|b| *b != b'\n') {
+        if torn {
             // A writer died mid-line (we hold the lock, so nobody is writing it): keep the
             // torn bytes (verify reports them) and start a fresh line after them.
             tracing::warn!(path = %self.path.display(), "audit log ends in a torn record; appending after it");

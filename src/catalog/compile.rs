@@ -15,7 +15,7 @@ use super::tool::{Tool, wire_name};
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::tool::{CostSpec, Method, RequestSpec, ResponseSpec, StateOutage};
 use crate::config::{Located, ToolSpec, Vars};
-use crate::limits::{Cap, CostPlan, Rate, ToolLimits};
+use crate::limits::{Breaker, Cap, CostPlan, Rate, ToolLimits};
 use crate::response::cost::PARSED_PER_BYTE;
 use crate::response::{Path as JsonPath, ResponseMap, StatusMatch, Wrap};
 use crate::telemetry::slo::Slo;
@@ -71,6 +71,8 @@ pub(super) struct ToolCompiler<'a> {
     pub(super) secrets: BTreeSet<String>,
     /// Where `secret.NAME` values come from.
     pub(super) vars: &'a Vars,
+    /// What the request's path, query and body templates read (`args.env`, `secret.K`).
+    pub(super) request_reads: BTreeSet<String>,
 }
 
 impl ToolCompiler<'_> {
@@ -121,6 +123,10 @@ impl ToolCompiler<'_> {
                 .map(Slo::new)
         });
         let cost = self.cost(spec);
+        let breaker = spec
+            .breaker
+            .as_ref()
+            .and_then(|b| Breaker::compile(self.file, b, "tool", self.id, &mut self.diags));
         let listing = self.listing(spec, input_schema);
         if !self.diags.is_empty() {
             return None;
@@ -142,6 +148,8 @@ impl ToolCompiler<'_> {
             idempotency,
             cost,
             slo,
+            breaker,
+            request_reads: std::mem::take(&mut self.request_reads),
             templates: std::mem::take(&mut self.templates),
             fingerprint,
         })
@@ -357,6 +365,12 @@ impl ToolCompiler<'_> {
         let name = format!("{}/{field}", self.id);
         match self.templates.add(&name, &src.value, slot) {
             Ok((tpl, vars)) => {
+                if ["request.path", "request.query.", "request.body"]
+                    .iter()
+                    .any(|p| field.starts_with(p))
+                {
+                    self.request_reads.extend(vars.iter().cloned());
+                }
                 let mut ok = true;
                 for var in vars {
                     if let Err(e) = self.check_var(&var, args, roots) {

@@ -21,7 +21,7 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::{Loaded, ToolFile, ToolSpec, Vars};
 use crate::identity::elevation::Rules as ElevationRules;
 use crate::identity::{Actor, Identity, Source};
-use crate::limits::Limits;
+use crate::limits::{Breaker, Limits};
 use crate::policy::Policy;
 use crate::template::TemplateSet;
 use crate::upstream::{Egress, Upstreams};
@@ -50,6 +50,8 @@ pub struct Catalog {
     pub identity: Option<Arc<Identity>>,
     /// Rules for elevation grants.
     pub elevation: ElevationRules,
+    /// Circuit breakers of upstreams (`breaker:` in mcpd.yaml), by upstream name.
+    pub breakers: HashMap<String, Breaker>,
 }
 
 impl Catalog {
@@ -103,6 +105,15 @@ impl Catalog {
                 format!("reload.settle: {e}"),
             ));
         }
+        let breakers = server
+            .upstreams
+            .iter()
+            .filter_map(|(name, up)| {
+                let spec = up.breaker.as_ref()?;
+                Breaker::compile(server_path, spec, "upstream", name, &mut diags)
+                    .map(|b| (name.clone(), b))
+            })
+            .collect();
         for up in upstreams.iter() {
             for url in std::iter::once(&up.base).chain(up.regions.values()) {
                 if let Err(e) = egress.check(url) {
@@ -135,6 +146,7 @@ impl Catalog {
                             diags: Diagnostics::default(),
                             secrets: BTreeSet::new(),
                             vars,
+                            request_reads: BTreeSet::new(),
                         };
                         let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
                         diags.extend(c.diags);
@@ -193,6 +205,7 @@ impl Catalog {
             limits,
             identity,
             elevation,
+            breakers,
         })
     }
 

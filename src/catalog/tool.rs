@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::idempotency::Scope;
-use crate::limits::{CostPlan, ToolLimits};
+use crate::limits::{Breaker, CostPlan, ToolLimits};
 use crate::response::ResponseMap;
 use crate::response::jsonpath::JsonPath;
 use crate::telemetry::slo::Slo;
@@ -77,6 +77,12 @@ pub struct Tool {
     pub cost: CostPlan,
     /// Its latency objective, with the recent latencies it is judged on.
     pub slo: Option<Slo>,
+    /// Its own circuit breaker (its upstream's is the catalog's).
+    pub breaker: Option<Breaker>,
+    /// What its request's path, query and body templates read (`args.env`,
+    /// `secret.KEY`): a replayed call whose recorded arguments hide one of them cannot
+    /// show policy the request it sent.
+    pub request_reads: std::collections::BTreeSet<String>,
     /// Its compiled templates.
     pub templates: TemplateSet,
     /// The fingerprint of the file it was compiled from.

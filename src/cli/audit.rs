@@ -15,29 +15,7 @@ pub(super) fn verify(
     key_env: &str,
     public_key: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let verifier = match public_key {
-        Some(arg) => {
-            // A file holding the key, or the key itself.
-            let text = match std::fs::read_to_string(arg) {
-                Ok(text) => text,
-                Err(_) => arg.to_owned(),
-            };
-            Verifier::ed25519_from_hex(&text)
-                .map_err(|why| anyhow::anyhow!("--public-key: {why}"))?
-        }
-        None => {
-            let key = std::env::var(key_env)
-                .ok()
-                .filter(|k| !k.is_empty())
-                .with_context(|| {
-                    format!(
-                        "environment variable {key_env} must hold the audit signing key \
-                         (or pass --public-key for an Ed25519-signed log)"
-                    )
-                })?;
-            Verifier::Hmac(key.into_bytes())
-        }
-    };
+    let verifier = verifier(key_env, public_key)?;
     match crate::audit::verify(file, verifier) {
         Ok(n) => {
             println!(
@@ -69,6 +47,34 @@ pub(super) fn verify(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// What checks a log's signatures: the Ed25519 public key (hex, or a file holding it),
+/// else the HMAC key in the environment variable `key_env`.
+pub(super) fn verifier(key_env: &str, public_key: Option<&str>) -> anyhow::Result<Verifier> {
+    Ok(match public_key {
+        Some(arg) => {
+            // A file holding the key, or the key itself.
+            let text = match std::fs::read_to_string(arg) {
+                Ok(text) => text,
+                Err(_) => arg.to_owned(),
+            };
+            Verifier::ed25519_from_hex(&text)
+                .map_err(|why| anyhow::anyhow!("--public-key: {why}"))?
+        }
+        None => {
+            let key = std::env::var(key_env)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .with_context(|| {
+                    format!(
+                        "environment variable {key_env} must hold the audit signing key \
+                         (or pass --public-key for an Ed25519-signed log)"
+                    )
+                })?;
+            Verifier::Hmac(key.into_bytes())
+        }
+    })
 }
 
 /// Prints a new key pair: the private key for mcpd's environment, the public key for

@@ -122,17 +122,25 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let vars = Vars::from_env()
         .with("DEMO_API_URL", &url)
         .with(crate::identity::DEFAULT_KEY_ENV, &key);
-    let catalog = super::load_catalog(dir, &vars)?;
+    let (loaded, catalog) = super::load(dir, &vars)?;
     println!(
         "mcpd demo: demo API on {url}; {} tools from {}",
         catalog.tools.len(),
         dir.join(crate::config::TOOLS_DIR).display()
     );
     // The demo starts from nothing each run: its state is in memory.
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         catalog,
         std::sync::Arc::new(crate::store::MemoryStore::new()),
     );
+    // With `audit:` in mcpd.yaml the flows are recorded like any call (`mcpd backtest`
+    // can replay them).
+    if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
+        if let Some(spec) = &loaded.server.1.audit {
+            println!("audit log {}", dir.join(&spec.path).display());
+        }
+        engine = engine.with_audit(audit);
+    }
     let mut unexpected = 0;
     let catalog = engine.catalog();
     for (i, flow) in flows().iter().enumerate() {

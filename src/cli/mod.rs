@@ -4,6 +4,7 @@
 //! stdio protocol), the tokio runtime, exit codes, and rendering an error once.
 
 mod audit;
+mod backtest;
 mod budget;
 mod call;
 mod demo;
@@ -99,6 +100,10 @@ pub enum Command {
     Validate {
         /// The config directory to check (default: --config).
         dir: Option<PathBuf>,
+        /// Also run the cases in tests.d and require, for every enforced deny or require
+        /// rule, a passing case that makes it match and one that makes it not match.
+        #[arg(long)]
+        strict: bool,
     },
     /// Make one call through the full pipeline and print the MCP result as JSON.
     Call {
@@ -129,6 +134,10 @@ pub enum Command {
         /// Also write a JUnit XML report to this file.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Also report, for every enforced policy rule, whether some passing case made
+        /// it match and some made it not match.
+        #[arg(long)]
+        coverage: bool,
     },
     /// Create a starter config directory (one tool, policies, test cases, schemas).
     Init {
@@ -199,6 +208,15 @@ pub enum Command {
         /// What to do with the log.
         #[command(subcommand)]
         action: AuditAction,
+    },
+    /// Replay the calls of a recorded audit log through a candidate policy, without
+    /// calling anything: what each rule would newly deny or allow, by tool and actor.
+    Backtest(backtest::BacktestArgs),
+    /// What shadow rules recorded they would have done.
+    Shadow {
+        /// What to do.
+        #[command(subcommand)]
+        action: ShadowAction,
     },
     /// Print the JSON Schema (draft-07) of tool files, policies.yaml or mcpd.yaml, for editors.
     Schema {
@@ -289,6 +307,13 @@ pub enum IdempotencyAction {
     },
 }
 
+/// `mcpd shadow` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ShadowAction {
+    /// Summarise what each shadow rule would have done over an audit log's period.
+    Report(backtest::LogArgs),
+}
+
 /// `mcpd audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
@@ -330,7 +355,9 @@ pub fn main() -> ExitCode {
                 strict,
                 http,
             } => serve::run(&cli.config, !no_watch, strict, metrics, &http).await,
-            Command::Validate { dir } => validate::run(dir.as_deref().unwrap_or(&cli.config)),
+            Command::Validate { dir, strict } => {
+                validate::run(dir.as_deref().unwrap_or(&cli.config), strict).await
+            }
             Command::Reload => reload::run(&cli.config).await,
             Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
             Command::Demo => demo::run(&cli.config).await,
@@ -436,13 +463,22 @@ pub fn main() -> ExitCode {
                 action: AuditAction::Keygen,
             } => audit::keygen(),
             Command::DemoApi { port } => demo::run_api(port).await,
+            Command::Backtest(args) => backtest::run(&cli.config, &args),
+            Command::Shadow {
+                action: ShadowAction::Report(args),
+            } => backtest::run_shadow(&cli.config, &args),
             Command::Import { source } => import::run(&cli.config, &source),
             Command::Init { dir, force } => init::run(dir.as_deref().unwrap_or(&cli.config), force),
             Command::HostConfig(opts) => host_config::run(&cli.config, &opts),
             Command::Schema { kind, out } => schema::run(kind, out.as_deref()),
-            Command::Test { dir, cases, junit } => {
+            Command::Test {
+                dir,
+                cases,
+                junit,
+                coverage,
+            } => {
                 let dir = dir.as_deref().unwrap_or(&cli.config);
-                test::run(dir, cases.as_deref(), junit.as_deref()).await
+                test::run(dir, cases.as_deref(), junit.as_deref(), coverage).await
             }
         }
     });

@@ -1,6 +1,7 @@
 //! `mcpd test [DIR]`: runs the cases in `DIR/tests.d/` and prints one line per case, the
 //! reasons of each failure, and `N passed, N failed`; `--junit FILE` writes JUnit XML
-//! for CI. Exit 1 when any case fails.
+//! for CI; `--coverage` adds, per enforced policy rule, whether some passing case made it
+//! match and some made it not match. Exit 1 when any case fails.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ pub(super) async fn run(
     dir: &Path,
     cases: Option<&Path>,
     junit: Option<&Path>,
+    coverage: bool,
 ) -> anyhow::Result<ExitCode> {
     let cases_path = cases.map_or_else(|| dir.join(testrun::TESTS_DIR), Path::to_path_buf);
     let paths = testrun::case_paths(&cases_path)?;
@@ -42,6 +44,9 @@ pub(super) async fn run(
         }
     }
     println!("{passed} passed, {failed} failed");
+    if coverage {
+        print_coverage(dir, &reports)?;
+    }
     if let Some(path) = junit {
         let xml = junit_report(&reports, dir)?;
         std::fs::write(path, xml)
@@ -52,6 +57,56 @@ pub(super) async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The coverage of every enforced rule of the config's policy by the passing cases.
+fn print_coverage(dir: &Path, reports: &[CaseReport]) -> anyhow::Result<()> {
+    let rules = policy_rules(dir)?;
+    let cov = testrun::coverage::coverage(&rules, reports);
+    println!("\nrule coverage (enforced rules; passing cases that reached policy)");
+    let width = cov.iter().map(|c| c.info.id.len()).max().unwrap_or(0);
+    let first = |n: &(usize, Option<String>)| match &n.1 {
+        Some(name) => format!("{} (first: {name})", n.0),
+        None => n.0.to_string(),
+    };
+    for c in &cov {
+        let unmatched = if c.can_miss() {
+            first(&c.unmatched)
+        } else {
+            "n/a (no condition, every tool)".to_owned()
+        };
+        let failed = if c.failed > 0 {
+            format!("; condition failed: {}", c.failed)
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:width$}  {:7} {}  matched: {}; not matched: {unmatched}{failed}",
+            c.info.id,
+            crate::policy::effect_name(c.info.effect),
+            if c.full() { "covered  " } else { "PARTIAL  " },
+            first(&c.matched),
+        );
+    }
+    let full = cov.iter().filter(|c| c.full()).count();
+    println!("{full} of {} enforced rules covered both ways", cov.len());
+    Ok(())
+}
+
+/// The rules of `dir`'s policies.yaml.
+pub(super) fn policy_rules(dir: &Path) -> anyhow::Result<Vec<crate::policy::RuleInfo>> {
+    let (loaded, diags) = crate::config::load_dir(dir);
+    let (path, spec) = &loaded.policy;
+    let mut diags = diags;
+    crate::policy::Policy::compile(path, spec, &mut diags)
+        .filter(|_| diags.is_empty())
+        .map(|p| p.rules_info())
+        .with_context(|| {
+            format!(
+                "invalid configuration in '{}' (run 'mcpd validate'):\n{diags}",
+                dir.display()
+            )
+        })
 }
 
 /// The case file's path relative to the config dir when it is inside it.

@@ -1,14 +1,17 @@
 //! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
 //! warnings (`file:line:col: warning: ...`) that do not fail it: write tools that escape
-//! a rule, and what MCP hosts would leave out or refuse.
+//! a rule, and what MCP hosts would leave out or refuse. `--strict` also runs the cases
+//! of `tests.d/` and requires every enforced deny or require rule to be matched by a
+//! passing case and not matched by another.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Vars;
+use crate::testrun;
 
 /// Checks a config directory; exit 0 when clean, 1 with diagnostics.
-pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
             for w in &warnings(&loaded, &catalog).0 {
@@ -17,6 +20,12 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             // As the server's default name in a host's config (host-config --name).
             for w in crate::mcp::hosts::check(&loaded, super::host_config::DEFAULT_NAME) {
                 println!("{}", w.diagnostic());
+            }
+            if strict {
+                let diags = coverage_problems(dir, &loaded.policy.0).await?;
+                if !diags.is_empty() {
+                    return Ok(report(&diags));
+                }
             }
             println!(
                 "ok: {} tools in {} files, {} upstreams, policy {}",
@@ -27,15 +36,33 @@ pub(super) fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(diags) => {
-            for d in &diags.0 {
-                println!("{d}");
-            }
-            let n = diags.0.len();
-            eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
-            Ok(ExitCode::FAILURE)
-        }
+        Err(diags) => Ok(report(&diags)),
     }
+}
+
+fn report(diags: &crate::config::diag::Diagnostics) -> ExitCode {
+    for d in &diags.0 {
+        println!("{d}");
+    }
+    let n = diags.0.len();
+    eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+    ExitCode::FAILURE
+}
+
+/// Runs tests.d and reports every enforced deny or require rule it does not cover both
+/// ways.
+async fn coverage_problems(
+    dir: &Path,
+    policy_file: &Path,
+) -> anyhow::Result<crate::config::diag::Diagnostics> {
+    let cases_dir = dir.join(testrun::TESTS_DIR);
+    let paths = testrun::case_paths(&cases_dir).map_err(|e| {
+        anyhow::anyhow!("--strict runs the cases of tests.d to check rule coverage: {e}")
+    })?;
+    let reports = testrun::run(dir, &paths).await?;
+    let rules = super::test::policy_rules(dir)?;
+    let cov = testrun::coverage::coverage(&rules, &reports);
+    Ok(testrun::coverage::strict_problems(policy_file, &cov))
 }
 
 /// Write tools that escape a rule guarding their upstream's other writes.

@@ -270,6 +270,32 @@ pub fn load_dir_with(
     (loaded, diags)
 }
 
+/// Reads a policy file on its own (a candidate for `policies.yaml`), expanding `${VAR}`
+/// as in a config directory.
+///
+/// # Errors
+/// Every problem reading, parsing or expanding it.
+pub fn load_policy_file(path: &Path, vars: &Vars) -> Result<PolicySpec, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let (spec, _) = load_required::<PolicySpec>(
+        path,
+        "name an existing policy file",
+        &Settle::IMMEDIATE,
+        &mut diags,
+    );
+    match spec {
+        Some(mut spec) if diags.is_empty() => {
+            expand::expand_policy(path, &mut spec, vars, &mut diags);
+            if diags.is_empty() {
+                Ok(spec)
+            } else {
+                Err(diags)
+            }
+        }
+        _ => Err(diags),
+    }
+}
+
 fn load_required<T: for<'de> Deserialize<'de>>(
     path: &Path,
     why: &str,

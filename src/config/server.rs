@@ -326,4 +326,10 @@ pub struct UpstreamSpec {
     /// retried. A tool may say otherwise with `idempotency.upstream_dedupes`.
     #[serde(default)]
     pub dedupes_idempotency_key: bool,
+    /// A circuit breaker on every call to this upstream (each region URL has its own):
+    /// when too many fail, writes to it are refused at once for a while. A tool file's
+    /// own `breaker:` counts that tool's calls alone; a call is refused when either is
+    /// open.
+    #[serde(default)]
+    pub breaker: Option<super::tool::BreakerSpec>,
 }

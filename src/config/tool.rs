@@ -56,6 +56,35 @@ pub struct ToolSpec {
     /// Latency objective; a breach is logged as a warning (at most once a minute).
     #[serde(default)]
     pub slo: Option<SloSpec>,
+    /// A circuit breaker on this tool's calls: when too many fail, its writes are
+    /// refused at once for a while instead of piling onto a failing upstream.
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// A circuit breaker, e.g. `{ errors: 50%, over: 1m, min_calls: 20, open_for: 5m }`:
+/// when at least `min_calls` calls were made in the last `over` and `errors` of them
+/// failed (a 5xx reply, a timeout or a failed connection; a 4xx reply is an answer, not
+/// a failure), it opens: for `open_for`, writes are refused at once, saying when to
+/// retry (reads too with `refuse_reads`). Its counts live in the state store, so
+/// replicas sharing one store share one breaker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// The share of failed calls that opens it, e.g. `50%`.
+    pub errors: Located<String>,
+    /// The window the share is measured over, e.g. `1m` (a sliding window).
+    pub over: Located<String>,
+    /// The fewest calls in the window for the share to count (default 20).
+    #[serde(default)]
+    pub min_calls: Option<Located<u64>>,
+    /// How long it stays open, e.g. `5m`; then calls go through again and counting
+    /// starts afresh.
+    pub open_for: Located<String>,
+    /// Refuse reads (GET, HEAD, OPTIONS) too while it is open (default `false`: reads
+    /// still go, and still count).
+    #[serde(default)]
+    pub refuse_reads: bool,
 }
 
 /// What one call costs.

@@ -8,12 +8,13 @@
 //! atomically swapped snapshot: a call finishes on the snapshot it started with. It
 //! knows nothing of MCP.
 
+mod breaker;
 mod keys;
 mod record;
 mod result;
 mod steps;
 
-pub use result::{CallContext, CallResult, Failure, UnknownTool};
+pub use result::{CallContext, CallResult, Elevation, Failure, PolicySeen, UnknownTool};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +50,8 @@ pub struct Engine {
     clock: Clock,
     /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
     generation: tokio::sync::watch::Sender<u64>,
+    /// What this process last saw of each circuit breaker.
+    breaker_seen: crate::limits::breaker::Seen,
 }
 
 impl Engine {
@@ -61,6 +64,7 @@ impl Engine {
             metrics: Arc::new(Metrics::new()),
             clock: Clock::system(),
             generation: tokio::sync::watch::Sender::new(0),
+            breaker_seen: crate::limits::breaker::Seen::default(),
         }
     }
 
@@ -169,8 +173,10 @@ impl Engine {
             Claimed::New(claim) => claim,
         };
         let outcome = async {
-            // 8. limits: stop rules, rates and budgets counted in one store write, then
-            //    the concurrency permit, held until the reply is mapped
+            // 8. limits: an open circuit breaker refuses at once (8a); stop rules, rates
+            //    and budgets counted in one store write, then the concurrency permit,
+            //    held until the reply is mapped
+            let armed = self.breakers(c).await?;
             let _permit = self.admit(c).await?;
             // 9. render the request (with traceparent and Idempotency-Key), check egress
             let out = render(c, base, claim.as_ref())?;
@@ -178,7 +184,10 @@ impl Engine {
             self.intent(c, &out);
             // 10. send with the tool's timeout; only idempotent requests are retried; a
             //     client's cancellation aborts it, settled below as a timeout would be
-            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await?;
+            let reply = send(c, &out, claim.is_some() && c.tool.dedupes()).await;
+            // 10b. the outcome counts toward the breakers (5xx, timeout, no connection)
+            self.observe(c, &armed, &reply).await;
+            let reply = reply?;
             // 11. map the reply: status to error, select, masks, detectors, output schema
             self.map(c, &decision, &reply, out.secrets).await
         }
@@ -215,8 +224,9 @@ impl Engine {
             None
         };
         request.sent = sent.as_ref();
+        let needs_grant = catalog.policy.needs_elevation(&tool.id, &request);
         let grant = match &catalog.identity {
-            Some(identity) if catalog.policy.needs_elevation(&tool.id, &request) => {
+            Some(identity) if needs_grant => {
                 let store = self.store.as_ref();
                 crate::identity::elevation::find(store, identity, &actor.subject, &tool.id, &c.args)
                     .await
@@ -251,6 +261,18 @@ impl Engine {
         if let Some(g) = &grant {
             span.record("ticket", g.ticket.as_str());
         }
+        c.result.policy = Some(PolicySeen {
+            actor: actor.facts().clone(),
+            env: catalog.env.clone(),
+            elevation: match elevation {
+                Some(facts) => Elevation::Grant(facts),
+                // Without identity no grant can exist: that is known too.
+                None if needs_grant || catalog.identity.is_none() => Elevation::None,
+                None => Elevation::NotRead,
+            },
+            sent,
+            denied_by: decision.denial.as_ref().map(|(rule, _)| rule.clone()),
+        });
         c.result.ticket = grant.map(|g| g.ticket);
         c.result.rules.clone_from(&decision.matched);
         c.result.shadow.clone_from(&decision.shadow);
@@ -416,6 +438,7 @@ impl<'a> Call<'a> {
             held: false,
             intent: None,
             ticket: None,
+            policy: None,
         };
         Self {
             catalog,

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
-use super::result::CallResult;
-use crate::audit::{AuditLog, Entry as AuditEntry, Intent as AuditIntent};
+use super::result::{CallResult, Elevation, PolicySeen};
+use crate::audit::{AuditLog, Entry as AuditEntry, Intent as AuditIntent, PolicyRecord};
 use crate::catalog::Tool;
 use crate::config::policy::RedactionSpec;
 use crate::limits::{Left, Refusal, amount};
@@ -169,9 +169,12 @@ pub(super) fn intent(tool: &Tool, args: &Value, r: &CallResult, method: &str) ->
 }
 
 fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
-    let mut args = args.clone();
-    redact_value(&mut args, DetectorSet::ALL, &RECORD_STYLE);
+    let mut redacted = Vec::new();
+    let args = redacted_copy(args, "/args", &mut redacted);
+    let policy = r.policy.as_ref().map(|p| policy_record(p, &mut redacted));
     AuditEntry {
+        policy,
+        redacted,
         intent: r.intent,
         outcome: r.held.then(|| "unknown".to_owned()),
         actor: r.actor.clone(),
@@ -191,6 +194,73 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
         idempotency_key: r.idempotency_key.as_deref().map(shown_key),
         ticket: r.ticket.clone(),
         replayed: r.replayed,
+    }
+}
+
+/// What policy saw, redacted as arguments are: every value the detectors change is
+/// named in `redacted` (a pointer into the record).
+fn policy_record(p: &PolicySeen, redacted: &mut Vec<String>) -> PolicyRecord {
+    let mut actor = p.actor.clone();
+    if let Value::Object(fields) = &mut actor {
+        // The record's `actor` already names the subject.
+        fields.remove("subject");
+    }
+    PolicyRecord {
+        decision: if p.denied_by.is_some() {
+            "deny"
+        } else {
+            "allow"
+        },
+        denied_by: p.denied_by.clone(),
+        actor: redacted_copy(&actor, "/policy/actor", redacted),
+        env: redacted_copy(&p.env, "/policy/env", redacted),
+        elevation: match &p.elevation {
+            Elevation::NotRead => None,
+            Elevation::None => Some(Value::Null),
+            Elevation::Grant(g) => Some(redacted_copy(g, "/policy/elevation", redacted)),
+        },
+    }
+}
+
+/// `value` with every detector applied; the pointer (under `at`) of each string they
+/// changed is added to `changed`.
+fn redacted_copy(value: &Value, at: &str, changed: &mut Vec<String>) -> Value {
+    let mut copy = value.clone();
+    if redact_value(&mut copy, DetectorSet::ALL, &RECORD_STYLE) > 0 {
+        diff(value, &copy, at.to_owned(), changed);
+    }
+    copy
+}
+
+/// The pointers where `after` differs from `before` (detectors rewrite strings, numbers
+/// shaped like cards and object keys). An object with a key they rewrote is named whole:
+/// what was under the old key is no longer where a rule would read it, and the old key
+/// itself must not reach the record.
+fn diff(before: &Value, after: &Value, at: String, changed: &mut Vec<String>) {
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            if b.keys().any(|k| !a.contains_key(k)) {
+                changed.push(at);
+                return;
+            }
+            for (k, bv) in b {
+                if let Some(av) = a.get(k) {
+                    diff(
+                        bv,
+                        av,
+                        format!("{at}/{}", crate::policy::pointer_step(k)),
+                        changed,
+                    );
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(a)) => {
+            for (i, (bv, av)) in b.iter().zip(a).enumerate() {
+                diff(bv, av, format!("{at}/{i}"), changed);
+            }
+        }
+        (b, a) if b != a => changed.push(at),
+        _ => {}
     }
 }
 
@@ -238,5 +308,29 @@ fn log(r: &CallResult) {
             latency_us = micros,
             "call failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_copy;
+    use serde_json::json;
+
+    #[test]
+    fn an_object_with_a_rewritten_key_is_named_whole_and_the_old_key_never_recorded() {
+        let args = json!({
+            "email": "jane@corp.example",
+            "tags": {"jane@corp.example": "vip", "plain": "x"},
+            "n": 1
+        });
+        let mut changed = Vec::new();
+        let copy = redacted_copy(&args, "/args", &mut changed);
+        changed.sort();
+        assert_eq!(changed, ["/args/email", "/args/tags"]);
+        assert!(!copy.to_string().contains("jane@"), "{copy}");
+        // a key among the arguments themselves: the arguments are named whole
+        let mut changed = Vec::new();
+        redacted_copy(&json!({"jane@corp.example": 1}), "/args", &mut changed);
+        assert_eq!(changed, ["/args"]);
     }
 }

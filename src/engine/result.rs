@@ -129,6 +129,38 @@ pub struct CallResult {
     pub intent: Option<u64>,
     /// The ticket of the elevation grant the call ran under.
     pub ticket: Option<String>,
+    /// What policy saw of the call and decided (step 5); `None` when the call ended
+    /// before policy.
+    pub policy: Option<PolicySeen>,
+}
+
+/// What policy saw of a call and what it decided: the audit log records it so the call
+/// can be replayed through another policy (`mcpd backtest`), and `mcpd test --coverage`
+/// replays it through the same one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySeen {
+    /// The actor as conditions saw it (`subject`, `scopes`, `purpose`, `region`, ...).
+    pub actor: Value,
+    /// What conditions saw as `env`.
+    pub env: Value,
+    /// The elevation grant, as far as the call looked.
+    pub elevation: Elevation,
+    /// The rendered request, when a rule needed it before the call was decided (not
+    /// recorded: a replay renders it again from the recorded arguments).
+    pub sent: Option<crate::policy::Sent>,
+    /// The rule (or `default`) that denied the call, if policy denied it.
+    pub denied_by: Option<String>,
+}
+
+/// What a call knew of its caller's elevation grants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Elevation {
+    /// No rule covering the tool reads elevation, so the grants were not looked up.
+    NotRead,
+    /// The grants were looked up (or none can exist) and none applied.
+    None,
+    /// This grant applied (its facts, as conditions see them).
+    Grant(Value),
 }
 
 impl CallResult {

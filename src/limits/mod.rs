@@ -1,6 +1,6 @@
 //! Limits: what may stop a call before it is sent because of how much is being called,
-//! not what: stop rules against runaway loops, rate limits, concurrency caps and
-//! budgets. Counters live in the state store, so they survive restarts and are shared
+//! not what: stop rules against runaway loops, rate limits, concurrency caps, budgets
+//! and circuit breakers ([`breaker`]: the upstream is failing). Counters live in the state store, so they survive restarts and are shared
 //! by replicas.
 //!
 //! Owns the meaning of the `rate:` and `budget:` keys. [`Limits::admit`] runs before a
@@ -9,11 +9,13 @@
 //! capacity. Rates and stop rules use fixed windows ([`rate`]); budgets are aligned to
 //! UTC hours or days ([`budget`]); caps are in-process permits ([`cap`]).
 
+pub mod breaker;
 pub mod budget;
 pub mod cap;
 pub mod rate;
 pub mod stop;
 
+pub use breaker::Breaker;
 pub use budget::{Budget, CostPlan, Remaining, amount};
 pub use cap::Cap;
 pub use rate::Rate;

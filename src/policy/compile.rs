@@ -86,6 +86,7 @@ impl Policy {
                 err(pos, msg);
             }
             let mut reads = Reads::default();
+            let mut sees = super::replay::Sees::default();
             let when = r.when.as_ref().and_then(|w| {
                 let name = format!("rule:{id}");
                 let source = format!("{{% if {} %}}1{{% endif %}}", w.value);
@@ -100,6 +101,7 @@ impl Policy {
                     .unwrap_or_default();
                 let problems;
                 (reads, problems) = variables(&vars);
+                sees = super::replay::Sees::of(&vars);
                 for msg in &problems {
                     err(w.pos, msg.clone());
                 }
@@ -117,6 +119,7 @@ impl Policy {
                 reads: reads.args,
                 reads_request: reads.request,
                 reads_sent: reads.sent,
+                sees: sees.with_require(r.require.as_ref()),
                 uses_elevation: r
                     .when
                     .as_ref()

@@ -35,17 +35,20 @@
 //! This file holds the compiled policy and the call path over it (evaluate, explain, the
 //! per-tool index of applicable rules); checking and compiling `policies.yaml` is in
 //! `compile.rs`, the functions conditions may call in `functions.rs`, what a call does in
-//! `request.rs`, what changed between two policies in `changes.rs` and which write tools
-//! escape a guarding rule in `escapes.rs`.
+//! `request.rs`, what changed between two policies in `changes.rs`, which write tools
+//! escape a guarding rule in `escapes.rs`, and what a rule reads of a call and replaying
+//! a recorded call (`mcpd backtest`, `mcpd test --coverage`) in `replay.rs`.
 
 mod changes;
 mod compile;
 mod escapes;
 mod functions;
+mod replay;
 mod request;
 
 pub use changes::{Changes, Weakening, diff};
 pub use escapes::WriteTool;
+pub use replay::{Hidden, Recorded, Replayed, RuleInfo, pointer_step, template_hidden};
 pub use request::{Request, Sent};
 
 use std::collections::HashMap;
@@ -77,6 +80,8 @@ struct Rule {
     /// `reads_sent` (those need the rendered request).
     reads_request: bool,
     reads_sent: bool,
+    /// Every fact the rule reads (condition and requirement), for replaying a record.
+    sees: replay::Sees,
     /// The rule looks at the caller's elevation grant (its condition or `require.ticket`).
     uses_elevation: bool,
     effect: Effect,
@@ -279,6 +284,17 @@ impl Policy {
     }
 
     fn decide(&self, facts: &Facts<'_>, explain: bool) -> Decision {
+        self.decide_forcing(facts, explain, &|_| None)
+    }
+
+    /// Decides, taking the condition of every rule `force` names as given (`Some(held)`)
+    /// instead of evaluating it: a replayed record's hidden facts (`replay.rs`).
+    fn decide_forcing(
+        &self,
+        facts: &Facts<'_>,
+        explain: bool,
+        force: &dyn Fn(usize) -> Option<bool>,
+    ) -> Decision {
         let mut d = Decision {
             allowed: false,
             denial: None,
@@ -327,7 +343,10 @@ impl Policy {
             let Some(rule) = self.rules.get(i) else {
                 continue;
             };
-            let unrendered = if per_call {
+            // A forced rule (replay: it reads what the record hides) stands for its
+            // selection and condition together.
+            let forced = force(i);
+            let unrendered = if per_call && forced.is_none() {
                 match (facts.request.sent, &rule.matches) {
                     (Some(sent), Some((m, _))) if !m.path_matches(sent) => {
                         if let Some(o) = d.outcomes.get_mut(i) {
@@ -343,9 +362,10 @@ impl Policy {
             } else {
                 None
             };
-            let (matched, error) = match (unrendered, &rule.when, &ctx) {
-                (Some(e), _, _) => (false, Some(e)),
-                (None, Some(name), Some(ctx)) => self.condition(name, ctx),
+            let (matched, error) = match (forced, unrendered, &rule.when, &ctx) {
+                (Some(held), _, _, _) => (held, None),
+                (None, Some(e), _, _) => (false, Some(e)),
+                (None, None, Some(name), Some(ctx)) => self.condition(name, ctx),
                 _ => (true, None),
             };
             let act = rule.act(matched, error.as_deref(), facts);

@@ -38,7 +38,7 @@ impl Request<'_> {
 }
 
 /// A rendered request as rules see it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sent {
     /// The path below the upstream's URL: `.`/`..` resolved, escapes decoded.
     pub path: String,

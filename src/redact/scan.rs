@@ -246,15 +246,18 @@ impl Scan<'_> {
                 }
                 AT => {
                     // An address whose local part runs back into the previous address
-                    // (`a@b.jane@example.com`) is one hit with it, so neither survives.
-                    let last_email = hits
+                    // or card number (`a@b.jane@example.com`, `4111111111111111@x.co`)
+                    // is one hit with it, masked as an address, so neither survives and
+                    // the mask is not an address again.
+                    let last = hits
                         .last()
-                        .filter(|h| h.kind == Kind::Email && h.end == floor);
-                    let back_to = last_email.map_or(floor, |h| h.start);
+                        .filter(|h| matches!(h.kind, Kind::Email | Kind::Pan) && h.end == floor);
+                    let back_to = last.map_or(floor, |h| h.start);
                     match email_at(b, i, back_to) {
                         Some((start, end)) if start < floor => {
                             if let Some(last) = hits.last_mut() {
                                 last.end = end;
+                                last.kind = Kind::Email;
                             }
                             floor = end;
                             i = end.max(i + 1);

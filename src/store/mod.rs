@@ -14,7 +14,7 @@
 //! `GET`, `DEL`, `SCAN MATCH`.
 //!
 //! Keys start with a namespace naming their owner: [`ns::IDEM`], [`ns::RATE`],
-//! [`ns::BUDGET`], [`ns::GRANT`]. Every entry has an expiry; an expired entry is
+//! [`ns::BUDGET`], [`ns::GRANT`], [`ns::BREAKER`]. Every entry has an expiry; an expired entry is
 //! invisible at once and its space is reclaimed by [`Store::sweep`], which each backend
 //! also runs on its own (see its module).
 
@@ -48,6 +48,8 @@ pub mod ns {
     pub const BUDGET: &str = "budget:";
     /// Elevation grants: `grant:<actor>:<grant id>`.
     pub const GRANT: &str = "grant:";
+    /// Circuit breakers: `breaker:<tool:ID|upstream:NAME>:open` and its counters.
+    pub const BREAKER: &str = "breaker:";
     /// MCP sessions over HTTP: `session:<Mcp-Session-Id>` (the client's `initialize`).
     pub const SESSION: &str = "session:";
 }

@@ -44,6 +44,11 @@ struct BudgetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabel {
+    breaker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -69,6 +74,8 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     replays: Family<ToolLabel, Counter>,
     budget_left: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    breaker_open: Family<BreakerLabel, Gauge>,
+    breaker_openings: Family<BreakerLabel, Counter>,
     policy_changes: Family<ChangeLabel, Counter>,
 }
 
@@ -113,7 +120,7 @@ impl Metrics {
         let budget_left = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "refusals",
-            "Calls refused before reaching the upstream by a limit, by tool and reason (rate, cap, in_flight, budget, stop)",
+            "Calls refused before reaching the upstream by a limit, by tool and reason (rate, cap, in_flight, budget, stop, breaker)",
             refusals.clone(),
         );
         registry.register(
@@ -126,6 +133,18 @@ impl Metrics {
             "What a budget has left after the last call it counted, by budget, unit (calls, cost) and scope",
             budget_left.clone(),
         );
+        let breaker_open = Family::<BreakerLabel, Gauge>::default();
+        let breaker_openings = Family::<BreakerLabel, Counter>::default();
+        registry.register(
+            "breaker_open",
+            "1 while a circuit breaker is open as this mcpd last saw it, else 0, by breaker (tool:ID, upstream:NAME[@REGION])",
+            breaker_open.clone(),
+        );
+        registry.register(
+            "breaker_openings",
+            "Times this mcpd opened a circuit breaker (a burst of upstream failures), by breaker",
+            breaker_openings.clone(),
+        );
         let policy_changes = Family::<ChangeLabel, Counter>::default();
         registry.register(
             "policy_changes",
@@ -133,6 +152,8 @@ impl Metrics {
             policy_changes.clone(),
         );
         Self {
+            breaker_open,
+            breaker_openings,
             registry,
             policy_changes,
             calls,
@@ -192,6 +213,25 @@ impl Metrics {
                 scope: scope.to_owned(),
             })
             .set(left);
+    }
+
+    /// Sets whether a circuit breaker is open, as this process saw it last.
+    pub fn breaker_state(&self, breaker: &str, open: bool) {
+        self.breaker_open
+            .get_or_create(&BreakerLabel {
+                breaker: breaker.to_owned(),
+            })
+            .set(i64::from(open));
+    }
+
+    /// Counts a circuit breaker this process opened.
+    pub fn breaker_opened(&self, breaker: &str) {
+        self.breaker_openings
+            .get_or_create(&BreakerLabel {
+                breaker: breaker.to_owned(),
+            })
+            .inc();
+        self.breaker_state(breaker, true);
     }
 
     /// Counts one reload.
@@ -313,6 +353,7 @@ mod dashboard_tests {
         m.refusal("t", "rate");
         m.replay("t");
         m.budget_left("b", "calls", "a", 1.0);
+        m.breaker_opened("upstream:u");
         let exposition = m.render();
         let exported: Vec<&str> = exposition
             .lines()

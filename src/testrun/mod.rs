@@ -7,6 +7,7 @@
 
 pub(crate) mod case;
 mod check;
+pub(crate) mod coverage;
 pub(crate) mod stub;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub(crate) struct CaseReport {
     pub verdict: Verdict,
     /// Time the case took.
     pub elapsed: Duration,
+    /// How each policy rule came out for the case's call (file order), when the call
+    /// reached policy; for `--coverage`.
+    pub rules: Option<Vec<crate::policy::RuleOutcome>>,
 }
 
 /// Why a run could not start. The CLI prints it with its causes (`{:#}`), so a
@@ -155,6 +159,7 @@ pub(crate) async fn run(dir: &Path, cases: &[PathBuf]) -> Result<Vec<CaseReport>
                     name: "(case file)".to_owned(),
                     verdict: Verdict::Fail(vec![e.to_string()]),
                     elapsed: started.elapsed(),
+                    rules: None,
                 });
                 continue;
             }
@@ -222,12 +227,13 @@ async fn run_file(
     let mut reports = Vec::new();
     for case in &file.cases {
         let started = Instant::now();
-        let verdict = run_case(&engine, &upstream, file.upstream, case).await;
+        let (verdict, rules) = run_case(&engine, &upstream, file.upstream, case).await;
         reports.push(CaseReport {
             file: path.to_path_buf(),
             name: case.name.clone(),
             verdict,
             elapsed: started.elapsed(),
+            rules,
         });
     }
     Ok(reports)
@@ -297,14 +303,14 @@ async fn run_case(
     upstream: &Upstream,
     mode: UpstreamMode,
     case: &case::Case,
-) -> Verdict {
+) -> (Verdict, Option<Vec<crate::policy::RuleOutcome>>) {
     if let Err(problems) = check::well_formed(case, mode) {
-        return Verdict::Fail(problems);
+        return (Verdict::Fail(problems), None);
     }
     let grant = match &case.call.elevation {
         Some(spec) => match elevate(engine, case, spec).await {
             Ok(g) => Some(g),
-            Err(e) => return Verdict::Fail(vec![format!("elevation: {e}")]),
+            Err(e) => return (Verdict::Fail(vec![format!("elevation: {e}")]), None),
         },
         None => None,
     };
@@ -326,11 +332,12 @@ async fn run_case(
     {
         Ok(r) => r,
         Err(e) => {
-            return Verdict::Fail(vec![format!(
-                "{e}: the config declares no such tool (ids and wire names both work)"
-            )]);
+            let why =
+                format!("{e}: the config declares no such tool (ids and wire names both work)");
+            return (Verdict::Fail(vec![why]), None);
         }
     };
+    let rules = coverage::outcomes(&engine.catalog(), &case.call.args, &result);
     let seen = check::Seen {
         requests: upstream.requests().saturating_sub(before),
         unanswered: match upstream {
@@ -354,11 +361,12 @@ async fn run_case(
             ));
         }
     }
-    if problems.is_empty() {
+    let verdict = if problems.is_empty() {
         Verdict::Pass
     } else {
         Verdict::Fail(problems)
-    }
+    };
+    (verdict, rules)
 }
 
 /// Records the case's grant for its actor and tool; returns the grant's id.
