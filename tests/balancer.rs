@@ -138,3 +138,60 @@ fn replicas_behind_haproxy_without_affinity_serve_reload_and_survive_a_kill() {
         assert_eq!(code, 0, "audit verify {n}: {out}{err}");
     }
 }
+
+/// The official TypeScript SDK's node_modules (scripts/test installs it), or `None`.
+fn typescript_sdk() -> Option<std::path::PathBuf> {
+    let dir = crate::util::repo().join("target/tsclient/node_modules");
+    if dir.join("@modelcontextprotocol/sdk/package.json").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: the MCP TypeScript SDK is not installed in target/tsclient (scripts/test installs it)"
+        );
+        None
+    }
+}
+
+#[test]
+fn the_typescript_sdk_runs_the_golden_flow_and_gets_list_changed_through_haproxy() {
+    let Some(sdk) = typescript_sdk() else {
+        return;
+    };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    let cfg = ConfigDir::token_only(&format!("\nstate: \"{}\"\n", redis.url));
+    let keys = Keys::new(&cfg);
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", keys.key.as_str()),
+    ];
+    let names = ["r1", "r2"];
+    let replicas: Vec<HttpServer> = names
+        .iter()
+        .map(|_| HttpServer::start_watching(cfg.path(), &env, &[]))
+        .collect();
+    let backends: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&replicas)
+        .map(|(n, r)| (*n, r.authority()))
+        .collect();
+    let Some(lb) = Haproxy::start(&backends) else {
+        return;
+    };
+    let token = keys.token(&cfg, "agent:ts", &["*"]);
+    let (code, stdout, stderr) = run(Command::new("node")
+        .arg(crate::util::repo().join("tests/clients/balancer_ts.mjs"))
+        .env("MCPD_URL", format!("http://{}/mcp", lb.authority))
+        .env("MCPD_TOKEN", &token)
+        .env("MCPD_CONFIG", cfg.path())
+        .env("MCPD_REPLICAS", names.join(","))
+        .env("MCPD_TS_SDK", &sdk)
+        .env("DEMO_API_URL", &api.url));
+    assert!(
+        code == 0 && stdout.contains("typescript balancer: all checks passed"),
+        "typescript balancer failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nmcpd:\n{}",
+        replicas.iter().map(HttpServer::stderr).collect::<String>()
+    );
+}

@@ -443,7 +443,10 @@ fn list_changed_reaches_a_stream_on_the_replica_that_answered_initialize_only() 
     let end = Instant::now() + DEADLINE;
     let mut seen = String::new();
     while !seen.contains("notifications/tools/list_changed") {
-        assert!(Instant::now() < end, "no list_changed on A's stream: {seen}");
+        assert!(
+            Instant::now() < end,
+            "no list_changed on A's stream: {seen}"
+        );
         let mut buf = [0u8; 4096];
         if let Ok(n) = stream.read(&mut buf) {
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
