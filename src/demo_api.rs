@@ -7,8 +7,12 @@
 //! reached the upstream; `/writes` is a slow (or failing) write endpoint that counts
 //! the writes it applied per `Idempotency-Key` (`/_writes`), for tests of "one write per
 //! key"; `/echo`, `/probe/...` and `/big` behave like the upstreams that leak or flood
-//! (an echo of the request, a 404 naming its path, a reply of any size). It is demo
-//! code: in memory, no auth.
+//! (an echo of the request, a 404 naming its path, a reply of any size). `/orders/{id}`
+//! answers one order; `/runbooks/{name}` and `/assets/{name}` (`docs.rs`) serve
+//! markdown, a PNG and a WAV for the resource and content-type demos. It is demo code:
+//! in memory, no auth.
+
+mod docs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -119,6 +123,10 @@ pub fn router(state: Arc<DemoState>) -> Router {
         .route("/slow", get(slow).put(slow).post(slow))
         .route("/_slow", get(slow_stats))
         .route("/flaky/{id}", any(flaky))
+        .route("/orders/{id}", get(docs::order_by_id))
+        .route("/runbooks/{name}", get(docs::runbook))
+        .route("/tickets/{id}", get(docs::ticket))
+        .route("/assets/{name}", get(docs::asset))
         .route("/writes", axum::routing::post(write))
         .route("/writes/{reference}", get(get_write))
         .route("/_writes", get(writes_applied))
@@ -511,7 +519,7 @@ struct Range {
     to: Option<String>,
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 

@@ -15,7 +15,8 @@
 //!   and redacting;
 //! - [`telemetry`]: traces, logs, metrics and latency objectives; [`audit`]: the signed,
 //!   hash-chained audit log;
-//! - [`store`]: state that outlives a call, behind one trait;
+//! - [`store`]: state that outlives a call, behind one trait; [`results`]: results too
+//!   large to send inline, kept for their caller;
 //! - [`reload`]: watching the config and swapping in a new catalog, keeping the last good;
 //! - `mcp`: the rmcp handler over stdio and Streamable HTTP;
 //! - [`util`]: leaf helpers (durations, globs, the clock) every step may use;
@@ -39,6 +40,7 @@ pub mod policy;
 pub mod redact;
 pub mod reload;
 pub mod response;
+pub mod results;
 pub mod store;
 pub mod telemetry;
 pub mod template;

@@ -20,6 +20,8 @@ mod coverage;
 mod docs;
 mod egress;
 mod explain;
+mod features;
+mod features_config;
 mod host_config;
 mod http;
 mod http_auth;

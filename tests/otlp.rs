@@ -18,14 +18,15 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
 /// An OTLP/HTTP trace receiver on a loopback port: every export request, raw.
-struct Collector {
-    url: String,
+pub(crate) struct Collector {
+    /// Where mcpd sends spans (`telemetry.otlp.endpoint`).
+    pub(crate) url: String,
     bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Collector {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let sink = bodies.clone();
@@ -55,7 +56,7 @@ impl Collector {
         }
     }
 
-    fn spans(&self) -> Vec<Span> {
+    pub(crate) fn spans(&self) -> Vec<Span> {
         self.bodies
             .lock()
             .unwrap()
@@ -80,7 +81,7 @@ impl Collector {
     }
 }
 
-fn attr(span: &Span, key: &str) -> Option<String> {
+pub(crate) fn attr(span: &Span, key: &str) -> Option<String> {
     span.attributes.iter().find(|a| a.key == key).and_then(|a| {
         match a.value.as_ref()?.value.as_ref()? {
             Any::StringValue(s) => Some(s.clone()),

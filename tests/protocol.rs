@@ -163,16 +163,16 @@ fn unsupported_methods_and_a_cursor_say_what_to_send_in_one_clean_log_line_each(
             &[]
         };
         let (mut c, _cfg) = serve(&api, "2025-11-25", env);
-        let resp = c.request("logging/setLevel", json!({"level": "debug"}));
+        let resp = c.request("resources/subscribe", json!({"uri": "mcpd://runbooks/x"}));
         let (_, code, msg) = error_of(&resp);
         assert_eq!(code, -32601);
         assert_eq!(
             msg,
-            "method 'logging/setLevel' is not supported: mcpd is a tools-only MCP server (it serves initialize, ping, tools/list, tools/call); its logs go to its own stderr, at the level MCPD_LOG sets (e.g. MCPD_LOG=debug)"
+            "method 'resources/subscribe' is not supported: mcpd serves initialize, ping, tools/list, tools/call, resources/list, resources/templates/list, resources/read, prompts/list, prompts/get, completion/complete, logging/setLevel; a resource is read when asked for, and a reload that changes the list sends notifications/resources/list_changed"
         );
-        let (_, code, msg) = error_of(&c.request("resources/list", json!({})));
+        let (_, code, msg) = error_of(&c.request("sampling/createMessage", json!({})));
         assert_eq!(code, -32601);
-        assert!(msg.contains("it has no prompts or resources"), "{msg}");
+        assert!(msg.contains("mcpd serves initialize"), "{msg}");
         let (_, code, msg) = error_of(&c.request("tools/list", json!({"cursor": "page-2"})));
         assert_eq!(code, -32602);
         assert!(
@@ -193,7 +193,7 @@ fn unsupported_methods_and_a_cursor_say_what_to_send_in_one_clean_log_line_each(
             assert_eq!(first["fields"]["code"], -32601, "{first}");
             assert_eq!(first["fields"]["id"], "2", "{first}");
         } else {
-            assert!(lines[0].contains("json-rpc error id=\"2\" code=-32601 error=\"method 'logging/setLevel' is not supported"), "{}", lines[0]);
+            assert!(lines[0].contains("json-rpc error id=\"2\" code=-32601 error=\"method 'resources/subscribe' is not supported"), "{}", lines[0]);
         }
     }
 }

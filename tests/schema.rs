@@ -7,11 +7,12 @@ use serde_json::Value;
 
 use crate::util::{bin, repo};
 
-const KINDS: [(&str, &str); 4] = [
+const KINDS: [(&str, &str); 5] = [
     ("tool", "tool.schema.json"),
     ("policies", "policies.schema.json"),
     ("server", "mcpd.schema.json"),
     ("tests", "tests.schema.json"),
+    ("prompt", "prompt.schema.json"),
 ];
 
 fn schema(file: &str) -> jsonschema::Validator {
@@ -67,6 +68,14 @@ fn shipped_files_validate_and_name_their_schema() {
             entry.unwrap().path(),
             &tests,
             "../schemas/tests.schema.json",
+        ));
+    }
+    let prompt = schema("prompt.schema.json");
+    for entry in std::fs::read_dir(repo().join("prompts.d")).unwrap() {
+        files.push((
+            entry.unwrap().path(),
+            &prompt,
+            "../schemas/prompt.schema.json",
         ));
     }
     let policies = schema("policies.schema.json");

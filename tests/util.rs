@@ -48,10 +48,12 @@ impl ConfigDir {
         for f in ["mcpd.yaml", "policies.yaml"] {
             std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
         }
-        std::fs::create_dir(dir.path().join("tools.d")).unwrap();
-        for entry in std::fs::read_dir(repo().join("tools.d")).unwrap() {
-            let p = entry.unwrap().path();
-            std::fs::copy(&p, dir.path().join("tools.d").join(p.file_name().unwrap())).unwrap();
+        for sub in ["tools.d", "prompts.d"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            for entry in std::fs::read_dir(repo().join(sub)).unwrap() {
+                let p = entry.unwrap().path();
+                std::fs::copy(&p, dir.path().join(sub).join(p.file_name().unwrap())).unwrap();
+            }
         }
         Self { dir }
     }

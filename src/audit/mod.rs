@@ -65,9 +65,17 @@ pub struct Entry {
     /// The idempotency key, for writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// The change ticket of the elevation grant the call ran under.
+    /// The change ticket of the elevation grant the call ran under, or the one a human
+    /// gave when asked to approve the call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    /// How a human's approval came out, when one was asked for: `ticket`, `confirmed`,
+    /// `declined`, `cancelled`, `timeout`, `rejected`, `withdrawn` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    /// Who answered the approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// Whether the result was replayed for its idempotency key (no upstream call).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,

@@ -111,6 +111,8 @@ impl ToolCompiler<'_> {
             ..self.response(&spec.response, &args)
         };
         response.wrap = output_wrap(spec);
+        let present = self.present(&spec.response, &args);
+        let resource = self.resource(spec, &input_schema);
         let limits = self.limits(spec);
         let idempotency = spec
             .idempotency
@@ -143,6 +145,8 @@ impl ToolCompiler<'_> {
                 ..request?
             },
             response,
+            present,
+            resource,
             secrets: Secrets::read(&self.secrets.iter().cloned().collect::<Vec<_>>(), self.vars),
             limits,
             idempotency,

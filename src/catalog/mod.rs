@@ -7,8 +7,12 @@
 
 mod compile;
 mod compile_idem;
+mod prompt;
+mod resource;
 mod tool;
 
+pub use prompt::{Arg, Body, Complete, Message, Prompt};
+pub use resource::{ResourceDecl, resolve};
 pub use tool::{DEFAULT_IDEM_TTL, IdemPlan, Reconcile, Tool, wire_name};
 
 use std::collections::{BTreeSet, HashMap};
@@ -50,6 +54,8 @@ pub struct Catalog {
     pub identity: Option<Arc<Identity>>,
     /// Rules for elevation grants.
     pub elevation: ElevationRules,
+    /// Prompts from `prompts.d`, in file order.
+    pub prompts: Vec<Arc<Prompt>>,
     /// Circuit breakers of upstreams (`breaker:` in mcpd.yaml), by upstream name.
     pub breakers: HashMap<String, Breaker>,
 }
@@ -185,6 +191,9 @@ impl Catalog {
             let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
             diags.extend(p.check_upstreams(policy_path, &names));
         }
+        check_resource_uris(&tools, loaded, &mut diags);
+        check_ticket_tool(&elevation, &tools, server_path, &mut diags);
+        let prompts = compile_prompts(loaded, &tools, &mut diags);
         let Some(compiled_policy) = compiled_policy.filter(|_| diags.is_empty()) else {
             diags.sort();
             return Err(diags);
@@ -205,8 +214,14 @@ impl Catalog {
             limits,
             identity,
             elevation,
+            prompts,
             breakers,
         })
+    }
+
+    /// The prompt called `name`, by wire name or by id.
+    pub fn prompt(&self, name: &str) -> Option<&Arc<Prompt>> {
+        (self.prompts.iter()).find(|p| p.wire == name || p.id == name)
     }
 
     /// The tool called `name`, by wire name or by id.
@@ -223,8 +238,125 @@ impl Catalog {
 
     /// The `tools/list` entries.
     pub fn listing(&self) -> Vec<rmcp::model::Tool> {
-        self.tools.iter().map(|t| t.listing.clone()).collect()
+        (self.tools.iter())
+            .filter(|t| t.is_tool())
+            .map(|t| t.listing.clone())
+            .collect()
     }
+
+    /// The tools declared as resources, with their declarations, in file order.
+    pub fn resources(&self) -> impl Iterator<Item = (&Arc<Tool>, &ResourceDecl)> {
+        (self.tools.iter()).filter_map(|t| t.resource.as_ref().map(|r| (t, r)))
+    }
+}
+
+/// Compiles every prompt; names must be unique (by id and wire name) and a completion
+/// lookup must name a tool that exists.
+fn compile_prompts(
+    loaded: &Loaded,
+    tools: &[Arc<Tool>],
+    diags: &mut Diagnostics,
+) -> Vec<Arc<Prompt>> {
+    let mut out: Vec<Arc<Prompt>> = Vec::new();
+    for file in &loaded.prompts {
+        for spec in &file.prompts {
+            check_lookups(&file.path, spec, tools, diags);
+            let Some(p) = Prompt::compile(&file.path, spec, diags) else {
+                continue;
+            };
+            if let Some(other) = out.iter().find(|o| o.wire == p.wire || o.id == p.id) {
+                diags.push(Diagnostic::new(
+                    &file.path,
+                    spec.name.pos,
+                    format!(
+                        "prompt '{}': name is already used by prompt '{}' in {}",
+                        p.id,
+                        other.id,
+                        other.file.display()
+                    ),
+                ));
+                continue;
+            }
+            out.push(Arc::new(p));
+        }
+    }
+    out
+}
+
+/// A completion lookup must name a tool that exists.
+fn check_lookups(
+    file: &std::path::Path,
+    spec: &crate::config::PromptSpec,
+    tools: &[Arc<Tool>],
+    diags: &mut Diagnostics,
+) {
+    for a in &spec.arguments {
+        if let Some(l) = &a.complete_from {
+            let tool = &l.tool.value;
+            if !tools.iter().any(|t| &t.id == tool || &t.wire == tool) {
+                diags.push(Diagnostic::new(
+                    file,
+                    l.tool.pos,
+                    format!(
+                        "prompt '{}': arguments.{}.complete_from.tool: no tool is named '{tool}'",
+                        spec.name.value, a.name.value
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Two tools may not declare the same resource URI (or template): a read would not know
+/// which to call.
+fn check_resource_uris(tools: &[Arc<Tool>], loaded: &Loaded, diags: &mut Diagnostics) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for t in tools {
+        let Some(r) = &t.resource else { continue };
+        if let Some(first) = seen.insert(r.uri.as_str(), t.id.as_str()) {
+            let pos = (loaded.tools.iter())
+                .flat_map(|f| f.tools.iter())
+                .find(|s| s.name.value == t.id)
+                .and_then(|s| s.resource.as_ref())
+                .map(|r| r.uri.pos)
+                .unwrap_or_default();
+            diags.push(Diagnostic::new(
+                &t.file,
+                pos,
+                format!(
+                    "tool '{}': resource.uri: '{}' is already the resource of tool '{first}'",
+                    t.id, r.uri
+                ),
+            ));
+        }
+    }
+}
+
+/// `elevation.ticket_tool` names a tool of this catalog that takes a `ticket` argument.
+fn check_ticket_tool(
+    rules: &ElevationRules,
+    tools: &[Arc<Tool>],
+    path: &std::path::Path,
+    diags: &mut Diagnostics,
+) {
+    let Some(named) = rules.ticket_tool() else {
+        return;
+    };
+    let problem = match tools.iter().find(|t| t.id == named.value) {
+        None => "no tool has this id; name the tools.d tool that looks a ticket up",
+        Some(t) => {
+            let props = t.listing.input_schema.get("properties");
+            if props.and_then(|p| p.get("ticket")).is_some() {
+                return;
+            }
+            "the tool has no 'ticket' argument; mcpd calls it with {\"ticket\": \"...\"}"
+        }
+    };
+    diags.push(Diagnostic::new(
+        path,
+        named.pos,
+        format!("elevation.ticket_tool: '{}': {problem}", named.value),
+    ));
 }
 
 /// The previous catalog's compiled tool, when nothing it was built from changed: same

@@ -7,10 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::resource::ResourceDecl;
 use crate::idempotency::Scope;
 use crate::limits::{Breaker, CostPlan, ToolLimits};
 use crate::response::ResponseMap;
 use crate::response::jsonpath::JsonPath;
+use crate::response::present::PresentPlan;
 use crate::telemetry::slo::Slo;
 use crate::template::{TemplateSet, Tpl};
 use crate::upstream::request::{RequestError, RequestPlan, Secrets};
@@ -65,6 +67,10 @@ pub struct Tool {
     pub request: RequestPlan,
     /// How replies become results.
     pub response: ResponseMap,
+    /// How results are shown: text rendering, inline limit, embedding.
+    pub present: PresentPlan,
+    /// The resource it also serves, if any.
+    pub resource: Option<ResourceDecl>,
     /// The values of the environment variables its templates read as `secret.NAME`,
     /// read when it was compiled; a missing one fails each call that needs it, not the
     /// compile (`mcpd validate` runs without secrets).
@@ -96,6 +102,14 @@ impl Tool {
         self.idempotency
             .as_ref()
             .map_or(self.request.upstream.dedupes, |p| p.dedupes)
+    }
+}
+
+impl Tool {
+    /// Whether `tools/list` shows it and `tools/call` calls it (a tool declared as a
+    /// resource with `tool: false` is only a resource).
+    pub fn is_tool(&self) -> bool {
+        self.resource.as_ref().is_none_or(|r| r.tool)
     }
 }
 

@@ -491,13 +491,32 @@ fn report_left_out(
 fn report_tools(dir: &Path) {
     match super::check(dir, &crate::config::Vars::from_env()) {
         Ok((_, catalog)) => {
-            let names: Vec<&str> = catalog.tools.iter().map(|t| t.wire.as_str()).collect();
+            let names: Vec<&str> = (catalog.tools.iter())
+                .filter(|t| t.is_tool())
+                .map(|t| t.wire.as_str())
+                .collect();
             eprintln!(
                 "the host will see {} tool(s) from {}: {}",
                 names.len(),
                 dir.display(),
                 names.join(", ")
             );
+            let prompts: Vec<&str> = catalog.prompts.iter().map(|p| p.wire.as_str()).collect();
+            if !prompts.is_empty() {
+                eprintln!(
+                    "and {} prompt(s) from prompts.d: {}",
+                    prompts.len(),
+                    prompts.join(", ")
+                );
+            }
+            let resources: Vec<&str> = catalog.resources().map(|(_, r)| r.uri.as_str()).collect();
+            if !resources.is_empty() {
+                eprintln!(
+                    "and {} resource(s): {}",
+                    resources.len(),
+                    resources.join(", ")
+                );
+            }
         }
         Err(_) => eprintln!(
             "warning: the config in '{}' does not load; run 'mcpd validate {}' before starting the host",

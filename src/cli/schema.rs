@@ -25,11 +25,19 @@ pub enum Kind {
     Server,
     /// A test case file in `tests.d/`.
     Tests,
+    /// A prompt file in `prompts.d/`.
+    Prompt,
 }
 
 impl Kind {
     /// Every kind, in the order they are written.
-    pub const ALL: [Kind; 4] = [Kind::Tool, Kind::Policies, Kind::Server, Kind::Tests];
+    pub const ALL: [Kind; 5] = [
+        Kind::Tool,
+        Kind::Policies,
+        Kind::Server,
+        Kind::Tests,
+        Kind::Prompt,
+    ];
 
     /// The file name under `schemas/`.
     pub fn file_name(self) -> &'static str {
@@ -38,6 +46,7 @@ impl Kind {
             Kind::Policies => "policies.schema.json",
             Kind::Server => "mcpd.schema.json",
             Kind::Tests => "tests.schema.json",
+            Kind::Prompt => "prompt.schema.json",
         }
     }
 }
@@ -54,6 +63,10 @@ pub(super) fn render(kind: Kind) -> anyhow::Result<String> {
         Kind::Tests => (
             generate::<crate::testrun::CaseFile>(),
             "mcpd test cases (tests.d/*.yaml)",
+        ),
+        Kind::Prompt => (
+            generate::<crate::config::PromptSpec>(),
+            "mcpd prompt file (prompts.d/*.yaml)",
         ),
     };
     let mut value = schema.to_value();

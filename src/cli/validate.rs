@@ -1,8 +1,9 @@
 //! `mcpd validate`: the CI gate. Prints every problem as `file:line:col: message`, and
 //! warnings (`file:line:col: warning: ...`) that do not fail it: write tools that escape
-//! a rule, and what MCP hosts would leave out or refuse. `--strict` also runs the cases
-//! of `tests.d/` and requires every enforced deny or require rule to be matched by a
-//! passing case and not matched by another.
+//! a rule, and what MCP hosts would leave out or refuse (`mcpd.yaml`, `policies.yaml`,
+//! `tools.d/`, `prompts.d/`). `--strict` also runs the cases of `tests.d/` and requires
+//! every enforced deny or require rule to be matched by a passing case and not matched
+//! by another.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,8 +28,12 @@ pub(super) async fn run(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
                     return Ok(report(&diags));
                 }
             }
+            let prompts = match catalog.prompts.len() {
+                0 => String::new(),
+                n => format!(", {n} prompts in {} files", loaded.prompts.len()),
+            };
             println!(
-                "ok: {} tools in {} files, {} upstreams, policy {}",
+                "ok: {} tools in {} files, {} upstreams, policy {}{prompts}",
                 catalog.tools.len(),
                 loaded.tools.len(),
                 catalog.upstreams.iter().count(),

@@ -7,6 +7,7 @@
 pub mod diag;
 pub mod expand;
 pub mod policy;
+pub mod prompt;
 pub mod server;
 pub mod settle;
 pub mod tool;
@@ -22,6 +23,7 @@ use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 
 pub use expand::{ExpandError, Vars, expand_env};
 pub use policy::PolicySpec;
+pub use prompt::PromptSpec;
 pub use server::ServerSpec;
 pub use settle::Settle;
 pub use tool::ToolSpec;
@@ -32,6 +34,8 @@ pub const SERVER_FILE: &str = "mcpd.yaml";
 pub const POLICY_FILE: &str = "policies.yaml";
 /// The directory of tool files in a config directory.
 pub const TOOLS_DIR: &str = "tools.d";
+/// The directory of prompt files in a config directory (optional).
+pub const PROMPTS_DIR: &str = "prompts.d";
 
 /// A value with the place it was written, so later checks can point at it.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +91,17 @@ pub struct ToolFile {
     pub fingerprint: u64,
 }
 
+/// One prompt file, parsed.
+#[derive(Debug, Clone)]
+pub struct PromptFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The prompts it declares (a file may hold several YAML documents).
+    pub prompts: Vec<PromptSpec>,
+    /// A hash of the file's text: equal fingerprints mean an unchanged file.
+    pub fingerprint: u64,
+}
+
 /// Everything read from one config directory.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -98,6 +113,8 @@ pub struct Loaded {
     pub policy: (PathBuf, PolicySpec),
     /// Every tool file in `tools.d`, sorted by name.
     pub tools: Vec<ToolFile>,
+    /// Every prompt file in `prompts.d` (none when it does not exist), sorted by name.
+    pub prompts: Vec<PromptFile>,
     /// Fingerprints of the text of `mcpd.yaml` and `policies.yaml` (0 when unread).
     pub fingerprints: (u64, u64),
 }
@@ -260,14 +277,57 @@ pub fn load_dir_with(
             format!("cannot list tool files: {e}"),
         )),
     }
+    let prompts = load_prompts(&root.join(PROMPTS_DIR), settle, &mut diags);
     let loaded = Loaded {
         root: root.to_path_buf(),
         server: (server_path, server.unwrap_or_default()),
         policy: (policy_path, policy.unwrap_or_default()),
         tools,
+        prompts,
         fingerprints: (server_fp, policy_fp),
     };
     (loaded, diags)
+}
+
+/// Every prompt file of `dir` (`prompts.d`), parsed; a directory that does not exist
+/// holds no prompts.
+fn load_prompts(dir: &Path, settle: &Settle, diags: &mut Diagnostics) -> Vec<PromptFile> {
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let paths = match tool_paths(dir) {
+        Ok(paths) => paths,
+        Err(e) => {
+            diags.push(Diagnostic::new(
+                dir,
+                Pos::default(),
+                format!("cannot list prompt files: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for path in paths {
+        let Some(src) = read(&path, settle, diags) else {
+            continue;
+        };
+        match parse_many::<PromptSpec>(&path, &src) {
+            Ok(prompts) if prompts.is_empty() => {
+                diags.push(Diagnostic::new(
+                    &path,
+                    Pos::new(1, 1),
+                    "file declares no prompt",
+                ));
+            }
+            Ok(prompts) => out.push(PromptFile {
+                fingerprint: fingerprint(&src),
+                path,
+                prompts,
+            }),
+            Err(d) => diags.push(d),
+        }
+    }
+    out
 }
 
 /// Reads a policy file on its own (a candidate for `policies.yaml`), expanding `${VAR}`

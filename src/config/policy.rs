@@ -196,10 +196,12 @@ impl RuleSpec {
         }
         match (self.effect, &self.require) {
             (Effect::Require, None) => {
-                at_id("a require rule needs 'require' (ticket, purpose or scope)");
+                at_id("a require rule needs 'require' (ticket, purpose, scope or approval)");
             }
-            (Effect::Require, Some(r)) if !r.ticket && r.purpose.is_empty() && blank(&r.scope) => {
-                at_id("'require' asks for nothing: set ticket, purpose or scope");
+            (Effect::Require, Some(r))
+                if !r.ticket && !r.approval && r.purpose.is_empty() && blank(&r.scope) =>
+            {
+                at_id("'require' asks for nothing: set ticket, purpose, scope or approval");
             }
             (Effect::Require, Some(_)) | (_, None) => {}
             (_, Some(_)) => at_id("'require' only applies to require rules"),
@@ -336,6 +338,11 @@ pub struct RequireSpec {
     /// This scope on the actor.
     #[serde(default)]
     pub scope: Option<String>,
+    /// A human's approval of this exact call, given when it is made: mcpd asks through
+    /// the client (MCP elicitation) for an explicit yes or a change ticket. One answer
+    /// approves one call. A client that cannot ask (and `mcpd call`) is denied.
+    #[serde(default)]
+    pub approval: bool,
 }
 
 /// How detectors replace what they find.

@@ -254,6 +254,17 @@ pub struct ElevationSpec {
     /// The longest grant, e.g. `1h` (default `1h`).
     #[serde(default)]
     pub max_ttl: Option<Located<String>>,
+    /// How long mcpd waits for a human to answer an approval it asked for through the
+    /// client (a ticket or a yes, see `require: { approval: true }`), e.g. `2m` (default
+    /// `2m`). No answer in time is a denial.
+    #[serde(default)]
+    pub approval_timeout: Option<Located<String>>,
+    /// The ticket system: a tool (by id, with a `ticket` argument) mcpd calls as the
+    /// caller with the ticket a human gave when asked to approve a call. The ticket is
+    /// accepted only when that call succeeds; a failure (e.g. the system's 404 for an
+    /// unknown ticket) rejects it. Without it only `ticket_pattern` is checked.
+    #[serde(default)]
+    pub ticket_tool: Option<Located<String>>,
 }
 
 /// An actor: who makes calls, for what, from where.

@@ -56,10 +56,43 @@ pub struct ToolSpec {
     /// Latency objective; a breach is logged as a warning (at most once a minute).
     #[serde(default)]
     pub slo: Option<SloSpec>,
+    /// Also serve this tool as an MCP resource (`resources/read`): an HTTP GET an agent
+    /// may read, such as a runbook or an order by id, under the same policy as a call.
+    #[serde(default)]
+    pub resource: Option<ResourceSpec>,
     /// A circuit breaker on this tool's calls: when too many fail, its writes are
     /// refused at once for a while instead of piling onto a failing upstream.
     #[serde(default)]
     pub breaker: Option<BreakerSpec>,
+}
+
+/// A tool served as a resource: reading the URI calls the tool.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// The resource's URI, e.g. `runbook://deploy`, or a URI template whose `{name}`
+    /// parts are the tool's arguments, e.g. `runbook://{name}` (each matches one path
+    /// segment). A URI without parts is listed by `resources/list`; a template by
+    /// `resources/templates/list`. Every required argument must be a part. `mcpd://` is
+    /// mcpd's own.
+    pub uri: Located<String>,
+    /// A short name hosts show (default: the tool's title, else its id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it holds (default: the tool's description).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its MIME type, e.g. `text/markdown` (default: the upstream's `Content-Type`).
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    /// Also list it as a tool in `tools/list` (default `true`); `false` serves it only
+    /// as a resource.
+    #[serde(default = "default_true")]
+    pub tool: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A circuit breaker, e.g. `{ errors: 50%, over: 1m, min_calls: 20, open_for: 5m }`:
@@ -320,6 +353,24 @@ pub struct ResponseSpec {
     /// Unlisted error statuses get a generic message with the status and a short excerpt.
     #[serde(default)]
     pub errors: BTreeMap<String, Located<String>>,
+    /// A template rendering the result for the model (over `result`, the result as
+    /// `structuredContent` holds it, and `args`), e.g. a compact table: sent as the
+    /// text content instead of the result's JSON, which stays in `structuredContent`.
+    #[serde(default)]
+    pub text: Option<Located<String>>,
+    /// The largest result sent inline, in bytes of its JSON (default 100000, about 25k
+    /// tokens). A larger one is kept for the caller (see `keep_for`) and the tool
+    /// returns a summary (row count, the first rows, the fields) and a `resource_link`
+    /// that `resources/read` serves to the same caller only.
+    #[serde(default)]
+    pub max_inline_bytes: Option<Located<u64>>,
+    /// How long a result over `max_inline_bytes` is kept, e.g. `1h` (default `1h`).
+    #[serde(default)]
+    pub keep_for: Option<Located<String>>,
+    /// Also return the reply as an embedded resource at this URI (a template over
+    /// `args`), e.g. `runbook://{{ args.name }}`, so a host can keep it as a document.
+    #[serde(default)]
+    pub resource: Option<Located<String>>,
     /// The most bytes of a reply mcpd reads (default 2097152, 2 MiB). A larger reply is
     /// cut off as it streams in (or refused by its Content-Length), and a reply whose
     /// parsed form would take more than 12 times this much memory is refused unparsed;

@@ -274,7 +274,7 @@ impl Engine {
             return Reconciled::Inconclusive(e.to_string());
         }
         let sent = (rec.request.upstream)
-            .send_retrying(&tool.id, &req, rec.request.retries)
+            .send_retrying(&tool.id, &req, rec.request.retries, &|_| {})
             .await;
         let reply = match sent.reply {
             Ok(r) => r,

@@ -8,13 +8,22 @@
 //! atomically swapped snapshot: a call finishes on the snapshot it started with. It
 //! knows nothing of MCP.
 
+mod approval;
 mod breaker;
 mod keys;
+mod present;
 mod record;
+mod report;
+mod resource;
 mod result;
 mod steps;
 
-pub use result::{CallContext, CallResult, Elevation, Failure, PolicySeen, UnknownTool};
+pub use approval::{Answer, Approval, ApprovalRequest, Approver};
+pub use report::{Level, Notice, Reporter};
+pub use resource::{Read, ReadError};
+pub use result::{
+    CallContext, CallResult, Elevation, Failure, Link, PolicySeen, Shown, UnknownTool,
+};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,6 +59,8 @@ pub struct Engine {
     clock: Clock,
     /// Bumped after every swap; MCP sessions watch it to send `list_changed`.
     generation: tokio::sync::watch::Sender<u64>,
+    /// Messages about the server (reloads), for the sessions that listen.
+    notices: tokio::sync::broadcast::Sender<Notice>,
     /// What this process last saw of each circuit breaker.
     breaker_seen: crate::limits::breaker::Seen,
 }
@@ -64,6 +75,7 @@ impl Engine {
             metrics: Arc::new(Metrics::new()),
             clock: Clock::system(),
             generation: tokio::sync::watch::Sender::new(0),
+            notices: tokio::sync::broadcast::Sender::new(64),
             breaker_seen: crate::limits::breaker::Seen::default(),
         }
     }
@@ -102,6 +114,17 @@ impl Engine {
         self.generation.subscribe()
     }
 
+    /// Listens to messages about the server (see [`Self::notice`]).
+    pub fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Tells every listening session something about the server (nobody listening is
+    /// fine: the same is logged on stderr by whoever calls this).
+    pub fn notice(&self, level: Level, message: String) {
+        let _ = self.notices.send(Notice { level, message });
+    }
+
     /// The current snapshot.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
@@ -124,16 +147,28 @@ impl Engine {
         args: Option<Map<String, Value>>,
         ctx: &CallContext,
     ) -> Result<CallResult, UnknownTool> {
-        let started = Instant::now();
         // 1. look up the tool in the current snapshot; the call finishes on this snapshot
+        //    (a tool declared as a resource only is not called as a tool)
         let catalog = self.catalog.load_full();
-        let tool = catalog
-            .get(name)
+        let tool = (catalog.get(name))
+            .filter(|t| t.is_tool())
             .ok_or_else(|| UnknownTool(name.to_owned()))?;
+        Ok(self.run(&catalog, tool, args, ctx).await)
+    }
+
+    /// Steps 2 to 12 of a call of `tool`, from `catalog`.
+    async fn run(
+        &self,
+        catalog: &Catalog,
+        tool: &Tool,
+        args: Option<Map<String, Value>>,
+        ctx: &CallContext,
+    ) -> CallResult {
+        let started = Instant::now();
         // 2. identify the actor: verified by the transport, the stdio caller's token, or
         //    the configured default actor; otherwise refused as unauthenticated
-        let actor = identify(&catalog, ctx);
-        let mut call = Call::new(&catalog, tool, args, ctx, actor.as_deref());
+        let actor = identify(catalog, ctx);
+        let mut call = Call::new(catalog, tool, args, ctx, actor.as_deref());
         let source = actor.as_ref().map_or("none", |a| a.source.as_str());
         let span = record::open(tool, &mut call.trace, &call.result.actor, source);
         call.result.trace_id.clone_from(&call.trace.trace_id);
@@ -141,12 +176,15 @@ impl Engine {
             Ok(actor) => self.steps(&mut call, actor).instrument(span.clone()).await,
             Err(f) => Err(f.clone()),
         };
+        // 11b. present: media, text, and a result too large to send inline kept for the
+        //      caller behind a link (present.rs)
+        self.present(&mut call).instrument(span.clone()).await;
         call.result.elapsed = started.elapsed();
         // 12. record: the span's fields, a log line, metrics, the SLO sample and the audit
         //     record (written before the call is answered)
         let audit = self.audit.as_ref();
         record::finish(&span, tool, &call.args, &call.result, &self.metrics, audit);
-        Ok(call.result)
+        call.result
     }
 
     /// Steps 3 to 11, for an identified actor; fills the result on the way.
@@ -160,7 +198,9 @@ impl Engine {
         (actor.check_scope(&c.tool.id, &c.args)).map_err(|e| Failure::Denied(e.to_string()))?;
         // 5. policy: enforced rules decide (deny wins), shadow rules are only recorded;
         //    the actor's elevation grant is read only for tools whose rules look at it,
-        //    the request rendered first only when a rule judges what is sent
+        //    the request rendered first only when a rule judges what is sent; a denial
+        //    a ticket or a yes could lift, or a destructive tool, is put to the human
+        //    when the client can ask (approval.rs)
         let decision = self.policy(c, actor).await?;
         // 6. route: the upstream's URL for the decided region, never another region's
         let base = route(c, &decision)?;
@@ -239,28 +279,11 @@ impl Engine {
             _ => None,
         };
         let elevation = grant.as_ref().map(crate::identity::elevation::Grant::facts);
+        c.result.ticket = grant.map(|g| g.ticket);
         let span = record::policy_span();
-        let decision = span.in_scope(|| {
-            catalog.policy.evaluate(&Facts {
-                tool: &tool.id,
-                request,
-                args: &c.args,
-                actor: actor.facts(),
-                elevation: elevation.as_ref(),
-                env: &catalog.env,
-            })
-        });
-        let verdict = if decision.denial.is_some() {
-            "deny"
-        } else {
-            "allow"
-        };
-        span.record("decision", verdict);
-        span.record("rules", decision.matched.join(","));
-        span.record("shadow", decision.shadow.join(","));
-        if let Some(g) = &grant {
-            span.record("ticket", g.ticket.as_str());
-        }
+        let mut decision = evaluate(c, actor, request, elevation.as_ref(), &span);
+        // What policy saw, for `mcpd backtest`: a call denied after asking a human is
+        // recorded with this; an approved one with the answer as its elevation.
         c.result.policy = Some(PolicySeen {
             actor: actor.facts().clone(),
             env: catalog.env.clone(),
@@ -270,12 +293,20 @@ impl Engine {
                 None if needs_grant || catalog.identity.is_none() => Elevation::None,
                 None => Elevation::NotRead,
             },
-            sent,
+            sent: sent.clone(),
             denied_by: decision.denial.as_ref().map(|(rule, _)| rule.clone()),
         });
-        c.result.ticket = grant.map(|g| g.ticket);
-        c.result.rules.clone_from(&decision.matched);
-        c.result.shadow.clone_from(&decision.shadow);
+        if let Some(given) = approval::ask(self, c, &decision).await? {
+            decision = evaluate(c, actor, request, Some(&given), &span);
+            if let Some(seen) = c.result.policy.as_mut() {
+                seen.elevation = Elevation::Grant(given);
+                seen.denied_by = decision.denial.as_ref().map(|(rule, _)| rule.clone());
+            }
+        }
+        if let Some(t) = &c.result.ticket {
+            span.record("ticket", t.as_str());
+        }
+        report::decision(c, &decision);
         match &decision.denial {
             Some((rule, reason)) => Err(Failure::Denied(format!("{reason} [rule {rule}]"))),
             None => Ok(decision),
@@ -302,7 +333,10 @@ impl Engine {
         };
         let now = self.clock.now_ms();
         match limits.admit(self.store.as_ref(), &metered, now).await {
-            Ok(left) => record::budgets_left(&self.metrics, &left),
+            Ok(left) => {
+                record::budgets_left(&self.metrics, &left);
+                report::budgets(c, &left);
+            }
             // A read-only tool may run uncounted while the store is down (on_state_outage).
             Err(Refusal::State(e)) if tool.limits.serve_on_state_outage => {
                 tracing::warn!(tool = %tool.id, error = %e,
@@ -351,12 +385,16 @@ impl Engine {
             let (msg, _) = redact_text(&msg, decision.detectors, redaction);
             return Err(Failure::UpstreamStatus(reply.status, secrets.scrub(msg)));
         }
+        if let Some(described) = present::media(c, reply) {
+            return Ok(described);
+        }
         let mapped = (tool.response)
             .map_success(&tool.id, &reply.body)
             .map_err(|e| Failure::Response(e.to_string()))?;
         let mut structured = mapped.structured;
         let redacted = redact_value(&mut structured, decision.detectors, redaction);
         c.result.masked = mapped.masked + redacted;
+        present::text_reply(c, mapped.text, &structured);
         check_output(tool, &structured)?;
         if let Some(path) = &tool.cost.from_response {
             self.charge_reply(c, path, &reply.body).await;
@@ -392,6 +430,38 @@ impl Engine {
     }
 }
 
+/// Evaluates the rules for the call (with `elevation` as its elevation), records the
+/// decision on `span` and the result.
+fn evaluate(
+    c: &mut Call<'_>,
+    actor: &Actor,
+    request: Request<'_>,
+    elevation: Option<&Value>,
+    span: &tracing::Span,
+) -> Decision {
+    let decision = span.in_scope(|| {
+        c.catalog.policy.evaluate(&Facts {
+            tool: &c.tool.id,
+            request,
+            args: &c.args,
+            actor: actor.facts(),
+            elevation,
+            env: &c.catalog.env,
+        })
+    });
+    let verdict = if decision.denial.is_some() {
+        "deny"
+    } else {
+        "allow"
+    };
+    span.record("decision", verdict);
+    span.record("rules", decision.matched.join(","));
+    span.record("shadow", decision.shadow.join(","));
+    c.result.rules.clone_from(&decision.matched);
+    c.result.shadow.clone_from(&decision.shadow);
+    decision
+}
+
 /// One call in progress: what its steps read, and the result they fill.
 struct Call<'a> {
     catalog: &'a Catalog,
@@ -411,6 +481,13 @@ struct Call<'a> {
     reached: bool,
     /// The request's parts, when policy judged them before they are sent.
     parts: Option<Parts>,
+    /// Who can approve the call, if anyone.
+    approver: Option<&'a dyn Approver>,
+    /// Where the call's messages go, if anywhere.
+    reporter: Option<&'a dyn Reporter>,
+    /// What the transport said about the call (for a call it makes in turn: the
+    /// ticket system's lookup).
+    ctx: &'a CallContext,
 }
 
 impl<'a> Call<'a> {
@@ -438,6 +515,8 @@ impl<'a> Call<'a> {
             held: false,
             intent: None,
             ticket: None,
+            approval: None,
+            shown: result::Shown::default(),
             policy: None,
         };
         Self {
@@ -453,6 +532,16 @@ impl<'a> Call<'a> {
             claimed: None,
             reached: false,
             parts: None,
+            approver: ctx.approver.as_deref(),
+            reporter: ctx.reporter.as_deref(),
+            ctx,
+        }
+    }
+
+    /// Tells the caller `message` at `level`, when it listens.
+    fn log(&self, level: Level, message: impl FnOnce() -> String) {
+        if let Some(r) = self.reporter {
+            r.log(level, &message());
         }
     }
 

@@ -38,6 +38,8 @@ pub(super) fn open(
         actor = %actor,
         actor.source = %source,
         ticket = tracing::field::Empty,
+        approval = tracing::field::Empty,
+        approved_by = tracing::field::Empty,
         rules = tracing::field::Empty,
         shadow = tracing::field::Empty,
         decision = tracing::field::Empty,
@@ -122,6 +124,12 @@ pub(super) fn finish(
     if let Some(t) = &result.ticket {
         span.record("ticket", t.as_str());
     }
+    if let Some(a) = &result.approval {
+        span.record("approval", a.outcome);
+        if let Some(by) = &a.by {
+            span.record("approved_by", by.as_str());
+        }
+    }
     span.record("decision", decision);
     span.record("pii.count", result.masked);
     if !result.rules.is_empty() {
@@ -193,6 +201,8 @@ fn audit_entry(r: &CallResult, args: &Value) -> AuditEntry {
         pii_count: r.masked,
         idempotency_key: r.idempotency_key.as_deref().map(shown_key),
         ticket: r.ticket.clone(),
+        approval: r.approval.as_ref().map(|a| a.outcome.to_owned()),
+        approved_by: r.approval.as_ref().and_then(|a| a.by.clone()),
         replayed: r.replayed,
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::approval::{Approval, Approver};
+use super::report::Reporter;
 use crate::identity::Actor;
 use crate::telemetry::trace::TraceContext;
 
@@ -127,11 +129,45 @@ pub struct CallResult {
     pub held: bool,
     /// The `seq` of the audit record of intent written before the request was sent.
     pub intent: Option<u64>,
-    /// The ticket of the elevation grant the call ran under.
+    /// The ticket of the elevation grant the call ran under, or the one a human gave
+    /// when asked.
     pub ticket: Option<String>,
+    /// How a human's approval came out, when one was asked for.
+    pub approval: Option<Approval>,
+    /// How the result is shown beside its JSON (text, media, a link to a kept result).
+    pub shown: Shown,
     /// What policy saw of the call and decided (step 5); `None` when the call ended
     /// before policy.
     pub policy: Option<PolicySeen>,
+}
+
+/// How a successful result is shown to the model beside `outcome`'s JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Shown {
+    /// Text to send instead of the JSON: the tool's `response.text` rendering, or a
+    /// `text/*` reply's text (redacted).
+    pub text: Option<String>,
+    /// An image or audio reply: its MIME type and bytes.
+    pub media: Option<(String, bytes::Bytes)>,
+    /// The reply's MIME type (its `Content-Type` without parameters).
+    pub mime: Option<String>,
+    /// The result was too large to send inline: where it is kept and what it holds.
+    pub link: Option<Link>,
+    /// The URI to embed the reply at (`response.resource`).
+    pub embed: Option<String>,
+}
+
+/// A result kept behind a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// `mcpd://results/<id>`.
+    pub uri: String,
+    /// What the model reads about it: size, where it is, the rows shown.
+    pub summary: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its MIME type.
+    pub mime: String,
 }
 
 /// What policy saw of a call and what it decided: the audit log records it so the call
@@ -190,6 +226,11 @@ pub struct CallContext {
     /// The verified caller; `None` runs as the stdio caller's token or the configured
     /// default actor.
     pub actor: Option<Arc<Actor>>,
+    /// Who can approve this call when policy needs a human (the client, through
+    /// elicitation); `None` asks nobody and a denial stays a denial.
+    pub approver: Option<Arc<dyn Approver>>,
+    /// Where the call's log messages and progress go; `None` says nothing.
+    pub reporter: Option<Arc<dyn Reporter>>,
     /// Cancelled when the client gives up on the call (`notifications/cancelled`): the
     /// upstream request is aborted, its concurrency slot freed, and the call settles as
     /// after a timeout (its outcome is unknown).

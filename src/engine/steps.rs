@@ -11,6 +11,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 use super::record;
+use super::report::{Level, retry_message};
 use super::result::{CallContext, CallResult, Failure};
 use super::{Call, Outgoing};
 use crate::catalog::{Catalog, Tool};
@@ -19,7 +20,7 @@ use crate::identity::Actor;
 use crate::policy::Decision;
 use crate::store::StoreError;
 use crate::upstream::request::Parts;
-use crate::upstream::{Reply, SendError};
+use crate::upstream::{Reply, Retry, SendError};
 
 /// Step 2: the transport's verified actor, the stdio caller's token, or the configured
 /// default actor; otherwise the call is refused.
@@ -184,8 +185,31 @@ pub(super) async fn send(
     } else {
         0
     };
+    let (upstream, request) = (&plan.upstream.name, &out.request);
+    c.log(Level::Debug, || {
+        // Decoded, so the session log's detectors see values as they are (an email in a
+        // query is `%40`-encoded on the wire) and secrets are scrubbed in their own form.
+        let url = request.url.to_string();
+        let url = out.secrets.scrub(
+            percent_encoding::percent_decode_str(&url)
+                .decode_utf8_lossy()
+                .into_owned(),
+        );
+        format!(
+            "{}: sending {} {url} (upstream '{upstream}')",
+            c.tool.id, request.method
+        )
+    });
+    let on_retry = |r: &Retry| {
+        let message = retry_message(upstream, r);
+        c.log(Level::Info, || message.clone());
+        if let Some(reporter) = c.reporter {
+            reporter.progress(&message);
+        }
+    };
+    let started = std::time::Instant::now();
     let sending = (plan.upstream)
-        .send_retrying(&c.tool.id, &out.request, retries)
+        .send_retrying(&c.tool.id, request, retries, &on_retry)
         .instrument(out.span.clone());
     let sent = match c.cancelled {
         None => sending.await,
@@ -197,20 +221,31 @@ pub(super) async fn send(
             ));
         }
         Some(token) => tokio::select! {
-            () = token.cancelled() => {
-                // Dropping the request aborts it. Once begun it may have reached the
-                // upstream, as a timed-out one may: the call settles the same way.
-                c.reached = true;
-                tracing::info!(tool = %c.tool.id, "the client cancelled the call: upstream request aborted");
-                return Err(Failure::Unreachable(
-                    "the client cancelled the call; the upstream request was aborted, so \
-                     whether it took effect is unknown"
-                        .to_owned(),
-                ));
-            }
-            sent = sending => sent,
-        },
+            () = token.cancelled() => None,
+            sent = sending => Some(sent),
+        }
+        .ok_or_else(|| {
+            // Dropping the request aborts it. Once begun it may have reached the
+            // upstream, as a timed-out one may: the call settles the same way.
+            c.reached = true;
+            tracing::info!(tool = %c.tool.id, "the client cancelled the call: upstream request aborted");
+            Failure::Unreachable(
+                "the client cancelled the call; the upstream request was aborted, so \
+                 whether it took effect is unknown"
+                    .to_owned(),
+            )
+        })?,
     };
+    if let Ok(reply) = &sent.reply {
+        c.log(Level::Debug, || {
+            format!(
+                "{}: upstream '{upstream}' answered HTTP {} in {} ms",
+                c.tool.id,
+                reply.status,
+                started.elapsed().as_millis()
+            )
+        });
+    }
     c.reached = sent.reached;
     let reply = match sent.reply {
         Ok(reply) => reply,

@@ -109,11 +109,17 @@ pub struct GrantRequest {
     pub ttl: Duration,
 }
 
+/// How long a human has to answer an approval by default.
+const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The compiled `elevation:` section.
 #[derive(Debug, Clone)]
 pub struct Rules {
     ticket: Option<regex::Regex>,
     max_ttl: Duration,
+    approval_timeout: Duration,
+    /// The tool that checks a ticket against the ticket system, and where it is named.
+    ticket_tool: Option<Located<String>>,
 }
 
 impl Default for Rules {
@@ -121,6 +127,8 @@ impl Default for Rules {
         Self {
             ticket: None,
             max_ttl: DEFAULT_MAX_TTL,
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
+            ticket_tool: None,
         }
     }
 }
@@ -140,18 +148,66 @@ impl Rules {
                 }
             },
         };
-        let max_ttl = match &spec.max_ttl {
-            None => DEFAULT_MAX_TTL,
-            Some(t) => match crate::util::duration::parse(&t.value) {
-                Ok(d) => d,
-                Err(e) => {
-                    let msg = format!("elevation.max_ttl: {e}");
-                    diags.push(Diagnostic::new(path, t.pos, msg));
-                    return None;
+        let duration =
+            |field: &str, value: &Option<Located<String>>, default, diags: &mut Diagnostics| {
+                match value {
+                    None => Some(default),
+                    Some(t) => match crate::util::duration::parse(&t.value) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            let msg = format!("elevation.{field}: {e}");
+                            diags.push(Diagnostic::new(path, t.pos, msg));
+                            None
+                        }
+                    },
                 }
-            },
-        };
-        Some(Self { ticket, max_ttl })
+            };
+        let max_ttl = duration("max_ttl", &spec.max_ttl, DEFAULT_MAX_TTL, diags);
+        let approval_timeout = duration(
+            "approval_timeout",
+            &spec.approval_timeout,
+            DEFAULT_APPROVAL_TIMEOUT,
+            diags,
+        );
+        Some(Self {
+            ticket,
+            max_ttl: max_ttl?,
+            approval_timeout: approval_timeout?,
+            ticket_tool: spec.ticket_tool.clone(),
+        })
+    }
+
+    /// The tool that checks a ticket against the ticket system (`ticket_tool`), with
+    /// where it is named.
+    pub fn ticket_tool(&self) -> Option<&Located<String>> {
+        self.ticket_tool.as_ref()
+    }
+
+    /// The pattern every ticket must match, as written.
+    pub fn ticket_pattern(&self) -> Option<&str> {
+        self.ticket.as_ref().map(regex::Regex::as_str)
+    }
+
+    /// Checks a ticket against `ticket_pattern` (any non-empty ticket without one).
+    ///
+    /// # Errors
+    /// An empty ticket, or one of another form.
+    pub fn check_ticket(&self, ticket: &str) -> Result<(), ElevationError> {
+        if ticket.trim().is_empty() {
+            return Err(ElevationError::NoTicket);
+        }
+        match &self.ticket {
+            Some(p) if !p.is_match(ticket) => Err(ElevationError::Ticket {
+                ticket: ticket.to_owned(),
+                pattern: p.as_str().to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// How long a human has to answer an approval.
+    pub fn approval_timeout(&self) -> Duration {
+        self.approval_timeout
     }
 }
 
@@ -176,14 +232,7 @@ pub async fn grant(
     if req.ticket.trim().is_empty() {
         return Err(ElevationError::NoTicket);
     }
-    if let Some(p) = &rules.ticket
-        && !p.is_match(&req.ticket)
-    {
-        return Err(ElevationError::Ticket {
-            ticket: req.ticket.clone(),
-            pattern: p.as_str().to_owned(),
-        });
-    }
+    rules.check_ticket(&req.ticket)?;
     if req.ttl.is_zero() || req.ttl > rules.max_ttl {
         return Err(ElevationError::Ttl(rules.max_ttl));
     }

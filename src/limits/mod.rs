@@ -98,6 +98,10 @@ pub struct Left {
     pub scope: String,
     /// What is left in this window.
     pub left: f64,
+    /// The budget's limit for the window.
+    pub limit: f64,
+    /// What this call counted against it.
+    pub charged: f64,
 }
 
 impl Limits {
@@ -220,7 +224,7 @@ impl Limits {
             Ok(counters) => Ok(checks
                 .iter()
                 .zip(counters)
-                .filter_map(|((check, _), c)| check.left(tool, actor, c))
+                .filter_map(|((check, incr), c)| check.left(tool, actor, c, incr.by))
                 .collect()),
         }
     }
@@ -340,10 +344,22 @@ impl Check<'_> {
         }
     }
 
-    fn left(&self, tool: &str, actor: &str, c: Counter) -> Option<Left> {
-        let (b, unit, left) = match self {
-            Self::Calls(b, limit, _) => (b, "calls", limit.saturating_sub(c.total) as f64),
-            Self::Cost(b, limit, _) => (b, "cost", limit.saturating_sub(c.total) as f64 / MICROS),
+    fn left(&self, tool: &str, actor: &str, c: Counter, by: u64) -> Option<Left> {
+        let (b, unit, left, limit, charged) = match self {
+            Self::Calls(b, limit, _) => (
+                b,
+                "calls",
+                limit.saturating_sub(c.total) as f64,
+                *limit as f64,
+                by as f64,
+            ),
+            Self::Cost(b, limit, _) => (
+                b,
+                "cost",
+                limit.saturating_sub(c.total) as f64 / MICROS,
+                *limit as f64 / MICROS,
+                by as f64 / MICROS,
+            ),
             _ => return None,
         };
         Some(Left {
@@ -351,6 +367,8 @@ impl Check<'_> {
             unit,
             scope: b.scope(tool, actor),
             left,
+            limit,
+            charged,
         })
     }
 }

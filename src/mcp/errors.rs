@@ -1,5 +1,5 @@
 //! The JSON-RPC errors mcpd answers itself, worded so a client's developer knows what
-//! to send instead: a method this tools-only server does not serve (-32601), params of
+//! to send instead: a method this server does not serve (-32601), params of
 //! the wrong shape (-32602), a `tools/list` cursor it never handed out (-32602).
 //!
 //! Owns the words and codes only; `mcp` decides when each applies. A tool failure is
@@ -9,8 +9,10 @@ use rmcp::ErrorData;
 use rmcp::model::{CallToolRequestParams, ErrorCode, PaginatedRequestParams};
 use serde_json::{Value, json};
 
-/// The request methods a client may send to a tools-only server.
-const SERVED: &str = "initialize, ping, tools/list, tools/call";
+/// The request methods a client may send to mcpd.
+const SERVED: &str = "initialize, ping, tools/list, tools/call, resources/list, \
+resources/templates/list, resources/read, prompts/list, prompts/get, completion/complete, \
+logging/setLevel";
 
 /// MCP request methods (2024-11-05 to 2026-07-28). rmcp reads a request whose params
 /// do not fit its method as an unknown method; for these it is an invalid-params error.
@@ -35,20 +37,15 @@ const STANDARD: &[&str] = &[
 /// -32601 for a method mcpd does not serve, saying which ones it does.
 pub(crate) fn unsupported(method: &str) -> ErrorData {
     let hint = match method {
-        "logging/setLevel" => {
-            "; its logs go to its own stderr, at the level MCPD_LOG sets (e.g. MCPD_LOG=debug)"
-        }
-        m if m.starts_with("prompts/") || m.starts_with("resources/") => {
-            "; it has no prompts or resources"
+        "resources/subscribe" | "resources/unsubscribe" => {
+            "; a resource is read when asked for, and a reload that changes the list sends \
+             notifications/resources/list_changed"
         }
         _ => "",
     };
     ErrorData::new(
         ErrorCode::METHOD_NOT_FOUND,
-        format!(
-            "method '{method}' is not supported: mcpd is a tools-only MCP server (it serves \
-             {SERVED}){hint}"
-        ),
+        format!("method '{method}' is not supported: mcpd serves {SERVED}{hint}"),
         Some(json!({ "method": method })),
     )
 }
@@ -135,14 +132,14 @@ mod tests {
 
     #[test]
     fn an_unsupported_method_says_what_is_served() {
-        let e = unsupported("logging/setLevel");
+        let e = unsupported("resources/subscribe");
         assert_eq!(e.code, ErrorCode::METHOD_NOT_FOUND);
         assert!(
-            e.message.contains("'logging/setLevel' is not supported"),
+            e.message.contains("'resources/subscribe' is not supported"),
             "{}",
             e.message
         );
-        assert!(e.message.contains("tools/call") && e.message.contains("MCPD_LOG"));
+        assert!(e.message.contains("tools/call") && e.message.contains("list_changed"));
     }
 
     #[test]

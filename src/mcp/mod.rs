@@ -6,26 +6,34 @@
 //! `isError` results, unknown tools as JSON-RPC errors. It writes nothing but protocol
 //! to stdout (logs go to stderr, see `cli`).
 
+mod approval;
+mod content;
 mod errors;
 pub(crate) mod hosts;
 pub(crate) mod http;
+mod logging;
+mod progress;
+mod prompts;
+mod resources;
 mod stdio;
+
+pub(crate) use content::to_mcp_result;
 
 use std::sync::Arc;
 
 use tracing::Instrument as _;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    ContentBlock, CustomRequest, CustomResult, GetPromptRequestParams, GetPromptResponse,
-    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    ServerCapabilities, ServerConfig, SubscriptionFilter,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, CustomRequest,
+    CustomResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::{RequestContext, SubscriptionContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 
-use crate::engine::{CallContext, CallResult, Engine};
+use crate::engine::{CallContext, Engine};
 use crate::identity::Actor;
 use crate::telemetry::trace::TraceContext;
 
@@ -60,16 +68,19 @@ pub(crate) enum StdioError {
     SessionTask(#[from] tokio::task::JoinError),
 }
 
-/// The rmcp handler.
+/// The rmcp handler, one per session (HTTP makes one for each session it opens).
 #[derive(Debug, Clone)]
 pub(crate) struct McpServer {
     engine: Arc<Engine>,
+    /// This session's log to the client (its level, rate limit and queue).
+    log: Arc<logging::ClientLog>,
 }
 
 impl McpServer {
-    /// A handler over `engine`.
+    /// A handler for a new session over `engine`.
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        let log = Arc::new(logging::ClientLog::new(crate::util::Clock::system()));
+        Self { engine, log }
     }
 
     /// Serves MCP over this process's stdin and stdout until the client goes away.
@@ -87,30 +98,38 @@ impl McpServer {
     }
 }
 
-/// Turns an engine result into an MCP tool result.
-pub(crate) fn to_mcp_result(r: CallResult) -> CallToolResult {
-    let mut result = match r.outcome {
-        Ok(structured) => CallToolResult::structured(structured),
-        Err(f) => CallToolResult::error(vec![ContentBlock::text(f.message())]),
-    };
-    // A keyed call says which key it ran under, and whether this is a stored result.
-    if let Some(key) = r.idempotency_key {
-        let mut meta = serde_json::Map::new();
-        meta.insert(IDEMPOTENCY_META.to_owned(), key.into());
-        meta.insert(REPLAYED_META.to_owned(), r.replayed.into());
-        if r.held {
-            meta.insert(OUTCOME_META.to_owned(), "unknown".into());
+impl McpServer {
+    /// The caller of a request other than `tools/call` (which reads its `_meta` too): who
+    /// the transport proved it is, and how to reach the human and the session's log.
+    fn context(&self, context: &RequestContext<RoleServer>) -> CallContext {
+        CallContext {
+            actor: context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|p| p.extensions.get::<Arc<Actor>>())
+                .cloned(),
+            approver: Some(Arc::new(approval::ElicitApprover::new(
+                context.peer.clone(),
+            ))),
+            reporter: Some(Arc::new(progress::CallReport::new(self.log.clone(), None))),
+            ..CallContext::default()
         }
-        result.meta = Some(rmcp::model::MetaObject(meta));
     }
-    result
 }
 
 impl ServerHandler for McpServer {
+    // `enable_logging` is deprecated with logging itself (see `set_level`).
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         let caps = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed()
+            .enable_logging()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_completions()
             .build();
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("mcpd", env!("CARGO_PKG_VERSION")))
@@ -137,63 +156,24 @@ impl ServerHandler for McpServer {
         ))
     }
 
-    // The methods of capabilities mcpd does not have: -32601 saying what it serves (rmcp's
-    // own answer carries only the method's name).
-    #[allow(deprecated)] // logging is deprecated (SEP-2577); hosts still send setLevel
-    async fn set_level(
+    // Subscriptions to a resource's changes are a capability mcpd does not have: -32601
+    // saying what it serves (rmcp's own answer carries only the method's name).
+    #[allow(deprecated)] // legacy-only (2026-07-28 has subscriptions/listen); still sent
+    async fn subscribe(
         &self,
-        _request: rmcp::model::SetLevelRequestParams,
+        _request: SubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        Err(errors::unsupported("logging/setLevel"))
+        Err(errors::unsupported("resources/subscribe"))
     }
 
-    async fn complete(
+    #[allow(deprecated)]
+    async fn unsubscribe(
         &self,
-        _request: CompleteRequestParams,
+        _request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
-    ) -> Result<CompleteResult, ErrorData> {
-        Err(errors::unsupported("completion/complete"))
-    }
-
-    async fn get_prompt(
-        &self,
-        _request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<GetPromptResponse, ErrorData> {
-        Err(errors::unsupported("prompts/get"))
-    }
-
-    async fn list_prompts(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListPromptsResult, ErrorData> {
-        Err(errors::unsupported("prompts/list"))
-    }
-
-    async fn list_resources(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListResourcesResult, ErrorData> {
-        Err(errors::unsupported("resources/list"))
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Err(errors::unsupported("resources/templates/list"))
-    }
-
-    async fn read_resource(
-        &self,
-        _request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, ErrorData> {
-        Err(errors::unsupported("resources/read"))
+    ) -> Result<(), ErrorData> {
+        Err(errors::unsupported("resources/unsubscribe"))
     }
 
     /// An unknown method, or a known one whose params rmcp could not read (`arguments`
@@ -210,10 +190,11 @@ impl ServerHandler for McpServer {
     }
 
     /// Sessions that began with `initialize` (protocol up to 2025-11-25) get
-    /// `notifications/tools/list_changed` after every catalog swap. Armed at `initialize`,
-    /// not at `notifications/initialized`: over HTTP without affinity the two may reach
-    /// different replicas, and the replica that answered `initialize` may hold the
-    /// client's stream (a replica that rebuilds the session replays `initialize`).
+    /// `notifications/tools/list_changed` (and the resource and prompt lists') after
+    /// every catalog swap. Armed at `initialize`, not at `notifications/initialized`: over
+    /// HTTP without affinity the two may reach different replicas, and the replica that
+    /// answered `initialize` may hold the client's stream (a replica that rebuilds the
+    /// session replays `initialize`).
     async fn initialize(
         &self,
         request: rmcp::model::InitializeRequestParams,
@@ -225,12 +206,23 @@ impl ServerHandler for McpServer {
         let peer = context.peer;
         tokio::spawn(async move {
             while swaps.changed().await.is_ok() {
-                if peer.notify_tool_list_changed().await.is_err() {
+                // A reload may change tools, the resources they declare and prompts.
+                let sent = async {
+                    peer.notify_tool_list_changed().await?;
+                    peer.notify_resource_list_changed().await?;
+                    peer.notify_prompt_list_changed().await
+                };
+                if sent.await.is_err() {
                     break; // the client went away
                 }
             }
         });
         Ok(result)
+    }
+
+    /// The session's log to the client starts once it is initialized.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.log.start(context.peer.clone(), &self.engine);
     }
 
     /// Sessions on 2026-07-28 ask for notifications with `subscriptions/listen`.
@@ -255,6 +247,76 @@ impl ServerHandler for McpServer {
         }
     }
 
+    // SEP-2577 deprecates logging for 2026-07-28; sessions on earlier versions (every
+    // host today) use it, and nobody else sees mcpd's stderr over HTTP.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.log.set_level(request.level);
+        Ok(())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        resources::list(&self.engine, &self.context(&context)).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates(&self.engine))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let ctx = self.context(&context);
+        let span = tracing::info_span!("mcp.request", mcp.method = "resources/read");
+        resources::read(&self.engine, &request.uri, &ctx)
+            .instrument(span)
+            .await
+            .map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(prompts::list(&self.engine))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let ctx = self.context(&context);
+        let span = tracing::info_span!("mcp.request", mcp.method = "prompts/get");
+        prompts::get(&self.engine, &request.name, request.arguments, &ctx)
+            .instrument(span)
+            .await
+            .map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        prompts::complete(&self.engine, request, &self.context(&context)).await
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -272,6 +334,8 @@ impl ServerHandler for McpServer {
         let span =
             tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
         crate::telemetry::continue_trace(&span, &trace);
+        let token = metas.clone().find_map(|m| m.get_progress_token());
+        let report = Arc::new(progress::CallReport::new(self.log.clone(), token));
         let ctx = CallContext {
             trace: Some(trace),
             idempotency_key: metas
@@ -284,15 +348,16 @@ impl ServerHandler for McpServer {
                 .get::<axum::http::request::Parts>()
                 .and_then(|p| p.extensions.get::<Arc<Actor>>())
                 .cloned(),
+            // A human's approval comes only from this session's elicitation answers.
+            approver: Some(Arc::new(approval::ElicitApprover::new(
+                context.peer.clone(),
+            ))),
+            reporter: Some(report.clone()),
             // rmcp cancels it on `notifications/cancelled` for this request.
             cancelled: Some(context.ct.clone()),
         };
-        match self
-            .engine
-            .call(&request.name, request.arguments, &ctx)
-            .instrument(span)
-            .await
-        {
+        let call = self.engine.call(&request.name, request.arguments, &ctx);
+        match report.around(&request.name, call).instrument(span).await {
             Ok(result) => Ok(to_mcp_result(result).into()),
             Err(unknown) => Err(ErrorData::invalid_params(
                 format!("{unknown}: tools/list names the tools this server has"),

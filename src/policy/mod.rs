@@ -43,11 +43,13 @@ mod changes;
 mod compile;
 mod escapes;
 mod functions;
+mod lift;
 mod replay;
 mod request;
 
 pub use changes::{Changes, Weakening, diff};
 pub use escapes::WriteTool;
+pub use lift::Lift;
 pub use replay::{Hidden, Recorded, Replayed, RuleInfo, pointer_step, template_hidden};
 pub use request::{Request, Sent};
 
@@ -62,6 +64,7 @@ use crate::config::policy::{DefaultEffect, Effect, Mode, RedactionSpec, RequireS
 use crate::redact::DetectorSet;
 use crate::template::to_value;
 use crate::util::glob;
+use lift::unmet;
 use request::{Match, Reach};
 
 /// One compiled rule.
@@ -188,6 +191,10 @@ pub struct Decision {
     pub denial: Option<(String, String)>,
     /// The first enforced `require` rule left unmet, and what was missing.
     pub require_unmet: Option<(String, String)>,
+    /// What a human could give, when asked, that might lift the denial: every enforced
+    /// rule that denied reads the caller's elevation (a change ticket) or asks for an
+    /// approval. `None` when the call is allowed or nothing a human says can change it.
+    pub lift: Option<Lift>,
     /// The region the call must be served from.
     pub route: Option<String>,
     /// Detectors to run on the result: the union of the enforced redact rules that fired.
@@ -299,6 +306,7 @@ impl Policy {
             allowed: false,
             denial: None,
             require_unmet: None,
+            lift: None,
             route: None,
             detectors: DetectorSet::NONE,
             matched: Vec::new(),
@@ -331,6 +339,8 @@ impl Policy {
                 }
             });
         let (mut allowed_by_rule, mut denied_by_rule) = (false, false);
+        // What a human could give to lift every enforced denial, if anything can.
+        let mut lift = Some(Lift::Confirm);
         if explain {
             // Every rule gets a line, in file order; applicable ones are filled in below.
             d.outcomes = self
@@ -384,6 +394,10 @@ impl Policy {
             d.matched.push(rule.id.clone());
             if let Some(reason) = act.deny {
                 denied_by_rule = true;
+                lift = match (lift, act.lift) {
+                    (Some(have), Some(want)) => Some(have.max(want)),
+                    _ => None,
+                };
                 // The first enforced denial is the one reported; deny always wins.
                 d.denial.get_or_insert_with(|| (rule.id.clone(), reason));
             }
@@ -395,13 +409,18 @@ impl Policy {
                 Effect::Allow => allowed_by_rule = true,
                 Effect::Redact => d.detectors.extend(rule.detectors),
                 Effect::Route if !denies => {
-                    denied_by_rule |= route(&mut d, rule);
+                    let conflict = route(&mut d, rule);
+                    denied_by_rule |= conflict;
+                    if conflict {
+                        lift = None;
+                    }
                 }
                 Effect::Deny | Effect::Require | Effect::Route => {}
             }
         }
         d.default_used = !denied_by_rule && !allowed_by_rule;
         d.allowed = !denied_by_rule && (allowed_by_rule || self.default == DefaultEffect::Allow);
+        d.lift = lift.filter(|_| denied_by_rule);
         if !d.allowed && d.denial.is_none() {
             d.denial = Some((
                 "default".to_owned(),
@@ -445,6 +464,8 @@ struct Act {
     deny: Option<String>,
     /// What a `require` rule found missing.
     unmet: Option<String>,
+    /// What a human could give to lift its denial.
+    lift: Option<Lift>,
 }
 
 impl Rule {
@@ -470,6 +491,7 @@ impl Rule {
             fires,
             deny: None,
             unmet: None,
+            lift: None,
         };
         if !fires {
             return act;
@@ -487,9 +509,14 @@ impl Rule {
             return act;
         }
         match self.effect {
-            Effect::Deny => act.deny = Some(self.reason.clone()),
+            Effect::Deny => {
+                act.deny = Some(self.reason.clone());
+                act.lift = self.uses_elevation.then_some(Lift::Ticket);
+            }
             Effect::Require => {
-                act.unmet = self.require.as_ref().and_then(|r| unmet(r, facts));
+                let missing = self.require.as_ref().map(|r| unmet(r, facts));
+                act.lift = missing.as_ref().and_then(|m| m.lift);
+                act.unmet = missing.and_then(|m| m.text);
                 act.deny = act
                     .unmet
                     .as_ref()
@@ -520,42 +547,6 @@ impl Rule {
             error,
         }
     }
-}
-
-/// What a `require` rule finds missing, if anything.
-fn unmet(r: &RequireSpec, facts: &Facts<'_>) -> Option<String> {
-    let mut missing = Vec::new();
-    if r.ticket {
-        let ticket = facts
-            .elevation
-            .and_then(|e| e.get("ticket"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if ticket.trim().is_empty() {
-            missing.push("an elevation with a ticket".to_owned());
-        }
-    }
-    if !r.purpose.is_empty() {
-        let purpose = facts
-            .actor
-            .get("purpose")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !r.purpose.iter().any(|p| p == purpose) {
-            missing.push(format!("purpose {}", r.purpose.join(" or ")));
-        }
-    }
-    if let Some(scope) = &r.scope {
-        let has = facts
-            .actor
-            .get("scopes")
-            .and_then(Value::as_array)
-            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(scope)));
-        if !has {
-            missing.push(format!("scope '{scope}'"));
-        }
-    }
-    (!missing.is_empty()).then(|| missing.join(", "))
 }
 
 /// The effect's name as policies.yaml spells it.

@@ -33,7 +33,9 @@ use std::time::Instant;
 use crate::catalog::Catalog;
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
 use crate::config::server::PolicyReload;
-use crate::config::{self, Loaded, POLICY_FILE, SERVER_FILE, Settle, TOOLS_DIR, ToolFile, Vars};
+use crate::config::{
+    self, Loaded, POLICY_FILE, PROMPTS_DIR, SERVER_FILE, Settle, TOOLS_DIR, ToolFile, Vars,
+};
 use crate::engine::Engine;
 
 /// The symlink a Kubernetes ConfigMap or Secret volume swaps to update its files.
@@ -228,13 +230,13 @@ impl Reloader {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let in_root = path.parent() == Some(self.abs_root.as_path());
-        let in_tools = path.parent() == Some(self.abs_root.join(TOOLS_DIR).as_path());
+        let in_dir = |dir: &str| path.parent() == Some(self.abs_root.join(dir).as_path());
         // Kubernetes updates a mounted ConfigMap at once by pointing its `..data` symlink
         // at a new directory: the files (symlinks through `..data`) change without an
         // event of their own.
-        let swapped = (in_root || in_tools) && name == KUBERNETES_DATA;
+        let swapped = (in_root || in_dir(TOOLS_DIR)) && name == KUBERNETES_DATA;
         (in_root && (name == SERVER_FILE || name == POLICY_FILE))
-            || (in_tools && config::is_tool_file(path))
+            || ((in_dir(TOOLS_DIR) || in_dir(PROMPTS_DIR)) && config::is_tool_file(path))
             || swapped
     }
 
@@ -267,6 +269,17 @@ fn changed_files(fresh: &Loaded, last_good: &Loaded) -> Vec<(PathBuf, Option<u64
             // file that holds still settles like any other.
             let now = std::fs::read_to_string(&o.path).ok();
             out.push((o.path.clone(), now.map(|t| config::fingerprint(&t))));
+        }
+    }
+    for f in &fresh.prompts {
+        let old = last_good.prompts.iter().find(|o| o.path == f.path);
+        if old.is_none_or(|o| o.fingerprint != f.fingerprint) {
+            out.push((f.path.clone(), Some(f.fingerprint)));
+        }
+    }
+    for o in &last_good.prompts {
+        if !fresh.prompts.iter().any(|f| f.path == o.path) {
+            out.push((o.path.clone(), None));
         }
     }
     out
@@ -333,6 +346,14 @@ fn fallback(
         }
     }
     fresh.tools.sort_by(|a, b| a.path.cmp(&b.path));
+    fresh.prompts.retain(|f| !broken.contains(&f.path));
+    for path in broken.iter().filter(|p| p.exists()) {
+        if let Some(old) = good.prompts.iter().find(|f| &f.path == path) {
+            fresh.prompts.push(old.clone());
+            kept.push(path.clone());
+        }
+    }
+    fresh.prompts.sort_by(|a, b| a.path.cmp(&b.path));
     fresh
 }
 
@@ -344,7 +365,13 @@ fn same_inputs(a: &Loaded, b: &Loaded) -> bool {
             .map(|f| (f.path.clone(), f.fingerprint))
             .collect()
     };
-    a.fingerprints == b.fingerprints && files(a) == files(b)
+    let prompts = |l: &Loaded| -> Vec<(PathBuf, u64)> {
+        l.prompts
+            .iter()
+            .map(|f| (f.path.clone(), f.fingerprint))
+            .collect()
+    };
+    a.fingerprints == b.fingerprints && files(a) == files(b) && prompts(a) == prompts(b)
 }
 
 /// Fills added / removed / changed by comparing tool ids and file fingerprints.

@@ -127,6 +127,7 @@ fn weakened(c: &Changes) -> Vec<String> {
 
 /// Logs the report, counts its policy changes and audits them.
 pub(super) fn record(r: &Report, engine: &Engine) {
+    tell_sessions(r, engine);
     for d in &r.problems.0 {
         tracing::warn!(problem = %d, "config problem");
     }
@@ -210,4 +211,44 @@ fn audit(engine: &Engine, event: &str, trigger: &str, c: &Changes) {
             })
             .collect(),
     });
+}
+
+/// What a remote user needs to know about this reload, for the MCP sessions that listen
+/// (over HTTP nobody sees mcpd's stderr): each problem, what was kept, a failed reload,
+/// and a weakened or held policy.
+fn tell_sessions(r: &Report, engine: &Engine) {
+    use crate::engine::Level;
+    for d in &r.problems.0 {
+        engine.notice(Level::Error, format!("config problem: {d}"));
+    }
+    if !r.kept.is_empty() {
+        let kept: Vec<String> = r.kept.iter().map(|p| p.display().to_string()).collect();
+        engine.notice(
+            Level::Warning,
+            format!(
+                "reload kept the last good version of {} (the new one has the problems above)",
+                kept.join(", ")
+            ),
+        );
+    }
+    if !r.applied && !r.unchanged {
+        engine.notice(
+            Level::Warning,
+            "reload failed; the last good catalog stays".to_owned(),
+        );
+    }
+    if r.policy_applied {
+        for w in &r.rules.weakened {
+            engine.notice(
+                Level::Warning,
+                format!("policy weakened: rule '{}' {}", w.rule, w.change),
+            );
+        }
+    }
+    if r.held.as_ref().is_some_and(|h| !h.reported_before) {
+        engine.notice(
+            Level::Warning,
+            "policies.yaml changed and is NOT applied (reload.policy: manual)".to_owned(),
+        );
+    }
 }

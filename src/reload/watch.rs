@@ -12,7 +12,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use super::{ReloadError, Reloader, Trigger};
-use crate::config::TOOLS_DIR;
+use crate::config::{PROMPTS_DIR, TOOLS_DIR};
 
 /// How long the watcher waits for a burst of file events to settle.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -60,6 +60,11 @@ pub fn spawn(reloader: Arc<Reloader>, watch_files: bool) -> Result<Option<Watche
             reloader.abs_root.join(TOOLS_DIR),
             RecursiveMode::NonRecursive,
         )?;
+        // prompts.d is optional: watched when it exists at start.
+        let prompts = reloader.abs_root.join(PROMPTS_DIR);
+        if prompts.is_dir() {
+            debouncer.watch(prompts, RecursiveMode::NonRecursive)?;
+        }
         Some(debouncer)
     } else {
         None

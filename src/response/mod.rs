@@ -40,6 +40,7 @@ impl StatusMatch {
 
 pub mod cost;
 pub mod jsonpath;
+pub mod present;
 
 pub use jsonpath::JsonPath as Path;
 
@@ -106,6 +107,8 @@ pub struct Mapped {
     pub structured: Value,
     /// How many values masks replaced.
     pub masked: usize,
+    /// The body was text, not JSON: the result is `{"result": "<the text>"}`.
+    pub text: bool,
 }
 
 impl ResponseMap {
@@ -122,9 +125,11 @@ impl ResponseMap {
                 limit: self.max_parsed,
             });
         }
+        let mut text = false;
         let parsed: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) if self.select.is_none() && self.masks.is_empty() => {
+                text = true;
                 Value::String(String::from_utf8_lossy(body).into_owned())
             }
             Err(e) => return Err(ResponseError::NotJson(e)),
@@ -142,7 +147,11 @@ impl ResponseMap {
             other if self.wrap == Wrap::Never => other,
             other => Value::Object(serde_json::Map::from_iter([(self.wrap_key(), other)])),
         };
-        Ok(Mapped { structured, masked })
+        Ok(Mapped {
+            structured,
+            masked,
+            text,
+        })
     }
 
     /// The key a selection is wrapped under: the select path's last name, else `result`.

@@ -48,6 +48,8 @@ pub mod ns {
     pub const BUDGET: &str = "budget:";
     /// Elevation grants: `grant:<actor>:<grant id>`.
     pub const GRANT: &str = "grant:";
+    /// Results too large to send inline, kept for their caller: `result:<actor>:<id>`.
+    pub const RESULT: &str = "result:";
     /// Circuit breakers: `breaker:<tool:ID|upstream:NAME>:open` and its counters.
     pub const BREAKER: &str = "breaker:";
     /// MCP sessions over HTTP: `session:<Mcp-Session-Id>` (the client's `initialize`).

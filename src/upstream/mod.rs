@@ -59,6 +59,21 @@ pub struct Reply {
     pub status: u16,
     /// The raw body.
     pub body: bytes::Bytes,
+    /// The `Content-Type` header, if the reply had one.
+    pub content_type: Option<String>,
+}
+
+/// One retry of a request, as [`Upstream::send_retrying`] reports it before waiting.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// The attempt that failed (1-based).
+    pub attempt: u32,
+    /// How many attempts are allowed.
+    pub attempts: u32,
+    /// What went wrong, e.g. `answered HTTP 503`.
+    pub why: String,
+    /// How long until the next attempt.
+    pub backoff: Duration,
 }
 
 /// What [`Upstream::send_retrying`] ended with: the last attempt's reply or error, and
@@ -149,6 +164,9 @@ impl Upstream {
         let fail = |e| self.classify(e, &req.url, req.timeout);
         let mut resp = builder.send().await.map_err(fail)?;
         let status = resp.status().as_u16();
+        let content_type = (resp.headers().get(reqwest::header::CONTENT_TYPE))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let too_large = || SendError::TooLarge {
             upstream: self.name.clone(),
             tool: tool.to_owned(),
@@ -169,13 +187,21 @@ impl Upstream {
         Ok(Reply {
             status,
             body: body.freeze(),
+            content_type,
         })
     }
 
     /// Sends `req` for `tool`, sending it again after a connection failure or a
     /// 502/503/504 up to `retries` more times, with backoff. A timeout is never retried:
-    /// the first attempt may still be running. Records `attempts` on the current span.
-    pub async fn send_retrying(&self, tool: &str, req: &Prepared, retries: u8) -> Sent {
+    /// the first attempt may still be running. Records `attempts` on the current span;
+    /// tells `on_retry` before each wait.
+    pub async fn send_retrying(
+        &self,
+        tool: &str,
+        req: &Prepared,
+        retries: u8,
+        on_retry: &(dyn Fn(&Retry) + Send + Sync),
+    ) -> Sent {
         let attempts = u32::from(retries) + 1;
         let mut attempt = 0;
         let mut reached = false;
@@ -198,7 +224,17 @@ impl Upstream {
                 };
             }
             tracing::debug!(tool, attempt, "transient upstream failure; retrying");
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            let backoff = Duration::from_millis(50 << attempt.min(6));
+            on_retry(&Retry {
+                attempt,
+                attempts,
+                why: match &sent {
+                    Ok(r) => format!("answered HTTP {}", r.status),
+                    Err(_) => "could not be reached (connection failed)".to_owned(),
+                },
+                backoff,
+            });
+            tokio::time::sleep(backoff).await;
         }
     }
 

@@ -191,10 +191,14 @@ pub(crate) async fn serve(
     // Sessions live in the state store too: any replica serves any request (sessions).
     let stored = sessions::StoredSessions::new(engine.store().clone());
     config.session_store = Some(Arc::new(stored.clone()));
-    let handler = McpServer::new(engine.clone());
+    // One handler per session: each has its own log level, rate limit and queue.
+    let for_sessions = engine.clone();
     let sessions = Arc::new(LocalSessionManager::default());
-    let mcp =
-        StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config);
+    let mcp = StreamableHttpService::new(
+        move || Ok(McpServer::new(for_sessions.clone())),
+        Arc::clone(&sessions),
+        config,
+    );
     let state = AppState {
         engine: engine.clone(),
         inflight: Arc::new(Inflight::default()),

@@ -7,6 +7,7 @@ use rstest::rstest;
 use serde_json::json;
 use std::path::Path;
 
+mod lift;
 mod matching;
 
 fn policy(yaml: &str) -> Policy {
