@@ -4,7 +4,8 @@
 //! it; its sessions are served by every replica; a tool file added to the shared
 //! directory reaches every replica and every client; one replica is killed (-9) under
 //! keyed writes, and the clients carry on through the others with no write repeated or
-//! lost; `mcpd audit verify` passes on every replica's log.
+//! lost; `mcpd audit verify` passes on every replica's log. The official TypeScript SDK
+//! runs the golden flow and gets `list_changed` through HAProxy in front of two replicas.
 
 use std::collections::BTreeMap;
 use std::process::Command;
