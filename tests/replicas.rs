@@ -386,7 +386,8 @@ fn a_session_outlives_a_restart_of_its_server_on_the_embedded_store() {
 }
 
 /// A client's `initialize` answered by A, its `notifications/initialized` by B, its
-/// stream held by A (a balancer without affinity does this): a reload still reaches it.
+/// stream held by A (a balancer without affinity does this): A serves its calls at once,
+/// and a reload still reaches its stream.
 #[test]
 fn list_changed_reaches_a_stream_on_the_replica_that_answered_initialize_only() {
     use std::io::{Read as _, Write as _};
@@ -421,6 +422,18 @@ fn list_changed_reaches_a_stream_on_the_replica_that_answered_initialize_only() 
     )
     .unwrap();
     assert_eq!(done.status, 202, "{done:?}");
+
+    // A's copy of the session serves a call at once (its log to the client, which a call
+    // flushes before answering, was started by `initialize`: a call used to wait 2 s).
+    let started = Instant::now();
+    let args = json!({"env": "staging", "name": "split", "percent": 4});
+    let r = call(a.authority(), &token, &s, "flag_set", args, None).unwrap();
+    assert_ne!(r["isError"], true, "{r}");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "took {took:?}"
+    );
 
     let mut stream = std::net::TcpStream::connect(a.authority()).unwrap();
     write!(

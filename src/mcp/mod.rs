@@ -202,6 +202,9 @@ impl ServerHandler for McpServer {
     ) -> Result<rmcp::model::InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
         let result = self.negotiate_initialize(&request)?;
+        // The session's log too (a call waits for it to flush): `initialized` may go to
+        // another replica. Starting it twice is harmless.
+        self.log.start(context.peer.clone(), &self.engine);
         let mut swaps = self.engine.subscribe();
         let peer = context.peer;
         tokio::spawn(async move {
@@ -220,7 +223,8 @@ impl ServerHandler for McpServer {
         Ok(result)
     }
 
-    /// The session's log to the client starts once it is initialized.
+    /// The session's log to the client starts once it is initialized (if `initialize`
+    /// has not started it).
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.log.start(context.peer.clone(), &self.engine);
     }
