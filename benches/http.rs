@@ -7,7 +7,9 @@
 //! (initialize, then `tools/call orders_export` in a loop) over its own keep-alive
 //! connection. Prints calls/s, p50 and p99 per row, and the throughput of two replicas
 //! against one. Limits and idempotency are off (state in memory per replica):
-//! `benches/safety.rs` measures what they add.
+//! `benches/safety.rs` measures what they add. A last pair of rows sends every session
+//! through HAProxy (round-robin, no affinity) to two replicas sharing a redis-server
+//! (sessions are in it): each request may reach either replica.
 //!
 //! `cargo bench --bench http` (BENCH_N sets calls per row, default 4000).
 
@@ -67,6 +69,95 @@ impl Replica {
         // Keep draining stderr so mcpd never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self { child, mcp_url }
+    }
+}
+
+impl Replica {
+    /// HAProxy (Debian's package) round-robin over `backends`, no stickiness, as
+    /// tests/balancer.rs runs it; its `/mcp` stands in for a replica's.
+    fn balancer(backends: &[&Self], dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let addr = r
+                    .mcp_url
+                    .trim_start_matches("http://")
+                    .trim_end_matches("/mcp");
+                format!("  server r{i} {addr}\n")
+            })
+            .collect();
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  \
+                 timeout server 60s\nfrontend mcp\n  bind 127.0.0.1:{port}\n  \
+                 default_backend mcpd\nbackend mcpd\n  balance roundrobin\n{servers}"
+            ),
+        )
+        .expect("haproxy.cfg");
+        let bin = if Path::new("/usr/sbin/haproxy").exists() {
+            "/usr/sbin/haproxy"
+        } else {
+            "haproxy"
+        };
+        let child = Command::new(bin)
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (apt-get install haproxy)");
+        wait_port(port);
+        Self {
+            child,
+            mcp_url: format!("http://127.0.0.1:{port}/mcp"),
+        }
+    }
+
+    /// A redis-server without persistence on a free port; its `redis://` URL.
+    fn redis() -> (Self, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        wait_port(port);
+        let url = format!("redis://127.0.0.1:{port}/");
+        (
+            Self {
+                child,
+                mcp_url: String::new(),
+            },
+            url,
+        )
+    }
+}
+
+fn wait_port(port: u16) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < end, "nothing listens on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -283,6 +374,28 @@ async fn main() {
     }
     let noauth = through_mcpd(&[&open], &token, n, 16).await;
     row("mcpd, 1 replica, no auth", 16, noauth);
+    // Two replicas behind HAProxy, no affinity: sessions in a shared Redis.
+    let (_redis, redis_url) = Replica::redis();
+    let shared = bench_config(Safety::Off);
+    let yaml = shared.path().join("mcpd.yaml");
+    let text = std::fs::read_to_string(&yaml).expect("mcpd.yaml");
+    std::fs::write(
+        &yaml,
+        text.replace("state: \"memory:\"", &format!("state: \"{redis_url}\"")),
+    )
+    .expect("mcpd.yaml");
+    let (ra, rb) = (
+        Replica::start(shared.path(), &url, &key, &[]),
+        Replica::start(shared.path(), &url, &key, &[]),
+    );
+    let lb = Replica::balancer(&[&ra, &rb], shared.path());
+    let mut balanced = Vec::new();
+    for clients in [16usize, 64] {
+        through_mcpd(&[&lb], &token, n / 10, clients).await;
+        let f = through_mcpd(&[&lb], &token, n, clients).await;
+        row("mcpd, 2 replicas, HAProxy", clients, f);
+        balanced.push((clients, f));
+    }
     println!();
     for (clients, d, one, two) in summary {
         println!(
@@ -291,6 +404,12 @@ async fn main() {
             one.p50_us - d.p50_us,
             one.calls_per_s / d.calls_per_s,
             two.calls_per_s / one.calls_per_s
+        );
+    }
+    for (clients, f) in balanced {
+        println!(
+            "{clients:>2} clients: 2 replicas behind HAProxy (round-robin, sessions in Redis): {:.0} calls/s, p50 {:.0} us",
+            f.calls_per_s, f.p50_us
         );
     }
 }

@@ -310,3 +310,159 @@ fn a_replica_killed_mid_load_leaves_the_other_serving_and_writes_once() {
     let ready = crate::util::request(b.authority(), "GET", "/readyz", &[], None);
     assert_eq!(ready.status, 200, "B is not ready: {}", b.stderr());
 }
+
+#[test]
+fn a_session_started_on_one_replica_is_served_by_the_other_and_closed_from_either() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    let cfg = replica_config(&redis);
+    let keys = Keys::new(&cfg);
+    let (a, b) = two_replicas(&cfg, &keys, &api);
+    let token = keys.token(&cfg, "agent:roamer", &["*"]);
+
+    // Started on A; B has never seen it and serves it all the same, as A does after.
+    let s = session(a.authority(), &token).unwrap();
+    let args = json!({"env": "staging", "name": "roam", "percent": 7});
+    let on_b = call(b.authority(), &token, &s, "flag_set", args.clone(), None).unwrap();
+    assert_ne!(on_b["isError"], true, "{on_b}");
+    let on_a = call(a.authority(), &token, &s, "flag_set", args, None).unwrap();
+    assert_ne!(on_a["isError"], true, "{on_a}");
+
+    // A session nobody started is still unknown everywhere.
+    let none = call(
+        b.authority(),
+        &token,
+        "never-was",
+        "flag_set",
+        json!({}),
+        None,
+    );
+    assert!(
+        none.as_ref()
+            .is_err_and(|e| e.to_string().contains("HTTP 404")),
+        "{none:?}"
+    );
+
+    // Closed through B: B drops it and so does the store, so no replica restores it.
+    let bearer = format!("Bearer {token}");
+    let delete = |on: &HttpServer| {
+        crate::util::request(
+            on.authority(),
+            "DELETE",
+            "/mcp",
+            &[("Authorization", &bearer), ("Mcp-Session-Id", &s)],
+            None,
+        )
+    };
+    assert_eq!(delete(&b).status, 204);
+    let again = call(b.authority(), &token, &s, "flag_set", json!({}), None);
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("HTTP 404")),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_session_outlives_a_restart_of_its_server_on_the_embedded_store() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::token_only("");
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:restart", &["*"]);
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", keys.key.as_str()),
+    ];
+    let mut first = HttpServer::start(cfg.path(), &env, &[]);
+    let s = session(first.authority(), &token).unwrap();
+    first.kill();
+    let second = HttpServer::start(cfg.path(), &env, &[]);
+    let args = json!({"env": "staging", "name": "restart", "percent": 3});
+    let r = call(second.authority(), &token, &s, "flag_set", args, None).unwrap();
+    assert_ne!(r["isError"], true, "{r}");
+}
+
+/// A client's `initialize` answered by A, its `notifications/initialized` by B, its
+/// stream held by A (a balancer without affinity does this): A serves its calls at once,
+/// and a reload still reaches its stream.
+#[test]
+fn list_changed_reaches_a_stream_on_the_replica_that_answered_initialize_only() {
+    use std::io::{Read as _, Write as _};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let api = DemoApi::start();
+    let cfg = replica_config(&redis);
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:split", &["*"]);
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", keys.key.as_str()),
+    ];
+    let a = HttpServer::start_watching(cfg.path(), &env, &[]);
+    let b = HttpServer::start_watching(cfg.path(), &env, &[]);
+    let init = try_rpc_at(
+        a.authority(),
+        Some(&token),
+        None,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "split", "version": "0"}}}),
+    )
+    .unwrap();
+    let s = init.header("mcp-session-id").unwrap().to_owned();
+    let done = try_rpc_at(
+        b.authority(),
+        Some(&token),
+        Some(&s),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .unwrap();
+    assert_eq!(done.status, 202, "{done:?}");
+
+    // A's copy of the session serves a call at once (its log to the client, which a call
+    // flushes before answering, was started by `initialize`: a call used to wait 2 s).
+    let started = Instant::now();
+    let args = json!({"env": "staging", "name": "split", "percent": 4});
+    let r = call(a.authority(), &token, &s, "flag_set", args, None).unwrap();
+    assert_ne!(r["isError"], true, "{r}");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "took {took:?}"
+    );
+
+    let mut stream = std::net::TcpStream::connect(a.authority()).unwrap();
+    write!(
+        stream,
+        "GET /mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\nMcp-Session-Id: {s}\r\n\r\n",
+        a.authority()
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "the SSE stream did not open");
+    let recent = cfg
+        .read("tools.d/orders.export.yaml")
+        .replace("name: orders.export", "name: orders.recent");
+    cfg.write("tools.d/orders.recent.yaml", &recent);
+    a.wait_stderr("reload applied added=[\"orders.recent\"]");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    let mut seen = String::new();
+    while !seen.contains("notifications/tools/list_changed") {
+        assert!(
+            Instant::now() < end,
+            "no list_changed on A's stream: {seen}"
+        );
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = stream.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}

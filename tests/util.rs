@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests: temp config dirs, the demo API as a child
 //! process, and a raw JSON-RPC client over the binary's stdio; raw HTTP (a client and
-//! a recording proxy) in `util/http.rs`, a redis-server in `util/redis_server.rs`, an
-//! API mcpd has never seen in `util/stub_api.rs`, the Node programs of `tests/sso/` in
-//! `util/node.rs`.
+//! a recording proxy) in `util/http.rs`, a redis-server in `util/redis_server.rs`,
+//! HAProxy in `util/haproxy.rs`, an API mcpd has never seen in `util/stub_api.rs`, the
+//! Node programs of `tests/sso/` in `util/node.rs`.
 
 #![allow(dead_code)]
 
@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod haproxy;
 mod http;
 mod node;
 mod redis_server;
 mod stub_api;
 
+pub(crate) use haproxy::Haproxy;
 pub(crate) use http::{RecordingProxy, Reply, http_get_json, http_get_text, request, try_request};
 pub(crate) use node::NodeProgram;
 pub(crate) use redis_server::RedisServer;

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::tool::{Tool, wire_name};
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
-use crate::config::tool::{CostSpec, RequestSpec, ResponseSpec};
+use crate::config::tool::{CostSpec, Method, RequestSpec, ResponseSpec, StateOutage};
 use crate::config::{Located, ToolSpec, Vars};
 use crate::limits::{Breaker, Cap, CostPlan, Rate, ToolLimits};
 use crate::response::cost::PARSED_PER_BYTE;
@@ -201,10 +201,33 @@ impl ToolCompiler<'_> {
                 Some(Cap::new(c.value))
             }
         });
+        let serve_on_state_outage = spec.limits.on_state_outage == StateOutage::Serve;
+        if serve_on_state_outage {
+            let why = if spec.request.method != Method::Get {
+                Some("the tool is not a GET")
+            } else if spec.idempotency.is_some() {
+                Some("the tool has idempotency, which needs the store")
+            } else if rate.is_some() || total_rate.is_some() {
+                Some("the tool has a rate, which needs the store")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.err(
+                    spec.name.pos,
+                    "limits.on_state_outage",
+                    format!(
+                        "'serve' is for read-only tools without limits, and {why}: \
+                         remove it (the call then fails closed while the store is down)"
+                    ),
+                );
+            }
+        }
         ToolLimits {
             rate,
             total_rate,
             cap,
+            serve_on_state_outage,
         }
     }
 

@@ -158,6 +158,23 @@ pub struct LimitsSpec {
     /// Calls in flight at once for this tool, across all actors.
     #[serde(default)]
     pub concurrency: Option<Located<u32>>,
+    /// What a call does when the state store cannot count it against the budgets that
+    /// cover it (Redis unreachable): `refuse` (default: the call fails closed with a
+    /// tool error) or `serve` (it runs uncounted). `serve` is for a read-only tool: a GET
+    /// with no idempotency, `rate` or `total_rate`.
+    #[serde(default)]
+    pub on_state_outage: StateOutage,
+}
+
+/// What a call does when the state store is unreachable (`limits.on_state_outage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateOutage {
+    /// Fail closed: the call is refused with a tool error and nothing is sent.
+    #[default]
+    Refuse,
+    /// Run uncounted: budgets are not charged while the store is unreachable.
+    Serve,
 }
 
 /// Idempotency for a write tool: one key, at most one upstream write (docs/safe-writes.md).

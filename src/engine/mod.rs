@@ -282,7 +282,11 @@ impl Engine {
                 let store = self.store.as_ref();
                 crate::identity::elevation::find(store, identity, &actor.subject, &tool.id, &c.args)
                     .await
-                    .map_err(|e| Failure::State(format!("cannot read elevation grants: {e}")))?
+                    .map_err(|e| {
+                        Failure::State(format!(
+                            "cannot read elevation grants, so the call was not sent: {e}"
+                        ))
+                    })?
             }
             _ => None,
         };
@@ -344,6 +348,11 @@ impl Engine {
             Ok(left) => {
                 record::budgets_left(&self.metrics, &left);
                 report::budgets(c, &left);
+            }
+            // A read-only tool may run uncounted while the store is down (on_state_outage).
+            Err(Refusal::State(e)) if tool.limits.serve_on_state_outage => {
+                tracing::warn!(tool = %tool.id, error = %e,
+                    "state store unreachable: serving uncounted (limits.on_state_outage: serve)");
             }
             Err(r) => {
                 record::refused(&self.metrics, &tool.id, actor, &r);

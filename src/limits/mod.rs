@@ -39,6 +39,8 @@ pub struct ToolLimits {
     pub total_rate: Option<Rate>,
     /// Calls in flight at once.
     pub cap: Option<Cap>,
+    /// Run uncounted when the state store is unreachable (`on_state_outage: serve`).
+    pub serve_on_state_outage: bool,
 }
 
 /// The compiled `budgets` and `stop` sections of policies.yaml.

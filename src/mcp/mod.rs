@@ -193,8 +193,20 @@ impl ServerHandler for McpServer {
     }
 
     /// Sessions that began with `initialize` (protocol up to 2025-11-25) get
-    /// `notifications/tools/list_changed` after every catalog swap.
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+    /// `notifications/tools/list_changed` (and the resource and prompt lists') after
+    /// every catalog swap. Armed at `initialize`, not at `notifications/initialized`: over
+    /// HTTP without affinity the two may reach different replicas, and the replica that
+    /// answered `initialize` may hold the client's stream (a replica that rebuilds the
+    /// session replays `initialize`).
+    async fn initialize(
+        &self,
+        request: rmcp::model::InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::InitializeResult, ErrorData> {
+        context.peer.set_peer_info(request.clone());
+        let result = self.negotiate_initialize(&request)?;
+        // The session's log too (a call waits for it to flush): `initialized` may go to
+        // another replica. Starting it twice is harmless.
         self.log.start(context.peer.clone(), &self.engine);
         let mut swaps = self.engine.subscribe();
         let peer = context.peer;
@@ -211,6 +223,13 @@ impl ServerHandler for McpServer {
                 }
             }
         });
+        Ok(result)
+    }
+
+    /// The session's log to the client starts once it is initialized (if `initialize`
+    /// has not started it).
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.log.start(context.peer.clone(), &self.engine);
     }
 
     /// Sessions on 2026-07-28 ask for notifications with `subscriptions/listen`.

@@ -38,6 +38,9 @@ use crate::config::{
 };
 use crate::engine::Engine;
 
+/// The symlink a Kubernetes ConfigMap or Secret volume swaps to update its files.
+const KUBERNETES_DATA: &str = "..data";
+
 /// What started a reload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Trigger {
@@ -228,8 +231,13 @@ impl Reloader {
             .unwrap_or_default();
         let in_root = path.parent() == Some(self.abs_root.as_path());
         let in_dir = |dir: &str| path.parent() == Some(self.abs_root.join(dir).as_path());
+        // Kubernetes updates a mounted ConfigMap at once by pointing its `..data` symlink
+        // at a new directory: the files (symlinks through `..data`) change without an
+        // event of their own.
+        let swapped = (in_root || in_dir(TOOLS_DIR)) && name == KUBERNETES_DATA;
         (in_root && (name == SERVER_FILE || name == POLICY_FILE))
             || ((in_dir(TOOLS_DIR) || in_dir(PROMPTS_DIR)) && config::is_tool_file(path))
+            || swapped
     }
 
     /// The config directory, as given.
@@ -257,7 +265,10 @@ fn changed_files(fresh: &Loaded, last_good: &Loaded) -> Vec<(PathBuf, Option<u64
     }
     for o in &last_good.tools {
         if !fresh.tools.iter().any(|f| f.path == o.path) {
-            out.push((o.path.clone(), None));
+            // Gone, or there but not parsed (broken): the text it has now, so a broken
+            // file that holds still settles like any other.
+            let now = std::fs::read_to_string(&o.path).ok();
+            out.push((o.path.clone(), now.map(|t| config::fingerprint(&t))));
         }
     }
     for f in &fresh.prompts {

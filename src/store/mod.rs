@@ -52,6 +52,8 @@ pub mod ns {
     pub const RESULT: &str = "result:";
     /// Circuit breakers: `breaker:<tool:ID|upstream:NAME>:open` and its counters.
     pub const BREAKER: &str = "breaker:";
+    /// MCP sessions over HTTP: `session:<Mcp-Session-Id>` (the client's `initialize`).
+    pub const SESSION: &str = "session:";
 }
 
 /// What [`Store::idem_claim`] found under an idempotency key (or [`Store::idem_list`]
@@ -323,6 +325,12 @@ pub enum StoreError {
     /// The store's writer or a blocking task stopped (a bug or a panic in the database).
     #[error("the state store stopped ({0}); see the log, then restart mcpd")]
     Stopped(String),
+    /// A networked store (Redis) did not answer: down, unreachable, or too slow. mcpd
+    /// reconnects by itself; nothing needs restarting.
+    #[error(
+        "the state store is unreachable ({0}); mcpd retries it on every call and resumes by itself when it answers"
+    )]
+    Unreachable(String),
 }
 
 impl StoreError {

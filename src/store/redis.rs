@@ -22,6 +22,9 @@ use super::{
     Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, Store, StoreError, check_key, millis,
 };
 
+/// How long one operation (or one connection attempt) may take before it fails.
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A store on one Redis server (or primary).
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -203,12 +206,20 @@ impl RedisStore {
         let shown = redacted(url);
         let client =
             redis::Client::open(url).map_err(|e| StoreError::BadSpec(format!("{shown}: {e}")))?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-            .await
-            .map_err(|_| {
-                StoreError::Stopped(format!("redis at {shown} did not answer within 5 s"))
-            })?
-            .map_err(|e| StoreError::Stopped(format!("cannot reach redis at {shown}: {e}")))?;
+        // Bounded waits: a Redis that stops answering (a hung host, a partition) fails
+        // each operation after RESPONSE_TIMEOUT instead of holding the call; the manager
+        // reconnects on its own when Redis is back.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| StoreError::Stopped(format!("redis at {shown} did not answer within 5 s")))?
+        .map_err(|e| StoreError::Stopped(format!("cannot reach redis at {shown}: {e}")))?;
         Ok(Self {
             conn,
             url: url.to_owned(),
@@ -283,7 +294,7 @@ impl RedisStore {
                 wanted,
             };
         }
-        StoreError::Stopped(format!("redis at {}: {e}", redacted(&self.url)))
+        StoreError::Unreachable(format!("redis at {}: {e}", redacted(&self.url)))
     }
 }
 

@@ -206,3 +206,84 @@ async fn an_unreachable_server_is_a_clear_error() {
         "the password must not be shown: {err}"
     );
 }
+
+/// Issue 18: with `appendonly yes` and `appendfsync always`, a claim Redis acknowledged
+/// survives Redis dying (SIGKILL) and coming back; while it is down every operation fails
+/// within the response timeout, and the same store works again once it is back, with no
+/// reconnect by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_claims_survive_a_redis_kill_and_the_store_reconnects_by_itself() {
+    let Some(mut srv) = Server::start_durable() else {
+        return;
+    };
+    let s = store(&srv).await;
+    let hour = Duration::from_secs(3600);
+    for i in 0..50 {
+        let key = format!("idem:t:a:k{i}");
+        assert_eq!(s.idem_begin(&key, hour).await.unwrap(), Idem::Started);
+        if i % 2 == 0 {
+            s.idem_finish(&key, format!("r{i}").as_bytes(), hour)
+                .await
+                .unwrap();
+        }
+    }
+    srv.kill();
+    let started = std::time::Instant::now();
+    let down = s.idem_begin("idem:t:a:k0", hour).await;
+    assert!(
+        matches!(down, Err(StoreError::Unreachable(ref m)) if m.contains("redis")),
+        "{down:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    srv.restart();
+    // The same store, no reconnect by hand: poll until the connection is back.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        match s.idem_begin("idem:t:a:k0", hour).await {
+            Ok(found) => break found,
+            Err(e) => assert!(std::time::Instant::now() < end, "never came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(first, Idem::Done(b"r0".to_vec()));
+    for i in 1..50 {
+        let found = s.idem_begin(&format!("idem:t:a:k{i}"), hour).await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!(found, Idem::Done(format!("r{i}").into_bytes()), "k{i}");
+        } else {
+            assert!(matches!(found, Idem::InFlight { .. }), "k{i}: {found:?}");
+        }
+    }
+}
+
+/// A Redis that stops answering (SIGSTOP: its connections stay open) fails each
+/// operation after the response timeout, not never; once it answers again, so does the
+/// store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_that_stops_answering_fails_operations_in_bounded_time() {
+    let Some(srv) = server() else { return };
+    let s = store(&srv).await;
+    s.put("k", b"v", MIN).await.unwrap();
+    srv.answering(false);
+    let started = std::time::Instant::now();
+    let hung = s.get("k").await;
+    srv.answering(true);
+    assert!(matches!(hung, Err(StoreError::Unreachable(_))), "{hung:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= super::redis::RESPONSE_TIMEOUT && took < super::redis::RESPONSE_TIMEOUT * 3,
+        "took {took:?}"
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match s.get("k").await {
+            Ok(v) => break assert_eq!(v, Some(b"v".to_vec())),
+            Err(e) => assert!(std::time::Instant::now() < end, "never came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -9,6 +9,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod jwks;
+pub(crate) mod sessions;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -187,6 +188,9 @@ pub(crate) async fn serve(
     if !opts.allowed_origins.is_empty() {
         config = config.with_allowed_origins(opts.allowed_origins.clone());
     }
+    // Sessions live in the state store too: any replica serves any request (sessions).
+    let stored = sessions::StoredSessions::new(engine.store().clone());
+    config.session_store = Some(Arc::new(stored.clone()));
     // One handler per session: each has its own log level, rate limit and queue.
     let for_sessions = engine.clone();
     let sessions = Arc::new(LocalSessionManager::default());
@@ -201,7 +205,10 @@ pub(crate) async fn serve(
     };
     let mut app = Router::new()
         .nest_service(MCP_PATH, mcp)
-        .layer(middleware::from_fn_with_state(sessions, unknown_session))
+        .layer(middleware::from_fn_with_state(
+            (sessions, stored),
+            unknown_session,
+        ))
         .layer(middleware::from_fn_with_state(
             verifier.clone(),
             auth::authenticate,
@@ -300,11 +307,12 @@ async fn count_inflight(State(state): State<AppState>, req: Request, next: Next)
     )
 }
 
-/// `DELETE /mcp` for a session this server does not have is 404 (as the spec asks of
-/// any request naming an unknown session), and a closed one is 204 No Content: rmcp
-/// answers both 202, which clients read as a failed close (the Python SDK warns).
+/// `DELETE /mcp` for a session neither this replica nor the state store has is 404 (as
+/// the spec asks of any request naming an unknown session), and a closed one is 204 No
+/// Content: rmcp answers both 202, which clients read as a failed close (the Python SDK
+/// warns).
 async fn unknown_session(
-    State(sessions): State<Arc<LocalSessionManager>>,
+    State((sessions, stored)): State<(Arc<LocalSessionManager>, sessions::StoredSessions)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -317,13 +325,16 @@ async fn unknown_session(
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(Arc::<str>::from);
+    let known = match &id {
+        Some(id) => {
+            sessions.has_session(id).await.unwrap_or(true) || stored.has(id).await.unwrap_or(true)
+        }
+        None => true,
+    };
     match id {
-        Some(id) if !sessions.has_session(&id).await.unwrap_or(true) => (
+        Some(id) if !known => (
             StatusCode::NOT_FOUND,
-            format!(
-                "no session '{id}' here: it has ended (or another replica holds it); \
-                 there is nothing to close\n"
-            ),
+            format!("no session '{id}': it has ended; there is nothing to close\n"),
         )
             .into_response(),
         _ => {
