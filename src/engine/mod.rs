@@ -265,17 +265,15 @@ impl Engine {
         if limits.counts_repeats() {
             c.digest();
         }
-        let args_digest = c.digest.as_deref().unwrap_or_default();
-        let actor = c.result.actor.as_str();
-        let metered = Metered {
-            tool: &tool.id,
-            actor,
-            args_digest,
-            limits: &tool.limits,
-            cost: &tool.cost,
+        let counted = match c.counted.take() {
+            Some(counted) => counted,
+            None => {
+                let now = self.clock.now_ms();
+                (limits.admit(self.store.as_ref(), &c.metered(), now)).await
+            }
         };
-        let now = self.clock.now_ms();
-        match limits.admit(self.store.as_ref(), &metered, now).await {
+        let actor = c.result.actor.as_str();
+        match counted {
             Ok(left) => record::budgets_left(&self.metrics, &left),
             Err(r) => {
                 record::refused(&self.metrics, &tool.id, actor, &r);
@@ -380,6 +378,8 @@ struct Call<'a> {
     reached: bool,
     /// The request's parts, when policy judged them before they are sent.
     parts: Option<Parts>,
+    /// The limits already counted with the idempotency claim (step 7), for step 8.
+    counted: Option<Result<Vec<crate::limits::Left>, Refusal>>,
 }
 
 impl<'a> Call<'a> {
@@ -421,12 +421,24 @@ impl<'a> Call<'a> {
             claimed: None,
             reached: false,
             parts: None,
+            counted: None,
         }
     }
 
     fn template_args(&mut self) -> &minijinja::Value {
         self.template_args
             .get_or_insert_with(|| crate::template::to_value(&self.args))
+    }
+
+    /// The call as limits count it (the digest as computed so far).
+    fn metered(&self) -> Metered<'_> {
+        Metered {
+            tool: &self.tool.id,
+            actor: &self.result.actor,
+            args_digest: self.digest.as_deref().unwrap_or_default(),
+            limits: &self.tool.limits,
+            cost: &self.tool.cost,
+        }
     }
 
     fn digest(&mut self) -> &str {
