@@ -343,29 +343,29 @@ fn run_batch(db: &Writer, batch: Vec<Job>, now: u64) -> Option<bool> {
     }
 }
 
-/// Applies the tasks in order in one write transaction and commits it: synced when any
-/// task is durable (or there is none: a sync), else without a sync. The outer error
-/// (storage) fails them all; an inner one belongs to its task alone.
+/// Applies the tasks in order in one write transaction and commits it: synced when a
+/// durable task changed something (or there is no task: a sync), without a sync when
+/// only lazy ones did, and not at all when nothing changed (a replay, a refusal). The
+/// outer error (storage) fails them all; an inner one belongs to its task alone.
 #[allow(clippy::type_complexity)]
 fn commit(
     w: &Writer,
     tasks: Vec<Task>,
     now: u64,
 ) -> Result<Vec<Result<Reply, StoreError>>, redb::Error> {
-    let durable = tasks.is_empty() || tasks.iter().any(Task::durable);
+    let mut durable = tasks.is_empty();
+    let mut changed = tasks.is_empty();
     let mut txn = w.db.begin_write()?;
-    txn.set_durability(if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    })?;
     let mut results = Vec::with_capacity(tasks.len());
     {
         let mut tables = Tables {
             entries: txn.open_table(ENTRIES)?,
             expiry: txn.open_table(EXPIRY)?,
+            changed: false,
         };
         for task in tasks {
+            let task_durable = task.durable();
+            tables.changed = false;
             results.push(match task {
                 Task::Write { key, op } => tables.write(&key, op, now)?,
                 Task::IncrAll(incs) => tables.incr_all(&incs, now)?,
@@ -374,8 +374,19 @@ fn commit(
                 }
                 Task::Sweep => Ok(Reply::Swept(tables.sweep(now)?)),
             });
+            changed |= tables.changed;
+            durable |= tables.changed && task_durable;
         }
     }
+    if !changed {
+        txn.abort()?;
+        return Ok(results);
+    }
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
     txn.commit()?;
     if durable {
         SYNCED.fetch_add(1, Ordering::Relaxed);
@@ -388,6 +399,8 @@ fn commit(
 struct Tables<'txn> {
     entries: Table<'txn, &'static str, &'static [u8]>,
     expiry: Table<'txn, (u64, &'static str), ()>,
+    /// Whether the current task changed anything.
+    changed: bool,
 }
 
 impl Tables<'_> {
@@ -516,6 +529,7 @@ impl Tables<'_> {
         match change {
             Change::Keep => {}
             Change::Write(record) => {
+                self.changed = true;
                 if old_expiry != Some(record.expires_ms) {
                     if let Some(old) = old_expiry {
                         self.expiry.remove((old, key))?;
@@ -525,6 +539,7 @@ impl Tables<'_> {
                 self.entries.insert(key, record.encode().as_slice())?;
             }
             Change::Remove => {
+                self.changed = true;
                 if let Some(old) = old_expiry {
                     self.expiry.remove((old, key))?;
                 }
@@ -550,6 +565,7 @@ impl Tables<'_> {
         let mut removed = 0;
         for (expiry, key) in due {
             self.expiry.remove((expiry, key.as_str()))?;
+            self.changed = true;
             // The index is kept in step with the entries, but the entry decides.
             let dead = match self.entries.get(key.as_str())? {
                 None => false,
