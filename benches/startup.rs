@@ -134,4 +134,28 @@ async fn main() {
         rss - base_rss,
         load_average()
     );
+    // Where the time goes, in-process (one thread): reading and parsing the files,
+    // compiling the catalog, and the tools/list answer.
+    let vars = mcpd::config::Vars::from_env().with("DEMO_API_URL", "http://127.0.0.1:9");
+    let settle = mcpd::config::Settle::IMMEDIATE;
+    let (mut load, mut compile, mut list) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let (loaded, diags) = mcpd::config::load_dir_with(many.path(), &vars, None, &settle);
+        assert!(diags.is_empty(), "{diags}");
+        load.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let catalog = mcpd::catalog::Catalog::compile(&loaded, &vars).expect("compiles");
+        compile.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let listed = serde_json::to_vec(&catalog.listing()).expect("json");
+        list.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(listed.len() > tools);
+    }
+    println!(
+        "in-process with {n} tools: read+parse {:.1} ms, compile {:.1} ms, tools/list {:.1} ms",
+        median(load),
+        median(compile),
+        median(list)
+    );
 }
