@@ -133,8 +133,9 @@ impl StdioServer {
     }
 }
 
+/// Whether an answer is not a successful result (no result at all counts as failed).
 fn failed(r: &Value) -> bool {
-    r.get("error").is_some() || r["result"]["isError"] == json!(true)
+    r.get("result").is_none() || r["result"]["isError"] == json!(true)
 }
 
 /// Runs `one(i)` for i in 0..n, `k` at a time; returns each call's latency and the wall time.
@@ -345,9 +346,13 @@ async fn http(a: &Args, url: &str) -> Run {
             let (errors, url, token, msg) =
                 (errors.clone(), url.clone(), token.clone(), msg.clone());
             async move {
+                // Each request its own id: a session may have several in flight.
+                let mut msg = (*msg).clone();
+                msg["id"] = json!(i + 1);
                 let r = post(&c.0, &url, token.as_deref(), c.1.as_deref(), &msg).await;
+                let ok = r.status().is_success();
                 let body = r.bytes().await.expect("body");
-                if failed(&answer(&body)) {
+                if !ok || failed(&answer(&body)) {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
