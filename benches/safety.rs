@@ -1,7 +1,8 @@
 //! What safe writes and spend control cost: calls/s and latency through the engine with
 //! idempotency keys, rate limits, budgets and stop rules counted in the embedded state
 //! file, against the same calls with all of them off, and straight to the upstream, in
-//! one run. `BENCH_N` sets the calls per row (default 1000).
+//! one run, with the disk syncs each call costs. `BENCH_N` sets the calls per run
+//! (default 1000), `BENCH_RUNS` the runs per row (default 5; the median is shown).
 
 #![allow(
     clippy::unwrap_used,
@@ -16,14 +17,30 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use common::{Figures, Safety, bench_config, drive, engine_for};
+use common::{Figures, Safety, bench_config, drive, engine_for, load_average, median};
+use mcpd::store::EmbeddedStore;
 use serde_json::json;
 
-fn row(label: &str, inflight: usize, f: Figures) {
+fn row(label: &str, inflight: usize, f: Figures, syncs: f64) {
     println!(
-        "{label:<34} {inflight:>9} {:>10.0} {:>10.1} {:>10.1}",
+        "{label:<34} {inflight:>9} {:>10.0} {:>10.1} {:>10.1} {syncs:>12.2}",
         f.calls_per_s, f.p50_us, f.p99_us
     );
+}
+
+/// Runs `measure` `runs` times; the median by calls/s, and disk syncs per call over all.
+async fn measured<F, Fut>(runs: usize, n: usize, mut measure: F) -> (Figures, f64)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Figures>,
+{
+    let before = EmbeddedStore::synced_commits();
+    let mut all = Vec::new();
+    for r in 0..runs {
+        all.push(measure(r).await);
+    }
+    let syncs = (EmbeddedStore::synced_commits() - before) as f64 / (runs * n) as f64;
+    (median(all), syncs)
 }
 
 async fn direct_writes(url: &str, n: usize, inflight: usize, run: usize) -> Figures {
@@ -90,26 +107,38 @@ async fn reads(engine: &Arc<mcpd::engine::Engine>, n: usize, inflight: usize) ->
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (n, runs) = (env("BENCH_N", 1000), env("BENCH_RUNS", 5));
     let (addr, _state) = mcpd::demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .expect("demo API");
     let url = format!("http://{addr}");
-    let off_dir = bench_config(Safety::Off);
-    let on_dir = bench_config(Safety::Counted);
-    let off = engine_for(off_dir.path(), &url).await;
-    let on = engine_for(on_dir.path(), &url).await;
+    let dirs = [
+        bench_config(Safety::Off),
+        bench_config(Safety::Counted),
+        bench_config(Safety::Unkeyed),
+        bench_config(Safety::RatesOnly),
+    ];
+    let off = engine_for(dirs[0].path(), &url).await;
+    let on = engine_for(dirs[1].path(), &url).await;
+    let unkeyed = engine_for(dirs[2].path(), &url).await;
+    let rates = engine_for(dirs[3].path(), &url).await;
 
-    println!("mcpd safety benchmark: N={n} calls per row, engine in-process, demo API on loopback");
     println!(
-        "'on' = idempotency key claimed+stored, stop rules, per-actor and total rate, 2 budgets, all in the redb state file"
+        "mcpd safety benchmark: N={n} calls per row, median of {runs} runs, engine in-process, demo API on loopback; load average {}",
+        load_average()
     );
     println!(
-        "{:<34} {:>9} {:>10} {:>10} {:>10}",
-        "path", "in flight", "calls/s", "p50 us", "p99 us"
+        "'counted' = stop rules, per-actor and total rate, 2 budgets in the redb state file; 'keyed' adds the idempotency key; 'rates only' = stop rules and rates, no budget"
+    );
+    println!(
+        "{:<34} {:>9} {:>10} {:>10} {:>10} {:>12}",
+        "path", "in flight", "calls/s", "p50 us", "p99 us", "syncs/call"
     );
     let mut run = 0;
     for inflight in [1usize, 16] {
@@ -117,25 +146,36 @@ async fn main() {
         // warm-up
         writes(&off, n / 10, inflight, 100 + run).await;
         writes(&on, n / 10, inflight, 200 + run).await;
-        let d = direct_writes(&url, n, inflight, run).await;
-        let w_off = writes(&off, n, inflight, 300 + run).await;
-        let w_on = writes(&on, n, inflight, 400 + run).await;
-        let replay = writes(&on, n, inflight, 400 + run).await;
-        let r_off = reads(&off, n, inflight).await;
-        let r_on = reads(&on, n, inflight).await;
-        row("flag.set direct to upstream", inflight, d);
-        row("flag.set safety off", inflight, w_off);
-        row("flag.set safety on", inflight, w_on);
-        row("flag.set replayed (same keys)", inflight, replay);
-        row("orders.export safety off", inflight, r_off);
-        row("orders.export safety on", inflight, r_on);
+        writes(&unkeyed, n / 10, inflight, 300 + run).await;
+        reads(&rates, n / 10, inflight).await;
+        let base = 1000 * run;
+        let (d, _) = measured(runs, n, |r| direct_writes(&url, n, inflight, base + r)).await;
+        let (w_off, _) = measured(runs, n, |r| writes(&off, n, inflight, base + 100 + r)).await;
+        let (w_unkeyed, s_unkeyed) =
+            measured(runs, n, |r| writes(&unkeyed, n, inflight, base + 200 + r)).await;
+        let (w_on, s_on) = measured(runs, n, |r| writes(&on, n, inflight, base + 300 + r)).await;
+        let (replay, s_replay) =
+            measured(runs, n, |r| writes(&on, n, inflight, base + 300 + r)).await;
+        let (r_off, _) = measured(runs, n, |_| reads(&off, n, inflight)).await;
+        let (r_rates, s_rates) = measured(runs, n, |_| reads(&rates, n, inflight)).await;
+        let (r_on, s_r_on) = measured(runs, n, |_| reads(&on, n, inflight)).await;
+        row("flag.set direct to upstream", inflight, d, 0.0);
+        row("flag.set safety off", inflight, w_off, 0.0);
+        row("flag.set counted, no key", inflight, w_unkeyed, s_unkeyed);
+        row("flag.set counted, keyed", inflight, w_on, s_on);
+        row("flag.set replayed (same keys)", inflight, replay, s_replay);
+        row("orders.export safety off", inflight, r_off, 0.0);
+        row("orders.export rates only", inflight, r_rates, s_rates);
+        row("orders.export counted (budget)", inflight, r_on, s_r_on);
         println!(
-            "  => {inflight} in flight: writes on/off {:.2}x calls/s (+{:.0} us p50); reads on/off {:.2}x (+{:.0} us p50); replay vs fresh write {:.1}x",
+            "  => {inflight} in flight (load {}): keyed/unkeyed write {:.2}x ({:.2} syncs per keyed write); keyed/off {:.2}x; reads rates-on/off {:.2}x (+{:.0} us p50); reads with a budget/off {:.2}x",
+            load_average(),
+            w_on.calls_per_s / w_unkeyed.calls_per_s,
+            s_on,
             w_on.calls_per_s / w_off.calls_per_s,
-            w_on.p50_us - w_off.p50_us,
+            r_rates.calls_per_s / r_off.calls_per_s,
+            r_rates.p50_us - r_off.p50_us,
             r_on.calls_per_s / r_off.calls_per_s,
-            r_on.p50_us - r_off.p50_us,
-            replay.calls_per_s / w_on.calls_per_s,
         );
     }
 }

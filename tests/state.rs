@@ -199,6 +199,33 @@ fn a_rate_limit_refuses_with_when_to_retry_and_sends_nothing() {
 }
 
 #[test]
+fn a_rate_counted_more_than_a_second_before_a_kill_9_is_still_counted_after_restart() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 2/min");
+    // No budget covers the call: its rate and stop-rule counters are all it writes, so
+    // nothing durable syncs them along.
+    let policies = cfg.read("policies.yaml");
+    let (head, rest) = policies.split_once("\n# Budgets").unwrap();
+    let stop = rest.split_once("\n# Stop rules").unwrap().1;
+    cfg.write("policies.yaml", &format!("{head}\n# Stop rules{stop}"));
+    let mut c = StdioClient::with_api(cfg.path(), &api);
+    for day in ["01", "02"] {
+        let r = c.call("orders_export", august_from(day));
+        assert!(!is_error(&r), "{r}");
+    }
+    // Rate counters are not synced per call but within one second of it (see
+    // docs/safe-writes.md): the kill comes after that bound, so nothing may be lost.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(c); // SIGKILL: no shutdown code runs
+    let mut c = StdioClient::with_api(cfg.path(), &api);
+    let over = c.call("orders_export", august_from("03"));
+    assert!(is_error(&over), "{over}");
+    assert!(text(&over).contains("rate limit 2/min reached"), "{over}");
+    assert_eq!(seen(&api, "GET", "/orders").len(), 2);
+}
+
+#[test]
 fn a_cost_budget_denies_with_its_name() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();

@@ -202,8 +202,27 @@ pub(crate) enum Safety {
     /// Removed: no idempotency keys, limits, budgets or stop rules; state in memory.
     Off,
     /// Kept, with limits raised so every call is counted but none is refused; state in
-    /// the embedded file (durable writes).
+    /// the embedded file.
     Counted,
+    /// As `Counted`, without the write's idempotency key.
+    Unkeyed,
+    /// Rate limits and stop rules only (no budgets, no idempotency keys), raised as in
+    /// `Counted`; state in the embedded file.
+    RatesOnly,
+}
+
+/// The median of `runs` figures by calls/s (p50 and p99 of that same run).
+pub(crate) fn median(mut runs: Vec<Figures>) -> Figures {
+    runs.sort_by(|a, b| a.calls_per_s.total_cmp(&b.calls_per_s));
+    runs[runs.len() / 2]
+}
+
+/// The 1-minute load average, to print beside figures taken on a shared machine.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// A copy of the shipped config for benchmarks (the shipped limits would refuse a load
@@ -235,7 +254,7 @@ pub(crate) fn bench_config(safety: Safety) -> tempfile::TempDir {
                 .unwrap_or_default()
                 .to_owned();
         }
-        Safety::Counted => {
+        Safety::Counted | Safety::Unkeyed | Safety::RatesOnly => {
             for (from, to) in [
                 ("cost: 5.00", "cost: 1000000"),
                 ("calls: 200", "calls: 100000000"),
@@ -254,6 +273,16 @@ pub(crate) fn bench_config(safety: Safety) -> tempfile::TempDir {
             orders = orders
                 .replace("rate: 60/min", "rate: 100000000/min")
                 .replace("concurrency: 8", "concurrency: 1000");
+            if safety != Safety::Counted {
+                let (head, rest) = flag.split_once("\n# One key, one write").expect("key");
+                let tail = rest.split_once("\nlimits:").expect("limits").1;
+                flag = format!("{head}\nlimits:{tail}");
+            }
+            if safety == Safety::RatesOnly {
+                let (head, rest) = policies.split_once("\n# Budgets").expect("budgets");
+                let stop = rest.split_once("\n# Stop rules").expect("stop").1;
+                policies = format!("{head}\n# Stop rules{stop}");
+            }
         }
     }
     std::fs::write(dir.path().join("mcpd.yaml"), server).expect("write");
@@ -267,7 +296,8 @@ pub(crate) fn bench_config(safety: Safety) -> tempfile::TempDir {
 /// An engine on a config directory, with the state store it names.
 pub(crate) async fn engine_for(dir: &Path, api_url: &str) -> Arc<mcpd::engine::Engine> {
     let vars = mcpd::config::Vars::from_env().with("DEMO_API_URL", api_url);
-    let (loaded, diags) = mcpd::config::load_dir(dir);
+    let settle = mcpd::config::Settle::IMMEDIATE;
+    let (loaded, diags) = mcpd::config::load_dir_with(dir, &vars, None, &settle);
     assert!(diags.is_empty(), "{diags}");
     let catalog = mcpd::catalog::Catalog::compile(&loaded, &vars).expect("config compiles");
     let spec = loaded

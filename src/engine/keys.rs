@@ -15,7 +15,7 @@ use super::result::Failure;
 use super::steps::{replay, state_failure};
 use super::{Call, Engine, Outgoing};
 use crate::catalog::{DEFAULT_IDEM_TTL, Reconcile};
-use crate::idempotency::{self, Begin, Claim, ClaimInfo, Held, Scope, Stored};
+use crate::idempotency::{self, Begin, Claim, ClaimInfo, Claiming, Held, Scope, Stored};
 use crate::redact::{DetectorSet, redact_value};
 
 /// What step 7 found: a stored outcome to return, or the claim (if the call is keyed).
@@ -70,7 +70,35 @@ impl Engine {
         let store = self.store.as_ref();
         let begin =
             |retake| idempotency::begin(store, store_key.clone(), &info, lease, ttl, retake);
-        let mut found = begin(false).await.map_err(state_failure)?;
+        // The first claim counts the call's limits in the same write (one disk sync); a
+        // refusal leaves the key unclaimed and is step 8's answer.
+        let breaker_can_refuse =
+            tool.breaker.is_some() || c.catalog.breakers.contains_key(&tool.request.upstream.name);
+        let (mut found, counted) = {
+            let plan = c.catalog.limits.plan(&c.metered(), now);
+            let incs = if breaker_can_refuse { &[] } else { plan.incs() };
+            let how = Claiming {
+                lease,
+                ttl,
+                retake: false,
+            };
+            let (found, counted) =
+                idempotency::begin_counted(store, store_key.clone(), &info, how, incs)
+                    .await
+                    .map_err(state_failure)?;
+            (found, counted.map(|counted| plan.judge(counted)))
+        };
+        if let Some(Err(_)) = counted {
+            c.counted = counted;
+            c.claimed = Some(info);
+            return Ok(Claimed::New(None));
+        }
+        c.counted = counted;
+        // A breaker (step 8a) may still refuse the call between the claim and step 8,
+        // and a refused call must count against nothing: with one, step 8 counts.
+        if breaker_can_refuse {
+            c.counted = None;
+        }
         // A reconcile GET waits one lease after the held call started: the upstream may
         // still be working on the original, and a GET before it finished would not see it.
         let reconcile_in = match &found {

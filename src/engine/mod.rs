@@ -334,17 +334,14 @@ impl Engine {
         if limits.counts_repeats() {
             c.digest();
         }
-        let args_digest = c.digest.as_deref().unwrap_or_default();
-        let actor = c.result.actor.as_str();
-        let metered = Metered {
-            tool: &tool.id,
-            actor,
-            args_digest,
-            limits: &tool.limits,
-            cost: &tool.cost,
+        let counted = match c.counted.take() {
+            Some(counted) => counted,
+            None => {
+                let now = self.clock.now_ms();
+                (limits.admit(self.store.as_ref(), &c.metered(), now)).await
+            }
         };
-        let now = self.clock.now_ms();
-        match limits.admit(self.store.as_ref(), &metered, now).await {
+        match counted {
             Ok(left) => {
                 record::budgets_left(&self.metrics, &left);
                 report::budgets(c, &left);
@@ -355,6 +352,7 @@ impl Engine {
                     "state store unreachable: serving uncounted (limits.on_state_outage: serve)");
             }
             Err(r) => {
+                let actor = c.result.actor.as_str();
                 record::refused(&self.metrics, &tool.id, actor, &r);
                 return Err(match r {
                     Refusal::Rate(m) => Failure::Limited(m),
@@ -500,6 +498,8 @@ struct Call<'a> {
     /// What the transport said about the call (for a call it makes in turn: the
     /// ticket system's lookup).
     ctx: &'a CallContext,
+    /// The limits already counted with the idempotency claim (step 7), for step 8.
+    counted: Option<Result<Vec<crate::limits::Left>, Refusal>>,
 }
 
 impl<'a> Call<'a> {
@@ -545,6 +545,7 @@ impl<'a> Call<'a> {
             claimed: None,
             reached: false,
             parts: None,
+            counted: None,
             approver: ctx.approver.as_deref(),
             reporter: ctx.reporter.as_deref(),
             ctx,
@@ -561,6 +562,17 @@ impl<'a> Call<'a> {
     fn template_args(&mut self) -> &minijinja::Value {
         self.template_args
             .get_or_insert_with(|| crate::template::to_value(&self.args))
+    }
+
+    /// The call as limits count it (the digest as computed so far).
+    fn metered(&self) -> Metered<'_> {
+        Metered {
+            tool: &self.tool.id,
+            actor: &self.result.actor,
+            args_digest: self.digest.as_deref().unwrap_or_default(),
+            limits: &self.tool.limits,
+            cost: &self.tool.cost,
+        }
     }
 
     fn digest(&mut self) -> &str {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{Idem, IdemClaim, Store, StoreError, ns};
+use crate::store::{AllOrNone, Idem, IdemClaim, Incr, Store, StoreError, ns};
 
 /// The longest key accepted (it is also sent upstream as a header).
 const MAX_KEY: usize = 200;
@@ -199,17 +199,46 @@ pub async fn begin(
     ttl: Duration,
     retake: bool,
 ) -> Result<Begin, StoreError> {
+    let claim = Claiming { lease, ttl, retake };
+    Ok(begin_counted(store, store_key, info, claim, &[]).await?.0)
+}
+
+/// How long a claim lasts, for [`begin_counted`] (as the arguments of [`begin`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Claiming {
+    /// How long the holder is taken to be alive.
+    pub lease: Duration,
+    /// How long a settled outcome is kept.
+    pub ttl: Duration,
+    /// Take a held key over.
+    pub retake: bool,
+}
+
+/// [`begin`], counting the call's limits (`incs`) in the same store write when the key
+/// is claimed ([`Store::idem_claim_counted`]). The second part is what was counted:
+/// `None` when the key was not claimed; a refusal means the key was not claimed either.
+///
+/// # Errors
+/// Only a failing store.
+pub async fn begin_counted(
+    store: &dyn Store,
+    store_key: String,
+    info: &ClaimInfo,
+    c: Claiming,
+    incs: &[Incr],
+) -> Result<(Begin, Option<AllOrNone>), StoreError> {
     let bytes = serde_json::to_vec(info).unwrap_or_default();
     let claim = IdemClaim {
         claim: &bytes,
-        lease,
-        hold: ttl,
-        retake,
+        lease: c.lease,
+        hold: c.ttl,
+        retake: c.retake,
     };
-    let corrupt = |store_key: &str| StoreError::Corrupt {
+    let (ttl, corrupt) = (c.ttl, |store_key: &str| StoreError::Corrupt {
         key: store_key.to_owned(),
-    };
-    Ok(match store.idem_claim(&store_key, &claim).await? {
+    });
+    let (idem, counted) = store.idem_claim_counted(&store_key, &claim, incs).await?;
+    let begun = match idem {
         Idem::Started => Begin::Claimed(Claim {
             key: info.key.clone(),
             store_key,
@@ -226,7 +255,8 @@ pub async fn begin(
         Idem::Done(bytes) => {
             Begin::Replay(serde_json::from_slice(&bytes).map_err(|_| corrupt(&store_key))?)
         }
-    })
+    };
+    Ok((begun, counted))
 }
 
 /// What a lapsed claim means: its holder never said how the call ended.

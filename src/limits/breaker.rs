@@ -198,12 +198,16 @@ impl Breaker {
                 by: 1,
                 limit: None,
                 window: keep,
+                // A breaker's counts may lose their last second in a crash, as rates do.
+                lazy: true,
             },
             Incr {
                 key: counter(bucket, "errors"),
                 by: 1,
                 limit: None,
                 window: keep,
+                // A breaker's counts may lose their last second in a crash, as rates do.
+                lazy: true,
             },
         ];
         let now = match store.incr_all(&incs).await? {

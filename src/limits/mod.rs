@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::config::diag::Diagnostics;
 use crate::config::policy::PolicySpec;
-use crate::store::{Counter, Incr, Store, StoreError, ns};
+use crate::store::{AllOrNone, Counter, Incr, Store, StoreError, ns};
 use crate::util::duration::human;
 use budget::{MICROS, WINDOW_SLACK, micros};
 
@@ -128,7 +128,8 @@ impl Limits {
     /// Counts one call against every stop rule, rate limit and budget that applies, in
     /// one all-or-none store write, or refuses it with the first limit it would pass
     /// (stop rules first, then rates, then budgets). A refused call counts against
-    /// nothing.
+    /// nothing. Rate and stop-rule counters are lazy ([`Incr::lazy`]): a crash may lose
+    /// the last second of them; budgets are durable.
     ///
     /// # Errors
     /// The limit the call would pass, or a failing store.
@@ -138,58 +139,58 @@ impl Limits {
         call: &Metered<'_>,
         now_ms: u64,
     ) -> Result<Vec<Left>, Refusal> {
+        let plan = self.plan(call, now_ms);
+        if plan.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counted = store.incr_all(plan.incs()).await?;
+        plan.judge(counted)
+    }
+
+    /// The counters one call is counted against, for [`Admission::judge`] (or to count
+    /// them together with an idempotency claim, [`Store::idem_claim_counted`]).
+    pub fn plan<'a>(&'a self, call: &Metered<'a>, now_ms: u64) -> Admission<'a> {
         let (tool, actor) = (call.tool, call.actor);
-        let mut checks: Vec<(Check<'_>, Incr)> = Vec::new();
-        let rate_check = |check: Check<'static>, key: String, rate: &Rate| {
-            (
-                check,
-                Incr {
-                    key,
-                    by: 1,
-                    limit: Some(rate.limit),
-                    window: rate.window,
-                },
-            )
+        let mut checks: Vec<Check<'_>> = Vec::new();
+        let mut incs: Vec<Incr> = Vec::new();
+        let mut rate_check = |check: Check<'a>, key: String, rate: &Rate| {
+            checks.push(check);
+            incs.push(Incr {
+                key,
+                by: 1,
+                limit: Some(rate.limit),
+                window: rate.window,
+                lazy: true,
+            });
         };
         // Stop rules first: a looping agent is stopped before it burns rate or budget.
         if let Some(rate) = &self.stop.max_calls {
-            checks.push(rate_check(
-                Check::MaxCalls(*rate),
-                stop::max_calls_key(actor),
-                rate,
-            ));
+            rate_check(Check::MaxCalls(*rate), stop::max_calls_key(actor), rate);
         }
         if let Some(rate) = &self.stop.repeats {
             let key = stop::repeats_key(actor, tool, call.args_digest);
-            checks.push(rate_check(Check::Repeats(*rate), key, rate));
+            rate_check(Check::Repeats(*rate), key, rate);
         }
         if let Some(rate) = &call.limits.rate {
-            checks.push(rate_check(
-                Check::Rate(*rate, false),
-                format!("{}{tool}:{actor}", ns::RATE),
-                rate,
-            ));
+            let key = format!("{}{tool}:{actor}", ns::RATE);
+            rate_check(Check::Rate(*rate, false), key, rate);
         }
         if let Some(rate) = &call.limits.total_rate {
-            checks.push(rate_check(
-                Check::Rate(*rate, true),
-                format!("{}{tool}:*", ns::RATE),
-                rate,
-            ));
+            let key = format!("{}{tool}:*", ns::RATE);
+            rate_check(Check::Rate(*rate, true), key, rate);
         }
         let cost = micros(call.cost.per_call);
         for b in self.applying(tool) {
             if let Some(limit) = b.calls {
                 let (key, window) = b.key(tool, actor, "calls", now_ms);
-                checks.push((
-                    Check::Calls(b, limit, window),
-                    Incr {
-                        key,
-                        by: 1,
-                        limit: Some(limit),
-                        window,
-                    },
-                ));
+                checks.push(Check::Calls(b, limit, window));
+                incs.push(Incr {
+                    key,
+                    by: 1,
+                    limit: Some(limit),
+                    window,
+                    lazy: false,
+                });
             }
             if let Some(limit) = b.cost {
                 let (key, window) = b.key(tool, actor, "cost", now_ms);
@@ -199,33 +200,21 @@ impl Limits {
                 } else {
                     limit
                 };
-                checks.push((
-                    Check::Cost(b, limit, window),
-                    Incr {
-                        key,
-                        by: cost,
-                        limit: Some(limit_now),
-                        window,
-                    },
-                ));
+                checks.push(Check::Cost(b, limit, window));
+                incs.push(Incr {
+                    key,
+                    by: cost,
+                    limit: Some(limit_now),
+                    window,
+                    lazy: false,
+                });
             }
         }
-        if checks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let incs: Vec<Incr> = checks.iter().map(|(_, i)| i.clone()).collect();
-        match store.incr_all(&incs).await? {
-            Err((i, counter)) => Err(match checks.get(i) {
-                Some((check, _)) => check.refusal(actor, tool, counter),
-                None => Refusal::State(StoreError::InvalidArgument(
-                    "the state store refused an unknown counter".into(),
-                )),
-            }),
-            Ok(counters) => Ok(checks
-                .iter()
-                .zip(counters)
-                .filter_map(|((check, incr), c)| check.left(tool, actor, c, incr.by))
-                .collect()),
+        Admission {
+            tool,
+            actor,
+            checks,
+            incs,
         }
     }
 
@@ -296,6 +285,58 @@ impl Limits {
             }
         }
         Ok(out)
+    }
+}
+
+/// What one call is counted against ([`Limits::plan`]): the store's counters, and what
+/// each means, to judge what the store answered.
+pub struct Admission<'a> {
+    tool: &'a str,
+    actor: &'a str,
+    checks: Vec<Check<'a>>,
+    incs: Vec<Incr>,
+}
+
+impl Admission<'_> {
+    /// Whether nothing applies: the call is counted nowhere.
+    pub fn is_empty(&self) -> bool {
+        self.incs.is_empty()
+    }
+
+    /// The counters, for the store.
+    pub fn incs(&self) -> &[Incr] {
+        &self.incs
+    }
+
+    /// What the store answered, as [`Limits::admit`] returns it.
+    ///
+    /// # Errors
+    /// The limit the call would pass.
+    pub fn judge(&self, counted: AllOrNone) -> Result<Vec<Left>, Refusal> {
+        let (tool, actor) = (self.tool, self.actor);
+        match counted {
+            Err((i, counter)) => Err(match self.checks.get(i) {
+                Some(check) => check.refusal(actor, tool, counter),
+                None => Refusal::State(StoreError::InvalidArgument(
+                    "the state store refused an unknown counter".into(),
+                )),
+            }),
+            Ok(counters) => Ok(self
+                .checks
+                .iter()
+                .zip(&self.incs)
+                .zip(counters)
+                .filter_map(|((check, incr), c)| check.left(tool, actor, c, incr.by))
+                .collect()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Admission<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("incs", &self.incs)
+            .finish_non_exhaustive()
     }
 }
 

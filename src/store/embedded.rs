@@ -8,6 +8,12 @@
 //! writes are applied one at a time. A write that fails for a reason of its own (a key
 //! of another kind) changes nothing and fails alone; a storage failure fails the batch.
 //!
+//! A batch made only of lazy counters ([`Incr::lazy`]) is committed without a sync: it
+//! is visible at once and made durable by the next synced commit, which the writer runs
+//! within [`SYNC_WITHIN`] of it (or sooner, with the next durable write), and when the
+//! store closes. A crash so loses at most the lazy increments of that last stretch;
+//! every other write is on disk before its caller hears back.
+//!
 //! Reads run on tokio's blocking pool in their own read transaction (redb's readers do
 //! not wait for the writer) and see every write that was answered before they began.
 //!
@@ -20,6 +26,7 @@
 //! redb locks the file, and a second open fails with [`StoreError::Locked`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,7 +39,8 @@ use tokio::sync::oneshot;
 
 use super::record::{self, Change, Op, Record, Reply};
 use super::{
-    Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, Store, StoreError, check_key, millis,
+    Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, SYNC_WITHIN, Store, StoreError,
+    check_key, millis,
 };
 use crate::util::Clock;
 
@@ -48,6 +56,9 @@ const MAX_BATCH: usize = 256;
 /// redb's page cache. Its default (1 GiB) suits a database, not a sidecar's state.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// Synced commits (one disk sync each) of every embedded store in this process.
+static SYNCED: AtomicU64 = AtomicU64::new(0);
+
 /// The store in one redb file. See the module documentation.
 pub struct EmbeddedStore {
     path: PathBuf,
@@ -55,6 +66,8 @@ pub struct EmbeddedStore {
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<thread::JoinHandle<()>>,
     clock: Clock,
+    /// This store's synced commits.
+    synced: Arc<AtomicU64>,
 }
 
 /// A write for the writer thread, and where to send its answer.
@@ -64,9 +77,27 @@ struct Job {
 }
 
 enum Task {
-    Write { key: String, op: Op },
+    Write {
+        key: String,
+        op: Op,
+    },
     IncrAll(Vec<(Incr, u64)>),
+    ClaimCounted {
+        key: String,
+        op: Op,
+        incs: Vec<(Incr, u64)>,
+    },
     Sweep,
+}
+
+impl Task {
+    /// Whether the task must be on disk before its caller hears back.
+    fn durable(&self) -> bool {
+        match self {
+            Self::IncrAll(incs) => incs.iter().any(|(i, _)| !i.lazy),
+            Self::Write { .. } | Self::ClaimCounted { .. } | Self::Sweep => true,
+        }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -104,10 +135,14 @@ impl EmbeddedStore {
         create_tables(&db).map_err(open_error)?;
         let db = Arc::new(db);
         let (jobs, queue) = mpsc::channel();
+        let synced = Arc::new(AtomicU64::new(0));
         let writer = thread::Builder::new()
             .name("mcpd-store-writer".into())
             .spawn({
-                let db = Arc::clone(&db);
+                let db = Writer {
+                    db: Arc::clone(&db),
+                    synced: Arc::clone(&synced),
+                };
                 let clock = clock.clone();
                 move || writer_loop(&db, &queue, &clock)
             })
@@ -118,12 +153,24 @@ impl EmbeddedStore {
             jobs: Some(jobs),
             writer: Some(writer),
             clock,
+            synced,
         })
     }
 
     /// The state file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many synced commits (one disk sync each) the embedded stores of this process
+    /// have made since it started: what benchmarks divide by the calls they made.
+    pub fn synced_commits() -> u64 {
+        SYNCED.load(Ordering::Relaxed)
+    }
+
+    /// How many synced commits this store has made.
+    pub fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Relaxed)
     }
 
     /// Queues a write and waits until it is committed.
@@ -192,6 +239,16 @@ impl Drop for EmbeddedStore {
     }
 }
 
+/// Counters with their windows in milliseconds, keys and windows checked.
+fn checked(incs: &[Incr]) -> Result<Vec<(Incr, u64)>, StoreError> {
+    let mut task = Vec::with_capacity(incs.len());
+    for inc in incs {
+        check_key(&inc.key)?;
+        task.push((inc.clone(), millis("the window", inc.window)?));
+    }
+    Ok(task)
+}
+
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(ENTRIES)?;
@@ -200,10 +257,19 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
-fn writer_loop(db: &Database, queue: &mpsc::Receiver<Job>, clock: &Clock) {
+/// What the writer thread commits to: the database and its count of synced commits.
+struct Writer {
+    db: Arc<Database>,
+    synced: Arc<AtomicU64>,
+}
+
+fn writer_loop(db: &Writer, queue: &mpsc::Receiver<Job>, clock: &Clock) {
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
+    // When the first commit not yet synced was made: it must be synced within SYNC_WITHIN.
+    let mut unsynced: Option<Instant> = None;
     loop {
-        let wait = next_sweep.saturating_duration_since(Instant::now());
+        let due = unsynced.map_or(next_sweep, |at| next_sweep.min(at + SYNC_WITHIN));
+        let wait = due.saturating_duration_since(Instant::now());
         match queue.recv_timeout(wait) {
             Ok(first) => {
                 let mut batch = vec![first];
@@ -213,15 +279,27 @@ fn writer_loop(db: &Database, queue: &mpsc::Receiver<Job>, clock: &Clock) {
                         Err(_) => break,
                     }
                 }
-                run_batch(db, batch, clock.now_ms());
+                match run_batch(db, batch, clock.now_ms()) {
+                    Some(true) => unsynced = None,
+                    Some(false) => unsynced = unsynced.or(Some(Instant::now())),
+                    None => {}
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if unsynced.is_some() {
+                    sync(db);
+                }
+                return;
+            }
         }
         // Checked after every batch too: a busy store never waits long enough to time out.
+        if unsynced.is_some_and(|at| at.elapsed() >= SYNC_WITHIN) && sync(db) {
+            unsynced = None;
+        }
         if Instant::now() >= next_sweep {
             match commit(db, vec![Task::Sweep], clock.now_ms()) {
-                Ok(_) => {}
+                Ok(_) => unsynced = None,
                 Err(e) => tracing::error!(error = %e, "state store sweep failed"),
             }
             next_sweep = Instant::now() + SWEEP_EVERY;
@@ -229,51 +307,91 @@ fn writer_loop(db: &Database, queue: &mpsc::Receiver<Job>, clock: &Clock) {
     }
 }
 
-/// Commits a batch, then answers each caller.
-fn run_batch(db: &Database, batch: Vec<Job>, now: u64) {
+/// An empty synced commit: makes every earlier unsynced commit durable. Returns whether
+/// it succeeded.
+fn sync(db: &Writer) -> bool {
+    match commit(db, Vec::new(), 0) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "state store sync failed");
+            false
+        }
+    }
+}
+
+/// Commits a batch, then answers each caller. Returns whether the commit was synced
+/// (`None`: it failed).
+fn run_batch(db: &Writer, batch: Vec<Job>, now: u64) -> Option<bool> {
     let (tasks, replies): (Vec<Task>, Vec<_>) =
         batch.into_iter().map(|job| (job.task, job.reply)).unzip();
+    let durable = tasks.iter().any(Task::durable);
     // A send fails only when the caller stopped waiting; its write is kept regardless.
     match commit(db, tasks, now) {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
+            Some(durable)
         }
         Err(e) => {
             let e = StoreError::storage(e);
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+            None
         }
     }
 }
 
-/// Applies the tasks in order in one write transaction and commits it durably. The
+/// Applies the tasks in order in one write transaction and commits it: synced when a
+/// durable task changed something (or there is no task: a sync), without a sync when
+/// only lazy ones did, and not at all when nothing changed (a replay, a refusal). The
 /// outer error (storage) fails them all; an inner one belongs to its task alone.
 #[allow(clippy::type_complexity)]
 fn commit(
-    db: &Database,
+    w: &Writer,
     tasks: Vec<Task>,
     now: u64,
 ) -> Result<Vec<Result<Reply, StoreError>>, redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    let mut durable = tasks.is_empty();
+    let mut changed = tasks.is_empty();
+    let mut txn = w.db.begin_write()?;
     let mut results = Vec::with_capacity(tasks.len());
     {
         let mut tables = Tables {
             entries: txn.open_table(ENTRIES)?,
             expiry: txn.open_table(EXPIRY)?,
+            changed: false,
         };
         for task in tasks {
+            let task_durable = task.durable();
+            tables.changed = false;
             results.push(match task {
                 Task::Write { key, op } => tables.write(&key, op, now)?,
                 Task::IncrAll(incs) => tables.incr_all(&incs, now)?,
+                Task::ClaimCounted { key, op, incs } => {
+                    tables.claim_counted(&key, op, &incs, now)?
+                }
                 Task::Sweep => Ok(Reply::Swept(tables.sweep(now)?)),
             });
+            changed |= tables.changed;
+            durable |= tables.changed && task_durable;
         }
     }
+    if !changed {
+        txn.abort()?;
+        return Ok(results);
+    }
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
     txn.commit()?;
+    if durable {
+        SYNCED.fetch_add(1, Ordering::Relaxed);
+        w.synced.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(results)
 }
 
@@ -281,25 +399,88 @@ fn commit(
 struct Tables<'txn> {
     entries: Table<'txn, &'static str, &'static [u8]>,
     expiry: Table<'txn, (u64, &'static str), ()>,
+    /// Whether the current task changed anything.
+    changed: bool,
 }
 
 impl Tables<'_> {
-    /// All-or-none increments: every limit is checked before anything is written.
-    fn incr_all(
+    /// The claim, then (when it starts the key) the counters, all or none; a refusal
+    /// changes nothing, the claim included.
+    fn claim_counted(
         &mut self,
+        key: &str,
+        op: Op,
         incs: &[(Incr, u64)],
         now: u64,
     ) -> Result<Result<Reply, StoreError>, redb::Error> {
+        if !incs.is_empty() && self.would_start(key, &op, now)? {
+            match self.refusal(incs, now)? {
+                Ok(None) => {}
+                Ok(Some(refused)) => {
+                    return Ok(Ok(Reply::Claimed(Idem::Started, Some(Err(refused)))));
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let idem = match self.write(key, op, now)? {
+            Ok(Reply::Idem(idem)) => idem,
+            Ok(other) => return Ok(Err(other.mismatch())),
+            Err(e) => return Ok(Err(e)),
+        };
+        if idem != Idem::Started || incs.is_empty() {
+            return Ok(Ok(Reply::Claimed(idem, None)));
+        }
+        // Checked above, in this transaction: the counters are admitted.
+        Ok(match self.incr_all(incs, now)? {
+            Ok(Reply::All(counted)) => Ok(Reply::Claimed(idem, Some(counted))),
+            Ok(other) => Err(other.mismatch()),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Whether `op` (a claim) would start the key, without writing.
+    fn would_start(&self, key: &str, op: &Op, now: u64) -> Result<bool, redb::Error> {
+        let current = self
+            .entries
+            .get(key)?
+            .and_then(|b| Record::decode(b.value()));
+        Ok(matches!(
+            record::apply(key, op.clone(), current, now),
+            Ok((_, Reply::Idem(Idem::Started)))
+        ))
+    }
+
+    /// The first counter that would pass its limit, with its index, if any.
+    #[allow(clippy::type_complexity)]
+    fn refusal(
+        &self,
+        incs: &[(Incr, u64)],
+        now: u64,
+    ) -> Result<Result<Option<(usize, Counter)>, StoreError>, redb::Error> {
         for (i, (inc, window_ms)) in incs.iter().enumerate() {
             let current = self
                 .entries
                 .get(inc.key.as_str())?
                 .and_then(|b| Record::decode(b.value()));
             match record::refuses(&inc.key, inc.by, inc.limit, *window_ms, current, now) {
-                Ok(Some(c)) => return Ok(Ok(Reply::All(Err((i, c))))),
+                Ok(Some(c)) => return Ok(Ok(Some((i, c)))),
                 Ok(None) => {}
                 Err(e) => return Ok(Err(e)),
             }
+        }
+        Ok(Ok(None))
+    }
+
+    /// All-or-none increments: every limit is checked before anything is written.
+    fn incr_all(
+        &mut self,
+        incs: &[(Incr, u64)],
+        now: u64,
+    ) -> Result<Result<Reply, StoreError>, redb::Error> {
+        match self.refusal(incs, now)? {
+            Ok(None) => {}
+            Ok(Some(refused)) => return Ok(Ok(Reply::All(Err(refused)))),
+            Err(e) => return Ok(Err(e)),
         }
         let mut counters = Vec::with_capacity(incs.len());
         for (inc, window_ms) in incs {
@@ -348,6 +529,7 @@ impl Tables<'_> {
         match change {
             Change::Keep => {}
             Change::Write(record) => {
+                self.changed = true;
                 if old_expiry != Some(record.expires_ms) {
                     if let Some(old) = old_expiry {
                         self.expiry.remove((old, key))?;
@@ -357,6 +539,7 @@ impl Tables<'_> {
                 self.entries.insert(key, record.encode().as_slice())?;
             }
             Change::Remove => {
+                self.changed = true;
                 if let Some(old) = old_expiry {
                     self.expiry.remove((old, key))?;
                 }
@@ -382,6 +565,7 @@ impl Tables<'_> {
         let mut removed = 0;
         for (expiry, key) in due {
             self.expiry.remove((expiry, key.as_str()))?;
+            self.changed = true;
             // The index is kept in step with the entries, but the entry decides.
             let dead = match self.entries.get(key.as_str())? {
                 None => false,
@@ -475,12 +659,22 @@ impl Store for EmbeddedStore {
     }
 
     async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
-        let mut task = Vec::with_capacity(incs.len());
-        for inc in incs {
-            check_key(&inc.key)?;
-            task.push((inc.clone(), millis("the window", inc.window)?));
-        }
-        self.submit(Task::IncrAll(task)).await?.all()
+        self.submit(Task::IncrAll(checked(incs)?)).await?.all()
+    }
+
+    async fn idem_claim_counted(
+        &self,
+        key: &str,
+        claim: &IdemClaim<'_>,
+        incs: &[Incr],
+    ) -> Result<(Idem, Option<AllOrNone>), StoreError> {
+        check_key(key)?;
+        let task = Task::ClaimCounted {
+            key: key.to_owned(),
+            op: record::claim_op(claim)?,
+            incs: checked(incs)?,
+        };
+        self.submit(task).await?.claimed()
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {

@@ -129,7 +129,18 @@ pub struct Incr {
     pub limit: Option<u64>,
     /// The window a new counter opens (as [`Store::incr`]).
     pub window: Duration,
+    /// Kept without a disk sync of its own: a crash (kill -9, power loss) may lose the
+    /// increments of the last [`SYNC_WITHIN`]. Meant for counters whose loss only
+    /// lets a few more calls through (rates, stop rules), never for budgets. A write
+    /// that holds any durable part is durable as a whole; backends that sync every
+    /// write (Redis, as configured) may ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
 }
+
+/// The longest a lazy write ([`Incr::lazy`]) of the embedded store stays unsynced: its
+/// writer syncs the file within this of the first lazy write after a sync.
+pub const SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// The outcome of [`Store::incr_all`]: every counter after the increment, or the index
 /// of the first one that would pass its limit and that counter as it stands (nothing was
@@ -210,6 +221,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// by one leaves the others uncharged.
     async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError>;
 
+    /// Claims an idempotency key ([`Store::idem_claim`]) and, only when the claim is
+    /// [`Idem::Started`], counts `incs` all or none ([`Store::incr_all`]), as one atomic
+    /// write: a keyed call is claimed and counted in one durable write (one disk sync
+    /// where the backend can). When the counters refuse, the key is not claimed (the
+    /// answer is still `Started`, with the refusal: nothing changed). The second part
+    /// is `None` when the key was not claimed or `incs` is empty.
+    async fn idem_claim_counted(
+        &self,
+        key: &str,
+        claim: &IdemClaim<'_>,
+        incs: &[Incr],
+    ) -> Result<(Idem, Option<AllOrNone>), StoreError> {
+        claim_then_count(self, key, claim, incs).await
+    }
+
     /// The counter's total in its current window; zero when there is none.
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError>;
 
@@ -228,6 +254,32 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Removes expired entries now and returns how many.
     async fn sweep(&self) -> Result<usize, StoreError>;
+}
+
+/// [`Store::idem_claim_counted`] as two writes, for backends without one: the claim,
+/// then the counters; a refusal releases the claim again ([`Store::idem_abandon`]), so
+/// a key taken over with `retake` is then free rather than held as it was.
+pub(crate) async fn claim_then_count<S: Store + ?Sized>(
+    store: &S,
+    key: &str,
+    claim: &IdemClaim<'_>,
+    incs: &[Incr],
+) -> Result<(Idem, Option<AllOrNone>), StoreError> {
+    let idem = store.idem_claim(key, claim).await?;
+    if idem != Idem::Started || incs.is_empty() {
+        return Ok((idem, None));
+    }
+    let counted = match store.incr_all(incs).await {
+        Ok(counted) => counted,
+        Err(e) => {
+            let _ = store.idem_abandon(key).await;
+            return Err(e);
+        }
+    };
+    if counted.is_err() {
+        store.idem_abandon(key).await?;
+    }
+    Ok((idem, Some(counted)))
 }
 
 /// Opens a local store a spec names: `file:PATH` or a bare path (the embedded store in

@@ -195,10 +195,12 @@ pub(crate) enum Reply {
     Unit,
     Swept(usize),
     All(super::AllOrNone),
+    /// A claim, and the counters counted with it (`idem_claim_counted`).
+    Claimed(Idem, Option<super::AllOrNone>),
 }
 
 impl Reply {
-    fn mismatch(self) -> StoreError {
+    pub(crate) fn mismatch(self) -> StoreError {
         StoreError::Stopped(format!("internal: unexpected store reply {self:?}"))
     }
     pub(crate) fn idem(self) -> Result<Idem, StoreError> {
@@ -240,6 +242,13 @@ impl Reply {
     pub(crate) fn all(self) -> Result<super::AllOrNone, StoreError> {
         match self {
             Self::All(a) => Ok(a),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    pub(crate) fn claimed(self) -> Result<(Idem, Option<super::AllOrNone>), StoreError> {
+        match self {
+            Self::Claimed(i, counted) => Ok((i, counted)),
             other => Err(other.mismatch()),
         }
     }

@@ -375,6 +375,19 @@ impl Store for FileStore {
         }
     }
 
+    async fn idem_claim_counted(
+        &self,
+        key: &str,
+        claim: &IdemClaim<'_>,
+        incs: &[Incr],
+    ) -> Result<(Idem, Option<AllOrNone>), StoreError> {
+        if let Some(s) = self.owner() {
+            return s.idem_claim_counted(key, claim, incs).await;
+        }
+        // A forwarding process makes the two writes through the owner.
+        super::claim_then_count(self, key, claim, incs).await
+    }
+
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {
         if let Some(s) = self.owner() {
             return s.get_counter(key).await;

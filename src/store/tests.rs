@@ -111,6 +111,8 @@ on_redis!(
     empty_keys_and_zero_durations_are_refused,
     incr_all_counts_everything_or_nothing,
     concurrent_incr_all_never_pass_any_limit,
+    claims_counted_at_once_never_pass_the_limit_and_refusals_leave_keys_free,
+    a_claim_that_finds_its_key_taken_counts_nothing,
 );
 
 macro_rules! conformance {
@@ -154,7 +156,14 @@ conformance!(
     empty_keys_and_zero_durations_are_refused,
     incr_all_counts_everything_or_nothing,
     concurrent_incr_all_never_pass_any_limit,
+    claims_counted_at_once_never_pass_the_limit_and_refusals_leave_keys_free,
+    a_claim_that_finds_its_key_taken_counts_nothing,
 );
+
+use sync::{
+    a_claim_that_finds_its_key_taken_counts_nothing,
+    claims_counted_at_once_never_pass_the_limit_and_refusals_leave_keys_free,
+};
 
 fn inc(key: &str, by: u64, limit: Option<u64>) -> Incr {
     Incr {
@@ -162,6 +171,7 @@ fn inc(key: &str, by: u64, limit: Option<u64>) -> Incr {
         by,
         limit,
         window: MIN,
+        lazy: false,
     }
 }
 
@@ -513,3 +523,6 @@ mod file;
 
 #[path = "tests_idem.rs"]
 mod idem;
+
+#[path = "tests_sync.rs"]
+mod sync;
