@@ -189,7 +189,15 @@ impl Breaker {
         // Kept for two windows: the current one and the one the estimate weighs in.
         let keep = self.over.saturating_mul(2);
         if !failed {
-            store.incr(&counter(bucket, "calls"), 1, keep).await?;
+            let calls = Incr {
+                key: counter(bucket, "calls"),
+                by: 1,
+                limit: None,
+                window: keep,
+                // A breaker's counts may lose their last second in a crash, as rates do.
+                lazy: true,
+            };
+            store.incr_all(std::slice::from_ref(&calls)).await?.ok();
             return Ok(None);
         }
         let incs = [
@@ -198,7 +206,6 @@ impl Breaker {
                 by: 1,
                 limit: None,
                 window: keep,
-                // A breaker's counts may lose their last second in a crash, as rates do.
                 lazy: true,
             },
             Incr {
