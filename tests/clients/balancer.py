@@ -9,8 +9,9 @@ replica that answered in an `X-Mcpd-Replica` header). This script, through HAPro
 2. drops a tool file into the shared config dir: every session gets
    notifications/tools/list_changed, and every replica lists and runs the new tool;
 3. runs keyed flag writes from every session at once, kills one replica (SIGKILL) a
-   third of the way in, and retries a failed write with the same idempotency key until
-   it completes or is reported in flight (the killed replica held it: its outcome is
+   third of the way in, and retries a failed write with the same idempotency key (on a
+   new session when the SDK ended the old one with the dead replica) until it completes
+   or is reported in flight (the killed replica held it: its outcome is
    unknown and it must not be sent again). Writes after the kill are served by the
    others.
 
@@ -31,7 +32,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from checks import check, list_changed, main, text_of
+from checks import CheckFailed, check, first_leaf, list_changed, main, text_of
 
 WRITES = 8
 CALL_TIMEOUT_S = 10
@@ -43,6 +44,8 @@ class Client:
     def __init__(self, url, token):
         self.url, self.token = url, token
         self.served = []  # replica names, in order
+        self.posted = []  # the same, for POSTs (calls): a GET stream may be answered
+        # by a replica just as it is killed
         self.streams = []  # GET and DELETE requests: method, status, replica
         self.changed, self.on_message = list_changed()
 
@@ -53,6 +56,8 @@ class Client:
             name = response.headers.get("x-mcpd-replica")
             if name:
                 self.served.append(name)
+                if response.request.method == "POST":
+                    self.posted.append(name)
             if response.request.method != "POST":
                 self.streams.append(f"{response.request.method} {response.status_code} {name}")
 
@@ -115,30 +120,50 @@ async def scenario():
         after_kill = []
 
         async def writes(i, c):
-            for j in range(WRITES):
-                key = f"lb-{i}-{j}"
-                args = {"env": "staging", "name": f"lb_{i}", "percent": j}
-                for _attempt in range(50):
-                    killed = done.is_set()
-                    mark = len(c.served)
-                    try:
-                        r = await c.session.call_tool(
-                            "flag_set", args, read_timeout_seconds=CALL_TIMEOUT_S,
-                            meta={"dev.mcpd/idempotencyKey": key})
-                    except Exception as e:  # noqa: BLE001 - a dead replica, retried
-                        print(f"retrying {key}: {type(e).__name__} {str(e)[:100]}", flush=True)
-                        await asyncio.sleep(0.05)
-                        continue
-                    if r.is_error and "in flight" in text_of(r):
-                        outcomes[key] = "in_flight"
-                        break
-                    check(not r.is_error, f"{key}: {text_of(r)[:200]}")
-                    outcomes[key] = "done"
-                    if killed:
-                        after_kill.extend(c.served[mark:])
-                    break
-                else:
-                    check(False, f"write {key} never completed")
+            # Each writer has a session of its own for this phase. The Python SDK ends a
+            # session when a replica dies under one of its POSTs (the balancer closes the
+            # connection without a response and the SDK's task group fails): a client then
+            # opens a new session through the balancer and retries with the same key.
+            j, attempts = 0, 0
+            while j < WRITES:
+                try:
+                    async with contextlib.AsyncExitStack() as own:
+                        w = Client(c.url, c.token)
+                        await w.open(own)
+                        while j < WRITES:
+                            key = f"lb-{i}-{j}"
+                            args = {"env": "staging", "name": f"lb_{i}", "percent": j}
+                            attempts += 1
+                            check(attempts <= 50 * WRITES, f"write {key} never completed")
+                            killed = done.is_set()
+                            mark = len(w.posted)
+                            try:
+                                r = await w.session.call_tool(
+                                    "flag_set", args, read_timeout_seconds=CALL_TIMEOUT_S,
+                                    meta={"dev.mcpd/idempotencyKey": key})
+                            except Exception as e:  # noqa: BLE001 - a dead replica, retried
+                                print(f"retrying {key}: {type(e).__name__} {str(e)[:100]}",
+                                      flush=True)
+                                await asyncio.sleep(0.05)
+                                continue
+                            if r.is_error and "in flight" in text_of(r):
+                                outcomes[key] = "in_flight"
+                                j += 1
+                                continue
+                            check(not r.is_error, f"{key}: {text_of(r)[:200]}")
+                            outcomes[key] = "done"
+                            if killed:
+                                after_kill.extend(w.posted[mark:])
+                            j += 1
+                except Exception as e:  # noqa: BLE001 - the session died with its replica
+                    leaf = first_leaf(e)
+                    if isinstance(leaf, CheckFailed):
+                        raise leaf from None
+                    attempts += 1
+                    check(attempts <= 50 * WRITES, f"client {i} could not open a session: {leaf}")
+                    print(f"client {i} opens a new session: {type(leaf).__name__} "
+                          f"{str(leaf)[:100]}", flush=True)
+                    await asyncio.sleep(0.05)
 
         async def killer():
             total = WRITES * len(clients)
