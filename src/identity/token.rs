@@ -92,6 +92,10 @@ struct Signer {
     public: String,
 }
 
+/// How many verified tokens an identity remembers; past it, it forgets them all and
+/// verifies again (only tokens that verified are remembered).
+pub const VERIFIED_TOKENS: usize = 4096;
+
 /// The compiled `identity:` section.
 pub struct Identity {
     audience: String,
@@ -107,10 +111,9 @@ pub struct Identity {
     pub max_ttl: Duration,
     /// Seconds a token or grant is still accepted after its `exp` (clock skew).
     leeway_s: u64,
-    /// The caller's token, its actor and its expiry, as last read and verified (tokens
-    /// are reused for many calls; the signature is checked once per token, the expiry
-    /// every call).
-    cache: Mutex<Option<(String, Arc<Actor>, u64)>>,
+    /// Callers' tokens, their actors and expiries, as verified (tokens are reused for
+    /// many calls; the signature is checked once per token, the expiry every call).
+    cache: Mutex<HashMap<String, (Arc<Actor>, u64)>>,
     file: Mutex<Option<(SystemTime, String)>>,
     /// What "now" is for expiry and issuing.
     clock: Clock,
@@ -255,7 +258,7 @@ impl Identity {
                 .unwrap_or_else(|| DEFAULT_TOKEN_ENV.to_owned()),
             token_file: spec.token_file.as_ref().map(|f| dir.join(f)),
             max_ttl,
-            cache: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
             file: Mutex::new(None),
             clock: Clock::system(),
         })
@@ -441,25 +444,37 @@ impl Identity {
         self.actor_for(&token).map(Some)
     }
 
-    /// The actor `token` stands for, verifying it once and its expiry every time.
+    /// The actor `token` stands for, verifying it once and its expiry every time. The
+    /// tokens verified are remembered for this identity (a reload that builds a new one
+    /// forgets them, so a removed key takes effect at once), at most
+    /// [`VERIFIED_TOKENS`]: the stdio caller's one token, or each HTTP caller's.
     ///
     /// # Errors
     /// A token that does not verify or has expired.
     pub fn actor_for(&self, token: &str) -> Result<Arc<Actor>, TokenError> {
-        let mut cache = self
+        let cached = self
             .cache
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (actor, exp) = match cache.as_ref() {
-            Some((t, actor, exp)) if t == token => (Arc::clone(actor), *exp),
-            _ => {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(token)
+            .map(|(actor, exp)| (Arc::clone(actor), *exp));
+        let (actor, exp) = match cached {
+            Some(found) => found,
+            None => {
+                // Verified outside the lock: a signature check takes tens of µs.
                 let c = self.verify(token)?;
                 let actor = Arc::new(c.actor());
-                *cache = Some((token.to_owned(), Arc::clone(&actor), c.exp));
+                let mut cache = self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= VERIFIED_TOKENS {
+                    cache.clear();
+                }
+                cache.insert(token.to_owned(), (Arc::clone(&actor), c.exp));
                 (actor, c.exp)
             }
         };
-        drop(cache);
         if exp.saturating_add(self.leeway_s) < self.clock.now_s() {
             return Err(TokenError::Expired(self.expiry_of(token)));
         }
@@ -582,6 +597,27 @@ mod tests {
             e.to_string(),
             "the token expired 6 s ago; issue a new one with 'mcpd token issue' and update the host's config"
         );
+    }
+
+    #[test]
+    fn many_callers_tokens_are_each_verified_once_and_a_forged_one_is_never_remembered() {
+        let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let id = identity(&clock, "mcpd-test");
+        let (a, b) = (token(&id, 60), token(&id, 120));
+        for _ in 0..3 {
+            assert_eq!(id.actor_for(&a).unwrap().subject, "agent:a");
+            assert_eq!(id.actor_for(&b).unwrap().subject, "agent:a");
+        }
+        assert_eq!(id.cache.lock().unwrap().len(), 2);
+        // The same claims with another signature: refused, and not remembered.
+        let (head, _) = a.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", B64.encode([7u8; 64]));
+        assert!(matches!(id.actor_for(&forged), Err(TokenError::BadSignature)));
+        assert_eq!(id.cache.lock().unwrap().len(), 2);
+        // Each expires on its own: `a` after 60 s (and the leeway), `b` still good.
+        clock.advance(Duration::from_secs(61) + DEFAULT_LEEWAY);
+        assert!(matches!(id.actor_for(&a), Err(TokenError::Expired(_))));
+        assert!(id.actor_for(&b).is_ok());
     }
 
     #[test]

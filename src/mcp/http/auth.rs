@@ -155,10 +155,7 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, req: Request, next: N
         .filter(|j| super::jwks::unverified_issuer(token).as_deref() == Some(j.issuer()));
     let verified = match (external, &catalog.identity) {
         (Some(jwks), _) => jwks.verify(token).await.map_err(|e| e.to_string()),
-        (None, Some(identity)) => identity
-            .verify(token)
-            .map(|c| Arc::new(c.actor()))
-            .map_err(|e| e.to_string()),
+        (None, Some(identity)) => identity.actor_for(token).map_err(|e| e.to_string()),
         (None, None) => Err(match &auth.jwks {
             Some(j) => format!("only tokens issued by {} are accepted", j.issuer()),
             None => "this mcpd has no identity: section to verify tokens with".to_owned(),
