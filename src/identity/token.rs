@@ -612,7 +612,10 @@ mod tests {
         // The same claims with another signature: refused, and not remembered.
         let (head, _) = a.rsplit_once('.').unwrap();
         let forged = format!("{head}.{}", B64.encode([7u8; 64]));
-        assert!(matches!(id.actor_for(&forged), Err(TokenError::BadSignature)));
+        assert!(matches!(
+            id.actor_for(&forged),
+            Err(TokenError::BadSignature)
+        ));
         assert_eq!(id.cache.lock().unwrap().len(), 2);
         // Each expires on its own: `a` after 60 s (and the leeway), `b` still good.
         clock.advance(Duration::from_secs(61) + DEFAULT_LEEWAY);
