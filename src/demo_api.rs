@@ -9,10 +9,13 @@
 //! key"; `/echo`, `/probe/...` and `/big` behave like the upstreams that leak or flood
 //! (an echo of the request, a 404 naming its path, a reply of any size). `/orders/{id}`
 //! answers one order; `/runbooks/{name}` and `/assets/{name}` (`docs.rs`) serve
-//! markdown, a PNG and a WAV for the resource and content-type demos. It is demo code:
+//! markdown, a PNG and a WAV for the resource and content-type demos; flags live in
+//! `flags.rs`, the seed orders in `seed.rs`. It is demo code:
 //! in memory, no auth.
 
 mod docs;
+mod flags;
+mod seed;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -99,7 +102,7 @@ impl DemoState {
     /// A fresh state with the seed orders and no flags.
     pub fn new() -> Self {
         Self {
-            orders: seed_orders(),
+            orders: seed::seed_orders(),
             ..Self::default()
         }
     }
@@ -118,7 +121,10 @@ pub fn router(state: Arc<DemoState>) -> Router {
     Router::new()
         .route("/orders", get(us_orders))
         .route("/eu/orders", get(eu_orders))
-        .route("/flags/{env}/{name}", get(get_flag).put(put_flag))
+        .route(
+            "/flags/{env}/{name}",
+            get(flags::get_flag).put(flags::put_flag),
+        )
         .route("/_requests", get(requests).delete(clear_requests))
         .route("/slow", get(slow).put(slow).post(slow))
         .route("/_slow", get(slow_stats))
@@ -573,164 +579,5 @@ fn is_date(s: &str) -> bool {
         })
 }
 
-const ENVS: &[&str] = &["staging", "prod"];
-
-async fn get_flag(
-    State(s): State<Arc<DemoState>>,
-    Path((env, name)): Path<(String, String)>,
-) -> Response {
-    if !ENVS.contains(&env.as_str()) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("unknown environment '{env}' (staging, prod)"),
-        );
-    }
-    let flags = s.flags.lock().unwrap_or_else(PoisonError::into_inner);
-    match flags.get(&(env.clone(), name.clone())) {
-        Some(p) => Json(json!({ "env": env, "name": name, "percent": p })).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no flag '{name}' in {env}")),
-    }
-}
-
-async fn put_flag(
-    State(s): State<Arc<DemoState>>,
-    Path((env, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
-) -> Response {
-    if !ENVS.contains(&env.as_str()) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("unknown environment '{env}' (staging, prod)"),
-        );
-    }
-    let Some(percent) = body
-        .get("percent")
-        .and_then(Value::as_u64)
-        .filter(|p| *p <= 100)
-    else {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "'percent' must be an integer from 0 to 100",
-        );
-    };
-    let percent = u8::try_from(percent).unwrap_or(100);
-    let mut flags = s.flags.lock().unwrap_or_else(PoisonError::into_inner);
-    let previous = flags.insert((env.clone(), name.clone()), percent);
-    Json(json!({ "env": env, "name": name, "percent": percent, "previous": previous }))
-        .into_response()
-}
-
-/// The seed orders: 30 in the US store, 20 in the EU store, across August and
-/// September 2025, each with an email and a Luhn-valid test card number.
-fn seed_orders() -> Vec<Order> {
-    const FIRST: &[&str] = &[
-        "ana", "ben", "chloe", "dev", "elif", "farid", "greta", "hugo", "ines", "jonas",
-    ];
-    const LAST: &[&str] = &[
-        "silva", "okafor", "martin", "patel", "yilmaz", "haddad", "berg", "laurent", "costa",
-        "weber",
-    ];
-    (0u64..50)
-        .map(|i| {
-            let region = if i % 5 < 3 { "us" } else { "eu" };
-            let first = FIRST.get((i % 10) as usize).copied().unwrap_or("ana");
-            let last = LAST
-                .get(((i / 10 + i * 3) % 10) as usize)
-                .copied()
-                .unwrap_or("silva");
-            let day = i % 30 + 1;
-            let month = if i < 30 { 8 } else { 9 };
-            let domain = if region == "eu" {
-                "example.eu"
-            } else {
-                "example.com"
-            };
-            Order {
-                id: format!("ord-{}", 1001 + i),
-                date: format!("2025-{month:02}-{day:02}"),
-                region: region.to_owned(),
-                customer: format!("{first} {last}"),
-                email: format!("{first}.{last}{i}@{domain}"),
-                card: luhn_complete(&format!("411111111111{:03}", 100 + i)),
-                amount_cents: 1_000 + (i * 7_919) % 90_000,
-                invoice_ref: not_luhn(&format!("700000000000{:03}", 100 + i)),
-            }
-        })
-        .collect()
-}
-
-/// Appends a digit that makes `digits` fail the Luhn check.
-fn not_luhn(digits: &str) -> String {
-    let valid = luhn_complete(digits);
-    let check = valid
-        .chars()
-        .last()
-        .and_then(|c| c.to_digit(10))
-        .unwrap_or(0);
-    format!("{digits}{}", (check + 1) % 10)
-}
-
-/// Appends the Luhn check digit to `digits`.
-fn luhn_complete(digits: &str) -> String {
-    let sum: u32 = digits
-        .chars()
-        .rev()
-        .filter_map(|c| c.to_digit(10))
-        .enumerate()
-        .map(|(i, d)| {
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{digits}{}", (10 - sum % 10) % 10)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn luhn_valid(n: &str) -> bool {
-        let sum: u32 = n
-            .chars()
-            .rev()
-            .filter_map(|c| c.to_digit(10))
-            .enumerate()
-            .map(|(i, d)| {
-                if i % 2 == 1 {
-                    let x = d * 2;
-                    if x > 9 { x - 9 } else { x }
-                } else {
-                    d
-                }
-            })
-            .sum();
-        sum.is_multiple_of(10)
-    }
-
-    #[test]
-    fn seed_cards_pass_luhn() {
-        let orders = seed_orders();
-        assert_eq!(orders.len(), 50);
-        assert!(
-            orders
-                .iter()
-                .all(|o| luhn_valid(&o.card) && o.card.len() == 16)
-        );
-    }
-
-    #[test]
-    fn both_regions_have_orders_in_august() {
-        let orders = seed_orders();
-        for region in ["us", "eu"] {
-            assert!(
-                orders
-                    .iter()
-                    .any(|o| o.region == region && o.date.starts_with("2025-08"))
-            );
-        }
-    }
-}
+mod tests;

@@ -1,7 +1,7 @@
 //! Compiling one tool file entry into a [`Tool`], collecting every problem.
 //!
 //! Owns the checks of a tool's own fields: its name, input and output schemas,
-//! templates and the variables they read, JSONPaths, durations, limits, cost and its
+//! templates (their variables are `template_check.rs`'s), JSONPaths, durations, limits, cost and its
 //! `tools/list` entry. Cross-file checks (duplicate names, upstream hosts in egress)
 //! are the catalog's. It never touches the network.
 
@@ -23,41 +23,6 @@ use crate::template::{Slot, TemplateSet, Tpl};
 use crate::upstream::request::{DEFAULT_MAX_BYTES, DEFAULT_RETRIES};
 use crate::upstream::{BodyTpl, RequestPlan, Secrets, Upstreams};
 use crate::util::duration::parse as parse_duration;
-
-/// A variable a template reads that the tool cannot give it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum VariableError {
-    /// A root this kind of template does not have.
-    #[error("unknown variable '{var}' (templates here can read: {roots})")]
-    UnknownRoot { var: String, roots: String },
-    /// `args.NAME` for an argument the input schema does not declare.
-    #[error(
-        "unknown variable '{var}': the input schema declares no argument '{arg}' (it declares: {declared})"
-    )]
-    UndeclaredArgument {
-        var: String,
-        arg: String,
-        declared: String,
-    },
-    /// `secret` without a name.
-    #[error("name the secret: 'secret.NAME' reads environment variable NAME")]
-    UnnamedSecret,
-}
-
-/// The name in the first `${NAME}` (or `${NAME:-default}`) of a template: tool files are
-/// not expanded like `mcpd.yaml`, so such text is a mistake to point out, not to send.
-fn shell_variable(text: &str) -> Option<&str> {
-    text.match_indices("${").find_map(|(i, _)| {
-        let inner = text.get(i + 2..)?;
-        let end = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
-        let name = inner.get(..end)?;
-        let closed = inner
-            .get(end..)
-            .is_some_and(|r| r.starts_with('}') || r.starts_with(":-"));
-        (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) && closed)
-            .then_some(name)
-    })
-}
 
 /// Longest tool id (hosts reject longer names).
 const MAX_NAME: usize = 64;
@@ -347,80 +312,6 @@ impl ToolCompiler<'_> {
         tool
     }
 
-    /// Compiles a template and checks the variables it reads.
-    pub(super) fn template(
-        &mut self,
-        field: &str,
-        src: &Located<String>,
-        slot: Slot,
-        args: &BTreeSet<String>,
-        roots: &[&str],
-    ) -> Option<Tpl> {
-        if let Some(var) = shell_variable(&src.value) {
-            self.err(
-                src.pos,
-                field,
-                format!(
-                    "'${{{var}}}' is not expanded in tool files: read environment variable {var} with '{{{{ secret.{var} }}}}' (for a literal '${{', write {{{{ '${{' }}}})"
-                ),
-            );
-            return None;
-        }
-        let name = format!("{}/{field}", self.id);
-        match self.templates.add(&name, &src.value, slot) {
-            Ok((tpl, vars)) => {
-                if ["request.path", "request.query.", "request.body"]
-                    .iter()
-                    .any(|p| field.starts_with(p))
-                {
-                    self.request_reads.extend(vars.iter().cloned());
-                }
-                let mut ok = true;
-                for var in vars {
-                    if let Err(e) = self.check_var(&var, args, roots) {
-                        self.err(src.pos, field, e);
-                        ok = false;
-                    }
-                }
-                ok.then_some(tpl)
-            }
-            Err(e) => {
-                self.err(src.pos, field, format!("template error: {e}"));
-                None
-            }
-        }
-    }
-
-    fn check_var(
-        &mut self,
-        var: &str,
-        args: &BTreeSet<String>,
-        roots: &[&str],
-    ) -> Result<(), VariableError> {
-        let mut parts = var.split('.');
-        let root = parts.next().unwrap_or_default();
-        let field = parts.next();
-        if !roots.contains(&root) {
-            return Err(VariableError::UnknownRoot {
-                var: var.to_owned(),
-                roots: roots.join(", "),
-            });
-        }
-        match (root, field) {
-            ("args", Some(f)) if !args.contains(f) => Err(VariableError::UndeclaredArgument {
-                var: var.to_owned(),
-                arg: f.to_owned(),
-                declared: args.iter().cloned().collect::<Vec<_>>().join(", "),
-            }),
-            ("secret", None) => Err(VariableError::UnnamedSecret),
-            ("secret", Some(name)) => {
-                self.secrets.insert(name.to_owned());
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Compiles a request; `field` names it in diagnostics (`request`, or
     /// `idempotency.reconcile` for a reconcile GET).
     pub(super) fn request(
@@ -640,19 +531,5 @@ fn output_wrap(spec: &ToolSpec) -> Wrap {
         }
         Some(Value::Object(_)) => Wrap::Always,
         _ => Wrap::NonObjects,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_variable;
-
-    #[test]
-    fn shell_variables_in_templates_are_found_and_literals_are_not() {
-        assert_eq!(shell_variable("Bearer ${API_TOKEN}"), Some("API_TOKEN"));
-        assert_eq!(shell_variable("${HOST:-x}/a"), Some("HOST"));
-        assert_eq!(shell_variable("a {{ '${' }} b"), None);
-        assert_eq!(shell_variable("price: $5, {x}"), None);
-        assert_eq!(shell_variable("${1}"), None);
     }
 }

@@ -9,6 +9,7 @@ mod compile;
 mod compile_idem;
 mod prompt;
 mod resource;
+mod template_check;
 mod tool;
 
 pub use prompt::{Arg, Body, Complete, Message, Prompt};

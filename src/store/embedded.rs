@@ -31,18 +31,18 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, Table,
-    TableDefinition,
-};
+use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::record::{self, Change, Op, Record, Reply};
+use super::record::{self, Op, Record, Reply};
 use super::{
     Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, SYNC_WITHIN, Store, StoreError,
     check_key, millis,
 };
 use crate::util::Clock;
+use tables::Tables;
+
+mod tables;
 
 /// Every entry: key → encoded [`Record`].
 pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -393,191 +393,6 @@ fn commit(
         w.synced.fetch_add(1, Ordering::Relaxed);
     }
     Ok(results)
-}
-
-/// The tables open in one write transaction.
-struct Tables<'txn> {
-    entries: Table<'txn, &'static str, &'static [u8]>,
-    expiry: Table<'txn, (u64, &'static str), ()>,
-    /// Whether the current task changed anything.
-    changed: bool,
-}
-
-impl Tables<'_> {
-    /// The claim, then (when it starts the key) the counters, all or none; a refusal
-    /// changes nothing, the claim included.
-    fn claim_counted(
-        &mut self,
-        key: &str,
-        op: Op,
-        incs: &[(Incr, u64)],
-        now: u64,
-    ) -> Result<Result<Reply, StoreError>, redb::Error> {
-        if !incs.is_empty() && self.would_start(key, &op, now)? {
-            match self.refusal(incs, now)? {
-                Ok(None) => {}
-                Ok(Some(refused)) => {
-                    return Ok(Ok(Reply::Claimed(Idem::Started, Some(Err(refused)))));
-                }
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        let idem = match self.write(key, op, now)? {
-            Ok(Reply::Idem(idem)) => idem,
-            Ok(other) => return Ok(Err(other.mismatch())),
-            Err(e) => return Ok(Err(e)),
-        };
-        if idem != Idem::Started || incs.is_empty() {
-            return Ok(Ok(Reply::Claimed(idem, None)));
-        }
-        // Checked above, in this transaction: the counters are admitted.
-        Ok(match self.incr_all(incs, now)? {
-            Ok(Reply::All(counted)) => Ok(Reply::Claimed(idem, Some(counted))),
-            Ok(other) => Err(other.mismatch()),
-            Err(e) => Err(e),
-        })
-    }
-
-    /// Whether `op` (a claim) would start the key, without writing.
-    fn would_start(&self, key: &str, op: &Op, now: u64) -> Result<bool, redb::Error> {
-        let current = self
-            .entries
-            .get(key)?
-            .and_then(|b| Record::decode(b.value()));
-        Ok(matches!(
-            record::apply(key, op.clone(), current, now),
-            Ok((_, Reply::Idem(Idem::Started)))
-        ))
-    }
-
-    /// The first counter that would pass its limit, with its index, if any.
-    #[allow(clippy::type_complexity)]
-    fn refusal(
-        &self,
-        incs: &[(Incr, u64)],
-        now: u64,
-    ) -> Result<Result<Option<(usize, Counter)>, StoreError>, redb::Error> {
-        for (i, (inc, window_ms)) in incs.iter().enumerate() {
-            let current = self
-                .entries
-                .get(inc.key.as_str())?
-                .and_then(|b| Record::decode(b.value()));
-            match record::refuses(&inc.key, inc.by, inc.limit, *window_ms, current, now) {
-                Ok(Some(c)) => return Ok(Ok(Some((i, c)))),
-                Ok(None) => {}
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        Ok(Ok(None))
-    }
-
-    /// All-or-none increments: every limit is checked before anything is written.
-    fn incr_all(
-        &mut self,
-        incs: &[(Incr, u64)],
-        now: u64,
-    ) -> Result<Result<Reply, StoreError>, redb::Error> {
-        match self.refusal(incs, now)? {
-            Ok(None) => {}
-            Ok(Some(refused)) => return Ok(Ok(Reply::All(Err(refused)))),
-            Err(e) => return Ok(Err(e)),
-        }
-        let mut counters = Vec::with_capacity(incs.len());
-        for (inc, window_ms) in incs {
-            let op = Op::Incr {
-                by: inc.by,
-                window_ms: *window_ms,
-            };
-            match self.write(&inc.key, op, now)? {
-                Ok(reply) => match reply.counter() {
-                    Ok(c) => counters.push(c),
-                    Err(e) => return Ok(Err(e)),
-                },
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        Ok(Ok(Reply::All(Ok(counters))))
-    }
-
-    /// Applies one write, keeping the expiry index in step with the entry.
-    fn write(
-        &mut self,
-        key: &str,
-        op: Op,
-        now: u64,
-    ) -> Result<Result<Reply, StoreError>, redb::Error> {
-        let overwrites = matches!(op, Op::Put { .. } | Op::Delete);
-        let current = match self.entries.get(key)? {
-            None => None,
-            Some(bytes) => match Record::decode(bytes.value()) {
-                Some(record) => Some(record),
-                // An unreadable record may still be replaced or removed: that is the way
-                // out. Its index entry is left for the sweep, which checks the entry.
-                None if overwrites => None,
-                None => {
-                    return Ok(Err(StoreError::Corrupt {
-                        key: key.to_owned(),
-                    }));
-                }
-            },
-        };
-        let old_expiry = current.as_ref().map(|r| r.expires_ms);
-        let (change, reply) = match record::apply(key, op, current, now) {
-            Ok(done) => done,
-            Err(e) => return Ok(Err(e)),
-        };
-        match change {
-            Change::Keep => {}
-            Change::Write(record) => {
-                self.changed = true;
-                if old_expiry != Some(record.expires_ms) {
-                    if let Some(old) = old_expiry {
-                        self.expiry.remove((old, key))?;
-                    }
-                    self.expiry.insert((record.expires_ms, key), ())?;
-                }
-                self.entries.insert(key, record.encode().as_slice())?;
-            }
-            Change::Remove => {
-                self.changed = true;
-                if let Some(old) = old_expiry {
-                    self.expiry.remove((old, key))?;
-                }
-                self.entries.remove(key)?;
-            }
-        }
-        Ok(Ok(reply))
-    }
-
-    /// Removes every entry whose expiry has passed; returns how many.
-    fn sweep(&mut self, now: u64) -> Result<usize, redb::Error> {
-        // Every (expiry, key) with expiry <= now: "" is the least key at `now + 1`.
-        let due = self
-            .expiry
-            .range::<(u64, &str)>(..(now.saturating_add(1), ""))?
-            .map(|item| {
-                item.map(|(k, _)| {
-                    let (expiry, key) = k.value();
-                    (expiry, key.to_owned())
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut removed = 0;
-        for (expiry, key) in due {
-            self.expiry.remove((expiry, key.as_str()))?;
-            self.changed = true;
-            // The index is kept in step with the entries, but the entry decides.
-            let dead = match self.entries.get(key.as_str())? {
-                None => false,
-                Some(bytes) => Record::decode(bytes.value()).is_none_or(|r| !r.live(now)),
-            };
-            if dead {
-                self.entries.remove(key.as_str())?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
 }
 
 #[async_trait::async_trait]
