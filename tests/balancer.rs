@@ -16,21 +16,6 @@ use crate::util::{ConfigDir, DemoApi, Haproxy, RedisServer, bin, run};
 
 const AUDIT_KEY: &str = "audit-key-for-balancer-tests-0123456789";
 
-/// PUTs the demo API received, by Idempotency-Key.
-fn puts_by_key(api: &DemoApi) -> BTreeMap<String, usize> {
-    let mut by_key = BTreeMap::new();
-    for r in api.requests() {
-        if r["method"] == "PUT" {
-            let key = r["headers"]["idempotency-key"]
-                .as_str()
-                .unwrap_or("<none>")
-                .to_owned();
-            *by_key.entry(key).or_insert(0) += 1;
-        }
-    }
-    by_key
-}
-
 #[test]
 fn replicas_behind_haproxy_without_affinity_serve_reload_and_survive_a_kill() {
     let Some(redis) = RedisServer::start() else {
@@ -115,7 +100,7 @@ fn replicas_behind_haproxy_without_affinity_serve_reload_and_survive_a_kill() {
         .map(|j| serde_json::from_str(j).unwrap())
         .unwrap();
     assert_eq!(outcomes.len(), 4 * 8, "{outcomes:?}");
-    let puts = puts_by_key(&api);
+    let puts = api.puts_by_key();
     let twice: Vec<_> = puts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "written more than once: {twice:?}");
     for (key, outcome) in &outcomes {

@@ -99,20 +99,6 @@ fn text(result: &Value) -> String {
     crate::util::text(result)
 }
 
-fn puts_by_key(api: &DemoApi) -> BTreeMap<String, usize> {
-    let mut by_key = BTreeMap::new();
-    for r in api.requests() {
-        if r["method"] == "PUT" {
-            let key = r["headers"]["idempotency-key"]
-                .as_str()
-                .unwrap_or("<none>")
-                .to_owned();
-            *by_key.entry(key).or_insert(0) += 1;
-        }
-    }
-    by_key
-}
-
 #[test]
 fn replicas_share_a_global_rate_an_idempotency_key_and_a_budget() {
     let Some(redis) = RedisServer::start() else {
@@ -181,7 +167,7 @@ fn replicas_share_a_global_rate_an_idempotency_key_and_a_budget() {
     let again = call(b.authority(), &token, &sb, "flag_set", staging(40), None).unwrap();
     assert_eq!(again["_meta"]["dev.mcpd/replayed"], true, "{again}");
     assert_eq!(again["structuredContent"], first["structuredContent"]);
-    assert_eq!(puts_by_key(&api).values().sum::<usize>(), 1);
+    assert_eq!(api.puts_by_key().values().sum::<usize>(), 1);
 
     // A budget of 3 flag writes spent on A and B together.
     for (on, p) in [(&a, 41), (&b, 42)] {
@@ -199,7 +185,7 @@ fn replicas_share_a_global_rate_an_idempotency_key_and_a_budget() {
         "{}",
         text(&over)
     );
-    assert_eq!(puts_by_key(&api).values().sum::<usize>(), 3);
+    assert_eq!(api.puts_by_key().values().sum::<usize>(), 3);
 }
 
 #[test]
@@ -277,7 +263,7 @@ fn a_replica_killed_mid_load_leaves_the_other_serving_and_writes_once() {
 
     // Kill A (SIGKILL, no drain) once the load is well under way.
     let end = Instant::now() + DEADLINE;
-    while puts_by_key(&api).len() < CLIENTS * WRITES / 3 {
+    while api.puts_by_key().len() < CLIENTS * WRITES / 3 {
         assert!(Instant::now() < end, "the load never got going");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -299,7 +285,7 @@ fn a_replica_killed_mid_load_leaves_the_other_serving_and_writes_once() {
     // B kept serving after A died.
     assert!(after_kill_on_b.load(Ordering::SeqCst) > 0);
     // No write reached the upstream twice, and every completed write reached it.
-    let puts = puts_by_key(&api);
+    let puts = api.puts_by_key();
     let twice: Vec<_> = puts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "written more than once: {twice:?}");
     for (key, outcome) in &outcomes {

@@ -155,6 +155,21 @@ impl DemoApi {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// The PUTs the API has seen, counted by their `Idempotency-Key` (`<none>` without).
+    pub(crate) fn puts_by_key(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut by_key = std::collections::BTreeMap::new();
+        for r in self.requests() {
+            if r["method"] == "PUT" {
+                let key = r["headers"]["idempotency-key"]
+                    .as_str()
+                    .unwrap_or("<none>")
+                    .to_owned();
+                *by_key.entry(key).or_insert(0) += 1;
+            }
+        }
+        by_key
+    }
 }
 
 impl Drop for DemoApi {
