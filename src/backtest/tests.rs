@@ -1,7 +1,5 @@
 use super::*;
 use crate::audit::{AuditLog, Entry, Intent, PolicyRecord, Verifier};
-use crate::config::PolicySpec;
-use crate::config::diag::Diagnostics;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -40,15 +38,7 @@ fn catalog(policy: &str) -> Catalog {
     Catalog::compile(&loaded, &vars).unwrap()
 }
 
-fn policy(yaml: &str) -> Policy {
-    let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
-    Policy::compile(
-        Path::new("policies.yaml"),
-        &spec,
-        &mut Diagnostics::default(),
-    )
-    .unwrap()
-}
+use crate::policy::compiled as policy;
 
 const CANDIDATE: &str = r#"
 default: allow

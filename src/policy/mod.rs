@@ -566,5 +566,17 @@ fn describe(e: &minijinja::Error) -> String {
         .map_or_else(|| e.kind().to_string(), str::to_owned)
 }
 
+/// The policy `yaml` compiles to, as if read from `policies.yaml` (tests only).
+#[cfg(test)]
+pub(crate) fn compiled(yaml: &str) -> Policy {
+    let spec: crate::config::PolicySpec = serde_saphyr::from_str(yaml).unwrap();
+    Policy::compile(
+        std::path::Path::new("policies.yaml"),
+        &spec,
+        &mut crate::config::diag::Diagnostics::default(),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,20 +1,9 @@
 use super::super::Sent;
 use super::*;
-use crate::config::PolicySpec;
-use crate::config::diag::Diagnostics;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::path::Path;
 
-fn policy(yaml: &str) -> Policy {
-    let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
-    Policy::compile(
-        Path::new("policies.yaml"),
-        &spec,
-        &mut Diagnostics::default(),
-    )
-    .unwrap()
-}
+use crate::policy::compiled as policy;
 
 const RULES: &str = r#"
 default: allow

@@ -11,15 +11,7 @@ mod compile;
 mod lift;
 mod matching;
 
-fn policy(yaml: &str) -> Policy {
-    let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
-    Policy::compile(
-        Path::new("policies.yaml"),
-        &spec,
-        &mut Diagnostics::default(),
-    )
-    .unwrap()
-}
+use crate::policy::compiled as policy;
 
 fn compile_err(yaml: &str) -> String {
     let spec: PolicySpec = serde_saphyr::from_str(yaml).unwrap();
