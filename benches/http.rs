@@ -11,7 +11,9 @@
 //! through HAProxy (round-robin, no affinity) to two replicas sharing a redis-server
 //! (sessions are in it): each request may reach either replica.
 //!
-//! `cargo bench --bench http` (BENCH_N sets calls per row, default 4000).
+//! `cargo bench --bench http` (BENCH_N sets calls per row, default 4000). With
+//! `BENCH_BASELINE=PATH` (another build of mcpd, e.g. main's), a replica of that binary
+//! is measured too, in the same run, its rows interleaved with this build's.
 
 // A benchmark is a test harness: a failed expect is its failure report.
 #![allow(
@@ -44,7 +46,11 @@ struct Replica {
 
 impl Replica {
     fn start(config: &Path, api_url: &str, key: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcpd"))
+        Self::start_bin(env!("CARGO_BIN_EXE_mcpd"), config, api_url, key, extra)
+    }
+
+    fn start_bin(bin: &str, config: &Path, api_url: &str, key: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin)
             .args(["serve", "--no-watch", "--http", "127.0.0.1:0", "--config"])
             .arg(config)
             .args(extra)
@@ -350,6 +356,9 @@ async fn main() {
     let a = Replica::start(config.path(), &url, &key, &[]);
     let b = Replica::start(config.path(), &url, &key, &[]);
     let open = Replica::start(config.path(), &url, &key, &["--no-auth"]);
+    let baseline = std::env::var("BENCH_BASELINE")
+        .ok()
+        .map(|bin| Replica::start_bin(&bin, config.path(), &url, &key, &[]));
 
     println!(
         "mcpd HTTP benchmark: orders_export ({FROM}..{TO}), N={n} calls per row, bearer auth on, {} CPUs",
@@ -360,15 +369,27 @@ async fn main() {
         "path", "clients", "calls/s", "p50 us", "p99 us"
     );
     let mut summary = Vec::new();
+    let mut baselines = Vec::new();
     for clients in [1usize, 16, 64] {
         // Warm every path (connections, allocator) before measuring.
         direct(&url, n / 10, clients).await;
         through_mcpd(&[&a, &b], &token, n / 10, clients).await;
         let d = direct(&url, n, clients).await;
         let one = through_mcpd(&[&a], &token, n, clients).await;
+        let base = match &baseline {
+            Some(base) => {
+                through_mcpd(&[base], &token, n / 10, clients).await;
+                Some(through_mcpd(&[base], &token, n, clients).await)
+            }
+            None => None,
+        };
         let two = through_mcpd(&[&a, &b], &token, n, clients).await;
         row("direct to upstream", clients, d);
         row("mcpd, 1 replica", clients, one);
+        if let Some(base) = base {
+            row("baseline mcpd, 1 replica", clients, base);
+            baselines.push((clients, d, base, one));
+        }
         row("mcpd, 2 replicas", clients, two);
         summary.push((clients, d, one, two));
     }
@@ -404,6 +425,15 @@ async fn main() {
             one.p50_us - d.p50_us,
             one.calls_per_s / d.calls_per_s,
             two.calls_per_s / one.calls_per_s
+        );
+    }
+    for (clients, d, base, one) in baselines {
+        println!(
+            "{clients:>2} clients: the baseline adds {:.0} us at p50 over direct ({:.2}x its calls/s); \
+             this build gives {:.2}x the baseline's calls/s",
+            base.p50_us - d.p50_us,
+            base.calls_per_s / d.calls_per_s,
+            one.calls_per_s / base.calls_per_s
         );
     }
     for (clients, f) in balanced {

@@ -26,6 +26,7 @@ mod forwarding;
 mod host_config;
 mod http;
 mod http_auth;
+mod http_direct;
 mod identity;
 mod import;
 mod init;

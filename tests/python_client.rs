@@ -81,12 +81,9 @@ fn python_sdk_accepts_every_result_of_tools_with_output_schemas() {
     assert_passes_over_stdio("output_schema.py", "output schema", cfg.path(), &api);
 }
 
-/// Issue 15, item 7: after `notifications/cancelled` the upstream request ran to its
-/// end and kept its concurrency slot.
-#[test]
-fn python_sdk_cancellation_aborts_the_upstream_request_and_settles_its_key() {
-    let api = DemoApi::start();
-    let cfg = ConfigDir::shipped();
+/// Adds cancel.py's tools over the demo API's `/slow`: `slow.read` (concurrency 1),
+/// `slow.write` and `slow.write.short` (keyed writes, timeouts 10 s and 400 ms).
+fn with_slow_tools(cfg: &ConfigDir) {
     let tool = |name: &str, method: &str, extra: &str| {
         format!(
             "name: {name}\ndescription: Answers slowly.\ninput: {{ type: object, properties: {{ ms: {{ type: integer }}, n: {{ type: integer }} }} }}\nrequest: {{ upstream: orders, method: {method}, path: /slow, query: {{ ms: \"{{{{ args.ms }}}}\", n: \"{{{{ args.n }}}}\" }}{extra} }}\n"
@@ -108,5 +105,36 @@ fn python_sdk_cancellation_aborts_the_upstream_request_and_settles_its_key() {
             ),
         );
     }
+}
+
+/// Issue 15, item 7: after `notifications/cancelled` the upstream request ran to its
+/// end and kept its concurrency slot.
+#[test]
+fn python_sdk_cancellation_aborts_the_upstream_request_and_settles_its_key() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    with_slow_tools(&cfg);
     assert_passes_over_stdio("cancel.py", "cancel", cfg.path(), &api);
+}
+
+/// The same over Streamable HTTP, where such a call is answered on the direct path
+/// (no progress asked, no elicitation): a cancel reaches it there too.
+#[test]
+fn python_sdk_cancellation_over_http_aborts_the_upstream_request_and_settles_its_key() {
+    use crate::http::{HttpServer, Keys, token_only};
+    let api = DemoApi::start();
+    let cfg = token_only();
+    with_slow_tools(&cfg);
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:python", &["*"]);
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", &keys.key),
+    ];
+    let server = HttpServer::start(cfg.path(), &env, &[]);
+    let mut cmd = client("cancel.py");
+    cmd.env("MCPD_URL", server.mcp_url())
+        .env("MCPD_TOKEN", &token)
+        .env("DEMO_API_URL", &api.url);
+    assert_passes(&mut cmd, "cancel http", &|| server.stderr());
 }

@@ -31,7 +31,7 @@ use rmcp::model::{
     SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
-use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 
 use crate::engine::{CallContext, Engine};
 use crate::identity::Actor;
@@ -74,13 +74,91 @@ pub(crate) struct McpServer {
     engine: Arc<Engine>,
     /// This session's log to the client (its level, rate limit and queue).
     log: Arc<logging::ClientLog>,
+    /// Over HTTP: the sessions the direct path serves, which this one joins.
+    live: Option<Arc<http::direct::Live>>,
 }
 
 impl McpServer {
     /// A handler for a new session over `engine`.
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
         let log = Arc::new(logging::ClientLog::new(crate::util::Clock::system()));
-        Self { engine, log }
+        Self {
+            engine,
+            log,
+            live: None,
+        }
+    }
+
+    /// A handler for a new HTTP session, which the direct path may serve once it knows
+    /// the session's id (`http::direct`).
+    pub(crate) fn over_http(engine: Arc<Engine>, live: Arc<http::direct::Live>) -> Self {
+        Self {
+            live: Some(live),
+            ..Self::new(engine)
+        }
+    }
+
+    /// Over HTTP, makes this session known to the direct path, by the id a request of
+    /// the session carries.
+    fn join_live(&self, extensions: &rmcp::model::Extensions, peer: &Peer<RoleServer>) {
+        let Some(live) = &self.live else { return };
+        let id = extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok());
+        if let Some(id) = id {
+            live.register(id, self, peer);
+        }
+    }
+
+    /// A `tools/call`: `request` with the `_meta` rmcp took from it (if any), by
+    /// `actor`, asking the human through `peer`, cancelled by `cancelled`. rmcp's
+    /// session and the direct path over HTTP both run this.
+    pub(crate) async fn call(
+        &self,
+        request: CallToolRequestParams,
+        taken_meta: Option<&rmcp::model::RequestMetaObject>,
+        actor: Option<Arc<Actor>>,
+        peer: Peer<RoleServer>,
+        cancelled: tokio_util::sync::CancellationToken,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // rmcp moves the request's `_meta` into the context; read both to be safe.
+        let metas = [taken_meta, request.meta.as_ref()];
+        let metas = metas.iter().flatten();
+        // The caller's trace, parsed once: the request's span continues it, and
+        // tool.call is its child.
+        let trace = TraceContext::continue_or_start(
+            metas.clone().find_map(|m| m.get_traceparent()),
+            metas.clone().find_map(|m| m.get_tracestate()),
+        );
+        let span =
+            tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
+        crate::telemetry::continue_trace(&span, &trace);
+        let token = metas.clone().find_map(|m| m.get_progress_token());
+        let report = Arc::new(progress::CallReport::new(self.log.clone(), token));
+        let ctx = CallContext {
+            trace: Some(trace),
+            idempotency_key: metas
+                .clone()
+                .find_map(|m| m.get(IDEMPOTENCY_META).and_then(|v| v.as_str()))
+                .map(str::to_owned),
+            // Over HTTP, the caller the bearer token proved (see `http::auth`).
+            actor,
+            // A human's approval comes only from this session's elicitation answers.
+            approver: Some(Arc::new(approval::ElicitApprover::new(peer))),
+            reporter: Some(report.clone()),
+            // rmcp cancels it on `notifications/cancelled` for this request (the direct
+            // path does too).
+            cancelled: Some(cancelled),
+        };
+        let call = self.engine.call(&request.name, request.arguments, &ctx);
+        match report.around(&request.name, call).instrument(span).await {
+            Ok(result) => Ok(to_mcp_result(result).into()),
+            Err(unknown) => Err(ErrorData::invalid_params(
+                format!("{unknown}: tools/list names the tools this server has"),
+                None,
+            )),
+        }
     }
 
     /// Serves MCP over this process's stdin and stdout until the client goes away.
@@ -229,6 +307,7 @@ impl ServerHandler for McpServer {
     /// The session's log to the client starts once it is initialized (if `initialize`
     /// has not started it).
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.join_live(&context.extensions, &context.peer);
         self.log.start(context.peer.clone(), &self.engine);
     }
 
@@ -329,47 +408,19 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        // rmcp moves the request's `_meta` into the context; read both to be safe.
-        let metas = [Some(&context.meta), request.meta.as_ref()];
-        let metas = metas.iter().flatten();
-        // The caller's trace, parsed once: the request's span continues it, and
-        // tool.call is its child.
-        let trace = TraceContext::continue_or_start(
-            metas.clone().find_map(|m| m.get_traceparent()),
-            metas.clone().find_map(|m| m.get_tracestate()),
-        );
-        let span =
-            tracing::info_span!("mcp.request", mcp.method = "tools/call", mcp.tool = %request.name);
-        crate::telemetry::continue_trace(&span, &trace);
-        let token = metas.clone().find_map(|m| m.get_progress_token());
-        let report = Arc::new(progress::CallReport::new(self.log.clone(), token));
-        let ctx = CallContext {
-            trace: Some(trace),
-            idempotency_key: metas
-                .clone()
-                .find_map(|m| m.get(IDEMPOTENCY_META).and_then(|v| v.as_str()))
-                .map(str::to_owned),
-            // Over HTTP, the caller the bearer token proved (see `http::auth`).
-            actor: context
-                .extensions
-                .get::<axum::http::request::Parts>()
-                .and_then(|p| p.extensions.get::<Arc<Actor>>())
-                .cloned(),
-            // A human's approval comes only from this session's elicitation answers.
-            approver: Some(Arc::new(approval::ElicitApprover::new(
-                context.peer.clone(),
-            ))),
-            reporter: Some(report.clone()),
-            // rmcp cancels it on `notifications/cancelled` for this request.
-            cancelled: Some(context.ct.clone()),
-        };
-        let call = self.engine.call(&request.name, request.arguments, &ctx);
-        match report.around(&request.name, call).instrument(span).await {
-            Ok(result) => Ok(to_mcp_result(result).into()),
-            Err(unknown) => Err(ErrorData::invalid_params(
-                format!("{unknown}: tools/list names the tools this server has"),
-                None,
-            )),
-        }
+        self.join_live(&context.extensions, &context.peer);
+        let actor = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Arc<Actor>>())
+            .cloned();
+        self.call(
+            request,
+            Some(&context.meta),
+            actor,
+            context.peer,
+            context.ct,
+        )
+        .await
     }
 }

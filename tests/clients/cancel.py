@@ -11,14 +11,22 @@ demo API's `/slow` endpoint: `slow.read` (GET, concurrency 1), and `slow.write` 
   claim lapses, 10 s on), and as a timed-out one is: its retry is sent again, or
   refused, exactly as the retry of a write that timed out (whatever that rule is).
 
-Environment: MCPD_BIN, MCPD_CONFIG, DEMO_API_URL.
+The same over Streamable HTTP when MCPD_URL and MCPD_TOKEN name a running
+`mcpd serve --http` (a call without progress is answered there on the direct path,
+which must cancel it the same way).
+
+Environment: MCPD_BIN, MCPD_CONFIG, DEMO_API_URL; or MCPD_URL, MCPD_TOKEN, DEMO_API_URL.
 """
 import asyncio
 import os
 import sys
 import time
 
+from contextlib import asynccontextmanager
+
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from checks import api_get, check, main, text_of
 
@@ -66,13 +74,27 @@ async def retry_outcome(session, tool, args):
     return sent_again, refused
 
 
-async def scenario():
+@asynccontextmanager
+async def connect():
+    """The streams to mcpd: over HTTP when MCPD_URL is set, else over stdio."""
+    if os.environ.get("MCPD_URL"):
+        client = create_mcp_http_client(
+            headers={"Authorization": f"Bearer {os.environ['MCPD_TOKEN']}"})
+        async with client, streamable_http_client(os.environ["MCPD_URL"], http_client=client) \
+                as (read, write, *_):
+            yield read, write
+        return
     server = StdioServerParameters(
         command=os.environ["MCPD_BIN"],
         args=["serve", "--no-watch", "--config", os.environ["MCPD_CONFIG"]],
         env=dict(os.environ),
     )
-    async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
+    async with stdio_client(server) as (read, write):
+        yield read, write
+
+
+async def scenario():
+    async with connect() as (read, write), ClientSession(read, write) as session:
         await session.initialize()
 
         # 1. A slow read, cancelled: aborted upstream, its slot free at once.
@@ -105,4 +127,7 @@ async def scenario():
 
 
 if __name__ == "__main__":
-    sys.exit(main("cancel", ("MCPD_BIN", "MCPD_CONFIG", "DEMO_API_URL"), scenario))
+    over_http = bool(os.environ.get("MCPD_URL"))
+    required = ("MCPD_URL", "MCPD_TOKEN", "DEMO_API_URL") if over_http \
+        else ("MCPD_BIN", "MCPD_CONFIG", "DEMO_API_URL")
+    sys.exit(main("cancel http" if over_http else "cancel", required, scenario))

@@ -1,13 +1,15 @@
 //! MCP over Streamable HTTP: `mcpd serve --http ADDR`.
 //!
 //! Owns the HTTP edge: rmcp's `StreamableHttpService` at `/mcp` over the same
-//! [`McpServer`] handler stdio uses, bearer authentication ([`auth`]) with the RFC 9728
+//! [`McpServer`] handler stdio uses (with [`direct`] in front of it for a `tools/call`
+//! that cannot stream), bearer authentication ([`auth`]) with the RFC 9728
 //! protected-resource metadata, `/healthz` and `/readyz` (and `/metrics` when asked),
 //! allowed hosts and origins, the body limit, and a graceful shutdown that stops
 //! accepting, drains the calls in flight, then closes the sessions. It must not decide
 //! anything about a call beyond who makes it: the engine does the rest.
 
 pub(crate) mod auth;
+pub(crate) mod direct;
 pub(crate) mod jwks;
 pub(crate) mod sessions;
 
@@ -194,19 +196,28 @@ pub(crate) async fn serve(
     // One handler per session: each has its own log level, rate limit and queue.
     let for_sessions = engine.clone();
     let sessions = Arc::new(LocalSessionManager::default());
+    let live = Arc::new(direct::Live::default());
+    let for_live = Arc::clone(&live);
     let mcp = StreamableHttpService::new(
-        move || Ok(McpServer::new(for_sessions.clone())),
+        move || Ok(McpServer::over_http(for_sessions.clone(), for_live.clone())),
         Arc::clone(&sessions),
         config,
     );
+    // A call that cannot stream is answered in front of rmcp (direct).
+    let direct_path = direct::Direct {
+        live: Arc::clone(&live),
+        sessions: Arc::clone(&sessions),
+        max_body_bytes: opts.max_body_bytes,
+    };
     let state = AppState {
         engine: engine.clone(),
         inflight: Arc::new(Inflight::default()),
     };
     let mut app = Router::new()
         .nest_service(MCP_PATH, mcp)
+        .layer(middleware::from_fn_with_state(direct_path, direct::direct))
         .layer(middleware::from_fn_with_state(
-            (sessions, stored),
+            (sessions, stored, live),
             unknown_session,
         ))
         .layer(middleware::from_fn_with_state(
@@ -310,9 +321,14 @@ async fn count_inflight(State(state): State<AppState>, req: Request, next: Next)
 /// `DELETE /mcp` for a session neither this replica nor the state store has is 404 (as
 /// the spec asks of any request naming an unknown session), and a closed one is 204 No
 /// Content: rmcp answers both 202, which clients read as a failed close (the Python SDK
-/// warns).
+/// warns). A closed session is forgotten by the direct path too.
+#[allow(clippy::type_complexity)]
 async fn unknown_session(
-    State((sessions, stored)): State<(Arc<LocalSessionManager>, sessions::StoredSessions)>,
+    State((sessions, stored, live)): State<(
+        Arc<LocalSessionManager>,
+        sessions::StoredSessions,
+        Arc<direct::Live>,
+    )>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -338,6 +354,9 @@ async fn unknown_session(
         )
             .into_response(),
         _ => {
+            if let Some(id) = &id {
+                live.forget(id);
+            }
             let mut response = next.run(req).await;
             if response.status() == StatusCode::ACCEPTED {
                 *response.status_mut() = StatusCode::NO_CONTENT;

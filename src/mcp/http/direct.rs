@@ -1,0 +1,413 @@
+//! The direct path for a `tools/call` over Streamable HTTP: a POST naming a session
+//! this replica holds, for a call that cannot need the session's stream, is answered by
+//! the engine at once as one `application/json` response instead of through rmcp's
+//! session worker as an SSE stream.
+//!
+//! Owns which POSTs take it, the sessions it knows (their handler and peer, registered
+//! by the handler itself, see [`Live::register`]), the calls in flight on it (so a
+//! `notifications/cancelled` reaches them), and keeping rmcp's session alive while only
+//! this path is used. A call takes it only when nothing in it can need a stream: no
+//! `progressToken` (no progress notifications), and no way to ask a human (the client
+//! did not declare form elicitation, so the approver would not ask). Everything else
+//! (initialize, lists, notifications, responses, calls that may stream, unknown or
+//! restored sessions, protocol revisions with per-request metadata) goes to rmcp
+//! unchanged. The call itself is the same [`McpServer::call`] rmcp's path runs: the same
+//! actor, trace, idempotency key, reporter and cancellation.
+//!
+//! It must not answer anything rmcp would answer differently: a request it is not sure
+//! of is passed on byte for byte.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, CustomNotification, RequestId,
+    ServerJsonRpcMessage, ServerResult,
+};
+use rmcp::service::ElicitationMode;
+use rmcp::transport::streamable_http_server::SessionManager as _;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::{Peer, RoleServer};
+use tokio_util::sync::CancellationToken;
+
+use crate::mcp::McpServer;
+
+/// How often a session used only through this path tells rmcp it is in use (rmcp ends a
+/// session whose worker hears nothing for 5 minutes).
+const TOUCH_EVERY: Duration = Duration::from_secs(30);
+
+/// The protocol revisions whose requests rmcp serves in a session without per-request
+/// checks (later ones carry their version in `_meta` and standard headers).
+const SESSION_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// The sessions this replica holds, as the direct path needs them.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    sessions: Mutex<HashMap<Arc<str>, Held>>,
+}
+
+/// One session: its handler, its peer, its calls in flight here.
+#[derive(Debug)]
+struct Held {
+    server: McpServer,
+    peer: Peer<RoleServer>,
+    calls: HashMap<RequestId, CancellationToken>,
+    touched: Instant,
+}
+
+impl Live {
+    /// Remembers session `id`'s handler and peer (once: a session's later requests find
+    /// it known; a session rebuilt after its worker ended replaces the closed one).
+    /// Forgets sessions whose transport has closed.
+    pub(crate) fn register(&self, id: &str, server: &McpServer, peer: &Peer<RoleServer>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if sessions
+            .get(id)
+            .is_some_and(|held| !held.peer.is_transport_closed())
+        {
+            return;
+        }
+        sessions.retain(|_, h| !h.peer.is_transport_closed());
+        sessions.insert(
+            Arc::from(id),
+            Held {
+                server: server.clone(),
+                peer: peer.clone(),
+                calls: HashMap::new(),
+                touched: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets session `id` (closed with `DELETE`).
+    pub(crate) fn forget(&self, id: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.remove(id);
+    }
+
+    /// The handler and peer of session `id` for a call `call_id`, when the call may take
+    /// the direct path; whether rmcp's session should be told it is in use.
+    fn enter(&self, id: &str, call_id: &RequestId) -> Option<Entered> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = sessions.get_mut(id)?;
+        if held.peer.is_transport_closed() {
+            sessions.remove(id);
+            return None;
+        }
+        // The approver asks in form mode only; without it nothing is asked.
+        if held
+            .peer
+            .supported_elicitation_modes()
+            .contains(&ElicitationMode::Form)
+        {
+            return None;
+        }
+        // A request id in flight twice is the client's error: rmcp's path reports it.
+        if held.calls.contains_key(call_id) {
+            return None;
+        }
+        let cancel = CancellationToken::new();
+        held.calls.insert(call_id.clone(), cancel.clone());
+        let touch = held.touched.elapsed() >= TOUCH_EVERY;
+        if touch {
+            held.touched = Instant::now();
+        }
+        Some(Entered {
+            server: held.server.clone(),
+            peer: held.peer.clone(),
+            cancel,
+            touch,
+        })
+    }
+
+    fn leave(&self, id: &str, call_id: &RequestId) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = sessions.get_mut(id) {
+            held.calls.remove(call_id);
+        }
+    }
+
+    /// Cancels call `call_id` of session `id` if it runs here.
+    fn cancel(&self, id: &str, call_id: &RequestId) {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(token) = sessions.get(id).and_then(|h| h.calls.get(call_id)) {
+            token.cancel();
+        }
+    }
+}
+
+/// Takes a call out of its session's calls in flight when dropped.
+struct Leave<'a> {
+    live: &'a Live,
+    session: &'a str,
+    id: &'a RequestId,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.live.leave(self.session, self.id);
+    }
+}
+
+struct Entered {
+    server: McpServer,
+    peer: Peer<RoleServer>,
+    cancel: CancellationToken,
+    touch: bool,
+}
+
+/// What the middleware needs.
+#[derive(Clone)]
+pub(crate) struct Direct {
+    pub(crate) live: Arc<Live>,
+    pub(crate) sessions: Arc<LocalSessionManager>,
+    pub(crate) max_body_bytes: usize,
+}
+
+/// In front of rmcp on `/mcp`: answers a `tools/call` POST that may take the direct
+/// path, cancels a direct call on `notifications/cancelled`, passes everything else on.
+pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST
+        || !eligible_headers(req.headers(), direct.max_body_bytes)
+    {
+        return next.run(req).await;
+    }
+    let Some(session) = session_id(req.headers()) else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, direct.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let message = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).ok();
+    let pass_on = |parts, bytes| next.run(Request::from_parts(parts, Body::from(bytes)));
+    let (id, call) = match message {
+        Some(ClientJsonRpcMessage::Request(r)) => match r.request {
+            ClientRequest::CallToolRequest(call) => (r.id, call),
+            _ => return pass_on(parts, bytes).await,
+        },
+        Some(ClientJsonRpcMessage::Notification(n)) => {
+            if let ClientNotification::CancelledNotification(c) = &n.notification
+                && let Some(call_id) = &c.params.request_id
+            {
+                direct.live.cancel(&session, call_id);
+            }
+            return pass_on(parts, bytes).await;
+        }
+        _ => return pass_on(parts, bytes).await,
+    };
+    let params = call.params;
+    let streams = params
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.get_progress_token().is_some() || m.protocol_version().is_some());
+    // A retry carrying answers to an earlier `input_required` result is rmcp's to read.
+    if streams || params.input_responses.is_some() || params.request_state.is_some() {
+        return pass_on(parts, bytes).await;
+    }
+    let Some(entered) = direct.live.enter(&session, &id) else {
+        return pass_on(parts, bytes).await;
+    };
+    // Out of the session's calls when answered, or when the client went away.
+    let _leave = Leave {
+        live: &direct.live,
+        session: &session,
+        id: &id,
+    };
+    if entered.touch {
+        touch(&direct.sessions, &session).await;
+    }
+    let actor = parts
+        .extensions
+        .get::<Arc<crate::identity::Actor>>()
+        .cloned();
+    // Its own task, as rmcp runs a call: a client that disconnects does not stop a call
+    // midway (a write is finished and recorded); `notifications/cancelled` does.
+    let Entered {
+        server,
+        peer,
+        cancel,
+        ..
+    } = entered;
+    let answered = tokio::spawn({
+        let (id, cancel) = (id.clone(), cancel.clone());
+        async move {
+            let out = server.call(params, None, actor, peer, cancel).await;
+            match out {
+                Ok(response) => ServerJsonRpcMessage::response(ServerResult::from(response), id),
+                Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+            }
+        }
+    })
+    .await;
+    // No answer for a cancelled call (as on rmcp's path): its stream ends empty.
+    if cancel.is_cancelled() {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            "",
+        )
+            .into_response();
+    }
+    let message = match answered {
+        Ok(message) => message,
+        Err(e) => ServerJsonRpcMessage::error(
+            rmcp::ErrorData::internal_error(format!("the call failed: {e}"), None),
+            Some(id.clone()),
+        ),
+    };
+    match serde_json::to_vec(&message) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the response: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Tells rmcp's session worker the session is in use (a notification nobody answers).
+async fn touch(sessions: &LocalSessionManager, id: &Arc<str>) {
+    let touch = ClientJsonRpcMessage::notification(ClientNotification::CustomNotification(
+        CustomNotification::new("notifications/dev.mcpd/in-use", None),
+    ));
+    if let Err(e) = sessions.accept_message(id, touch).await {
+        tracing::debug!(session = %id, error = %e, "cannot mark the session in use");
+    }
+}
+
+fn session_id(headers: &HeaderMap) -> Option<Arc<str>> {
+    headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::from)
+}
+
+/// A POST rmcp would serve in its session without per-request checks the direct path
+/// does not make: JSON in, JSON and SSE accepted (rmcp refuses one without both; an
+/// `Accept` with weights is left to rmcp to read), a protocol revision that has
+/// sessions, a body of a known length no larger than allowed.
+fn eligible_headers(headers: &HeaderMap, max_body_bytes: usize) -> bool {
+    let has = |name: header::HeaderName, want: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| {
+                let essence = v.split(';').next().unwrap_or("").trim();
+                essence.eq_ignore_ascii_case(want)
+            })
+    };
+    let weighted = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().map_or(true, |v| v.contains(';')));
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let content_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    let revision = match headers.get_all("mcp-protocol-version").iter().count() {
+        0 => true,
+        1 => headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| SESSION_REVISIONS.contains(&v)),
+        _ => false,
+    };
+    content_json
+        && revision
+        && has(header::ACCEPT, "application/json")
+        && has(header::ACCEPT, "text/event-stream")
+        && !weighted
+        && length.is_some_and(|n| n <= max_body_bytes)
+        && headers.get(header::TRANSFER_ENCODING).is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, axum::http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-length", "100"),
+    ];
+
+    #[test]
+    fn a_plain_json_post_of_a_session_revision_may_take_the_direct_path() {
+        assert!(eligible_headers(&headers(&BASE), 1000));
+        let mut with = BASE.to_vec();
+        with.push(("mcp-protocol-version", "2025-11-25"));
+        assert!(eligible_headers(&headers(&with), 1000));
+        with[0] = ("content-type", "application/json; charset=utf-8");
+        assert!(eligible_headers(&headers(&with), 1000));
+    }
+
+    #[test]
+    fn what_rmcp_would_refuse_or_check_further_is_left_to_it() {
+        let cases: [&[(&str, &str)]; 8] = [
+            &[("accept", "application/json"), BASE[0], BASE[2]],
+            &[("accept", "text/event-stream"), BASE[0], BASE[2]],
+            &[
+                ("accept", "application/json;q=0, text/event-stream"),
+                BASE[0],
+                BASE[2],
+            ],
+            &[("content-type", "text/plain"), BASE[1], BASE[2]],
+            &[BASE[0], BASE[1]],
+            &[BASE[0], BASE[1], ("content-length", "1001")],
+            &[
+                BASE[0],
+                BASE[1],
+                BASE[2],
+                ("mcp-protocol-version", "2026-07-28"),
+            ],
+            &[
+                BASE[0],
+                BASE[1],
+                BASE[2],
+                ("mcp-protocol-version", "1999-01-01"),
+            ],
+        ];
+        for case in cases {
+            assert!(!eligible_headers(&headers(case), 1000), "{case:?}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The direct path over Streamable HTTP through the real binary: a `tools/call` that
+//! cannot need a stream is answered as `application/json`, with the same result the SSE
+//! path gives; a call that may stream (progress asked, a client that can be asked for
+//! approval) still gets its SSE stream; sessions end and are unknown exactly as before.
+
+use serde_json::{Value, json};
+
+use crate::http::{HttpServer, Keys, call, open_session, rpc, token_only};
+use crate::util::{DemoApi, Reply, request};
+
+/// The shipped `orders_export`'s arguments for August 2025.
+fn august() -> Value {
+    json!({"from": "2025-08-01", "to": "2025-08-31"})
+}
+
+fn content_type(reply: &Reply) -> &str {
+    reply.header("content-type").unwrap_or_default()
+}
+
+/// A session whose client declares `capabilities`.
+fn open_with(server: &HttpServer, token: &str, capabilities: Value) -> String {
+    let init = rpc(
+        server,
+        Some(token),
+        None,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": capabilities,
+            "clientInfo": {"name": "mcpd-tests", "version": "0"}}}),
+    );
+    assert_eq!(init.status, 200, "initialize: {init:?}");
+    let session = init.header("mcp-session-id").unwrap().to_owned();
+    let done = rpc(
+        server,
+        Some(token),
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    assert_eq!(done.status, 202, "initialized: {done:?}");
+    session
+}
+
+#[test]
+fn a_call_that_cannot_stream_is_answered_as_json_with_the_result_the_stream_would_carry() {
+    let api = DemoApi::start();
+    let cfg = token_only();
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:reader", &["orders.export", "flag.set:staging"]);
+    let server = HttpServer::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let session = open_session(&server, Some(&token));
+
+    let plain = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        august(),
+        None,
+    );
+    assert_eq!(plain.status, 200, "{plain:?}");
+    assert_eq!(content_type(&plain), "application/json", "{plain:?}");
+    let plain = plain.message();
+    assert_eq!(plain["id"], json!(2), "{plain}");
+    assert_eq!(plain["result"]["isError"], json!(false), "{plain}");
+
+    // Progress asked: the call's stream carries it, as before.
+    let streamed = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        august(),
+        Some(json!({"progressToken": "p1"})),
+    );
+    assert_eq!(streamed.status, 200, "{streamed:?}");
+    assert!(
+        content_type(&streamed).starts_with("text/event-stream"),
+        "{streamed:?}"
+    );
+    assert_eq!(
+        streamed.message()["result"],
+        plain["result"],
+        "the same result either way"
+    );
+
+    // A client that can be asked for approval keeps the stream the question rides on.
+    let asking = open_with(&server, &token, json!({"elicitation": {}}));
+    let reply = call(
+        &server,
+        Some(&token),
+        &asking,
+        "orders_export",
+        august(),
+        None,
+    );
+    assert!(
+        content_type(&reply).starts_with("text/event-stream"),
+        "{reply:?}"
+    );
+    assert_eq!(reply.message()["result"], plain["result"]);
+
+    // Who calls is the token's subject on this path too: a scope miss is a tool error.
+    let refused = call(
+        &server,
+        Some(&token),
+        &session,
+        "flag_set",
+        json!({"env": "prod", "name": "checkout_v2", "percent": 5}),
+        None,
+    );
+    assert_eq!(content_type(&refused), "application/json", "{refused:?}");
+    let text = refused.message()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains("agent:reader lacks scope 'flag.set:prod'"),
+        "{text}"
+    );
+
+    // An unknown tool is the same JSON-RPC error as on the stream.
+    let unknown = call(
+        &server,
+        Some(&token),
+        &session,
+        "no_such_tool",
+        json!({}),
+        None,
+    );
+    let over_sse = call(
+        &server,
+        Some(&token),
+        &session,
+        "no_such_tool",
+        json!({}),
+        Some(json!({"progressToken": "p2"})),
+    );
+    assert_eq!(content_type(&unknown), "application/json", "{unknown:?}");
+    assert_eq!(unknown.message()["error"], over_sse.message()["error"]);
+    assert_eq!(unknown.message()["error"]["code"], json!(-32602));
+}
+
+#[test]
+fn a_closed_or_unknown_session_is_not_found_on_the_direct_path_too() {
+    let api = DemoApi::start();
+    let cfg = token_only();
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:reader", &["*"]);
+    let server = HttpServer::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let session = open_session(&server, Some(&token));
+    let first = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        august(),
+        None,
+    );
+    assert_eq!(content_type(&first), "application/json", "{first:?}");
+
+    let unknown = call(
+        &server,
+        Some(&token),
+        "no-such-session",
+        "orders_export",
+        august(),
+        None,
+    );
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+
+    let bearer = format!("Bearer {token}");
+    let closed = request(
+        server.authority(),
+        "DELETE",
+        "/mcp",
+        &[("Authorization", &bearer), ("Mcp-Session-Id", &session)],
+        None,
+    );
+    assert_eq!(closed.status, 204, "{closed:?}");
+    let after = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        august(),
+        None,
+    );
+    assert_eq!(
+        after.status, 404,
+        "a closed session takes no calls: {after:?}"
+    );
+    let requests = api.requests().len();
+    assert_eq!(requests, 1, "only the first call reached the API");
+}
+
+#[test]
+fn a_request_the_direct_path_does_not_take_is_answered_by_the_session_as_before() {
+    let api = DemoApi::start();
+    let cfg = token_only();
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:reader", &["*"]);
+    let server = HttpServer::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let session = open_session(&server, Some(&token));
+    let bearer = format!("Bearer {token}");
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "orders_export", "arguments": august()}})
+    .to_string();
+    let post = |extra: &[(&str, &str)]| {
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Authorization", bearer.as_str()),
+            ("Mcp-Session-Id", session.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        request(server.authority(), "POST", "/mcp", &headers, Some(&body))
+    };
+    // Accepting only JSON is refused, as the session always refused it.
+    let json_only = post(&[("Accept", "application/json")]);
+    assert_eq!(json_only.status, 406, "{json_only:?}");
+    // A protocol revision mcpd does not know is refused, as before.
+    let unknown_revision = post(&[
+        ("Accept", "application/json, text/event-stream"),
+        ("MCP-Protocol-Version", "1999-01-01"),
+    ]);
+    assert_eq!(unknown_revision.status, 400, "{unknown_revision:?}");
+    // A known one is served directly.
+    let known = post(&[
+        ("Accept", "application/json, text/event-stream"),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ]);
+    assert_eq!(known.status, 200, "{known:?}");
+    assert_eq!(content_type(&known), "application/json", "{known:?}");
+    assert_eq!(known.message()["id"], json!(5));
+    // tools/list is the session's, over its stream.
+    let list = rpc(
+        &server,
+        Some(&token),
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}),
+    );
+    assert!(
+        content_type(&list).starts_with("text/event-stream"),
+        "{list:?}"
+    );
+    assert!(list.message()["result"]["tools"].is_array(), "{list:?}");
+}
