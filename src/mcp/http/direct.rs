@@ -27,8 +27,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, CustomNotification, RequestId,
-    ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, CustomNotification, GetMeta as _,
+    RequestId, ServerJsonRpcMessage, ServerResult,
 };
 use rmcp::service::ElicitationMode;
 use rmcp::transport::streamable_http_server::SessionManager as _;
@@ -194,11 +194,15 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
     };
     let message = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).ok();
     let pass_on = |parts, bytes| next.run(Request::from_parts(parts, Body::from(bytes)));
-    let (id, call) = match message {
-        Some(ClientJsonRpcMessage::Request(r)) => match r.request {
-            ClientRequest::CallToolRequest(call) => (r.id, call),
-            _ => return pass_on(parts, bytes).await,
-        },
+    let (id, call, meta) = match message {
+        Some(ClientJsonRpcMessage::Request(r)) => {
+            // rmcp takes `_meta` out of the params when it reads a request.
+            let meta = r.request.get_meta().clone();
+            match r.request {
+                ClientRequest::CallToolRequest(call) => (r.id, call, meta),
+                _ => return pass_on(parts, bytes).await,
+            }
+        }
         Some(ClientJsonRpcMessage::Notification(n)) => {
             if let ClientNotification::CancelledNotification(c) = &n.notification
                 && let Some(call_id) = &c.params.request_id
@@ -210,10 +214,10 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
         _ => return pass_on(parts, bytes).await,
     };
     let params = call.params;
-    let streams = params
-        .meta
-        .as_ref()
-        .is_some_and(|m| m.get_progress_token().is_some() || m.protocol_version().is_some());
+    let streams = [Some(&meta), params.meta.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|m| m.get_progress_token().is_some() || m.protocol_version().is_some());
     // A retry carrying answers to an earlier `input_required` result is rmcp's to read.
     if streams || params.input_responses.is_some() || params.request_state.is_some() {
         return pass_on(parts, bytes).await;
@@ -245,9 +249,16 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
     let answered = tokio::spawn({
         let (id, cancel) = (id.clone(), cancel.clone());
         async move {
-            let out = server.call(params, None, actor, peer, cancel).await;
+            let out = server.call(params, Some(&meta), actor, peer, cancel).await;
             match out {
-                Ok(response) => ServerJsonRpcMessage::response(ServerResult::from(response), id),
+                Ok(response) => {
+                    // What rmcp's handler does for a session (every session revision is
+                    // before 2026-07-28): the legacy shape of a result.
+                    let mut result = ServerResult::from(response);
+                    result.strip_result_type_for_legacy_peer();
+                    result.strip_non_object_output_for_legacy_peer();
+                    ServerJsonRpcMessage::response(result, id)
+                }
                 Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
             }
         }
@@ -320,7 +331,7 @@ fn eligible_headers(headers: &HeaderMap, max_body_bytes: usize) -> bool {
     let weighted = headers
         .get_all(header::ACCEPT)
         .iter()
-        .any(|v| v.to_str().map_or(true, |v| v.contains(';')));
+        .any(|v| v.to_str().is_err() || v.as_bytes().contains(&b';'));
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
