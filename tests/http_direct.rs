@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::http::{HttpServer, Keys, call, open_session, rpc, token_only};
-use crate::util::{DemoApi, Reply, request};
+use crate::util::{DEADLINE, DemoApi, Reply, request};
 
 /// The shipped `orders_export`'s arguments for August 2025.
 fn august() -> Value {
@@ -15,6 +15,30 @@ fn august() -> Value {
 
 fn content_type(reply: &Reply) -> &str {
     reply.header("content-type").unwrap_or_default()
+}
+
+/// Waits until the direct path knows `session`: its handler registers it when it
+/// handles `notifications/initialized`, which rmcp accepts (202) before it runs. Polls
+/// with a call of an unknown tool, which reaches no upstream.
+fn until_direct(server: &HttpServer, token: &str, session: &str) {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let probe = call(
+            server,
+            Some(token),
+            session,
+            "no_such_tool",
+            json!({}),
+            None,
+        );
+        if content_type(&probe) == "application/json" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the direct path never took a call of session {session}: {probe:?}"
+        );
+    }
 }
 
 /// A session whose client declares `capabilities`.
@@ -51,6 +75,7 @@ fn a_call_that_cannot_stream_is_answered_as_json_with_the_result_the_stream_woul
         &[],
     );
     let session = open_session(&server, Some(&token));
+    until_direct(&server, &token, &session);
 
     let plain = call(
         &server,
@@ -87,20 +112,24 @@ fn a_call_that_cannot_stream_is_answered_as_json_with_the_result_the_stream_woul
     );
 
     // A client that can be asked for approval keeps the stream the question rides on.
+    // A call through rmcp registers its session before it answers: the second call
+    // finds the session known, and still leaves it to the stream.
     let asking = open_with(&server, &token, json!({"elicitation": {}}));
-    let reply = call(
-        &server,
-        Some(&token),
-        &asking,
-        "orders_export",
-        august(),
-        None,
-    );
-    assert!(
-        content_type(&reply).starts_with("text/event-stream"),
-        "{reply:?}"
-    );
-    assert_eq!(reply.message()["result"], plain["result"]);
+    for _ in 0..2 {
+        let reply = call(
+            &server,
+            Some(&token),
+            &asking,
+            "orders_export",
+            august(),
+            None,
+        );
+        assert!(
+            content_type(&reply).starts_with("text/event-stream"),
+            "{reply:?}"
+        );
+        assert_eq!(reply.message()["result"], plain["result"]);
+    }
 
     // Who calls is the token's subject on this path too: a scope miss is a tool error.
     let refused = call(
@@ -155,6 +184,7 @@ fn a_closed_or_unknown_session_is_not_found_on_the_direct_path_too() {
         &[],
     );
     let session = open_session(&server, Some(&token));
+    until_direct(&server, &token, &session);
     let first = call(
         &server,
         Some(&token),
@@ -212,6 +242,7 @@ fn a_request_the_direct_path_does_not_take_is_answered_by_the_session_as_before(
         &[],
     );
     let session = open_session(&server, Some(&token));
+    until_direct(&server, &token, &session);
     let bearer = format!("Bearer {token}");
     let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": {"name": "orders_export", "arguments": august()}})
