@@ -241,9 +241,9 @@ impl ToolCompiler<'_> {
         let build = || {
             jsonschema::options()
                 .should_validate_formats(true)
-                .build(&*schema.value)
+                .build(&schema.value)
         };
-        match self.shared.validator(&*schema.value, build) {
+        match self.shared.validator(&schema.value, build) {
             Ok(v) => Some(v),
             Err(e) => {
                 let at = e.instance_path().to_string();
