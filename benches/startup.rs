@@ -6,7 +6,9 @@
 //! of the same run.
 //!
 //! `cargo bench --bench startup` (`BENCH_TOOLS` sets the count, default 1000;
-//! `BENCH_RUNS` the runs, default 5; medians are shown).
+//! `BENCH_RUNS` the runs, default 5; medians are shown). `BENCH_BASELINE=PATH` also
+//! measures another mcpd binary (say, one built from main) on the same configs, its
+//! runs interleaved with this build's, for an A/B in one run.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,7 +20,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -27,9 +29,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Spawn to the first tools/list answer (ms), the tools it listed, and peak RSS (MB).
-async fn start(config: &Path) -> (f64, usize, f64) {
+async fn start(mcpd: &Path, config: &Path) -> (f64, usize, f64) {
     let t0 = Instant::now();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpd"))
+    let mut child = tokio::process::Command::new(mcpd)
         .args(["serve", "--no-watch", "--config"])
         .arg(config)
         .env("DEMO_API_URL", "http://127.0.0.1:9")
@@ -81,16 +83,23 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-async fn measure(config: &Path, runs: usize) -> (f64, usize, f64) {
-    start(config).await; // warm the page cache
-    let (mut ms, mut rss, mut listed) = (Vec::new(), Vec::new(), 0);
-    for _ in 0..runs {
-        let (t, n, r) = start(config).await;
-        ms.push(t);
-        rss.push(r);
-        listed = n;
+/// Medians of `runs` start-ups of each binary, their runs interleaved.
+async fn measure(mcpds: &[PathBuf], config: &Path, runs: usize) -> Vec<(f64, usize, f64)> {
+    for mcpd in mcpds {
+        start(mcpd, config).await; // warm the page cache
     }
-    (median(ms), listed, median(rss))
+    let mut all = vec![(Vec::new(), Vec::new(), 0); mcpds.len()];
+    for _ in 0..runs {
+        for (mcpd, (ms, rss, listed)) in mcpds.iter().zip(&mut all) {
+            let (t, n, r) = start(mcpd, config).await;
+            ms.push(t);
+            rss.push(r);
+            *listed = n;
+        }
+    }
+    all.into_iter()
+        .map(|(ms, rss, listed)| (median(ms), listed, median(rss)))
+        .collect()
 }
 
 #[tokio::main]
@@ -114,26 +123,38 @@ async fn main() {
         "mcpd start-up benchmark: spawn to the first tools/list answer over stdio, median of {runs} runs; load average {}",
         load_average()
     );
-    let (base_ms, base_n, base_rss) = measure(shipped.path(), runs).await;
-    let (ms, n, rss) = measure(many.path(), runs).await;
+    let mut mcpds = vec![PathBuf::from(env!("CARGO_BIN_EXE_mcpd"))];
+    let mut names = vec!["this build".to_owned()];
+    if let Ok(base) = std::env::var("BENCH_BASELINE") {
+        mcpds.push(PathBuf::from(base));
+        names.push("baseline".to_owned());
+    }
+    let shipped_runs = measure(&mcpds, shipped.path(), runs).await;
+    let many_runs = measure(&mcpds, many.path(), runs).await;
     println!(
-        "{:<26} {:>7} {:>12} {:>10}",
-        "config", "tools", "start ms", "RSS MB"
+        "{:<12} {:<26} {:>7} {:>12} {:>10}",
+        "binary", "config", "tools", "start ms", "RSS MB"
     );
-    println!(
-        "{:<26} {base_n:>7} {base_ms:>12.1} {base_rss:>10.1}",
-        "shipped tools"
-    );
-    println!(
-        "{:<26} {n:>7} {ms:>12.1} {rss:>10.1}",
-        format!("+{tools} tool files")
-    );
-    println!(
-        "=> {tools} more tools add {:.1} ms to start-up and {:.1} MB of RSS (load average {})",
-        ms - base_ms,
-        rss - base_rss,
-        load_average()
-    );
+    let mut n = 0;
+    for ((name, (base_ms, base_n, base_rss)), (ms, listed, rss)) in
+        names.iter().zip(shipped_runs).zip(many_runs)
+    {
+        n = listed;
+        println!(
+            "{name:<12} {:<26} {base_n:>7} {base_ms:>12.1} {base_rss:>10.1}",
+            "shipped tools"
+        );
+        println!(
+            "{name:<12} {:<26} {n:>7} {ms:>12.1} {rss:>10.1}",
+            format!("+{tools} tool files")
+        );
+        println!(
+            "{name:<12} => {tools} more tools add {:.1} ms to start-up and {:.1} MB of RSS",
+            ms - base_ms,
+            rss - base_rss,
+        );
+    }
+    println!("load average {}", load_average());
     // Where the time goes, in-process (one thread): reading and parsing the files,
     // compiling the catalog, and the tools/list answer.
     let vars = mcpd::config::Vars::from_env().with("DEMO_API_URL", "http://127.0.0.1:9");

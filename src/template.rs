@@ -5,7 +5,8 @@
 //! as one path segment. It never sees the network and never logs what it renders
 //! (rendered strings may hold secrets).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -71,8 +72,17 @@ pub struct SyntaxError(String);
 pub struct RenderError(String);
 
 /// All templates of one catalog, in one minijinja environment.
+///
+/// A template is compiled when it is added (to report its syntax errors and the
+/// variables it reads) and that compiled form is dropped; the environment compiles it
+/// again on its first render and keeps it from then on. A compiled template holds
+/// about 13 KB however short it is, so a thousand tools that are never called hold
+/// none.
 pub struct TemplateSet {
     env: Environment<'static>,
+    /// The source of every template added, by its name in the environment: what the
+    /// environment's loader compiles on first use.
+    sources: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -116,7 +126,16 @@ impl TemplateSet {
                 minijinja::escape_formatter(out, state, value)
             }
         });
-        Self { env }
+        let sources: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let lookup = sources.clone();
+        env.set_loader(move |name| {
+            Ok(lookup
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .cloned())
+        });
+        Self { env, sources }
     }
 
     /// Compiles `source` under a unique `name` for use in `slot`.
@@ -151,17 +170,18 @@ impl TemplateSet {
                 Tpl::Text(name.to_owned()),
             ),
         };
-        self.env
-            .add_template_owned(stored_name.clone(), stored_source)
-            .map_err(|e| SyntaxError(describe(&e)))?;
         let vars = self
             .env
-            .get_template(&stored_name)
+            .template_from_named_str(&stored_name, &stored_source)
             .map_err(|e| SyntaxError(describe(&e)))?
             .undeclared_variables(true)
             .into_iter()
             .filter(|v| !BUILTIN_GLOBALS.contains(&v.split('.').next().unwrap_or_default()))
             .collect();
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stored_name, stored_source);
         Ok((tpl, vars))
     }
 
@@ -264,6 +284,22 @@ mod tests {
 
     fn ctx(v: serde_json::Value) -> minijinja::Value {
         to_value(&v)
+    }
+
+    #[test]
+    fn a_template_first_rendered_by_several_threads_at_once_renders_the_same_for_each() {
+        let mut set = TemplateSet::new();
+        let (t, _) = set.add("t", "/orders/{{ args.id }}", Slot::Path).unwrap();
+        let outs: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| set.render_text(&t, &ctx(json!({"args": {"id": "a b"}})))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(outs.iter().all(|o| o == "/orders/a%20b"), "{outs:?}");
     }
 
     #[test]

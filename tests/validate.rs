@@ -369,3 +369,60 @@ fn a_broken_server_file_is_one_problem_not_every_tool_missing_its_upstream() {
     assert!(!out.contains("unknown upstream"), "{out}");
     assert!(err.contains("1 problem found"), "{out}{err}");
 }
+
+/// The problems `mcpd validate` reports for `cfg`, with the directory's own path taken
+/// out so two directories' reports compare.
+fn problems_in(cfg: &ConfigDir) -> String {
+    problems(cfg).replace(&cfg.path().display().to_string(), "CFG")
+}
+
+/// Broken tool files among hundreds of good ones (read, parsed and compiled across the
+/// cores, with schemas shared between tools that declare the same one) are reported
+/// exactly as among a few: the same problems, lines, columns and order.
+#[test]
+fn problems_among_hundreds_of_tool_files_are_reported_as_among_a_few() {
+    let broken = |cfg: &ConfigDir| {
+        let orders = cfg.read("tools.d/orders.export.yaml");
+        cfg.write(BROKEN_YAML.0, BROKEN_YAML.1);
+        // One broken output schema, declared by two tools: each is reported.
+        let bad = orders.replace(
+            "amount_cents: { type: integer }",
+            "amount_cents: { type: integr }",
+        );
+        cfg.write(
+            "tools.d/bad.yaml",
+            &bad.replace("name: orders.export", "name: bad.one"),
+        );
+        cfg.write(
+            "tools.d/bad2.yaml",
+            &bad.replace("name: orders.export", "name: bad.two"),
+        );
+        // A name already taken, and an argument no tool declares.
+        cfg.write("tools.d/zz-dup.yaml", &orders);
+        let undeclared = orders
+            .replace("name: orders.export", "name: typo")
+            .replace("{{ args.from }}", "{{ args.form }}");
+        cfg.write("tools.d/typo.yaml", &undeclared);
+    };
+    let few = ConfigDir::shipped();
+    broken(&few);
+    let many = ConfigDir::shipped();
+    broken(&many);
+    let orders = many.read("tools.d/orders.export.yaml");
+    for i in 0..300 {
+        let text = orders.replace("name: orders.export", &format!("name: gen{i:03}"));
+        many.write(&format!("tools.d/gen{i:03}.yaml"), &text);
+    }
+    let expected = problems_in(&few);
+    for want in [
+        "broken.yaml:2:6",
+        "tool 'bad.one': output: invalid JSON Schema",
+        "tool 'bad.two': output: invalid JSON Schema",
+        "zz-dup.yaml:2:7",
+        "name 'orders.export' is already used",
+        "tool 'typo': ",
+    ] {
+        assert!(expected.contains(want), "{want}:\n{expected}");
+    }
+    assert_eq!(problems_in(&many), expected);
+}

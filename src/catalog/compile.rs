@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::shared::Shared;
 use super::tool::{Tool, wire_name};
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
-use crate::config::tool::{CostSpec, Method, RequestSpec, ResponseSpec, StateOutage};
+use crate::config::tool::{CostSpec, Method, RequestSpec, ResponseSpec, Schema, StateOutage};
 use crate::config::{Located, ToolSpec, Vars};
 use crate::limits::{Breaker, Cap, CostPlan, Rate, ToolLimits};
 use crate::response::cost::PARSED_PER_BYTE;
@@ -38,6 +39,8 @@ pub(super) struct ToolCompiler<'a> {
     pub(super) vars: &'a Vars,
     /// What the request's path, query and body templates read (`args.env`, `secret.K`).
     pub(super) request_reads: BTreeSet<String>,
+    /// Validators and schemas shared with the other tools of this compile.
+    pub(super) shared: &'a Shared,
 }
 
 impl ToolCompiler<'_> {
@@ -213,8 +216,8 @@ impl ToolCompiler<'_> {
         }
     }
 
-    fn check_input_schema(&mut self, input: &Located<Value>) -> serde_json::Map<String, Value> {
-        match &input.value {
+    fn check_input_schema(&mut self, input: &Located<Schema>) -> serde_json::Map<String, Value> {
+        match &*input.value {
             Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("object") => {
                 o.clone()
             }
@@ -231,14 +234,16 @@ impl ToolCompiler<'_> {
 
     fn validator(
         &mut self,
-        schema: &Located<Value>,
+        schema: &Located<Schema>,
         field: &str,
         _input: bool,
-    ) -> Option<jsonschema::Validator> {
-        match jsonschema::options()
-            .should_validate_formats(true)
-            .build(&schema.value)
-        {
+    ) -> Option<Arc<jsonschema::Validator>> {
+        let build = || {
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema.value)
+        };
+        match self.shared.validator(&schema.value, build) {
             Ok(v) => Some(v),
             Err(e) => {
                 let at = e.instance_path().to_string();
@@ -266,7 +271,7 @@ impl ToolCompiler<'_> {
         let mut tool = rmcp::model::Tool::new(
             wire_name(self.id),
             spec.description.clone(),
-            Arc::new(input_schema),
+            self.shared.schema(input_schema),
         );
         if let Some(title) = &spec.title {
             tool = tool.with_title(title.clone());
@@ -279,11 +284,7 @@ impl ToolCompiler<'_> {
         ann.idempotent_hint = a.idempotent_hint;
         ann.open_world_hint = a.open_world_hint;
         tool = tool.with_annotations(ann);
-        if let Some(Located {
-            value: Value::Object(out),
-            ..
-        }) = &spec.output
-        {
+        if let Some(Value::Object(out)) = spec.output.as_ref().map(|o| &*o.value) {
             // The result is wrapped exactly when `response.always_wrap` says (the same
             // test), so every result matches what is advertised here.
             let wrapped = if output_wrap(spec) != Wrap::Always {
@@ -307,7 +308,7 @@ impl ToolCompiler<'_> {
                     ("required".to_owned(), Value::Array(vec![Value::from(key)])),
                 ])
             };
-            tool = tool.with_raw_output_schema(Arc::new(wrapped));
+            tool = tool.with_raw_output_schema(self.shared.schema(wrapped));
         }
         tool
     }
@@ -525,7 +526,7 @@ impl ToolCompiler<'_> {
 /// describes the selection, always wrapped in an object (`structuredContent` must be
 /// one) and advertised so in `tools/list`.
 fn output_wrap(spec: &ToolSpec) -> Wrap {
-    match spec.output.as_ref().map(|o| &o.value) {
+    match spec.output.as_ref().map(|o| &*o.value) {
         Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("object") => {
             Wrap::Never
         }

@@ -9,6 +9,7 @@ mod compile;
 mod compile_idem;
 mod prompt;
 mod resource;
+mod shared;
 mod template_check;
 mod tool;
 
@@ -156,35 +157,43 @@ impl Catalog {
         let mut tools = Vec::new();
         let mut seen: HashMap<String, (PathBuf, Pos, String)> = HashMap::new();
         let have_upstreams = diags.is_empty();
-        for file in &loaded.tools {
-            for spec in &file.tools {
-                let tool = match reusable(previous, file, spec, &upstreams) {
-                    Some(tool) => Some(tool),
-                    None => {
-                        let mut c = ToolCompiler {
-                            file: &file.path,
-                            id: &spec.name.value,
-                            templates: TemplateSet::new(),
-                            diags: Diagnostics::default(),
-                            secrets: BTreeSet::new(),
-                            vars,
-                            request_reads: BTreeSet::new(),
-                        };
-                        let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
-                        diags.extend(c.diags);
-                        tool.map(Arc::new)
-                    }
-                };
-                let id = spec.name.value.clone();
-                let wire = wire_name(&id);
-                let keys = if wire == id {
-                    vec![id.clone()]
-                } else {
-                    vec![id.clone(), wire]
-                };
-                for key in keys {
-                    if let Some((other, pos, other_id)) = seen.get(&key) {
-                        diags.push(Diagnostic::new(
+        // Each tool compiles on its own (split across the cores); the checks across
+        // tools (names) follow in file order.
+        let shared = shared::Shared::default();
+        let specs: Vec<(&ToolFile, &ToolSpec)> = loaded
+            .tools
+            .iter()
+            .flat_map(|f| f.tools.iter().map(move |s| (f, s)))
+            .collect();
+        let compiled = crate::util::par::map(&specs, |(file, spec)| {
+            if let Some(tool) = reusable(previous, file, spec, &upstreams) {
+                return (Some(tool), Diagnostics::default());
+            }
+            let mut c = ToolCompiler {
+                file: &file.path,
+                id: &spec.name.value,
+                templates: TemplateSet::new(),
+                diags: Diagnostics::default(),
+                secrets: BTreeSet::new(),
+                vars,
+                request_reads: BTreeSet::new(),
+                shared: &shared,
+            };
+            let tool = c.compile(spec, file.fingerprint, &upstreams, have_upstreams);
+            (tool.map(Arc::new), c.diags)
+        });
+        for ((file, spec), (tool, tool_diags)) in specs.into_iter().zip(compiled) {
+            diags.extend(tool_diags);
+            let id = spec.name.value.clone();
+            let wire = wire_name(&id);
+            let keys = if wire == id {
+                vec![id.clone()]
+            } else {
+                vec![id.clone(), wire]
+            };
+            for key in keys {
+                if let Some((other, pos, other_id)) = seen.get(&key) {
+                    diags.push(Diagnostic::new(
                             &file.path,
                             spec.name.pos,
                             format!(
@@ -194,14 +203,13 @@ impl Catalog {
                                 pos.col
                             ),
                         ));
-                        // One report per tool: its wire name collides for the same reason.
-                        break;
-                    }
-                    seen.insert(key, (file.path.clone(), spec.name.pos, id.clone()));
+                    // One report per tool: its wire name collides for the same reason.
+                    break;
                 }
-                let Some(tool) = tool else { continue };
-                tools.push(tool);
+                seen.insert(key, (file.path.clone(), spec.name.pos, id.clone()));
             }
+            let Some(tool) = tool else { continue };
+            tools.push(tool);
         }
         if let Some(p) = compiled_policy.as_ref().filter(|_| have_upstreams) {
             let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();

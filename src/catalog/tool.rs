@@ -60,9 +60,9 @@ pub struct Tool {
     /// What `tools/list` shows for it.
     pub listing: rmcp::model::Tool,
     /// Validator of the arguments.
-    pub input: jsonschema::Validator,
+    pub input: std::sync::Arc<jsonschema::Validator>,
     /// Validator of the structured result, if declared.
-    pub output: Option<jsonschema::Validator>,
+    pub output: Option<std::sync::Arc<jsonschema::Validator>>,
     /// The HTTP request a call becomes.
     pub request: RequestPlan,
     /// How replies become results.

@@ -196,7 +196,17 @@ pub fn load_tool_file_with(
     }) {
         return Ok(old.clone());
     }
-    match parse_many::<ToolSpec>(path, &src) {
+    parse_tool_file(path, &src, fp, diags)
+}
+
+/// Parses the text of one tool file (`fp` its fingerprint).
+fn parse_tool_file(
+    path: &Path,
+    src: &str,
+    fp: u64,
+    mut diags: Diagnostics,
+) -> Result<ToolFile, Diagnostics> {
+    match parse_many::<ToolSpec>(path, src) {
         Ok(tools) if tools.is_empty() => {
             diags.push(Diagnostic::new(
                 path,
@@ -264,8 +274,8 @@ pub fn load_dir_with(
     let mut tools = Vec::new();
     match tool_paths(&tools_dir) {
         Ok(paths) => {
-            for path in paths {
-                match load_tool_file_with(&path, previous, settle) {
+            for file in load_tool_files(&paths, previous, settle) {
+                match file {
                     Ok(f) => tools.push(f),
                     Err(d) => diags.extend(d),
                 }
@@ -287,6 +297,34 @@ pub fn load_dir_with(
         fingerprints: (server_fp, policy_fp),
     };
     (loaded, diags)
+}
+
+/// Reads and parses `paths` (as [`load_tool_file_with`] each), split across the cores:
+/// a directory of a thousand tool files is read at start in a fraction of the time. A
+/// file unchanged since `previous` is found by its path, not by a scan of every file.
+fn load_tool_files(
+    paths: &[PathBuf],
+    previous: Option<&Loaded>,
+    settle: &Settle,
+) -> Vec<Result<ToolFile, Diagnostics>> {
+    let before: std::collections::HashMap<&Path, &ToolFile> = previous
+        .map(|p| p.tools.iter().map(|f| (f.path.as_path(), f)).collect())
+        .unwrap_or_default();
+    let schemas = tool::SchemaPool::default();
+    crate::util::par::map(paths, |path| {
+        let mut diags = Diagnostics::default();
+        let Some(src) = read(path, settle, &mut diags) else {
+            return Err(diags);
+        };
+        let fp = fingerprint(&src);
+        match before.get(path.as_path()) {
+            Some(old) if old.fingerprint == fp => Ok((*old).clone()),
+            _ => parse_tool_file(path, &src, fp, diags).map(|mut file| {
+                file.tools.iter_mut().for_each(|t| schemas.share_all(t));
+                file
+            }),
+        }
+    })
 }
 
 /// Every prompt file of `dir` (`prompts.d`), parsed; a directory that does not exist

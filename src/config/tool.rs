@@ -4,7 +4,8 @@
 //! `mcpd schema`). Template strings are kept with their position so the catalog can point
 //! at the exact line of a bad template.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -29,14 +30,14 @@ pub struct ToolSpec {
     pub annotations: AnnotationsSpec,
     /// JSON Schema (2020-12) of the arguments; must be `type: object`. Every call is
     /// validated against it before anything else happens.
-    pub input: Located<serde_json::Value>,
+    pub input: Located<Schema>,
     /// Optional JSON Schema of the result (after `response.select`); results that do not
     /// match are tool errors. An object schema (`type: object`) describes the result as
     /// sent. Any other (`type: array`, ...) describes the selection, which is then always
     /// sent wrapped in an object under the select path's last name (`$.orders` →
     /// `{"orders": [...]}`, else `result`) and advertised wrapped in `tools/list`.
     #[serde(default)]
-    pub output: Option<Located<serde_json::Value>>,
+    pub output: Option<Located<Schema>>,
     /// The HTTP request a call becomes.
     pub request: RequestSpec,
     /// How the HTTP response becomes the tool result.
@@ -64,6 +65,70 @@ pub struct ToolSpec {
     /// refused at once for a while instead of piling onto a failing upstream.
     #[serde(default)]
     pub breaker: Option<BreakerSpec>,
+}
+
+/// A JSON Schema as a tool file declares it. Tools that declare the same schema text
+/// share one copy of it once their files are loaded ([`SchemaPool`]): a thousand tools
+/// generated from one template hold one input and one output schema between them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema(Arc<serde_json::Value>);
+
+impl Schema {
+    /// A schema not read from a file.
+    pub fn new(value: serde_json::Value) -> Self {
+        Self(Arc::new(value))
+    }
+}
+
+impl std::ops::Deref for Schema {
+    type Target = serde_json::Value;
+
+    fn deref(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Self::new)
+    }
+}
+
+impl JsonSchema for Schema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        serde_json::Value::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        serde_json::Value::json_schema(generator)
+    }
+
+    fn inline_schema() -> bool {
+        serde_json::Value::inline_schema()
+    }
+}
+
+/// The schemas of the tool files read in one load, by their JSON text: each text is
+/// held once, whichever files declare it.
+#[derive(Debug, Default)]
+pub struct SchemaPool(Mutex<HashMap<String, Arc<serde_json::Value>>>);
+
+impl SchemaPool {
+    /// The pool's copy of `schema`, which becomes the pool's if it has none.
+    pub fn share(&self, schema: &mut Schema) {
+        let key = schema.0.to_string();
+        let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = pool.entry(key).or_insert_with(|| schema.0.clone());
+        schema.0 = shared.clone();
+    }
+
+    /// Shares the input and output schemas of `spec`.
+    pub fn share_all(&self, spec: &mut ToolSpec) {
+        self.share(&mut spec.input.value);
+        if let Some(out) = &mut spec.output {
+            self.share(&mut out.value);
+        }
+    }
 }
 
 /// A tool served as a resource: reading the URI calls the tool.
@@ -378,4 +443,33 @@ pub struct ResponseSpec {
     /// reply reaches the model. A call's memory grows with this limit.
     #[serde(default)]
     pub max_bytes: Option<Located<u64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, input: &str) -> ToolSpec {
+        let yaml = format!(
+            "name: {name}\ndescription: d\ninput: {input}\n\
+             request: {{ upstream: u, method: GET, path: /x }}\n"
+        );
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn tools_declaring_the_same_schema_share_one_copy_and_others_keep_theirs() {
+        let pool = SchemaPool::default();
+        let mut a = spec("a", "{ type: object, required: [from] }");
+        let mut b = spec("b", "{ type: object, required: [from] }");
+        let mut c = spec("c", "{ type: object, required: [to] }");
+        for s in [&mut a, &mut b, &mut c] {
+            pool.share_all(s);
+        }
+        assert!(Arc::ptr_eq(&a.input.value.0, &b.input.value.0));
+        assert!(!Arc::ptr_eq(&a.input.value.0, &c.input.value.0));
+        assert_eq!(c.input.value["required"][0], "to");
+        // Positions stay each file's own.
+        assert_eq!((a.input.pos.line, b.input.pos.line), (3, 3));
+    }
 }

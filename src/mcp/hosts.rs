@@ -147,7 +147,7 @@ pub(crate) fn check(loaded: &Loaded, server: &str) -> Vec<HostWarning> {
                     ),
                 );
             }
-            let schema = &spec.input.value;
+            let schema: &Value = &spec.input.value;
             let at_input = spec.input.pos;
             if let Some(k) = ["oneOf", "anyOf", "allOf"]
                 .into_iter()

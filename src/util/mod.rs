@@ -6,6 +6,7 @@ pub mod clock;
 pub mod duration;
 pub mod glob;
 pub mod number;
+pub mod par;
 
 pub use clock::Clock;
 pub use glob::{glob, overlap};
