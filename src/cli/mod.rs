@@ -508,8 +508,8 @@ fn operator() -> String {
 
 /// `mcpd serve` over stdio runs on one thread: a call is read, run and answered with no
 /// hand-off between worker threads (stdin, the engine and the upstream connection wake
-/// each other on the same thread), which halves what a call adds at one in flight and
-/// uses less CPU per call at any load. Blocking work (reloads, the state file's
+/// each other on the same thread), which cuts what a call adds at one in flight and
+/// the CPU per call at any load (docs/performance.md). Blocking work (reloads, the state file's
 /// writes) still runs on threads of its own. Everything else gets a worker per core.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let stdio = matches!(command, Command::Serve { http, .. } if http.http.is_none());
