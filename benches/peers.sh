@@ -13,7 +13,8 @@
 # doing the same (benches/rmcp_floor.rs), and `mcpd-ping` a bare `ping` round trip
 # through mcpd. So each cost is attributed: transport (ping), rmcp (floor - direct),
 # pipeline (mcpd - floor). Each row runs RUNS times (default 3); the summary uses the
-# medians, and prints the load average beside them.
+# medians, and prints the load average beside them. With BASE=path/to/an/older/mcpd, that
+# binary runs the same rows beside this one's (A/B in one run, interleaved).
 set -euo pipefail
 kit=$(cd "${1:?usage: benches/peers.sh KIT [N] [RUNS]}" && pwd)
 n=${2:-2000}
@@ -96,6 +97,11 @@ for k in 1 16; do
     "$driver" --n "$n" --k $k --direct "$UPSTREAM/orders?from=2025-08-25&to=2025-08-31" --label direct | tee -a "$results"
     "$driver" --n "$n" --k $k --ping --label mcpd-ping -- "${mcpd[@]}" | tee -a "$results"
     "$driver" --n "$n" --k $k --tool orders_export --args "$args" --label mcpd -- "${mcpd[@]}" | tee -a "$results"
+    if [ -n "${BASE:-}" ]; then
+      "$driver" --n "$n" --k $k --ping --label base-ping -- "$BASE" "${mcpd[@]:1}" | tee -a "$results"
+      "$driver" --n "$n" --k $k --tool orders_export --args "$args" --label base -- "$BASE" "${mcpd[@]:1}" |
+        tee -a "$results"
+    fi
     "$driver" --n "$n" --k $k --tool orders_export --args "$args" --label rmcp-floor -- \
       "$repo/target/release/examples/rmcp_floor" | tee -a "$results"
     "$driver" --n "$n" --k $k --tool orders_export --args "$args" --label fastmcp -- \
@@ -126,4 +132,10 @@ for k in ("1", "16"):
           f"rmcp floor {fl['calls/s']:.0f}/s, adds {(fl['p50_ms'] - d['p50_ms']) * 1000:.0f} us, {fl['cpu_us_per_call']:.0f} us CPU; "
           + ", ".join(f"{q} {v['calls/s']:.0f}/s, {v['rss_mb']:.0f} MB" for q, v in peers.items())
           + f"; mcpd {m['rss_mb']:.0f} MB, cold start {m['cold_ms']:.0f} ms")
+    if ("base", k) in runs:
+        b, bp = med("base", k), med("base-ping", k)
+        print(f"k={k}: BASE {b['calls/s']:.0f}/s, adds {(b['p50_ms'] - d['p50_ms']) * 1000:.0f} us p50 over direct "
+              f"(its bare ping: {bp['p50_ms'] * 1000:.0f} us), {b['cpu_us_per_call']:.0f} us CPU per call; "
+              f"mcpd is {m['calls/s'] / b['calls/s']:.2f}x BASE in calls/s, "
+              f"{m['cpu_us_per_call'] / b['cpu_us_per_call']:.2f}x its CPU per call")
 PY

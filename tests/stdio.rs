@@ -66,6 +66,80 @@ fn orders_export_masks_every_email_and_card() {
     // content carries the same result as text, for hosts that ignore structuredContent
     let text_json: Value = serde_json::from_str(&text(&result)).unwrap();
     assert_eq!(text_json, result["structuredContent"]);
+    // ... byte for byte the result's compact JSON (it is serialised once, for both)
+    assert_eq!(
+        text(&result),
+        serde_json::to_string(&result["structuredContent"]).unwrap()
+    );
+}
+
+#[test]
+fn a_call_waiting_on_its_upstream_holds_up_no_other_message() {
+    // Accepts connections (the kernel does) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/orders.export.yaml", "timeout: 5s", "timeout: 2s");
+    let mut c = StdioClient::start(cfg.path(), &[("DEMO_API_URL", &url)]);
+    let stuck = c.send_request(
+        "tools/call",
+        json!({"name": "orders_export", "arguments": {"from": "2025-08-01", "to": "2025-08-31"}}),
+    );
+    // stdio is served on one thread: the call waiting on its upstream must not keep it
+    let pings: Vec<u64> = (0..8).map(|_| c.send_request("ping", json!({}))).collect();
+    for id in pings {
+        assert_eq!(c.wait_for_id(id)["result"], json!({}));
+    }
+    let answered_first = c
+        .seen
+        .iter()
+        .any(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["id"] == json!(stuck)));
+    assert!(
+        !answered_first,
+        "the stuck call was answered before the pings"
+    );
+    let result = c.wait_for_id(stuck);
+    assert_eq!(
+        text(&result["result"]),
+        "upstream 'orders' did not answer within 2000ms"
+    );
+}
+
+#[test]
+fn calls_in_flight_up_to_the_tools_cap_each_get_their_own_answer() {
+    let api = DemoApi::start();
+    let mut c = serve_shipped(&api);
+    // The shipped orders tool allows 8 calls in flight (limits.concurrency).
+    let days: Vec<String> = (1..=8).map(|d| format!("2025-08-{d:02}")).collect();
+    let ids: Vec<(u64, &String)> = days
+        .iter()
+        .map(|day| {
+            let args = json!({"from": day, "to": day});
+            let id = c.send_request(
+                "tools/call",
+                json!({"name": "orders_export", "arguments": args}),
+            );
+            (id, day)
+        })
+        .collect();
+    for (id, day) in ids {
+        let resp = c.wait_for_id(id);
+        let result = &resp["result"];
+        assert!(!is_error(result), "{resp}");
+        let truth = api.get(&format!("/orders?from={day}&to={day}"));
+        let orders = result["structuredContent"]["orders"].as_array().unwrap();
+        assert_eq!(
+            orders.len() as u64,
+            truth["count"].as_u64().unwrap(),
+            "{day}"
+        );
+        let ids_of = |v: &[Value]| v.iter().map(|o| o["id"].clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids_of(orders),
+            ids_of(truth["orders"].as_array().unwrap()),
+            "{day}"
+        );
+    }
 }
 
 #[test]

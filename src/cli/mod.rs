@@ -343,10 +343,7 @@ pub enum AuditAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let telemetry = init_logging(&cli.command, &cli.config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -507,6 +504,21 @@ fn operator() -> String {
         .ok()
         .map(|u| format!("user:{u}"))
         .unwrap_or_else(|| "unknown-operator".to_owned())
+}
+
+/// `mcpd serve` over stdio runs on one thread: a call is read, run and answered with no
+/// hand-off between worker threads (stdin, the engine and the upstream connection wake
+/// each other on the same thread), which cuts what a call adds at one in flight and
+/// the CPU per call at any load (docs/performance.md). Blocking work (reloads, the state file's
+/// writes) still runs on threads of its own. Everything else gets a worker per core.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let stdio = matches!(command, Command::Serve { http, .. } if http.http.is_none());
+    let mut builder = if stdio {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }
 
 /// Logs go to stderr, always: stdout carries MCP messages (serve) or results (call).

@@ -49,10 +49,15 @@ impl Engine {
         };
         let plan = &c.tool.present;
         if c.result.shown.media.is_none() {
-            let bytes = serde_json::to_vec(value).map_or(0, |v| v.len() as u64);
+            // Serialised once: its size decides the link, and an inline result's text
+            // block is this JSON.
+            let json = serde_json::to_string(value).unwrap_or_default();
+            let bytes = json.len() as u64;
             if bytes > plan.max_inline {
                 let value = value.clone();
                 c.result.outcome = self.link(c, value, bytes).await;
+            } else {
+                c.result.shown.json = Some(json);
             }
         }
         if let Some(tpl) = &plan.text

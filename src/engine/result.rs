@@ -157,6 +157,9 @@ pub struct Shown {
     pub link: Option<Link>,
     /// The URI to embed the reply at (`response.resource`).
     pub embed: Option<String>,
+    /// The result's JSON as sent inline, serialised once when its size was measured:
+    /// the text block reuses it rather than serialising the result again.
+    pub json: Option<String>,
 }
 
 /// A result kept behind a link.

@@ -42,7 +42,7 @@ pub(crate) fn to_mcp_result(r: CallResult) -> CallToolResult {
 
 fn success(
     structured: Value,
-    shown: Shown,
+    mut shown: Shown,
     meta: &mut serde_json::Map<String, Value>,
 ) -> CallToolResult {
     let mut blocks = Vec::new();
@@ -66,9 +66,11 @@ fn success(
             };
             blocks.push(block);
         }
-        None => blocks.push(ContentBlock::text(
-            shown.text.clone().unwrap_or_else(|| structured.to_string()),
-        )),
+        None => blocks.push(ContentBlock::text(match (&shown.text, shown.json.take()) {
+            (Some(text), _) => text.clone(),
+            (None, Some(json)) => json,
+            (None, None) => structured.to_string(),
+        })),
     }
     if let Some(uri) = &shown.embed {
         blocks.push(ContentBlock::resource(contents(uri, &structured, &shown)));

@@ -80,6 +80,35 @@ impl JsonPath {
         }
     }
 
+    /// The one node a path of names and indices (`$.a.b`, `$[0].a`) matches, moved out
+    /// of `root` rather than copied (what is left there is `null`): `Some(None)` when it
+    /// matches nothing, `None` for a path that can match more than one node or that
+    /// jsonpath-rust evaluates (use [`Self::select`]).
+    pub fn take(&self, root: &mut Value) -> Option<Option<Value>> {
+        let steps = self.simple.as_ref()?;
+        let mut node = root;
+        for step in steps {
+            node = match step {
+                Step::Key(k) => match node.get_mut(k.as_str()) {
+                    Some(child) => child,
+                    None => return Some(None),
+                },
+                Step::Index(i) => {
+                    let Some(a) = node.as_array_mut() else {
+                        return Some(None);
+                    };
+                    let len = a.len();
+                    match resolve_index(*i, len).and_then(|at| a.get_mut(at)) {
+                        Some(child) => child,
+                        None => return Some(None),
+                    }
+                }
+                Step::Wildcard | Step::Descend(_) => return None,
+            };
+        }
+        Some(Some(node.take()))
+    }
+
     /// Applies `f` to every node the path matches; returns how many times `f` said it
     /// changed something.
     pub fn update(&self, root: &mut Value, f: &mut dyn FnMut(&mut Value) -> bool) -> usize {
@@ -329,6 +358,37 @@ mod tests {
             });
         assert_eq!(n, 3);
         assert!(!d.to_string().contains("@x.io"));
+    }
+
+    #[test]
+    fn take_moves_out_exactly_what_select_finds_for_one_node_paths() {
+        let one_node = [
+            "$.orders",
+            "$.count",
+            "$.orders[0]",
+            "$.orders[-1].email",
+            "$.orders[1].customer",
+            "$['orders'][0]['customer']['email']",
+            "$.missing",
+            "$.orders[5]",
+            "$.orders[-3]",
+            "$.count.x",
+            "$.orders.id",
+            "$[0]",
+            "$",
+        ];
+        for p in one_node {
+            let path = JsonPath::compile(p).unwrap();
+            let mut d = doc();
+            let found = path.select(&d).first().map(|v| (*v).clone());
+            assert_eq!(path.take(&mut d), Some(found), "{p}");
+        }
+        // more than one node, or a filter: not taken, the document untouched
+        for p in ["$.orders[*].id", "$..email", "$.*", "$.orders[?@.id == 2]"] {
+            let mut d = doc();
+            assert_eq!(JsonPath::compile(p).unwrap().take(&mut d), None, "{p}");
+            assert_eq!(d, doc(), "{p}");
+        }
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl ResponseMap {
         };
         let mut selected = match &self.select {
             None => parsed,
-            Some(path) => select(path, &parsed),
+            Some(path) => select(path, parsed),
         };
         let mut masked = 0;
         for m in &self.masks {
@@ -223,8 +223,12 @@ impl ResponseMap {
     }
 }
 
-fn select(path: &Path, value: &Value) -> Value {
-    let found = path.select(value);
+fn select(path: &Path, mut value: Value) -> Value {
+    // One node: moved out of the parsed body, not copied.
+    if let Some(one) = path.take(&mut value) {
+        return one.unwrap_or(Value::Null);
+    }
+    let found = path.select(&value);
     if path.is_multi() {
         Value::Array(found.into_iter().cloned().collect())
     } else {
