@@ -78,7 +78,11 @@ impl Journal {
         for e in entries {
             encode(e, &mut out);
         }
-        self.file.write_all(&out)?;
+        if let Err(e) = self.file.write_all(&out) {
+            // A torn entry would hide every later one from the next open: cut it off.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
         self.len += out.len() as u64;
         Ok(())
     }
