@@ -253,7 +253,10 @@ fn a_kill_9_keeps_the_rate_counted_before_the_last_sync_and_loses_at_most_what_c
         "{admitted} more calls passed: the three synced counts were lost"
     );
     let refused = c.call("orders_export", august_from("09"));
-    assert!(text(&refused).contains("rate limit 5/min reached"), "{refused}");
+    assert!(
+        text(&refused).contains("rate limit 5/min reached"),
+        "{refused}"
+    );
 }
 
 #[test]

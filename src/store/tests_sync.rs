@@ -163,7 +163,10 @@ async fn sequential_keyed_calls_cost_one_sync_each() {
     }
     // 20 claims; the writer's timer may add a sync if this took over SYNC_WITHIN.
     let syncs = store.synced() - start;
-    assert!((20..=22).contains(&syncs), "{syncs} syncs for 20 keyed calls");
+    assert!(
+        (20..=22).contains(&syncs),
+        "{syncs} syncs for 20 keyed calls"
+    );
 }
 
 /// Lazy counters are counted in memory: N concurrent calls against a limit of M admit
@@ -198,7 +201,11 @@ async fn concurrent_lazy_counters_admit_exactly_their_limit() {
             }
         }
     });
-    let admitted = futures_join_all(calls).await.into_iter().filter(|a| *a).count();
+    let admitted = futures_join_all(calls)
+        .await
+        .into_iter()
+        .filter(|a| *a)
+        .count();
     assert_eq!(admitted, 24, "25 minus the one counted before the restart");
     assert_eq!(store.get_counter("rate:t:a").await.unwrap(), 25);
     drop(Arc::try_unwrap(store).unwrap());

@@ -175,7 +175,11 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let (_, found) = Journal::open(&path).unwrap();
-        assert_eq!(found.len(), 2, "the damaged entry and all after it are dropped");
+        assert_eq!(
+            found.len(),
+            2,
+            "the damaged entry and all after it are dropped"
+        );
         j.clear().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }

@@ -75,10 +75,7 @@ impl Counters {
     /// Takes a key out (a write of another kind is about to replace it): its record, to
     /// be written first, when it holds changes the file has not seen.
     pub(super) fn take(&mut self, key: &str) -> Option<Record> {
-        self.slots
-            .remove(key)
-            .filter(|s| s.dirty)
-            .map(Slot::record)
+        self.slots.remove(key).filter(|s| s.dirty).map(Slot::record)
     }
 
     /// The counter as it stands: counted here, else what the file holds (then kept here).
