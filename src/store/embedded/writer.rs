@@ -85,8 +85,17 @@ pub(super) fn writer_loop(db: &Writer, queue: &mpsc::Receiver<Job>, clock: &Cloc
                 }
                 // A wake-up only arms the sync (its time is the counters' own).
                 batch.retain(|job| !matches!(job.task, Task::Wake));
-                if !batch.is_empty() {
-                    match run_batch(db, batch, clock.now_ms()) {
+                // Outcomes first, in a commit of their own: they are answered once
+                // journaled, without waiting for the sync the durable writes queued
+                // with them need. Calls queued together are concurrent, so either
+                // order is one they could have had.
+                let (fast, durable): (Vec<Job>, Vec<Job>) =
+                    batch.into_iter().partition(|job| !job.task.durable());
+                for part in [fast, durable] {
+                    if part.is_empty() {
+                        continue;
+                    }
+                    match run_batch(db, part, clock.now_ms()) {
                         Some(None) => unsynced = None,
                         Some(Some(since)) => {
                             unsynced = Some(unsynced.map_or(since, |u| u.min(since)))
