@@ -9,16 +9,18 @@
 //! of another kind) changes nothing and fails alone; a storage failure fails the batch.
 //!
 //! Lazy counters ([`Incr::lazy`]: rates, stop rules, breaker counts) are counted in this
-//! process's memory ([`lazy`]), exactly, without the writer: every commit writes those
-//! changed since the last one, and the writer syncs within [`SYNC_WITHIN`](super::SYNC_WITHIN) of the first
-//! change (or sooner, with the next durable write), and when the store closes. A crash
-//! so loses at most the lazy increments of that last stretch.
+//! process's memory (`embedded/lazy.rs`), exactly, without the writer: every commit
+//! writes those changed since the last one, and the writer syncs within
+//! [`SYNC_WITHIN`](super::SYNC_WITHIN) of the first change (or sooner, with the next
+//! durable write), and when the store closes. A crash so loses at most the lazy
+//! increments of that last stretch.
 //!
 //! The outcome of a keyed call ([`Store::idem_finish`]) is committed without a sync and
-//! appended to the outcome journal ([`journal`]) before its caller hears back: it
-//! survives a killed process, and the next synced commit (or the next open) folds it
-//! in. A power loss before that sync leaves the key's synced claim, which lapses into
-//! "outcome unknown". Every other write is on disk before its caller hears back.
+//! appended to the outcome journal (`embedded/journal.rs`) before its caller hears
+//! back: it survives a killed process, and the next synced commit (or the next open)
+//! folds it in. A power loss before that sync leaves the key's synced claim, which
+//! lapses into "outcome unknown". Every other write is on disk before its caller hears
+//! back.
 //!
 //! Reads run on tokio's blocking pool in their own read transaction (redb's readers do
 //! not wait for the writer) and see every write that was answered before they began.
