@@ -1,8 +1,10 @@
 //! One write per key and no unaudited write across kill -9, through the real binary: a
 //! write in flight when mcpd is killed is held after the restart (never sent again once
 //! its claim lapses), a loop of kills with keyed writes in flight writes no key twice and
-//! leaves an audit intent for every request that reached the upstream, and two `mcpd
-//! serve` processes on one config keep one audit chain, also when one is killed.
+//! leaves an audit intent for every request that reached the upstream, a write killed
+//! right after it was acknowledged is replayed (its outcome journaled, not yet synced),
+//! and two `mcpd serve` processes on one config keep one audit chain, also when one is
+//! killed.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -116,6 +118,33 @@ fn a_write_in_flight_when_mcpd_is_killed_is_held_after_restart_and_never_resent(
         !out.contains("no outcome"),
         "the resolution closes the intent: {out}"
     );
+}
+
+#[test]
+fn an_acknowledged_keyed_write_is_replayed_after_mcpd_is_killed_right_after_answering() {
+    let api = DemoApi::start();
+    let cfg = config(LOOP_TOOL);
+    let journal = cfg.path().join(".mcpd/state.redb.outcomes");
+    let mut journaled = 0;
+    for round in 0..3 {
+        let mut c = serve(&cfg, &api);
+        let args = json!({"ref": format!("ack{round}"), "ms": 0});
+        let first = c.call("order_place", args.clone());
+        assert!(!is_error(&first), "{first}");
+        drop(c); // kill -9 as soon as the write is acknowledged
+        // The outcome cost no sync of its own: it is in the journal until the next one
+        // (the writer syncs within 1 s, so a slow kill may find it synced already).
+        if std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0) {
+            journaled += 1;
+        }
+        let mut c = serve(&cfg, &api);
+        let again = c.call("order_place", args);
+        assert!(!is_error(&again), "{again}");
+        assert_eq!(again["_meta"]["dev.mcpd/replayed"], true, "{again}");
+        assert_eq!(again["structuredContent"], first["structuredContent"]);
+        assert_eq!(applied(&api, &format!("loop-ack{round}")), 1);
+    }
+    assert!(journaled > 0, "no kill found an outcome in the journal");
 }
 
 /// What the final retry of each key got.

@@ -226,6 +226,40 @@ fn a_rate_counted_more_than_a_second_before_a_kill_9_is_still_counted_after_rest
 }
 
 #[test]
+fn a_kill_9_keeps_the_rate_counted_before_the_last_sync_and_loses_at_most_what_came_after() {
+    let api = DemoApi::start();
+    let cfg = ConfigDir::shipped();
+    cfg.edit("tools.d/orders.export.yaml", "rate: 60/min", "rate: 5/min");
+    let mut c = StdioClient::with_api(cfg.path(), &api);
+    for day in ["01", "02", "03"] {
+        assert!(!is_error(&c.call("orders_export", august_from(day))));
+    }
+    // A keyed write syncs the file, and with it the rate counted so far.
+    assert!(!is_error(&c.call("flag_set", staging(30))));
+    for day in ["04", "05"] {
+        assert!(!is_error(&c.call("orders_export", august_from(day))));
+    }
+    drop(c); // SIGKILL at once: the last two may not be synced yet
+    let mut c = StdioClient::with_api(cfg.path(), &api);
+    let mut admitted = 0;
+    for day in ["06", "07", "08"] {
+        if is_error(&c.call("orders_export", august_from(day))) {
+            break;
+        }
+        admitted += 1;
+    }
+    assert!(
+        admitted <= 2,
+        "{admitted} more calls passed: the three synced counts were lost"
+    );
+    let refused = c.call("orders_export", august_from("09"));
+    assert!(
+        text(&refused).contains("rate limit 5/min reached"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn a_cost_budget_denies_with_its_name() {
     let api = DemoApi::start();
     let cfg = ConfigDir::shipped();

@@ -8,11 +8,19 @@
 //! writes are applied one at a time. A write that fails for a reason of its own (a key
 //! of another kind) changes nothing and fails alone; a storage failure fails the batch.
 //!
-//! A batch made only of lazy counters ([`Incr::lazy`]) is committed without a sync: it
-//! is visible at once and made durable by the next synced commit, which the writer runs
-//! within [`SYNC_WITHIN`] of it (or sooner, with the next durable write), and when the
-//! store closes. A crash so loses at most the lazy increments of that last stretch;
-//! every other write is on disk before its caller hears back.
+//! Lazy counters ([`Incr::lazy`]: rates, stop rules, breaker counts) are counted in this
+//! process's memory (`embedded/lazy.rs`), exactly, without the writer: every commit
+//! writes those changed since the last one, and the writer syncs within
+//! [`SYNC_WITHIN`](super::SYNC_WITHIN) of the first change (or sooner, with the next
+//! durable write), and when the store closes. A crash so loses at most the lazy
+//! increments of that last stretch.
+//!
+//! The outcome of a keyed call ([`Store::idem_finish`]) is committed without a sync and
+//! appended to the outcome journal (`embedded/journal.rs`) before its caller hears
+//! back: it survives a killed process, and the next synced commit (or the next open)
+//! folds it in. A power loss before that sync leaves the key's synced claim, which
+//! lapses into "outcome unknown". Every other write is on disk before its caller hears
+//! back.
 //!
 //! Reads run on tokio's blocking pool in their own read transaction (redb's readers do
 //! not wait for the writer) and see every write that was answered before they began.
@@ -25,24 +33,29 @@
 //! already sent to a server would be. This module must not be opened twice on one file:
 //! redb locks the file, and a second open fails with [`StoreError::Locked`].
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redb::{Builder, Database, DatabaseError, Durability, ReadableDatabase, TableDefinition};
+use redb::{Builder, Database, DatabaseError, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::record::{self, Op, Record, Reply};
 use super::{
-    Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, SYNC_WITHIN, Store, StoreError,
-    check_key, millis,
+    Admission, AllOrNone, Counter, Idem, IdemClaim, Incr, Store, StoreError, check_key, millis,
 };
 use crate::util::Clock;
-use tables::Tables;
+use journal::{Entry, Journal};
+use lazy::Lazy;
+use writer::{Writer, fold, writer_loop};
 
+mod journal;
+mod lazy;
 mod tables;
+mod writer;
 
 /// Every entry: key → encoded [`Record`].
 pub(super) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -68,6 +81,8 @@ pub struct EmbeddedStore {
     clock: Clock,
     /// This store's synced commits.
     synced: Arc<AtomicU64>,
+    /// The lazy counters, counted here.
+    lazy: Arc<Lazy>,
 }
 
 /// A write for the writer thread, and where to send its answer.
@@ -88,14 +103,37 @@ enum Task {
         incs: Vec<(Incr, u64)>,
     },
     Sweep,
+    /// Lazy counters changed after a sync: the writer is to sync them in time.
+    Wake,
 }
 
 impl Task {
-    /// Whether the task must be on disk before its caller hears back.
+    /// Whether the task must be on disk before its caller hears back (an outcome is
+    /// journaled instead, lazy counters wait for the next sync).
     fn durable(&self) -> bool {
         match self {
             Self::IncrAll(incs) => incs.iter().any(|(i, _)| !i.lazy),
+            Self::Write {
+                op: Op::IdemFinish { .. },
+                ..
+            }
+            | Self::Wake => false,
             Self::Write { .. } | Self::ClaimCounted { .. } | Self::Sweep => true,
+        }
+    }
+
+    /// The outcome journal's entry for this task, when it is an outcome.
+    fn journal_entry(&self, now: u64) -> Option<Entry> {
+        match self {
+            Self::Write {
+                key,
+                op: Op::IdemFinish { result, ttl_ms },
+            } => Some(Entry {
+                key: key.clone(),
+                expires_ms: now.saturating_add(*ttl_ms),
+                result: result.clone(),
+            }),
+            _ => None,
         }
     }
 }
@@ -133,15 +171,25 @@ impl EmbeddedStore {
                 e => open_error(e.into()),
             })?;
         create_tables(&db).map_err(open_error)?;
+        let (mut journal, outcomes) =
+            Journal::open(&journal::path_for(path)).map_err(|e| open_error(e.into()))?;
+        if !outcomes.is_empty() {
+            let folded = fold(&db, outcomes, clock.now_ms()).map_err(open_error)?;
+            journal.clear().map_err(|e| open_error(e.into()))?;
+            tracing::info!(path = %path.display(), folded, "folded the outcomes of keyed calls an mcpd that stopped had journaled");
+        }
         let db = Arc::new(db);
         let (jobs, queue) = mpsc::channel();
         let synced = Arc::new(AtomicU64::new(0));
+        let lazy = Arc::new(Lazy::default());
         let writer = thread::Builder::new()
             .name("mcpd-store-writer".into())
             .spawn({
                 let db = Writer {
                     db: Arc::clone(&db),
                     synced: Arc::clone(&synced),
+                    lazy: Arc::clone(&lazy),
+                    journal: RefCell::new(journal),
                 };
                 let clock = clock.clone();
                 move || writer_loop(&db, &queue, &clock)
@@ -154,6 +202,7 @@ impl EmbeddedStore {
             writer: Some(writer),
             clock,
             synced,
+            lazy,
         })
     }
 
@@ -180,6 +229,40 @@ impl EmbeddedStore {
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         jobs.send(Job { task, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// [`Store::incr_all`] of lazy counters alone: counted in memory, at once.
+    fn incr_lazy(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
+        let incs = checked(incs)?;
+        let db = &self.db;
+        let mut from_file = |key: &str| -> Result<Option<Record>, StoreError> {
+            let txn = db.begin_read().map_err(StoreError::storage)?;
+            let entries = txn.open_table(ENTRIES).map_err(StoreError::storage)?;
+            match entries.get(key).map_err(StoreError::storage)? {
+                None => Ok(None),
+                Some(bytes) => {
+                    Record::decode(bytes.value())
+                        .map(Some)
+                        .ok_or_else(|| StoreError::Corrupt {
+                            key: key.to_owned(),
+                        })
+                }
+            }
+        };
+        let mut lazy = self.lazy.lock();
+        let was_clean = lazy.dirty_since().is_none();
+        let counted = lazy.incr_all(&incs, self.clock.now_ms(), &mut from_file)?;
+        let wake = was_clean && lazy.dirty_since().is_some();
+        drop(lazy);
+        if wake && let Some(jobs) = &self.jobs {
+            // Nobody waits for the answer: the writer only arms its sync.
+            let (reply, _) = oneshot::channel();
+            let _ = jobs.send(Job {
+                task: Task::Wake,
+                reply,
+            });
+        }
+        Ok(counted)
     }
 
     async fn write(&self, key: &str, op: Op) -> Result<Reply, StoreError> {
@@ -257,142 +340,18 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
-/// What the writer thread commits to: the database and its count of synced commits.
-struct Writer {
-    db: Arc<Database>,
-    synced: Arc<AtomicU64>,
-}
-
-fn writer_loop(db: &Writer, queue: &mpsc::Receiver<Job>, clock: &Clock) {
-    let mut next_sweep = Instant::now() + SWEEP_EVERY;
-    // When the first commit not yet synced was made: it must be synced within SYNC_WITHIN.
-    let mut unsynced: Option<Instant> = None;
-    loop {
-        let due = unsynced.map_or(next_sweep, |at| next_sweep.min(at + SYNC_WITHIN));
-        let wait = due.saturating_duration_since(Instant::now());
-        match queue.recv_timeout(wait) {
-            Ok(first) => {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                match run_batch(db, batch, clock.now_ms()) {
-                    Some(true) => unsynced = None,
-                    Some(false) => unsynced = unsynced.or(Some(Instant::now())),
-                    None => {}
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                if unsynced.is_some() {
-                    sync(db);
-                }
-                return;
-            }
-        }
-        // Checked after every batch too: a busy store never waits long enough to time out.
-        if unsynced.is_some_and(|at| at.elapsed() >= SYNC_WITHIN) && sync(db) {
-            unsynced = None;
-        }
-        if Instant::now() >= next_sweep {
-            match commit(db, vec![Task::Sweep], clock.now_ms()) {
-                Ok(_) => unsynced = None,
-                Err(e) => tracing::error!(error = %e, "state store sweep failed"),
-            }
-            next_sweep = Instant::now() + SWEEP_EVERY;
-        }
-    }
-}
-
-/// An empty synced commit: makes every earlier unsynced commit durable. Returns whether
-/// it succeeded.
-fn sync(db: &Writer) -> bool {
-    match commit(db, Vec::new(), 0) {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "state store sync failed");
-            false
-        }
-    }
-}
-
-/// Commits a batch, then answers each caller. Returns whether the commit was synced
-/// (`None`: it failed).
-fn run_batch(db: &Writer, batch: Vec<Job>, now: u64) -> Option<bool> {
-    let (tasks, replies): (Vec<Task>, Vec<_>) =
-        batch.into_iter().map(|job| (job.task, job.reply)).unzip();
-    let durable = tasks.iter().any(Task::durable);
-    // A send fails only when the caller stopped waiting; its write is kept regardless.
-    match commit(db, tasks, now) {
-        Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-            Some(durable)
-        }
-        Err(e) => {
-            let e = StoreError::storage(e);
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
-            None
-        }
-    }
-}
-
-/// Applies the tasks in order in one write transaction and commits it: synced when a
-/// durable task changed something (or there is no task: a sync), without a sync when
-/// only lazy ones did, and not at all when nothing changed (a replay, a refusal). The
-/// outer error (storage) fails them all; an inner one belongs to its task alone.
-#[allow(clippy::type_complexity)]
-fn commit(
-    w: &Writer,
-    tasks: Vec<Task>,
-    now: u64,
-) -> Result<Vec<Result<Reply, StoreError>>, redb::Error> {
-    let mut durable = tasks.is_empty();
-    let mut changed = tasks.is_empty();
-    let mut txn = w.db.begin_write()?;
-    let mut results = Vec::with_capacity(tasks.len());
-    {
-        let mut tables = Tables {
-            entries: txn.open_table(ENTRIES)?,
-            expiry: txn.open_table(EXPIRY)?,
-            changed: false,
-        };
-        for task in tasks {
-            let task_durable = task.durable();
-            tables.changed = false;
-            results.push(match task {
-                Task::Write { key, op } => tables.write(&key, op, now)?,
-                Task::IncrAll(incs) => tables.incr_all(&incs, now)?,
-                Task::ClaimCounted { key, op, incs } => {
-                    tables.claim_counted(&key, op, &incs, now)?
-                }
-                Task::Sweep => Ok(Reply::Swept(tables.sweep(now)?)),
-            });
-            changed |= tables.changed;
-            durable |= tables.changed && task_durable;
-        }
-    }
-    if !changed {
-        txn.abort()?;
-        return Ok(results);
-    }
-    txn.set_durability(if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    })?;
-    txn.commit()?;
-    if durable {
-        SYNCED.fetch_add(1, Ordering::Relaxed);
-        w.synced.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(results)
+/// Appends an outcome to the journal beside the (closed) state file at `path`, as an
+/// mcpd killed after answering a keyed call leaves it.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) fn journal_outcome(path: &Path, key: &str, result: &[u8], expires_ms: u64) {
+    let (mut journal, _) = Journal::open(&journal::path_for(path)).expect("journal");
+    let entry = Entry {
+        key: key.to_owned(),
+        expires_ms,
+        result: result.to_vec(),
+    };
+    journal.append(&[entry]).expect("append");
 }
 
 #[async_trait::async_trait]
@@ -474,6 +433,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn incr_all(&self, incs: &[Incr]) -> Result<AllOrNone, StoreError> {
+        if !incs.is_empty() && incs.iter().all(|i| i.lazy) {
+            return self.incr_lazy(incs);
+        }
         self.submit(Task::IncrAll(checked(incs)?)).await?.all()
     }
 
@@ -493,6 +455,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_counter(&self, key: &str) -> Result<u64, StoreError> {
+        check_key(key)?;
+        let counted = self.lazy.lock().get(key);
+        if let Some(counted) = counted {
+            return record::read_counter(key, Some(counted), self.clock.now_ms());
+        }
         let (current, now) = self.read_record(key).await?;
         record::read_counter(key, current, now)
     }

@@ -8,7 +8,10 @@
 //! records mean to the engine (a key is opaque bytes of text, a value opaque bytes).
 //!
 //! Every operation is atomic on its key, and every write is durable before its future
-//! completes. The trait asks for nothing Redis cannot do atomically in one round trip:
+//! completes, with two exceptions the embedded store takes: lazy counters ([`Incr::lazy`]),
+//! which a crash may lose the last [`SYNC_WITHIN`] of, and outcomes
+//! ([`Store::idem_finish`]), which survive a killed process but not a power loss within
+//! [`SYNC_WITHIN`]. The trait asks for nothing Redis cannot do atomically in one round trip:
 //! a short Lua script where a read decides a write ([`Store::idem_claim`],
 //! [`Store::incr_within`], [`Store::idem_abandon`]), `INCRBY` with `PEXPIRE`, `SET PX`,
 //! `GET`, `DEL`, `SCAN MATCH`.
@@ -133,13 +136,16 @@ pub struct Incr {
     /// increments of the last [`SYNC_WITHIN`]. Meant for counters whose loss only
     /// lets a few more calls through (rates, stop rules), never for budgets. A write
     /// that holds any durable part is durable as a whole; backends that sync every
-    /// write (Redis, as configured) may ignore it.
+    /// write (Redis, as configured) may ignore it. The embedded store counts it in the
+    /// memory of the process that owns the file (exact: every call passes there) and
+    /// writes it to the file within [`SYNC_WITHIN`]. A key is always lazy or never.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lazy: bool,
 }
 
-/// The longest a lazy write ([`Incr::lazy`]) of the embedded store stays unsynced: its
-/// writer syncs the file within this of the first lazy write after a sync.
+/// The longest a lazy write ([`Incr::lazy`]) or a journaled outcome
+/// ([`Store::idem_finish`]) of the embedded store stays unsynced: its writer syncs the
+/// file within this of the first such write after a sync.
 pub const SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// The outcome of [`Store::incr_all`]: every counter after the increment, or the index
@@ -150,7 +156,8 @@ pub type AllOrNone = Result<Vec<Counter>, (usize, Counter)>;
 /// The state store. Object safe: the engine holds an `Arc<dyn Store>`.
 ///
 /// Every key is non-empty and every duration at least one millisecond; anything else is
-/// [`StoreError::InvalidArgument`]. Writes are durable when their future completes. No
+/// [`StoreError::InvalidArgument`]. Writes are durable when their future completes (but
+/// see [`Incr::lazy`] and [`Store::idem_finish`]). No
 /// read returns an expired entry.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -191,7 +198,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn idem_list(&self, prefix: &str) -> Result<Vec<(String, Idem, Duration)>, StoreError>;
 
     /// Stores a completed call's result under its key for `ttl`; later
-    /// [`Store::idem_claim`] calls get [`Idem::Done`] with these bytes.
+    /// [`Store::idem_claim`] calls get [`Idem::Done`] with these bytes. The embedded
+    /// store journals it instead of syncing it: it survives a killed process, and a
+    /// power loss within [`SYNC_WITHIN`] leaves the key's claim, which lapses (the
+    /// outcome is then unknown, never sent again).
     async fn idem_finish(&self, key: &str, result: &[u8], ttl: Duration) -> Result<(), StoreError>;
 
     /// Releases a key claimed by [`Store::idem_claim`] whose request was never sent (or

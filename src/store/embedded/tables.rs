@@ -1,21 +1,76 @@
 //! The embedded store's tables within one write transaction: each operation applied to
 //! the entries and the expiry index together, and whether it changed anything (a batch
-//! that changed nothing is not committed).
+//! that changed nothing is not committed). Lazy counters are counted in memory
+//! ([`super::lazy`]) and written here when a commit takes them ([`Tables::flush_lazy`]).
+
+use std::time::Instant;
 
 use redb::{ReadableTable, Table};
 
 use super::super::record::{self, Change, Op, Record, Reply};
 use super::super::{Counter, Idem, Incr, StoreError};
+use super::lazy::Counters;
 
-/// The tables open in one write transaction.
-pub(super) struct Tables<'txn> {
+/// The tables open in one write transaction, and the lazy counters while it applies.
+pub(super) struct Tables<'txn, 'l> {
     pub(super) entries: Table<'txn, &'static str, &'static [u8]>,
     pub(super) expiry: Table<'txn, (u64, &'static str), ()>,
     /// Whether the current task changed anything.
     pub(super) changed: bool,
+    /// The lazy counters, locked for the transaction's tasks.
+    pub(super) lazy: &'l mut Counters,
 }
 
-impl Tables<'_> {
+/// What the entries hold under `key`, for a lazy counter not counted in memory yet.
+fn load(
+    entries: &Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Record>, StoreError> {
+    match entries.get(key).map_err(StoreError::storage)? {
+        None => Ok(None),
+        Some(bytes) => Record::decode(bytes.value())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: key.to_owned(),
+            }),
+    }
+}
+
+impl Tables<'_, '_> {
+    /// Writes every lazy counter changed since the last commit that took them, and
+    /// forgets those whose window passed. Returns their keys and when the oldest change
+    /// was made (to mark them dirty again if the commit fails).
+    pub(super) fn flush_lazy(
+        &mut self,
+        now: u64,
+    ) -> Result<(Vec<String>, Option<Instant>), redb::Error> {
+        let (records, since) = self.lazy.drain(now);
+        let mut keys = Vec::with_capacity(records.len());
+        for (key, record) in records {
+            self.put_record(&key, &record)?;
+            keys.push(key);
+        }
+        Ok((keys, since))
+    }
+
+    /// Stores `record` under `key`, keeping the expiry index in step.
+    fn put_record(&mut self, key: &str, record: &Record) -> Result<(), redb::Error> {
+        let old = self
+            .entries
+            .get(key)?
+            .and_then(|b| Record::decode(b.value()))
+            .map(|r| r.expires_ms);
+        if old != Some(record.expires_ms) {
+            if let Some(old) = old {
+                self.expiry.remove((old, key))?;
+            }
+            self.expiry.insert((record.expires_ms, key), ())?;
+        }
+        self.entries.insert(key, record.encode().as_slice())?;
+        self.changed = true;
+        Ok(())
+    }
+
     /// The claim, then (when it starts the key) the counters, all or none; a refusal
     /// changes nothing, the claim included.
     pub(super) fn claim_counted(
@@ -65,11 +120,22 @@ impl Tables<'_> {
     /// The first counter that would pass its limit, with its index, if any.
     #[allow(clippy::type_complexity)]
     fn refusal(
-        &self,
+        &mut self,
         incs: &[(Incr, u64)],
         now: u64,
     ) -> Result<Result<Option<(usize, Counter)>, StoreError>, redb::Error> {
-        for (i, (inc, window_ms)) in incs.iter().enumerate() {
+        for (i, pair) in incs.iter().enumerate() {
+            let (inc, window_ms) = pair;
+            if inc.lazy {
+                let entries = &self.entries;
+                let mut from_file = |key: &str| load(entries, key);
+                let one = std::slice::from_ref(pair);
+                match self.lazy.refusal(one, now, &mut from_file) {
+                    Ok(Some((_, c))) => return Ok(Ok(Some((i, c)))),
+                    Ok(None) => continue,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
             let current = self
                 .entries
                 .get(inc.key.as_str())?
@@ -96,6 +162,15 @@ impl Tables<'_> {
         }
         let mut counters = Vec::with_capacity(incs.len());
         for (inc, window_ms) in incs {
+            if inc.lazy {
+                let entries = &self.entries;
+                let mut from_file = |key: &str| load(entries, key);
+                match self.lazy.add(inc, *window_ms, now, &mut from_file) {
+                    Ok(c) => counters.push(c),
+                    Err(e) => return Ok(Err(e)),
+                }
+                continue;
+            }
             let op = Op::Incr {
                 by: inc.by,
                 window_ms: *window_ms,
@@ -118,6 +193,10 @@ impl Tables<'_> {
         op: Op,
         now: u64,
     ) -> Result<Result<Reply, StoreError>, redb::Error> {
+        // A write of another kind to a counter counted in memory: the counter first.
+        if let Some(counted) = self.lazy.take(key) {
+            self.put_record(key, &counted)?;
+        }
         let overwrites = matches!(op, Op::Put { .. } | Op::Delete);
         let current = match self.entries.get(key)? {
             None => None,
