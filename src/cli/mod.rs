@@ -535,8 +535,9 @@ fn init_logging(command: &Command, dir: &Path) -> crate::telemetry::Telemetry {
     );
     let vars = Vars::from_env();
     let otlp = if calls {
-        let (loaded, _) = config::load_dir(dir);
-        crate::telemetry::otlp_settings(loaded.server.1.telemetry.otlp.as_ref(), &vars)
+        // mcpd.yaml alone: parsing every tool file here too would double the start-up.
+        let server = config::load_server(dir, &vars);
+        crate::telemetry::otlp_settings(server.telemetry.otlp.as_ref(), &vars)
     } else {
         None
     };

@@ -237,6 +237,19 @@ pub fn load_dir(root: &Path) -> (Loaded, Diagnostics) {
     load_dir_with(root, &Vars::from_env(), None, &Settle::IMMEDIATE)
 }
 
+/// Reads `mcpd.yaml` alone, with `${VAR}` read from `vars`: what a command needs before
+/// it loads the rest (its telemetry settings). A missing or broken file reads as the
+/// default; the full load reports its problems.
+pub fn load_server(root: &Path, vars: &Vars) -> ServerSpec {
+    let mut diags = Diagnostics::default();
+    let path = root.join(SERVER_FILE);
+    let (mut server, _) = load_required::<ServerSpec>(&path, "", &Settle::IMMEDIATE, &mut diags);
+    if let Some(spec) = &mut server {
+        expand::expand_server(&path, spec, vars, &mut diags);
+    }
+    server.unwrap_or_default()
+}
+
 /// As [`load_dir`], with `${VAR}` read from `vars`, reusing the parse of every tool file
 /// unchanged since `previous`, and reading each file only once it has settled as
 /// `settle` says: a file still being written is a problem (its diagnostic says so),
