@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::http::{HttpServer, Keys, call, open_session, rpc, token_only};
-use crate::util::{DEADLINE, DemoApi, Reply, request};
+use crate::util::{ConfigDir, DEADLINE, DemoApi, Reply, request};
 
 /// The shipped `orders_export`'s arguments for August 2025.
 fn august() -> Value {
@@ -41,6 +41,23 @@ fn until_direct(server: &HttpServer, token: &str, session: &str) {
     }
 }
 
+/// A server on a token-only config (kept for the server's lifetime), a token of
+/// `agent:reader` with `scopes`, and a session the direct path knows.
+fn direct(scopes: &[&str]) -> (DemoApi, ConfigDir, HttpServer, String, String) {
+    let api = DemoApi::start();
+    let cfg = token_only();
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:reader", scopes);
+    let server = HttpServer::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let session = open_session(&server, Some(&token));
+    until_direct(&server, &token, &session);
+    (api, cfg, server, token, session)
+}
+
 /// A session whose client declares `capabilities`.
 fn open_with(server: &HttpServer, token: &str, capabilities: Value) -> String {
     let init = rpc(
@@ -65,17 +82,7 @@ fn open_with(server: &HttpServer, token: &str, capabilities: Value) -> String {
 
 #[test]
 fn a_call_that_cannot_stream_is_answered_as_json_with_the_result_the_stream_would_carry() {
-    let api = DemoApi::start();
-    let cfg = token_only();
-    let keys = Keys::new(&cfg);
-    let token = keys.token(&cfg, "agent:reader", &["orders.export", "flag.set:staging"]);
-    let server = HttpServer::start(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
-    let session = open_session(&server, Some(&token));
-    until_direct(&server, &token, &session);
+    let (_api, _cfg, server, token, session) = direct(&["orders.export", "flag.set:staging"]);
 
     let plain = call(
         &server,
@@ -174,17 +181,7 @@ fn a_call_that_cannot_stream_is_answered_as_json_with_the_result_the_stream_woul
 
 #[test]
 fn a_closed_or_unknown_session_is_not_found_on_the_direct_path_too() {
-    let api = DemoApi::start();
-    let cfg = token_only();
-    let keys = Keys::new(&cfg);
-    let token = keys.token(&cfg, "agent:reader", &["*"]);
-    let server = HttpServer::start(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
-    let session = open_session(&server, Some(&token));
-    until_direct(&server, &token, &session);
+    let (api, _cfg, server, token, session) = direct(&["*"]);
     let first = call(
         &server,
         Some(&token),
@@ -232,17 +229,7 @@ fn a_closed_or_unknown_session_is_not_found_on_the_direct_path_too() {
 
 #[test]
 fn a_request_the_direct_path_does_not_take_is_answered_by_the_session_as_before() {
-    let api = DemoApi::start();
-    let cfg = token_only();
-    let keys = Keys::new(&cfg);
-    let token = keys.token(&cfg, "agent:reader", &["*"]);
-    let server = HttpServer::start(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
-    let session = open_session(&server, Some(&token));
-    until_direct(&server, &token, &session);
+    let (_api, _cfg, server, token, session) = direct(&["*"]);
     let bearer = format!("Bearer {token}");
     let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": {"name": "orders_export", "arguments": august()}})
