@@ -51,6 +51,7 @@ mod schema;
 mod scoped_list;
 mod state;
 mod stdio;
+mod stdio_fast;
 mod testrun;
 mod tickets;
 mod token_exchange;

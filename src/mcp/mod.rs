@@ -76,6 +76,8 @@ pub(crate) struct McpServer {
     log: Arc<logging::ClientLog>,
     /// Over HTTP: the sessions the direct path serves, which this one joins.
     live: Option<Arc<http::direct::Live>>,
+    /// Over stdio: the `tools/call` fast path, which this session joins at `initialize`.
+    stdio: Option<Arc<stdio::Fast>>,
 }
 
 impl McpServer {
@@ -86,6 +88,7 @@ impl McpServer {
             engine,
             log,
             live: None,
+            stdio: None,
         }
     }
 
@@ -167,8 +170,13 @@ impl McpServer {
     /// When the transport fails before the session starts.
     pub(crate) async fn serve_stdio(self) -> Result<(), StdioError> {
         let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
-        let running = self
-            .serve(stdio::LineTransport::new(stdin, stdout))
+        let transport = stdio::LineTransport::new(stdin, stdout);
+        let server = Self {
+            stdio: Some(transport.fast()),
+            ..self
+        };
+        let running = server
+            .serve(transport)
             .await
             .map_err(|e| StdioError::Handshake(Box::new(e)))?;
         running.waiting().await?;
@@ -283,6 +291,9 @@ impl ServerHandler for McpServer {
     ) -> Result<rmcp::model::InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
         let result = self.negotiate_initialize(&request)?;
+        if let Some(fast) = &self.stdio {
+            fast.register(self, &context.peer);
+        }
         // The session's log too (a call waits for it to flush): `initialized` may go to
         // another replica. Starting it twice is harmless.
         self.log.start(context.peer.clone(), &self.engine);

@@ -9,21 +9,28 @@
 //! shows it); a batch array is run when the session negotiated 2025-03-26 (the one MCP
 //! version with JSON-RPC batches) and answered as one array, and otherwise refused with
 //! an error per request saying why; a message that is JSON-RPC but not a readable MCP
-//! message gets -32602 or -32600. Everything else goes to rmcp unchanged. It must not
-//! hold a line's text in a log: only ids, codes and messages.
+//! message gets -32602 or -32600. A plain `tools/call` takes the fast path
+//! (`stdio_fast.rs`: the call is run and answered without rmcp's message parsing and
+//! service loop). Everything else goes to rmcp unchanged. It must not hold a line's text
+//! in a log: only ids, codes and messages.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rmcp::RoleServer;
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, JsonRpcMessage, ServerJsonRpcMessage,
+    ServerResult,
 };
 use rmcp::transport::Transport;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 
 use crate::telemetry::rpc_errors;
+
+#[path = "stdio_fast.rs"]
+mod fast;
+pub(crate) use fast::Fast;
 
 /// The longest line read, as rmcp's limit: 16 MiB.
 pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -62,6 +69,8 @@ pub(crate) struct LineTransport<R, W> {
     session: Arc<Mutex<Session>>,
     /// Messages of a batch, handed to rmcp one at a time.
     queue: VecDeque<ClientJsonRpcMessage>,
+    /// The `tools/call` fast path's calls and the session's handler.
+    fast: Arc<Fast>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
@@ -73,7 +82,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             session: Arc::new(Mutex::new(Session::default())),
             queue: VecDeque::new(),
+            fast: Arc::default(),
         }
+    }
+
+    /// The fast path's share of the session, which the handler joins at `initialize`.
+    pub(crate) fn fast(&self) -> Arc<Fast> {
+        Arc::clone(&self.fast)
     }
 }
 
@@ -158,6 +173,13 @@ where
         if line.is_empty() {
             return None;
         }
+        let fast = {
+            let s = self.lock();
+            s.batches.is_empty() && s.protocol.as_deref().is_some_and(fast::legacy)
+        };
+        if fast && self.fast.take(line, &self.writer) {
+            return None;
+        }
         match serde_json::from_slice::<ClientJsonRpcMessage>(line) {
             Ok(msg) => {
                 self.note(&msg);
@@ -196,11 +218,19 @@ where
     }
 
     /// Notes the id of an `initialize` request, to read the version its answer agrees.
+    /// Cancels a call on the fast path that `notifications/cancelled` names (rmcp gets
+    /// the notification too).
     fn note(&self, msg: &ClientJsonRpcMessage) {
         if let JsonRpcMessage::Request(r) = msg
             && matches!(r.request, ClientRequest::InitializeRequest(_))
         {
             self.lock().initialize = serde_json::to_value(&r.id).ok();
+        }
+        if let JsonRpcMessage::Notification(n) = msg
+            && let ClientNotification::CancelledNotification(c) = &n.notification
+            && let Some(id) = &c.params.request_id
+        {
+            self.fast.cancel(id);
         }
     }
 
@@ -313,7 +343,12 @@ where
                 return Some(msg);
             }
             let read = match self.read_line().await {
-                Ok(Read::Eof) => return None,
+                Ok(Read::Eof) => {
+                    // The calls in flight on the fast path are answered first, as rmcp
+                    // answers its own before closing.
+                    self.fast.drain().await;
+                    return None;
+                }
                 Ok(read) => read,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read stdin; the session ends");

@@ -1,0 +1,225 @@
+//! The fast path for a `tools/call` over stdio: a line that is a plain `tools/call`
+//! request is read straight into rmcp's `CallToolRequestParams`, run on a task of its
+//! own by [`McpServer::call`] (the same call rmcp's path runs: actor, trace, idempotency
+//! key, reporter, cancellation) and answered from that task, instead of being read as
+//! rmcp's `ClientJsonRpcMessage` (an untagged enum over a flattened request, which
+//! serde buffers several times) and passed through rmcp's service loop.
+//!
+//! Owns which lines take it, the session's handler and peer (registered by the handler
+//! at `initialize`, see [`Fast::register`]), the calls in flight on it (so a
+//! `notifications/cancelled` reaches them and the end of stdin waits for their answers,
+//! as rmcp's loop does), and the answer's shape. A line takes it only when nothing in
+//! it can be answered differently by rmcp: a single JSON-RPC request of exactly the
+//! members `jsonrpc`, `id`, `method` and `params`; no `progressToken` and no per-request
+//! protocol metadata (`io.modelcontextprotocol/...`) in its `_meta`; no
+//! `inputResponses` or `requestState`; a session that negotiated a protocol revision
+//! before 2026-07-28 through `initialize`, whose client did not declare form
+//! elicitation (the approver would ask through it), with no batch being answered.
+//! Everything else goes to rmcp unchanged.
+//!
+//! It must answer byte for byte what rmcp's path answers (tests/stdio_fast.rs runs the
+//! same calls both ways and compares the lines).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult,
+};
+use rmcp::service::ElicitationMode;
+use rmcp::{Peer, RoleServer};
+use serde::Deserialize;
+use tokio::io::AsyncWrite;
+use tokio_util::sync::CancellationToken;
+
+use crate::mcp::McpServer;
+
+/// How long the end of stdin waits for calls in flight on the fast path to be answered
+/// (rmcp's loop waits as long for its own), before cancelling the rest.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The fast path's share of a stdio session.
+#[derive(Debug, Default)]
+pub(crate) struct Fast {
+    state: Mutex<State>,
+    /// Woken when the last call in flight is answered.
+    idle: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The session's handler and peer, once `initialize` has been handled.
+    held: Option<(McpServer, Peer<RoleServer>)>,
+    calls: HashMap<RequestId, CancellationToken>,
+}
+
+/// A line that may take the fast path, as written: nothing but these members.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Call<'a> {
+    #[serde(borrow)]
+    jsonrpc: std::borrow::Cow<'a, str>,
+    id: RequestId,
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    params: CallToolRequestParams,
+}
+
+impl Fast {
+    /// Remembers the session's handler and peer (called by the handler at `initialize`).
+    pub(crate) fn register(&self, server: &McpServer, peer: &Peer<RoleServer>) {
+        // The handler kept here does not point back at this (no cycle).
+        let server = McpServer {
+            stdio: None,
+            ..server.clone()
+        };
+        self.lock().held = Some((server, peer.clone()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Cancels call `id` if it runs on the fast path (`notifications/cancelled`).
+    pub(crate) fn cancel(&self, id: &RequestId) {
+        if let Some(token) = self.lock().calls.get(id) {
+            token.cancel();
+        }
+    }
+
+    /// Takes `line` when it may take the fast path: runs the call on a task of its own,
+    /// which writes the answer with `writer`, in a session that negotiated a
+    /// [`legacy`] revision. Returns false (nothing done) for a line rmcp is to read.
+    pub(crate) fn take<W>(
+        self: &Arc<Self>,
+        line: &[u8],
+        writer: &Arc<tokio::sync::Mutex<W>>,
+    ) -> bool
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        // Cheap before parsing: most other lines never name the method.
+        if !contains(line, b"\"tools/call\"") {
+            return false;
+        }
+        let Ok(call) = serde_json::from_slice::<Call<'_>>(line) else {
+            return false;
+        };
+        if call.jsonrpc != "2.0" || call.method != "tools/call" || !plain(&call.params) {
+            return false;
+        }
+        let Call { id, params, .. } = call;
+        let (server, peer, cancel) = {
+            let mut state = self.lock();
+            let Some((server, peer)) = &state.held else {
+                return false;
+            };
+            if peer.is_transport_closed() || asks_in_forms(peer) {
+                return false;
+            }
+            // A request id in flight twice is the client's error: rmcp's path has it.
+            if state.calls.contains_key(&id) {
+                return false;
+            }
+            let (server, peer) = (server.clone(), peer.clone());
+            let cancel = CancellationToken::new();
+            state.calls.insert(id.clone(), cancel.clone());
+            (server, peer, cancel)
+        };
+        tracing::debug!(id = %id, "tools/call on the fast path");
+        let fast = Arc::clone(self);
+        let writer = Arc::clone(writer);
+        // In the span rmcp runs its handlers in, so log lines read as on its path.
+        let span = tracing::Span::current();
+        let task = async move {
+            let out = server.call(params, None, None, peer, cancel.clone()).await;
+            // No answer for a cancelled call (as on rmcp's path).
+            if !cancel.is_cancelled() {
+                let answer = answer(out, id.clone());
+                if let Err(e) = super::write_line(&writer, &answer).await {
+                    tracing::warn!(error = %e, "cannot write an answer to stdout");
+                }
+            }
+            fast.leave(&id);
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
+        true
+    }
+
+    fn leave(&self, id: &RequestId) {
+        let mut state = self.lock();
+        state.calls.remove(id);
+        if state.calls.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// At the end of stdin: waits (at most [`DRAIN`]) for the calls in flight to be
+    /// answered, then cancels those still running. Cancellation-safe (it only waits).
+    pub(crate) async fn drain(&self) {
+        let answered = async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.lock().calls.is_empty() {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN, answered).await.is_err() {
+            for token in self.lock().calls.values() {
+                token.cancel();
+            }
+        }
+    }
+}
+
+/// Whether the negotiated revision `protocol` is one without per-request metadata
+/// (before 2026-07-28), whose sessions the fast path may serve.
+pub(crate) fn legacy(protocol: &str) -> bool {
+    protocol < ProtocolVersion::V_2026_07_28.as_str()
+}
+
+/// The answer rmcp's handler gives a session before 2026-07-28: the legacy shape of a
+/// result.
+fn answer(
+    out: Result<rmcp::model::CallToolResponse, rmcp::ErrorData>,
+    id: RequestId,
+) -> ServerJsonRpcMessage {
+    match out {
+        Ok(response) => {
+            let mut result = ServerResult::from(response);
+            result.strip_result_type_for_legacy_peer();
+            result.strip_non_object_output_for_legacy_peer();
+            ServerJsonRpcMessage::response(result, id)
+        }
+        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+    }
+}
+
+/// A call rmcp would run without reading anything more of it: no progress asked, no
+/// per-request protocol metadata, not a retry with answers to an earlier request.
+fn plain(params: &CallToolRequestParams) -> bool {
+    let meta_plain = params.meta.as_ref().is_none_or(|m| {
+        !m.0.0
+            .keys()
+            .any(|k| k == "progressToken" || k.starts_with("io.modelcontextprotocol/"))
+    });
+    meta_plain && params.input_responses.is_none() && params.request_state.is_none()
+}
+
+/// Whether the client declared form elicitation (the approver asks through it).
+fn asks_in_forms(peer: &Peer<RoleServer>) -> bool {
+    peer.peer_info()
+        .is_some_and(|info| info.capabilities.elicitation.is_some())
+        && peer
+            .supported_elicitation_modes()
+            .contains(&ElicitationMode::Form)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,315 @@
+//! The `tools/call` fast path over stdio through the real binary: the same calls sent
+//! to a session that takes it (a client without form elicitation) and to one that does
+//! not (a client that declares it, whose calls rmcp's path serves) get the same answer
+//! lines, byte for byte; a cancelled call is not answered; a call in flight when stdin
+//! closes is still answered.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::util::{ConfigDir, DEADLINE, DemoApi, bin};
+
+/// The debug line the fast path writes for each call it takes.
+const TAKEN: &str = "tools/call on the fast path";
+
+/// mcpd over stdio, spoken to in raw lines (the answers are compared as written).
+struct Raw {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Raw {
+    /// Serves `cfg` against `api`; initializes with `capabilities`.
+    fn start(cfg: &ConfigDir, api: &DemoApi, capabilities: Value) -> Self {
+        let mut child = Command::new(bin())
+            .args(["serve", "--no-watch", "--config"])
+            .arg(cfg.path())
+            .env("DEMO_API_URL", &api.url)
+            .env("MCPD_LOG", "info,rmcp=warn,mcpd::mcp::stdio=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (sink, pipe) = (stderr.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut raw = Self {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+        };
+        raw.send(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": capabilities,
+            "clientInfo": {"name": "mcpd-tests", "version": "0"}}}),
+        );
+        let init = raw.next_line();
+        assert!(init.contains("\"result\""), "initialize: {init}");
+        raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        raw
+    }
+
+    fn send(&mut self, msg: &Value) {
+        self.send_line(&msg.to_string());
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn next_line(&mut self) -> String {
+        let left = DEADLINE;
+        self.lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no answer; stderr:\n{}", self.stderr.lock().unwrap()))
+    }
+
+    /// Sends `line` and returns the answer line (the only one it gets).
+    fn ask(&mut self, line: &str) -> String {
+        self.send_line(line);
+        self.next_line()
+    }
+
+    fn taken(&self) -> usize {
+        self.stderr.lock().unwrap().matches(TAKEN).count()
+    }
+
+    /// Waits until stderr says `n` calls took the fast path.
+    fn wait_taken(&self, n: usize) {
+        let end = Instant::now() + DEADLINE;
+        while self.taken() < n {
+            assert!(
+                Instant::now() < end,
+                "{n} calls never took the fast path:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped config, with tools whose results are not objects (a list, a number)
+/// and one whose text is a rendering of the result.
+fn config() -> ConfigDir {
+    let cfg = ConfigDir::shipped();
+    let orders = cfg.read("tools.d/orders.export.yaml");
+    let (head, _) = orders.split_once("# The selection").unwrap();
+    let bare = head.replace("name: orders.export", "name: orders.bare");
+    cfg.write("tools.d/orders.bare.yaml", &bare);
+    cfg.write(
+        "tools.d/orders.count.yaml",
+        &bare
+            .replace("name: orders.bare", "name: orders.count")
+            .replace("select: \"$.orders\"", "select: \"$.count\"")
+            .replace("  mask:\n    - \"$[*].email\"", "  mask: []"),
+    );
+    cfg.write(
+        "tools.d/orders.told.yaml",
+        &bare
+            .replace("name: orders.bare", "name: orders.told")
+            .replace(
+                "  select: \"$.orders\"",
+                "  select: \"$.orders\"\n  text: \"{{ result | length }} orders\"",
+            ),
+    );
+    cfg
+}
+
+/// The lines both sessions are sent: results of every shape, tool errors, JSON-RPC
+/// errors, `_meta` the call reads, ids of both kinds, text that needs escaping.
+fn calls() -> Vec<String> {
+    let august = json!({"from": "2025-08-01", "to": "2025-08-31"});
+    let call = |id: Value, params: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+    };
+    vec![
+        call(json!(1), json!({"name": "orders_export", "arguments": august})),
+        call(json!("two"), json!({"name": "orders_bare", "arguments": august})),
+        call(json!(3), json!({"name": "orders_count", "arguments": august})),
+        call(json!(4), json!({"name": "orders_told", "arguments": august})),
+        call(
+            json!(5),
+            json!({"name": "orders_export", "arguments": {"from": "août \"1\" \\ \u{1F600}", "to": 7}}),
+        ),
+        call(json!(6), json!({"name": "no_such_tool", "arguments": {}})),
+        call(json!(7), json!({"name": "orders_export"})),
+        call(
+            json!(8),
+            json!({"name": "orders_export", "arguments": august, "_meta": {
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}),
+        ),
+        call(
+            json!(9),
+            json!({"name": "flag_set", "arguments": {"env": "staging", "name": "checkout_v2", "percent": 5},
+                "_meta": {"dev.mcpd/idempotencyKey": "fast-path-1"}}),
+        ),
+        call(
+            json!(10),
+            json!({"name": "flag_set", "arguments": {"env": "staging", "name": "checkout_v2", "percent": 5},
+                "_meta": {"dev.mcpd/idempotencyKey": "fast-path-1"}}),
+        ),
+        call(json!(-11), json!({"name": "orders_count", "arguments": august})),
+        // Members in another order, spaces between them: still a plain call.
+        r#"{ "method" : "tools/call", "params": {"arguments": {"from": "2025-08-01", "to": "2025-08-02"}, "name": "orders_export"}, "id": 12, "jsonrpc": "2.0" }"#.to_owned(),
+    ]
+}
+
+#[test]
+fn a_call_on_the_fast_path_is_answered_byte_for_byte_as_rmcps_path_answers_it() {
+    let answers = |capabilities: Value| {
+        let api = DemoApi::start();
+        let cfg = config();
+        let mut raw = Raw::start(&cfg, &api, capabilities);
+        let lines: Vec<String> = calls().iter().map(|c| raw.ask(c)).collect();
+        (lines, raw.taken())
+    };
+    let (fast, taken) = answers(json!({}));
+    // A client that can be asked in forms: every call is rmcp's.
+    let (rmcp, not_taken) = answers(json!({"elicitation": {"form": {}}}));
+    assert_eq!(taken, calls().len(), "every call took the fast path");
+    assert_eq!(not_taken, 0, "no call took the fast path");
+    for ((call, fast), rmcp) in calls().iter().zip(&fast).zip(&rmcp) {
+        assert_eq!(fast, rmcp, "the answers to {call} differ");
+    }
+    // The cases are what they say: results of each shape, and errors of both kinds.
+    let parsed: Vec<Value> = fast
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(parsed[0]["result"]["structuredContent"]["orders"].is_array());
+    assert_eq!(parsed[1]["id"], "two");
+    assert_eq!(parsed[4]["result"]["isError"], true);
+    assert!(parsed[5]["error"]["code"].is_i64());
+    assert_eq!(parsed[9]["result"]["_meta"]["dev.mcpd/replayed"], true);
+}
+
+#[test]
+fn what_the_fast_path_must_not_answer_goes_to_rmcp() {
+    let api = DemoApi::start();
+    let cfg = config();
+    let mut raw = Raw::start(&cfg, &api, json!({}));
+    let august = json!({"from": "2025-08-01", "to": "2025-08-31"});
+    // Progress asked, another member, per-request protocol metadata: rmcp's.
+    for (id, line) in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "orders_export", "arguments": august, "_meta": {"progressToken": "p"}}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "extra": true, "params": {
+            "name": "orders_export", "arguments": august}}),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "orders_export", "arguments": august,
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2025-11-25"}}}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        raw.send(line);
+        // Progress notifications may come first: wait for the answer.
+        loop {
+            let answer: Value = serde_json::from_str(&raw.next_line()).unwrap();
+            if answer.get("method").is_none() {
+                assert_eq!(answer["id"], id + 1, "{answer}");
+                break;
+            }
+        }
+    }
+    assert_eq!(raw.taken(), 0);
+    // A plain call takes it.
+    let answer = raw.ask(
+        &json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "orders_export", "arguments": august}})
+        .to_string(),
+    );
+    assert!(answer.contains("\"id\":4"), "{answer}");
+    assert_eq!(raw.taken(), 1);
+}
+
+#[test]
+fn a_cancelled_call_on_the_fast_path_is_not_answered_and_one_in_flight_at_the_end_of_stdin_is() {
+    // An upstream that answers after the test says so: a call held in flight.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let api = DemoApi::start();
+    let cfg = config();
+    cfg.edit(
+        "mcpd.yaml",
+        "upstreams:",
+        &format!("upstreams:\n  slow: {{ url: \"{url}\" }}"),
+    );
+    cfg.write(
+        "tools.d/slow.yaml",
+        "name: slow\ndescription: Waits on an upstream.\ninput: { type: object }\n\
+         request: { upstream: slow, method: GET, path: /x, timeout: 30s }\n",
+    );
+    let mut raw = Raw::start(&cfg, &api, json!({}));
+    let slow = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {}}})
+    };
+    raw.send(&slow(1));
+    raw.wait_taken(1);
+    let (mut first, _) = listener.accept().unwrap();
+    raw.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1, "reason": "changed my mind"}}),
+    );
+    // The next call's answer comes, and no answer to the cancelled one before it.
+    let answer = raw.ask(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "no_such_tool", "arguments": {}}})
+        .to_string(),
+    );
+    assert!(answer.contains("\"id\":2"), "{answer}");
+    drop(first.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
+    // A call in flight when stdin closes is answered before mcpd exits.
+    raw.send(&slow(3));
+    raw.wait_taken(3);
+    let (mut second, _) = listener.accept().unwrap();
+    raw.stdin = None;
+    let mut request = [0u8; 1024];
+    let _ = std::io::Read::read(&mut second, &mut request);
+    second
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 8\r\n\r\n{\"a\": 1}")
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Ok(line) = raw.lines.recv_timeout(DEADLINE) {
+        rest.push(line);
+    }
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(rest[0].contains("\"id\":3"), "{rest:?}");
+    assert!(!rest[0].contains("\"isError\":true"), "{rest:?}");
+}
