@@ -196,11 +196,31 @@ fn a_call_on_the_fast_path_is_answered_byte_for_byte_as_rmcps_path_answers_it() 
         let cfg = config();
         let mut raw = Raw::start(&cfg, &api, capabilities);
         let lines: Vec<String> = calls().iter().map(|c| raw.ask(c)).collect();
-        (lines, raw.taken())
+        (lines, raw)
     };
-    let (fast, taken) = answers(json!({}));
+    let (fast, fast_server) = answers(json!({}));
     // A client that can be asked in forms: every call is rmcp's.
-    let (rmcp, not_taken) = answers(json!({"elicitation": {"form": {}}}));
+    let (rmcp, rmcp_server) = answers(json!({"elicitation": {"form": {}}}));
+    let (taken, not_taken) = (fast_server.taken(), rmcp_server.taken());
+    // Every call's log line is written, on the fast path after its answer.
+    let logged = |raw: &Raw| {
+        let stderr = raw.stderr.lock().unwrap();
+        (
+            stderr.matches("call completed").count(),
+            stderr.matches("call failed").count(),
+        )
+    };
+    let want = logged(&rmcp_server);
+    assert!(want.0 >= 6 && want.1 >= 2, "{want:?}");
+    let end = Instant::now() + DEADLINE;
+    while logged(&fast_server) != want {
+        assert!(
+            Instant::now() < end,
+            "{:?} vs {want:?}",
+            logged(&fast_server)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(taken, calls().len(), "every call took the fast path");
     assert_eq!(not_taken, 0, "no call took the fast path");
     for ((call, fast), rmcp) in calls().iter().zip(&fast).zip(&rmcp) {

@@ -301,24 +301,90 @@ fn sampled() -> bool {
     ((n + 1.0) * rate).floor() > (n * rate).floor()
 }
 
+/// A call's log line, held to be written after its answer (see [`after_answer`]).
+#[derive(Debug)]
+struct Line {
+    /// The `tool.call` span the line is written in (its fields prefix the line).
+    span: tracing::Span,
+    tool: String,
+    status: Option<u16>,
+    masked: usize,
+    micros: u64,
+    /// The failure's kind; `None` for a call that completed.
+    error: Option<&'static str>,
+}
+
+impl Line {
+    fn write(&self) {
+        self.span.in_scope(|| match self.error {
+            None => tracing::info!(
+                tool = %self.tool,
+                status = self.status,
+                masked = self.masked,
+                latency_us = self.micros,
+                "call completed"
+            ),
+            Some(kind) => tracing::info!(
+                tool = %self.tool,
+                status = self.status,
+                error = kind,
+                latency_us = self.micros,
+                "call failed"
+            ),
+        });
+    }
+}
+
+tokio::task_local! {
+    /// The log lines of calls run under [`after_answer`], not yet written.
+    static HELD: std::cell::RefCell<Vec<Line>>;
+}
+
+/// The log lines of the calls `run` makes, held back: written by
+/// [`LogLines::write`], once their answer is out. Only a transport that writes the
+/// answer itself uses it (the stdio fast path); elsewhere a call's line is written when
+/// it finishes.
+pub(crate) async fn after_answer<T>(run: impl Future<Output = T>) -> (T, LogLines) {
+    HELD.scope(std::cell::RefCell::new(Vec::new()), async {
+        let out = run.await;
+        let held = HELD.with(|h| h.take());
+        (out, LogLines(held))
+    })
+    .await
+}
+
+/// Log lines held by [`after_answer`].
+#[derive(Debug)]
+pub(crate) struct LogLines(Vec<Line>);
+
+impl LogLines {
+    /// Writes them, each in its call's span.
+    pub(crate) fn write(self) {
+        for line in self.0 {
+            line.write();
+        }
+    }
+}
+
 fn log(r: &CallResult) {
-    let micros = u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX);
-    match &r.outcome {
-        Ok(_) if !sampled() => {}
-        Ok(_) => tracing::info!(
-            tool = %r.tool,
-            status = r.status,
-            masked = r.masked,
-            latency_us = micros,
-            "call completed"
-        ),
-        Err(f) => tracing::info!(
-            tool = %r.tool,
-            status = r.status,
-            error = f.kind(),
-            latency_us = micros,
-            "call failed"
-        ),
+    let error = match &r.outcome {
+        Ok(_) if !sampled() => return,
+        Ok(_) => None,
+        Err(f) => Some(f.kind()),
+    };
+    let line = Line {
+        span: tracing::Span::current(),
+        tool: r.tool.clone(),
+        status: r.status,
+        masked: r.masked,
+        micros: u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX),
+        error,
+    };
+    // Held when the call runs under `after_answer`, else written now.
+    let mut line = Some(line);
+    let _outside = HELD.try_with(|held| held.borrow_mut().extend(line.take()));
+    if let Some(line) = line {
+        line.write();
     }
 }
 

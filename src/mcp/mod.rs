@@ -125,6 +125,22 @@ impl McpServer {
         peer: Peer<RoleServer>,
         cancelled: tokio_util::sync::CancellationToken,
     ) -> Result<CallToolResponse, ErrorData> {
+        let result = self
+            .call_result(request, taken_meta, actor, peer, cancelled)
+            .await;
+        result.map(|r| to_mcp_result(r).into())
+    }
+
+    /// [`Self::call`]'s engine result, before it is made an MCP result (the stdio fast
+    /// path writes some results itself).
+    async fn call_result(
+        &self,
+        request: CallToolRequestParams,
+        taken_meta: Option<&rmcp::model::RequestMetaObject>,
+        actor: Option<Arc<Actor>>,
+        peer: Peer<RoleServer>,
+        cancelled: tokio_util::sync::CancellationToken,
+    ) -> Result<crate::engine::CallResult, ErrorData> {
         // rmcp moves the request's `_meta` into the context; read both to be safe.
         let metas = [taken_meta, request.meta.as_ref()];
         let metas = metas.iter().flatten();
@@ -156,7 +172,7 @@ impl McpServer {
         };
         let call = self.engine.call(&request.name, request.arguments, &ctx);
         match report.around(&request.name, call).instrument(span).await {
-            Ok(result) => Ok(to_mcp_result(result).into()),
+            Ok(result) => Ok(result),
             Err(unknown) => Err(ErrorData::invalid_params(
                 format!("{unknown}: tools/list names the tools this server has"),
                 None,

@@ -448,7 +448,14 @@ async fn write_line<W: AsyncWrite + Unpin>(
     writer: &tokio::sync::Mutex<W>,
     value: &impl serde::Serialize,
 ) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(value)?;
+    write_bytes(writer, serde_json::to_vec(value)?).await
+}
+
+/// Writes one message, already serialised, as a line.
+async fn write_bytes<W: AsyncWrite + Unpin>(
+    writer: &tokio::sync::Mutex<W>,
+    mut bytes: Vec<u8>,
+) -> std::io::Result<()> {
     bytes.push(b'\n');
     let mut w = writer.lock().await;
     w.write_all(&bytes).await?;

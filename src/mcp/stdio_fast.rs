@@ -30,10 +30,12 @@ use rmcp::model::{
 use rmcp::service::ElicitationMode;
 use rmcp::{Peer, RoleServer};
 use serde::Deserialize;
+use serde_json::Value;
 use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 
-use crate::mcp::McpServer;
+use crate::engine::CallResult;
+use crate::mcp::{McpServer, to_mcp_result};
 
 /// How long the end of stdin waits for calls in flight on the fast path to be answered
 /// (rmcp's loop waits as long for its own), before cancelling the rest.
@@ -132,16 +134,23 @@ impl Fast {
         let writer = Arc::clone(writer);
         // In the span rmcp runs its handlers in, so log lines read as on its path.
         let span = tracing::Span::current();
+        let key = id.clone();
         let task = async move {
-            let out = server.call(params, None, None, peer, cancel.clone()).await;
+            // The call's log line waits until its answer is out.
+            let call = server.call_result(params, None, None, peer, cancel.clone());
+            let (out, lines) = crate::engine::after_answer(call).await;
             // No answer for a cancelled call (as on rmcp's path).
             if !cancel.is_cancelled() {
-                let answer = answer(out, id.clone());
-                if let Err(e) = super::write_line(&writer, &answer).await {
+                let written = match answer_line(out, id) {
+                    Ok(line) => super::write_bytes(&writer, line).await,
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = written {
                     tracing::warn!(error = %e, "cannot write an answer to stdout");
                 }
             }
-            fast.leave(&id);
+            lines.write();
+            fast.leave(&key);
         };
         tokio::spawn(tracing::Instrument::instrument(task, span));
         true
@@ -181,6 +190,52 @@ impl Fast {
 /// (before 2026-07-28), whose sessions the fast path may serve.
 pub(crate) fn legacy(protocol: &str) -> bool {
     protocol < ProtocolVersion::V_2026_07_28.as_str()
+}
+
+/// The answer line (without its newline) rmcp's path gives a session before 2026-07-28.
+/// A result sent as its JSON alone is written around the JSON the engine made for it;
+/// any other goes through rmcp's types as on its path.
+fn answer_line(
+    out: Result<CallResult, rmcp::ErrorData>,
+    id: RequestId,
+) -> serde_json::Result<Vec<u8>> {
+    let message = match out.map(json_only) {
+        Ok(Ok(json)) => return Ok(around(&json, &id)?),
+        Ok(Err(result)) => answer(Ok(to_mcp_result(result).into()), id),
+        Err(error) => answer(Err(error), id),
+    };
+    serde_json::to_vec(&message)
+}
+
+/// The JSON of a result whose answer is that JSON alone, twice: as its one text block
+/// and as `structuredContent` (an object, so the legacy shape keeps it; no `_meta`:
+/// no idempotency key, no link); the result itself otherwise.
+fn json_only(mut r: CallResult) -> Result<String, CallResult> {
+    let s = &r.shown;
+    let alone = s.text.is_none() && s.media.is_none() && s.link.is_none() && s.embed.is_none();
+    // `shown.json` is the outcome's JSON, made once at step 11b (present.rs).
+    if alone
+        && r.idempotency_key.is_none()
+        && r.outcome.as_ref().is_ok_and(Value::is_object)
+        && let Some(json) = r.shown.json.take()
+    {
+        return Ok(json);
+    }
+    Err(r)
+}
+
+/// `{"jsonrpc":"2.0","id":..,"result":{"content":[{"type":"text","text":JSON}],
+/// "structuredContent":JSON,"isError":false}}`, as rmcp serialises that result.
+fn around(json: &str, id: &RequestId) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(2 * json.len() + 128);
+    line.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    serde_json::to_writer(&mut line, id)?;
+    line.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
+    serde_json::to_writer(&mut line, json)?;
+    line.extend_from_slice(br#"}],"structuredContent":"#);
+    line.extend_from_slice(json.as_bytes());
+    line.extend_from_slice(br#","isError":false}}"#);
+    Ok(line)
 }
 
 /// The answer rmcp's handler gives a session before 2026-07-28: the legacy shape of a

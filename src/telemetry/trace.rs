@@ -67,11 +67,14 @@ fn parse(tp: &str) -> Option<(String, String, String)> {
     ok.then(|| (trace.to_owned(), span.to_owned(), flags.to_owned()))
 }
 
-/// `N` random bytes as hex; an id that is all zeros is invalid in W3C Trace Context, so
-/// a failing random source (never seen) yields ones rather than zeros.
+/// `N` random bytes as hex, from a thread-local generator seeded once per thread
+/// (`fastrand`: no system call per id, where `getrandom` made two per call). Trace and
+/// span ids must be unique, not secret. An id that is all zeros is invalid in W3C
+/// Trace Context, so one (never seen) becomes ones.
 fn random_hex<const N: usize>() -> String {
     let mut bytes = [0u8; N];
-    if getrandom::fill(&mut bytes).is_err() {
+    fastrand::fill(&mut bytes);
+    if bytes.iter().all(|b| *b == 0) {
         bytes = [1u8; N];
     }
     hex::encode(bytes)
