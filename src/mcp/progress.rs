@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
@@ -25,6 +25,8 @@ pub(crate) struct CallReport {
     log: Arc<ClientLog>,
     token: Option<ProgressToken>,
     step: AtomicU64,
+    /// Whether the call said anything (a log message or progress) to wait for.
+    said: AtomicBool,
 }
 
 impl CallReport {
@@ -34,11 +36,13 @@ impl CallReport {
             log,
             token,
             step: AtomicU64::new(0),
+            said: AtomicBool::new(false),
         }
     }
 
     /// Runs `call`, saying every [`HEARTBEAT`] that it still runs (when progress was
-    /// asked for), then waits until everything it said was sent.
+    /// asked for), then waits until everything it said was sent (a call that said
+    /// nothing waits for nothing: no hop through the session's log, no timer).
     pub(crate) async fn around<T>(&self, tool: &str, call: impl Future<Output = T>) -> T {
         let out = if self.token.is_none() {
             call.await
@@ -56,18 +60,22 @@ impl CallReport {
                 }
             }
         };
-        self.log.flush().await;
+        if self.said.load(Ordering::SeqCst) {
+            self.log.flush().await;
+        }
         out
     }
 }
 
 impl Reporter for CallReport {
     fn log(&self, level: Level, message: &str) {
+        self.said.store(true, Ordering::SeqCst);
         self.log.say(level, message);
     }
 
     fn progress(&self, message: &str) {
         let Some(token) = &self.token else { return };
+        self.said.store(true, Ordering::SeqCst);
         let step = self.step.fetch_add(1, Ordering::SeqCst) + 1;
         let mut p = ProgressNotificationParam::new(token.clone(), step as f64);
         p.message = Some(message.to_owned());
