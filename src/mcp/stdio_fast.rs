@@ -199,9 +199,13 @@ fn answer_line(
     out: Result<CallResult, rmcp::ErrorData>,
     id: RequestId,
 ) -> serde_json::Result<Vec<u8>> {
-    let message = match out.map(json_only) {
-        Ok(Ok(json)) => return Ok(around(&json, &id)?),
-        Ok(Err(result)) => answer(Ok(to_mcp_result(result).into()), id),
+    let message = match out {
+        Ok(mut result) => {
+            if let Some(json) = json_only(&mut result) {
+                return around(&json, &id);
+            }
+            answer(Ok(to_mcp_result(result).into()), id)
+        }
         Err(error) => answer(Err(error), id),
     };
     serde_json::to_vec(&message)
@@ -209,19 +213,15 @@ fn answer_line(
 
 /// The JSON of a result whose answer is that JSON alone, twice: as its one text block
 /// and as `structuredContent` (an object, so the legacy shape keeps it; no `_meta`:
-/// no idempotency key, no link); the result itself otherwise.
-fn json_only(mut r: CallResult) -> Result<String, CallResult> {
+/// no idempotency key, no link). `None` (the result untouched) for any other.
+fn json_only(r: &mut CallResult) -> Option<String> {
     let s = &r.shown;
     let alone = s.text.is_none() && s.media.is_none() && s.link.is_none() && s.embed.is_none();
     // `shown.json` is the outcome's JSON, made once at step 11b (present.rs).
-    if alone
-        && r.idempotency_key.is_none()
-        && r.outcome.as_ref().is_ok_and(Value::is_object)
-        && let Some(json) = r.shown.json.take()
-    {
-        return Ok(json);
+    if alone && r.idempotency_key.is_none() && r.outcome.as_ref().is_ok_and(Value::is_object) {
+        return r.shown.json.take();
     }
-    Err(r)
+    None
 }
 
 /// `{"jsonrpc":"2.0","id":..,"result":{"content":[{"type":"text","text":JSON}],
