@@ -302,7 +302,7 @@ fn a_cancelled_call_on_the_fast_path_is_not_answered_and_one_in_flight_at_the_en
     };
     raw.send(&slow(1));
     raw.wait_taken(1);
-    let (mut first, _) = listener.accept().unwrap();
+    let mut first = accept(&listener);
     raw.send(
         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 1, "reason": "changed my mind"}}),
@@ -314,11 +314,13 @@ fn a_cancelled_call_on_the_fast_path_is_not_answered_and_one_in_flight_at_the_en
         .to_string(),
     );
     assert!(answer.contains("\"id\":2"), "{answer}");
-    drop(first.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
+    // Not kept for the next call: it must open a connection of its own.
+    drop(first.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"));
+    drop(first);
     // A call in flight when stdin closes is answered before mcpd exits.
     raw.send(&slow(3));
     raw.wait_taken(3);
-    let (mut second, _) = listener.accept().unwrap();
+    let mut second = accept(&listener);
     raw.stdin = None;
     let mut request = [0u8; 1024];
     let _ = std::io::Read::read(&mut second, &mut request);
@@ -332,4 +334,23 @@ fn a_cancelled_call_on_the_fast_path_is_not_answered_and_one_in_flight_at_the_en
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert!(rest[0].contains("\"id\":3"), "{rest:?}");
     assert!(!rest[0].contains("\"isError\":true"), "{rest:?}");
+}
+
+/// The next connection to `listener`, within the deadline.
+fn accept(listener: &std::net::TcpListener) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < end, "the upstream was never called");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
 }
