@@ -8,7 +8,9 @@
 //! `notifications/cancelled` reaches them), and keeping rmcp's session alive while only
 //! this path is used. A call takes it only when nothing in it can need a stream: no
 //! `progressToken` (no progress notifications), and no way to ask a human (the client
-//! did not declare form elicitation, so the approver would not ask). Everything else
+//! did not declare form elicitation, so the approver would not ask; or no call of the
+//! tool can ask, [`crate::engine::may_ask`], on the snapshot the call then runs on).
+//! Everything else
 //! (initialize, lists, notifications, responses, calls that may stream, unknown or
 //! restored sessions, protocol revisions with per-request metadata) goes to rmcp
 //! unchanged. The call itself is the same [`McpServer::call`] rmcp's path runs: the same
@@ -36,6 +38,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::Catalog;
 use crate::mcp::McpServer;
 
 /// How often a session used only through this path tells rmcp it is in use (rmcp ends a
@@ -93,21 +96,26 @@ impl Live {
 
     /// The handler and peer of session `id` for a call `call_id`, when the call may take
     /// the direct path; whether rmcp's session should be told it is in use.
-    fn enter(&self, id: &str, call_id: &RequestId) -> Option<Entered> {
+    fn enter(&self, id: &str, call_id: &RequestId, tool: &str) -> Option<Entered> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let held = sessions.get_mut(id)?;
         if held.peer.is_transport_closed() {
             sessions.remove(id);
             return None;
         }
-        // The approver asks in form mode only; without it nothing is asked.
-        if held
-            .peer
-            .supported_elicitation_modes()
-            .contains(&ElicitationMode::Form)
+        // The approver asks in form mode only; without it nothing is asked. A client that
+        // can be asked keeps its stream for a tool some call of which might ask; for any
+        // other tool the call runs on the snapshot this was decided on.
+        let catalog = if (held.peer.supported_elicitation_modes()).contains(&ElicitationMode::Form)
         {
-            return None;
-        }
+            let catalog = held.server.engine.catalog();
+            if crate::engine::may_ask(&catalog, tool) {
+                return None;
+            }
+            Some(catalog)
+        } else {
+            None
+        };
         // A request id in flight twice is the client's error: rmcp's path reports it.
         if held.calls.contains_key(call_id) {
             return None;
@@ -123,6 +131,7 @@ impl Live {
             peer: held.peer.clone(),
             cancel,
             touch,
+            catalog,
         })
     }
 
@@ -160,6 +169,8 @@ struct Entered {
     peer: Peer<RoleServer>,
     cancel: CancellationToken,
     touch: bool,
+    /// The snapshot whether the call may ask was decided on, when that was asked.
+    catalog: Option<Arc<Catalog>>,
 }
 
 /// What the middleware needs.
@@ -222,7 +233,7 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
     if streams || params.input_responses.is_some() || params.request_state.is_some() {
         return pass_on(parts, bytes).await;
     }
-    let Some(entered) = direct.live.enter(&session, &id) else {
+    let Some(entered) = direct.live.enter(&session, &id, &params.name) else {
         return pass_on(parts, bytes).await;
     };
     // Out of the session's calls when answered, or when the client went away.
@@ -244,12 +255,15 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
         server,
         peer,
         cancel,
+        catalog,
         ..
     } = entered;
     let answered = tokio::spawn({
         let (id, cancel) = (id.clone(), cancel.clone());
         async move {
-            let out = server.call(params, Some(&meta), actor, peer, cancel).await;
+            let out = server
+                .call(params, Some(&meta), actor, peer, cancel, catalog)
+                .await;
             match out {
                 Ok(response) => {
                     // What rmcp's handler does for a session (every session revision is
