@@ -357,3 +357,69 @@ fn a_reload_that_makes_a_tool_ask_puts_its_next_call_to_the_human_on_the_stream(
         "{text}"
     );
 }
+
+#[test]
+fn a_client_that_disconnects_mid_call_does_not_stop_the_call_on_the_direct_path() {
+    use std::io::Write as _;
+    let api = DemoApi::start();
+    let cfg = token_only();
+    cfg.write(
+        "tools.d/slow.read.yaml",
+        "name: slow.read\ndescription: Answers slowly.\ninput: { type: object, properties: { ms: { type: integer } } }\nrequest: { upstream: orders, method: GET, path: /slow, query: { ms: \"{{ args.ms }}\" }, timeout: 10s }\n",
+    );
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:reader", &["*"]);
+    let server = HttpServer::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let session = open_session(&server, Some(&token));
+    until_direct(&server, &token, &session);
+
+    // The call goes out on a connection the client then closes, before the answer.
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "slow_read", "arguments": {"ms": 300}}})
+    .to_string();
+    let mut conn = std::net::TcpStream::connect(server.authority()).unwrap();
+    write!(
+        conn,
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nMcp-Session-Id: {session}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        server.authority(),
+        body.len()
+    )
+    .unwrap();
+    let end = std::time::Instant::now() + DEADLINE;
+    while api.get("/_slow")["started"] != json!(1) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the call never reached the API"
+        );
+    }
+    conn.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(conn);
+
+    // The upstream request runs to its answer: the call was not dropped with the client.
+    while api.get("/_slow")["answered"] != json!(1) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the call stopped when its client went away: {}",
+            api.get("/_slow")
+        );
+    }
+    // The server goes on serving the session.
+    let next = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        august(),
+        None,
+    );
+    assert_eq!(content_type(&next), "application/json", "{next:?}");
+    assert_eq!(
+        next.message()["result"]["isError"],
+        json!(false),
+        "{next:?}"
+    );
+}

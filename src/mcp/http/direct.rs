@@ -14,7 +14,9 @@
 //! (initialize, lists, notifications, responses, calls that may stream, unknown or
 //! restored sessions, protocol revisions with per-request metadata) goes to rmcp
 //! unchanged. The call itself is the same [`McpServer::call`] rmcp's path runs: the same
-//! actor, trace, idempotency key, reporter and cancellation.
+//! actor, trace, idempotency key, reporter and cancellation; it runs on the request's
+//! own task and outlives a client that goes away ([`super::finish`]), and the body is
+//! read as rmcp reads it ([`super::read`]).
 //!
 //! It must not answer anything rmcp would answer differently: a request it is not sure
 //! of is passed on byte for byte.
@@ -29,8 +31,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, CustomNotification, GetMeta as _,
-    RequestId, ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, CustomNotification, RequestId, ServerJsonRpcMessage,
+    ServerResult,
 };
 use rmcp::service::ElicitationMode;
 use rmcp::transport::streamable_http_server::SessionManager as _;
@@ -38,6 +40,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
+use super::finish::Finish;
+use super::read::{Read, read};
 use crate::catalog::Catalog;
 use crate::mcp::McpServer;
 
@@ -203,28 +207,15 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
                 .into_response();
         }
     };
-    let message = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).ok();
     let pass_on = |parts, bytes| next.run(Request::from_parts(parts, Body::from(bytes)));
-    let (id, call, meta) = match message {
-        Some(ClientJsonRpcMessage::Request(r)) => {
-            // rmcp takes `_meta` out of the params when it reads a request.
-            let meta = r.request.get_meta().clone();
-            match r.request {
-                ClientRequest::CallToolRequest(call) => (r.id, call, meta),
-                _ => return pass_on(parts, bytes).await,
-            }
-        }
-        Some(ClientJsonRpcMessage::Notification(n)) => {
-            if let ClientNotification::CancelledNotification(c) = &n.notification
-                && let Some(call_id) = &c.params.request_id
-            {
-                direct.live.cancel(&session, call_id);
-            }
+    let (id, params, meta) = match read(&bytes) {
+        Read::Call(id, params, meta) => (id, params, meta),
+        Read::Cancelled(call_id) => {
+            direct.live.cancel(&session, &call_id);
             return pass_on(parts, bytes).await;
         }
-        _ => return pass_on(parts, bytes).await,
+        Read::Other => return pass_on(parts, bytes).await,
     };
-    let params = call.params;
     let streams = [Some(&meta), params.meta.as_ref()]
         .into_iter()
         .flatten()
@@ -249,8 +240,10 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
         .extensions
         .get::<Arc<crate::identity::Actor>>()
         .cloned();
-    // Its own task, as rmcp runs a call: a client that disconnects does not stop a call
-    // midway (a write is finished and recorded); `notifications/cancelled` does.
+    // On this connection's task (no hand-off to a task of its own and back); a client
+    // that disconnects does not stop a call midway (a write is finished and recorded):
+    // `Finish` moves what is left of it to a task of its own. `notifications/cancelled`
+    // does stop it.
     let Entered {
         server,
         peer,
@@ -258,7 +251,7 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
         catalog,
         ..
     } = entered;
-    let answered = tokio::spawn({
+    let answered = Finish::new({
         let (id, cancel) = (id.clone(), cancel.clone());
         async move {
             let out = server
