@@ -1,7 +1,9 @@
 //! The direct path over Streamable HTTP through the real binary: a `tools/call` that
 //! cannot need a stream is answered as `application/json`, with the same result the SSE
 //! path gives; a call that may stream (progress asked, a client that can be asked for
-//! approval) still gets its SSE stream; sessions end and are unknown exactly as before.
+//! approval calling a tool that may ask) still gets its SSE stream, and a reload that
+//! makes a tool ask moves its calls back to the stream at once; sessions end and are
+//! unknown exactly as before.
 
 use serde_json::{Value, json};
 
@@ -118,25 +120,42 @@ fn a_call_that_cannot_stream_is_answered_as_json_with_the_result_the_stream_woul
         "the same result either way"
     );
 
-    // A client that can be asked for approval keeps the stream the question rides on.
-    // A call through rmcp registers its session before it answers: the second call
-    // finds the session known, and still leaves it to the stream.
+    // A client that can be asked for approval keeps the stream the question rides on for
+    // a tool some call of which may ask (flag_set: a prod write above 10 percent needs a
+    // ticket, which a human can give); for one that cannot ask it gets JSON. A call
+    // through rmcp registers its session before it answers, so the second call finds the
+    // session known.
     let asking = open_with(&server, &token, json!({"elicitation": {}}));
+    let staging = json!({"env": "staging", "name": "checkout_v2", "percent": 5});
     for _ in 0..2 {
         let reply = call(
             &server,
             Some(&token),
             &asking,
-            "orders_export",
-            august(),
+            "flag_set",
+            staging.clone(),
             None,
         );
         assert!(
             content_type(&reply).starts_with("text/event-stream"),
             "{reply:?}"
         );
-        assert_eq!(reply.message()["result"], plain["result"]);
+        assert_eq!(
+            reply.message()["result"]["isError"],
+            json!(false),
+            "{reply:?}"
+        );
     }
+    let reply = call(
+        &server,
+        Some(&token),
+        &asking,
+        "orders_export",
+        august(),
+        None,
+    );
+    assert_eq!(content_type(&reply), "application/json", "{reply:?}");
+    assert_eq!(reply.message()["result"], plain["result"]);
 
     // Who calls is the token's subject on this path too: a scope miss is a tool error.
     let refused = call(
@@ -272,4 +291,135 @@ fn a_request_the_direct_path_does_not_take_is_answered_by_the_session_as_before(
         "{list:?}"
     );
     assert!(list.message()["result"]["tools"].is_array(), "{list:?}");
+}
+
+#[test]
+fn a_reload_that_makes_a_tool_ask_puts_its_next_call_to_the_human_on_the_stream() {
+    let api = DemoApi::start();
+    let cfg = token_only();
+    cfg.edit(
+        "mcpd.yaml",
+        "  max_ttl: 1h\n",
+        "  max_ttl: 1h\n  approval_timeout: 1s\n",
+    );
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:reader", &["orders.export"]);
+    let server = HttpServer::start_watching(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let asking = open_with(&server, &token, json!({"elicitation": {}}));
+    let export = || {
+        call(
+            &server,
+            Some(&token),
+            &asking,
+            "orders_export",
+            august(),
+            None,
+        )
+    };
+    // The first call goes through rmcp (registering the session), then JSON.
+    let end = std::time::Instant::now() + DEADLINE;
+    while content_type(&export()) != "application/json" {
+        assert!(std::time::Instant::now() < end, "never answered as JSON");
+    }
+
+    // Now every export needs a human's yes: the next calls are asked, on their stream.
+    cfg.edit(
+        "policies.yaml",
+        "rules:\n",
+        "rules:\n  - id: exports-need-a-yes\n    tools: [orders.*]\n    effect: require\n    \
+         reason: each export needs a human's yes\n    require: { approval: true }\n",
+    );
+    let asked = loop {
+        let reply = export();
+        if content_type(&reply).starts_with("text/event-stream") {
+            break reply;
+        }
+        assert_eq!(content_type(&reply), "application/json", "{reply:?}");
+        assert!(
+            std::time::Instant::now() < end,
+            "the reload never moved the call to the stream: {reply:?}"
+        );
+    };
+    assert!(
+        asked.body.contains("elicitation/create"),
+        "the question rode the call's stream: {asked:?}"
+    );
+    let text = asked.message()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        text.contains("no one approved this call within 1 s"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_client_that_disconnects_mid_call_does_not_stop_the_call_on_the_direct_path() {
+    use std::io::Write as _;
+    let api = DemoApi::start();
+    let cfg = token_only();
+    cfg.write(
+        "tools.d/slow.read.yaml",
+        "name: slow.read\ndescription: Answers slowly.\ninput: { type: object, properties: { ms: { type: integer } } }\nrequest: { upstream: orders, method: GET, path: /slow, query: { ms: \"{{ args.ms }}\" }, timeout: 10s }\n",
+    );
+    let keys = Keys::new(&cfg);
+    let token = keys.token(&cfg, "agent:reader", &["*"]);
+    let server = HttpServer::start(
+        cfg.path(),
+        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
+        &[],
+    );
+    let session = open_session(&server, Some(&token));
+    until_direct(&server, &token, &session);
+
+    // The call goes out on a connection the client then closes, before the answer.
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "slow_read", "arguments": {"ms": 300}}})
+    .to_string();
+    let mut conn = std::net::TcpStream::connect(server.authority()).unwrap();
+    write!(
+        conn,
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nMcp-Session-Id: {session}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        server.authority(),
+        body.len()
+    )
+    .unwrap();
+    let end = std::time::Instant::now() + DEADLINE;
+    while api.get("/_slow")["started"] != json!(1) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the call never reached the API"
+        );
+    }
+    conn.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(conn);
+
+    // The upstream request runs to its answer: the call was not dropped with the client.
+    while api.get("/_slow")["answered"] != json!(1) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the call stopped when its client went away: {}",
+            api.get("/_slow")
+        );
+    }
+    // The server goes on serving the session.
+    let next = call(
+        &server,
+        Some(&token),
+        &session,
+        "orders_export",
+        august(),
+        None,
+    );
+    assert_eq!(content_type(&next), "application/json", "{next:?}");
+    assert_eq!(
+        next.message()["result"]["isError"],
+        json!(false),
+        "{next:?}"
+    );
 }

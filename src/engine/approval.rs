@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 
 use super::result::{CallContext, Failure};
 use super::{Call, Engine};
-use crate::policy::{Decision, Lift};
+use crate::catalog::{Catalog, Tool};
+use crate::policy::{Decision, Lift, Request};
 use crate::redact::{DetectorSet, redact_text};
 
 /// Asks the human behind a call. Implemented by the MCP layer over elicitation.
@@ -98,7 +99,30 @@ impl Approval {
 /// What a destructive tool's call needs when policy allowed it: a yes, when the client
 /// can ask.
 fn destructive(c: &Call<'_>) -> bool {
-    (c.tool.listing.annotations.as_ref()).is_some_and(|a| a.destructive_hint == Some(true))
+    is_destructive(c.tool)
+}
+
+fn is_destructive(tool: &Tool) -> bool {
+    (tool.listing.annotations.as_ref()).is_some_and(|a| a.destructive_hint == Some(true))
+}
+
+/// Whether a call of `name` on `catalog` could ever be put to a human, whatever its
+/// arguments, caller and grants: the tool is destructive, or an enforced rule that can
+/// reach its calls could deny one in a way an answer might lift. `false` is exact for
+/// every call of the tool run on this `catalog` (an unknown tool is never asked about);
+/// `true` means some call might be.
+pub fn may_ask(catalog: &Catalog, name: &str) -> bool {
+    let Some(tool) = catalog.get(name).filter(|t| t.is_tool()) else {
+        return false;
+    };
+    let plan = &tool.request;
+    let request = Request {
+        upstream: &plan.upstream.name,
+        method: plan.method.as_str(),
+        path_shape: &plan.path_shape,
+        sent: None,
+    };
+    is_destructive(tool) || catalog.policy.may_lift(&tool.id, &request)
 }
 
 /// Step 5b: asks when `decision` is a denial a human could lift, or the tool is

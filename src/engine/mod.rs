@@ -18,7 +18,7 @@ mod resource;
 mod result;
 mod steps;
 
-pub use approval::{Answer, Approval, ApprovalRequest, Approver};
+pub use approval::{Answer, Approval, ApprovalRequest, Approver, may_ask};
 pub(crate) use record::after_answer;
 pub use report::{Level, Notice, Reporter};
 pub use resource::{Read, ReadError};
@@ -159,13 +159,28 @@ impl Engine {
         args: Option<Map<String, Value>>,
         ctx: &CallContext,
     ) -> Result<CallResult, UnknownTool> {
+        self.call_on(&self.catalog.load_full(), name, args, ctx)
+            .await
+    }
+
+    /// [`Self::call`] on `catalog`, a snapshot the caller took (with [`Self::catalog`])
+    /// to decide something about the call first, e.g. whether it may ask a human.
+    ///
+    /// # Errors
+    /// Only for a tool that does not exist; every other failure is in the result.
+    pub async fn call_on(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        args: Option<Map<String, Value>>,
+        ctx: &CallContext,
+    ) -> Result<CallResult, UnknownTool> {
         // 1. look up the tool in the current snapshot; the call finishes on this snapshot
         //    (a tool declared as a resource only is not called as a tool)
-        let catalog = self.catalog.load_full();
         let tool = (catalog.get(name))
             .filter(|t| t.is_tool())
             .ok_or_else(|| UnknownTool(name.to_owned()))?;
-        Ok(self.run(&catalog, tool, args, ctx).await)
+        Ok(self.run(catalog, tool, args, ctx).await)
     }
 
     /// Steps 2 to 12 of a call of `tool`, from `catalog`.

@@ -54,8 +54,14 @@ impl Engine {
             let json = serde_json::to_string(value).unwrap_or_default();
             let bytes = json.len() as u64;
             if bytes > plan.max_inline {
-                let value = value.clone();
-                c.result.outcome = self.link(c, value, bytes).await;
+                // Moved out, not cloned: a large result is the call's largest allocation.
+                let value = c
+                    .result
+                    .outcome
+                    .as_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                c.result.outcome = self.link(c, value, json, bytes).await;
             } else {
                 c.result.shown.json = Some(json);
             }
@@ -84,9 +90,15 @@ impl Engine {
         }
     }
 
-    /// Keeps `value` (`bytes` of JSON) for the caller and returns what is sent instead:
-    /// its first rows, which must still match the tool's output schema.
-    async fn link(&self, c: &mut Call<'_>, value: Value, bytes: u64) -> Result<Value, Failure> {
+    /// Keeps `value` (`json`, `bytes` long) for the caller and returns what is sent
+    /// instead: its first rows, which must still match the tool's output schema.
+    async fn link(
+        &self,
+        c: &mut Call<'_>,
+        value: Value,
+        json: String,
+        bytes: u64,
+    ) -> Result<Value, Failure> {
         let plan = &c.tool.present;
         // A text reply is kept as its text; anything else as JSON.
         let (mime, text) = match c.result.shown.text.take() {
@@ -98,7 +110,7 @@ impl Engine {
                     .unwrap_or_else(|| "text/plain".into()),
                 t,
             ),
-            None => ("application/json".to_owned(), value.to_string()),
+            None => ("application/json".to_owned(), json),
         };
         let kept = Kept {
             tool: c.tool.id.clone(),

@@ -115,8 +115,9 @@ impl McpServer {
     }
 
     /// A `tools/call`: `request` with the `_meta` rmcp took from it (if any), by
-    /// `actor`, asking the human through `peer`, cancelled by `cancelled`. rmcp's
-    /// session and the direct path over HTTP both run this.
+    /// `actor`, asking the human through `peer`, cancelled by `cancelled`, on `catalog`
+    /// (the snapshot the caller decided on) or else the current one. rmcp's session and
+    /// the direct path over HTTP both run this.
     pub(crate) async fn call(
         &self,
         request: CallToolRequestParams,
@@ -124,9 +125,10 @@ impl McpServer {
         actor: Option<Arc<Actor>>,
         peer: Peer<RoleServer>,
         cancelled: tokio_util::sync::CancellationToken,
+        catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Result<CallToolResponse, ErrorData> {
         let result = self
-            .call_result(request, taken_meta, actor, peer, cancelled)
+            .call_result(request, taken_meta, actor, peer, cancelled, catalog)
             .await;
         result.map(|r| to_mcp_result(r).into())
     }
@@ -140,6 +142,7 @@ impl McpServer {
         actor: Option<Arc<Actor>>,
         peer: Peer<RoleServer>,
         cancelled: tokio_util::sync::CancellationToken,
+        catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Result<crate::engine::CallResult, ErrorData> {
         // rmcp moves the request's `_meta` into the context; read both to be safe.
         let metas = [taken_meta, request.meta.as_ref()];
@@ -170,7 +173,8 @@ impl McpServer {
             // path does too).
             cancelled: Some(cancelled),
         };
-        let call = self.engine.call(&request.name, request.arguments, &ctx);
+        let catalog = catalog.unwrap_or_else(|| self.engine.catalog());
+        let call = (self.engine).call_on(&catalog, &request.name, request.arguments, &ctx);
         match report.around(&request.name, call).instrument(span).await {
             Ok(result) => Ok(result),
             Err(unknown) => Err(ErrorData::invalid_params(
@@ -447,6 +451,7 @@ impl ServerHandler for McpServer {
             actor,
             context.peer,
             context.ct,
+            None,
         )
         .await
     }

@@ -132,6 +132,8 @@ struct Applicable {
     reads_request: bool,
     /// Some rule looks at elevation grants.
     needs_elevation: bool,
+    /// Some enforced rule could deny in a way a human's answer might lift.
+    may_lift: bool,
 }
 
 impl Applicable {
@@ -244,6 +246,14 @@ impl Policy {
         self.applicable(tool, request).needs_elevation
     }
 
+    /// Whether some enforced rule that can reach `tool`'s calls could deny one in a way a
+    /// human's answer might lift ([`Decision::lift`]): a `deny` whose condition reads
+    /// `elevation`, or a `require` of a ticket or an approval. When none can, no call of
+    /// `tool` is put to a human for policy's sake.
+    pub fn may_lift(&self, tool: &str, request: &Request<'_>) -> bool {
+        self.applicable(tool, request).may_lift
+    }
+
     /// Whether a call of `tool` must be rendered before it is decided: a rule's path is
     /// matched per call, or a condition reads `request.path`, `.query` or `.body`. The
     /// caller then passes the rendered request in [`Facts::request`] and sends exactly it.
@@ -281,6 +291,7 @@ impl Policy {
                 || picked().any(|r| r.reads_sent),
             reads_request: picked().any(|r| r.reads_request),
             needs_elevation: picked().any(|r| r.uses_elevation),
+            may_lift: picked().any(Rule::may_lift),
             rules: rules.clone(),
         });
         self.by_tool
@@ -469,6 +480,17 @@ struct Act {
 }
 
 impl Rule {
+    /// Whether a denial by this rule could have a [`Lift`] (see `act`): only such a
+    /// denial is ever put to a human.
+    fn may_lift(&self) -> bool {
+        self.mode == Mode::Enforce
+            && match self.effect {
+                Effect::Deny => self.uses_elevation,
+                Effect::Require => (self.require.as_ref()).is_some_and(|r| r.ticket || r.approval),
+                Effect::Allow | Effect::Redact | Effect::Route => false,
+            }
+    }
+
     /// Whether its `tools` cover `tool` (ids and globs only, not `match`).
     fn covers(&self, tool: &str) -> bool {
         self.tools.is_empty() || self.tools.iter().any(|(g, _)| glob(g, tool))

@@ -52,10 +52,22 @@ class Human:
 async def with_elicitation():
     human = Human()
     over = f" over {transport()}"
-    async with open_session(elicitation_callback=human) as session:
+    answers = []
+    async with open_session(elicitation_callback=human, answers=answers) as session:
         # A call policy allows is never put to the human.
         result = await session.call_tool("flag_set", {"env": "prod", "name": "checkout_v2", "percent": 5})
         check(not result.is_error and not human.asked, f"a 5 percent prod write goes without asking{over}")
+
+        # A tool no call of which can ask (not destructive, no rule a human could lift) is
+        # answered with one JSON response; one that may ask keeps the call's stream.
+        result = await session.call_tool("orders_export", {"from": "2025-08-01", "to": "2025-08-31"})
+        check(not result.is_error, f"an export by a client that can be asked succeeds{over}: {text_of(result)[:160]!r}")
+        if transport() == "http":
+            kinds = {tool: kind.split(";")[0] for tool, kind in answers}
+            check(kinds.get("orders_export") == "application/json",
+                  f"a call that cannot ask is answered as JSON: {answers}")
+            check(kinds.get("flag_set") == "text/event-stream",
+                  f"a call of a tool that may ask gets the stream: {answers}")
 
         # An elicited ticket grants the prod write.
         human.answers.append({"ticket": "CHG-1234"})
@@ -67,6 +79,9 @@ async def with_elicitation():
         check("PUT" in asked.message and FLAG in asked.message and '"percent":50' in asked.message,
               f"the question says what will be sent where: {asked.message!r}")
         check(asked.requested_schema.get("required") == ["ticket"], f"it asks for a ticket: {asked.requested_schema}")
+        if transport() == "http":
+            check(answers[-1][0] == "flag_set" and answers[-1][1].startswith("text/event-stream"),
+                  f"the question and the result rode the call's stream: {answers[-1]}")
         check(api_get(FLAG)["percent"] == 50 and len(prod_writes()) == before + 1,
               "the demo API got exactly one prod write, at 50")
 

@@ -4,6 +4,7 @@ MCPD_TOKEN as the bearer token when set), with whatever callbacks the scenario p
 (elicitation, logging, messages).
 """
 import contextlib
+import json
 import os
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -17,14 +18,27 @@ def transport():
 
 
 @contextlib.asynccontextmanager
-async def open_session(sse_limit=1024 * 1024, **callbacks):
+async def open_session(sse_limit=1024 * 1024, answers=None, **callbacks):
     """An initialized ClientSession on the transport the environment names; over HTTP,
-    `sse_limit` is the largest SSE event the SDK accepts (None: no limit)."""
+    `sse_limit` is the largest SSE event the SDK accepts (None: no limit), and `answers`,
+    a list, gets `(tool, content type)` for the response to each `tools/call` POST."""
     async with contextlib.AsyncExitStack() as stack:
         if transport() == "http":
             token = os.environ.get("MCPD_TOKEN")
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             client = await stack.enter_async_context(create_mcp_http_client(headers=headers))
+            if answers is not None:
+                async def seen(response):
+                    if response.request.method != "POST":
+                        return
+                    try:
+                        message = json.loads(response.request.content)
+                    except ValueError:
+                        return
+                    if isinstance(message, dict) and message.get("method") == "tools/call":
+                        answers.append((message["params"]["name"],
+                                        response.headers.get("content-type", "")))
+                client.event_hooks = {"request": [], "response": [seen]}
             read, write = await stack.enter_async_context(
                 streamable_http_client(os.environ["MCPD_URL"], http_client=client,
                                        max_sse_event_size=sse_limit))

@@ -8,11 +8,15 @@
 //! `notifications/cancelled` reaches them), and keeping rmcp's session alive while only
 //! this path is used. A call takes it only when nothing in it can need a stream: no
 //! `progressToken` (no progress notifications), and no way to ask a human (the client
-//! did not declare form elicitation, so the approver would not ask). Everything else
+//! did not declare form elicitation, so the approver would not ask; or no call of the
+//! tool can ask, [`crate::engine::may_ask`], on the snapshot the call then runs on).
+//! Everything else
 //! (initialize, lists, notifications, responses, calls that may stream, unknown or
 //! restored sessions, protocol revisions with per-request metadata) goes to rmcp
 //! unchanged. The call itself is the same [`McpServer::call`] rmcp's path runs: the same
-//! actor, trace, idempotency key, reporter and cancellation.
+//! actor, trace, idempotency key, reporter and cancellation; it runs on the request's
+//! own task and outlives a client that goes away ([`super::finish`]), and the body is
+//! read as rmcp reads it ([`super::read`]).
 //!
 //! It must not answer anything rmcp would answer differently: a request it is not sure
 //! of is passed on byte for byte.
@@ -27,8 +31,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, CustomNotification, GetMeta as _,
-    RequestId, ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, CustomNotification, RequestId, ServerJsonRpcMessage,
+    ServerResult,
 };
 use rmcp::service::ElicitationMode;
 use rmcp::transport::streamable_http_server::SessionManager as _;
@@ -36,6 +40,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::{Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
 
+use super::finish::Finish;
+use super::read::{Read, read};
+use crate::catalog::Catalog;
 use crate::mcp::McpServer;
 
 /// How often a session used only through this path tells rmcp it is in use (rmcp ends a
@@ -93,21 +100,26 @@ impl Live {
 
     /// The handler and peer of session `id` for a call `call_id`, when the call may take
     /// the direct path; whether rmcp's session should be told it is in use.
-    fn enter(&self, id: &str, call_id: &RequestId) -> Option<Entered> {
+    fn enter(&self, id: &str, call_id: &RequestId, tool: &str) -> Option<Entered> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         let held = sessions.get_mut(id)?;
         if held.peer.is_transport_closed() {
             sessions.remove(id);
             return None;
         }
-        // The approver asks in form mode only; without it nothing is asked.
-        if held
-            .peer
-            .supported_elicitation_modes()
-            .contains(&ElicitationMode::Form)
+        // The approver asks in form mode only; without it nothing is asked. A client that
+        // can be asked keeps its stream for a tool some call of which might ask; for any
+        // other tool the call runs on the snapshot this was decided on.
+        let catalog = if (held.peer.supported_elicitation_modes()).contains(&ElicitationMode::Form)
         {
-            return None;
-        }
+            let catalog = held.server.engine.catalog();
+            if crate::engine::may_ask(&catalog, tool) {
+                return None;
+            }
+            Some(catalog)
+        } else {
+            None
+        };
         // A request id in flight twice is the client's error: rmcp's path reports it.
         if held.calls.contains_key(call_id) {
             return None;
@@ -123,6 +135,7 @@ impl Live {
             peer: held.peer.clone(),
             cancel,
             touch,
+            catalog,
         })
     }
 
@@ -160,6 +173,8 @@ struct Entered {
     peer: Peer<RoleServer>,
     cancel: CancellationToken,
     touch: bool,
+    /// The snapshot whether the call may ask was decided on, when that was asked.
+    catalog: Option<Arc<Catalog>>,
 }
 
 /// What the middleware needs.
@@ -192,28 +207,15 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
                 .into_response();
         }
     };
-    let message = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).ok();
     let pass_on = |parts, bytes| next.run(Request::from_parts(parts, Body::from(bytes)));
-    let (id, call, meta) = match message {
-        Some(ClientJsonRpcMessage::Request(r)) => {
-            // rmcp takes `_meta` out of the params when it reads a request.
-            let meta = r.request.get_meta().clone();
-            match r.request {
-                ClientRequest::CallToolRequest(call) => (r.id, call, meta),
-                _ => return pass_on(parts, bytes).await,
-            }
-        }
-        Some(ClientJsonRpcMessage::Notification(n)) => {
-            if let ClientNotification::CancelledNotification(c) = &n.notification
-                && let Some(call_id) = &c.params.request_id
-            {
-                direct.live.cancel(&session, call_id);
-            }
+    let (id, params, meta) = match read(&bytes) {
+        Read::Call(id, params, meta) => (id, params, meta),
+        Read::Cancelled(call_id) => {
+            direct.live.cancel(&session, &call_id);
             return pass_on(parts, bytes).await;
         }
-        _ => return pass_on(parts, bytes).await,
+        Read::Other => return pass_on(parts, bytes).await,
     };
-    let params = call.params;
     let streams = [Some(&meta), params.meta.as_ref()]
         .into_iter()
         .flatten()
@@ -222,7 +224,7 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
     if streams || params.input_responses.is_some() || params.request_state.is_some() {
         return pass_on(parts, bytes).await;
     }
-    let Some(entered) = direct.live.enter(&session, &id) else {
+    let Some(entered) = direct.live.enter(&session, &id, &params.name) else {
         return pass_on(parts, bytes).await;
     };
     // Out of the session's calls when answered, or when the client went away.
@@ -238,18 +240,23 @@ pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Nex
         .extensions
         .get::<Arc<crate::identity::Actor>>()
         .cloned();
-    // Its own task, as rmcp runs a call: a client that disconnects does not stop a call
-    // midway (a write is finished and recorded); `notifications/cancelled` does.
+    // On this connection's task (no hand-off to a task of its own and back); a client
+    // that disconnects does not stop a call midway (a write is finished and recorded):
+    // `Finish` moves what is left of it to a task of its own. `notifications/cancelled`
+    // does stop it.
     let Entered {
         server,
         peer,
         cancel,
+        catalog,
         ..
     } = entered;
-    let answered = tokio::spawn({
+    let answered = Finish::new({
         let (id, cancel) = (id.clone(), cancel.clone());
         async move {
-            let out = server.call(params, Some(&meta), actor, peer, cancel).await;
+            let out = server
+                .call(params, Some(&meta), actor, peer, cancel, catalog)
+                .await;
             match out {
                 Ok(response) => {
                     // What rmcp's handler does for a session (every session revision is

@@ -10,7 +10,9 @@
 
 pub(crate) mod auth;
 pub(crate) mod direct;
+mod finish;
 pub(crate) mod jwks;
+mod read;
 pub(crate) mod sessions;
 
 use std::net::SocketAddr;
@@ -198,11 +200,15 @@ pub(crate) async fn serve(
     let sessions = Arc::new(LocalSessionManager::default());
     let live = Arc::new(direct::Live::default());
     let for_live = Arc::clone(&live);
-    let mcp = StreamableHttpService::new(
+    let mcp = Arc::new(StreamableHttpService::new(
         move || Ok(McpServer::over_http(for_sessions.clone(), for_live.clone())),
         Arc::clone(&sessions),
         config,
-    );
+    ));
+    // axum clones a route's service for every request (and each middleware its inner
+    // one), and rmcp's service clones its whole config: behind an `Arc`, a clone is a
+    // count.
+    let mcp = axum::routing::any(rmcp_session).with_state(mcp);
     // A call that cannot stream is answered in front of rmcp (direct).
     let direct_path = direct::Direct {
         live: Arc::clone(&live),
@@ -289,6 +295,14 @@ pub(crate) async fn serve(
         .map_err(HttpError::Serve)?;
     tracing::info!("http server stopped");
     Ok(())
+}
+
+/// rmcp's Streamable HTTP service, as mcpd builds it.
+type Mcp = StreamableHttpService<McpServer, LocalSessionManager>;
+
+/// What rmcp answers to a request at `/mcp`.
+async fn rmcp_session(State(mcp): State<Arc<Mcp>>, req: Request) -> Response {
+    mcp.handle(req).await.map(Body::new)
 }
 
 /// Counts `/mcp` POSTs (the requests that carry calls) in flight, and refuses new

@@ -120,3 +120,83 @@ fn a_require_rule_may_ask_for_approval_alone() {
         "{diags}"
     );
 }
+
+const SHADOW_TICKET: &str = r#"
+  - id: would-need-ticket
+    mode: shadow
+    when: args.percent > 10 and not elevation.ticket
+    effect: deny
+    reason: would need a ticket"#;
+const ALLOW: &str = r#"
+  - id: small-changes
+    when: args.percent <= 10
+    effect: allow"#;
+const BROKEN: &str = r#"
+  - id: broken
+    when: args.percent.nope.deeper > 1
+    effect: deny
+    reason: cannot be evaluated"#;
+
+/// Every rule a test below may pick, and whether it alone could give a denial a lift.
+const PARTS: [(&str, bool); 9] = [
+    (TICKET_DENY, true),
+    (APPROVAL, true),
+    (REQUIRE_TICKET, true),
+    (PLAIN_DENY, false),
+    (PURPOSE, true),
+    (SHADOW_TICKET, false),
+    (ALLOW, false),
+    (BROKEN, false),
+    (
+        r#"
+  - id: other-tool
+    tools: [orders.*]
+    effect: require
+    reason: x
+    require: { approval: true }"#,
+        false,
+    ),
+];
+
+proptest::proptest! {
+    /// (`PROPTEST_CASES` sets how many; 256 by default.) `may_lift` is what the direct path over HTTP relies on to answer a call without a
+    /// stream: when it says no rule can be lifted, no call's decision has a lift, whatever
+    /// its arguments, caller and grants.
+    #[test]
+    fn no_call_has_a_lift_when_may_lift_says_none_can(
+        picked in proptest::collection::vec(0..PARTS.len(), 0..4),
+        percent in 0u64..100,
+        grant in 0usize..3,
+        oncall in proptest::bool::ANY,
+        default_deny in proptest::bool::ANY,
+    ) {
+        let parts: Vec<&str> = picked.iter().map(|&i| PARTS[i].0).collect();
+        let default = if default_deny { "deny" } else { "allow" };
+        let yaml = format!("default: {default}\nrules:{}\n", if parts.is_empty() { " []".to_owned() } else { parts.concat() });
+        let spec: PolicySpec = serde_saphyr::from_str(&yaml).unwrap();
+        let mut diags = Diagnostics::default();
+        let Some(policy) = Policy::compile(Path::new("policies.yaml"), &spec, &mut diags) else {
+            // The same rule id twice: not a policy anyone can load.
+            return Ok(());
+        };
+        let may = policy.may_lift("flag.set", &Request::UNKNOWN);
+        let expected = picked.iter().any(|&i| PARTS[i].1);
+        proptest::prop_assert_eq!(may, expected, "{}", yaml);
+        let elevation = [
+            None,
+            Some(json!({"approval": "confirmed", "granted_by": "user:ana via host"})),
+            Some(json!({"approval": "ticket", "ticket": "CHG-1", "granted_by": "x"})),
+        ][grant].clone();
+        let purpose = if oncall { "oncall" } else { "ops" };
+        let args = json!({"percent": percent});
+        let d = policy.evaluate(&Facts {
+            tool: "flag.set",
+            request: Request::UNKNOWN,
+            args: &args,
+            actor: &json!({"subject": "user:ana", "scopes": ["*"], "purpose": purpose}),
+            elevation: elevation.as_ref(),
+            env: &json!({"name": "test"}),
+        });
+        proptest::prop_assert!(may || d.lift.is_none(), "{yaml}\n{d:?}");
+    }
+}
