@@ -19,7 +19,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -120,8 +119,10 @@ fn metadata_url_for(resource: &str) -> String {
     format!("{scheme}://{authority}{METADATA_PATH}{path}")
 }
 
-/// Verifies the bearer token of every `/mcp` request.
-pub(crate) async fn authenticate(State(auth): State<Auth>, req: Request, next: Next) -> Response {
+/// Verifies the bearer token of every `/mcp` request: the request to pass on (the token
+/// taken out of it, its actor in its extensions, a POST's body read within the limit), or
+/// the refusal to answer with.
+pub(crate) async fn admit(auth: &Auth, req: Request) -> Result<Request, Response> {
     let mut req = req;
     // The token is mcpd's alone: nothing after this point sees it.
     let token = req
@@ -129,23 +130,28 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, req: Request, next: N
         .remove(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok().map(str::to_owned));
     if !auth.required {
-        return next.run(req).await;
+        return Ok(req);
     }
     let token = token.as_deref().and_then(|v| {
         let (scheme, rest) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
     });
     let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return unauthorized(
-            &auth,
+        return Err(unauthorized(
+            auth,
             req.headers(),
             None,
             "this endpoint needs 'Authorization: Bearer TOKEN'",
-        );
+        ));
     };
     if let Some(e) = crate::identity::TokenError::unexpanded(token) {
         let msg = format!("the bearer token is not accepted: {e}");
-        return unauthorized(&auth, req.headers(), Some("invalid_token"), &msg);
+        return Err(unauthorized(
+            auth,
+            req.headers(),
+            Some("invalid_token"),
+            &msg,
+        ));
     }
     let catalog = auth.engine.catalog();
     // The token's issuer picks the verifier: the external one's JWKS, else mcpd's keys.
@@ -165,25 +171,30 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, req: Request, next: N
         Ok(actor) => actor,
         Err(why) => {
             let msg = format!("the bearer token is not accepted: {why}");
-            return unauthorized(&auth, req.headers(), Some("invalid_token"), &msg);
+            return Err(unauthorized(
+                auth,
+                req.headers(),
+                Some("invalid_token"),
+                &msg,
+            ));
         }
     };
     if req.method() == Method::POST {
         let (parts, body) = req.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, auth.max_body_bytes).await else {
-            return (
+            return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the request body is over the limit of {} bytes (http.max_body_bytes)\n",
                     auth.max_body_bytes
                 ),
             )
-                .into_response();
+                .into_response());
         };
         req = Request::from_parts(parts, Body::from(bytes));
     }
     req.extensions_mut().insert(actor);
-    next.run(req).await
+    Ok(req)
 }
 
 /// A quoted-string for `WWW-Authenticate` (RFC 9110): no quotes or backslashes inside.

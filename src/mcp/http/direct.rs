@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -177,8 +177,7 @@ struct Entered {
     catalog: Option<Arc<Catalog>>,
 }
 
-/// What the middleware needs.
-#[derive(Clone)]
+/// What the direct path needs.
 pub(crate) struct Direct {
     pub(crate) live: Arc<Live>,
     pub(crate) sessions: Arc<LocalSessionManager>,
@@ -187,7 +186,7 @@ pub(crate) struct Direct {
 
 /// In front of rmcp on `/mcp`: answers a `tools/call` POST that may take the direct
 /// path, cancels a direct call on `notifications/cancelled`, passes everything else on.
-pub(crate) async fn direct(State(direct): State<Direct>, req: Request, next: Next) -> Response {
+pub(crate) async fn direct(direct: &Direct, req: Request, next: Next) -> Response {
     if req.method() != axum::http::Method::POST
         || !eligible_headers(req.headers(), direct.max_body_bytes)
     {

@@ -211,7 +211,7 @@ pub(crate) async fn serve(
     let mcp = axum::routing::any(rmcp_session).with_state(mcp);
     // A call that cannot stream is answered in front of rmcp (direct).
     let direct_path = direct::Direct {
-        live: Arc::clone(&live),
+        live,
         sessions: Arc::clone(&sessions),
         max_body_bytes: opts.max_body_bytes,
     };
@@ -219,21 +219,18 @@ pub(crate) async fn serve(
         engine: engine.clone(),
         inflight: Arc::new(Inflight::default()),
     };
+    // One middleware in front of rmcp (not one per concern): axum boxes a future and
+    // clones the state and inner service of each layer for every request.
+    let edge = Arc::new(Edge {
+        state: state.clone(),
+        auth: verifier.clone(),
+        sessions,
+        stored,
+        direct: direct_path,
+    });
     let mut app = Router::new()
         .nest_service(MCP_PATH, mcp)
-        .layer(middleware::from_fn_with_state(direct_path, direct::direct))
-        .layer(middleware::from_fn_with_state(
-            (sessions, stored, live),
-            unknown_session,
-        ))
-        .layer(middleware::from_fn_with_state(
-            verifier.clone(),
-            auth::authenticate,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_inflight,
-        ))
+        .layer(middleware::from_fn_with_state(edge, mcp_edge))
         .merge(auth::metadata_routes(verifier))
         .route(JWKS_PATH, get(publish_jwks).with_state(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
@@ -305,11 +302,22 @@ async fn rmcp_session(State(mcp): State<Arc<Mcp>>, req: Request) -> Response {
     mcp.handle(req).await.map(Body::new)
 }
 
+/// What stands in front of rmcp on `/mcp`, in this order: the drain and the count of
+/// calls in flight, bearer authentication ([`auth`]), `DELETE` of a session, the direct
+/// path ([`direct`]).
+struct Edge {
+    state: AppState,
+    auth: auth::Auth,
+    sessions: Arc<LocalSessionManager>,
+    stored: sessions::StoredSessions,
+    direct: direct::Direct,
+}
+
 /// Counts `/mcp` POSTs (the requests that carry calls) in flight, and refuses new
 /// requests while draining. A GET is a standalone SSE stream that lasts as long as its
 /// session: it is not waited for, the sessions are closed after the drain.
-async fn count_inflight(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.inflight.draining.load(Ordering::SeqCst) {
+async fn mcp_edge(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+    if edge.state.inflight.draining.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "1")],
@@ -318,10 +326,10 @@ async fn count_inflight(State(state): State<AppState>, req: Request, next: Next)
             .into_response();
     }
     if req.method() != axum::http::Method::POST {
-        return next.run(req).await;
+        return admitted(&edge, req, next).await;
     }
-    let guard = state.inflight.enter();
-    let response = next.run(req).await;
+    let guard = edge.state.inflight.enter();
+    let response = admitted(&edge, req, next).await;
     let (parts, body) = response.into_parts();
     Response::from_parts(
         parts,
@@ -332,24 +340,24 @@ async fn count_inflight(State(state): State<AppState>, req: Request, next: Next)
     )
 }
 
+/// After the count: authentication, then `DELETE`, then the direct path or rmcp.
+async fn admitted(edge: &Edge, req: Request, next: Next) -> Response {
+    let req = match auth::admit(&edge.auth, req).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
+    if req.method() == axum::http::Method::DELETE {
+        return delete_session(edge, req, next).await;
+    }
+    direct::direct(&edge.direct, req, next).await
+}
+
 /// `DELETE /mcp` for a session neither this replica nor the state store has is 404 (as
 /// the spec asks of any request naming an unknown session), and a closed one is 204 No
 /// Content: rmcp answers both 202, which clients read as a failed close (the Python SDK
 /// warns). A closed session is forgotten by the direct path too.
-#[allow(clippy::type_complexity)]
-async fn unknown_session(
-    State((sessions, stored, live)): State<(
-        Arc<LocalSessionManager>,
-        sessions::StoredSessions,
-        Arc<direct::Live>,
-    )>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn delete_session(edge: &Edge, req: Request, next: Next) -> Response {
     use rmcp::transport::streamable_http_server::SessionManager as _;
-    if req.method() != axum::http::Method::DELETE {
-        return next.run(req).await;
-    }
     let id = req
         .headers()
         .get("mcp-session-id")
@@ -357,7 +365,8 @@ async fn unknown_session(
         .map(Arc::<str>::from);
     let known = match &id {
         Some(id) => {
-            sessions.has_session(id).await.unwrap_or(true) || stored.has(id).await.unwrap_or(true)
+            edge.sessions.has_session(id).await.unwrap_or(true)
+                || edge.stored.has(id).await.unwrap_or(true)
         }
         None => true,
     };
@@ -369,7 +378,7 @@ async fn unknown_session(
             .into_response(),
         _ => {
             if let Some(id) = &id {
-                live.forget(id);
+                edge.direct.live.forget(id);
             }
             let mut response = next.run(req).await;
             if response.status() == StatusCode::ACCEPTED {
