@@ -167,6 +167,18 @@ pub fn redact_text(s: &str, detectors: DetectorSet, style: &RedactionSpec) -> (S
     .unwrap_or_else(|| (s.to_owned(), 0))
 }
 
+/// [`redact_text`] without a copy of a text that has nothing to redact: `None` then.
+pub fn redacted_text(s: &str, detectors: DetectorSet, style: &RedactionSpec) -> Option<String> {
+    let known = known::snapshot();
+    Scan {
+        set: detectors,
+        style,
+        known: &known,
+    }
+    .string(s)
+    .map(|(clean, _)| clean)
+}
+
 /// Which detectors to run, and how to replace what they find.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {

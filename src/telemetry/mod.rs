@@ -189,9 +189,19 @@ impl tracing_subscriber::fmt::MakeWriter<'_> for RedactedStderr {
     type Writer = RedactedLine;
 
     fn make_writer(&self) -> RedactedLine {
-        RedactedLine(Vec::new())
+        // A line logged while the thread is being torn down gets a buffer of its own.
+        RedactedLine(LINE.try_with(std::cell::Cell::take).unwrap_or_default())
     }
 }
+
+thread_local! {
+    /// The buffer a thread's log lines are gathered in, kept between lines.
+    static LINE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The style log lines are redacted with: every detector's default.
+static LOG_STYLE: std::sync::LazyLock<crate::config::policy::RedactionSpec> =
+    std::sync::LazyLock::new(crate::config::policy::RedactionSpec::default);
 
 /// One log line as it is formatted; redacted and written to stderr when dropped.
 struct RedactedLine(Vec<u8>);
@@ -210,14 +220,20 @@ impl std::io::Write for RedactedLine {
 impl Drop for RedactedLine {
     fn drop(&mut self) {
         use std::io::Write as _;
-        if self.0.is_empty() {
-            return;
+        let mut buf = std::mem::take(&mut self.0);
+        if !buf.is_empty() {
+            let line = String::from_utf8_lossy(&buf);
+            let redacted =
+                crate::redact::redacted_text(&line, crate::redact::DetectorSet::ALL, &LOG_STYLE);
+            let out = redacted.as_deref().unwrap_or(&line);
+            // Nowhere to report a failed log write.
+            let _ = std::io::stderr().lock().write_all(out.as_bytes());
         }
-        let line = String::from_utf8_lossy(&self.0);
-        let style = crate::config::policy::RedactionSpec::default();
-        let (clean, _) = crate::redact::redact_text(&line, crate::redact::DetectorSet::ALL, &style);
-        // Nowhere to report a failed log write.
-        let _ = std::io::stderr().lock().write_all(clean.as_bytes());
+        // A line far longer than most is not kept.
+        if buf.capacity() <= 4096 {
+            buf.clear();
+            let _ = LINE.try_with(|l| l.set(buf));
+        }
     }
 }
 

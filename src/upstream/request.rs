@@ -250,15 +250,10 @@ impl RequestPlan {
     /// # Errors
     /// A URL that does not parse, a path that changes the host.
     pub fn assemble(&self, tool: &str, base: &Url, parts: Parts) -> Result<Prepared, RequestError> {
-        let root = base.as_str().trim_end_matches('/');
-        let mut url =
-            Url::parse(&format!("{root}{}", parts.path)).map_err(|e| RequestError::Url {
-                tool: tool.to_owned(),
-                message: e.to_string(),
-            })?;
-        if url.host_str() != base.host_str() {
-            return Err(RequestError::HostChanged(tool.to_owned()));
-        }
+        let mut url = match below(base, &parts.path) {
+            Some(url) => url,
+            None => parsed_below(tool, base, &parts.path)?,
+        };
         if !parts.query.is_empty() {
             url.query_pairs_mut().extend_pairs(parts.query);
         }
@@ -285,6 +280,44 @@ impl RequestPlan {
     }
 }
 
+/// `base`, with `path` after its path (its trailing `/`s dropped), as the whole string
+/// would parse: without parsing base's scheme and host again (the host goes through IDNA
+/// on every parse). Only for a `path` that the whole parse reads as a path and nothing
+/// else, and that the path setter reads the same way: it starts with `/` (so it cannot
+/// reach the host) and holds only characters that neither end a path (`?`, `#`), nor get
+/// trimmed, skipped or rewritten (spaces, controls, `\`, anything not ASCII); `base`
+/// has no query or fragment. `None` for anything else: [`parsed_below`] then parses.
+fn below(base: &Url, path: &str) -> Option<Url> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@%".contains(&b);
+    if !path.starts_with('/')
+        || !path.bytes().all(plain)
+        || base.cannot_be_a_base()
+        || base.query().is_some()
+        || base.fragment().is_some()
+    {
+        return None;
+    }
+    let mut url = base.clone();
+    let mut joined = String::with_capacity(base.path().len() + path.len());
+    joined.push_str(base.path().trim_end_matches('/'));
+    joined.push_str(path);
+    url.set_path(&joined);
+    Some(url)
+}
+
+/// `base` and `path` joined as strings and parsed whole; the host must stay base's.
+fn parsed_below(tool: &str, base: &Url, path: &str) -> Result<Url, RequestError> {
+    let root = base.as_str().trim_end_matches('/');
+    let url = Url::parse(&format!("{root}{path}")).map_err(|e| RequestError::Url {
+        tool: tool.to_owned(),
+        message: e.to_string(),
+    })?;
+    if url.host_str() != base.host_str() {
+        return Err(RequestError::HostChanged(tool.to_owned()));
+    }
+    Ok(url)
+}
+
 fn render_body(
     templates: &TemplateSet,
     body: &BodyTpl,
@@ -307,4 +340,57 @@ fn render_body(
                 .collect::<Result<_, _>>()?,
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Url, below, parsed_below};
+    use proptest::prelude::*;
+
+    fn bases() -> impl Strategy<Value = Url> {
+        prop::sample::select(vec![
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "https://orders.internal/api",
+            "https://orders.internal/api/",
+            "https://orders.internal/api//",
+            "http://[fd00::5]:9/v1/x",
+            "https://Bücher.example/a%20b/",
+        ])
+        .prop_map(|b| Url::parse(b).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+        ))]
+
+        /// Every path the shortcut takes gives the URL the whole parse gives, and every
+        /// path that could end the path, change the host or be rewritten is left to it.
+        #[test]
+        fn a_path_below_the_base_is_the_url_the_whole_string_parses_to(
+            base in bases(),
+            path in "[/a-z0-9.%@:?#\\\\ \\t;=&+~-]{0,12}|/[a-zé./%2eE]{0,10}",
+        ) {
+            let whole = parsed_below("t", &base, &path);
+            match below(&base, &path) {
+                Some(fast) => {
+                    let whole = whole.expect("a path the shortcut takes parses");
+                    prop_assert_eq!(fast.as_str(), whole.as_str());
+                    prop_assert_eq!(fast.host_str(), base.host_str());
+                }
+                None => prop_assert!(
+                    !path.starts_with('/')
+                        || path.bytes().any(|b| b"?#\\ \t".contains(&b) || !b.is_ascii())
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_that_would_leave_the_host_is_refused() {
+        let base = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert!(below(&base, "@evil.example/x").is_none());
+        assert!(parsed_below("t", &base, "@evil.example/x").is_err());
+    }
 }
