@@ -57,6 +57,24 @@ pub(crate) fn protocol_versions() -> &'static [rmcp::model::ProtocolVersion] {
     rmcp::model::ProtocolVersion::KNOWN_VERSIONS
 }
 
+/// The answer rmcp's handler gives a session before 2026-07-28 to a `tools/call`: the
+/// legacy shape of a result. Both fast paths (stdio, HTTP) answer with it.
+pub(crate) fn legacy_answer(
+    out: Result<CallToolResponse, ErrorData>,
+    id: rmcp::model::RequestId,
+) -> rmcp::model::ServerJsonRpcMessage {
+    use rmcp::model::{ServerJsonRpcMessage, ServerResult};
+    match out {
+        Ok(response) => {
+            let mut result = ServerResult::from(response);
+            result.strip_result_type_for_legacy_peer();
+            result.strip_non_object_output_for_legacy_peer();
+            ServerJsonRpcMessage::response(result, id)
+        }
+        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+    }
+}
+
 /// Why serving over stdio stopped with an error. The messages are rmcp's and tokio's.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StdioError {

@@ -24,9 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rmcp::model::{
-    CallToolRequestParams, ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult,
-};
+use rmcp::model::{CallToolRequestParams, ProtocolVersion, RequestId};
 use rmcp::service::ElicitationMode;
 use rmcp::{Peer, RoleServer};
 use serde::Deserialize;
@@ -35,7 +33,7 @@ use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::CallResult;
-use crate::mcp::{McpServer, to_mcp_result};
+use crate::mcp::{McpServer, legacy_answer, to_mcp_result};
 
 /// How long the end of stdin waits for calls in flight on the fast path to be answered
 /// (rmcp's loop waits as long for its own), before cancelling the rest.
@@ -204,9 +202,9 @@ fn answer_line(
             if let Some(json) = json_only(&mut result) {
                 return around(&json, &id);
             }
-            answer(Ok(to_mcp_result(result).into()), id)
+            legacy_answer(Ok(to_mcp_result(result).into()), id)
         }
-        Err(error) => answer(Err(error), id),
+        Err(error) => legacy_answer(Err(error), id),
     };
     serde_json::to_vec(&message)
 }
@@ -236,23 +234,6 @@ fn around(json: &str, id: &RequestId) -> serde_json::Result<Vec<u8>> {
     line.extend_from_slice(json.as_bytes());
     line.extend_from_slice(br#","isError":false}}"#);
     Ok(line)
-}
-
-/// The answer rmcp's handler gives a session before 2026-07-28: the legacy shape of a
-/// result.
-fn answer(
-    out: Result<rmcp::model::CallToolResponse, rmcp::ErrorData>,
-    id: RequestId,
-) -> ServerJsonRpcMessage {
-    match out {
-        Ok(response) => {
-            let mut result = ServerResult::from(response);
-            result.strip_result_type_for_legacy_peer();
-            result.strip_non_object_output_for_legacy_peer();
-            ServerJsonRpcMessage::response(result, id)
-        }
-        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
-    }
 }
 
 /// A call rmcp would run without reading anything more of it: no progress asked, no

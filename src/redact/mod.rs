@@ -157,18 +157,16 @@ pub fn redact_value(v: &mut Value, detectors: DetectorSet, style: &RedactionSpec
 /// Redacts free text (error messages, log lines) with `detectors` and scrubs every known
 /// secret value; returns the text and the count.
 pub fn redact_text(s: &str, detectors: DetectorSet, style: &RedactionSpec) -> (String, usize) {
-    let known = known::snapshot();
-    Scan {
-        set: detectors,
-        style,
-        known: &known,
-    }
-    .string(s)
-    .unwrap_or_else(|| (s.to_owned(), 0))
+    scan_text(s, detectors, style).unwrap_or_else(|| (s.to_owned(), 0))
 }
 
 /// [`redact_text`] without a copy of a text that has nothing to redact: `None` then.
 pub fn redacted_text(s: &str, detectors: DetectorSet, style: &RedactionSpec) -> Option<String> {
+    scan_text(s, detectors, style).map(|(clean, _)| clean)
+}
+
+/// The scan of free text: the redacted text and the count, `None` when nothing changed.
+fn scan_text(s: &str, detectors: DetectorSet, style: &RedactionSpec) -> Option<(String, usize)> {
     let known = known::snapshot();
     Scan {
         set: detectors,
@@ -176,7 +174,6 @@ pub fn redacted_text(s: &str, detectors: DetectorSet, style: &RedactionSpec) -> 
         known: &known,
     }
     .string(s)
-    .map(|(clean, _)| clean)
 }
 
 /// Which detectors to run, and how to replace what they find.

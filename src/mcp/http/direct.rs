@@ -32,7 +32,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
     ClientJsonRpcMessage, ClientNotification, CustomNotification, RequestId, ServerJsonRpcMessage,
-    ServerResult,
 };
 use rmcp::service::ElicitationMode;
 use rmcp::transport::streamable_http_server::SessionManager as _;
@@ -256,17 +255,8 @@ pub(crate) async fn direct(direct: &Direct, req: Request, next: Next) -> Respons
             let out = server
                 .call(params, Some(&meta), actor, peer, cancel, catalog)
                 .await;
-            match out {
-                Ok(response) => {
-                    // What rmcp's handler does for a session (every session revision is
-                    // before 2026-07-28): the legacy shape of a result.
-                    let mut result = ServerResult::from(response);
-                    result.strip_result_type_for_legacy_peer();
-                    result.strip_non_object_output_for_legacy_peer();
-                    ServerJsonRpcMessage::response(result, id)
-                }
-                Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
-            }
+            // Every session revision is before 2026-07-28.
+            crate::mcp::legacy_answer(out, id)
         }
     })
     .await;
