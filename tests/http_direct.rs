@@ -48,16 +48,27 @@ fn until_direct(server: &HttpServer, token: &str, session: &str) {
 fn direct(scopes: &[&str]) -> (DemoApi, ConfigDir, HttpServer, String, String) {
     let api = DemoApi::start();
     let cfg = token_only();
-    let keys = Keys::new(&cfg);
-    let token = keys.token(&cfg, "agent:reader", scopes);
-    let server = HttpServer::start(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
+    let (server, token) = serve(&api, &cfg, scopes, false);
     let session = open_session(&server, Some(&token));
     until_direct(&server, &token, &session);
     (api, cfg, server, token, session)
+}
+
+/// `cfg` served over HTTP against `api` (reloading on file changes when `watching`),
+/// and a token of `agent:reader` with `scopes`.
+fn serve(api: &DemoApi, cfg: &ConfigDir, scopes: &[&str], watching: bool) -> (HttpServer, String) {
+    let keys = Keys::new(cfg);
+    let token = keys.token(cfg, "agent:reader", scopes);
+    let env = [
+        ("DEMO_API_URL", api.url.as_str()),
+        ("MCPD_TOKEN_KEY", keys.key.as_str()),
+    ];
+    let server = if watching {
+        HttpServer::start_watching(cfg.path(), &env, &[])
+    } else {
+        HttpServer::start(cfg.path(), &env, &[])
+    };
+    (server, token)
 }
 
 /// A session whose client declares `capabilities`.
@@ -302,13 +313,7 @@ fn a_reload_that_makes_a_tool_ask_puts_its_next_call_to_the_human_on_the_stream(
         "  max_ttl: 1h\n",
         "  max_ttl: 1h\n  approval_timeout: 1s\n",
     );
-    let keys = Keys::new(&cfg);
-    let token = keys.token(&cfg, "agent:reader", &["orders.export"]);
-    let server = HttpServer::start_watching(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
+    let (server, token) = serve(&api, &cfg, &["orders.export"], true);
     let asking = open_with(&server, &token, json!({"elicitation": {}}));
     let export = || {
         call(
@@ -367,13 +372,7 @@ fn a_client_that_disconnects_mid_call_does_not_stop_the_call_on_the_direct_path(
         "tools.d/slow.read.yaml",
         "name: slow.read\ndescription: Answers slowly.\ninput: { type: object, properties: { ms: { type: integer } } }\nrequest: { upstream: orders, method: GET, path: /slow, query: { ms: \"{{ args.ms }}\" }, timeout: 10s }\n",
     );
-    let keys = Keys::new(&cfg);
-    let token = keys.token(&cfg, "agent:reader", &["*"]);
-    let server = HttpServer::start(
-        cfg.path(),
-        &[("DEMO_API_URL", &api.url), ("MCPD_TOKEN_KEY", &keys.key)],
-        &[],
-    );
+    let (server, token) = serve(&api, &cfg, &["*"], false);
     let session = open_session(&server, Some(&token));
     until_direct(&server, &token, &session);
 

@@ -4,15 +4,15 @@
 //! lines, byte for byte; a cancelled call is not answered; a call in flight when stdin
 //! closes is still answered.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::util::{ConfigDir, DEADLINE, DemoApi, bin};
+use crate::util::{ConfigDir, DEADLINE, DemoApi, bin, read_pipes};
 
 /// The debug line the fast path writes for each call it takes.
 const TAKEN: &str = "tools/call on the fast path";
@@ -38,26 +38,7 @@ impl Raw {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (sink, pipe) = (stderr.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let (lines, stderr) = read_pipes(&mut child);
         let mut raw = Self {
             stdin: child.stdin.take(),
             child,

@@ -232,27 +232,7 @@ impl StdioClient {
         }
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stderr_pipe = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let (lines, stderr) = read_pipes(&mut child);
         let mut c = Self {
             child,
             stdin: Some(stdin),
@@ -427,4 +407,33 @@ pub(crate) fn text(result: &Value) -> String {
 /// Whether a tool result is an error.
 pub(crate) fn is_error(result: &Value) -> bool {
     result["isError"] == json!(true)
+}
+
+/// Reads `child`'s stdout and stderr on threads of their own: its stdout lines as they
+/// come, its stderr gathered whole.
+pub(crate) fn read_pipes(
+    child: &mut Child,
+) -> (Receiver<String>, std::sync::Arc<std::sync::Mutex<String>>) {
+    let stdout = child.stdout.take().unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines() {
+            let Ok(line) = line else { break };
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    (lines, stderr)
 }
