@@ -12,6 +12,7 @@ mod errors;
 pub(crate) mod hosts;
 pub(crate) mod http;
 mod logging;
+mod plain;
 mod progress;
 mod prompts;
 mod resources;

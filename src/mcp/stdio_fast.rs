@@ -24,15 +24,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, ProtocolVersion, RequestId};
+use rmcp::model::{ProtocolVersion, RequestId};
 use rmcp::service::ElicitationMode;
 use rmcp::{Peer, RoleServer};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::CallResult;
+use crate::mcp::plain::{PlainCall, for_rmcp};
 use crate::mcp::{McpServer, legacy_answer, to_mcp_result};
 
 /// How long the end of stdin waits for calls in flight on the fast path to be answered
@@ -52,18 +52,6 @@ struct State {
     /// The session's handler and peer, once `initialize` has been handled.
     held: Option<(McpServer, Peer<RoleServer>)>,
     calls: HashMap<RequestId, CancellationToken>,
-}
-
-/// A line that may take the fast path, as written: nothing but these members.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Call<'a> {
-    #[serde(borrow)]
-    jsonrpc: std::borrow::Cow<'a, str>,
-    id: RequestId,
-    #[serde(borrow)]
-    method: std::borrow::Cow<'a, str>,
-    params: CallToolRequestParams,
 }
 
 impl Fast {
@@ -103,13 +91,12 @@ impl Fast {
         if !contains(line, b"\"tools/call\"") {
             return false;
         }
-        let Ok(call) = serde_json::from_slice::<Call<'_>>(line) else {
+        let Some(PlainCall { id, params, .. }) = PlainCall::read(line) else {
             return false;
         };
-        if call.jsonrpc != "2.0" || call.method != "tools/call" || !plain(&call.params) {
+        if for_rmcp(&params, None) {
             return false;
         }
-        let Call { id, params, .. } = call;
         let (server, peer, cancel) = {
             let mut state = self.lock();
             let Some((server, peer)) = &state.held else {
@@ -234,17 +221,6 @@ fn around(json: &str, id: &RequestId) -> serde_json::Result<Vec<u8>> {
     line.extend_from_slice(json.as_bytes());
     line.extend_from_slice(br#","isError":false}}"#);
     Ok(line)
-}
-
-/// A call rmcp would run without reading anything more of it: no progress asked, no
-/// per-request protocol metadata, not a retry with answers to an earlier request.
-fn plain(params: &CallToolRequestParams) -> bool {
-    let meta_plain = params.meta.as_ref().is_none_or(|m| {
-        !m.0.0
-            .keys()
-            .any(|k| k == "progressToken" || k.starts_with("io.modelcontextprotocol/"))
-    });
-    meta_plain && params.input_responses.is_none() && params.request_state.is_none()
 }
 
 /// Whether the client declared form elicitation (the approver asks through it).

@@ -214,12 +214,7 @@ pub(crate) async fn direct(direct: &Direct, req: Request, next: Next) -> Respons
         }
         Read::Other => return pass_on(parts, bytes).await,
     };
-    let streams = [Some(&meta), params.meta.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|m| m.get_progress_token().is_some() || m.protocol_version().is_some());
-    // A retry carrying answers to an earlier `input_required` result is rmcp's to read.
-    if streams || params.input_responses.is_some() || params.request_state.is_some() {
+    if crate::mcp::plain::for_rmcp(&params, Some(&meta)) {
         return pass_on(parts, bytes).await;
     }
     let Some(entered) = direct.live.enter(&session, &id, &params.name) else {

@@ -6,9 +6,11 @@
 //! (the tests compare the two), and it decides nothing about the call.
 
 use rmcp::model::{
-    CallToolRequestMethod, CallToolRequestParams, ClientJsonRpcMessage, ClientNotification,
-    ClientRequest, GetMeta as _, JsonRpcVersion2_0, RequestId, RequestMetaObject,
+    CallToolRequestParams, ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _,
+    RequestId, RequestMetaObject,
 };
+
+use crate::mcp::plain::PlainCall;
 
 /// What a POST's body is, as far as the direct path cares.
 pub(super) enum Read {
@@ -20,24 +22,8 @@ pub(super) enum Read {
     Other,
 }
 
-/// A `tools/call` request with exactly the members clients send, read straight into
-/// rmcp's types: rmcp's message type is an untagged enum that buffers the body and tries
-/// each kind of message and request in turn (about a hundred allocations a call).
-/// Anything else is read by rmcp's type.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlainCall {
-    #[allow(dead_code)] // read to check it: "2.0"
-    jsonrpc: JsonRpcVersion2_0,
-    id: RequestId,
-    #[allow(dead_code)] // read to check it: "tools/call"
-    method: CallToolRequestMethod,
-    params: CallToolRequestParams,
-}
-
 pub(super) fn read(bytes: &[u8]) -> Read {
-    // Its `_meta` stays in the params, where `McpServer::call` reads it too.
-    if let Ok(call) = serde_json::from_slice::<PlainCall>(bytes) {
+    if let Some(call) = PlainCall::read(bytes) {
         return Read::Call(call.id, call.params, RequestMetaObject::default());
     }
     match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
