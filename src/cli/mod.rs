@@ -506,14 +506,16 @@ fn operator() -> String {
         .unwrap_or_else(|| "unknown-operator".to_owned())
 }
 
-/// `mcpd serve` over stdio runs on one thread: a call is read, run and answered with no
+/// `mcpd serve` runs on one thread: over stdio a call is read, run and answered with no
 /// hand-off between worker threads (stdin, the engine and the upstream connection wake
 /// each other on the same thread), which cuts what a call adds at one in flight and
-/// the CPU per call at any load (docs/performance.md). Blocking work (reloads, the state file's
-/// writes) still runs on threads of its own. Everything else gets a worker per core.
+/// the CPU per call at any load (docs/performance.md). Over HTTP this thread accepts
+/// connections and runs the background work (reloads, the state store), and each
+/// connection is served by one of a thread per core, each on a runtime of its own
+/// (`mcp::http`). Blocking work (reloads, the state file's writes) still runs on
+/// threads of its own. Everything else gets a worker per core.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
-    let stdio = matches!(command, Command::Serve { http, .. } if http.http.is_none());
-    let mut builder = if stdio {
+    let mut builder = if matches!(command, Command::Serve { .. }) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()

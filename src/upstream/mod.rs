@@ -1,4 +1,5 @@
-//! Upstreams: the named HTTP APIs tools call, one shared client each.
+//! Upstreams: the named HTTP APIs tools call, each with its client (one per serving thread
+//! over HTTP: [`own_clients`]).
 //!
 //! Owns how a request leaves mcpd and how much of the reply comes in: the base URL (or
 //! its region variant), timeouts, no redirects, sending, the retries the caller allows,
@@ -9,10 +10,12 @@
 //! carry secrets).
 
 pub mod address;
+mod clients;
 pub mod egress;
 pub mod request;
 
 pub use address::{AddressRefused, Allowed};
+pub(crate) use clients::own_clients;
 pub use egress::{Egress, EgressDenied};
 pub use request::{BodyTpl, Prepared, RequestError, RequestPlan, Secrets};
 
@@ -49,7 +52,7 @@ pub struct Upstream {
     pub dedupes: bool,
     /// The addresses its connections may use beyond global ones (`egress` entries).
     allowed: Arc<Allowed>,
-    client: reqwest::Client,
+    client: clients::Clients,
 }
 
 /// What came back.
@@ -151,8 +154,7 @@ impl Upstream {
     /// Timeout, connection failure, a refused address, a reply over the limit, or
     /// another transport error; HTTP error statuses are replies, not errors.
     pub async fn send(&self, tool: &str, req: &Prepared) -> Result<Reply, SendError> {
-        let mut builder = self
-            .client
+        let mut builder = (self.client.for_this_thread())
             .request(req.method.clone(), req.url.clone())
             .timeout(req.timeout);
         for (k, v) in &req.headers {
@@ -313,14 +315,7 @@ impl Upstreams {
                     continue;
                 }
             }
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(connect)
-                .timeout(timeout)
-                .pool_max_idle_per_host(64)
-                .tcp_nodelay(true)
-                .dns_resolver(address::Resolver::system(Arc::clone(allowed)))
-                .build();
+            let client = clients::Clients::new(connect, timeout, allowed);
             match (base, client) {
                 (Some(base), Ok(client)) => {
                     out.insert(

@@ -9,6 +9,7 @@
 //! anything about a call beyond who makes it: the engine does the rest.
 
 pub(crate) mod auth;
+mod cores;
 pub(crate) mod direct;
 mod finish;
 pub(crate) mod jwks;
@@ -253,9 +254,10 @@ pub(crate) async fn serve(
         "listening on http://{local}{MCP_PATH}"
     );
 
-    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop_accepting = tokio_util::sync::CancellationToken::new();
     let inflight = state.inflight.clone();
     let grace = opts.shutdown_grace;
+    let stop = stop_accepting.clone();
     tokio::spawn(async move {
         shutdown.await;
         inflight.draining.store(true, Ordering::SeqCst);
@@ -265,7 +267,7 @@ pub(crate) async fn serve(
             grace = ?grace,
             "shutting down: no new connections, draining calls in flight"
         );
-        let _ = stop_accepting.send(());
+        stop.cancel();
         let left = inflight.drained(grace).await;
         if left > 0 {
             tracing::warn!(
@@ -277,21 +279,47 @@ pub(crate) async fn serve(
         // graceful shutdown finish.
         sessions_closed.cancel();
     });
-    // SSE answers go out as several small writes (headers, priming event, message):
-    // with Nagle on, each call would wait for the client's delayed ACK (~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
-        .await
+    // Each connection is served for its whole life by one of the threads (cores): a
+    // call's request, its upstream request and its answer wake no other thread.
+    let mut cores = cores::Cores::start(cores::count(), &app, &stop_accepting, local)
         .map_err(HttpError::Serve)?;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop_accepting.cancelled() => break,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // SSE answers go out as several small writes (headers, priming event,
+                // message): with Nagle on, each call would wait for the client's
+                // delayed ACK (~40 ms).
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+                }
+                cores.hand(tcp, peer);
+            }
+            Err(e) => accept_failed(e).await,
+        }
+    }
+    drop(listener);
+    cores.join().await;
     tracing::info!("http server stopped");
     Ok(())
+}
+
+/// After a failed `accept`: a connection that failed before it was taken is skipped; any
+/// other error (out of file descriptors) is logged and accepting pauses a second, as
+/// axum's own listener does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// rmcp's Streamable HTTP service, as mcpd builds it.
