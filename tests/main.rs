@@ -27,6 +27,7 @@ mod host_config;
 mod http;
 mod http_auth;
 mod http_direct;
+mod http_threads;
 mod identity;
 mod import;
 mod init;

@@ -60,6 +60,8 @@ impl Cores {
             release: release.clone(),
             next: 0,
         };
+        // Each thread says when it runs: the server is announced once all serve.
+        let (running, started) = std::sync::mpsc::channel::<()>();
         for i in 0..n.max(1) {
             let (queue, handed) = mpsc::unbounded_channel();
             let (done, served) = oneshot::channel();
@@ -67,11 +69,13 @@ impl Cores {
                 .enable_all()
                 .build()?;
             let (app, stop, release) = (app.clone(), stop.clone(), release.clone());
+            let running = running.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("mcpd-http-{i}"))
                 .spawn(move || {
                     // Upstream connections opened here are driven here.
                     crate::upstream::own_clients();
+                    let _ = running.send(());
                     runtime.block_on(async move {
                         let listener = Queue { handed, local };
                         // Never an error: axum's `serve` logs and retries what fails.
@@ -87,6 +91,13 @@ impl Cores {
             cores.queues.push(queue);
             cores.served.push(served);
             cores.threads.push(thread);
+        }
+        drop(running);
+        for _ in 0..cores.threads.len() {
+            // An error: a thread ended before it ran (it panicked), seen when joined.
+            if started.recv().is_err() {
+                break;
+            }
         }
         Ok(cores)
     }

@@ -247,6 +247,11 @@ pub(crate) async fn serve(
             source,
         })?;
     let local = listener.local_addr().map_err(HttpError::LocalAddr)?;
+    // Each connection is served for its whole life by one of the threads (cores): a
+    // call's request, its upstream request and its answer wake no other thread.
+    let stop_accepting = tokio_util::sync::CancellationToken::new();
+    let mut cores = cores::Cores::start(cores::count(), &app, &stop_accepting, local)
+        .map_err(HttpError::Serve)?;
     tracing::info!(
         addr = %local,
         auth = opts.auth,
@@ -254,7 +259,6 @@ pub(crate) async fn serve(
         "listening on http://{local}{MCP_PATH}"
     );
 
-    let stop_accepting = tokio_util::sync::CancellationToken::new();
     let inflight = state.inflight.clone();
     let grace = opts.shutdown_grace;
     let stop = stop_accepting.clone();
@@ -279,10 +283,6 @@ pub(crate) async fn serve(
         // graceful shutdown finish.
         sessions_closed.cancel();
     });
-    // Each connection is served for its whole life by one of the threads (cores): a
-    // call's request, its upstream request and its answer wake no other thread.
-    let mut cores = cores::Cores::start(cores::count(), &app, &stop_accepting, local)
-        .map_err(HttpError::Serve)?;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
