@@ -111,7 +111,9 @@ impl ClientLog {
             loop {
                 match notices.recv().await {
                     Ok(n) => match log.upgrade() {
-                        Some(log) => log.say(n.level, &n.message),
+                        Some(log) => {
+                            log.say(n.level, &n.message);
+                        }
                         None => break,
                     },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -126,11 +128,12 @@ impl ClientLog {
     }
 
     /// Sends `message` at `level` if the session listens at that level and the rate limit
-    /// has room; redacted first.
-    pub(crate) fn say(&self, level: Level, message: &str) {
+    /// has room; redacted first. Whether it was queued (a message below the session's
+    /// level, or over the rate limit, is not).
+    pub(crate) fn say(&self, level: Level, message: &str) -> bool {
         let level = to_mcp(level);
         if rank(level) < self.level.load(Ordering::SeqCst) {
-            return;
+            return false;
         }
         let dropped = match self
             .limit
@@ -139,7 +142,7 @@ impl ClientLog {
             .take()
         {
             Some(dropped) => dropped,
-            None => return,
+            None => return false,
         };
         if dropped > 0 {
             let note =
@@ -148,6 +151,7 @@ impl ClientLog {
         }
         let (text, _) = redact_text(message, DetectorSet::ALL, &STYLE);
         self.enqueue(Out::Log(level, text));
+        true
     }
 
     /// Queues a progress notification (progress is not rate-limited: a call sends at
@@ -267,13 +271,14 @@ mod tests {
     async fn messages_below_the_level_are_not_queued_and_the_rest_are_redacted() {
         let log = ClientLog::new(Clock::system());
         let mut rx = log.receiver.lock().unwrap().take().unwrap();
-        log.say(Level::Debug, "not at info");
-        log.say(Level::Info, "retrying for ann@example.com");
+        // Whether each was queued: a call waits for its messages only when one was.
+        assert!(!log.say(Level::Debug, "not at info"));
+        assert!(log.say(Level::Info, "retrying for ann@example.com"));
         log.set_level(LoggingLevel::Error);
-        log.say(Level::Warning, "not at error");
-        log.say(Level::Error, "failed");
+        assert!(!log.say(Level::Warning, "not at error"));
+        assert!(log.say(Level::Error, "failed"));
         log.set_level(LoggingLevel::Debug);
-        log.say(Level::Debug, "now at debug");
+        assert!(log.say(Level::Debug, "now at debug"));
         let mut got = Vec::new();
         while let Ok(Out::Log(level, text)) = rx.try_recv() {
             got.push((rank(level), text));

@@ -25,7 +25,8 @@ pub(crate) struct CallReport {
     log: Arc<ClientLog>,
     token: Option<ProgressToken>,
     step: AtomicU64,
-    /// Whether the call said anything (a log message or progress) to wait for.
+    /// Whether the call said anything to wait for (progress, or a log message at or above
+    /// the session's level).
     said: AtomicBool,
 }
 
@@ -69,8 +70,11 @@ impl CallReport {
 
 impl Reporter for CallReport {
     fn log(&self, level: Level, message: &str) {
-        self.said.store(true, Ordering::SeqCst);
-        self.log.say(level, message);
+        // A message below the session's level (the engine says what it sends upstream at
+        // debug, on every call) is not queued: nothing to wait for before the answer.
+        if self.log.say(level, message) {
+            self.said.store(true, Ordering::SeqCst);
+        }
     }
 
     fn progress(&self, message: &str) {
