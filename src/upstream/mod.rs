@@ -1,5 +1,5 @@
 //! Upstreams: the named HTTP APIs tools call, each with its client (one per serving thread
-//! over HTTP: [`own_clients`]).
+//! over HTTP: `clients.rs`).
 //!
 //! Owns how a request leaves mcpd and how much of the reply comes in: the base URL (or
 //! its region variant), timeouts, no redirects, sending, the retries the caller allows,
