@@ -256,6 +256,9 @@ fn what_the_fast_path_must_not_answer_goes_to_rmcp() {
         .to_string(),
     );
     assert!(answer.contains("\"id\":4"), "{answer}");
+    // Its debug line went to stderr before the answer, but stderr is read on a thread
+    // of its own: wait for it, then check it is the only one.
+    raw.wait_taken(1);
     assert_eq!(raw.taken(), 1);
 }
 
