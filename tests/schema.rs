@@ -135,3 +135,22 @@ fn a_typo_in_a_key_is_rejected_by_the_schema() {
     let errs = errors(&policies, &yaml_docs(&text).remove(0)).join("\n");
     assert!(errs.contains("efect"), "{errs}");
 }
+
+/// `mcpd schema tool | head -c 0`: the reader is gone before mcpd prints. mcpd ends by
+/// SIGPIPE as Unix tools do, with nothing on stderr, instead of panicking on the broken
+/// pipe (it did: "failed printing to stdout", a backtrace, exit 101).
+#[test]
+fn a_command_printing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(bin())
+        .args(["schema", "tool"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}

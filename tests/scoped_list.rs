@@ -129,3 +129,74 @@ fn over_http_each_requests_token_decides_the_list() {
     let none = keys.token(&cfg, "agent:b", &["audit.*"]);
     assert!(names(&rpc(&server, Some(&none), Some(&session), &list).message()).is_empty());
 }
+
+/// Resources declared in tool files are listed as tools are: `resources/list`,
+/// `resources/templates/list` and a template part's completion show an actor only what
+/// its scopes let it read (reading is a call of the tool), `tools_list: all` shows all.
+#[test]
+fn resource_lists_and_completion_follow_the_scopes_as_tools_list_does() {
+    let resources = "\
+name: runbooks.get
+description: A runbook.
+input:
+  type: object
+  required: [name]
+  properties: { name: { type: string, enum: [deploy, rollback] } }
+request: { upstream: orders, method: GET, path: \"/runbooks/{{ args.name }}\" }
+resource: { uri: \"runbook://{name}\", tool: false }
+---
+name: orders.today
+description: Today's orders.
+input: { type: object }
+request: { upstream: orders, method: GET, path: /orders }
+resource: { uri: \"orders://today\" }
+";
+    let seen = |server: &str, scopes: &[&str]| {
+        let cfg = ConfigDir::token_only(server);
+        cfg.write("tools.d/resources.yaml", resources);
+        let (key, _) = keygen(&cfg, "k1");
+        let token = issue(&cfg, &key, "agent:a", scopes, "15m");
+        let env = [
+            ("DEMO_API_URL", "http://127.0.0.1:9"),
+            ("MCPD_TOKEN_KEY", key.as_str()),
+            ("MCPD_TOKEN", token.as_str()),
+        ];
+        let mut c = StdioClient::start(cfg.path(), &env);
+        let uris = |reply: Value, list: &str, field: &str| -> Vec<String> {
+            let items = reply["result"][list].as_array().cloned();
+            let items = items.unwrap_or_else(|| panic!("{reply}"));
+            items
+                .iter()
+                .map(|r| r[field].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let listed = uris(c.request("resources/list", json!({})), "resources", "uri");
+        let templates = uris(
+            c.request("resources/templates/list", json!({})),
+            "resourceTemplates",
+            "uriTemplate",
+        );
+        let completion = c.request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": "runbook://{name}"},
+                   "argument": {"name": "name", "value": ""}}),
+        );
+        let offered = completion["result"]["completion"]["values"].clone();
+        (listed, templates, offered)
+    };
+    let state = "\nstate: \"memory:\"\n";
+    let (listed, templates, offered) = seen(state, &["orders.*"]);
+    assert_eq!(listed, ["orders://today"]);
+    assert!(templates.is_empty(), "{templates:?}");
+    assert_eq!(offered, json!([]));
+
+    let (listed, templates, offered) = seen(state, &["orders.*", "runbooks.get"]);
+    assert_eq!(listed, ["orders://today"]);
+    assert_eq!(templates, ["runbook://{name}"]);
+    assert_eq!(offered, json!(["deploy", "rollback"]));
+
+    let all = "\nstate: \"memory:\"\ntools_list: all\n";
+    let (listed, templates, _) = seen(all, &["flag.*"]);
+    assert_eq!(listed, ["orders://today"]);
+    assert_eq!(templates, ["runbook://{name}"]);
+}

@@ -274,22 +274,36 @@ impl Catalog {
     /// `tools_list: all`, or when no actor could be established: each call then says
     /// why it is refused).
     pub fn listing_for(&self, actor: Option<&Actor>) -> Vec<rmcp::model::Tool> {
-        let shown = |t: &&Arc<Tool>| match actor {
-            Some(a) if self.tools_list == crate::config::server::ToolsList::Scoped => {
-                a.may_call(&t.id)
-            }
-            _ => true,
-        };
         (self.tools.iter())
-            .filter(|t| t.is_tool())
-            .filter(shown)
+            .filter(|t| t.is_tool() && self.shows(actor, t))
             .map(|t| t.listing.clone())
             .collect()
+    }
+
+    /// Whether a list shows `tool` to `actor`: with `tools_list: scoped` (the default),
+    /// only when its scopes let it call the tool; always with `tools_list: all` or when
+    /// no actor could be established.
+    fn shows(&self, actor: Option<&Actor>, tool: &Tool) -> bool {
+        match actor {
+            Some(a) if self.tools_list == crate::config::server::ToolsList::Scoped => {
+                a.may_call(&tool.id)
+            }
+            _ => true,
+        }
     }
 
     /// The tools declared as resources, with their declarations, in file order.
     pub fn resources(&self) -> impl Iterator<Item = (&Arc<Tool>, &ResourceDecl)> {
         (self.tools.iter()).filter_map(|t| t.resource.as_ref().map(|r| (t, r)))
+    }
+
+    /// What `resources/list` and `resources/templates/list` show `actor`: the declared
+    /// resources whose tool a list shows it (reading one is a call of that tool).
+    pub fn resources_for<'a>(
+        &'a self,
+        actor: Option<&'a Actor>,
+    ) -> impl Iterator<Item = (&'a Arc<Tool>, &'a ResourceDecl)> {
+        self.resources().filter(move |(t, _)| self.shows(actor, t))
     }
 }
 

@@ -339,9 +339,24 @@ pub enum AuditAction {
     Keygen,
 }
 
+/// A command printing to a reader that went away (`mcpd audit verify | head`) ends
+/// quietly, as Unix tools do, instead of panicking on the broken pipe: SIGPIPE gets its
+/// default action back (Rust ignores it). Not for `serve`, which answers a client gone
+/// from stdout by ending its session (the write fails; nothing is killed mid-call).
+fn quiet_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called before the runtime starts any thread; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        quiet_on_closed_stdout();
+    }
     let telemetry = init_logging(&cli.command, &cli.config);
     let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,

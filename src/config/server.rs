@@ -35,9 +35,9 @@ pub struct ServerSpec {
     /// Just-in-time elevation grants (`mcpd elevate`).
     #[serde(default)]
     pub elevation: ElevationSpec,
-    /// What `tools/list` shows an actor: `scoped` (the default) lists only the tools its
-    /// scopes let it call; `all` lists every tool to everyone (calls are checked either
-    /// way).
+    /// What `tools/list` (and `resources/list`, `resources/templates/list`) shows an
+    /// actor: `scoped` (the default) lists only the tools (and resources) its scopes let
+    /// it call; `all` lists every one to everyone (calls are checked either way).
     #[serde(default)]
     pub tools_list: ToolsList,
     /// Where traces go. Read at start.

@@ -146,7 +146,14 @@ impl Engine {
             actor,
             ..CallContext::default()
         };
-        catalog.listing_for(identify(&catalog, &ctx).ok().as_deref())
+        catalog.listing_for(Self::lister(&catalog, &ctx).as_deref())
+    }
+
+    /// Who a list is for: the caller as a call would identify it, or `None` when none
+    /// can be established (lists then show everything; each call says why it is
+    /// refused).
+    pub fn lister(catalog: &Catalog, ctx: &CallContext) -> Option<Arc<Actor>> {
+        identify(catalog, ctx).ok()
     }
 
     /// One call through the whole pipeline.

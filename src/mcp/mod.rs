@@ -406,9 +406,9 @@ impl ServerHandler for McpServer {
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(resources::templates(&self.engine))
+        Ok(resources::templates(&self.engine, &self.context(&context)))
     }
 
     async fn read_resource(

@@ -169,7 +169,7 @@ pub(crate) async fn complete(
                 }) => lookup(engine, prompt, (tool, args, select), &given, typed, ctx).await,
             }
         }
-        Reference::Resource(r) => schema_enum(engine, &r.uri, &request.argument.name),
+        Reference::Resource(r) => schema_enum(engine, &r.uri, &request.argument.name, ctx),
         _ => Vec::new(),
     };
     Ok(CompleteResult::new(suggest(values, typed)))
@@ -251,10 +251,15 @@ fn say(ctx: &CallContext, message: &str) {
     }
 }
 
-/// The `enum` of the argument a resource template's part binds.
-fn schema_enum(engine: &Engine, template: &str, arg: &str) -> Vec<String> {
+/// The `enum` of the argument a resource template's part binds, for a template the
+/// caller's scopes let it read (as `resources/templates/list` shows it).
+fn schema_enum(engine: &Engine, template: &str, arg: &str, ctx: &CallContext) -> Vec<String> {
     let catalog = engine.catalog();
-    let Some((tool, _)) = catalog.resources().find(|(_, r)| r.uri == template) else {
+    let actor = Engine::lister(&catalog, ctx);
+    let found = catalog
+        .resources_for(actor.as_deref())
+        .find(|(_, r)| r.uri == template);
+    let Some((tool, _)) = found else {
         return Vec::new();
     };
     let schema = tool.listing.input_schema.as_ref();

@@ -15,14 +15,15 @@ use rmcp::model::{
 use super::content::contents;
 use crate::engine::{CallContext, Engine, Failure, Read, ReadError};
 
-/// `resources/list`: the declared resources without template parts, then the caller's
-/// kept results.
+/// `resources/list`: the declared resources without template parts the caller's scopes
+/// let it read, then the caller's kept results.
 pub(crate) async fn list(
     engine: &Engine,
     ctx: &CallContext,
 ) -> Result<ListResourcesResult, ErrorData> {
     let catalog = engine.catalog();
-    let mut items: Vec<Resource> = (catalog.resources())
+    let actor = Engine::lister(&catalog, ctx);
+    let mut items: Vec<Resource> = (catalog.resources_for(actor.as_deref()))
         .filter(|(_, r)| !r.is_template())
         .map(|(_, r)| {
             let mut res = Resource::new(r.uri.clone(), r.name.clone())
@@ -49,10 +50,12 @@ pub(crate) async fn list(
     Ok(ListResourcesResult::with_all_items(items))
 }
 
-/// `resources/templates/list`: the declared resources with template parts.
-pub(crate) fn templates(engine: &Engine) -> ListResourceTemplatesResult {
+/// `resources/templates/list`: the declared resources with template parts the caller's
+/// scopes let it read.
+pub(crate) fn templates(engine: &Engine, ctx: &CallContext) -> ListResourceTemplatesResult {
     let catalog = engine.catalog();
-    let items = (catalog.resources())
+    let actor = Engine::lister(&catalog, ctx);
+    let items = (catalog.resources_for(actor.as_deref()))
         .filter(|(_, r)| r.is_template())
         .map(|(_, r)| {
             let mut t = ResourceTemplate::new(r.uri.clone(), r.name.clone())
