@@ -570,7 +570,9 @@ impl<'a> Call<'a> {
 
     /// Tells the caller `message` at `level`, when it listens.
     fn log(&self, level: Level, message: impl FnOnce() -> String) {
-        if let Some(r) = self.reporter {
+        if let Some(r) = self.reporter
+            && r.listens(level)
+        {
             r.log(level, &message());
         }
     }
