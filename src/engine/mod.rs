@@ -180,7 +180,10 @@ impl Engine {
         let tool = (catalog.get(name))
             .filter(|t| t.is_tool())
             .ok_or_else(|| UnknownTool(name.to_owned()))?;
-        Ok(self.run(catalog, tool, args, ctx).await)
+        // Boxed: the call's state is large, and the futures around it (the transport's
+        // task, spans, the reporter) are moved whole on the way in; a box moves as a
+        // pointer.
+        Ok(Box::pin(self.run(catalog, tool, args, ctx)).await)
     }
 
     /// Steps 2 to 12 of a call of `tool`, from `catalog`.
