@@ -74,21 +74,26 @@ impl Drop for Disarm {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn the_timer_runs_while_requests_go_out_and_stops_a_period_after_the_last() {
         let keeper = Arc::new(Keeper::default());
         assert!(!keeper.armed());
-        keeper.sending();
-        assert!(keeper.armed());
-        for _ in 0..5 {
-            tokio::time::sleep(PERIOD / 2).await;
+        // Requests every tenth of a period, for longer than a period: armed throughout.
+        let until = tokio::time::Instant::now() + PERIOD + PERIOD / 2;
+        while tokio::time::Instant::now() < until {
             keeper.sending();
             assert!(keeper.armed());
+            tokio::time::sleep(PERIOD / 10).await;
         }
-        // A period with no request: the first tick sees the last one, the second none.
-        tokio::time::sleep(PERIOD * 3).await;
-        tokio::task::yield_now().await;
-        assert!(!keeper.armed(), "no timer stays armed on an idle upstream");
+        // No more requests: disarmed within two periods (polled, with a deadline).
+        let deadline = tokio::time::Instant::now() + PERIOD * 5;
+        while keeper.armed() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no timer stays armed on an idle upstream"
+            );
+            tokio::time::sleep(PERIOD / 20).await;
+        }
         keeper.sending();
         assert!(keeper.armed(), "the next request arms it again");
     }
