@@ -111,7 +111,9 @@ impl ClientLog {
             loop {
                 match notices.recv().await {
                     Ok(n) => match log.upgrade() {
-                        Some(log) => log.say(n.level, &n.message),
+                        Some(log) => {
+                            log.say(n.level, &n.message);
+                        }
                         None => break,
                     },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -125,13 +127,18 @@ impl ClientLog {
         });
     }
 
+    /// Whether the session listens at `level` (`logging/setLevel`).
+    pub(crate) fn listens(&self, level: Level) -> bool {
+        rank(to_mcp(level)) >= self.level.load(Ordering::SeqCst)
+    }
+
     /// Sends `message` at `level` if the session listens at that level and the rate limit
-    /// has room; redacted first.
-    pub(crate) fn say(&self, level: Level, message: &str) {
-        let level = to_mcp(level);
-        if rank(level) < self.level.load(Ordering::SeqCst) {
-            return;
+    /// has room; redacted first. Returns whether it was queued.
+    pub(crate) fn say(&self, level: Level, message: &str) -> bool {
+        if !self.listens(level) {
+            return false;
         }
+        let level = to_mcp(level);
         let dropped = match self
             .limit
             .lock()
@@ -139,15 +146,16 @@ impl ClientLog {
             .take()
         {
             Some(dropped) => dropped,
-            None => return,
+            None => return false,
         };
+        let mut noted = false;
         if dropped > 0 {
             let note =
                 format!("mcpd dropped {dropped} log message(s): more than {PER_SECOND} a second");
-            self.enqueue(Out::Log(LoggingLevel::Warning, note));
+            noted = self.enqueue(Out::Log(LoggingLevel::Warning, note));
         }
         let (text, _) = redact_text(message, DetectorSet::ALL, &STYLE);
-        self.enqueue(Out::Log(level, text));
+        self.enqueue(Out::Log(level, text)) || noted
     }
 
     /// Queues a progress notification (progress is not rate-limited: a call sends at
@@ -168,10 +176,13 @@ impl ClientLog {
         }
     }
 
-    fn enqueue(&self, out: Out) {
-        if self.queue.try_send(out).is_err() {
+    /// Queues `out`; false when the session's queue is full (dropped).
+    fn enqueue(&self, out: Out) -> bool {
+        let queued = self.queue.try_send(out).is_ok();
+        if !queued {
             tracing::debug!("a client log message was dropped: the session's queue is full");
         }
+        queued
     }
 }
 

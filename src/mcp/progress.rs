@@ -25,7 +25,7 @@ pub(crate) struct CallReport {
     log: Arc<ClientLog>,
     token: Option<ProgressToken>,
     step: AtomicU64,
-    /// Whether the call said anything (a log message or progress) to wait for.
+    /// Whether the call queued anything (a log message or progress) to wait for.
     said: AtomicBool,
 }
 
@@ -69,8 +69,15 @@ impl CallReport {
 
 impl Reporter for CallReport {
     fn log(&self, level: Level, message: &str) {
-        self.said.store(true, Ordering::SeqCst);
-        self.log.say(level, message);
+        // Only what was queued is waited for: a message the session does not listen to
+        // (or the rate limit drops) costs no flush.
+        if self.log.say(level, message) {
+            self.said.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn listens(&self, level: Level) -> bool {
+        self.log.listens(level)
     }
 
     fn progress(&self, message: &str) {
