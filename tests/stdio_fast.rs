@@ -2,7 +2,8 @@
 //! to a session that takes it (a client without form elicitation) and to one that does
 //! not (a client that declares it, whose calls rmcp's path serves) get the same answer
 //! lines, byte for byte; a cancelled call is not answered; a call in flight when stdin
-//! closes is still answered.
+//! closes is still answered; a call's debug messages reach a session listening at debug
+//! before its answer, and a session that is not gets its answer alone.
 
 use std::io::Write as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -337,4 +338,66 @@ fn accept(listener: &std::net::TcpListener) -> std::net::TcpStream {
             Err(e) => panic!("accept: {e}"),
         }
     }
+}
+
+#[test]
+fn a_calls_debug_messages_reach_a_session_that_listens_before_its_answer_and_no_other() {
+    let api = DemoApi::start();
+    let cfg = config();
+    let mut raw = Raw::start(&cfg, &api, json!({}));
+    let august = json!({"from": "2025-08-01", "to": "2025-08-31"});
+    let call = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "orders_export", "arguments": august}})
+    };
+    // The lines up to the answer to `id`, and that answer.
+    let until = |raw: &mut Raw, id: i64| {
+        let mut before = Vec::new();
+        loop {
+            let line = raw.next_line();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return (before, v);
+            }
+            before.push(v);
+        }
+    };
+    // At the default level (info): the answer alone, no message built for it.
+    raw.send(&call(1));
+    let (before, answer) = until(&mut raw, 1);
+    assert!(
+        answer["result"]["structuredContent"]["orders"].is_array(),
+        "{answer}"
+    );
+    assert!(before.is_empty(), "nothing but the answer: {before:?}");
+    raw.send(
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel",
+        "params": {"level": "debug"}}),
+    );
+    until(&mut raw, 2);
+    // At debug: each call's steps, before its answer, every time.
+    for id in 3..8 {
+        raw.send(&call(id));
+        let (before, answer) = until(&mut raw, id);
+        assert!(
+            answer["result"]["structuredContent"]["orders"].is_array(),
+            "{answer}"
+        );
+        let said: Vec<&str> = before
+            .iter()
+            .filter(|v| v["method"] == "notifications/message")
+            .filter_map(|v| v["params"]["data"].as_str())
+            .collect();
+        assert!(
+            said.iter()
+                .any(|m| m.starts_with("orders.export: sending GET")),
+            "call {id}: {said:?}"
+        );
+        assert!(
+            said.iter()
+                .any(|m| m.starts_with("orders.export: upstream 'orders' answered HTTP 200")),
+            "call {id}: {said:?}"
+        );
+    }
+    raw.wait_taken(6);
 }

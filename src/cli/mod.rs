@@ -342,7 +342,9 @@ pub enum AuditAction {
 /// A command printing to a reader that went away (`mcpd audit verify | head`) ends
 /// quietly, as Unix tools do, instead of panicking on the broken pipe: SIGPIPE gets its
 /// default action back (Rust ignores it). Not for `serve`, which answers a client gone
-/// from stdout by ending its session (the write fails; nothing is killed mid-call).
+/// from stdout by ending its session (the write fails; nothing is killed mid-call), nor
+/// for `demo-api`, a server too: a client that closes its connection mid-reply (mcpd
+/// cutting a reply off at `response.max_bytes`) must not kill it.
 fn quiet_on_closed_stdout() {
     #[cfg(unix)]
     // SAFETY: called before the runtime starts any thread; SIG_DFL is a valid action.
@@ -354,7 +356,7 @@ fn quiet_on_closed_stdout() {
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::DemoApi { .. }) {
         quiet_on_closed_stdout();
     }
     let telemetry = init_logging(&cli.command, &cli.config);

@@ -187,7 +187,10 @@ impl Engine {
         let tool = (catalog.get(name))
             .filter(|t| t.is_tool())
             .ok_or_else(|| UnknownTool(name.to_owned()))?;
-        Ok(self.run(catalog, tool, args, ctx).await)
+        // Boxed: the call's state is large, and the futures around it (the transport's
+        // task, spans, the reporter) are moved whole on the way in; a box moves as a
+        // pointer.
+        Ok(Box::pin(self.run(catalog, tool, args, ctx)).await)
     }
 
     /// Steps 2 to 12 of a call of `tool`, from `catalog`.
@@ -577,7 +580,9 @@ impl<'a> Call<'a> {
 
     /// Tells the caller `message` at `level`, when it listens.
     fn log(&self, level: Level, message: impl FnOnce() -> String) {
-        if let Some(r) = self.reporter {
+        if let Some(r) = self.reporter
+            && r.listens(level)
+        {
             r.log(level, &message());
         }
     }

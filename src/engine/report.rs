@@ -61,6 +61,12 @@ pub trait Reporter: Send + Sync + fmt::Debug {
     /// A progress step of this call (a retry, its backoff); sent only when the caller
     /// asked for progress.
     fn progress(&self, message: &str);
+    /// Whether a log message at `level` would be sent now: the engine builds a message
+    /// only when it would (a debug line about every request costs a URL's formatting,
+    /// decoding and scrubbing).
+    fn listens(&self, _level: Level) -> bool {
+        true
+    }
 }
 
 /// The message for a retry of `upstream`'s request.

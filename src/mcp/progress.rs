@@ -25,8 +25,7 @@ pub(crate) struct CallReport {
     log: Arc<ClientLog>,
     token: Option<ProgressToken>,
     step: AtomicU64,
-    /// Whether the call said anything to wait for (progress, or a log message at or above
-    /// the session's level).
+    /// Whether the call queued anything (a log message or progress) to wait for.
     said: AtomicBool,
 }
 
@@ -70,11 +69,15 @@ impl CallReport {
 
 impl Reporter for CallReport {
     fn log(&self, level: Level, message: &str) {
-        // A message below the session's level (the engine says what it sends upstream at
-        // debug, on every call) is not queued: nothing to wait for before the answer.
+        // Only what was queued is waited for: a message the session does not listen to
+        // (or the rate limit drops) costs no flush.
         if self.log.say(level, message) {
             self.said.store(true, Ordering::SeqCst);
         }
+    }
+
+    fn listens(&self, level: Level) -> bool {
+        self.log.listens(level)
     }
 
     fn progress(&self, message: &str) {

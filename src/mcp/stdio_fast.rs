@@ -216,11 +216,33 @@ fn around(json: &str, id: &RequestId) -> serde_json::Result<Vec<u8>> {
     line.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     serde_json::to_writer(&mut line, id)?;
     line.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
-    serde_json::to_writer(&mut line, json)?;
+    escaped(&mut line, json)?;
     line.extend_from_slice(br#"}],"structuredContent":"#);
     line.extend_from_slice(json.as_bytes());
     line.extend_from_slice(br#","isError":false}}"#);
     Ok(line)
+}
+
+/// `text` as a JSON string, as serde_json writes it. JSON made by serde_json (a
+/// result's) holds no control character (strings escape them; compact output has no
+/// whitespace), so only `"` and `\` are escaped, in runs between them found with
+/// `memchr`; any other text goes through serde_json.
+fn escaped(line: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    let bytes = text.as_bytes();
+    if bytes.iter().any(|&b| b < 0x20) {
+        return serde_json::to_writer(line, text);
+    }
+    line.reserve(bytes.len() + bytes.len() / 4 + 2);
+    line.push(b'"');
+    let mut from = 0;
+    for at in memchr::memchr2_iter(b'"', b'\\', bytes) {
+        line.extend_from_slice(bytes.get(from..at).unwrap_or_default());
+        line.push(b'\\');
+        from = at;
+    }
+    line.extend_from_slice(bytes.get(from..).unwrap_or_default());
+    line.push(b'"');
+    Ok(())
 }
 
 /// Whether the client declared form elicitation (the approver asks through it).
@@ -234,4 +256,48 @@ fn asks_in_forms(peer: &Peer<RoleServer>) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+    use proptest::prelude::*;
+
+    fn as_serde_writes(text: &str) -> Vec<u8> {
+        let mut line = b"prefix".to_vec();
+        escaped(&mut line, text).unwrap();
+        line
+    }
+
+    fn serde(text: &str) -> Vec<u8> {
+        let mut line = b"prefix".to_vec();
+        serde_json::to_writer(&mut line, text).unwrap();
+        line
+    }
+
+    #[test]
+    fn a_results_json_is_escaped_as_serde_json_escapes_it() {
+        for text in [
+            "",
+            "\"",
+            "\\",
+            r#"{"a":"b \"q\" \\ c","n":[1,2.5,null],"u":"é ☃ \u007f"}"#,
+            "tab\tand\nnewline and \u{1} control",
+        ] {
+            assert_eq!(as_serde_writes(text), serde(text), "{text:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn any_text_and_any_values_json_is_escaped_as_serde_json_escapes_it(
+            text in ".*",
+            words in proptest::collection::vec("[\"\\\\a-z\u{0}-\u{1f}é☃]{0,8}", 0..8),
+        ) {
+            prop_assert_eq!(as_serde_writes(&text), serde(&text));
+            let json = serde_json::to_string(&words).unwrap();
+            prop_assert_eq!(as_serde_writes(&json), serde(&json));
+        }
+    }
 }

@@ -73,6 +73,16 @@ impl Shape {
     pub fn parsed_bytes(&self) -> u64 {
         self.values * VALUE + self.objects * OBJECT + self.keys * KEY + self.bytes
     }
+
+    /// Whether a reply of `body`'s length is within `limit` whatever it holds, so it
+    /// need not be counted: the most a byte can add to [`Self::parsed_bytes`] is an
+    /// object's `{` (a value and an object), beside the root value.
+    pub fn surely_within(body: &[u8], limit: u64) -> bool {
+        let most = (body.len() as u64)
+            .saturating_mul(VALUE + OBJECT + 1)
+            .saturating_add(VALUE);
+        most <= limit
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +93,26 @@ mod tests {
     fn structure_inside_strings_is_not_counted() {
         let s = Shape::of(br#"{"a":[1,2,{"b":"x,{:\"}"}]}"#);
         assert_eq!((s.values, s.objects, s.keys), (6, 2, 2));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_reply_surely_within_a_limit_is_within_it(
+            body in proptest::collection::vec(proptest::sample::select(b"{}[],:\"\\a1 ".to_vec()), 0..64),
+            limit in 0u64..50_000,
+        ) {
+            if Shape::surely_within(&body, limit) {
+                proptest::prop_assert!(Shape::of(&body).parsed_bytes() <= limit);
+            }
+        }
+    }
+
+    #[test]
+    fn a_reply_of_only_open_braces_is_the_costliest_per_byte() {
+        let body = b"{{{{{{{{";
+        let cost = Shape::of(body).parsed_bytes();
+        assert!(Shape::surely_within(body, cost));
+        assert!(!Shape::surely_within(body, cost - 1));
     }
 
     #[test]

@@ -117,8 +117,10 @@ impl ResponseMap {
     /// # Errors
     /// A body that is not JSON where a selection needs JSON; a body too costly to parse.
     pub fn map_success(&self, tool: &str, body: &[u8]) -> Result<Mapped, ResponseError> {
-        let shape = cost::Shape::of(body);
-        if shape.parsed_bytes() > self.max_parsed {
+        // A reply short enough to be affordable whatever it holds is not counted.
+        let shape =
+            (!cost::Shape::surely_within(body, self.max_parsed)).then(|| cost::Shape::of(body));
+        if let Some(shape) = shape.filter(|s| s.parsed_bytes() > self.max_parsed) {
             return Err(ResponseError::TooCostly {
                 tool: tool.to_owned(),
                 shape,
@@ -185,7 +187,8 @@ impl ResponseMap {
         args: &Value,
     ) -> String {
         // A body too costly to parse is shown as text (its excerpt is short anyway).
-        let affordable = cost::Shape::of(body).parsed_bytes() <= self.max_parsed;
+        let affordable = cost::Shape::surely_within(body, self.max_parsed)
+            || cost::Shape::of(body).parsed_bytes() <= self.max_parsed;
         let parsed: Value = affordable
             .then(|| serde_json::from_slice(body).ok())
             .flatten()
