@@ -18,14 +18,14 @@ pub(super) fn verify(
     let verifier = verifier(key_env, public_key)?;
     match crate::audit::verify(file, verifier) {
         Ok(n) => {
-            println!(
+            outln!(
                 "OK: {n} records, signatures and chain intact ({})",
                 file.display()
             );
             let open = crate::audit::open_intents(file)
                 .with_context(|| format!("cannot read '{}'", file.display()))?;
             if !open.is_empty() {
-                println!(
+                outln!(
                     "note: {} write(s) have a record of intent but no outcome: mcpd stopped after (or while) sending them, or they are still in flight. Check each in its upstream:",
                     open.len()
                 );
@@ -35,15 +35,19 @@ pub(super) fn verify(
                     .idempotency_key
                     .map(|k| format!(" key '{k}'"))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "  line {} (seq {}) {} {}{key} trace {}",
-                    o.line, o.seq, o.time, o.tool, o.trace_id
+                    o.line,
+                    o.seq,
+                    o.time,
+                    o.tool,
+                    o.trace_id
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(broken) => {
-            println!("FAILED: {}: {broken}", file.display());
+            outln!("FAILED: {}: {broken}", file.display());
             Ok(ExitCode::FAILURE)
         }
     }
@@ -81,9 +85,9 @@ pub(super) fn verifier(key_env: &str, public_key: Option<&str>) -> anyhow::Resul
 /// whoever verifies.
 pub(super) fn keygen() -> anyhow::Result<ExitCode> {
     let (private, public) = crate::audit::ed25519_keygen()?;
-    println!("# audit: {{ signing: ed25519 }} in mcpd.yaml; keep the private key secret");
-    println!("MCPD_AUDIT_KEY={private}");
-    println!("# mcpd audit verify FILE --public-key {public}");
-    println!("public_key={public}");
+    outln!("# audit: {{ signing: ed25519 }} in mcpd.yaml; keep the private key secret");
+    outln!("MCPD_AUDIT_KEY={private}");
+    outln!("# mcpd audit verify FILE --public-key {public}");
+    outln!("public_key={public}");
     Ok(ExitCode::SUCCESS)
 }

@@ -72,9 +72,9 @@ pub(super) fn run(dir: &Path, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or_else(|| loaded.policy.0.clone(), Clone::clone);
     if args.log.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report, &shown));
+        out!("{}", render(&report, &shown));
     }
     let mut failed = Vec::new();
     if let Some(n) = args.fail_if_denies_more_than
@@ -110,9 +110,9 @@ pub(super) fn run_shadow(dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode>
     let (files, verifier) = log_files(dir, &loaded.server.1, args)?;
     let report = backtest::shadow_report(&files, &verifier, Some(&catalog), args.examples)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render_shadow(&report));
+        out!("{}", render_shadow(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

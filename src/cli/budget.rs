@@ -12,7 +12,7 @@ pub(super) async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitC
     let (loaded, catalog) = super::load(dir, &Vars::from_env())?;
     let subject = actor.unwrap_or_else(|| catalog.default_subject());
     if catalog.limits.budgets().is_empty() {
-        println!("no budgets declared in policies.yaml");
+        outln!("no budgets declared in policies.yaml");
         return Ok(ExitCode::SUCCESS);
     }
     let store = super::open_store(dir, &loaded.server.1).await?;
@@ -21,9 +21,12 @@ pub(super) async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitC
     let rows = (catalog.limits)
         .remaining(store.as_ref(), subject, &tools, now)
         .await?;
-    println!(
+    outln!(
         "{:<24} {:<36} {:>16} {:>20}  resets in",
-        "budget", "counts", "calls", "cost"
+        "budget",
+        "counts",
+        "calls",
+        "cost"
     );
     for r in rows {
         let calls = r.calls.map_or_else(
@@ -41,7 +44,7 @@ pub(super) async fn run(dir: &Path, actor: Option<&str>) -> anyhow::Result<ExitC
                 )
             },
         );
-        println!(
+        outln!(
             "{:<24} {:<36} {calls:>16} {cost:>20}  {}",
             r.budget,
             r.scope,

@@ -29,7 +29,7 @@ pub(super) async fn run(dir: &Path, tool: &str, args: &str) -> anyhow::Result<Ex
     }
     let mcp = to_mcp_result(result);
     let failed = mcp.is_error == Some(true);
-    println!("{}", serde_json::to_string_pretty(&mcp)?);
+    outln!("{}", serde_json::to_string_pretty(&mcp)?);
     Ok(if failed {
         ExitCode::FAILURE
     } else {

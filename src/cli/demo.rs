@@ -127,7 +127,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     if catalog.elevation.ticket_check.is_none() {
         catalog.elevation.ticket_check = Some(demo_ticket_check(dir, &url)?);
     }
-    println!(
+    outln!(
         "mcpd demo: demo API on {url}; {} tools from {}",
         catalog.tools.len(),
         dir.join(crate::config::TOOLS_DIR).display()
@@ -141,18 +141,18 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     // can replay them).
     if let Some(audit) = super::open_audit(dir, &loaded.server.1)? {
         if let Some(spec) = &loaded.server.1.audit {
-            println!("audit log {}", dir.join(&spec.path).display());
+            outln!("audit log {}", dir.join(&spec.path).display());
         }
         engine = engine.with_audit(audit);
     }
     let mut unexpected = 0;
     let catalog = engine.catalog();
     for (i, flow) in flows().iter().enumerate() {
-        println!("\n[{}] {}", i + 1, flow.title);
+        outln!("\n[{}] {}", i + 1, flow.title);
         let mut ctx = CallContext::default();
         if let Some((subject, scopes)) = flow.token {
             let Some(identity) = &catalog.identity else {
-                println!("    skipped: mcpd.yaml has no identity section");
+                outln!("    skipped: mcpd.yaml has no identity section");
                 continue;
             };
             let token = identity
@@ -163,7 +163,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 })
                 .map_err(anyhow::Error::msg)?;
-            println!(
+            outln!(
                 "    token mcpd token issue --subject {subject} --scope {} --ttl 15m",
                 scopes.join(" --scope ")
             );
@@ -192,14 +192,14 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
                     Ok(g) => g.jti,
                     Err(e) => format!("refused: {e}"),
                 };
-                println!(
+                outln!(
                     "    grant mcpd elevate --subject {subject} --tool {} --env {} --ticket {ticket} --ttl 10m  -> {outcome}",
                     flow.tool,
                     req.env.as_deref().unwrap_or("-"),
                 );
             }
         }
-        println!("    call  {} {}", flow.tool, flow.args);
+        outln!("    call  {} {}", flow.tool, flow.args);
         let Value::Object(args) = flow.args.clone() else {
             continue;
         };
@@ -211,12 +211,12 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             unexpected += 1;
         }
     }
-    println!();
+    outln!();
     if unexpected == 0 {
-        println!("demo finished: every flow behaved as expected");
+        outln!("demo finished: every flow behaved as expected");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("demo finished: {unexpected} flow(s) did not behave as expected");
+        outln!("demo finished: {unexpected} flow(s) did not behave as expected");
         Ok(ExitCode::FAILURE)
     }
 }
@@ -250,7 +250,7 @@ fn state_requests(state: &demo_api::DemoState) -> usize {
 fn print_result(r: &CallResult, upstream_requests: usize) {
     let ms = r.elapsed.as_secs_f64() * 1000.0;
     if !r.rules.is_empty() || !r.shadow.is_empty() {
-        println!(
+        outln!(
             "    rules {}{}",
             r.rules.join(", "),
             if r.shadow.is_empty() {
@@ -273,18 +273,18 @@ fn print_result(r: &CallResult, upstream_requests: usize) {
     }
     match &r.outcome {
         Ok(v) => {
-            println!(
+            outln!(
                 "    ok    HTTP {status}, {} values masked, {upstream_requests} upstream request(s), {ms:.1} ms",
                 r.masked
             );
-            println!("    result {}", preview(v));
+            outln!("    result {}", preview(v));
         }
         Err(f) => {
-            println!(
+            outln!(
                 "    error ({}) {upstream_requests} upstream request(s), {ms:.1} ms",
                 f.kind()
             );
-            println!("    reason {}", f.message());
+            outln!("    reason {}", f.message());
         }
     }
 }
@@ -314,7 +314,7 @@ fn preview(v: &Value) -> String {
 /// Runs the demo API alone until interrupted.
 pub(super) async fn run_api(port: u16) -> anyhow::Result<ExitCode> {
     let (addr, _state) = demo_api::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    println!("http://{addr}");
+    outln!("http://{addr}");
     tracing::info!(%addr, "demo API listening");
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)

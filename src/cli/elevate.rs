@@ -51,7 +51,7 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                 });
                 audit.flush();
             }
-            println!(
+            outln!(
                 "granted {}: {} may call {}{} under ticket {} for {} (granted by {})",
                 g.jti,
                 g.sub,
@@ -65,7 +65,7 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                 g.granted_by
             );
             if g.exp.saturating_sub(g.iat) < req.ttl.as_secs() {
-                println!("(shortened: the ticket's change window closes then)");
+                outln!("(shortened: the ticket's change window closes then)");
             }
         }
         Action::List(subject) => {
@@ -73,13 +73,13 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                 .await
                 .map_err(anyhow::Error::msg)?;
             if grants.is_empty() {
-                println!("no live elevation grants");
+                outln!("no live elevation grants");
             }
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             for g in grants {
-                println!(
+                outln!(
                     "{}  {}  {}{}  ticket {}  by {}  expires in {}",
                     g.jti,
                     g.sub,
@@ -99,7 +99,7 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                 .await
                 .map_err(anyhow::Error::msg)?
             {
-                println!("revoked {id}");
+                outln!("revoked {id}");
             } else {
                 eprintln!("no live grant with id '{id}' ('mcpd elevate --list' shows them)");
                 return Ok(ExitCode::FAILURE);

@@ -61,19 +61,19 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         .ticket
         .as_ref()
         .map(|t| json!({ "ticket": t, "granted_by": "explain" }));
-    println!("tool      {} (wire name {})", tool.id, tool.wire);
-    println!("actor     {actor}");
+    outln!("tool      {} (wire name {})", tool.id, tool.wire);
+    outln!("actor     {actor}");
     let invalid: Vec<String> = tool
         .input
         .iter_errors(&args)
         .map(|e| format!("{}: {e}", e.instance_path()))
         .collect();
     if !invalid.is_empty() {
-        println!("arguments INVALID: {}", invalid.join("; "));
-        println!("decision  refused before policy: the arguments do not match the input schema");
+        outln!("arguments INVALID: {}", invalid.join("; "));
+        outln!("decision  refused before policy: the arguments do not match the input schema");
         return Ok(ExitCode::FAILURE);
     }
-    println!("arguments valid");
+    outln!("arguments valid");
     let plan = &tool.request;
     let mut request = Request {
         upstream: &plan.upstream.name,
@@ -101,14 +101,16 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
                     &parts.query,
                     parts.body.as_ref(),
                 );
-                println!(
+                outln!(
                     "judged    {} {} (upstream {})",
-                    request.method, sent.path, request.upstream
+                    request.method,
+                    sent.path,
+                    request.upstream
                 );
                 Some(sent)
             }
             Err(e) => {
-                println!("judged    the request cannot be rendered: {e}");
+                outln!("judged    the request cannot be rendered: {e}");
                 None
             }
         }
@@ -124,7 +126,7 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
         elevation: elevation.as_ref(),
         env: &catalog.env,
     });
-    println!("rules");
+    outln!("rules");
     let mut outcomes = d.outcomes.clone();
     // In file order, as the user wrote them.
     outcomes.sort_by_key(|o| catalog.policy.position(&o.id));
@@ -141,28 +143,28 @@ pub(super) fn run(dir: &Path, tool: &str, args: &str, who: &AsActor) -> anyhow::
             (None, true, true) => "MATCHED".to_owned(),
             (None, true, false) => "condition false".to_owned(),
         };
-        println!("  {:<28} {mode} {:<8} {state}", o.id, effect_name(o.effect));
+        outln!("  {:<28} {mode} {:<8} {state}", o.id, effect_name(o.effect));
     }
     if let Some(r) = &d.route {
-        println!("route     region '{r}'");
+        outln!("route     region '{r}'");
     }
     if !d.detectors.is_empty() {
-        println!("redact    {} (detectors run over the result)", d.detectors);
+        outln!("redact    {} (detectors run over the result)", d.detectors);
     }
     if !d.shadow.is_empty() {
-        println!("shadow    would have: {}", d.shadow.join(", "));
+        outln!("shadow    would have: {}", d.shadow.join(", "));
     }
     match &d.denial {
         None => {
-            println!(
+            outln!(
                 "request   {}",
                 request_line(&tool, &args, d.route.as_deref())
             );
-            println!("decision  ALLOW (no upstream request was made)");
+            outln!("decision  ALLOW (no upstream request was made)");
             Ok(ExitCode::SUCCESS)
         }
         Some((rule, reason)) => {
-            println!("decision  DENY by {rule}: {reason}");
+            outln!("decision  DENY by {rule}: {reason}");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -175,7 +175,7 @@ pub(super) fn run(config_dir: &Path, opts: &Options) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::FAILURE);
     }
     if !opts.write {
-        print!("{}", render(opts.host, &entry, None)?);
+        out!("{}", render(opts.host, &entry, None)?);
         return Ok(ExitCode::SUCCESS);
     }
     let file = match &opts.file {

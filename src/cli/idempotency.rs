@@ -51,12 +51,17 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                 .filter(|e| !held || matches!(e.state, State::Held(_)))
                 .collect();
             if entries.is_empty() {
-                println!("no {}idempotency keys", if held { "held " } else { "" });
+                outln!("no {}idempotency keys", if held { "held " } else { "" });
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            outln!(
                 "{:<20} {:<32} {:<20} {:<9} {:>9} {:>13}  detail",
-                "tool", "key", "actor", "state", "age", "expires in"
+                "tool",
+                "key",
+                "actor",
+                "state",
+                "age",
+                "expires in"
             );
             for e in entries {
                 let age = if e.call.at_ms > 0 {
@@ -77,7 +82,7 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                 } else {
                     format!(" (trace {})", e.call.trace_id)
                 };
-                println!(
+                outln!(
                     "{:<20} {:<32} {:<20} {:<9} {age:>9} {:>13}  {detail}{trace}",
                     e.tool,
                     e.key,
@@ -121,11 +126,11 @@ pub(super) async fn run(dir: &Path, action: Action) -> anyhow::Result<ExitCode> 
                 audit.flush();
             }
             match to {
-                Resolution::SentOk => println!(
+                Resolution::SentOk => outln!(
                     "resolved {tool} key '{key}' ({}) as sent: retries now get a success and nothing is sent",
                     entry.owner
                 ),
-                Resolution::NotSent => println!(
+                Resolution::NotSent => outln!(
                     "resolved {tool} key '{key}' ({}) as not sent: the key is released and the next call sends the write",
                     entry.owner
                 ),

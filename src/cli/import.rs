@@ -84,9 +84,9 @@ pub(super) fn run(config_dir: &Path, source: &Source) -> anyhow::Result<ExitCode
     for (path, tool) in &files {
         std::fs::write(path, &tool.yaml)
             .with_context(|| format!("cannot write '{}'", path.display()))?;
-        println!("wrote {} ({})", path.display(), tool.operation);
+        outln!("wrote {} ({})", path.display(), tool.operation);
     }
-    println!("{} tools imported for upstream '{upstream}'", files.len());
+    outln!("{} tools imported for upstream '{upstream}'", files.len());
     let (loaded, _) = crate::config::load_dir(config_dir);
     if !loaded.server.1.upstreams.contains_key(&upstream) {
         let url = result
@@ -94,12 +94,12 @@ pub(super) fn run(config_dir: &Path, source: &Source) -> anyhow::Result<ExitCode
             .clone()
             .unwrap_or_else(|| "https://api.example.internal".to_owned());
         let var = format!("{}_URL", upstream.to_uppercase().replace('-', "_"));
-        println!(
+        outln!(
             "next: declare the upstream in {}/mcpd.yaml and allow its host in policies.yaml 'egress':\n  upstreams:\n    {upstream}:\n      url: \"${{{var}:-{url}}}\"\nthen run: mcpd validate",
             config_dir.display()
         );
     } else {
-        println!(
+        outln!(
             "next: mcpd validate, then add a golden and an adversarial case per tool in tests.d/"
         );
     }

@@ -74,19 +74,19 @@ pub(super) fn run(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
         write(&dir.join(rel), text, force)?;
     }
     let shown = dir.display();
-    println!("created a starter config in {shown}:");
+    outln!("created a starter config in {shown}:");
     for (rel, _, what) in TEMPLATES {
-        println!("  {rel:<26} {what}");
+        outln!("  {rel:<26} {what}");
     }
-    println!(
+    outln!(
         "  {:<26} JSON Schemas the files' first lines point editors at",
         "schemas/"
     );
-    println!("next:");
-    println!("  mcpd validate {shown}");
-    println!("  mcpd test {shown}");
-    println!("  mcpd demo-api --port 8080 &     # the example upstream, for real calls");
-    println!("  mcpd host-config claude --config {shown} --launcher npx --write");
+    outln!("next:");
+    outln!("  mcpd validate {shown}");
+    outln!("  mcpd test {shown}");
+    outln!("  mcpd demo-api --port 8080 &     # the example upstream, for real calls");
+    outln!("  mcpd host-config claude --config {shown} --launcher npx --write");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,17 @@
 //! Owns the process edge: argument parsing, logging to stderr (stdout belongs to the
 //! stdio protocol), the tokio runtime, exit codes, and rendering an error once.
 
+/// `outln!` for a command's output: see [`out::write`].
+macro_rules! outln {
+    () => { $crate::cli::out::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for a command's output: see [`out::write`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!($($arg)*)) };
+}
+
 mod audit;
 mod backtest;
 mod budget;
@@ -15,6 +26,7 @@ mod idempotency;
 mod import;
 mod init;
 mod open;
+mod out;
 mod reload;
 mod schema;
 mod serve;
@@ -339,26 +351,9 @@ pub enum AuditAction {
     Keygen,
 }
 
-/// A command printing to a reader that went away (`mcpd audit verify | head`) ends
-/// quietly, as Unix tools do, instead of panicking on the broken pipe: SIGPIPE gets its
-/// default action back (Rust ignores it). Not for `serve`, which answers a client gone
-/// from stdout by ending its session (the write fails; nothing is killed mid-call), nor
-/// for `demo-api`, a server too: a client that closes its connection mid-reply (mcpd
-/// cutting a reply off at `response.max_bytes`) must not kill it.
-fn quiet_on_closed_stdout() {
-    #[cfg(unix)]
-    // SAFETY: called before the runtime starts any thread; SIG_DFL is a valid action.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 /// Runs the command line and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. } | Command::DemoApi { .. }) {
-        quiet_on_closed_stdout();
-    }
     let telemetry = init_logging(&cli.command, &cli.config);
     let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,

@@ -27,7 +27,7 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
                 ok &= s.outcome != "failed" && s.problems.is_empty();
             }
             Reached::Failed { socket, why } => {
-                println!("{}: not reloaded: {why}", socket.display());
+                outln!("{}: not reloaded: {why}", socket.display());
                 ok = false;
             }
         }
@@ -41,21 +41,24 @@ pub(super) async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 
 fn print(s: &Summary) {
     let list = |v: &[String]| format!("[{}]", v.join(", "));
-    println!(
+    outln!(
         "pid {} ({}): {} in {:.0} ms",
-        s.pid, s.transport, s.outcome, s.elapsed_ms
+        s.pid,
+        s.transport,
+        s.outcome,
+        s.elapsed_ms
     );
     if s.outcome == "applied" {
-        println!(
+        outln!(
             "  rules  added {} removed {} changed {}",
             list(&s.rules_added),
             list(&s.rules_removed),
             list(&s.rules_changed)
         );
         for w in &s.weakened {
-            println!("  WEAKENED {w}");
+            outln!("  WEAKENED {w}");
         }
-        println!(
+        outln!(
             "  tools  added {} removed {} changed {}",
             list(&s.tools_added),
             list(&s.tools_removed),
@@ -63,9 +66,9 @@ fn print(s: &Summary) {
         );
     }
     for k in &s.kept {
-        println!("  kept last good: {k}");
+        outln!("  kept last good: {k}");
     }
     for p in &s.problems {
-        println!("  problem: {p}");
+        outln!("  problem: {p}");
     }
 }

@@ -90,7 +90,7 @@ fn generate<T: JsonSchema>() -> schemars::Schema {
 /// When neither a kind nor `--out` is given, or a file cannot be written.
 pub(super) fn run(kind: Option<Kind>, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     match (kind, out) {
-        (Some(kind), None) => print!("{}", render(kind)?),
+        (Some(kind), None) => out!("{}", render(kind)?),
         (None, None) => anyhow::bail!(
             "name the file kind to print (mcpd schema tool | policies | server | tests), or write them all with --out DIR"
         ),

@@ -32,18 +32,18 @@ pub(super) async fn run(
         match &r.verdict {
             Verdict::Pass => {
                 passed += 1;
-                println!("PASS  {label} ({ms:.0} ms)");
+                outln!("PASS  {label} ({ms:.0} ms)");
             }
             Verdict::Fail(problems) => {
                 failed += 1;
-                println!("FAIL  {label} ({ms:.0} ms)");
+                outln!("FAIL  {label} ({ms:.0} ms)");
                 for p in problems {
-                    println!("      - {p}");
+                    outln!("      - {p}");
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     if coverage {
         print_coverage(dir, &reports)?;
     }
@@ -63,7 +63,7 @@ pub(super) async fn run(
 fn print_coverage(dir: &Path, reports: &[CaseReport]) -> anyhow::Result<()> {
     let rules = policy_rules(dir)?;
     let cov = testrun::coverage::coverage(&rules, reports);
-    println!("\nrule coverage (enforced rules; passing cases that reached policy)");
+    outln!("\nrule coverage (enforced rules; passing cases that reached policy)");
     let width = cov.iter().map(|c| c.info.id.len()).max().unwrap_or(0);
     let first = |n: &(usize, Option<String>)| match &n.1 {
         Some(name) => format!("{} (first: {name})", n.0),
@@ -80,7 +80,7 @@ fn print_coverage(dir: &Path, reports: &[CaseReport]) -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "  {:width$}  {:7} {}  matched: {}; not matched: {unmatched}{failed}",
             c.info.id,
             crate::policy::effect_name(c.info.effect),
@@ -89,7 +89,7 @@ fn print_coverage(dir: &Path, reports: &[CaseReport]) -> anyhow::Result<()> {
         );
     }
     let full = cov.iter().filter(|c| c.full()).count();
-    println!("{full} of {} enforced rules covered both ways", cov.len());
+    outln!("{full} of {} enforced rules covered both ways", cov.len());
     Ok(())
 }
 

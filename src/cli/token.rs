@@ -10,15 +10,13 @@ use crate::identity::{TokenRequest, keygen};
 /// `mcpd token keygen`: prints a new key pair.
 pub(super) fn run_keygen(kid: &str) -> anyhow::Result<ExitCode> {
     let (private, public) = keygen(kid).map_err(anyhow::Error::msg)?;
-    println!(
-        "# Signing key: keep it secret (a secret manager, the CI's secrets). mcpd token issue,"
-    );
-    println!("# mcpd elevate and every mcpd that verifies tokens read it from MCPD_TOKEN_KEY:");
-    println!("MCPD_TOKEN_KEY={private}");
-    println!("# Its public half, for mcpd.yaml on hosts that only verify (or during rotation):");
-    println!("#   identity:");
-    println!("#     keys:");
-    println!("#       {kid}: {public}");
+    outln!("# Signing key: keep it secret (a secret manager, the CI's secrets). mcpd token issue,");
+    outln!("# mcpd elevate and every mcpd that verifies tokens read it from MCPD_TOKEN_KEY:");
+    outln!("MCPD_TOKEN_KEY={private}");
+    outln!("# Its public half, for mcpd.yaml on hosts that only verify (or during rotation):");
+    outln!("#   identity:");
+    outln!("#     keys:");
+    outln!("#       {kid}: {public}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -31,7 +29,7 @@ pub(super) fn run_issue(dir: &Path, req: &TokenRequest) -> anyhow::Result<ExitCo
         )
     })?;
     let token = identity.issue(req).map_err(anyhow::Error::msg)?;
-    println!("{token}");
+    outln!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -53,7 +51,7 @@ pub(super) fn run_jwks(dir: &Path) -> anyhow::Result<ExitCode> {
             "no keys to publish: set MCPD_TOKEN_KEY (or identity.signing_key_env) to the signing key, or list public keys in identity.keys"
         );
     }
-    println!("{}", serde_json::to_string_pretty(&jwks)?);
+    outln!("{}", serde_json::to_string_pretty(&jwks)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -66,7 +64,7 @@ pub(super) fn run_verify(dir: &Path, token: &str) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("mcpd.yaml has no 'identity:' section"))?;
     match identity.actor_for(token.trim()) {
         Ok(actor) => {
-            println!("{}", serde_json::to_string_pretty(actor.facts())?);
+            outln!("{}", serde_json::to_string_pretty(actor.facts())?);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

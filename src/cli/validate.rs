@@ -16,11 +16,11 @@ pub(super) async fn run(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     match super::check(dir, &Vars::from_env()) {
         Ok((loaded, catalog)) => {
             for w in &warnings(&loaded, &catalog).0 {
-                println!("{w}");
+                outln!("{w}");
             }
             // As the server's default name in a host's config (host-config --name).
             for w in crate::mcp::hosts::check(&loaded, super::host_config::DEFAULT_NAME) {
-                println!("{}", w.diagnostic());
+                outln!("{}", w.diagnostic());
             }
             if strict {
                 let diags = coverage_problems(dir, &loaded.policy.0).await?;
@@ -32,7 +32,7 @@ pub(super) async fn run(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
                 0 => String::new(),
                 n => format!(", {n} prompts in {} files", loaded.prompts.len()),
             };
-            println!(
+            outln!(
                 "ok: {} tools in {} files, {} upstreams, policy {}{prompts}",
                 catalog.tools.len(),
                 loaded.tools.len(),
@@ -47,7 +47,7 @@ pub(super) async fn run(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
 
 fn report(diags: &crate::config::diag::Diagnostics) -> ExitCode {
     for d in &diags.0 {
-        println!("{d}");
+        outln!("{d}");
     }
     let n = diags.0.len();
     eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
