@@ -8,7 +8,9 @@
 //! every request. While requests go out, this keeps one timer armed, due within
 //! [`PERIOD`] (re-armed each time it fires), which is earlier than any request's deadline
 //! of at least that long: those then arm without a wake. It stops after a [`PERIOD`]
-//! without a request, so an idle server has no timer of its own.
+//! without a request, so an idle server has no timer of its own. There is one keeper per
+//! thread ([`sending`]): each runtime has its own timers, and every runtime that serves
+//! calls (stdio, each of `serve --http`'s serving threads) is a current-thread one.
 //!
 //! Owns only that timer. It changes no timeout: each request's own timer fires exactly
 //! as before. It must never hold a request up (it only sets flags and spawns).
@@ -22,7 +24,18 @@ use std::time::Duration;
 /// wake it always had.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 
-/// One upstream's standing timer.
+thread_local! {
+    /// This thread's keeper, so its runtime's.
+    static HERE: Arc<Keeper> = Arc::default();
+}
+
+/// Notes a request about to go out from this thread: its runtime keeps a standing timer
+/// while requests go out (see [`Keeper::sending`]).
+pub(crate) fn sending() {
+    HERE.with(Keeper::sending);
+}
+
+/// One runtime's standing timer.
 #[derive(Debug, Default)]
 pub(crate) struct Keeper {
     /// A timer task is running (on the runtime that sent the first request).

@@ -54,9 +54,6 @@ pub struct Upstream {
     /// The addresses its connections may use beyond global ones (`egress` entries).
     allowed: Arc<Allowed>,
     client: clients::Clients,
-    /// A standing timer while requests go out, so their timeouts arm without waking
-    /// the runtime (see [`keeper`]).
-    keeper: Arc<keeper::Keeper>,
 }
 
 /// What came back.
@@ -168,7 +165,7 @@ impl Upstream {
             builder = builder.json(body);
         }
         let fail = |e| self.classify(e, &req.url, req.timeout);
-        self.keeper.sending();
+        keeper::sending();
         let mut resp = builder.send().await.map_err(fail)?;
         let status = resp.status().as_u16();
         let content_type = (resp.headers().get(reqwest::header::CONTENT_TYPE))
@@ -334,7 +331,6 @@ impl Upstreams {
                             dedupes: up.dedupes_idempotency_key,
                             allowed: Arc::clone(allowed),
                             client,
-                            keeper: Arc::default(),
                         }),
                     );
                 }

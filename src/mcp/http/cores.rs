@@ -15,7 +15,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpStream;
@@ -78,7 +77,6 @@ impl Cores {
                     crate::upstream::own_clients();
                     let _ = running.send(());
                     runtime.block_on(async move {
-                        tokio::spawn(standing_timer());
                         let listener = Queue { handed, local };
                         // Never an error: axum's `serve` logs and retries what fails.
                         let _ = axum::serve(listener, app)
@@ -138,22 +136,6 @@ impl Cores {
             }
         })
         .await;
-    }
-}
-
-/// How often a serving thread's standing timer fires.
-const STANDING: Duration = Duration::from_secs(1);
-
-/// A timer that is always due within [`STANDING`]: a call's own timers (reqwest's
-/// request timeout, 10 s by default) are later than it, and a timer registered later
-/// than the runtime's next wake-up does not unpark the runtime. Without it every call's
-/// timeout wrote the runtime's eventfd, from the runtime's own thread, and the next
-/// `epoll_wait` returned at once for it. Costs one wake-up a second on an idle thread.
-async fn standing_timer() {
-    let mut tick = tokio::time::interval(STANDING);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
     }
 }
 
