@@ -406,6 +406,13 @@ fn a_client_that_disconnects_mid_call_does_not_stop_the_call_on_the_direct_path(
             api.get("/_slow")
         );
     }
+    // Its log line is written when it ends, though no answer went out (a direct call's
+    // line waits for its answer).
+    let log = server.wait_stderr("tool=slow.read");
+    assert!(
+        (log.lines()).any(|l| l.contains("call completed") && l.contains("tool=slow.read")),
+        "{log}"
+    );
     // The server goes on serving the session.
     let next = call(
         &server,

@@ -342,8 +342,8 @@ tokio::task_local! {
 
 /// The log lines of the calls `run` makes, held back: written by
 /// [`LogLines::write`], once their answer is out. Only a transport that writes the
-/// answer itself uses it (the stdio fast path); elsewhere a call's line is written when
-/// it finishes.
+/// answer itself uses it (the stdio fast path, the HTTP direct path); elsewhere a call's
+/// line is written when it finishes.
 pub(crate) async fn after_answer<T>(run: impl Future<Output = T>) -> (T, LogLines) {
     HELD.scope(std::cell::RefCell::new(Vec::new()), async {
         let out = run.await;
@@ -353,14 +353,21 @@ pub(crate) async fn after_answer<T>(run: impl Future<Output = T>) -> (T, LogLine
     .await
 }
 
-/// Log lines held by [`after_answer`].
+/// Log lines held by [`after_answer`]; written when dropped, so a line is never lost
+/// (a call finished after its client went away drops them with its answer).
 #[derive(Debug)]
 pub(crate) struct LogLines(Vec<Line>);
 
 impl LogLines {
     /// Writes them, each in its call's span.
     pub(crate) fn write(self) {
-        for line in self.0 {
+        drop(self);
+    }
+}
+
+impl Drop for LogLines {
+    fn drop(&mut self) {
+        for line in self.0.drain(..) {
             line.write();
         }
     }

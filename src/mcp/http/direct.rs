@@ -247,14 +247,34 @@ pub(crate) async fn direct(direct: &Direct, req: Request, next: Next) -> Respons
     let answered = Finish::new({
         let (id, cancel) = (id.clone(), cancel.clone());
         async move {
-            let out = server
-                .call(params, Some(&meta), actor, peer, cancel, catalog)
-                .await;
+            // The call's log line waits until its answer is out (below); a call finished
+            // after its client went away writes it when it ends.
+            let call = server.call(params, Some(&meta), actor, peer, cancel, catalog);
+            let (out, lines) = crate::engine::after_answer(call).await;
             // Every session revision is before 2026-07-28.
-            crate::mcp::legacy_answer(out, id)
+            (crate::mcp::legacy_answer(out, id), lines)
         }
     })
     .await;
+    let (answered, lines) = match answered {
+        Ok((message, lines)) => (Ok(message), Some(lines)),
+        Err(e) => (Err(e), None),
+    };
+    let response = respond(answered, &cancel, &id);
+    if let Some(lines) = lines {
+        // Runs once this connection's task has written the response and yielded.
+        tokio::spawn(async move { lines.write() });
+    }
+    response
+}
+
+/// The HTTP response to a direct call: its JSON-RPC answer, or an empty stream for a
+/// cancelled call.
+fn respond(
+    answered: Result<ServerJsonRpcMessage, String>,
+    cancel: &CancellationToken,
+    id: &RequestId,
+) -> Response {
     // No answer for a cancelled call (as on rmcp's path): its stream ends empty.
     if cancel.is_cancelled() {
         return (
