@@ -249,6 +249,31 @@ pub(crate) fn call_at(
     )
 }
 
+/// `slow_echo` for `ms` on a thread of its own, as another client would call it while
+/// the test goes on.
+pub(crate) fn slow_call_in_background(
+    server: &HttpServer,
+    token: &str,
+    session: &str,
+    ms: u64,
+) -> std::thread::JoinHandle<Reply> {
+    let (authority, t, s) = (
+        server.authority().to_owned(),
+        token.to_owned(),
+        session.to_owned(),
+    );
+    std::thread::spawn(move || {
+        call_at(
+            &authority,
+            Some(&t),
+            &s,
+            "slow_echo",
+            json!({"ms": ms}),
+            None,
+        )
+    })
+}
+
 /// A signing key and tokens for the shipped config's `identity:` (audience mcpd-demo).
 pub(crate) struct Keys {
     pub key: String,
@@ -585,21 +610,7 @@ fn sigterm_lets_the_call_in_flight_finish_then_exits() {
     let mut first = [0u8; 12];
     (&stream).read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200", "the SSE stream did not open");
-    let (authority, t, s) = (
-        server.authority().to_owned(),
-        token.clone(),
-        session.clone(),
-    );
-    let in_flight = std::thread::spawn(move || {
-        call_at(
-            &authority,
-            Some(&t),
-            &s,
-            "slow_echo",
-            json!({"ms": 1500}),
-            None,
-        )
-    });
+    let in_flight = slow_call_in_background(&server, &token, &session, 1500);
     let end = Instant::now() + DEADLINE;
     while api.requests().is_empty() {
         assert!(Instant::now() < end, "the call never reached the upstream");

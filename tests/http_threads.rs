@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::http::{HttpServer, Keys, call, call_at, open_session, token_only};
+use crate::http::{HttpServer, Keys, call, open_session, slow_call_in_background, token_only};
 use crate::util::{DEADLINE, DemoApi};
 
 /// A server with `threads` serving threads, on a token-only config with the slow tool,
@@ -78,21 +78,7 @@ fn a_call_waiting_on_its_upstream_holds_up_no_other_call_on_its_thread() {
     let (_cfg, server, token) = serve(&api, "1");
     assert_eq!(serving_threads(&server), 1);
     let session = open_session(&server, Some(&token));
-    let (authority, t, s) = (
-        server.authority().to_owned(),
-        token.clone(),
-        session.clone(),
-    );
-    let slow = std::thread::spawn(move || {
-        call_at(
-            &authority,
-            Some(&t),
-            &s,
-            "slow_echo",
-            json!({"ms": 3000}),
-            None,
-        )
-    });
+    let slow = slow_call_in_background(&server, &token, &session, 3000);
     let end = Instant::now() + DEADLINE;
     while api.get("/_slow")["started"] != json!(1) {
         assert!(
