@@ -577,7 +577,8 @@ fn metrics_share_the_http_listener_when_given_the_same_address() {
     assert!(reply.body.trim_end().ends_with("# EOF"), "{}", reply.body);
 }
 
-const SLOW_TOOL: &str = "name: slow.echo
+/// `slow.echo`: answers after `ms` milliseconds (the demo API's `/slow`).
+pub(crate) const SLOW_TOOL: &str = "name: slow.echo
 description: Answers slowly.
 input: { type: object, properties: { ms: { type: integer } } }
 request: { upstream: orders, method: GET, path: /slow, query: { ms: \"{{ args.ms }}\" } }

@@ -8,17 +8,16 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::http::{HttpServer, Keys, call, open_session, slow_call_in_background, token_only};
+use crate::http::{
+    HttpServer, Keys, SLOW_TOOL, call, open_session, slow_call_in_background, token_only,
+};
 use crate::util::{DEADLINE, DemoApi};
 
 /// A server with `threads` serving threads, on a token-only config with the slow tool,
 /// and a token for every tool.
 fn serve(api: &DemoApi, threads: &str) -> (crate::util::ConfigDir, HttpServer, String) {
     let cfg = token_only();
-    cfg.write(
-        "tools.d/slow.yaml",
-        "name: slow.echo\ndescription: Answers slowly.\ninput: { type: object, properties: { ms: { type: integer } } }\nrequest: { upstream: orders, method: GET, path: /slow, query: { ms: \"{{ args.ms }}\" }, timeout: 10s }\n",
-    );
+    cfg.write("tools.d/slow.yaml", SLOW_TOOL);
     let keys = Keys::new(&cfg);
     let token = keys.token(&cfg, "agent:t", &["*"]);
     let server = HttpServer::start(
