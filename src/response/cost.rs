@@ -77,11 +77,20 @@ impl Shape {
     /// Whether a reply of `body`'s length is within `limit` whatever it holds, so it
     /// need not be counted: the most a byte can add to [`Self::parsed_bytes`] is an
     /// object's `{` (a value and an object), beside the root value.
-    pub fn surely_within(body: &[u8], limit: u64) -> bool {
+    fn surely_within(body: &[u8], limit: u64) -> bool {
         let most = (body.len() as u64)
             .saturating_mul(VALUE + OBJECT + 1)
             .saturating_add(VALUE);
         most <= limit
+    }
+
+    /// The shape of a reply whose parsed form would exceed `limit`; `None` when it fits
+    /// (a reply short enough to fit whatever it holds is not counted).
+    pub fn over(body: &[u8], limit: u64) -> Option<Self> {
+        if Self::surely_within(body, limit) {
+            return None;
+        }
+        Some(Self::of(body)).filter(|s| s.parsed_bytes() > limit)
     }
 }
 

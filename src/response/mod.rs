@@ -117,10 +117,7 @@ impl ResponseMap {
     /// # Errors
     /// A body that is not JSON where a selection needs JSON; a body too costly to parse.
     pub fn map_success(&self, tool: &str, body: &[u8]) -> Result<Mapped, ResponseError> {
-        // A reply short enough to be affordable whatever it holds is not counted.
-        let shape =
-            (!cost::Shape::surely_within(body, self.max_parsed)).then(|| cost::Shape::of(body));
-        if let Some(shape) = shape.filter(|s| s.parsed_bytes() > self.max_parsed) {
+        if let Some(shape) = cost::Shape::over(body, self.max_parsed) {
             return Err(ResponseError::TooCostly {
                 tool: tool.to_owned(),
                 shape,
@@ -187,8 +184,7 @@ impl ResponseMap {
         args: &Value,
     ) -> String {
         // A body too costly to parse is shown as text (its excerpt is short anyway).
-        let affordable = cost::Shape::surely_within(body, self.max_parsed)
-            || cost::Shape::of(body).parsed_bytes() <= self.max_parsed;
+        let affordable = cost::Shape::over(body, self.max_parsed).is_none();
         let parsed: Value = affordable
             .then(|| serde_json::from_slice(body).ok())
             .flatten()
