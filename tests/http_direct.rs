@@ -209,6 +209,44 @@ fn a_call_that_cannot_stream_is_answered_as_json_with_the_result_the_stream_woul
     assert_eq!(unknown.message()["error"]["code"], json!(-32602));
 }
 
+/// The JSON-RPC message of the last SSE `data:` line of `reply`, as sent.
+fn sse_data(reply: &Reply) -> &str {
+    reply
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .rfind(|d| d.starts_with('{'))
+        .unwrap_or_else(|| panic!("no SSE data line in {reply:?}"))
+}
+
+#[test]
+fn a_direct_answer_is_byte_for_byte_the_message_the_stream_carries() {
+    let (_api, _cfg, server, token, session) = direct(&["orders.export"]);
+    // A result (its JSON written around by the direct path), a tool error (through
+    // rmcp's types) and a JSON-RPC error, each with and without a stream.
+    let cases = [
+        ("orders_export", august()),
+        ("orders_export", json!({"from": "2025-08-01"})),
+        (
+            "flag_set",
+            json!({"env": "prod", "name": "x", "percent": 5}),
+        ),
+        ("no_such_tool", json!({})),
+    ];
+    for (i, (tool, args)) in cases.into_iter().enumerate() {
+        let plain = call(&server, Some(&token), &session, tool, args.clone(), None);
+        assert_eq!(content_type(&plain), "application/json", "{plain:?}");
+        let meta = json!({"progressToken": format!("p{i}")});
+        let streamed = call(&server, Some(&token), &session, tool, args, Some(meta));
+        assert!(
+            content_type(&streamed).starts_with("text/event-stream"),
+            "{streamed:?}"
+        );
+        assert_eq!(plain.body, sse_data(&streamed), "{tool}");
+    }
+}
+
 #[test]
 fn a_closed_or_unknown_session_is_not_found_on_the_direct_path_too() {
     let (api, _cfg, server, token, session) = direct(&["*"]);

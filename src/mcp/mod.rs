@@ -153,8 +153,8 @@ impl McpServer {
     }
 
     /// [`Self::call`]'s engine result, before it is made an MCP result (the stdio fast
-    /// path writes some results itself).
-    async fn call_result(
+    /// path and HTTP's direct path write some results themselves).
+    pub(crate) async fn call_result(
         &self,
         request: CallToolRequestParams,
         taken_meta: Option<&rmcp::model::RequestMetaObject>,

@@ -30,7 +30,7 @@ use crate::telemetry::rpc_errors;
 
 #[path = "stdio_fast.rs"]
 mod fast;
-pub(crate) use fast::Fast;
+pub(crate) use fast::{Fast, answer_line};
 
 /// The longest line read, as rmcp's limit: 16 MiB.
 pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;

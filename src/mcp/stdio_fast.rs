@@ -179,8 +179,9 @@ pub(crate) fn legacy(protocol: &str) -> bool {
 
 /// The answer line (without its newline) rmcp's path gives a session before 2026-07-28.
 /// A result sent as its JSON alone is written around the JSON the engine made for it;
-/// any other goes through rmcp's types as on its path.
-fn answer_line(
+/// any other goes through rmcp's types as on its path. HTTP's direct path answers with
+/// it too.
+pub(crate) fn answer_line(
     out: Result<CallResult, rmcp::ErrorData>,
     id: RequestId,
 ) -> serde_json::Result<Vec<u8>> {

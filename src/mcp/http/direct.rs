@@ -249,10 +249,12 @@ pub(crate) async fn direct(direct: &Direct, req: Request, next: Next) -> Respons
         async move {
             // The call's log line waits until its answer is out (below); a call finished
             // after its client went away writes it when it ends.
-            let call = server.call(params, Some(&meta), actor, peer, cancel, catalog);
+            let call = server.call_result(params, Some(&meta), actor, peer, cancel, catalog);
             let (out, lines) = crate::engine::after_answer(call).await;
-            // Every session revision is before 2026-07-28.
-            (crate::mcp::legacy_answer(out, id), lines)
+            // Every session revision is before 2026-07-28: the answer is the stdio fast
+            // path's line, the bytes rmcp's serialisation of it gives (a result that is
+            // its JSON alone is written around that JSON, not through rmcp's types).
+            (crate::mcp::stdio::answer_line(out, id), lines)
         }
     })
     .await;
@@ -271,7 +273,7 @@ pub(crate) async fn direct(direct: &Direct, req: Request, next: Next) -> Respons
 /// The HTTP response to a direct call: its JSON-RPC answer, or an empty stream for a
 /// cancelled call.
 fn respond(
-    answered: Result<ServerJsonRpcMessage, String>,
+    answered: Result<serde_json::Result<Vec<u8>>, String>,
     cancel: &CancellationToken,
     id: &RequestId,
 ) -> Response {
@@ -284,14 +286,14 @@ fn respond(
         )
             .into_response();
     }
-    let message = match answered {
-        Ok(message) => message,
-        Err(e) => ServerJsonRpcMessage::error(
+    let body = match answered {
+        Ok(body) => body,
+        Err(e) => serde_json::to_vec(&ServerJsonRpcMessage::error(
             rmcp::ErrorData::internal_error(format!("the call failed: {e}"), None),
             Some(id.clone()),
-        ),
+        )),
     };
-    match serde_json::to_vec(&message) {
+    match body {
         Ok(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
