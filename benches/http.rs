@@ -32,7 +32,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use common::{Figures, Safety, bench_config, drive};
+use common::{Figures, Safety, bench_config, drive_workers};
 use serde_json::{Value, json};
 
 const FROM: &str = "2025-08-01";
@@ -274,8 +274,9 @@ async fn through_mcpd(replicas: &[&Replica], token: &str, n: usize, clients: usi
         sessions.push(Session::open(&r.mcp_url, token).await);
     }
     let sessions = Arc::new(sessions);
-    drive(n, clients, move |i| {
-        let s = sessions[i % sessions.len()].clone();
+    // Client `w` keeps to session `w`: one call at a time, on one connection.
+    drive_workers(n, clients, move |w, i| {
+        let s = sessions[w % sessions.len()].clone();
         async move { s.call(i).await }
     })
     .await
@@ -294,8 +295,8 @@ async fn direct(url: &str, n: usize, clients: usize) -> Figures {
         .collect();
     let pool = Arc::new(pool);
     let target = format!("{url}/orders?from={FROM}&to={TO}");
-    drive(n, clients, move |i| {
-        let (client, target) = (pool[i % pool.len()].clone(), target.clone());
+    drive_workers(n, clients, move |w, _| {
+        let (client, target) = (pool[w % pool.len()].clone(), target.clone());
         async move {
             let body = client
                 .get(&target)

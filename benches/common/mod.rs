@@ -170,10 +170,22 @@ where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    drive_workers(n, inflight, move |_, i| call(i)).await
+}
+
+/// Runs `n` calls of `call(w, i)`, `inflight` at a time, and times each; `w` (0..inflight)
+/// is the worker making the call, one call at a time: a client of the worker's own never
+/// has two calls in flight (with calls handed out by index alone, two workers often
+/// shared a client, which then opened a second connection and closed it after).
+pub(crate) async fn drive_workers<F, Fut>(n: usize, inflight: usize, call: F) -> Figures
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..inflight {
+    for w in 0..inflight {
         let (call, next) = (call.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -183,7 +195,7 @@ where
                     break;
                 }
                 let t = std::time::Instant::now();
-                call(i).await;
+                call(w, i).await;
                 lat.push(t.elapsed());
             }
             lat
