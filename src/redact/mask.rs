@@ -18,12 +18,7 @@ pub const MASK: &str = "***";
 pub fn mask_value(v: &mut Value) -> bool {
     match v {
         Value::Null => false,
-        Value::String(s) => {
-            let masked = mask_str(s);
-            let changed = masked != *s;
-            *s = masked;
-            changed
-        }
+        Value::String(s) => mask_string(s),
         other => {
             *other = Value::String(MASK.to_owned());
             true
@@ -33,14 +28,33 @@ pub fn mask_value(v: &mut Value) -> bool {
 
 /// Masks a string: emails as `j***@example.com`, anything else as `***`.
 pub fn mask_str(s: &str) -> String {
-    match email_parts(s) {
-        Some((local, domain)) => {
-            let first = local.chars().next().map(String::from).unwrap_or_default();
-            format!("{first}{MASK}@{domain}")
+    let mut masked = s.to_owned();
+    mask_string(&mut masked);
+    masked
+}
+
+/// [`mask_str`] where the string lies: an email is edited in place (no new string per
+/// address), anything else replaced. Returns true when it changed.
+fn mask_string(s: &mut String) -> bool {
+    let Some((local, domain)) = email_parts(s) else {
+        if s.is_empty() || s == MASK {
+            return false;
         }
-        None if s.is_empty() => String::new(),
-        None => MASK.to_owned(),
+        MASK.clone_into(s);
+        return true;
+    };
+    // email_parts trims, so the local part starts after the leading whitespace.
+    let lead = s.len() - s.trim_start().len();
+    let first = local.chars().next().map_or(0, char::len_utf8);
+    let (keep, at) = (lead + first, lead + local.len());
+    let end = at + 1 + domain.len();
+    if lead == 0 && end == s.len() && &s[keep..at] == MASK {
+        return false;
     }
+    s.truncate(end);
+    s.replace_range(keep..at, MASK);
+    s.drain(..lead);
+    true
 }
 
 /// Masks every email address inside free text (error messages, reasons), leaving the

@@ -478,3 +478,61 @@ fn luhn_checks_digit_strings_only() {
     assert!(!luhn("4111111111111112"));
     assert!(!luhn("4111-1111-1111-1111"));
 }
+
+/// The masked form as first written: the email's first character, the mask, its domain.
+fn mask_as_built(s: &str) -> String {
+    let t = s.trim();
+    match t.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !local.contains(char::is_whitespace)
+                && !domain.contains(|c: char| c.is_whitespace() || c == '@') =>
+        {
+            let first = local.chars().next().map(String::from).unwrap_or_default();
+            format!("{first}{MASK}@{domain}")
+        }
+        _ if s.is_empty() => String::new(),
+        _ => MASK.to_owned(),
+    }
+}
+
+/// Text from a few characters that matter to masking: letters (one of two bytes), the
+/// mask's star, the at sign, dots and whitespace.
+fn masking_text(max: usize) -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::strategy::Strategy;
+    proptest::collection::vec(
+        proptest::sample::select(vec!['a', 'é', '*', '@', '.', ' ', '\t', 'x', '1']),
+        0..max,
+    )
+    .prop_map(|c| c.into_iter().collect())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// Masking in place gives what building the masked form gives, and says it changed
+    /// exactly when it did: over any text, and over text shaped like an address (with
+    /// whitespace around it, an already masked local part, a one-character one).
+    #[test]
+    fn masking_in_place_equals_building_the_masked_form(
+        any in masking_text(24),
+        (lead, local, domain, tail) in (
+            proptest::sample::select(vec!["", " ", "\t "]),
+            proptest::sample::select(vec!["j", "é", "j***", "é***", "ann.lee", "**", "a*b"]),
+            masking_text(8),
+            proptest::sample::select(vec!["", " ", " \t"]),
+        ),
+    ) {
+        let shaped = format!("{lead}{local}@{domain}.com{tail}");
+        for s in [any, shaped] {
+            let want = mask_as_built(&s);
+            proptest::prop_assert_eq!(mask_str(&s), want.clone());
+            let mut v = Value::String(s.clone());
+            let changed = mask_value(&mut v);
+            proptest::prop_assert_eq!(changed, want != s);
+            proptest::prop_assert_eq!(v, Value::String(want));
+        }
+    }
+}
