@@ -528,7 +528,10 @@ fn operator() -> String {
 /// threads of its own. Everything else gets a worker per core.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if matches!(command, Command::Serve { .. }) {
-        tokio::runtime::Builder::new_current_thread()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        // Log lines of answered stdio calls are written when the thread has nothing to run.
+        builder.on_thread_park(crate::mcp::stdio_parked);
+        builder
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
