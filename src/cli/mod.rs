@@ -528,10 +528,7 @@ fn operator() -> String {
 /// threads of its own. Everything else gets a worker per core.
 fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if matches!(command, Command::Serve { .. }) {
-        let mut builder = tokio::runtime::Builder::new_current_thread();
-        // Log lines of answered stdio calls are written when the thread has nothing to run.
-        builder.on_thread_park(crate::mcp::stdio_parked);
-        builder
+        tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };

@@ -19,7 +19,7 @@ mod result;
 mod steps;
 
 pub use approval::{Answer, Approval, ApprovalRequest, Approver, may_ask};
-pub(crate) use record::{LogLines, after_answer};
+pub(crate) use record::after_answer;
 pub use report::{Level, Notice, Reporter};
 pub use resource::{Read, ReadError};
 pub use result::{

@@ -19,7 +19,6 @@ mod resources;
 mod stdio;
 
 pub(crate) use content::to_mcp_result;
-pub(crate) use stdio::idle::parked as stdio_parked;
 
 use std::sync::Arc;
 

@@ -30,8 +30,6 @@ use crate::telemetry::rpc_errors;
 
 #[path = "stdio_fast.rs"]
 mod fast;
-#[path = "stdio_idle.rs"]
-pub(crate) mod idle;
 pub(crate) use fast::Fast;
 
 /// The longest line read, as rmcp's limit: 16 MiB.

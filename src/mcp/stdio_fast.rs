@@ -31,7 +31,6 @@ use serde_json::Value;
 use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 
-use super::idle;
 use crate::engine::CallResult;
 use crate::mcp::plain::{PlainCall, for_rmcp};
 use crate::mcp::{McpServer, legacy_answer, to_mcp_result};
@@ -113,7 +112,6 @@ impl Fast {
             let (server, peer) = (server.clone(), peer.clone());
             let cancel = CancellationToken::new();
             state.calls.insert(id.clone(), cancel.clone());
-            idle::started();
             (server, peer, cancel)
         };
         tracing::debug!(id = %id, "tools/call on the fast path");
@@ -127,22 +125,16 @@ impl Fast {
             let call = server.call_result(params, None, None, peer, cancel.clone(), None);
             let (out, lines) = crate::engine::after_answer(call).await;
             // No answer for a cancelled call (as on rmcp's path).
-            let mut result = None;
             if !cancel.is_cancelled() {
                 let written = match answer_line(out, id) {
-                    Ok((line, spent)) => {
-                        result = spent;
-                        super::write_bytes(&writer, line).await
-                    }
+                    Ok(line) => super::write_bytes(&writer, line).await,
                     Err(e) => Err(e.into()),
                 };
                 if let Err(e) = written {
                     tracing::warn!(error = %e, "cannot write an answer to stdout");
                 }
             }
-            // The log line, and freeing the result, wait until the thread is idle.
-            idle::answered();
-            idle::defer(lines, result);
+            lines.write();
             fast.leave(&key);
         };
         tokio::spawn(tracing::Instrument::instrument(task, span));
@@ -176,7 +168,6 @@ impl Fast {
                 token.cancel();
             }
         }
-        idle::flush();
     }
 }
 
@@ -187,23 +178,22 @@ pub(crate) fn legacy(protocol: &str) -> bool {
 }
 
 /// The answer line (without its newline) rmcp's path gives a session before 2026-07-28.
-/// A result sent as its JSON alone is written around the JSON the engine made for it,
-/// and given back to be freed off the answer's path; any other goes through rmcp's types
-/// as on its path.
+/// A result sent as its JSON alone is written around the JSON the engine made for it;
+/// any other goes through rmcp's types as on its path.
 fn answer_line(
     out: Result<CallResult, rmcp::ErrorData>,
     id: RequestId,
-) -> serde_json::Result<(Vec<u8>, Option<CallResult>)> {
+) -> serde_json::Result<Vec<u8>> {
     let message = match out {
         Ok(mut result) => {
             if let Some(json) = json_only(&mut result) {
-                return Ok((around(&json, &id)?, Some(result)));
+                return around(&json, &id);
             }
             legacy_answer(Ok(to_mcp_result(result).into()), id)
         }
         Err(error) => legacy_answer(Err(error), id),
     };
-    Ok((serde_json::to_vec(&message)?, None))
+    serde_json::to_vec(&message)
 }
 
 /// The JSON of a result whose answer is that JSON alone, twice: as its one text block
