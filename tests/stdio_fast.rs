@@ -3,7 +3,10 @@
 //! not (a client that declares it, whose calls rmcp's path serves) get the same answer
 //! lines, byte for byte; a cancelled call is not answered; a call in flight when stdin
 //! closes is still answered; a call's debug messages reach a session listening at debug
-//! before its answer, and a session that is not gets its answer alone.
+//! before its answer, and a session that is not gets its answer alone; the log lines
+//! of calls made one after another, each as soon as the last is answered (the client
+//! that finds its next request waiting when mcpd is back from an answer), are all
+//! written, in the order the calls were answered, with stdin left open.
 
 use std::io::Write as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -400,4 +403,47 @@ fn a_calls_debug_messages_reach_a_session_that_listens_before_its_answer_and_no_
         );
     }
     raw.wait_taken(6);
+}
+
+#[test]
+fn back_to_back_calls_each_get_their_log_line_in_order_while_stdin_stays_open() {
+    let api = DemoApi::start();
+    let cfg = config();
+    let mut raw = Raw::start(&cfg, &api, json!({}));
+    let august = json!({"from": "2025-08-01", "to": "2025-08-31"});
+    let tools = ["orders_export", "orders_count", "orders_bare"];
+    let sent: Vec<&str> = (0..120).map(|i| tools[(i * 7 / 3) % 3]).collect();
+    for (i, tool) in sent.iter().enumerate() {
+        let line = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": tool, "arguments": august}});
+        let answer = raw.ask(&line.to_string());
+        assert!(answer.contains("\"result\""), "{answer}");
+    }
+    // No more requests, stdin open: every line is written anyway, in the calls' order
+    // (the config's budget refuses the later ones: their lines say "call failed").
+    let logged = |raw: &Raw| -> Vec<String> {
+        let stderr = raw.stderr.lock().unwrap();
+        stderr
+            .lines()
+            .filter(|l| l.contains("call completed") || l.contains("call failed"))
+            .map(|l| {
+                let at = l.find(" tool=").expect("a tool field") + " tool=".len();
+                l[at..].split(' ').next().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    let end = Instant::now() + DEADLINE;
+    while logged(&raw).len() < sent.len() {
+        assert!(
+            Instant::now() < end,
+            "{} of {} lines:\n{}",
+            logged(&raw).len(),
+            sent.len(),
+            raw.stderr.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ids: Vec<String> = sent.iter().map(|t| t.replace('_', ".")).collect();
+    assert_eq!(logged(&raw), ids);
+    assert_eq!(raw.taken(), sent.len(), "every call took the fast path");
 }
