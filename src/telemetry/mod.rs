@@ -133,26 +133,28 @@ pub fn init(
     // message") at debug level: none of its lines below info are shown, at any MCPD_LOG.
     // Its debug-formatted line for each JSON-RPC error becomes one clean line.
     use tracing_subscriber::filter::{FilterExt as _, filter_fn};
-    let filter = filter
+    let shown = filter
         .and(filter_fn(|meta| {
             !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
         }))
         .and(filter_fn(|m| !rpc_errors::is_rmcp_error_event(m)));
-    let clean_errors =
-        rpc_errors::CleanRpcErrors.with_filter(filter_fn(rpc_errors::is_rmcp_error_event));
+    // The lines shown, and rmcp's error events (which become the clean line): one
+    // filtered layer, so a span entered or left is looked up once, not once per layer.
+    let filter = shown
+        .or(filter_fn(rpc_errors::is_rmcp_error_event).with_max_level_hint(tracing::Level::WARN));
     let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(RedactedStderr)
         .with_ansi(false);
     // MCPD_LOG_FORMAT=json: one JSON object per line, with the call's span fields.
     let fmt = if json {
-        fmt.json()
-            .with_current_span(true)
-            .with_span_list(false)
+        rpc_errors::CleanRpcErrors::around(fmt.json().with_current_span(true).with_span_list(false))
             .with_filter(filter)
             .boxed()
     } else {
-        fmt.with_filter(filter).boxed()
+        rpc_errors::CleanRpcErrors::around(fmt)
+            .with_filter(filter)
+            .boxed()
     };
     let (provider, otel) = match otlp {
         None => (None, None),
@@ -169,7 +171,6 @@ pub fn init(
     };
     tracing_subscriber::registry()
         .with(fmt)
-        .with(clean_errors)
         .with(otel)
         .try_init()
         .map_err(TelemetryError::Subscriber)?;
