@@ -3,8 +3,9 @@
 //!
 //! rmcp logs every error response itself, at WARN, as the Rust debug form of its
 //! `ErrorData` (`ErrorData { code: ErrorCode(-32601), message: "...", data: None }`).
-//! This module owns turning that event into the clean line (a layer that reads it and
-//! logs [`log`] instead, and a filter that keeps the original out of the logs), and the
+//! This module owns turning that event into the clean line (the log layer, wrapped by
+//! [`CleanRpcErrors::around`], hands it to [`CleanRpcErrors`], which logs [`log`]
+//! instead; the log filter keeps the original out of the logs), and the
 //! line itself, which mcpd's own transport uses for the errors it answers before rmcp
 //! sees a message. It must not log the params or arguments of the request.
 
