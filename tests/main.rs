@@ -34,6 +34,7 @@ mod init;
 mod kubernetes;
 mod leaks;
 mod limits;
+mod log_lines;
 mod memory;
 mod newuser;
 mod numbers;

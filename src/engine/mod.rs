@@ -490,9 +490,12 @@ fn evaluate(
     } else {
         "allow"
     };
-    span.record("decision", verdict);
-    span.record("rules", decision.matched.join(","));
-    span.record("shadow", decision.shadow.join(","));
+    tracing::record_all!(
+        span,
+        decision = verdict,
+        rules = decision.matched.join(","),
+        shadow = decision.shadow.join(","),
+    );
     c.result.rules.clone_from(&decision.matched);
     c.result.shadow.clone_from(&decision.shadow);
     decision

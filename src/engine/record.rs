@@ -50,7 +50,7 @@ pub(super) fn open(
     );
     // Under `mcp.request` the caller's trace is already the parent; a call from the
     // command line continues it here. Exported spans and logs share one trace id.
-    if tracing::Span::current().is_none() {
+    if crate::telemetry::enabled() && tracing::Span::current().is_none() {
         crate::telemetry::continue_trace(&span, trace);
     }
     if let Some((trace_id, _)) = crate::telemetry::ids(&span) {
@@ -121,30 +121,27 @@ pub(super) fn finish(
     audit: Option<&AuditLog>,
 ) {
     let decision = result.decision();
-    if let Some(t) = &result.ticket {
-        span.record("ticket", t.as_str());
-    }
-    if let Some(a) = &result.approval {
-        span.record("approval", a.outcome);
-        if let Some(by) = &a.by {
-            span.record("approved_by", by.as_str());
-        }
-    }
-    span.record("decision", decision);
-    span.record("pii.count", result.masked);
-    if !result.rules.is_empty() {
-        span.record("rules", result.rules.join(","));
-    }
-    if !result.shadow.is_empty() {
-        span.record("shadow", result.shadow.join(","));
-    }
-    if let Some(s) = result.status {
-        span.record("http.status", s);
-    }
-    if let Some(k) = &result.idempotency_key {
-        span.record("idempotency.key", shown_key(k));
-    }
-    span.in_scope(|| log(result));
+    // One record of every field (each `record` is a pass through every layer, and the
+    // JSON log format re-parses the span's fields on each); the fields and their order
+    // are those of one `record` per field, an absent one recording nothing.
+    let approval = result.approval.as_ref();
+    tracing::record_all!(
+        span,
+        ticket = result.ticket.as_deref(),
+        approval = approval.map(|a| a.outcome),
+        approved_by = approval.and_then(|a| a.by.as_deref()),
+        decision = decision,
+        pii.count = result.masked,
+        rules = (!result.rules.is_empty())
+            .then(|| result.rules.join(","))
+            .as_deref(),
+        shadow = (!result.shadow.is_empty())
+            .then(|| result.shadow.join(","))
+            .as_deref(),
+        http.status = result.status,
+        idempotency.key = result.idempotency_key.as_deref().map(shown_key).as_deref(),
+    );
+    log(span, result);
     metrics.call(
         &tool.id,
         decision,
@@ -373,14 +370,15 @@ impl Drop for LogLines {
     }
 }
 
-fn log(r: &CallResult) {
+/// Writes (or holds) the log line of the call `span` records.
+fn log(span: &tracing::Span, r: &CallResult) {
     let error = match &r.outcome {
         Ok(_) if !sampled() => return,
         Ok(_) => None,
         Err(f) => Some(f.kind()),
     };
     let line = Line {
-        span: tracing::Span::current(),
+        span: span.clone(),
         tool: r.tool.clone(),
         status: r.status,
         masked: r.masked,

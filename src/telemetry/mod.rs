@@ -128,32 +128,33 @@ pub fn init(
     otlp: Option<&OtlpSpec>,
     vars: &Vars,
 ) -> Result<Telemetry, TelemetryError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let filter = level_filter(std::env::var("MCPD_LOG").ok().as_deref(), default_filter);
     // rmcp logs raw arguments ("received request") and whole results ("response
     // message") at debug level: none of its lines below info are shown, at any MCPD_LOG.
     // Its debug-formatted line for each JSON-RPC error becomes one clean line.
     use tracing_subscriber::filter::{FilterExt as _, filter_fn};
-    let filter = filter
+    let shown = filter
         .and(filter_fn(|meta| {
             !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
         }))
         .and(filter_fn(|m| !rpc_errors::is_rmcp_error_event(m)));
-    let clean_errors =
-        rpc_errors::CleanRpcErrors.with_filter(filter_fn(rpc_errors::is_rmcp_error_event));
+    // The lines shown, and rmcp's error events (which become the clean line): one
+    // filtered layer, so a span entered or left is looked up once, not once per layer.
+    let filter = shown
+        .or(filter_fn(rpc_errors::is_rmcp_error_event).with_max_level_hint(tracing::Level::WARN));
     let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(RedactedStderr)
         .with_ansi(false);
     // MCPD_LOG_FORMAT=json: one JSON object per line, with the call's span fields.
     let fmt = if json {
-        fmt.json()
-            .with_current_span(true)
-            .with_span_list(false)
+        rpc_errors::CleanRpcErrors::around(fmt.json().with_current_span(true).with_span_list(false))
             .with_filter(filter)
             .boxed()
     } else {
-        fmt.with_filter(filter).boxed()
+        rpc_errors::CleanRpcErrors::around(fmt)
+            .with_filter(filter)
+            .boxed()
     };
     let (provider, otel) = match otlp {
         None => (None, None),
@@ -170,7 +171,6 @@ pub fn init(
     };
     tracing_subscriber::registry()
         .with(fmt)
-        .with(clean_errors)
         .with(otel)
         .try_init()
         .map_err(TelemetryError::Subscriber)?;
@@ -178,6 +178,55 @@ pub fn init(
         let _ = ENABLED.set(());
     }
     Ok(Telemetry { provider })
+}
+
+/// The stderr log filter: `MCPD_LOG` when it parses, else `default_filter`.
+///
+/// A filter whose directives name no span (`target=level` only, no `[span{field}]`)
+/// decides from each span's or event's target and level alone, so it is asked nothing
+/// when a span opens, is entered, left, recorded or closed: an `EnvFilter` would take a
+/// lock and hash the span's id for each (a call enters its spans some twenty times).
+fn level_filter(
+    var: Option<&str>,
+    default_filter: &str,
+) -> Box<dyn tracing_subscriber::layer::Filter<tracing_subscriber::Registry> + Send + Sync> {
+    let (directives, filter) = match var.map(|v| (v, tracing_subscriber::EnvFilter::try_new(v))) {
+        Some((v, Ok(f))) => (v, f),
+        _ => (
+            default_filter,
+            tracing_subscriber::EnvFilter::new(default_filter),
+        ),
+    };
+    if directives.contains('[') {
+        Box::new(filter)
+    } else {
+        Box::new(LevelsOnly(filter))
+    }
+}
+
+/// An `EnvFilter` whose directives name no span: its span hooks, which only track
+/// spans for span directives, are skipped; every decision is the filter's own.
+struct LevelsOnly(tracing_subscriber::EnvFilter);
+
+impl<S> tracing_subscriber::layer::Filter<S> for LevelsOnly {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        tracing_subscriber::layer::Filter::<S>::enabled(&self.0, meta, cx)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing_subscriber::layer::Filter::<S>::callsite_enabled(&self.0, meta)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        tracing_subscriber::layer::Filter::<S>::max_level_hint(&self.0)
+    }
 }
 
 /// Where log lines go: stderr, each line redacted first (every detector, known secret

@@ -3,8 +3,9 @@
 //!
 //! rmcp logs every error response itself, at WARN, as the Rust debug form of its
 //! `ErrorData` (`ErrorData { code: ErrorCode(-32601), message: "...", data: None }`).
-//! This module owns turning that event into the clean line (a layer that reads it and
-//! logs [`log`] instead, and a filter that keeps the original out of the logs), and the
+//! This module owns turning that event into the clean line (the log layer, wrapped by
+//! [`CleanRpcErrors::around`], hands it to [`CleanRpcErrors`], which logs [`log`]
+//! instead; the log filter keeps the original out of the logs), and the
 //! line itself, which mcpd's own transport uses for the errors it answers before rmcp
 //! sees a message. It must not log the params or arguments of the request.
 
@@ -30,8 +31,8 @@ pub fn is_rmcp_error_event(meta: &Metadata<'_>) -> bool {
         && meta.fields().field("error").is_some()
 }
 
-/// Reads rmcp's error events and logs the clean line in their place. Give it a filter of
-/// [`is_rmcp_error_event`] so it sees nothing else.
+/// Reads rmcp's error events and logs the clean line in their place (it ignores every
+/// other event); [`CleanRpcErrors::around`] puts it in front of the log layer.
 #[derive(Debug, Default)]
 pub struct CleanRpcErrors;
 
@@ -47,6 +48,94 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for CleanRpcErrors {
             // A form this parser does not know (another rmcp version): still one line.
             None => log(Some(&fields.id), 0, &fields.error),
         }
+    }
+}
+
+impl CleanRpcErrors {
+    /// `log_layer` with rmcp's error events taken from it and turned into the clean
+    /// line: one layer, so under one filter a span entered or left is looked up once.
+    pub fn around<L>(log_layer: L) -> WithCleanErrors<L> {
+        WithCleanErrors(log_layer)
+    }
+}
+
+/// A log layer that gets every event but rmcp's error events, which [`CleanRpcErrors`]
+/// turns into the clean line. Give it a filter that lets those events through.
+#[derive(Debug)]
+pub struct WithCleanErrors<L>(L);
+
+impl<S: Subscriber, L: tracing_subscriber::Layer<S>> tracing_subscriber::Layer<S>
+    for WithCleanErrors<L>
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        self.0.register_callsite(meta)
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.0.enabled(meta, ctx)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        self.0.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        self.0.on_follows_from(span, follows, ctx);
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.0.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if is_rmcp_error_event(event.metadata()) {
+            <CleanRpcErrors as tracing_subscriber::Layer<S>>::on_event(&CleanRpcErrors, event, ctx);
+        } else {
+            self.0.on_event(event, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &tracing::span::Id, new: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_id_change(old, new, ctx);
     }
 }
 
