@@ -160,6 +160,9 @@ pub struct Shown {
     /// The result's JSON as sent inline, serialised once when its size was measured:
     /// the text block reuses it rather than serialising the result again.
     pub json: Option<String>,
+    /// `json` as a JSON string (quoted, escaped), written in the same pass: the stdio
+    /// answer line's text block.
+    pub quoted: Option<String>,
 }
 
 /// A result kept behind a link.
