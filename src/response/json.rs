@@ -48,7 +48,7 @@ struct Writer {
     quote_up_to: usize,
 }
 
-/// Whether serde_json escapes byte `b` in a string: a control character, `"` or `\\`.
+/// Whether serde_json escapes byte `b` in a string: a control character, `"` or `\`.
 fn escaped(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
