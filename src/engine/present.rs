@@ -51,9 +51,10 @@ impl Engine {
         if c.result.shown.media.is_none() {
             // Serialised once: its size decides the link, and an inline result's text
             // block is this JSON.
-            // Its quoted form (the stdio answer's text block) in the same pass, for a
-            // result sent inline.
-            let max = usize::try_from(plan.max_inline).unwrap_or(usize::MAX);
+            // Its quoted form (the text block of an answer written around the JSON) in
+            // the same pass, for a result sent inline on a path that writes one.
+            let max =
+                (c.ctx.quote_json).then(|| usize::try_from(plan.max_inline).unwrap_or(usize::MAX));
             let crate::response::json::Written { json, quoted } =
                 crate::response::json::write(value, max);
             let bytes = json.len() as u64;

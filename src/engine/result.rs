@@ -243,4 +243,8 @@ pub struct CallContext {
     /// upstream request is aborted, its concurrency slot freed, and the call settles as
     /// after a timeout (its outcome is unknown).
     pub cancelled: Option<tokio_util::sync::CancellationToken>,
+    /// The answer is written around the result's JSON (the stdio fast path, HTTP's
+    /// direct path): step 11b writes the text block's form of that JSON (quoted,
+    /// escaped) in the same pass as the JSON. Other paths leave it to rmcp.
+    pub quote_json: bool,
 }

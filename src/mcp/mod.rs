@@ -147,7 +147,7 @@ impl McpServer {
         catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Result<CallToolResponse, ErrorData> {
         let result = self
-            .call_result(request, taken_meta, actor, peer, cancelled, catalog)
+            .call_result(request, taken_meta, actor, peer, cancelled, catalog, false)
             .await;
         result.map(|r| to_mcp_result(r).into())
     }
@@ -162,6 +162,7 @@ impl McpServer {
         peer: Peer<RoleServer>,
         cancelled: tokio_util::sync::CancellationToken,
         catalog: Option<Arc<crate::catalog::Catalog>>,
+        quote_json: bool,
     ) -> Result<crate::engine::CallResult, ErrorData> {
         // rmcp moves the request's `_meta` into the context; read both to be safe.
         let metas = [taken_meta, request.meta.as_ref()];
@@ -191,6 +192,7 @@ impl McpServer {
             // rmcp cancels it on `notifications/cancelled` for this request (the direct
             // path does too).
             cancelled: Some(cancelled),
+            quote_json,
         };
         let catalog = catalog.unwrap_or_else(|| self.engine.catalog());
         let call = (self.engine).call_on(&catalog, &request.name, request.arguments, &ctx);

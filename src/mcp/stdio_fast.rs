@@ -122,7 +122,7 @@ impl Fast {
         let key = id.clone();
         let task = async move {
             // The call's log line waits until its answer is out.
-            let call = server.call_result(params, None, None, peer, cancel.clone(), None);
+            let call = server.call_result(params, None, None, peer, cancel.clone(), None, true);
             let (out, lines) = crate::engine::after_answer(call).await;
             // No answer for a cancelled call (as on rmcp's path).
             if !cancel.is_cancelled() {

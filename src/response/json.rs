@@ -21,9 +21,19 @@ pub(crate) struct Written {
     pub quoted: Option<String>,
 }
 
-/// `value` written in both forms; the quoted form only while the JSON is at most
-/// `quote_up_to` bytes long (a result too large to send inline never needs it).
-pub(crate) fn write(value: &Value, quote_up_to: usize) -> Written {
+/// `value` written in both forms; the quoted form only when asked, and only while the
+/// JSON is at most `quote_up_to` bytes long (a result too large to send inline never
+/// needs it).
+pub(crate) fn write(value: &Value, quote_up_to: Option<usize>) -> Written {
+    let Some(quote_up_to) = quote_up_to else {
+        // The JSON alone: serde_json's serializer is a little cheaper than this writer
+        // (31k vs 34k instructions for the seed export's result); this one pays only
+        // by saving the second pass.
+        return Written {
+            json: serde_json::to_string(value).unwrap_or_default(),
+            quoted: None,
+        };
+    };
     let mut w = Writer {
         json: String::with_capacity(512),
         quoted: String::with_capacity(640),
@@ -33,7 +43,7 @@ pub(crate) fn write(value: &Value, quote_up_to: usize) -> Written {
     w.quoted.push('"');
     w.value(value);
     w.quoted.push('"');
-    let quoted = (w.quoting && w.json.len() <= quote_up_to).then_some(w.quoted);
+    let quoted = (w.quoting && w.json.len() <= w.quote_up_to).then_some(w.quoted);
     Written {
         json: w.json,
         quoted,
@@ -192,7 +202,7 @@ mod tests {
             json!(""),
         ] {
             let json = serde_json::to_string(&v).unwrap();
-            let w = write(&v, usize::MAX);
+            let w = write(&v, Some(usize::MAX));
             assert_eq!(w.json, json, "{v}");
             assert_eq!(w.quoted, Some(serde_json::to_string(&json).unwrap()), "{v}");
         }
@@ -208,14 +218,18 @@ mod tests {
             cut in 0u8..3,
         ) {
             let json = serde_json::to_string(&v).unwrap();
-            let w = write(&v, usize::MAX);
+            let w = write(&v, Some(usize::MAX));
             prop_assert_eq!(&w.json, &json);
             prop_assert_eq!(w.quoted, Some(serde_json::to_string(&json).unwrap()));
             // Quoted exactly when the JSON is no longer than the limit.
             let limit = json.len().saturating_sub(usize::from(cut));
-            let short = write(&v, limit);
+            let short = write(&v, Some(limit));
             prop_assert_eq!(&short.json, &json);
             prop_assert_eq!(short.quoted.is_some(), json.len() <= limit);
+            // Not asked: the JSON alone.
+            let alone = write(&v, None);
+            prop_assert_eq!(&alone.json, &json);
+            prop_assert_eq!(alone.quoted, None);
         }
     }
 }
