@@ -122,7 +122,12 @@ impl Fast {
         let key = id.clone();
         let task = async move {
             // The call's log line waits until its answer is out.
-            let call = server.call_result(params, None, None, peer, cancel.clone(), None, true);
+            let via = crate::mcp::Via {
+                peer,
+                cancelled: cancel.clone(),
+                quote_json: true,
+            };
+            let call = server.call_result(params, None, None, via, None);
             let (out, lines) = crate::engine::after_answer(call).await;
             // No answer for a cancelled call (as on rmcp's path).
             if !cancel.is_cancelled() {
