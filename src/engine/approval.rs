@@ -272,6 +272,7 @@ async fn in_ticket_system(engine: &Engine, c: &Call<'_>, ticket: &str) -> Result
         trace: Some(c.trace.clone()),
         idempotency_key: None,
         approver: None,
+        quote_json: false,
         ..c.ctx.clone()
     };
     let args = serde_json::Map::from_iter([("ticket".to_owned(), json!(ticket))]);

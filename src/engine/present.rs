@@ -51,7 +51,12 @@ impl Engine {
         if c.result.shown.media.is_none() {
             // Serialised once: its size decides the link, and an inline result's text
             // block is this JSON.
-            let json = serde_json::to_string(value).unwrap_or_default();
+            // Its quoted form (the text block of an answer written around the JSON) in
+            // the same pass, for a result sent inline on a path that writes one.
+            let max =
+                (c.ctx.quote_json).then(|| usize::try_from(plan.max_inline).unwrap_or(usize::MAX));
+            let crate::response::json::Written { json, quoted } =
+                crate::response::json::write(value, max);
             let bytes = json.len() as u64;
             if bytes > plan.max_inline {
                 // Moved out, not cloned: a large result is the call's largest allocation.
@@ -64,6 +69,7 @@ impl Engine {
                 c.result.outcome = self.link(c, value, json, bytes).await;
             } else {
                 c.result.shown.json = Some(json);
+                c.result.shown.quoted = quoted;
             }
         }
         if let Some(tpl) = &plan.text

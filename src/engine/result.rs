@@ -160,6 +160,9 @@ pub struct Shown {
     /// The result's JSON as sent inline, serialised once when its size was measured:
     /// the text block reuses it rather than serialising the result again.
     pub json: Option<String>,
+    /// `json` as a JSON string (quoted, escaped), written in the same pass: the stdio
+    /// answer line's text block.
+    pub quoted: Option<String>,
 }
 
 /// A result kept behind a link.
@@ -240,4 +243,8 @@ pub struct CallContext {
     /// upstream request is aborted, its concurrency slot freed, and the call settles as
     /// after a timeout (its outcome is unknown).
     pub cancelled: Option<tokio_util::sync::CancellationToken>,
+    /// The answer is written around the result's JSON (the stdio fast path, HTTP's
+    /// direct path): step 11b writes the text block's form of that JSON (quoted,
+    /// escaped) in the same pass as the JSON. Other paths leave it to rmcp.
+    pub quote_json: bool,
 }

@@ -99,6 +99,17 @@ pub(crate) struct McpServer {
     stdio: Option<Arc<stdio::Fast>>,
 }
 
+/// The session a `tools/call` came through, for [`McpServer::call_result`].
+pub(crate) struct Via {
+    /// The session's peer (a human's approval is asked through it).
+    pub(crate) peer: Peer<RoleServer>,
+    /// Cancelled when the client gives up on the call.
+    pub(crate) cancelled: tokio_util::sync::CancellationToken,
+    /// The caller writes the answer around the result's JSON (the stdio fast path,
+    /// HTTP's direct path): see `CallContext::quote_json`.
+    pub(crate) quote_json: bool,
+}
+
 impl McpServer {
     /// A handler for a new session over `engine`.
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
@@ -146,8 +157,13 @@ impl McpServer {
         cancelled: tokio_util::sync::CancellationToken,
         catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let via = Via {
+            peer,
+            cancelled,
+            quote_json: false,
+        };
         let result = self
-            .call_result(request, taken_meta, actor, peer, cancelled, catalog)
+            .call_result(request, taken_meta, actor, via, catalog)
             .await;
         result.map(|r| to_mcp_result(r).into())
     }
@@ -159,10 +175,14 @@ impl McpServer {
         request: CallToolRequestParams,
         taken_meta: Option<&rmcp::model::RequestMetaObject>,
         actor: Option<Arc<Actor>>,
-        peer: Peer<RoleServer>,
-        cancelled: tokio_util::sync::CancellationToken,
+        via: Via,
         catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Result<crate::engine::CallResult, ErrorData> {
+        let Via {
+            peer,
+            cancelled,
+            quote_json,
+        } = via;
         // rmcp moves the request's `_meta` into the context; read both to be safe.
         let metas = [taken_meta, request.meta.as_ref()];
         let metas = metas.iter().flatten();
@@ -191,6 +211,7 @@ impl McpServer {
             // rmcp cancels it on `notifications/cancelled` for this request (the direct
             // path does too).
             cancelled: Some(cancelled),
+            quote_json,
         };
         let catalog = catalog.unwrap_or_else(|| self.engine.catalog());
         let call = (self.engine).call_on(&catalog, &request.name, request.arguments, &ctx);

@@ -122,7 +122,12 @@ impl Fast {
         let key = id.clone();
         let task = async move {
             // The call's log line waits until its answer is out.
-            let call = server.call_result(params, None, None, peer, cancel.clone(), None);
+            let via = crate::mcp::Via {
+                peer,
+                cancelled: cancel.clone(),
+                quote_json: true,
+            };
+            let call = server.call_result(params, None, None, via, None);
             let (out, lines) = crate::engine::after_answer(call).await;
             // No answer for a cancelled call (as on rmcp's path).
             if !cancel.is_cancelled() {
@@ -199,51 +204,37 @@ pub(crate) fn answer_line(
 
 /// The JSON of a result whose answer is that JSON alone, twice: as its one text block
 /// and as `structuredContent` (an object, so the legacy shape keeps it; no `_meta`:
-/// no idempotency key, no link). `None` (the result untouched) for any other.
-fn json_only(r: &mut CallResult) -> Option<String> {
+/// no idempotency key, no link), with the text block's form (the JSON as a JSON
+/// string). `None` (the result untouched) for any other.
+fn json_only(r: &mut CallResult) -> Option<(String, String)> {
     let s = &r.shown;
     let alone = s.text.is_none() && s.media.is_none() && s.link.is_none() && s.embed.is_none();
-    // `shown.json` is the outcome's JSON, made once at step 11b (present.rs).
-    if alone && r.idempotency_key.is_none() && r.outcome.as_ref().is_ok_and(Value::is_object) {
-        return r.shown.json.take();
+    // `shown.json` and `shown.quoted` are the outcome's JSON, both written in one pass at
+    // step 11b (present.rs).
+    if alone
+        && r.idempotency_key.is_none()
+        && r.outcome.as_ref().is_ok_and(Value::is_object)
+        && s.json.is_some()
+        && s.quoted.is_some()
+    {
+        return r.shown.json.take().zip(r.shown.quoted.take());
     }
     None
 }
 
 /// `{"jsonrpc":"2.0","id":..,"result":{"content":[{"type":"text","text":JSON}],
-/// "structuredContent":JSON,"isError":false}}`, as rmcp serialises that result.
-fn around(json: &str, id: &RequestId) -> serde_json::Result<Vec<u8>> {
-    let mut line = Vec::with_capacity(2 * json.len() + 128);
+/// "structuredContent":JSON,"isError":false}}`, as rmcp serialises that result;
+/// `quoted` is the JSON as a JSON string.
+fn around((json, quoted): &(String, String), id: &RequestId) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(json.len() + quoted.len() + 128);
     line.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     serde_json::to_writer(&mut line, id)?;
     line.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
-    escaped(&mut line, json)?;
+    line.extend_from_slice(quoted.as_bytes());
     line.extend_from_slice(br#"}],"structuredContent":"#);
     line.extend_from_slice(json.as_bytes());
     line.extend_from_slice(br#","isError":false}}"#);
     Ok(line)
-}
-
-/// `text` as a JSON string, as serde_json writes it. JSON made by serde_json (a
-/// result's) holds no control character (strings escape them; compact output has no
-/// whitespace), so only `"` and `\` are escaped, in runs between them found with
-/// `memchr`; any other text goes through serde_json.
-fn escaped(line: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
-    let bytes = text.as_bytes();
-    if bytes.iter().any(|&b| b < 0x20) {
-        return serde_json::to_writer(line, text);
-    }
-    line.reserve(bytes.len() + bytes.len() / 4 + 2);
-    line.push(b'"');
-    let mut from = 0;
-    for at in memchr::memchr2_iter(b'"', b'\\', bytes) {
-        line.extend_from_slice(bytes.get(from..at).unwrap_or_default());
-        line.push(b'\\');
-        from = at;
-    }
-    line.extend_from_slice(bytes.get(from..).unwrap_or_default());
-    line.push(b'"');
-    Ok(())
 }
 
 /// Whether the client declared form elicitation (the approver asks through it).
@@ -257,48 +248,4 @@ fn asks_in_forms(peer: &Peer<RoleServer>) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escaped;
-    use proptest::prelude::*;
-
-    fn as_serde_writes(text: &str) -> Vec<u8> {
-        let mut line = b"prefix".to_vec();
-        escaped(&mut line, text).unwrap();
-        line
-    }
-
-    fn serde(text: &str) -> Vec<u8> {
-        let mut line = b"prefix".to_vec();
-        serde_json::to_writer(&mut line, text).unwrap();
-        line
-    }
-
-    #[test]
-    fn a_results_json_is_escaped_as_serde_json_escapes_it() {
-        for text in [
-            "",
-            "\"",
-            "\\",
-            r#"{"a":"b \"q\" \\ c","n":[1,2.5,null],"u":"é ☃ \u007f"}"#,
-            "tab\tand\nnewline and \u{1} control",
-        ] {
-            assert_eq!(as_serde_writes(text), serde(text), "{text:?}");
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-        #[test]
-        fn any_text_and_any_values_json_is_escaped_as_serde_json_escapes_it(
-            text in ".*",
-            words in proptest::collection::vec("[\"\\\\a-z\u{0}-\u{1f}é☃]{0,8}", 0..8),
-        ) {
-            prop_assert_eq!(as_serde_writes(&text), serde(&text));
-            let json = serde_json::to_string(&words).unwrap();
-            prop_assert_eq!(as_serde_writes(&json), serde(&json));
-        }
-    }
 }

@@ -39,6 +39,7 @@ impl StatusMatch {
 }
 
 pub mod cost;
+pub(crate) mod json;
 pub mod jsonpath;
 pub mod present;
 

@@ -249,7 +249,12 @@ pub(crate) async fn direct(direct: &Direct, req: Request, next: Next) -> Respons
         async move {
             // The call's log line waits until its answer is out (below); a call finished
             // after its client went away writes it when it ends.
-            let call = server.call_result(params, Some(&meta), actor, peer, cancel, catalog);
+            let via = crate::mcp::Via {
+                peer,
+                cancelled: cancel,
+                quote_json: true,
+            };
+            let call = server.call_result(params, Some(&meta), actor, via, catalog);
             let (out, lines) = crate::engine::after_answer(call).await;
             // Every session revision is before 2026-07-28: the answer is the stdio fast
             // path's line, the bytes rmcp's serialisation of it gives (a result that is
