@@ -426,24 +426,12 @@ fn a_client_that_disconnects_mid_call_does_not_stop_the_call_on_the_direct_path(
         body.len()
     )
     .unwrap();
-    let end = std::time::Instant::now() + DEADLINE;
-    while api.get("/_slow")["started"] != json!(1) {
-        assert!(
-            std::time::Instant::now() < end,
-            "the call never reached the API"
-        );
-    }
+    api.wait_slow("started", 1, "the call never reached the API");
     conn.shutdown(std::net::Shutdown::Both).unwrap();
     drop(conn);
 
     // The upstream request runs to its answer: the call was not dropped with the client.
-    while api.get("/_slow")["answered"] != json!(1) {
-        assert!(
-            std::time::Instant::now() < end,
-            "the call stopped when its client went away: {}",
-            api.get("/_slow")
-        );
-    }
+    api.wait_slow("answered", 1, "the call stopped when its client went away");
     // Its log line is written when it ends, though no answer went out (a direct call's
     // line waits for its answer).
     let log = server.wait_stderr("tool=slow.read");

@@ -4,14 +4,12 @@
 //! direct path and on its stream; a call waiting on its upstream holds up no other call
 //! on its thread.
 
-use std::time::Instant;
-
 use serde_json::{Value, json};
 
 use crate::http::{
     HttpServer, Keys, SLOW_TOOL, call, open_session, slow_call_in_background, token_only,
 };
-use crate::util::{DEADLINE, DemoApi};
+use crate::util::DemoApi;
 
 /// A server with `threads` serving threads, on a token-only config with the slow tool,
 /// and a token for every tool.
@@ -78,14 +76,7 @@ fn a_call_waiting_on_its_upstream_holds_up_no_other_call_on_its_thread() {
     assert_eq!(serving_threads(&server), 1);
     let session = open_session(&server, Some(&token));
     let slow = slow_call_in_background(&server, &token, &session, 3000);
-    let end = Instant::now() + DEADLINE;
-    while api.get("/_slow")["started"] != json!(1) {
-        assert!(
-            Instant::now() < end,
-            "the slow call never reached the upstream"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    api.wait_slow("started", 1, "the slow call never reached the upstream");
     let quick = call(
         &server,
         Some(&token),

@@ -148,6 +148,20 @@ impl DemoApi {
         http_get_json(&format!("{}{path}", self.url))
     }
 
+    /// Polls `/_slow` (the slow route's counters) until `counter` is `n`; fails saying
+    /// `what`, with the counters, at the deadline.
+    pub(crate) fn wait_slow(&self, counter: &str, n: u64, what: &str) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let slow = self.get("/_slow");
+            if slow[counter] == json!(n) {
+                return;
+            }
+            assert!(Instant::now() < end, "{what}: {slow}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The requests the API has seen (not counting `/_` ones).
     pub(crate) fn requests(&self) -> Vec<Value> {
         self.get("/_requests")

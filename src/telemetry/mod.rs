@@ -133,13 +133,12 @@ pub fn init(
     // message") at debug level: none of its lines below info are shown, at any MCPD_LOG.
     // Its debug-formatted line for each JSON-RPC error becomes one clean line.
     use tracing_subscriber::filter::{FilterExt as _, filter_fn};
-    let shown = filter
-        .and(filter_fn(|meta| {
-            !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
-        }))
-        .and(filter_fn(|m| !rpc_errors::is_rmcp_error_event(m)));
-    // The lines shown, and rmcp's error events (which become the clean line): one
-    // filtered layer, so a span entered or left is looked up once, not once per layer.
+    let shown = filter.and(filter_fn(|meta| {
+        !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
+    }));
+    // The lines shown, and rmcp's error events, which the log layer turns into the clean
+    // line (never the original): one filtered layer, so a span entered or left is looked
+    // up once, not once per layer.
     let filter = shown
         .or(filter_fn(rpc_errors::is_rmcp_error_event).with_max_level_hint(tracing::Level::WARN));
     let json = std::env::var("MCPD_LOG_FORMAT").is_ok_and(|f| f == "json");
